@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv as needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup  ## screen every bundled example case, then show one full report
+	$(BIN)/miss-screen rules check
+	$(BIN)/miss-screen screen cases/examples/*.yaml --format brief
+	$(BIN)/miss-screen screen cases/examples/disc-herniation-l4-l5.yaml
+
+lint: setup
+	$(BIN)/ruff check engine cli.py tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: setup  ## the test command CI runs
+	$(BIN)/miss-screen rules test
+	$(BIN)/python -m pytest -q
+	$(MAKE) lint
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

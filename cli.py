@@ -1,0 +1,330 @@
+"""miss-screen command line: screen a case, inspect and test the rules, print the schemas.
+
+Thin by design: parse options, call engine, pick a renderer, map errors to exit codes
+(0 screened, 1 --fail-on met or a golden case failed, 2 bad input, rules, usage or internal error).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from engine import __version__
+from engine.errors import UsageError, UserError
+from engine.evaluate.base import Evaluator
+from engine.evaluate.durable import DurableEvaluator
+from engine.evaluate.reference import ReferenceEvaluator
+from engine.goldens import run_goldens
+from engine.io.cases import parse_set_options, read_case, read_site, validate_case
+from engine.models import Case, Result, Scalar, Verdict
+from engine.policy import verdict_rank
+from engine.report.text import brief_line, render_text, source_text
+from engine.rules.condition import to_text
+from engine.rules.loader import load_ruleset
+from engine.rules.ruleset import Ruleset
+from engine.screen import screen_values
+
+DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES", Path(__file__).resolve().parent / "rules"))
+
+app = typer.Typer(
+    name="miss-screen",
+    help="Screen whether minimally invasive spine surgery (MISS) is worth discussing. "
+    "A screening aid for a conversation, never an order to operate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+rules_app = typer.Typer(help="List, show, check and test the rules.", no_args_is_help=True)
+schema_app = typer.Typer(help="Print the JSON Schema of a case or of a result.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(schema_app, name="schema")
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ScreenFormat(StrEnum):
+    text = "text"
+    json = "json"
+    brief = "brief"
+
+
+class ListFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class Engine(StrEnum):
+    durable = "durable"
+    reference = "reference"
+
+
+def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """User errors become one-line messages and exit 2; anything else is our bug (also exit 2)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except UserError as exc:
+            lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
+            for line in lines:
+                print(f"error: {line}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except Exception:
+            print("internal error, please report:", file=sys.stderr)
+            traceback.print_exc()
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+RulesOption = Annotated[
+    Path, typer.Option("--rules", help="Rules directory.", show_default=False)
+]
+
+
+def make_evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
+    if engine is Engine.reference:
+        return ReferenceEvaluator(ruleset)
+    return DurableEvaluator(ruleset)
+
+
+@app.command()
+@handle_errors
+def screen(
+    case_files: Annotated[
+        list[str] | None,
+        typer.Argument(help="Case files (YAML or JSON), or - for stdin.", show_default=False),
+    ] = None,
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="FIELD=VALUE; repeat for a quick case without a file.", show_default=False),
+    ] = None,
+    output_format: Annotated[
+        ScreenFormat, typer.Option("--format", help="text report, json result, or one brief line per case.")
+    ] = ScreenFormat.text,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    site: Annotated[
+        str | None,
+        typer.Option("--site", help="Site profile (YAML of setting fields) for values the case lacks.", show_default=False),
+    ] = None,
+    fail_on: Annotated[
+        Verdict | None,
+        typer.Option("--fail-on", help="Exit 1 when a verdict is this one or higher.", show_default=False),
+    ] = None,
+    engine: Annotated[Engine, typer.Option("--engine", help="Evaluator (reference is the test oracle).")] = Engine.durable,
+) -> None:
+    """Screen a case and print its verdict with every finding and its source."""
+    files = case_files or []
+    if not files and not set_values:
+        raise UsageError("give a case file, - for stdin, or --set FIELD=VALUE")
+    if set_values and len(files) > 1:
+        raise UsageError("--set applies to one case; give at most one case file with it")
+    ruleset = load_ruleset(rules)
+    site_values = read_site(site) if site else {}
+    evaluator = make_evaluator(ruleset, engine)
+    results = []
+    for case_file in files or [None]:
+        case_id, values, source = read_screen_case(case_file, set_values or [])
+        results.append(
+            screen_values(case_id, values, ruleset, evaluator, site=site_values, source=source).result
+        )
+    for index, result in enumerate(results):
+        if output_format is ScreenFormat.text and index:
+            stdout.rule()
+        print_result(result, output_format, compact=len(results) > 1)
+    if fail_on is not None and any(verdict_rank(r.verdict) <= verdict_rank(fail_on) for r in results):
+        raise typer.Exit(1)
+
+
+def read_screen_case(case_file: str | None, set_values: list[str]) -> tuple[str, dict[str, Scalar], str]:
+    """A case from a file, stdin or --set pairs; --set values override the file's."""
+    if case_file is None:
+        case_id, values = validate_case(parse_set_options(set_values), "--set")
+        return case_id, values, "--set"
+    source = "<stdin>" if case_file == "-" else case_file
+    case_id, values = read_case(case_file)
+    if set_values:
+        overrides = parse_set_options(set_values)
+        if overrides["case_id"] == "cli-case":
+            overrides["case_id"] = case_id
+        case_id, values = validate_case({**values, **overrides}, f"{source} with --set")
+    return case_id, values, source
+
+
+def print_result(result: Result, output_format: ScreenFormat, *, compact: bool = False) -> None:
+    """Write one result; several JSON results are written one per line (JSON Lines)."""
+    if output_format is ScreenFormat.json:
+        sys.stdout.write(result.model_dump_json(indent=None if compact else 2) + "\n")
+    elif output_format is ScreenFormat.brief:
+        sys.stdout.write(brief_line(result) + "\n")
+    else:
+        render_text(result, stdout)
+
+
+@rules_app.command("list")
+@handle_errors
+def rules_list(
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    output_format: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.text,
+) -> None:
+    """List every rule with its category, severity and message."""
+    ruleset = load_ruleset(rules)
+    if output_format is ListFormat.json:
+        rows = [
+            {
+                "id": r.id, "name": r.meta.name, "version": r.meta.version,
+                "category": r.meta.category.value, "severity": r.meta.severity.value,
+                "provisional": r.meta.provisional, "evidence": r.meta.evidence.value,
+                "scope": to_text(r.scope) if r.scope else None, "when": to_text(r.when),
+                "message": r.meta.message,
+            }
+            for r in ruleset.rules
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules")
+    for column in ("id", "category", "severity", "name"):
+        table.add_column(column)
+    for r in ruleset.rules:
+        name = r.meta.name + (" (provisional)" if r.meta.provisional else "")
+        table.add_row(r.id, r.meta.category.value, r.meta.severity.value, name)
+    stdout.print(table)
+
+
+@rules_app.command("show")
+@handle_errors
+def rules_show(
+    rule_id: Annotated[str, typer.Argument(help="Rule id, e.g. ACC-007.")],
+    rules: RulesOption = DEFAULT_RULES_DIR,
+) -> None:
+    """Show one rule: condition, message, rationale and sources."""
+    ruleset = load_ruleset(rules)
+    rule = ruleset.by_id.get(rule_id.upper()) or next(
+        (r for r in ruleset.rules if rule_id.upper() in (a.upper() for a in r.meta.aliases)), None
+    )
+    if rule is None:
+        raise UsageError(f"no rule with id {rule_id}; see 'miss-screen rules list'")
+    meta = rule.meta
+    stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({rule.path})")
+    stdout.print(f"category: {meta.category.value}   severity: {meta.severity.value}   "
+                 f"evidence: {meta.evidence.value}   provisional: {'yes' if meta.provisional else 'no'}")
+    if rule.scope:
+        stdout.print(f"scope: {escape(to_text(rule.scope))}")
+    stdout.print(f"when: {escape(to_text(rule.when))}")
+    stdout.print(f"message: {escape(meta.message)}")
+    stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
+    for source in meta.sources:
+        stdout.print(f"source: {escape(source_text(source))}")
+
+
+@rules_app.command("check")
+@handle_errors
+def rules_check(
+    directory: Annotated[Path, typer.Argument(help="Rules directory.", show_default=False)] = DEFAULT_RULES_DIR,
+) -> None:
+    """Load and check every rule file; report each problem as file:line."""
+    ruleset = load_ruleset(directory)
+    goldens = run_goldens(ruleset, {"reference": ReferenceEvaluator(ruleset)})
+    invalid = [g for g in goldens if g.actual == "invalid case"]
+    for bad in invalid:
+        for detail in bad.details:
+            print(f"error: {bad.golden.path}: golden case {bad.golden.name}: {detail}", file=sys.stderr)
+    if invalid:
+        raise typer.Exit(2)
+    stdout.print(
+        f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules, {len(ruleset.derived)} "
+        f"derived attributes, {len(ruleset.constraints)} constraints OK (sha256 {ruleset.sha256[:12]})"
+    )
+
+
+@rules_app.command("test")
+@handle_errors
+def rules_test(
+    directory: Annotated[Path, typer.Argument(help="Rules directory.", show_default=False)] = DEFAULT_RULES_DIR,
+    output_format: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.text,
+) -> None:
+    """Run every golden case on both evaluators; exit 1 on any mismatch."""
+    ruleset = load_ruleset(directory)
+    results = run_goldens(
+        ruleset, {"durable": DurableEvaluator(ruleset), "reference": ReferenceEvaluator(ruleset)}
+    )
+    failed = [r for r in results if not r.ok]
+    if output_format is ListFormat.json:
+        rows = [
+            {
+                "rule_id": r.golden.rule_id, "kind": r.golden.kind, "name": r.golden.name,
+                "backend": r.backend, "ok": r.ok, "expected": r.expected, "actual": r.actual,
+                "details": r.details,
+            }
+            for r in results
+        ]
+        sys.stdout.write(json.dumps({"passed": len(results) - len(failed), "failed": len(failed),
+                                     "results": rows}, indent=2) + "\n")
+    else:
+        for r in results:
+            if not r.ok:
+                stdout.print(
+                    f"[red]FAIL[/red] {r.golden.rule_id}::{r.golden.name} [{r.backend}] "
+                    f"expected {escape(r.expected)}, got {escape(r.actual)}"
+                )
+                for detail in r.details:
+                    stdout.print(f"     {escape(detail)}")
+        stdout.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@schema_app.command("case")
+@handle_errors
+def schema_case() -> None:
+    """Print the JSON Schema of a case file."""
+    sys.stdout.write(json.dumps(Case.model_json_schema(), indent=2) + "\n")
+
+
+@schema_app.command("result")
+@handle_errors
+def schema_result() -> None:
+    """Print the JSON Schema of a screening result (the output contract)."""
+    sys.stdout.write(json.dumps(Result.model_json_schema(), indent=2) + "\n")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"miss-screen {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

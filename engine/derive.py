@@ -1,0 +1,168 @@
+"""From validated case values to the facts the evaluators read.
+
+Constraints first (known facts narrow unknown fields; a field left with one value is inferred),
+then derived attributes in file order. Both evaluators read the same Facts, so they agree on
+inferred and derived values by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.dictionary import FieldType
+from engine.errors import CaseProblem
+from engine.models import Inferred, Scalar
+from engine.rules.condition import Cond, evaluate_expr, fields_of, to_text
+from engine.rules.logic import compile_kleene, unknown_fields
+from engine.rules.ruleset import DerivedRule, Ruleset
+
+DERIVED_DECIMALS = 6
+
+
+class ConstraintViolation(Exception):
+    """A supplied value that a constraint rules out, or constraints that leave no value."""
+
+    def __init__(self, problem: CaseProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What is known about one case, and what is still possible for unknown constrained fields."""
+
+    values: dict[str, Scalar]
+    possible: dict[str, frozenset[Scalar]] = field(default_factory=dict)
+    inferred: tuple[Inferred, ...] = ()
+    derived: dict[str, Scalar] = field(default_factory=dict)
+
+
+def build_facts(values: dict[str, Scalar], ruleset: Ruleset) -> Facts:
+    """Apply constraints and compute derived attributes for one case's known values."""
+    known = dict(values)
+    possible, inferred = _apply_constraints(known, ruleset)
+    derived: dict[str, Scalar] = {}
+    for rule in ruleset.derived:
+        value = derive_value(rule, known, possible)
+        if value is not None:
+            known[rule.field] = value
+            derived[rule.field] = value
+    return Facts(values=known, possible=possible, inferred=tuple(inferred), derived=derived)
+
+
+def derive_value(
+    rule: DerivedRule, values: dict[str, Scalar], possible: dict[str, frozenset[Scalar]]
+) -> Scalar | None:
+    """The value of one derived attribute, or None when its inputs leave it unknown."""
+    if rule.expression is not None:
+        result = evaluate_expr(rule.expression, values)
+        if result is None:
+            return None
+        if rule.spec.type is FieldType.integer:
+            return int(round(result))  # type: ignore[arg-type]  # numeric, checked at load
+        return round(float(result), DERIVED_DECIMALS)  # removes float noise: 60.1 - 40.1 -> 20.0
+    if rule.condition is not None:
+        return compile_kleene(rule.condition)(values, possible)
+    for cond, value in rule.bands:
+        outcome = compile_kleene(cond)(values, possible)
+        if outcome is None:
+            return None
+        if outcome:
+            return value
+    return None
+
+
+def missing_inputs(names: set[str], ruleset: Ruleset, facts: Facts) -> list[str]:
+    """Replace unknown derived fields by the unknown input fields they are computed from."""
+    result: set[str] = set()
+    pending = list(names)
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        rule = ruleset.derived_by_field.get(name)
+        if rule is None:
+            result.add(name)
+            continue
+        if rule.bands:
+            for cond, _ in rule.bands:
+                if compile_kleene(cond)(facts.values, facts.possible) is None:
+                    pending.extend(unknown_fields(cond, facts.values, facts.possible))
+                    break
+        elif rule.condition is not None:
+            pending.extend(unknown_fields(rule.condition, facts.values, facts.possible))
+        else:
+            pending.extend(f for f in rule.inputs if f not in facts.values)
+    return sorted(result)
+
+
+def _apply_constraints(
+    known: dict[str, Scalar], ruleset: Ruleset
+) -> tuple[dict[str, frozenset[Scalar]], list[Inferred]]:
+    possible: dict[str, frozenset[Scalar]] = {}
+    narrowed_by: dict[str, list[str]] = {}
+    inferred: list[Inferred] = []
+    changed = True
+    applied: set[tuple[str, int]] = set()
+    while changed:
+        changed = False
+        for constraint in ruleset.constraints:
+            name = constraint.spec.name
+            for index, (when, allowed) in enumerate(constraint.narrowings):
+                if (constraint.id, index) in applied:
+                    continue
+                if compile_kleene(when)(known, possible) is not True:
+                    continue
+                applied.add((constraint.id, index))
+                narrowed_by.setdefault(name, []).append(constraint.id)
+                if name in known:
+                    if known[name] in allowed:
+                        continue
+                    if any(name == i.field for i in inferred):
+                        raise ConstraintViolation(
+                            CaseProblem(
+                                name,
+                                f"constraints {', '.join(narrowed_by[name])} leave no possible value",
+                            )
+                        )
+                    raise ConstraintViolation(
+                        CaseProblem(
+                            name,
+                            f"{_show(known[name])} is ruled out by {constraint.id} "
+                            f"({constraint.meta.name}) because {_facts_text(when, known)}; "
+                            f"possible: {', '.join(_show(v) for v in sorted(allowed, key=str))}",
+                            known[name],
+                        )
+                    )
+                before = possible.get(name, frozenset(constraint.spec.domain))
+                now = before & allowed
+                if not now:
+                    raise ConstraintViolation(
+                        CaseProblem(
+                            name,
+                            f"constraints {', '.join(narrowed_by[name])} leave no possible value",
+                        )
+                    )
+                changed = True
+                if len(now) == 1:
+                    (value,) = now
+                    known[name] = value
+                    possible.pop(name, None)
+                    inferred.append(Inferred(field=name, value=value, constraint=constraint.id))
+                else:
+                    possible[name] = now
+    return possible, inferred
+
+
+def _facts_text(when: Cond, known: dict[str, Scalar]) -> str:
+    """The known facts that made a narrowing apply, e.g. "sex is male"."""
+    shown = [f"{f} is {_show(known[f])}" for f in sorted(fields_of(when)) if f in known]
+    return " and ".join(shown) if shown else to_text(when)
+
+
+def _show(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,1 @@
+"""Evaluators: the durable-rules production path and the plain-Python reference."""

@@ -1,0 +1,1 @@
+"""Reading cases and site profiles, and turning bad input into errors that name field and value."""

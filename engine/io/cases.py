@@ -1,0 +1,173 @@
+"""Read one case (YAML or JSON file, stdin, or --set pairs) and validate it against the dictionary."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.dictionary import DERIVED_FIELDS, FIELDS_BY_NAME, INPUT_FIELDS, SETTING_FIELDS
+from engine.errors import CaseInputError, CaseProblem
+from engine.models import Case, Scalar
+from engine.yamlsource import YamlError, parse_yaml
+
+MAX_CASE_BYTES = 1_000_000
+_PROBLEM_WORDS = {
+    "greater_than_equal": "is out of range",
+    "less_than_equal": "is out of range",
+    "literal_error": "is not a valid value",
+    "int_from_float": "is not a whole number",
+    "int_parsing": "is not a whole number",
+    "int_type": "is not a whole number",
+    "float_parsing": "is not a number",
+    "float_type": "is not a number",
+    "finite_number": "is not a finite number",
+    "bool_parsing": "is not a boolean",
+    "bool_type": "is not a boolean",
+    "string_type": "is not text",
+    "string_pattern_mismatch": "is not a valid id",
+    "value_error": "is not valid",
+}
+
+
+def validate_case(
+    raw: Mapping[str, Any], source: str, row: int | None = None
+) -> tuple[str, dict[str, Scalar]]:
+    """Validate raw case values; return the case_id and the known values (nulls dropped)."""
+    problems: list[CaseProblem] = []
+    clean: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            problems.append(CaseProblem(None, f"field names must be text, got {key!r}"))
+        elif isinstance(value, dict | list | tuple | set):
+            problems.append(CaseProblem(key, "expected a single value, got a nested structure"))
+        elif value is not None and not (isinstance(value, str) and value == "" and key != "case_id"):
+            clean[key] = value
+    case_id = raw.get("case_id") if isinstance(raw.get("case_id"), str) else None
+    try:
+        case = Case.model_validate(clean)
+    except ValidationError as exc:
+        problems.extend(_problem(err) for err in exc.errors())
+    if problems:
+        raise CaseInputError(source, problems, row=row, case_id=case_id)
+    values = case.model_dump(exclude_none=True)
+    return values.pop("case_id"), values
+
+
+def _problem(err: Any) -> CaseProblem:
+    loc = err["loc"]
+    name = str(loc[0]) if loc else None
+    value = err.get("input")
+    if err["type"] == "extra_forbidden" and name is not None:
+        if name in DERIVED_FIELDS:
+            return CaseProblem(
+                name, "is a derived attribute computed by the rules; remove it from the input", None
+            )
+        close = difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return CaseProblem(None, f"unknown field '{name}'{hint}")
+    if err["type"] == "missing":
+        return CaseProblem(name, "is required")
+    spec = FIELDS_BY_NAME.get(name or "")
+    words = _PROBLEM_WORDS.get(err["type"], "is not valid")
+    expected = f"; expected {spec.expected()}" if spec else ""
+    hint = ""
+    if spec is not None and spec.values and isinstance(value, str):
+        close = difflib.get_close_matches(value.lower(), list(spec.values), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return CaseProblem(name, f"{_show(value)} {words}{expected}{hint}", value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def read_text(path: str, what: str = "case") -> str:
+    """Read a file (or stdin for '-') as UTF-8 text, refusing binary, huge and empty input."""
+    source = "<stdin>" if path == "-" else path
+    try:
+        raw = sys.stdin.buffer.read(MAX_CASE_BYTES + 1) if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CaseInputError(source, [CaseProblem(None, f"cannot read {what} file: {reason}")]) from None
+    if len(raw) > MAX_CASE_BYTES:
+        raise CaseInputError(source, [CaseProblem(None, f"{what} file is larger than 1 MB")])
+    if b"\x00" in raw:
+        raise CaseInputError(source, [CaseProblem(None, f"{what} file is binary, not YAML or JSON")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CaseInputError(source, [CaseProblem(None, f"{what} file is not UTF-8 text")]) from None
+    if not text.strip():
+        raise CaseInputError(source, [CaseProblem(None, f"{what} file is empty")])
+    return text
+
+
+def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
+    """Parse YAML or JSON text that must hold one mapping of field names to values."""
+    try:
+        if source.endswith(".json"):
+            data = json.loads(text)
+        else:
+            data = parse_yaml(text).data
+    except json.JSONDecodeError as exc:
+        problem = CaseProblem(None, f"malformed JSON at line {exc.lineno}: {exc.msg}")
+        raise CaseInputError(source, [problem]) from None
+    except YamlError as exc:
+        line = f" at line {exc.line}" if exc.line else ""
+        raise CaseInputError(source, [CaseProblem(None, f"{exc}{line}")]) from None
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "nothing"
+        problem = CaseProblem(None, f"expected a mapping of field names to values, got {kind}")
+        raise CaseInputError(source, [problem])
+    return data
+
+
+def read_case(path: str) -> tuple[str, dict[str, Scalar]]:
+    """Read and validate one case file (YAML or JSON), or stdin for '-'."""
+    source = "<stdin>" if path == "-" else path
+    return validate_case(parse_mapping(read_text(path), source), source)
+
+
+def parse_set_options(pairs: list[str]) -> dict[str, Any]:
+    """Turn repeated `--set field=value` options into raw case values (YAML scalars)."""
+    raw: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            problem = CaseProblem(None, f"--set expects FIELD=VALUE, got {pair!r}")
+            raise CaseInputError("--set", [problem])
+        try:
+            value = parse_yaml(text).data if text.strip() else None
+        except YamlError:
+            value = text
+        raw[name.strip()] = value
+    raw.setdefault("case_id", "cli-case")
+    return raw
+
+
+def read_site(path: str) -> dict[str, Scalar]:
+    """Read a site profile: setting fields applied to every case that lacks them."""
+    text = read_text(path, "site profile")
+    data = parse_mapping(text, path, "site profile")
+    problems = [
+        CaseProblem(
+            None,
+            f"'{key}' is not a setting field; a site profile holds only: {', '.join(SETTING_FIELDS)}",
+        )
+        for key in data
+        if key not in SETTING_FIELDS
+    ]
+    if problems:
+        raise CaseInputError(path, problems)
+    _, values = validate_case({**data, "case_id": "site"}, path)
+    return values

@@ -1,0 +1,359 @@
+"""The pydantic types every step shares: the case, the rule files, outcomes and the result.
+
+No I/O here. JSON keys of Result follow field order, which is the published output contract.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from engine.dictionary import FIELDS, FieldSpec, FieldType
+
+Scalar = bool | int | float | str
+
+DISCLAIMER = (
+    "miss-screen is a screening aid to support a conversation between clinician and patient. "
+    "It is not a diagnosis, a recommendation or an order to operate; the treating surgeon decides."
+)
+
+
+class Verdict(StrEnum):
+    """The fixed verdict vocabulary, highest first."""
+
+    urgent_review = "urgent_review"
+    not_favoured = "not_favoured"
+    insufficient_data = "insufficient_data"
+    discuss_with_caution = "discuss_with_caution"
+    worth_discussing = "worth_discussing"
+
+
+class Severity(StrEnum):
+    """How much a finding weighs, highest first."""
+
+    red_flag = "red_flag"
+    major = "major"
+    caution = "caution"
+    info = "info"
+
+
+SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
+
+
+class Category(StrEnum):
+    access = "access"
+    complexity = "complexity"
+    radiation = "radiation"
+    cost = "cost"
+    evidence = "evidence"
+    benefit = "benefit"
+    red_flag = "red_flag"
+    indication = "indication"
+
+
+CATEGORY_PREFIX = {
+    Category.access: "ACC",
+    Category.complexity: "CPX",
+    Category.radiation: "RAD",
+    Category.cost: "EQP",
+    Category.evidence: "EVD",
+    Category.benefit: "BEN",
+    Category.red_flag: "RED",
+    Category.indication: "IND",
+}
+
+
+class Claim(StrEnum):
+    """The ten classic points of MISS (five advantages, five limits)."""
+
+    less_tissue_disruption = "less_tissue_disruption"
+    faster_recovery = "faster_recovery"
+    less_pain_and_scarring = "less_pain_and_scarring"
+    lower_infection_risk = "lower_infection_risk"
+    improved_accuracy = "improved_accuracy"
+    limited_access = "limited_access"
+    learning_curve = "learning_curve"
+    equipment_cost = "equipment_cost"
+    radiation_exposure = "radiation_exposure"
+    limited_long_term_research = "limited_long_term_research"
+
+
+class RuleStatus(StrEnum):
+    """What one rule concluded about one case."""
+
+    fired = "fired"
+    not_fired = "not_fired"
+    not_evaluable = "not_evaluable"
+    not_applicable = "not_applicable"
+    conditional = "conditional"
+
+
+class Evidence(StrEnum):
+    V = "V"
+    P = "P"
+    M = "M"
+
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+# --- the case ---------------------------------------------------------------------------------
+
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+def _parse_bool(value: object) -> object:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
+    raise ValueError("not a boolean")
+
+
+def _reject_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+def _case_field(spec: FieldSpec) -> tuple[Any, Any]:
+    if spec.name == "case_id":
+        return (str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$"))
+    annotation: Any
+    if spec.type is FieldType.boolean:
+        annotation = Annotated[bool | None, BeforeValidator(_parse_bool)]
+    elif spec.type is FieldType.enum:
+        annotation = Literal[spec.values] | None  # type: ignore[valid-type]  # built from data
+    elif spec.type is FieldType.string:
+        annotation = str | None
+    else:
+        base = int if spec.type is FieldType.integer else float
+        annotation = Annotated[base | None, BeforeValidator(_reject_bool)]
+    constraints: dict[str, Any] = {}
+    if spec.minimum is not None:
+        constraints["ge"] = spec.minimum
+    if spec.maximum is not None:
+        constraints["le"] = spec.maximum
+    description = spec.unit or None
+    return (annotation, Field(None, description=description, **constraints))
+
+
+Case: type[BaseModel] = create_model(  # type: ignore[call-overload]  # fields built from data
+    "Case",
+    __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
+    __doc__="One anonymised case; every field but case_id is optional and missing means unknown.",
+    **{spec.name: _case_field(spec) for spec in FIELDS if spec.group != "derived"},
+)
+
+# --- rule files -------------------------------------------------------------------------------
+
+
+class SourceRef(BaseModel):
+    """A citation behind a rule, with a DOI, PMID or URL where one is known."""
+
+    model_config = _STRICT
+    citation: str = Field(min_length=3)
+    doi: str | None = None
+    pmid: str | None = None
+    url: str | None = None
+
+
+class GoldenCase(BaseModel):
+    """A named case and what a rule is expected to conclude about it."""
+
+    model_config = _STRICT
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    case: dict[str, Any] = Field(default_factory=dict)
+    missing: list[str] | None = None
+
+
+class GoldenCases(BaseModel):
+    model_config = _STRICT
+    fires: list[GoldenCase] = Field(default_factory=list)
+    does_not_fire: list[GoldenCase] = Field(default_factory=list)
+    not_evaluable: list[GoldenCase] = Field(default_factory=list)
+    conditional: list[GoldenCase] = Field(default_factory=list)
+
+
+class RuleFile(BaseModel):
+    """A screening rule as written in rules/<category>/<id>-<name>.yaml."""
+
+    model_config = _STRICT
+    id: str = Field(pattern=r"^[A-Z]{3}-\d{3}$")
+    name: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    category: Category
+    severity: Severity
+    claim: Claim | None = None
+    scope: str | None = None
+    when: str
+    message: str = Field(min_length=3)
+    rationale: str = Field(min_length=3)
+    sources: list[SourceRef] = Field(min_length=1)
+    evidence: Evidence
+    provisional: bool
+    aliases: list[str] = Field(default_factory=list)
+    cases: GoldenCases | None = None
+
+
+class DerivedBand(BaseModel):
+    model_config = _STRICT
+    when: str
+    value: Scalar
+
+
+class DerivedGolden(BaseModel):
+    model_config = _STRICT
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    case: dict[str, Any] = Field(default_factory=dict)
+    expected: Scalar | None
+
+
+class DerivedFile(BaseModel):
+    """A derived attribute as written in rules/derived/<id>-<name>.yaml."""
+
+    model_config = _STRICT
+    id: str = Field(pattern=r"^DER-\d{3}$")
+    name: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    field: str
+    description: str
+    rationale: str
+    evidence: Evidence
+    provisional: bool
+    sources: list[SourceRef] = Field(min_length=1)
+    expression: str | None = None
+    bands: list[DerivedBand] | None = None
+    condition: str | None = None
+    cases: list[DerivedGolden] = Field(min_length=1)
+
+
+class Narrowing(BaseModel):
+    model_config = _STRICT
+    when: str
+    allowed: list[Scalar] = Field(min_length=1)
+
+
+class ConstraintFile(BaseModel):
+    """One constraint of rules/constraints.yaml: known facts that narrow an unknown field."""
+
+    model_config = _STRICT
+    id: str = Field(pattern=r"^CON-\d{3}$")
+    name: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    field: str
+    narrowings: list[Narrowing] = Field(min_length=1)
+    rationale: str
+    evidence: Evidence
+    sources: list[SourceRef] = Field(min_length=1)
+
+
+class ConstraintsFile(BaseModel):
+    model_config = _STRICT
+    constraints: list[ConstraintFile]
+
+
+class PolicyCondition(BaseModel):
+    model_config = _STRICT
+    status: Literal["fired", "not_evaluable"]
+    severity: list[Severity] = Field(min_length=1)
+
+
+class PolicyEntry(BaseModel):
+    model_config = _STRICT
+    verdict: Verdict
+    if_any: PolicyCondition | None = None
+    summary: str
+
+
+class PolicyFile(BaseModel):
+    model_config = _STRICT
+    verdicts: list[PolicyEntry]
+
+
+class RulesetFile(BaseModel):
+    model_config = _STRICT
+    name: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    description: str = ""
+
+
+# --- outcomes and the result (the output contract) --------------------------------------------
+
+
+class RuleOutcome(BaseModel):
+    """One rule's conclusion about one case, as an evaluator reports it."""
+
+    model_config = _STRICT
+    rule_id: str
+    status: RuleStatus
+    missing: tuple[str, ...] = ()
+
+
+class Finding(BaseModel):
+    """A rule that fired, with the values that triggered it and where it comes from."""
+
+    model_config = _STRICT
+    rule_id: str
+    name: str
+    category: Category
+    severity: Severity
+    message: str
+    rationale: str
+    sources: list[SourceRef]
+    evidence: Evidence
+    provisional: bool
+    values: dict[str, Scalar]
+
+
+class ConditionalFinding(Finding):
+    """A rule that would apply if its scope held (e.g. if LLIF is considered)."""
+
+    scope: str
+    missing: list[str] = Field(default_factory=list)
+
+
+class NotEvaluable(BaseModel):
+    """A rule that could not be settled, and the data that would settle it."""
+
+    model_config = _STRICT
+    rule_id: str
+    name: str
+    severity: Severity
+    missing: list[str]
+
+
+class Inferred(BaseModel):
+    """A value the constraints left as the only one possible."""
+
+    model_config = _STRICT
+    field: str
+    value: Scalar
+    constraint: str
+
+
+class RulesetStamp(BaseModel):
+    model_config = _STRICT
+    name: str
+    version: str
+    sha256: str
+
+
+class Result(BaseModel):
+    """The screening result of one case: the published JSON output contract."""
+
+    model_config = _STRICT
+    case_id: str
+    verdict: Verdict
+    summary: str
+    findings: list[Finding]
+    conditional: list[ConditionalFinding]
+    not_evaluable: list[NotEvaluable]
+    derived: dict[str, Scalar]
+    inferred: list[Inferred]
+    assumed: dict[str, Scalar]
+    ruleset: RulesetStamp
+    tool_version: str
+    disclaimer: str = DISCLAIMER

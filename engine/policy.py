@@ -1,0 +1,28 @@
+"""From rule outcomes to a verdict, following rules/policy.yaml (highest verdict first)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from engine.models import PolicyEntry, RuleOutcome, Verdict
+from engine.rules.ruleset import Ruleset
+
+
+def decide_verdict(outcomes: Iterable[RuleOutcome], ruleset: Ruleset) -> PolicyEntry:
+    """The first policy entry whose condition holds; the last entry is the default."""
+    present = {
+        (outcome.status.value, ruleset.by_id[outcome.rule_id].meta.severity.value)
+        for outcome in outcomes
+    }
+    for entry in ruleset.policy.verdicts:
+        condition = entry.if_any
+        if condition is None:
+            return entry
+        if any((condition.status, severity.value) in present for severity in condition.severity):
+            return entry
+    raise AssertionError("unreachable: the policy's last entry is a default")  # checked at load
+
+
+def verdict_rank(verdict: Verdict) -> int:
+    """0 for the highest verdict (urgent_review), 4 for the lowest."""
+    return list(Verdict).index(verdict)

@@ -1,0 +1,129 @@
+"""The clinician's report: verdict first, then findings by category with values and sources."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.console import Console
+from rich.markup import escape
+
+from engine.models import Finding, Result, Scalar, SourceRef, Verdict
+
+VERDICT_WORDS = {
+    Verdict.urgent_review: ("URGENT REVIEW", "bold white on red"),
+    Verdict.not_favoured: ("MIS NOT FAVOURED", "bold red"),
+    Verdict.insufficient_data: ("INSUFFICIENT DATA", "bold yellow"),
+    Verdict.discuss_with_caution: ("MIS WORTH DISCUSSING, WITH CAUTION", "bold yellow"),
+    Verdict.worth_discussing: ("MIS WORTH DISCUSSING", "bold green"),
+}
+SEVERITY_STYLE = {"red_flag": "bold red", "major": "red", "caution": "yellow", "info": "cyan"}
+CATEGORY_TITLES = {
+    "red_flag": "Red flags",
+    "indication": "Surgical indication",
+    "access": "Access limits",
+    "complexity": "Complexity and learning curve",
+    "radiation": "Radiation",
+    "cost": "Equipment and cost",
+    "evidence": "Evidence gaps",
+    "benefit": "Expected benefits of MIS",
+}
+
+
+def show_value(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def source_text(source: SourceRef) -> str:
+    ids = [f"doi:{source.doi}" if source.doi else "", f"PMID {source.pmid}" if source.pmid else ""]
+    ids.append(source.url or "")
+    extra = "; ".join(i for i in ids if i)
+    return source.citation + (f" ({extra})" if extra else "")
+
+
+def render_text(result: Result, console: Console) -> None:
+    """Print the report of one case."""
+    words, style = VERDICT_WORDS[result.verdict]
+    console.print(f"[bold]Case {escape(result.case_id)}[/bold]")
+    console.print(f"Verdict: [{style}]{words}[/{style}] ({result.verdict.value})")
+    console.print(escape(result.summary))
+    console.print()
+
+    console.print("[bold]Findings[/bold]" if result.findings else "[bold]Findings[/bold]: none")
+    by_category: dict[str, list[Finding]] = defaultdict(list)
+    for finding in result.findings:
+        by_category[finding.category.value].append(finding)
+    for category, title in CATEGORY_TITLES.items():
+        if category in by_category:
+            console.print(f"  [underline]{title}[/underline]")
+            for finding in by_category[category]:
+                _finding(console, finding)
+
+    if result.conditional:
+        console.print()
+        console.print("[bold]If a technique or setting not yet chosen is considered[/bold]")
+        for cond in result.conditional:
+            _finding(console, cond, prefix=f"if {cond.scope}: ")
+
+    open_questions: dict[str, list[str]] = defaultdict(list)
+    for item in result.not_evaluable:
+        for field in item.missing:
+            open_questions[field].append(f"{item.rule_id} ({item.severity.value})")
+    console.print()
+    if open_questions:
+        console.print("[bold]Data that would settle open questions[/bold]")
+        for field in sorted(open_questions):
+            console.print(f"  - {escape(field)}: needed by {', '.join(open_questions[field])}")
+    else:
+        console.print("[bold]Data that would settle open questions[/bold]: none; every rule was decided")
+
+    facts: list[str] = []
+    facts += [f"{k} = {show_value(v)} (derived)" for k, v in result.derived.items()]
+    facts += [f"{i.field} = {show_value(i.value)} (inferred by {i.constraint})" for i in result.inferred]
+    facts += [f"{k} = {show_value(v)} (assumed from the site profile)" for k, v in result.assumed.items()]
+    if facts:
+        console.print()
+        console.print("[bold]Values the engine worked out[/bold]")
+        for fact in facts:
+            console.print(f"  - {escape(fact)}")
+
+    console.print()
+    stamp = result.ruleset
+    console.print(
+        f"[dim]Rule set {escape(stamp.name)} {escape(stamp.version)} (sha256 {stamp.sha256[:12]}), "
+        f"miss-screen {escape(result.tool_version)}[/dim]"
+    )
+    console.print(f"[bold]{escape(result.disclaimer)}[/bold]")
+
+
+def _finding(console: Console, finding: Finding, prefix: str = "") -> None:
+    style = SEVERITY_STYLE[finding.severity.value]
+    provisional = " [magenta](provisional threshold)[/magenta]" if finding.provisional else ""
+    console.print(
+        f"    [{style}]{finding.severity.value}[/{style}] {finding.rule_id} "
+        f"{escape(prefix + finding.message)}{provisional}"
+    )
+    if finding.values:
+        shown = ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items())
+        console.print(f"      values: {escape(shown)}")
+    console.print(f"      why: {escape(finding.rationale)}")
+    for source in finding.sources:
+        console.print(f"      source: {escape(source_text(source))} \\[evidence {finding.evidence.value}]")
+
+
+def brief_line(result: Result) -> str:
+    """One line per case: id, verdict and the ids of what fired, for a quick look at a cohort."""
+    fired = ", ".join(f.rule_id for f in result.findings if f.category.value != "benefit")
+    benefits = ", ".join(f.rule_id for f in result.findings if f.category.value == "benefit")
+    parts = [f"{result.case_id:<10}", f"{result.verdict.value:<21}"]
+    if fired:
+        parts.append(f"findings: {fired}")
+    if benefits:
+        parts.append(f"benefits: {benefits}")
+    if result.not_evaluable and result.verdict is Verdict.insufficient_data:
+        missing = sorted({m for n in result.not_evaluable for m in n.missing})
+        parts.append(f"needs: {', '.join(missing)}")
+    return "  ".join(parts).rstrip()

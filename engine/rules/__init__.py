@@ -1,0 +1,1 @@
+"""Rule files: the condition language, the loader and the load-time checks."""

@@ -1,0 +1,135 @@
+"""Three-valued (Kleene) evaluation of conditions, compiled to Python closures.
+
+True, False or None (unknown). A comparison on an unknown enum or boolean field is decided over the
+values still possible for it: true if it holds for all of them, false if for none. Used by the
+derive step (bands, constraints) and by the reference evaluator; the durable-rules backend encodes
+the same semantics in its patterns and is tested against this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import cache
+
+from engine.dictionary import FIELDS_BY_NAME, FieldType
+from engine.models import Scalar
+from engine.rules.condition import (
+    COMPARE,
+    And,
+    Compare,
+    Cond,
+    Const,
+    Known,
+    Member,
+    Not,
+    Or,
+    Truth,
+    evaluate_expr,
+    fields_of,
+)
+
+Values = Mapping[str, Scalar]
+Possible = Mapping[str, frozenset[Scalar]]
+Kleene = Callable[[Values, Possible], bool | None]
+
+
+def _finite_domain(field: str) -> frozenset[Scalar] | None:
+    spec = FIELDS_BY_NAME[field]
+    if spec.type in (FieldType.enum, FieldType.boolean):
+        return frozenset(spec.domain)
+    return None
+
+
+def _over_possible(field: str, test: Callable[[Scalar], bool]) -> Kleene:
+    domain = _finite_domain(field)
+
+    def decide(values: Values, possible: Possible) -> bool | None:
+        value = values.get(field)
+        if value is not None:
+            return test(value)
+        if domain is None:
+            return None
+        outcomes = {test(v) for v in possible.get(field, domain)}
+        if len(outcomes) == 1:
+            return outcomes.pop()
+        return None
+
+    return decide
+
+
+@cache
+def compile_kleene(cond: Cond) -> Kleene:
+    """Compile a condition into a closure returning True, False or None."""
+    if isinstance(cond, Truth):
+        constant = cond.value
+        return lambda values, possible: constant
+    if isinstance(cond, Known):
+        field, negated = cond.field, cond.negated
+        return lambda values, possible: (field in values) != negated
+    if isinstance(cond, Member):
+        members, negated = frozenset(cond.values), cond.negated
+        return _over_possible(cond.field, lambda v: (v in members) != negated)
+    if isinstance(cond, Compare):
+        test = COMPARE[cond.op]
+        if isinstance(cond.rhs, Const):
+            constant = cond.rhs.value
+            return _over_possible(cond.field, lambda v: test(v, constant))
+        field, rhs = cond.field, cond.rhs
+
+        def compare_expr(values: Values, possible: Possible) -> bool | None:
+            left = values.get(field)
+            right = evaluate_expr(rhs, values)
+            if left is None or right is None:
+                return None
+            return test(left, right)
+
+        return compare_expr
+    if isinstance(cond, Not):
+        inner = compile_kleene(cond.item)
+
+        def negate(values: Values, possible: Possible) -> bool | None:
+            result = inner(values, possible)
+            return None if result is None else not result
+
+        return negate
+    parts = tuple(compile_kleene(item) for item in cond.items)
+    if isinstance(cond, And):
+
+        def conjunction(values: Values, possible: Possible) -> bool | None:
+            unknown = False
+            for part in parts:
+                result = part(values, possible)
+                if result is False:
+                    return False
+                if result is None:
+                    unknown = True
+            return None if unknown else True
+
+        return conjunction
+
+    def disjunction(values: Values, possible: Possible) -> bool | None:
+        unknown = False
+        for part in parts:
+            result = part(values, possible)
+            if result is True:
+                return True
+            if result is None:
+                unknown = True
+        return None if unknown else False
+
+    return disjunction
+
+
+def unknown_fields(cond: Cond, values: Values, possible: Possible) -> set[str]:
+    """The unknown fields that leave an unknown condition unknown (the data that would settle it)."""
+    if isinstance(cond, Compare | Member):
+        return {f for f in fields_of(cond) if f not in values}
+    if isinstance(cond, Known | Truth):
+        return set()
+    if isinstance(cond, Not):
+        return unknown_fields(cond.item, values, possible)
+    found: set[str] = set()
+    for item in cond.items:
+        if compile_kleene(item)(values, possible) is None:
+            found |= unknown_fields(item, values, possible)
+    return found

@@ -1,0 +1,158 @@
+"""The loaded rule set: screening rules, derived attributes, constraints and policy, checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from engine.dictionary import FIELDS_BY_NAME, FieldSpec
+from engine.models import (
+    ConstraintFile,
+    DerivedFile,
+    PolicyFile,
+    RuleFile,
+    RulesetStamp,
+    Scalar,
+)
+from engine.rules.condition import Cond, Expr, fields_of, to_text
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A screening rule with its conditions parsed."""
+
+    meta: RuleFile
+    path: str
+    scope: Cond | None
+    when: Cond
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+    @cached_property
+    def fields(self) -> tuple[str, ...]:
+        """Fields the rule reads, scope first, in a stable order."""
+        read = fields_of(self.when) | (fields_of(self.scope) if self.scope else set())
+        return tuple(sorted(read))
+
+
+@dataclass(frozen=True)
+class DerivedRule:
+    """A derived attribute: one of expression, bands or condition defines its value."""
+
+    meta: DerivedFile
+    path: str
+    spec: FieldSpec
+    expression: Expr | None = None
+    bands: tuple[tuple[Cond, Scalar], ...] = ()
+    condition: Cond | None = None
+
+    @property
+    def field(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def inputs(self) -> tuple[str, ...]:
+        read: set[str] = set()
+        if self.expression is not None:
+            read |= fields_of(self.expression)
+        if self.condition is not None:
+            read |= fields_of(self.condition)
+        for cond, _ in self.bands:
+            read |= fields_of(cond)
+        return tuple(sorted(read))
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Known facts that narrow the possible values of one enum or boolean field."""
+
+    meta: ConstraintFile
+    spec: FieldSpec
+    narrowings: tuple[tuple[Cond, frozenset[Scalar]], ...]
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """Everything the engine needs to screen a case, loaded from one rules directory."""
+
+    name: str
+    version: str
+    directory: str
+    rules: tuple[Rule, ...]
+    derived: tuple[DerivedRule, ...]
+    constraints: tuple[Constraint, ...]
+    policy: PolicyFile
+    by_id: dict[str, Rule] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
+
+    @cached_property
+    def derived_by_field(self) -> dict[str, DerivedRule]:
+        return {d.field: d for d in self.derived}
+
+    @cached_property
+    def constrained_fields(self) -> frozenset[str]:
+        return frozenset(c.spec.name for c in self.constraints)
+
+    @cached_property
+    def fields_read(self) -> frozenset[str]:
+        """Every field a screening rule reads (inputs and derived)."""
+        return frozenset(f for r in self.rules for f in r.fields)
+
+    @cached_property
+    def canonical(self) -> str:
+        """Canonical JSON of everything that changes a result; its sha256 stamps every output."""
+        doc = {
+            "name": self.name,
+            "version": self.version,
+            "rules": [
+                {
+                    **r.meta.model_dump(mode="json", exclude={"cases", "scope", "when"}),
+                    "scope": to_text(r.scope) if r.scope else None,
+                    "when": to_text(r.when),
+                }
+                for r in self.rules
+            ],
+            "derived": [
+                {
+                    **d.meta.model_dump(
+                        mode="json", exclude={"cases", "expression", "bands", "condition"}
+                    ),
+                    "expression": to_text(d.expression) if d.expression else None,
+                    "bands": [[to_text(c), v] for c, v in d.bands],
+                    "condition": to_text(d.condition) if d.condition else None,
+                }
+                for d in self.derived
+            ],
+            "constraints": [
+                {
+                    **c.meta.model_dump(mode="json", exclude={"narrowings"}),
+                    "narrowings": [
+                        [to_text(w), sorted(allowed, key=str)] for w, allowed in c.narrowings
+                    ],
+                }
+                for c in self.constraints
+            ],
+            "policy": self.policy.model_dump(mode="json"),
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical.encode()).hexdigest()
+
+    @cached_property
+    def stamp(self) -> RulesetStamp:
+        return RulesetStamp(name=self.name, version=self.version, sha256=self.sha256)
+
+    def field_spec(self, name: str) -> FieldSpec:
+        return FIELDS_BY_NAME[name]
