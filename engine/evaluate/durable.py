@@ -237,6 +237,35 @@ def ruleset_json(members: list[CompiledRule]) -> dict[str, Any]:
     return rules
 
 
+# --- JSON as durable-rules' parser reads it ---------------------------------------------------
+
+
+def durable_number(value: float) -> str:
+    """A float durable-rules parses: its JSON reader accepts an exponent only after a fraction."""
+    text = repr(value)
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        return f"{mantissa}.0e{exponent}"
+    return text
+
+
+def to_durable_json(value: Any) -> str:
+    """Serialise patterns and facts (dicts, lists, scalars) for the C engine."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return durable_number(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {to_durable_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(to_durable_json(v) for v in value) + "]"
+    raise TypeError(f"cannot serialise {type(value).__name__} for durable-rules")
+
+
 # --- evaluation -------------------------------------------------------------------------------
 
 _HANDLES: dict[str, list[int]] = {}  # ruleset sha256 -> handles; built once per process
@@ -258,7 +287,7 @@ class DurableEvaluator:
     def _create_handles(self) -> list[int]:
         handles = []
         for n, members in enumerate(self.groups):
-            text = json.dumps(ruleset_json(members), sort_keys=True)
+            text = to_durable_json(ruleset_json(members))
             try:
                 handles.append(dre.create_ruleset(f"miss-{self.ruleset.sha256[:12]}-{n}", text))
             except Exception as exc:  # the C extension raises its own error type
@@ -279,7 +308,7 @@ class DurableEvaluator:
 
     def fired_parts(self, facts: Facts) -> set[str]:
         """Names (`<rule index>.<part>`) of every pattern durable-rules fired for these facts."""
-        body = json.dumps(self.encode(facts))[1:-1]
+        body = to_durable_json(self.encode(facts))[1:-1]
         fired: set[str] = set()
         for handle in self.handles:
             fired |= self._run(handle, body)
