@@ -283,7 +283,7 @@ def rules_test(
         for r in results:
             if not r.ok:
                 stdout.print(
-                    f"[red]FAIL[/red] {r.golden.rule_id}::{r.golden.name} [{r.backend}] "
+                    f"[red]FAIL[/red] {r.golden.rule_id}::{r.golden.name} \\[{r.backend}] "
                     f"expected {escape(r.expected)}, got {escape(r.actual)}"
                 )
                 for detail in r.details:

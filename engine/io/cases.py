@@ -11,7 +11,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.dictionary import DERIVED_FIELDS, FIELDS_BY_NAME, INPUT_FIELDS, SETTING_FIELDS
+from engine.dictionary import (
+    DERIVED_FIELDS,
+    FIELDS_BY_NAME,
+    INPUT_FIELDS,
+    SETTING_FIELDS,
+    FieldType,
+)
 from engine.errors import CaseInputError, CaseProblem
 from engine.models import Case, Scalar
 from engine.yamlsource import YamlError, parse_yaml
@@ -32,6 +38,13 @@ _PROBLEM_WORDS = {
     "string_type": "is not text",
     "string_pattern_mismatch": "is not a valid id",
     "value_error": "is not valid",
+}
+
+
+_TYPE_WORDS = {
+    FieldType.boolean: "is not a boolean",
+    FieldType.integer: "is not a whole number",
+    FieldType.number: "is not a number",
 }
 
 
@@ -75,6 +88,8 @@ def _problem(err: Any) -> CaseProblem:
         return CaseProblem(name, "is required")
     spec = FIELDS_BY_NAME.get(name or "")
     words = _PROBLEM_WORDS.get(err["type"], "is not valid")
+    if err["type"] == "value_error" and spec is not None:  # raised by our before-validators
+        words = _TYPE_WORDS.get(spec.type, words)
     expected = f"; expected {spec.expected()}" if spec else ""
     hint = ""
     if spec is not None and spec.values and isinstance(value, str):

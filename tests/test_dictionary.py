@@ -1,0 +1,69 @@
+"""docs/data-dictionary.md and the case model describe the same fields, types, units and ranges."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from engine.dictionary import FIELDS, FIELDS_BY_NAME, FieldGroup, FieldType
+from engine.models import Case
+from tests.conftest import ROOT
+
+DOC = (ROOT / "docs" / "data-dictionary.md").read_text()
+ROW = re.compile(r"^\| ([a-z_0-9]+) \| ([a-z]+) \|(.*)$", re.MULTILINE)
+RANGE = re.compile(r"(−?-?[\d.]+)\s*(?:–|to)\s*(−?-?[\d.]+)")
+SHARED_NAMES = (
+    "case_id age_years sex pregnant bmi asa_class diabetes smoker immunosuppressed osteoporosis "
+    "dexa_t_score diagnosis region levels lowest_level planned_procedure prior_surgery_same_level "
+    "herniation_location herniation_calcified herniation_migrated slip_percent coronal_cobb_deg "
+    "sva_mm pelvic_incidence_deg lumbar_lordosis_deg pelvic_tilt_deg lateral_listhesis_mm "
+    "curve_flexible intradural_pathology tlics_score sins_score epidural_abscess "
+    "cauda_equina_syndrome progressive_neuro_deficit myelopathy surgeon_mis_cases "
+    "navigation_available mis_equipment_available"
+).split()
+
+
+def documented() -> dict[str, tuple[str, list[str]]]:
+    rows = {}
+    for name, type_, rest in ROW.findall(DOC):
+        if name != "field":  # table header
+            rows[name] = (type_, [cell.strip() for cell in rest.split("|")])
+    return rows
+
+
+def _number(text: str) -> float:
+    return float(text.replace("−", "-"))
+
+
+def test_every_field_is_documented_and_every_documented_field_exists() -> None:
+    assert set(documented()) == set(FIELDS_BY_NAME)
+
+
+def test_the_public_field_names_are_all_still_there() -> None:
+    assert set(SHARED_NAMES) <= set(FIELDS_BY_NAME)
+
+
+@pytest.mark.parametrize("spec", FIELDS, ids=lambda s: s.name)
+def test_types_ranges_and_values_agree(spec: object) -> None:
+    type_, cells = documented()[spec.name]  # type: ignore[attr-defined]
+    assert type_ == spec.type.value  # type: ignore[attr-defined]
+    joined = " ".join(cells)
+    if spec.type is FieldType.enum and spec.name != "lowest_level":  # type: ignore[attr-defined]
+        listed = [v.strip() for v in cells[0].split(",")]
+        assert tuple(listed) == spec.values  # type: ignore[attr-defined]
+    if spec.minimum is not None and spec.group is not FieldGroup.derived:  # type: ignore[attr-defined]
+        found = RANGE.search(cells[1] if len(cells) > 1 and cells[1] else joined)
+        assert found, f"no range documented for {spec.name}"  # type: ignore[attr-defined]
+        assert (_number(found.group(1)), _number(found.group(2))) == (spec.minimum, spec.maximum)  # type: ignore[attr-defined]
+
+
+def test_lowest_level_lists_every_segment_from_c1_c2_to_l5_s1() -> None:
+    values = FIELDS_BY_NAME["lowest_level"].values
+    assert values[0] == "C1-C2" and values[-1] == "L5-S1" and len(values) == 24
+    assert "C7-T1" in values and "T12-L1" in values
+
+
+def test_case_model_has_every_input_field_and_no_derived_one() -> None:
+    inputs = {s.name for s in FIELDS if s.group is not FieldGroup.derived}
+    assert set(Case.model_fields) == inputs
