@@ -1,0 +1,65 @@
+"""Known facts narrow unknown ones: nobody is asked what cannot apply to them."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.derive import ConstraintViolation, build_facts
+from engine.evaluate.base import Evaluator
+from engine.models import Inferred, RuleStatus
+from engine.screen import screen_values
+from tests.conftest import RULESET
+
+
+def screen(values: dict[str, object], evaluator: Evaluator):  # type: ignore[no-untyped-def]
+    return screen_values("T-1", values, RULESET, evaluator)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["durable", "reference"])
+@pytest.mark.parametrize(
+    "values",
+    [{"sex": "male", "age_years": 30}, {"sex": "female", "age_years": 70}, {"age_years": 8}],
+    ids=["man", "woman-70", "child-8"],
+)
+def test_pregnancy_is_not_asked_where_it_cannot_apply(
+    values: dict[str, object], backend: str, evaluators: dict[str, Evaluator]
+) -> None:
+    screening = screen(values, evaluators[backend])
+    assert Inferred(field="pregnant", value=False, constraint="CON-001") in screening.result.inferred
+    for outcome in screening.outcomes:
+        assert "pregnant" not in outcome.missing
+
+
+def test_pregnancy_is_asked_of_a_woman_of_reproductive_age(evaluators: dict[str, Evaluator]) -> None:
+    screening = screen({"sex": "female", "age_years": 30, "planned_procedure": "discectomy"},
+                       evaluators["durable"])
+    rad001 = screening.outcome_of("RAD-001")
+    assert rad001.status is RuleStatus.not_evaluable and rad001.missing == ("pregnant",)
+
+
+@pytest.mark.parametrize("backend", ["durable", "reference"])
+def test_a_discectomy_is_never_offered_llif_considerations(backend: str, evaluators: dict[str, Evaluator]) -> None:
+    screening = screen({"planned_procedure": "discectomy", "lowest_level": "L5-S1"}, evaluators[backend])
+    scopes = [c.scope for c in screening.result.conditional]
+    assert scopes, "endoscopic and tubular considerations stay conditional"
+    assert not any("llif" in s or "mis_tlif" in s for s in scopes)
+    assert screening.outcome_of("ACC-008").status is RuleStatus.not_applicable
+
+
+def test_narrowed_field_leaves_the_others_open() -> None:
+    facts = build_facts({"planned_procedure": "discectomy"}, RULESET)
+    assert facts.possible["mis_technique"] == {"tubular_discectomy", "endoscopic_discectomy", "other"}
+    assert "mis_technique" not in facts.values
+
+
+def test_a_single_remaining_value_is_inferred() -> None:
+    facts = build_facts({"planned_procedure": "vertebral_augmentation"}, RULESET)
+    assert facts.values["mis_technique"] == "vertebral_augmentation"
+    assert facts.inferred == (Inferred(field="mis_technique", value="vertebral_augmentation", constraint="CON-002"),)
+
+
+def test_a_supplied_value_the_constraint_rules_out_names_both_facts() -> None:
+    with pytest.raises(ConstraintViolation) as info:
+        build_facts({"planned_procedure": "discectomy", "mis_technique": "llif"}, RULESET)
+    message = str(info.value)
+    assert "llif is ruled out by CON-002" in message and "planned_procedure is discectomy" in message
