@@ -36,7 +36,9 @@ from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
 from engine.screen import screen_values
 
-DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES", Path(__file__).resolve().parent / "rules"))
+DEFAULT_RULES_DIR = Path(
+    os.environ.get("MISS_SCREEN_RULES", Path(__file__).resolve().parent / "rules")
+)
 
 app = typer.Typer(
     name="miss-screen",
@@ -47,7 +49,9 @@ app = typer.Typer(
     add_completion=False,
 )
 rules_app = typer.Typer(help="List, show, check and test the rules.", no_args_is_help=True)
-schema_app = typer.Typer(help="Print the JSON Schema of a case or of a result.", no_args_is_help=True)
+schema_app = typer.Typer(
+    help="Print the JSON Schema of a case or of a result.", no_args_is_help=True
+)
 app.add_typer(rules_app, name="rules")
 app.add_typer(schema_app, name="schema")
 
@@ -96,9 +100,7 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-RulesOption = Annotated[
-    Path, typer.Option("--rules", help="Rules directory.", show_default=False)
-]
+RulesOption = Annotated[Path, typer.Option("--rules", help="Rules directory.", show_default=False)]
 
 
 def make_evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
@@ -116,21 +118,32 @@ def screen(
     ] = None,
     set_values: Annotated[
         list[str] | None,
-        typer.Option("--set", help="FIELD=VALUE; repeat for a quick case without a file.", show_default=False),
+        typer.Option(
+            "--set", help="FIELD=VALUE; repeat for a quick case without a file.", show_default=False
+        ),
     ] = None,
     output_format: Annotated[
-        ScreenFormat, typer.Option("--format", help="text report, json result, or one brief line per case.")
+        ScreenFormat,
+        typer.Option("--format", help="text report, json result, or one brief line per case."),
     ] = ScreenFormat.text,
     rules: RulesOption = DEFAULT_RULES_DIR,
     site: Annotated[
         str | None,
-        typer.Option("--site", help="Site profile (YAML of setting fields) for values the case lacks.", show_default=False),
+        typer.Option(
+            "--site",
+            help="Site profile (YAML of setting fields) for values the case lacks.",
+            show_default=False,
+        ),
     ] = None,
     fail_on: Annotated[
         Verdict | None,
-        typer.Option("--fail-on", help="Exit 1 when a verdict is this one or higher.", show_default=False),
+        typer.Option(
+            "--fail-on", help="Exit 1 when a verdict is this one or higher.", show_default=False
+        ),
     ] = None,
-    engine: Annotated[Engine, typer.Option("--engine", help="Evaluator (reference is the test oracle).")] = Engine.durable,
+    engine: Annotated[
+        Engine, typer.Option("--engine", help="Evaluator (reference is the test oracle).")
+    ] = Engine.durable,
 ) -> None:
     """Screen a case and print its verdict with every finding and its source."""
     files = case_files or []
@@ -142,20 +155,27 @@ def screen(
     site_values = read_site(site) if site else {}
     evaluator = make_evaluator(ruleset, engine)
     results = []
-    for case_file in files or [None]:
+    inputs: list[str | None] = list(files) or [None]
+    for case_file in inputs:
         case_id, values, source = read_screen_case(case_file, set_values or [])
         results.append(
-            screen_values(case_id, values, ruleset, evaluator, site=site_values, source=source).result
+            screen_values(
+                case_id, values, ruleset, evaluator, site=site_values, source=source
+            ).result
         )
     for index, result in enumerate(results):
         if output_format is ScreenFormat.text and index:
             stdout.rule()
         print_result(result, output_format, compact=len(results) > 1)
-    if fail_on is not None and any(verdict_rank(r.verdict) <= verdict_rank(fail_on) for r in results):
+    if fail_on is not None and any(
+        verdict_rank(r.verdict) <= verdict_rank(fail_on) for r in results
+    ):
         raise typer.Exit(1)
 
 
-def read_screen_case(case_file: str | None, set_values: list[str]) -> tuple[str, dict[str, Scalar], str]:
+def read_screen_case(
+    case_file: str | None, set_values: list[str]
+) -> tuple[str, dict[str, Scalar], str]:
     """A case from a file, stdin or --set pairs; --set values override the file's."""
     if case_file is None:
         case_id, values = validate_case(parse_set_options(set_values), "--set")
@@ -184,17 +204,24 @@ def print_result(result: Result, output_format: ScreenFormat, *, compact: bool =
 @handle_errors
 def rules_list(
     rules: RulesOption = DEFAULT_RULES_DIR,
-    output_format: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.text,
+    output_format: Annotated[
+        ListFormat, typer.Option("--format", help="Output format.")
+    ] = ListFormat.text,
 ) -> None:
     """List every rule with its category, severity and message."""
     ruleset = load_ruleset(rules)
     if output_format is ListFormat.json:
         rows = [
             {
-                "id": r.id, "name": r.meta.name, "version": r.meta.version,
-                "category": r.meta.category.value, "severity": r.meta.severity.value,
-                "provisional": r.meta.provisional, "evidence": r.meta.evidence.value,
-                "scope": to_text(r.scope) if r.scope else None, "when": to_text(r.when),
+                "id": r.id,
+                "name": r.meta.name,
+                "version": r.meta.version,
+                "category": r.meta.category.value,
+                "severity": r.meta.severity.value,
+                "provisional": r.meta.provisional,
+                "evidence": r.meta.evidence.value,
+                "scope": to_text(r.scope) if r.scope else None,
+                "when": to_text(r.when),
                 "message": r.meta.message,
             }
             for r in ruleset.rules
@@ -225,8 +252,10 @@ def rules_show(
         raise UsageError(f"no rule with id {rule_id}; see 'miss-screen rules list'")
     meta = rule.meta
     stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({rule.path})")
-    stdout.print(f"category: {meta.category.value}   severity: {meta.severity.value}   "
-                 f"evidence: {meta.evidence.value}   provisional: {'yes' if meta.provisional else 'no'}")
+    stdout.print(
+        f"category: {meta.category.value}   severity: {meta.severity.value}   "
+        f"evidence: {meta.evidence.value}   provisional: {'yes' if meta.provisional else 'no'}"
+    )
     if rule.scope:
         stdout.print(f"scope: {escape(to_text(rule.scope))}")
     stdout.print(f"when: {escape(to_text(rule.when))}")
@@ -239,7 +268,9 @@ def rules_show(
 @rules_app.command("check")
 @handle_errors
 def rules_check(
-    directory: Annotated[Path, typer.Argument(help="Rules directory.", show_default=False)] = DEFAULT_RULES_DIR,
+    directory: Annotated[
+        Path, typer.Argument(help="Rules directory.", show_default=False)
+    ] = DEFAULT_RULES_DIR,
 ) -> None:
     """Load and check every rule file; report each problem as file:line."""
     ruleset = load_ruleset(directory)
@@ -247,20 +278,28 @@ def rules_check(
     invalid = [g for g in goldens if g.actual == "invalid case"]
     for bad in invalid:
         for detail in bad.details:
-            print(f"error: {bad.golden.path}: golden case {bad.golden.name}: {detail}", file=sys.stderr)
+            print(
+                f"error: {bad.golden.path}: golden case {bad.golden.name}: {detail}",
+                file=sys.stderr,
+            )
     if invalid:
         raise typer.Exit(2)
     stdout.print(
-        f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules, {len(ruleset.derived)} "
-        f"derived attributes, {len(ruleset.constraints)} constraints OK (sha256 {ruleset.sha256[:12]})"
+        f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules, "
+        f"{len(ruleset.derived)} derived attributes, {len(ruleset.constraints)} constraints "
+        f"OK (sha256 {ruleset.sha256[:12]})"
     )
 
 
 @rules_app.command("test")
 @handle_errors
 def rules_test(
-    directory: Annotated[Path, typer.Argument(help="Rules directory.", show_default=False)] = DEFAULT_RULES_DIR,
-    output_format: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.text,
+    directory: Annotated[
+        Path, typer.Argument(help="Rules directory.", show_default=False)
+    ] = DEFAULT_RULES_DIR,
+    output_format: Annotated[
+        ListFormat, typer.Option("--format", help="Output format.")
+    ] = ListFormat.text,
 ) -> None:
     """Run every golden case on both evaluators; exit 1 on any mismatch."""
     ruleset = load_ruleset(directory)
@@ -271,14 +310,24 @@ def rules_test(
     if output_format is ListFormat.json:
         rows = [
             {
-                "rule_id": r.golden.rule_id, "kind": r.golden.kind, "name": r.golden.name,
-                "backend": r.backend, "ok": r.ok, "expected": r.expected, "actual": r.actual,
+                "rule_id": r.golden.rule_id,
+                "kind": r.golden.kind,
+                "name": r.golden.name,
+                "backend": r.backend,
+                "ok": r.ok,
+                "expected": r.expected,
+                "actual": r.actual,
                 "details": r.details,
             }
             for r in results
         ]
-        sys.stdout.write(json.dumps({"passed": len(results) - len(failed), "failed": len(failed),
-                                     "results": rows}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {"passed": len(results) - len(failed), "failed": len(failed), "results": rows},
+                indent=2,
+            )
+            + "\n"
+        )
     else:
         for r in results:
             if not r.ok:
@@ -316,7 +365,10 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""

@@ -1,3 +1,3 @@
-"""miss-screen: rule-based screening of whether minimally invasive spine surgery is worth discussing."""
+"""miss-screen: is minimally invasive spine surgery worth discussing? Rule-based screening."""
 
 __version__ = "0.1.0"

@@ -59,7 +59,7 @@ def derive_value(
         if result is None:
             return None
         if rule.spec.type is FieldType.integer:
-            return int(round(result))  # type: ignore[arg-type]  # numeric, checked at load
+            return round(result)  # type: ignore[arg-type]  # numeric, checked at load
         return round(float(result), DERIVED_DECIMALS)  # removes float noise: 60.1 - 40.1 -> 20.0
     if rule.condition is not None:
         return compile_kleene(rule.condition)(values, possible)
@@ -124,7 +124,8 @@ def _apply_constraints(
                         raise ConstraintViolation(
                             CaseProblem(
                                 name,
-                                f"constraints {', '.join(narrowed_by[name])} leave no possible value",
+                                f"constraints {', '.join(narrowed_by[name])} "
+                                "leave no possible value",
                             )
                         )
                     raise ConstraintViolation(

@@ -163,7 +163,14 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("progressive_neuro_deficit", _B),
     FieldSpec("myelopathy", _B),
     # Surgeon and setting
-    FieldSpec("surgeon_mis_cases", _I, "prior MIS cases of the planned type", 0, 100000, group=FieldGroup.setting),
+    FieldSpec(
+        "surgeon_mis_cases",
+        _I,
+        "prior MIS cases of the planned type",
+        0,
+        100000,
+        group=FieldGroup.setting,
+    ),
     FieldSpec("navigation_available", _B, group=FieldGroup.setting),
     FieldSpec("mis_equipment_available", _B, group=FieldGroup.setting),
     # Technique and procedure details
@@ -174,7 +181,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("gestational_age_weeks", _I, "weeks", 0, 42),
     # Fracture and tumour score components
     FieldSpec(
-        "tlics_morphology", _E, values=("compression", "burst", "translation_rotation", "distraction")
+        "tlics_morphology",
+        _E,
+        values=("compression", "burst", "translation_rotation", "distraction"),
     ),
     FieldSpec("tlics_plc", _E, values=("intact", "indeterminate", "injured")),
     FieldSpec(

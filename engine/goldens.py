@@ -59,19 +59,27 @@ def golden_cases(ruleset: Ruleset) -> list[GoldenCase]:
         for kind in EXPECTED_STATUSES:
             for case in getattr(cases, kind):
                 missing = tuple(sorted(case.missing)) if case.missing is not None else None
-                found.append(GoldenCase(rule.id, kind, case.name, case.case, missing, path=rule.path))
+                found.append(
+                    GoldenCase(rule.id, kind, case.name, case.case, missing, path=rule.path)
+                )
     for derived in ruleset.derived:
         for dcase in derived.meta.cases:
             found.append(
                 GoldenCase(
-                    derived.meta.id, "derived", dcase.name, dcase.case,
-                    expected_value=dcase.expected, path=derived.path,
+                    derived.meta.id,
+                    "derived",
+                    dcase.name,
+                    dcase.case,
+                    expected_value=dcase.expected,
+                    path=derived.path,
                 )
             )
     return found
 
 
-def run_golden(golden: GoldenCase, ruleset: Ruleset, backend: str, evaluator: Evaluator) -> GoldenResult:
+def run_golden(
+    golden: GoldenCase, ruleset: Ruleset, backend: str, evaluator: Evaluator
+) -> GoldenResult:
     """Screen one golden case and compare with what it expects."""
     try:
         case_id, values = validate_case({"case_id": golden.case_id, **golden.case}, golden.path)
@@ -102,11 +110,15 @@ def _run_derived(
     facts = build_facts(values, ruleset)
     field_name = next(d.field for d in ruleset.derived if d.meta.id == golden.rule_id)
     value = facts.derived.get(field_name)
-    ok = value == golden.expected_value and type(value) is type(golden.expected_value) or (
-        isinstance(value, int | float) and not isinstance(value, bool)
-        and isinstance(golden.expected_value, int | float) and value == golden.expected_value
+    ok = (value == golden.expected_value and type(value) is type(golden.expected_value)) or (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and isinstance(golden.expected_value, int | float)
+        and value == golden.expected_value
     )
-    return GoldenResult(golden, backend, ok, f"{field_name}={golden.expected_value!r}", f"{field_name}={value!r}")
+    return GoldenResult(
+        golden, backend, ok, f"{field_name}={golden.expected_value!r}", f"{field_name}={value!r}"
+    )
 
 
 def run_goldens(ruleset: Ruleset, evaluators: Mapping[str, Evaluator]) -> list[GoldenResult]:

@@ -126,7 +126,7 @@ def _case_field(spec: FieldSpec) -> tuple[Any, Any]:
     if spec.type is FieldType.boolean:
         annotation = Annotated[bool | None, BeforeValidator(_parse_bool)]
     elif spec.type is FieldType.enum:
-        annotation = Literal[spec.values] | None  # type: ignore[valid-type]  # built from data
+        annotation = Literal[spec.values] | None
     elif spec.type is FieldType.string:
         annotation = str | None
     else:

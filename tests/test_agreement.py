@@ -47,10 +47,15 @@ def _value_strategy(name: str) -> st.SearchStrategy[Any]:
     if spec.type is FieldType.enum:
         return st.sampled_from(spec.values)
     low, high = spec.minimum, spec.maximum
-    assert low is not None and high is not None
+    assert low is not None
+    assert high is not None
     near = sorted(
-        {t + d for t in THRESHOLDS.get(name, set()) for d in (-1, -0.5, 0, 0.5, 1)
-         if low <= t + d <= high}
+        {
+            t + d
+            for t in THRESHOLDS.get(name, set())
+            for d in (-1, -0.5, 0, 0.5, 1)
+            if low <= t + d <= high
+        }
     )
     if spec.type is FieldType.integer:
         base: st.SearchStrategy[Any] = st.integers(int(low), int(high))
@@ -61,14 +66,17 @@ def _value_strategy(name: str) -> st.SearchStrategy[Any]:
     return st.one_of(base, st.sampled_from(edges)) if edges else base
 
 
-READ = sorted(f for f in INPUT_FIELDS if f != "case_id" and (
-    f in RULESET.fields_read
-    or any(f in d.inputs for d in RULESET.derived)
-    or any(f in c.meta.field or f in str(c.narrowings) for c in RULESET.constraints)
-))
-CASES = st.fixed_dictionaries(
-    {}, optional={name: _value_strategy(name) for name in READ}
+READ = sorted(
+    f
+    for f in INPUT_FIELDS
+    if f != "case_id"
+    and (
+        f in RULESET.fields_read
+        or any(f in d.inputs for d in RULESET.derived)
+        or any(f in c.meta.field or f in str(c.narrowings) for c in RULESET.constraints)
+    )
 )
+CASES = st.fixed_dictionaries({}, optional={name: _value_strategy(name) for name in READ})
 
 
 def screen_both(values: dict[str, Any], evaluators: dict[str, Evaluator]) -> None:
@@ -82,8 +90,12 @@ def screen_both(values: dict[str, Any], evaluators: dict[str, Evaluator]) -> Non
     assert durable.result == reference.result
 
 
-@settings(max_examples=10_000, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=10_000,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(CASES)
 def test_backends_agree_on_generated_cases(values: dict[str, Any]) -> None:
     screen_both(values, EVALUATORS)
@@ -105,7 +117,13 @@ def test_generator_reaches_every_status() -> None:
         {"lowest_level": "L5-S1"},
         {"mis_technique": "llif", "planned_procedure": "fusion", "lowest_level": "L5-S1"},
     ]:
-        seen |= {o.status for o in screen_values("X", values, RULESET, EVALUATORS["durable"]).outcomes}
+        seen |= {
+            o.status for o in screen_values("X", values, RULESET, EVALUATORS["durable"]).outcomes
+        }
     assert {s.value for s in seen} == {
-        "fired", "not_fired", "not_evaluable", "not_applicable", "conditional"
+        "fired",
+        "not_fired",
+        "not_evaluable",
+        "not_applicable",
+        "conditional",
     }

@@ -18,12 +18,30 @@ from tests.conftest import ROOT
 runner = CliRunner()
 EXAMPLES = sorted((ROOT / "cases" / "examples").glob("*.yaml"))
 CONTRACT_KEYS = [
-    "case_id", "verdict", "summary", "findings", "conditional", "not_evaluable", "derived",
-    "inferred", "assumed", "ruleset", "tool_version", "disclaimer",
+    "case_id",
+    "verdict",
+    "summary",
+    "findings",
+    "conditional",
+    "not_evaluable",
+    "derived",
+    "inferred",
+    "assumed",
+    "ruleset",
+    "tool_version",
+    "disclaimer",
 ]
 FINDING_KEYS = [
-    "rule_id", "name", "category", "severity", "message", "rationale", "sources", "evidence",
-    "provisional", "values",
+    "rule_id",
+    "name",
+    "category",
+    "severity",
+    "message",
+    "rationale",
+    "sources",
+    "evidence",
+    "provisional",
+    "values",
 ]
 
 
@@ -54,16 +72,27 @@ def test_json_output_follows_the_contract(example: Path, result_schema: dict[str
         assert set(finding["values"]) <= traceable, finding["rule_id"]
         assert all(case.get(k, v) == v for k, v in finding["values"].items())
     for item in result["conditional"]:
-        assert list(item)[: len(FINDING_KEYS)] == FINDING_KEYS and "scope" in item
+        assert list(item)[: len(FINDING_KEYS)] == FINDING_KEYS
+        assert "scope" in item
     for item in result["not_evaluable"]:
-        assert {"rule_id", "severity", "missing"} <= set(item) and item["missing"]
+        assert {"rule_id", "severity", "missing"} <= set(item)
+        assert item["missing"]
     assert set(result["ruleset"]) == {"name", "version", "sha256"}
     assert "never" in result["disclaimer"] or "not" in result["disclaimer"]
 
 
 def test_values_are_the_values_the_rule_read() -> None:
-    code, out, _ = invoke("screen", "--format", "json", "--set", "mis_technique=llif",
-                          "--set", "lowest_level=L5-S1", "--set", "bmi=27")
+    code, out, _ = invoke(
+        "screen",
+        "--format",
+        "json",
+        "--set",
+        "mis_technique=llif",
+        "--set",
+        "lowest_level=L5-S1",
+        "--set",
+        "bmi=27",
+    )
     assert code == 0
     finding = next(f for f in json.loads(out)["findings"] if f["rule_id"] == "ACC-008")
     assert finding["values"] == {"lowest_level": "L5-S1", "mis_technique": "llif"}
@@ -76,12 +105,24 @@ def test_output_is_byte_identical_across_runs() -> None:
 
 
 def test_text_report_reads_in_order_verdict_findings_open_questions_disclaimer() -> None:
-    code, out, _ = invoke("screen", str(ROOT / "cases/examples/high-grade-spondylolisthesis-l5-s1.yaml"))
+    code, out, _ = invoke(
+        "screen", str(ROOT / "cases/examples/high-grade-spondylolisthesis-l5-s1.yaml")
+    )
     assert code == 0
     lines = out.splitlines()
     assert lines[1].startswith("Verdict: MIS NOT FAVOURED (not_favoured)")
-    positions = [out.index(t) for t in ("Verdict:", "Findings", "ACC-007", "values: ", "source: ",
-                                        "Data that would settle open questions", "screening aid")]
+    positions = [
+        out.index(t)
+        for t in (
+            "Verdict:",
+            "Findings",
+            "ACC-007",
+            "values: ",
+            "source: ",
+            "Data that would settle open questions",
+            "screening aid",
+        )
+    ]
     assert positions == sorted(positions)
     assert "meyerding_grade = 3" in out or "meyerding_grade = 4" in out
 
@@ -94,15 +135,27 @@ def test_open_questions_name_the_missing_fields() -> None:
 
 
 def test_stdin_case_is_read() -> None:
-    result = runner.invoke(app, ["screen", "-", "--format", "json"],
-                           input='{"case_id": "S-1", "cauda_equina_syndrome": true}')
+    result = runner.invoke(
+        app,
+        ["screen", "-", "--format", "json"],
+        input='{"case_id": "S-1", "cauda_equina_syndrome": true}',
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["verdict"] == "urgent_review"
 
 
 def test_set_builds_a_case_without_a_file() -> None:
-    code, out, _ = invoke("screen", "--format", "json", "--set", "age_years=54",
-                          "--set", "diagnosis=disc_herniation", "--set", "sex=male")
+    code, out, _ = invoke(
+        "screen",
+        "--format",
+        "json",
+        "--set",
+        "age_years=54",
+        "--set",
+        "diagnosis=disc_herniation",
+        "--set",
+        "sex=male",
+    )
     assert code == 0
     result = json.loads(out)
     assert result["case_id"] == "cli-case"
@@ -111,8 +164,9 @@ def test_set_builds_a_case_without_a_file() -> None:
 
 def test_set_overrides_a_case_file() -> None:
     example = ROOT / "cases/examples/cauda-equina-l5-s1.yaml"
-    code, out, _ = invoke("screen", str(example), "--format", "json",
-                          "--set", "cauda_equina_syndrome=false")
+    code, out, _ = invoke(
+        "screen", str(example), "--format", "json", "--set", "cauda_equina_syndrome=false"
+    )
     assert code == 0
     assert "RED-001" not in [f["rule_id"] for f in json.loads(out)["findings"]]
 
@@ -120,8 +174,17 @@ def test_set_overrides_a_case_file() -> None:
 def test_site_profile_fills_only_missing_setting_fields(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text("mis_equipment_available: false\nnavigation_available: true\n")
-    code, out, _ = invoke("screen", "--format", "json", "--site", str(site),
-                          "--set", "navigation_available=false", "--set", "diagnosis=disc_herniation")
+    code, out, _ = invoke(
+        "screen",
+        "--format",
+        "json",
+        "--site",
+        str(site),
+        "--set",
+        "navigation_available=false",
+        "--set",
+        "diagnosis=disc_herniation",
+    )
     assert code == 0
     result = json.loads(out)
     assert result["assumed"] == {"mis_equipment_available": False}
@@ -147,8 +210,9 @@ def test_fail_on_exits_1_at_or_above_the_verdict(fail_on: str, expected_code: in
 
 
 def test_fail_on_below_the_verdict_exits_0() -> None:
-    code, _, _ = invoke("screen", str(ROOT / "cases/examples/stenosis-l4-l5.yaml"),
-                        "--fail-on", "not_favoured")
+    code, _, _ = invoke(
+        "screen", str(ROOT / "cases/examples/stenosis-l4-l5.yaml"), "--fail-on", "not_favoured"
+    )
     assert code == 0
 
 
@@ -160,7 +224,8 @@ def test_brief_format_prints_one_line_per_case() -> None:
 
 def test_no_case_is_a_usage_error() -> None:
     code, _, err = invoke("screen")
-    assert code == 2 and "give a case file" in err
+    assert code == 2
+    assert "give a case file" in err
 
 
 def test_unknown_option_is_a_usage_error() -> None:
@@ -177,19 +242,22 @@ def test_rules_list_json_lists_every_rule(ruleset: object) -> None:
 def test_rules_show_prints_the_condition_and_sources() -> None:
     code, out, _ = invoke("rules", "show", "ACC-008")
     assert code == 0
-    assert 'scope: mis_technique == "llif"' in out and "source:" in out
+    assert 'scope: mis_technique == "llif"' in out
+    assert "source:" in out
 
 
 def test_rules_show_unknown_id_exits_2() -> None:
     code, _, err = invoke("rules", "show", "XYZ-999")
-    assert code == 2 and "no rule with id XYZ-999" in err
+    assert code == 2
+    assert "no rule with id XYZ-999" in err
 
 
 def test_rules_test_passes_and_reports_json() -> None:
     code, out, _ = invoke("rules", "test", "--format", "json")
     assert code == 0
     report = json.loads(out)
-    assert report["failed"] == 0 and report["passed"] == len(report["results"]) > 0
+    assert report["failed"] == 0
+    assert report["passed"] == len(report["results"]) > 0
 
 
 def test_rules_test_exits_1_on_a_mismatch(tmp_path: Path) -> None:
@@ -198,8 +266,11 @@ def test_rules_test_exits_1_on_a_mismatch(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules)
     path = rules / "access" / "ACC-008-llif-blocked-at-l5-s1.yaml"
-    path.write_text(path.read_text().replace('when: \'lowest_level == "L5-S1"\'',
-                                             'when: \'lowest_level == "L4-L5"\''))
+    path.write_text(
+        path.read_text().replace(
+            "when: 'lowest_level == \"L5-S1\"'", "when: 'lowest_level == \"L4-L5\"'"
+        )
+    )
     code, out, _ = invoke("rules", "test", str(rules))
     assert code == 1
     assert "FAIL ACC-008::llif-l5-s1 [durable] expected fired, got not_fired" in out
@@ -210,7 +281,8 @@ def test_schema_case_lists_every_input_field() -> None:
     assert code == 0
     schema = json.loads(out)
     assert schema["required"] == ["case_id"]
-    assert "slip_percent" in schema["properties"] and "meyerding_grade" not in schema["properties"]
+    assert "slip_percent" in schema["properties"]
+    assert "meyerding_grade" not in schema["properties"]
 
 
 def test_reference_engine_gives_the_same_result() -> None:
@@ -229,14 +301,25 @@ def test_reference_engine_gives_the_same_result() -> None:
     ids=["entry-point", "python-cli-py"],
 )
 def test_real_process_screens_and_maps_errors(command: list[str], tmp_path: Path) -> None:
-    ok = subprocess.run([*command, "screen", str(EXAMPLES[0]), "--format", "json"],
-                        capture_output=True, text=True, cwd=tmp_path, check=False)
+    ok = subprocess.run(
+        [*command, "screen", str(EXAMPLES[0]), "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["disclaimer"]
-    bad = subprocess.run([*command, "screen", "--set", "slip_pct=3"],
-                         capture_output=True, text=True, cwd=tmp_path, check=False)
+    bad = subprocess.run(
+        [*command, "screen", "--set", "slip_pct=3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert bad.returncode == 2
-    assert "did you mean 'slip_percent'" in bad.stderr and "Traceback" not in bad.stderr
+    assert "did you mean 'slip_percent'" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_internal_error_exits_2_with_a_report_request(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,16 +12,48 @@ from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "data-dictionary.md").read_text()
 ROW = re.compile(r"^\| ([a-z_0-9]+) \| ([a-z]+) \|(.*)$", re.MULTILINE)
-RANGE = re.compile(r"(−?-?[\d.]+)\s*(?:–|to)\s*(−?-?[\d.]+)")
-SHARED_NAMES = (
-    "case_id age_years sex pregnant bmi asa_class diabetes smoker immunosuppressed osteoporosis "
-    "dexa_t_score diagnosis region levels lowest_level planned_procedure prior_surgery_same_level "
-    "herniation_location herniation_calcified herniation_migrated slip_percent coronal_cobb_deg "
-    "sva_mm pelvic_incidence_deg lumbar_lordosis_deg pelvic_tilt_deg lateral_listhesis_mm "
-    "curve_flexible intradural_pathology tlics_score sins_score epidural_abscess "
-    "cauda_equina_syndrome progressive_neuro_deficit myelopathy surgeon_mis_cases "
-    "navigation_available mis_equipment_available"
-).split()
+MINUS, EN_DASH = "\u2212", "\u2013"  # the document's minus sign and en dash
+RANGE = re.compile(rf"({MINUS}?-?[\d.]+)\s*(?:{EN_DASH}|to)\s*({MINUS}?-?[\d.]+)")
+SHARED_NAMES = [
+    "case_id",
+    "age_years",
+    "sex",
+    "pregnant",
+    "bmi",
+    "asa_class",
+    "diabetes",
+    "smoker",
+    "immunosuppressed",
+    "osteoporosis",
+    "dexa_t_score",
+    "diagnosis",
+    "region",
+    "levels",
+    "lowest_level",
+    "planned_procedure",
+    "prior_surgery_same_level",
+    "herniation_location",
+    "herniation_calcified",
+    "herniation_migrated",
+    "slip_percent",
+    "coronal_cobb_deg",
+    "sva_mm",
+    "pelvic_incidence_deg",
+    "lumbar_lordosis_deg",
+    "pelvic_tilt_deg",
+    "lateral_listhesis_mm",
+    "curve_flexible",
+    "intradural_pathology",
+    "tlics_score",
+    "sins_score",
+    "epidural_abscess",
+    "cauda_equina_syndrome",
+    "progressive_neuro_deficit",
+    "myelopathy",
+    "surgeon_mis_cases",
+    "navigation_available",
+    "mis_equipment_available",
+]
 
 
 def documented() -> dict[str, tuple[str, list[str]]]:
@@ -33,7 +65,7 @@ def documented() -> dict[str, tuple[str, list[str]]]:
 
 
 def _number(text: str) -> float:
-    return float(text.replace("−", "-"))
+    return float(text.replace(MINUS, "-"))
 
 
 def test_every_field_is_documented_and_every_documented_field_exists() -> None:
@@ -60,8 +92,11 @@ def test_types_ranges_and_values_agree(spec: object) -> None:
 
 def test_lowest_level_lists_every_segment_from_c1_c2_to_l5_s1() -> None:
     values = FIELDS_BY_NAME["lowest_level"].values
-    assert values[0] == "C1-C2" and values[-1] == "L5-S1" and len(values) == 24
-    assert "C7-T1" in values and "T12-L1" in values
+    assert values[0] == "C1-C2"
+    assert values[-1] == "L5-S1"
+    assert len(values) == 24
+    assert "C7-T1" in values
+    assert "T12-L1" in values
 
 
 def test_case_model_has_every_input_field_and_no_derived_one() -> None:

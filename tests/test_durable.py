@@ -1,4 +1,4 @@
-"""durable-rules limits, found at load time: the match stack, JSON numbers, handle reuse, the stamp."""
+"""durable-rules limits met at load time: match stack, JSON numbers, handle reuse, stamp."""
 
 from __future__ import annotations
 
@@ -62,8 +62,19 @@ def test_one_ruleset_for_everything_would_hit_error_303(wide_rules: Path) -> Non
     everything = ruleset_json(compile_rules(ruleset))
     handle = dre.create_ruleset("wide-unpacked", json.dumps(everything))
     with pytest.raises(Exception, match="303"):
-        dre.assert_fact(handle, json.dumps({"kind": "case", "sid": "0", "id": 1, "bmi": 89.0,
-                                            "levels": 3, "diagnosis": "fracture"}))
+        dre.assert_fact(
+            handle,
+            json.dumps(
+                {
+                    "kind": "case",
+                    "sid": "0",
+                    "id": 1,
+                    "bmi": 89.0,
+                    "levels": 3,
+                    "diagnosis": "fracture",
+                }
+            ),
+        )
 
 
 def test_packed_rulesets_screen_the_heavy_case(wide_rules: Path) -> None:

@@ -1,4 +1,4 @@
-"""The bundled example cases give the verdicts and findings worked out by hand in cases/expected.yaml."""
+"""The example cases give the verdicts and findings worked out by hand in cases/expected.yaml."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def test_examples_cover_every_verdict() -> None:
 
 @pytest.mark.parametrize("backend", ["durable", "reference"])
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_example_verdict_and_findings(example: Path, backend: str, evaluators: dict[str, Evaluator]) -> None:
+def test_example_verdict_and_findings(
+    example: Path, backend: str, evaluators: dict[str, Evaluator]
+) -> None:
     case_id, values = read_case(str(example))
     result = screen_values(case_id, values, RULESET, evaluators[backend]).result
     expected = EXPECTED[example.name]
@@ -36,7 +38,9 @@ def test_example_verdict_and_findings(example: Path, backend: str, evaluators: d
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_insufficient_data_names_what_is_missing(example: Path, evaluators: dict[str, Evaluator]) -> None:
+def test_insufficient_data_names_what_is_missing(
+    example: Path, evaluators: dict[str, Evaluator]
+) -> None:
     case_id, values = read_case(str(example))
     result = screen_values(case_id, values, RULESET, evaluators["durable"]).result
     if result.verdict is Verdict.insufficient_data:

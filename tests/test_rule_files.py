@@ -40,35 +40,87 @@ def check(rules_dir: Path) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: '__import__(\"os\").system(\"touch /tmp/pwned\")'", "function calls are not allowed", id="import"),
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: 'open(\"/etc/passwd\") == 1'", "a call to open() is not allowed", id="call"),
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: 'lowest_level.__class__ == 1'", "attribute access is not allowed", id="attribute"),
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: 'lowest_levl == \"L5-S1\"'", "unknown field 'lowest_levl'; did you mean 'lowest_level'?", id="unknown-field"),
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: 'lowest_level == 5'", "is an enum; 5 is not one of its values", id="enum-vs-number"),
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: 'lowest_level == \"L5-S2\"'", "'L5-S2' is not a value of 'lowest_level'", id="enum-value"),
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: 'bmi > \"30\"'", "'30' is not a number", id="number-vs-string"),
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: 'bmi / 2 > 20'", "division is not allowed", id="division"),
-        pytest.param('when: \'lowest_level == "L5-S1"\'', "when: 'lowest_level =='", "cannot parse condition", id="syntax"),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            'when: \'__import__("os").system("touch MARKER")\'',
+            "function calls are not allowed",
+            id="import",
+        ),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            "when: 'open(\"/etc/passwd\") == 1'",
+            "a call to open() is not allowed",
+            id="call",
+        ),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            "when: 'lowest_level.__class__ == 1'",
+            "attribute access is not allowed",
+            id="attribute",
+        ),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            "when: 'lowest_levl == \"L5-S1\"'",
+            "unknown field 'lowest_levl'; did you mean 'lowest_level'?",
+            id="unknown-field",
+        ),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            "when: 'lowest_level == 5'",
+            "is an enum; 5 is not one of its values",
+            id="enum-vs-number",
+        ),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            "when: 'lowest_level == \"L5-S2\"'",
+            "'L5-S2' is not a value of 'lowest_level'",
+            id="enum-value",
+        ),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            "when: 'bmi > \"30\"'",
+            "'30' is not a number",
+            id="number-vs-string",
+        ),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            "when: 'bmi / 2 > 20'",
+            "division is not allowed",
+            id="division",
+        ),
+        pytest.param(
+            "when: 'lowest_level == \"L5-S1\"'",
+            "when: 'lowest_level =='",
+            "cannot parse condition",
+            id="syntax",
+        ),
         pytest.param("severity: major", "severity: huge", "severity", id="bad-severity"),
-        pytest.param("sources:\n", "sauces:\n", "unknown key; did you mean 'sources'?", id="misspelt-key"),
+        pytest.param(
+            "sources:\n", "sauces:\n", "unknown key; did you mean 'sources'?", id="misspelt-key"
+        ),
         pytest.param("id: ACC-008", "id: ACC-007", "duplicate id ACC-007", id="duplicate-id"),
     ],
 )
-def test_bad_rule_file_is_refused_with_file_and_line(rules_copy: Path, old: str, new: str, expected: str) -> None:
-    edit(rules_copy, old, new)
+def test_bad_rule_file_is_refused_with_file_and_line(
+    rules_copy: Path, old: str, new: str, expected: str
+) -> None:
+    edit(rules_copy, old, new.replace("MARKER", str(rules_copy / "pwned")))
     code, err = check(rules_copy)
     assert code == 2
     assert expected in err
     assert "ACC-008-llif-blocked-at-l5-s1.yaml:" in err
     assert "Traceback" not in err
-    assert not Path("/tmp/pwned").exists()
+    assert not (rules_copy / "pwned").exists()
 
 
 def test_error_names_the_line_of_the_condition(rules_copy: Path) -> None:
-    path = edit(rules_copy, 'when: \'lowest_level == "L5-S1"\'', "when: 'sva_cm > 95'")
-    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("when:"))
+    path = edit(rules_copy, "when: 'lowest_level == \"L5-S1\"'", "when: 'sva_cm > 95'")
+    line = next(
+        i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("when:")
+    )
     _, err = check(rules_copy)
-    assert f"ACC-008-llif-blocked-at-l5-s1.yaml:{line}: when: unknown field 'sva_cm'; did you mean 'sva_mm'?" in err
+    where = f"ACC-008-llif-blocked-at-l5-s1.yaml:{line}: when: "
+    assert where + "unknown field 'sva_cm'; did you mean 'sva_mm'?" in err
 
 
 def test_rule_without_sources_is_refused(rules_copy: Path) -> None:
@@ -77,7 +129,8 @@ def test_rule_without_sources_is_refused(rules_copy: Path) -> None:
     start, end = text.index("sources:"), text.index("cases:")
     path.write_text(text[:start] + "sources: []\n" + text[end:])
     code, err = check(rules_copy)
-    assert code == 2 and "sources" in err
+    assert code == 2
+    assert "sources" in err
 
 
 def test_rule_without_golden_cases_is_refused(rules_copy: Path) -> None:
@@ -90,25 +143,31 @@ def test_rule_without_golden_cases_is_refused(rules_copy: Path) -> None:
 
 
 def test_golden_case_with_invalid_values_is_refused(rules_copy: Path) -> None:
-    edit(rules_copy, "{name: llif-l5-s1, case: {mis_technique: llif, lowest_level: L5-S1}}",
-         "{name: llif-l5-s1, case: {mis_technique: lif, lowest_level: L5-S1}}")
+    edit(
+        rules_copy,
+        "{name: llif-l5-s1, case: {mis_technique: llif, lowest_level: L5-S1}}",
+        "{name: llif-l5-s1, case: {mis_technique: lif, lowest_level: L5-S1}}",
+    )
     code, err = check(rules_copy)
-    assert code == 2 and "mis_technique: 'lif' is not a valid value" in err
+    assert code == 2
+    assert "mis_technique: 'lif' is not a valid value" in err
 
 
 def test_policy_with_a_renamed_verdict_is_refused(rules_copy: Path) -> None:
     policy = rules_copy / "policy.yaml"
     policy.write_text(policy.read_text().replace("verdict: not_favoured", "verdict: discouraged"))
     code, err = check(rules_copy)
-    assert code == 2 and "policy.yaml" in err
+    assert code == 2
+    assert "policy.yaml" in err
 
 
 def test_yaml_tags_that_build_objects_are_refused(rules_copy: Path) -> None:
-    edit(rules_copy, "severity: major", "severity: !!python/object/apply:os.system ['touch /tmp/pwned']")
+    payload = f"!!python/object/apply:os.system ['touch {rules_copy / 'pwned'}']"
+    edit(rules_copy, "severity: major", f"severity: {payload}")
     code, err = check(rules_copy)
     assert code == 2
-    assert not Path("/tmp/pwned").exists()
-    assert "malformed YAML" in err or "could not determine a constructor" in err
+    assert not (rules_copy / "pwned").exists()
+    assert "malformed YAML" in err
 
 
 def test_binary_and_empty_rule_files_are_refused(rules_copy: Path) -> None:
@@ -123,7 +182,8 @@ def test_binary_and_empty_rule_files_are_refused(rules_copy: Path) -> None:
 
 def test_missing_rules_directory_exits_2(tmp_path: Path) -> None:
     code, err = check(tmp_path / "nowhere")
-    assert code == 2 and "rules directory not found" in err
+    assert code == 2
+    assert "rules directory not found" in err
 
 
 def test_the_bundled_rules_check_clean() -> None:

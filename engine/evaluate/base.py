@@ -31,8 +31,6 @@ def rule_status(scope: bool | None, when: bool | None) -> RuleStatus:
     return RuleStatus.fired if when else RuleStatus.not_fired
 
 
-
-
 def make_outcome(
     rule: Rule, status: RuleStatus, when: bool | None, facts: Facts, ruleset: Ruleset
 ) -> RuleOutcome:

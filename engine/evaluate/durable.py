@@ -25,7 +25,6 @@ from engine.models import RuleOutcome, Scalar
 from engine.rules.condition import (
     NEGATED_OP,
     And,
-    Arith,
     Compare,
     Cond,
     Const,
@@ -34,7 +33,6 @@ from engine.rules.condition import (
     Known,
     Member,
     Not,
-    Or,
     Truth,
 )
 from engine.rules.ruleset import Ruleset
@@ -57,7 +55,7 @@ class EngineError(Exception):
 def ruled_out_key(field: str, value: Scalar) -> str:
     """Name of the boolean asserted when a constraint rules `value` out for unknown `field`."""
     domain = FIELDS_BY_NAME[field].domain
-    return f"__ro__{field}__{domain.index(value)}"  # type: ignore[arg-type]  # value is in domain
+    return f"__ro__{field}__{domain.index(value)}"
 
 
 def _all(parts: list[Pattern]) -> Pattern:
@@ -158,7 +156,7 @@ def stack_cost(pattern: Pattern, entries: int = 1) -> tuple[int, int]:
     """
     if not isinstance(pattern, dict):
         return 0, entries
-    (key, value), = pattern.items()
+    ((key, value),) = pattern.items()
     if key == "$and":
         total = 0
         for part in value:
@@ -179,7 +177,9 @@ def stack_cost(pattern: Pattern, entries: int = 1) -> tuple[int, int]:
 
 
 def _is_equality(pattern: Pattern) -> bool:
-    return isinstance(pattern, dict) and len(pattern) == 1 and not next(iter(pattern)).startswith("$")
+    return (
+        isinstance(pattern, dict) and len(pattern) == 1 and not next(iter(pattern)).startswith("$")
+    )
 
 
 # --- packing rules into rulesets --------------------------------------------------------------
@@ -260,7 +260,11 @@ def to_durable_json(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)}: {to_durable_json(v)}" for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{json.dumps(k)}: {to_durable_json(v)}" for k, v in value.items())
+            + "}"
+        )
     if isinstance(value, list | tuple):
         return "[" + ", ".join(to_durable_json(v) for v in value) + "]"
     raise TypeError(f"cannot serialise {type(value).__name__} for durable-rules")
@@ -272,7 +276,7 @@ _HANDLES: dict[str, list[int]] = {}  # ruleset sha256 -> handles; built once per
 
 
 class DurableEvaluator:
-    """Screens facts with durable-rules. One instance per process; not for sharing across threads."""
+    """Screens facts with durable-rules; one per process, never shared across threads."""
 
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset

@@ -1,4 +1,4 @@
-"""Read one case (YAML or JSON file, stdin, or --set pairs) and validate it against the dictionary."""
+"""Read one case (YAML or JSON file, stdin, or --set pairs) and validate it."""
 
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ def validate_case(
             problems.append(CaseProblem(None, f"field names must be text, got {key!r}"))
         elif isinstance(value, dict | list | tuple | set):
             problems.append(CaseProblem(key, "expected a single value, got a nested structure"))
-        elif value is not None and not (isinstance(value, str) and value == "" and key != "case_id"):
+        elif value is not None and not (
+            isinstance(value, str) and value == "" and key != "case_id"
+        ):
             clean[key] = value
     case_id = raw.get("case_id") if isinstance(raw.get("case_id"), str) else None
     try:
@@ -113,15 +115,21 @@ def read_text(path: str, what: str = "case") -> str:
         raw = sys.stdin.buffer.read(MAX_CASE_BYTES + 1) if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise CaseInputError(source, [CaseProblem(None, f"cannot read {what} file: {reason}")]) from None
+        raise CaseInputError(
+            source, [CaseProblem(None, f"cannot read {what} file: {reason}")]
+        ) from None
     if len(raw) > MAX_CASE_BYTES:
         raise CaseInputError(source, [CaseProblem(None, f"{what} file is larger than 1 MB")])
     if b"\x00" in raw:
-        raise CaseInputError(source, [CaseProblem(None, f"{what} file is binary, not YAML or JSON")])
+        raise CaseInputError(
+            source, [CaseProblem(None, f"{what} file is binary, not YAML or JSON")]
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise CaseInputError(source, [CaseProblem(None, f"{what} file is not UTF-8 text")]) from None
+        raise CaseInputError(
+            source, [CaseProblem(None, f"{what} file is not UTF-8 text")]
+        ) from None
     if not text.strip():
         raise CaseInputError(source, [CaseProblem(None, f"{what} file is empty")])
     return text
@@ -130,10 +138,7 @@ def read_text(path: str, what: str = "case") -> str:
 def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
     """Parse YAML or JSON text that must hold one mapping of field names to values."""
     try:
-        if source.endswith(".json"):
-            data = json.loads(text)
-        else:
-            data = parse_yaml(text).data
+        data = json.loads(text) if source.endswith(".json") else parse_yaml(text).data
     except json.JSONDecodeError as exc:
         problem = CaseProblem(None, f"malformed JSON at line {exc.lineno}: {exc.msg}")
         raise CaseInputError(source, [problem]) from None
@@ -177,7 +182,8 @@ def read_site(path: str) -> dict[str, Scalar]:
     problems = [
         CaseProblem(
             None,
-            f"'{key}' is not a setting field; a site profile holds only: {', '.join(SETTING_FIELDS)}",
+            f"'{key}' is not a setting field; "
+            f"a site profile holds only: {', '.join(SETTING_FIELDS)}",
         )
         for key in data
         if key not in SETTING_FIELDS

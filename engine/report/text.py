@@ -78,12 +78,18 @@ def render_text(result: Result, console: Console) -> None:
         for field in sorted(open_questions):
             console.print(f"  - {escape(field)}: needed by {', '.join(open_questions[field])}")
     else:
-        console.print("[bold]Data that would settle open questions[/bold]: none; every rule was decided")
+        console.print(
+            "[bold]Data that would settle open questions[/bold]: none; every rule was decided"
+        )
 
     facts: list[str] = []
     facts += [f"{k} = {show_value(v)} (derived)" for k, v in result.derived.items()]
-    facts += [f"{i.field} = {show_value(i.value)} (inferred by {i.constraint})" for i in result.inferred]
-    facts += [f"{k} = {show_value(v)} (assumed from the site profile)" for k, v in result.assumed.items()]
+    facts += [
+        f"{i.field} = {show_value(i.value)} (inferred by {i.constraint})" for i in result.inferred
+    ]
+    facts += [
+        f"{k} = {show_value(v)} (assumed from the site profile)" for k, v in result.assumed.items()
+    ]
     if facts:
         console.print()
         console.print("[bold]Values the engine worked out[/bold]")
@@ -111,7 +117,9 @@ def _finding(console: Console, finding: Finding, prefix: str = "") -> None:
         console.print(f"      values: {escape(shown)}")
     console.print(f"      why: {escape(finding.rationale)}")
     for source in finding.sources:
-        console.print(f"      source: {escape(source_text(source))} \\[evidence {finding.evidence.value}]")
+        console.print(
+            f"      source: {escape(source_text(source))} \\[evidence {finding.evidence.value}]"
+        )
 
 
 def brief_line(result: Result) -> str:

@@ -238,7 +238,7 @@ class _Parser:
             raise _Invalid("the left side of 'in' must be a field name")
         spec = self.field(left.id)
         if not isinstance(right, ast.List | ast.Tuple | ast.Set):
-            raise _Invalid("the right side of 'in' must be a list of values, e.g. [\"a\", \"b\"]")
+            raise _Invalid('the right side of \'in\' must be a list of values, e.g. ["a", "b"]')
         if not right.elts:
             raise _Invalid("the list after 'in' is empty")
         values = tuple(self.constant(e).value for e in right.elts)
@@ -375,7 +375,7 @@ def _normalise(op: str, lhs: Expr, rhs: Expr) -> Compare:
     for index, (sign, term) in enumerate(terms):
         if isinstance(term, FieldRef):
             rest = terms[:index] + terms[index + 1 :]
-            # sign*field + rest op 0  =>  field op -rest (sign +1)  or  field flip(op) rest (sign -1)
+            # sign*field + rest op 0 => field op -rest (sign +1), field flip(op) rest (sign -1)
             moved = [(-s if sign == 1 else s, t) for s, t in rest]
             new_op = op if sign == 1 else FLIPPED_OP[op]
             return Compare(new_op, term.name, _sum(moved))

@@ -124,7 +124,8 @@ def load_ruleset(directory: str | Path) -> Ruleset:
     derived = _load_derived(root / "derived", errors)
     rules = _load_rules(root, derived, errors)
     errors.raise_if_any()
-    assert meta is not None and policy is not None  # noqa: S101  # errors raised above otherwise
+    if meta is None or policy is None:  # pragma: no cover - raise_if_any raised already
+        raise RuleFileError("ruleset.yaml or policy.yaml could not be loaded", str(root))
     return Ruleset(
         name=meta.name,
         version=meta.version,
@@ -153,8 +154,7 @@ def _check_policy(policy: PolicyFile, path: str, errors: _Collector) -> None:
     if order != list(Verdict):
         errors.add(
             RuleFileError(
-                "verdicts must be listed exactly once each, in this order: "
-                + ", ".join(Verdict),
+                "verdicts must be listed exactly once each, in this order: " + ", ".join(Verdict),
                 path,
             )
         )
@@ -200,7 +200,11 @@ def _load_constraints(path: Path, errors: _Collector) -> list[Constraint]:
         for j, narrowing in enumerate(con.narrowings):
             nloc = (*loc, "narrowings", j)
             cond = _condition(narrowing.when, INPUT_FIELDS, doc, where, (*nloc, "when"), errors)
-            bad = [v for v in narrowing.allowed if v not in spec.domain or isinstance(v, bool) != (spec.type is FieldType.boolean)]
+            bad = [
+                v
+                for v in narrowing.allowed
+                if v not in spec.domain or isinstance(v, bool) != (spec.type is FieldType.boolean)
+            ]
             if bad:
                 errors.add(
                     RuleFileError(
@@ -212,7 +216,9 @@ def _load_constraints(path: Path, errors: _Collector) -> list[Constraint]:
                 )
             if spec.name in (fields_of(cond) if cond else set()):
                 errors.add(
-                    RuleFileError("a narrowing cannot read the field it narrows", where, doc.line_of(nloc))
+                    RuleFileError(
+                        "a narrowing cannot read the field it narrows", where, doc.line_of(nloc)
+                    )
                 )
             if cond is not None and not bad:
                 narrowings.append((cond, frozenset(narrowing.allowed)))
@@ -247,11 +253,15 @@ def _load_derived(folder: Path, errors: _Collector) -> list[DerivedRule]:
             )
             continue
         if any(d.field == meta.field for d in result):
-            errors.add(RuleFileError(f"'{meta.field}' is derived twice", where, doc.line_of(("field",))))
+            errors.add(
+                RuleFileError(f"'{meta.field}' is derived twice", where, doc.line_of(("field",)))
+            )
             continue
         given = [k for k in ("expression", "bands", "condition") if getattr(meta, k) is not None]
         if len(given) != 1:
-            errors.add(RuleFileError("give exactly one of expression, bands or condition", where, 1))
+            errors.add(
+                RuleFileError("give exactly one of expression, bands or condition", where, 1)
+            )
             continue
         rule = _derived_rule(meta, spec, available, doc, where, errors)
         if rule is not None:
@@ -270,7 +280,11 @@ def _derived_rule(
 ) -> DerivedRule | None:
     if meta.expression is not None:
         if not spec.is_numeric:
-            errors.add(RuleFileError("an expression defines numbers only", where, doc.line_of(("expression",))))
+            errors.add(
+                RuleFileError(
+                    "an expression defines numbers only", where, doc.line_of(("expression",))
+                )
+            )
             return None
         loc = ("expression",)
         try:
@@ -283,7 +297,11 @@ def _derived_rule(
         return DerivedRule(meta, where, spec, expression=expression)
     if meta.condition is not None:
         if spec.type is not FieldType.boolean:
-            errors.add(RuleFileError("a condition defines booleans only", where, doc.line_of(("condition",))))
+            errors.add(
+                RuleFileError(
+                    "a condition defines booleans only", where, doc.line_of(("condition",))
+                )
+            )
             return None
         cond = _condition(meta.condition, available, doc, where, ("condition",), errors)
         return DerivedRule(meta, where, spec, condition=cond) if cond is not None else None
@@ -353,7 +371,13 @@ def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> l
             continue
         rule = Rule(meta=meta, path=where, scope=scope, when=when)
         for name in set(rule.fields) & undefined_derived:
-            errors.add(RuleFileError(f"derived field '{name}' has no file in rules/derived/", where, doc.line_of(("when",))))
+            errors.add(
+                RuleFileError(
+                    f"derived field '{name}' has no file in rules/derived/",
+                    where,
+                    doc.line_of(("when",)),
+                )
+            )
         rules.append(rule)
     rules.sort(key=lambda r: r.id)
     return rules
@@ -365,7 +389,13 @@ def _merge_case_file(path: Path, doc: YamlDocument, errors: _Collector) -> None:
     if not case_path.is_file() or not isinstance(doc.data, dict):
         return
     if "cases" in doc.data:
-        errors.add(RuleFileError(f"cases are both here and in {case_path.name}; keep one", str(path), doc.line_of(("cases",))))
+        errors.add(
+            RuleFileError(
+                f"cases are both here and in {case_path.name}; keep one",
+                str(path),
+                doc.line_of(("cases",)),
+            )
+        )
         return
     try:
         cases_doc = read_yaml_file(case_path)
@@ -387,13 +417,17 @@ def _rule_problems(
     if path.stem != f"{meta.id}-{meta.name}":
         problems.append((f"file name must be {meta.id}-{meta.name}.yaml", ("id",)))
     if path.parent.name != meta.category:
-        problems.append((f"a {meta.category} rule belongs in rules/{meta.category}/", ("category",)))
+        problems.append(
+            (f"a {meta.category} rule belongs in rules/{meta.category}/", ("category",))
+        )
     if not meta.id.startswith(CATEGORY_PREFIX[meta.category] + "-"):
         problems.append(
             (f"a {meta.category} rule id starts with {CATEGORY_PREFIX[meta.category]}-", ("id",))
         )
     if meta.category is Category.benefit and meta.severity is not Severity.info:
-        problems.append(("benefit rules are severity info: they never lower a verdict", ("severity",)))
+        problems.append(
+            ("benefit rules are severity info: they never lower a verdict", ("severity",))
+        )
     cases = meta.cases
     for kind in ("fires", "does_not_fire", "not_evaluable"):
         if cases is None or not getattr(cases, kind):
@@ -401,5 +435,7 @@ def _rule_problems(
     if cases is not None:
         for golden in cases.not_evaluable:
             if not golden.missing:
-                problems.append((f"not_evaluable case '{golden.name}' must list missing fields", ("cases",)))
+                problems.append(
+                    (f"not_evaluable case '{golden.name}' must list missing fields", ("cases",))
+                )
     return problems

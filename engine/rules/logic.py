@@ -22,7 +22,6 @@ from engine.rules.condition import (
     Known,
     Member,
     Not,
-    Or,
     Truth,
     evaluate_expr,
     fields_of,
@@ -72,8 +71,8 @@ def compile_kleene(cond: Cond) -> Kleene:
     if isinstance(cond, Compare):
         test = COMPARE[cond.op]
         if isinstance(cond.rhs, Const):
-            constant = cond.rhs.value
-            return _over_possible(cond.field, lambda v: test(v, constant))
+            rhs_value = cond.rhs.value
+            return _over_possible(cond.field, lambda v: test(v, rhs_value))
         field, rhs = cond.field, cond.rhs
 
         def compare_expr(values: Values, possible: Possible) -> bool | None:
@@ -121,7 +120,7 @@ def compile_kleene(cond: Cond) -> Kleene:
 
 
 def unknown_fields(cond: Cond, values: Values, possible: Possible) -> set[str]:
-    """The unknown fields that leave an unknown condition unknown (the data that would settle it)."""
+    """The unknown fields that leave a condition unknown: the data that would settle it."""
     if isinstance(cond, Compare | Member):
         return {f for f in fields_of(cond) if f not in values}
     if isinstance(cond, Known | Truth):
