@@ -19,8 +19,12 @@ from engine.rules.ruleset import DerivedRule, Ruleset
 DERIVED_DECIMALS = 6
 
 
-class ConstraintViolation(Exception):
-    """A supplied value that a constraint rules out, or constraints that leave no value."""
+class InconsistentInput(Exception):
+    """Input facts that contradict each other.
+
+    A supplied value a constraint rules out, constraints that leave a field no value, or a
+    supplied score total that disagrees with its components.
+    """
 
     def __init__(self, problem: CaseProblem) -> None:
         super().__init__(problem.message)
@@ -63,6 +67,8 @@ def derive_value(
         return round(float(result), DERIVED_DECIMALS)  # removes float noise: 60.1 - 40.1 -> 20.0
     if rule.condition is not None:
         return compile_kleene(rule.condition)(values, possible)
+    if rule.points:
+        return _points_value(rule, values)
     for cond, value in rule.bands:
         outcome = compile_kleene(cond)(values, possible)
         if outcome is None:
@@ -70,6 +76,25 @@ def derive_value(
         if outcome:
             return value
     return None
+
+
+def _points_value(rule: DerivedRule, values: dict[str, Scalar]) -> int | None:
+    """Sum of component points; the supplied total stands in when a component is unknown."""
+    supplied = values.get(rule.supplied_total) if rule.supplied_total else None
+    if any(name not in values for name, _ in rule.points):
+        return supplied if isinstance(supplied, int) else None
+    parts = [(name, values[name], table[str(values[name])]) for name, table in rule.points]
+    total = sum(points for _, _, points in parts)
+    if supplied is not None and supplied != total:
+        shown = " + ".join(f"{name} {value} ({points})" for name, value, points in parts)
+        raise InconsistentInput(
+            CaseProblem(
+                rule.supplied_total,
+                f"{supplied} disagrees with its components: {shown} = {total}",
+                supplied,
+            )
+        )
+    return total
 
 
 def missing_inputs(names: set[str], ruleset: Ruleset, facts: Facts) -> list[str]:
@@ -93,6 +118,8 @@ def missing_inputs(names: set[str], ruleset: Ruleset, facts: Facts) -> list[str]
                     break
         elif rule.condition is not None:
             pending.extend(unknown_fields(rule.condition, facts.values, facts.possible))
+        elif rule.points:  # either the components or the supplied total would settle it
+            pending.extend(f for f in rule.inputs if f not in facts.values)
         else:
             pending.extend(f for f in rule.inputs if f not in facts.values)
     return sorted(result)
@@ -121,14 +148,14 @@ def _apply_constraints(
                     if known[name] in allowed:
                         continue
                     if any(name == i.field for i in inferred):
-                        raise ConstraintViolation(
+                        raise InconsistentInput(
                             CaseProblem(
                                 name,
                                 f"constraints {', '.join(narrowed_by[name])} "
                                 "leave no possible value",
                             )
                         )
-                    raise ConstraintViolation(
+                    raise InconsistentInput(
                         CaseProblem(
                             name,
                             f"{_show(known[name])} is ruled out by {constraint.id} "
@@ -140,7 +167,7 @@ def _apply_constraints(
                 before = possible.get(name, frozenset(constraint.spec.domain))
                 now = before & allowed
                 if not now:
-                    raise ConstraintViolation(
+                    raise InconsistentInput(
                         CaseProblem(
                             name,
                             f"constraints {', '.join(narrowed_by[name])} leave no possible value",

@@ -80,6 +80,8 @@ SEGMENTS: tuple[str, ...] = tuple(
     + ["L5-S1"]
 )
 
+SCHWAB_GRADES = ("0", "+", "++")
+
 MIS_TECHNIQUES = (
     "tubular_decompression",
     "tubular_discectomy",
@@ -208,6 +210,24 @@ FIELDS: tuple[FieldSpec, ...] = (
     # Derived attributes: computed by rules/derived/, never supplied
     FieldSpec("pi_ll_mismatch_deg", _N, "degrees", group=FieldGroup.derived),
     FieldSpec("meyerding_grade", _I, "grade", 0, 5, group=FieldGroup.derived),
+    FieldSpec("schwab_pi_ll", _E, values=SCHWAB_GRADES, group=FieldGroup.derived),
+    FieldSpec("schwab_sva", _E, values=SCHWAB_GRADES, group=FieldGroup.derived),
+    FieldSpec("schwab_pt", _E, values=SCHWAB_GRADES, group=FieldGroup.derived),
+    FieldSpec("tlics_score_derived", _I, "TLICS points", 0, 10, group=FieldGroup.derived),
+    FieldSpec(
+        "tlics_band", _E, values=("nonoperative", "indeterminate", "operative"), group=FieldGroup.derived
+    ),
+    FieldSpec("sins_score_derived", _I, "SINS points", 0, 18, group=FieldGroup.derived),
+    FieldSpec(
+        "sins_band", _E, values=("stable", "potentially_unstable", "unstable"), group=FieldGroup.derived
+    ),
+    FieldSpec("misdef_class", _I, "class", 1, 3, group=FieldGroup.derived),
+    FieldSpec(
+        "bmi_class",
+        _E,
+        values=("underweight", "normal", "overweight", "obese_1", "obese_2", "obese_3"),
+        group=FieldGroup.derived,
+    ),
     FieldSpec("osteoporotic", _B, group=FieldGroup.derived),
     FieldSpec("includes_l4_l5", _B, group=FieldGroup.derived),
 )

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.derive import ConstraintViolation, build_facts
+from engine.derive import InconsistentInput, build_facts
 from engine.errors import CaseInputError
 from engine.evaluate.base import Evaluator
 from engine.io.cases import validate_case
@@ -86,7 +86,7 @@ def run_golden(
         if golden.kind == "derived":
             return _run_derived(golden, ruleset, values, backend)
         screening = screen_values(case_id, values, ruleset, evaluator, source=golden.path)
-    except (CaseInputError, ConstraintViolation) as exc:
+    except (CaseInputError, InconsistentInput) as exc:
         return GoldenResult(golden, backend, False, golden.kind, "invalid case", [str(exc)])
     outcome = screening.outcome_of(golden.rule_id)
     expected_statuses = EXPECTED_STATUSES[golden.kind]

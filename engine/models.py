@@ -205,6 +205,14 @@ class DerivedBand(BaseModel):
     value: Scalar
 
 
+class PointsTerm(BaseModel):
+    """One component of a points score: an enum field and the points of each of its values."""
+
+    model_config = _STRICT
+    field: str
+    values: dict[str, int]
+
+
 class DerivedGolden(BaseModel):
     model_config = _STRICT
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
@@ -225,9 +233,12 @@ class DerivedFile(BaseModel):
     evidence: Evidence
     provisional: bool
     sources: list[SourceRef] = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
     expression: str | None = None
     bands: list[DerivedBand] | None = None
     condition: str | None = None
+    points: list[PointsTerm] | None = None
+    supplied_total: str | None = None
     cases: list[DerivedGolden] = Field(min_length=1)
 
 

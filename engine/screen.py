@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine import __version__
-from engine.derive import ConstraintViolation, build_facts
+from engine.derive import InconsistentInput, build_facts
 from engine.errors import CaseInputError
 from engine.evaluate.base import Evaluator
 from engine.models import (
@@ -56,7 +56,7 @@ def screen_values(
     merged, assumed = apply_site(values, site or {})
     try:
         facts = build_facts(merged, ruleset)
-    except ConstraintViolation as exc:
+    except InconsistentInput as exc:
         raise CaseInputError(source, [exc.problem], case_id=case_id) from None
     outcomes = evaluator.evaluate(facts)
     policy = decide_verdict(outcomes, ruleset)

@@ -295,6 +295,11 @@ def _derived_rule(
             errors.add(exc)
             return None
         return DerivedRule(meta, where, spec, expression=expression)
+    if meta.points is not None:
+        return _points_rule(meta, spec, doc, where, errors)
+    if meta.supplied_total is not None:
+        errors.add(RuleFileError("supplied_total goes with points", where, doc.line_of(("supplied_total",))))
+        return None
     if meta.condition is not None:
         if spec.type is not FieldType.boolean:
             errors.add(
@@ -321,6 +326,51 @@ def _derived_rule(
         if cond is not None:
             bands.append((cond, band.value))
     return DerivedRule(meta, where, spec, bands=tuple(bands))
+
+
+def _points_rule(
+    meta: DerivedFile, spec: FieldSpec, doc: YamlDocument, where: str, errors: _Collector
+) -> DerivedRule | None:
+    """A score summed from enum components, e.g. TLICS; checked so every value has points."""
+    count = len(errors.errors)
+    if spec.type is not FieldType.integer:
+        errors.add(RuleFileError("points define integer scores only", where, doc.line_of(("points",))))
+    terms: list[tuple[str, dict[str, int]]] = []
+    for i, term in enumerate(meta.points or []):
+        loc: tuple[str | int, ...] = ("points", i)
+        component = INPUT_FIELDS.get(term.field)
+        if component is None or component.type is not FieldType.enum:
+            errors.add(
+                RuleFileError(f"'{term.field}' is not an enum input field", where, doc.line_of(loc))
+            )
+            continue
+        if set(term.values) != set(component.values):
+            lacking = sorted(set(component.values) - set(term.values))
+            extra = sorted(set(term.values) - set(component.values))
+            errors.add(
+                RuleFileError(
+                    f"points of '{term.field}' must cover exactly its values"
+                    f" (missing: {lacking}, unknown: {extra})",
+                    where,
+                    doc.line_of(loc),
+                )
+            )
+            continue
+        terms.append((term.field, dict(term.values)))
+    total = meta.supplied_total
+    if total is not None:
+        total_spec = INPUT_FIELDS.get(total)
+        if total_spec is None or total_spec.type is not FieldType.integer:
+            errors.add(
+                RuleFileError(
+                    f"supplied_total '{total}' is not an integer input field",
+                    where,
+                    doc.line_of(("supplied_total",)),
+                )
+            )
+    if len(errors.errors) > count:
+        return None
+    return DerivedRule(meta, where, spec, points=tuple(terms), supplied_total=total)
 
 
 def _value_fits(spec: FieldSpec, value: Scalar) -> bool:

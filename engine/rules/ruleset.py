@@ -49,6 +49,8 @@ class DerivedRule:
     expression: Expr | None = None
     bands: tuple[tuple[Cond, Scalar], ...] = ()
     condition: Cond | None = None
+    points: tuple[tuple[str, dict[str, int]], ...] = ()
+    supplied_total: str | None = None
 
     @property
     def field(self) -> str:
@@ -63,6 +65,9 @@ class DerivedRule:
             read |= fields_of(self.condition)
         for cond, _ in self.bands:
             read |= fields_of(cond)
+        read |= {name for name, _ in self.points}
+        if self.supplied_total:
+            read.add(self.supplied_total)
         return tuple(sorted(read))
 
 
@@ -127,6 +132,7 @@ class Ruleset:
                     **d.meta.model_dump(
                         mode="json", exclude={"cases", "expression", "bands", "condition"}
                     ),
+                    # points and supplied_total are plain data, kept by model_dump above
                     "expression": to_text(d.expression) if d.expression else None,
                     "bands": [[to_text(c), v] for c, v in d.bands],
                     "condition": to_text(d.condition) if d.condition else None,
