@@ -215,11 +215,17 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("schwab_pt", _E, values=SCHWAB_GRADES, group=FieldGroup.derived),
     FieldSpec("tlics_score_derived", _I, "TLICS points", 0, 10, group=FieldGroup.derived),
     FieldSpec(
-        "tlics_band", _E, values=("nonoperative", "indeterminate", "operative"), group=FieldGroup.derived
+        "tlics_band",
+        _E,
+        values=("nonoperative", "indeterminate", "operative"),
+        group=FieldGroup.derived,
     ),
     FieldSpec("sins_score_derived", _I, "SINS points", 0, 18, group=FieldGroup.derived),
     FieldSpec(
-        "sins_band", _E, values=("stable", "potentially_unstable", "unstable"), group=FieldGroup.derived
+        "sins_band",
+        _E,
+        values=("stable", "potentially_unstable", "unstable"),
+        group=FieldGroup.derived,
     ),
     FieldSpec("misdef_class", _I, "class", 1, 3, group=FieldGroup.derived),
     FieldSpec(

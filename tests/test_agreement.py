@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.derive import ConstraintViolation, build_facts
+from engine.derive import InconsistentInput, build_facts
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
 from engine.evaluate.base import Evaluator
 from engine.rules.condition import And, Compare, Cond, Const, Member, Not, Or
@@ -82,7 +82,7 @@ CASES = st.fixed_dictionaries({}, optional={name: _value_strategy(name) for name
 def screen_both(values: dict[str, Any], evaluators: dict[str, Evaluator]) -> None:
     try:
         build_facts(values, RULESET)
-    except ConstraintViolation:
+    except InconsistentInput:
         return  # an input error, raised before either evaluator runs
     durable = screen_values("GEN", values, RULESET, evaluators["durable"])
     reference = screen_values("GEN", values, RULESET, evaluators["reference"])

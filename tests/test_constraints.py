@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.derive import ConstraintViolation, build_facts
+from engine.derive import InconsistentInput, build_facts
 from engine.evaluate.base import Evaluator
 from engine.models import Inferred, RuleStatus
 from engine.screen import screen_values
@@ -75,7 +75,7 @@ def test_a_single_remaining_value_is_inferred() -> None:
 
 
 def test_a_supplied_value_the_constraint_rules_out_names_both_facts() -> None:
-    with pytest.raises(ConstraintViolation) as info:
+    with pytest.raises(InconsistentInput) as info:
         build_facts({"planned_procedure": "discectomy", "mis_technique": "llif"}, RULESET)
     message = str(info.value)
     assert "llif is ruled out by CON-002" in message

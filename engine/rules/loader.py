@@ -298,7 +298,11 @@ def _derived_rule(
     if meta.points is not None:
         return _points_rule(meta, spec, doc, where, errors)
     if meta.supplied_total is not None:
-        errors.add(RuleFileError("supplied_total goes with points", where, doc.line_of(("supplied_total",))))
+        errors.add(
+            RuleFileError(
+                "supplied_total goes with points", where, doc.line_of(("supplied_total",))
+            )
+        )
         return None
     if meta.condition is not None:
         if spec.type is not FieldType.boolean:
@@ -334,7 +338,9 @@ def _points_rule(
     """A score summed from enum components, e.g. TLICS; checked so every value has points."""
     count = len(errors.errors)
     if spec.type is not FieldType.integer:
-        errors.add(RuleFileError("points define integer scores only", where, doc.line_of(("points",))))
+        errors.add(
+            RuleFileError("points define integer scores only", where, doc.line_of(("points",)))
+        )
     terms: list[tuple[str, dict[str, int]]] = []
     for i, term in enumerate(meta.points or []):
         loc: tuple[str | int, ...] = ("points", i)
