@@ -187,7 +187,7 @@ class RuleFile(BaseModel):
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
     category: Category
     severity: Severity
-    claim: Claim | None = None
+    claims: list[Claim] = Field(default_factory=list)
     scope: str | None = None
     when: str
     message: str = Field(min_length=3)
