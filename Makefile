@@ -23,10 +23,9 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup  ## the test command CI runs
+test: lint  ## the test command CI runs: lint, every golden case, then pytest (its summary last)
 	$(BIN)/miss-screen rules test
 	$(BIN)/python -m pytest -q
-	$(MAKE) lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

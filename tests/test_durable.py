@@ -12,8 +12,12 @@ import pytest
 from engine.derive import build_facts
 from engine.evaluate.durable import (
     STACK_BUDGET,
+    CompiledRule,
     DurableEvaluator,
+    EngineError,
+    check_limits,
     compile_rules,
+    fnv1a_32,
     pack,
     ruleset_json,
     stack_cost,
@@ -113,6 +117,34 @@ def test_floats_are_written_so_durable_rules_can_read_them() -> None:
     evaluator = DurableEvaluator(RULESET)
     facts = build_facts({"slip_percent": 1e-05, "diagnosis": "spondylolisthesis"}, RULESET)
     assert evaluator.evaluate(facts) == ReferenceEvaluator(RULESET).evaluate(facts)
+
+
+def test_fnv_hash_matches_durable_rules() -> None:
+    """Reference values of 32-bit FNV-1a, the hash durable-rules gives attribute names."""
+    assert fnv1a_32("") == 0x811C9DC5
+    assert fnv1a_32("a") == 0xE40C292C
+    assert fnv1a_32("foobar") == 0xBF9CF968
+
+
+def test_colliding_attribute_names_are_refused() -> None:
+    # "costarring" and "liquid" are a known FNV-1a 32-bit collision
+    assert fnv1a_32("costarring") == fnv1a_32("liquid")
+    with pytest.raises(EngineError, match="share a 32-bit hash"):
+        check_limits([], ["costarring", "liquid"])
+
+
+def test_too_many_attributes_are_refused() -> None:
+    with pytest.raises(EngineError, match="attributes per fact"):
+        check_limits([], [f"field_{i}" for i in range(300)])
+
+
+def test_too_many_nex_tests_are_refused() -> None:
+    many = [
+        CompiledRule(i, {"s1": True, "s0": False, "w1": {"$nex": {f"f{i}": 1}}, "w0": False})
+        for i in range(130)
+    ]
+    with pytest.raises(EngineError, match="nex"):
+        check_limits([many], [])
 
 
 def test_handles_are_built_once_per_process() -> None:

@@ -270,6 +270,49 @@ def to_durable_json(value: Any) -> str:
     raise TypeError(f"cannot serialise {type(value).__name__} for durable-rules")
 
 
+# --- the other fixed limits of durable-rules (notes §4), checked before any case is seen ---------
+
+MAX_FACT_ATTRIBUTES = 250  # 252 work, 253 raise error 302 (sid and id included)
+MAX_NEX_PER_RULESET = 120  # 129 `$nex` under one parent raise error 107
+MAX_CHILD_CONDITIONS = 500  # 513 distinct children of one alpha node hang create_ruleset
+RESERVED_ATTRIBUTES = ("kind", "sid", "id")
+
+
+def fnv1a_32(text: str) -> int:
+    """durable-rules' 32-bit hash of attribute names (json.c, getStringAndHash)."""
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 16777619) & 0xFFFFFFFF
+    return value
+
+
+def _count(pattern: Pattern, key: str) -> int:
+    if isinstance(pattern, dict):
+        return sum((k == key) + _count(v, key) for k, v in pattern.items())
+    if isinstance(pattern, list):
+        return sum(_count(p, key) for p in pattern)
+    return 0
+
+
+def check_limits(groups: list[list[CompiledRule]], attributes: list[str]) -> None:
+    """Refuse, at load time, a rule set that could crash or mislead durable-rules."""
+    names = [*RESERVED_ATTRIBUTES, *attributes]
+    if len(names) > MAX_FACT_ATTRIBUTES:
+        raise EngineError(f"{len(names)} attributes per fact; durable-rules takes 252")
+    hashes: dict[int, str] = {}
+    for name in names:
+        other = hashes.setdefault(fnv1a_32(name), name)
+        if other != name:
+            raise EngineError(f"attribute names {other!r} and {name!r} share a 32-bit hash")
+    for n, members in enumerate(groups):
+        patterns = [p for r in members for p in r.parts.values() if isinstance(p, dict)]
+        if len(patterns) > MAX_CHILD_CONDITIONS:
+            raise EngineError(f"ruleset {n} has {len(patterns)} patterns under one guard node")
+        nex = sum(_count(p, "$nex") for p in patterns)
+        if nex > MAX_NEX_PER_RULESET:
+            raise EngineError(f"ruleset {n} has {nex} '$nex' tests; durable-rules takes 128")
+
+
 # --- evaluation -------------------------------------------------------------------------------
 
 _HANDLES: dict[str, list[int]] = {}  # ruleset sha256 -> handles; built once per process
@@ -282,10 +325,12 @@ class DurableEvaluator:
         self.ruleset = ruleset
         self.compiled = compile_rules(ruleset)
         self.groups = pack(self.compiled)
-        self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
-        _HANDLES[ruleset.sha256] = self.handles
         self.fields = sorted(ruleset.fields_read)
         self.ruled_out = sorted(ruleset.constrained_fields & ruleset.fields_read)
+        flags = [ruled_out_key(f, v) for f in self.ruled_out for v in FIELDS_BY_NAME[f].domain]
+        check_limits(self.groups, [*self.fields, *flags])
+        self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
+        _HANDLES[ruleset.sha256] = self.handles
         self._ids: Iterator[int] = itertools.count(1)
 
     def _create_handles(self) -> list[int]:
