@@ -30,6 +30,7 @@ from engine.goldens import run_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, validate_case
 from engine.models import Case, Result, Scalar, Verdict
 from engine.policy import verdict_rank
+from engine.report.docs import write_docs
 from engine.report.text import brief_line, render_text, source_text
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -340,6 +341,20 @@ def rules_test(
         stdout.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)
+
+
+@rules_app.command("docs")
+@handle_errors
+def rules_docs(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the generated pages.")] = Path(
+        "docs/rules"
+    ),
+    rules: RulesOption = DEFAULT_RULES_DIR,
+) -> None:
+    """Write one Markdown page per rule and an index, generated from the rule files."""
+    ruleset = load_ruleset(rules)
+    written = write_docs(ruleset, out, Path(rules).resolve().parent)
+    stderr.print(f"wrote {len(written)} pages to {out}")
 
 
 @schema_app.command("case")

@@ -21,6 +21,7 @@ from engine.models import (
 )
 from engine.policy import decide_verdict
 from engine.rules.condition import to_text
+from engine.rules.logic import narrow
 from engine.rules.ruleset import Rule, Ruleset
 
 
@@ -71,7 +72,7 @@ def screen_values(
             conditional.append(
                 ConditionalFinding(
                     **_finding(rule, facts.values).model_dump(),
-                    scope=to_text(rule.scope) if rule.scope else "",
+                    scope=to_text(narrow(rule.scope, facts.possible)) if rule.scope else "",
                     missing=list(outcome.missing),
                 )
             )

@@ -239,3 +239,15 @@ def test_unknown_enum_is_decided_over_the_values_left_possible() -> None:
     assert compile_kleene(parse('mis_technique == "llif"'))({}, narrowed) is False
     assert compile_kleene(parse('mis_technique == "tubular_discectomy"'))({}, narrowed) is None
     assert compile_kleene(parse('mis_technique == "llif"'))({}, {}) is None
+
+
+def test_narrow_drops_values_the_constraints_rule_out() -> None:
+    from engine.rules.logic import narrow
+
+    possible = {
+        "mis_technique": frozenset({"tubular_discectomy", "endoscopic_discectomy", "other"})
+    }
+    scope = parse('mis_technique in ["tubular_discectomy", "llif"] or mis_technique == "mis_tlif"')
+    assert to_text(narrow(scope, possible)) == 'mis_technique in ["tubular_discectomy"]'
+    assert narrow(parse('mis_technique == "llif"'), possible) == Truth(False)
+    assert narrow(parse('mis_technique == "llif"'), {}) == parse('mis_technique == "llif"')

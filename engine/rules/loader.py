@@ -257,11 +257,10 @@ def _load_derived(folder: Path, errors: _Collector) -> list[DerivedRule]:
                 RuleFileError(f"'{meta.field}' is derived twice", where, doc.line_of(("field",)))
             )
             continue
-        given = [k for k in ("expression", "bands", "condition") if getattr(meta, k) is not None]
-        if len(given) != 1:
-            errors.add(
-                RuleFileError("give exactly one of expression, bands or condition", where, 1)
-            )
+        kinds = ("expression", "bands", "condition", "points")
+        if sum(getattr(meta, kind) is not None for kind in kinds) != 1:
+            message = "give exactly one of expression, bands, condition or points"
+            errors.add(RuleFileError(message, where, 1))
             continue
         rule = _derived_rule(meta, spec, available, doc, where, errors)
         if rule is not None:

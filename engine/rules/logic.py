@@ -22,6 +22,7 @@ from engine.rules.condition import (
     Known,
     Member,
     Not,
+    Or,
     Truth,
     evaluate_expr,
     fields_of,
@@ -132,3 +133,32 @@ def unknown_fields(cond: Cond, values: Values, possible: Possible) -> set[str]:
         if compile_kleene(item)(values, possible) is None:
             found |= unknown_fields(item, values, possible)
     return found
+
+
+def narrow(cond: Cond, possible: Possible) -> Cond:
+    """The condition with values the constraints rule out removed, for showing to a reader.
+
+    `mis_technique in ["tubular_discectomy", "llif"]` reads `mis_technique in
+    ["tubular_discectomy"]` for a discectomy; the truth value is the same for these facts.
+    """
+    if isinstance(cond, Member) and cond.field in possible and not cond.negated:
+        kept = tuple(v for v in cond.values if v in possible[cond.field])
+        return Member(cond.field, kept) if kept else Truth(False)
+    if isinstance(cond, Compare) and cond.op == "==" and cond.field in possible:
+        if isinstance(cond.rhs, Const) and cond.rhs.value not in possible[cond.field]:
+            return Truth(False)
+        return cond
+    if isinstance(cond, Not):
+        return Not(narrow(cond.item, possible))
+    if isinstance(cond, And | Or):
+        parts = [narrow(item, possible) for item in cond.items]
+        neutral = isinstance(cond, And)  # true is neutral in a conjunction, false in a disjunction
+        if any(isinstance(p, Truth) and p.value is not neutral for p in parts):
+            return Truth(not neutral)
+        remaining: tuple[Cond, ...] = tuple(p for p in parts if not isinstance(p, Truth))
+        if not remaining:
+            return Truth(neutral)
+        if len(remaining) == 1:
+            return remaining[0]
+        return And(remaining) if isinstance(cond, And) else Or(remaining)
+    return cond
