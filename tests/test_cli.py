@@ -131,7 +131,7 @@ def test_open_questions_name_the_missing_fields() -> None:
     code, out, _ = invoke("screen", str(ROOT / "cases/examples/adult-deformity-sva-unknown.yaml"))
     assert code == 0
     assert "INSUFFICIENT DATA" in out
-    assert "sva_mm: needed by ACC-003 (major)" in out
+    assert "sva_mm: needed by ACC-001 (major), ACC-003 (major)" in out
 
 
 def test_stdin_case_is_read() -> None:
