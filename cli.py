@@ -6,12 +6,13 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -19,15 +20,20 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from engine import __version__
+from engine.batch.run import BatchOptions, default_errors_path, run_batch
+from engine.batch.worker import OutputFormat
+from engine.batch.writers import write_text_atomically
 from engine.errors import UsageError, UserError
 from engine.evaluate.base import Evaluator
 from engine.evaluate.durable import DurableEvaluator
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.goldens import run_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, validate_case
+from engine.io.tables import InputFormat
 from engine.models import Case, Result, Scalar, Verdict
 from engine.policy import verdict_rank
 from engine.report.docs import write_docs
@@ -199,6 +205,196 @@ def print_result(result: Result, output_format: ScreenFormat, *, compact: bool =
         sys.stdout.write(brief_line(result) + "\n")
     else:
         render_text(result, stdout)
+
+
+class BatchFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
+class ProgressMode(StrEnum):
+    auto = "auto"
+    bar = "bar"
+    none = "none"
+
+
+class Executor(StrEnum):
+    local = "local"
+    dask = "dask"
+
+
+@app.command()
+@handle_errors
+def batch(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Cohort files (CSV, JSONL, Parquet), or - for JSONL on stdin."),
+    ],
+    out: Annotated[str, typer.Option("--out", help="Output file, or - for stdout.")],
+    output_format: Annotated[
+        BatchFormat | None,
+        typer.Option(
+            "--format",
+            help="jsonl (full results), csv or parquet (flattened); default from --out.",
+            show_default=False,
+        ),
+    ] = None,
+    summary: Annotated[
+        str | None,
+        typer.Option("--summary", help="Write the summary JSON here.", show_default=False),
+    ] = None,
+    report: Annotated[
+        str | None, typer.Option("--report", help="Write the HTML report here.", show_default=False)
+    ] = None,
+    errors: Annotated[
+        str | None,
+        typer.Option(
+            "--errors",
+            help="Errors JSONL (default: OUT.errors.jsonl; stderr when OUT is -).",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Worker processes (default: CPU count).", show_default=False
+        ),
+    ] = None,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    progress: Annotated[
+        ProgressMode, typer.Option("--progress", help="Progress bar on stderr.")
+    ] = ProgressMode.auto,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Site profile (YAML of setting fields) for rows that lack them.",
+            show_default=False,
+        ),
+    ] = None,
+    input_format: Annotated[
+        InputFormat | None,
+        typer.Option(
+            "--input-format",
+            help="Override the format taken from the extension.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column",
+            help="A column the identifier guard flags wrongly; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    ignore_unknown_columns: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-unknown-columns", help="Skip columns the data dictionary does not know."
+        ),
+    ] = False,
+    executor: Annotated[
+        Executor,
+        typer.Option(
+            "--executor", help="local processes, or dask (pip install 'miss-screen[dask]')."
+        ),
+    ] = Executor.local,
+) -> None:
+    """Screen a cohort: every row screened or rejected with a reason, outputs in input order."""
+    fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
+    if out == "-" and fmt is OutputFormat.parquet:
+        raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
+    ruleset = load_ruleset(rules)
+    options = BatchOptions(
+        inputs=inputs,
+        out=out,
+        output_format=fmt,
+        rules_dir=str(rules),
+        errors=errors if errors is not None else default_errors_path(out),
+        workers=workers or os.cpu_count() or 1,
+        site=read_site(site) if site else {},
+        input_format=input_format,
+        allow_columns=frozenset(allow_column or []),
+        ignore_unknown_columns=ignore_unknown_columns,
+        executor=executor.value,
+    )
+    show_bar = progress is ProgressMode.bar or (
+        progress is ProgressMode.auto and sys.stderr.isatty()
+    )
+    if executor is Executor.dask:
+        from engine.batch.dask_executor import run_batch_dask  # optional extra
+
+        result = run_batch_dask(options, ruleset)
+    else:
+        with batch_progress(show_bar) as advance:
+            result = run_batch(options, ruleset, advance)
+    rec = result.reconciliation
+    balanced = "balanced" if rec.balanced else "NOT BALANCED"
+    stderr.print(
+        f"rows read {rec.rows_read} = screened {rec.rows_screened} + rejected {rec.rows_rejected} "
+        f"({balanced}); verdicts: "
+        + ", ".join(f"{v.value} {n}" for v, n in result.verdicts.items())
+    )
+    if result.stamp.worker_restarts:
+        stderr.print(
+            f"warning: a worker process died; its chunks were screened again "
+            f"({result.stamp.worker_restarts} pool restarts, nothing lost)"
+        )
+    if result.duplicates:
+        stderr.print(
+            f"warning: {len(result.duplicates)} case_ids occur more than once (see the summary)"
+        )
+    if summary:
+        write_text_atomically(summary, result.model_dump_json(indent=2) + "\n")
+    if report:
+        from engine.report.html import render_html
+
+        write_text_atomically(report, render_html(result))
+    if not rec.balanced:
+        raise RuntimeError("reconciliation does not balance: rows were lost")
+
+
+def output_format_for(out: str) -> OutputFormat:
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if out == "-" or suffix in ("jsonl", "ndjson", "json"):
+        return OutputFormat.jsonl
+    if suffix in ("csv", "parquet"):
+        return OutputFormat(suffix)
+    raise UsageError(f"cannot tell the output format of {out}; use --format jsonl|csv|parquet")
+
+
+@contextlib.contextmanager
+def batch_progress(show: bool) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on stderr counting rows, or nothing."""
+    if not show:
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn("screening"), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        task = bar.add_task("rows", total=None)
+        yield lambda rows: bar.advance(task, rows)
+
+
+@app.command()
+@handle_errors
+def synth(
+    rows: Annotated[int, typer.Argument(min=1, help="Number of cases.")],
+    out: Annotated[str, typer.Option("--out", help="File to write (.csv, .jsonl or .parquet).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same cohort.")] = 0,
+    missing: Annotated[
+        float, typer.Option("--missing", min=0, max=1, help="Share of values blanked.")
+    ] = 0.05,
+    corrupt: Annotated[
+        float, typer.Option("--corrupt", min=0, max=1, help="Share of rows with one corrupt value.")
+    ] = 0.01,
+) -> None:
+    """Write a synthetic, consistent anonymised cohort for tests, demos and benchmarks."""
+    from engine.synth import write_cohort
+
+    written = write_cohort(Path(out), rows, seed, missing=missing, corrupt=corrupt)
+    stderr.print(f"wrote {written} synthetic cases to {out}")
 
 
 @rules_app.command("list")

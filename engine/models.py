@@ -5,6 +5,7 @@ No I/O here. JSON keys of Result follow field order, which is the published outp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -294,10 +295,13 @@ class RulesetFile(BaseModel):
 # --- outcomes and the result (the output contract) --------------------------------------------
 
 
-class RuleOutcome(BaseModel):
-    """One rule's conclusion about one case, as an evaluator reports it."""
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """One rule's conclusion about one case, as an evaluator reports it.
 
-    model_config = _STRICT
+    A plain dataclass, not a pydantic model: one is built per rule per case on the hot path.
+    """
+
     rule_id: str
     status: RuleStatus
     missing: tuple[str, ...] = ()

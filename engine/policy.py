@@ -10,10 +10,8 @@ from engine.rules.ruleset import Ruleset
 
 def decide_verdict(outcomes: Iterable[RuleOutcome], ruleset: Ruleset) -> PolicyEntry:
     """The first policy entry whose condition holds; the last entry is the default."""
-    present = {
-        (outcome.status.value, ruleset.by_id[outcome.rule_id].meta.severity.value)
-        for outcome in outcomes
-    }
+    severity = ruleset.severity_of
+    present = {(outcome.status.value, severity[outcome.rule_id]) for outcome in outcomes}
     for entry in ruleset.policy.verdicts:
         condition = entry.if_any
         if condition is None:

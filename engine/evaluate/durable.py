@@ -331,6 +331,15 @@ class DurableEvaluator:
         check_limits(self.groups, [*self.fields, *flags])
         self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
         _HANDLES[ruleset.sha256] = self.handles
+        # per rule: pattern names and, for parts folded to a constant, that constant
+        self._plan = [
+            (
+                rule,
+                tuple(f"{c.index}.{part}" for part in PARTS),
+                tuple(None if isinstance(c.parts[p], dict) else bool(c.parts[p]) for p in PARTS),
+            )
+            for c, rule in zip(self.compiled, ruleset.rules, strict=True)
+        ]
         self._ids: Iterator[int] = itertools.count(1)
 
     def _create_handles(self) -> list[int]:
@@ -387,18 +396,24 @@ class DurableEvaluator:
     def evaluate(self, facts: Facts) -> list[RuleOutcome]:
         fired = self.fired_parts(facts)
         outcomes = []
-        for compiled, rule in zip(self.compiled, self.ruleset.rules, strict=True):
-            scope = _part_value(compiled, "s", fired)
-            when = _part_value(compiled, "w", fired)
+        for rule, names, constants in self._plan:
+            scope = _part_value(names[0], names[1], constants[0], constants[1], fired)
+            when = _part_value(names[2], names[3], constants[2], constants[3], fired)
             status = rule_status(scope, when)
             outcomes.append(make_outcome(rule, status, when, facts, self.ruleset))
         return outcomes
 
 
-def _part_value(compiled: CompiledRule, part: str, fired: set[str]) -> bool | None:
-    true, false = compiled.parts[part + "1"], compiled.parts[part + "0"]
-    if true is True or (true is not False and f"{compiled.index}.{part}1" in fired):
+def _part_value(
+    true_name: str,
+    false_name: str,
+    true_const: bool | None,
+    false_const: bool | None,
+    fired: set[str],
+) -> bool | None:
+    """True, false or unknown for one part, from its two patterns (or their folded constants)."""
+    if true_const is True or (true_const is None and true_name in fired):
         return True
-    if false is True or (false is not False and f"{compiled.index}.{part}0" in fired):
+    if false_const is True or (false_const is None and false_name in fired):
         return False
     return None

@@ -132,6 +132,9 @@ def brief_line(result: Result) -> str:
     if benefits:
         parts.append(f"benefits: {benefits}")
     if result.not_evaluable and result.verdict is Verdict.insufficient_data:
-        missing = sorted({m for n in result.not_evaluable for m in n.missing})
+        blocking = ("red_flag", "major")  # only what keeps the verdict open
+        missing = sorted(
+            {m for n in result.not_evaluable if n.severity.value in blocking for m in n.missing}
+        )
         parts.append(f"needs: {', '.join(missing)}")
     return "  ".join(parts).rstrip()

@@ -101,6 +101,11 @@ class Ruleset:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
 
     @cached_property
+    def severity_of(self) -> dict[str, str]:
+        """Rule id to severity value, for the verdict policy's hot path."""
+        return {r.id: r.meta.severity.value for r in self.rules}
+
+    @cached_property
     def derived_by_field(self) -> dict[str, DerivedRule]:
         return {d.field: d for d in self.derived}
 

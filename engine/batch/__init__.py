@@ -1,0 +1,1 @@
+"""Batch screening of anonymised cohorts: streaming, parallel, nothing lost."""

@@ -1,0 +1,398 @@
+"""Run a batch: check the inputs, screen every row in parallel, write outputs in input order.
+
+Reconciliation is exact: every row read is screened or rejected. A worker that dies (killed,
+crashed) takes no rows with it: its chunks are screened again in a fresh pool, one at a time,
+halving any chunk that crashes again until the offending row is isolated and reported rejected.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from engine import __version__
+from engine.batch.summary import (
+    AttritionStep,
+    BatchSummary,
+    Duplicate,
+    FieldMissingness,
+    InputStamp,
+    Reconciliation,
+    RuleCounts,
+    RunStamp,
+)
+from engine.batch.worker import (
+    CASE_FIELDS,
+    ChunkResult,
+    OutputFormat,
+    WorkerConfig,
+    init_worker,
+    reject,
+    screen_chunk,
+)
+from engine.batch.writers import ErrorWriter, ResultWriter
+from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
+from engine.errors import UserError
+from engine.io.deid import check_deidentified
+from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
+from engine.models import DISCLAIMER, RuleStatus, Scalar, Verdict
+from engine.rules.ruleset import Ruleset
+
+WINDOW_PER_WORKER = 3  # chunks in flight per worker: enough to keep them busy, bounded memory
+CRASH_RETRIES = 2
+
+
+class DeidentificationError(UserError):
+    """Input that carries direct identifiers (or columns the dictionary does not know)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines[0])
+        self._lines = lines
+
+    def lines(self) -> list[str]:
+        return self._lines
+
+
+@dataclass
+class BatchOptions:
+    inputs: list[str]
+    out: str
+    output_format: OutputFormat
+    rules_dir: str
+    errors: str | None = None
+    workers: int = 1
+    site: dict[str, Scalar] = field(default_factory=dict)
+    input_format: InputFormat | None = None
+    allow_columns: frozenset[str] = frozenset()
+    ignore_unknown_columns: bool = False
+    executor: str = "local"
+
+
+Progress = Callable[[int], None]
+
+
+def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
+    """Open every input and refuse identifiers, derived or unknown columns before screening."""
+    readers = [TableReader(p, detect_format(p, options.input_format)) for p in options.inputs]
+    problems: list[str] = []
+    ignored: set[str] = set()
+    for reader in readers:
+        columns = reader.columns
+        if "case_id" not in columns:
+            problems.append(f"{reader.source}: no case_id column; every row needs an anonymised id")
+        derived = [c for c in columns if c in DERIVED_FIELDS]
+        for column in derived:
+            problems.append(
+                f"{reader.source}: column '{column}' is a derived attribute computed by the "
+                "rules; remove it from the input"
+            )
+        findings = check_deidentified(columns, reader.sample(), options.allow_columns)
+        for finding in findings:
+            problems.append(
+                f"{reader.source}: column '{finding.column}' looks like a direct identifier "
+                f"({finding.kind}): {finding.reason}; remove it, or pass --allow-column "
+                f"{finding.column} if it is not one"
+            )
+        flagged = {f.column for f in findings}
+        unknown = [
+            c
+            for c in columns
+            if c not in INPUT_FIELDS and c not in DERIVED_FIELDS and c not in flagged
+        ]
+        if unknown and not options.ignore_unknown_columns:
+            problems.append(
+                f"{reader.source}: columns not in the data dictionary: {', '.join(unknown)}; "
+                "rename them, or pass --ignore-unknown-columns to skip them"
+            )
+        ignored.update(unknown)
+    if problems:
+        raise DeidentificationError(problems)
+    return readers, sorted(ignored)
+
+
+class ChunkRunner:
+    """Screens chunks in input order, in-process or in a pool that survives dying workers."""
+
+    def __init__(self, config: WorkerConfig, workers: int) -> None:
+        self.config = config
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+        self.restarts = 0
+        if workers <= 1:
+            init_worker(WorkerConfig(**{**config.__dict__, "in_process": True}))
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=init_worker, initargs=(self.config,)
+        )
+
+    def run(self, chunks: Iterator[Chunk]) -> Iterator[ChunkResult]:
+        if self.workers <= 1:
+            for chunk in chunks:
+                yield screen_chunk(chunk)
+            return
+        self.pool = self._new_pool()
+        pending: collections.deque[tuple[Chunk, Future[ChunkResult]]] = collections.deque()
+        window = self.workers * WINDOW_PER_WORKER
+        try:
+            source = iter(chunks)
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < window:
+                    upcoming = next(source, None)
+                    if upcoming is None:
+                        exhausted = True
+                        break
+                    pending.append((upcoming, self._submit(upcoming)))
+                if not pending:
+                    return
+                chunk, future = pending.popleft()
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    # a worker died: every chunk in flight is redone, one at a time
+                    redo = [chunk, *(c for c, _ in pending)]
+                    pending.clear()
+                    self._restart()
+                    for lost in redo:
+                        yield self._isolated(lost)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, chunk: Chunk) -> Future[ChunkResult]:
+        assert self.pool is not None  # noqa: S101  # set in run()
+        try:
+            return self.pool.submit(screen_chunk, chunk)
+        except BrokenProcessPool:
+            self._restart()
+            return self.pool.submit(screen_chunk, chunk)
+
+    def _restart(self) -> None:
+        assert self.pool is not None  # noqa: S101  # set in run()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.restarts += 1
+        self.pool = self._new_pool()
+
+    def _isolated(self, chunk: Chunk) -> ChunkResult:
+        """Screen a chunk alone; halve it while it keeps crashing; reject a row that does."""
+        for _ in range(CRASH_RETRIES):
+            try:
+                return self._submit(chunk).result()
+            except BrokenProcessPool:
+                self._restart()
+        if len(chunk.rows) > 1:
+            half = len(chunk.rows) // 2
+            first = self._isolated(Chunk(chunk.index, chunk.source, chunk.rows[:half]))
+            first.merge(self._isolated(Chunk(chunk.index, chunk.source, chunk.rows[half:])))
+            return first
+        ((number, row),) = chunk.rows
+        crashed = ChunkResult(chunk.index, chunk.source, rows=1)
+        case_id = row.get("case_id") if isinstance(row, dict) else None
+        reason = f"a worker process died {CRASH_RETRIES} times screening this row; not screened"
+        reject(
+            crashed,
+            chunk.source,
+            number,
+            case_id if isinstance(case_id, str) else None,
+            [(None, None, reason)],
+        )
+        return crashed
+
+
+@dataclass
+class Totals:
+    """Counts added up over every chunk."""
+
+    rows: int = 0
+    screened: int = 0
+    rejected: int = 0
+    verdicts: collections.Counter[str] = field(default_factory=collections.Counter)
+    rule_status: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    missing: collections.Counter[str] = field(default_factory=collections.Counter)
+    blocks: collections.Counter[str] = field(default_factory=collections.Counter)
+    rejected_by_field: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def add(self, result: ChunkResult) -> None:
+        self.rows += result.rows
+        self.screened += result.screened
+        self.rejected += result.rejected
+        self.verdicts.update(result.verdicts)
+        self.rule_status.update(result.rule_status)
+        self.missing.update(result.missing)
+        self.blocks.update(result.blocks)
+        self.rejected_by_field.update(result.rejected_by_field)
+
+
+class DuplicateFinder:
+    """Finds repeated case_ids with flat memory: hashes go to a temp file, ids stay on disk."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115  # closed in find()
+            "w+", encoding="utf-8", prefix="miss-screen-ids-", suffix=".tsv"
+        )
+
+    def add(self, ids: list[tuple[int, str, int, str]]) -> None:
+        self._file.write("".join(f"{h}\t{s}\t{r}\t{c}\n" for h, s, r, c in ids))
+
+    def find(self) -> list[Duplicate]:
+        self._file.flush()
+        self._file.seek(0)
+        hashes = (
+            np.loadtxt(
+                self._file, dtype=np.int64, usecols=0, delimiter="\t", ndmin=1, comments=None
+            )
+            if os.path.getsize(self._file.name)
+            else np.array([], np.int64)
+        )
+        values, counts = np.unique(hashes, return_counts=True)
+        repeated = set(values[counts > 1].tolist())
+        groups: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
+        if repeated:
+            self._file.seek(0)
+            for line in self._file:
+                digest, source, row, case_id = line.rstrip("\n").split("\t", 3)
+                if int(digest) in repeated:
+                    groups[case_id].append((source, int(row)))
+        self._file.close()
+        return [
+            Duplicate(case_id=case_id, rows=[r for _, r in places])
+            for case_id, places in sorted(groups.items())
+            if len(places) > 1
+        ]
+
+
+def run_batch(
+    options: BatchOptions, ruleset: Ruleset, progress: Progress | None = None
+) -> BatchSummary:
+    """Screen every row of every input; write outputs; return the summary."""
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    readers, ignored = open_inputs(options)
+    config = WorkerConfig(
+        rules_dir=options.rules_dir,
+        site=options.site,
+        output_format=options.output_format,
+        ignored_columns=frozenset(ignored),
+    )
+    writer = ResultWriter(options.out, options.output_format)
+    errors = ErrorWriter(options.errors)
+    totals = Totals()
+    duplicates = DuplicateFinder()
+    per_input: dict[str, int] = collections.Counter()
+    committed = False
+    try:
+        runner = ChunkRunner(config, options.workers)
+        for result in runner.run(_all_chunks(readers)):
+            writer.write(result.records)
+            errors.write(result.errors)
+            duplicates.add(result.ids)
+            totals.add(result)
+            per_input[result.source] += result.rows
+            if progress is not None:
+                progress(result.rows)
+        writer.close(commit=True)
+        errors.close(commit=True)
+        committed = True
+    finally:
+        if not committed:
+            writer.close(commit=False)
+            errors.close(commit=False)
+    inputs = [
+        InputStamp(
+            path=r.source,
+            format=r.format.value,
+            sha256=r.sha256(),
+            rows=per_input[r.source],
+        )
+        for r in readers
+    ]
+    stamp = RunStamp(
+        tool_version=__version__,
+        ruleset=ruleset.stamp,
+        inputs=inputs,
+        started=started.isoformat(timespec="seconds"),
+        duration_s=round(time.perf_counter() - clock, 3),
+        workers=options.workers,
+        executor=options.executor,
+        worker_restarts=runner.restarts,
+        site=dict(options.site),
+    )
+    return build_summary(stamp, totals, ruleset, duplicates.find(), ignored)
+
+
+def _all_chunks(readers: list[TableReader]) -> Iterator[Chunk]:
+    index = 0
+    for reader in readers:
+        for chunk in reader.chunks(index):
+            index = chunk.index + 1
+            yield chunk
+
+
+def build_summary(
+    stamp: RunStamp,
+    totals: Totals,
+    ruleset: Ruleset,
+    duplicates: list[Duplicate],
+    ignored: list[str],
+) -> BatchSummary:
+    screened = totals.screened
+    rules = [
+        RuleCounts(
+            rule_id=r.id,
+            name=r.meta.name,
+            category=r.meta.category,
+            severity=r.meta.severity,
+            **{s.value: totals.rule_status[(r.id, s.value)] for s in RuleStatus},
+        )
+        for r in ruleset.rules
+    ]
+    attrition = []
+    remaining = screened
+    for verdict in Verdict:
+        count = totals.verdicts[verdict.value]
+        remaining -= count
+        attrition.append(AttritionStep(verdict=verdict, count=count, remaining=remaining))
+    missingness = [
+        FieldMissingness(
+            field=name,
+            missing=totals.missing[name],
+            missing_pct=round(100 * totals.missing[name] / screened, 2) if screened else 0.0,
+            blocks_verdict=totals.blocks[name],
+        )
+        for name in CASE_FIELDS
+    ]
+    missingness.sort(key=lambda m: (-m.blocks_verdict, -m.missing, m.field))
+    return BatchSummary(
+        stamp=stamp,
+        reconciliation=Reconciliation(
+            rows_read=totals.rows,
+            rows_screened=screened,
+            rows_rejected=totals.rejected,
+            balanced=totals.rows == screened + totals.rejected,
+        ),
+        verdicts={v: totals.verdicts[v.value] for v in Verdict},
+        rules=rules,
+        attrition=attrition,
+        missingness=missingness,
+        rejected_by_field=dict(sorted(totals.rejected_by_field.items())),
+        duplicates=duplicates,
+        ignored_columns=ignored,
+        disclaimer=DISCLAIMER,
+    )
+
+
+def default_errors_path(out: str) -> str | None:
+    """Errors go beside the output (OUT.errors.jsonl), or to stderr when OUT is stdout."""
+    return None if out == "-" else str(Path(out).with_name(Path(out).name + ".errors.jsonl"))

@@ -1,0 +1,104 @@
+"""The batch summary: counts, attrition, missingness, reconciliation and the run stamp.
+
+Written as JSON by `miss-screen batch --summary` and read by the HTML report. Keys follow field
+order and are a public contract: extend, never rename.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.models import Category, RulesetStamp, Severity, Verdict
+
+_MODEL = ConfigDict(extra="forbid")
+
+
+class InputStamp(BaseModel):
+    """One input file: where it came from and its content hash."""
+
+    model_config = _MODEL
+    path: str
+    format: str
+    sha256: str
+    rows: int
+
+
+class RunStamp(BaseModel):
+    """What produced this summary: tool, rules, inputs, when and how long."""
+
+    model_config = _MODEL
+    tool_version: str
+    ruleset: RulesetStamp
+    inputs: list[InputStamp]
+    started: str  # ISO 8601, UTC
+    duration_s: float
+    workers: int
+    executor: str
+    worker_restarts: int = 0  # pools restarted after a worker process died
+    site: dict[str, bool | int | float | str] = Field(default_factory=dict)
+
+
+class Reconciliation(BaseModel):
+    """Every row read is screened or rejected: nothing is lost."""
+
+    model_config = _MODEL
+    rows_read: int
+    rows_screened: int
+    rows_rejected: int
+    balanced: bool
+
+
+class RuleCounts(BaseModel):
+    """How often one rule reached each status over the screened rows."""
+
+    model_config = _MODEL
+    rule_id: str
+    name: str
+    category: Category
+    severity: Severity
+    fired: int = 0
+    not_fired: int = 0
+    not_applicable: int = 0
+    conditional: int = 0
+    not_evaluable: int = 0
+
+
+class AttritionStep(BaseModel):
+    """Verdicts in policy order: rows that stop at this verdict and rows that go on."""
+
+    model_config = _MODEL
+    verdict: Verdict
+    count: int
+    remaining: int
+
+
+class FieldMissingness(BaseModel):
+    """How often a field is unknown, and how often it leaves a case insufficient_data."""
+
+    model_config = _MODEL
+    field: str
+    missing: int
+    missing_pct: float
+    blocks_verdict: int  # insufficient_data rows where a red_flag/major rule names this field
+
+
+class Duplicate(BaseModel):
+    model_config = _MODEL
+    case_id: str
+    rows: list[int]
+
+
+class BatchSummary(BaseModel):
+    """Everything a researcher needs to trust and describe a batch run."""
+
+    model_config = _MODEL
+    stamp: RunStamp
+    reconciliation: Reconciliation
+    verdicts: dict[Verdict, int]
+    rules: list[RuleCounts]
+    attrition: list[AttritionStep]
+    missingness: list[FieldMissingness]
+    rejected_by_field: dict[str, int]
+    duplicates: list[Duplicate]
+    ignored_columns: list[str]
+    disclaimer: str

@@ -1,0 +1,247 @@
+"""Stream cohort rows from CSV, JSONL or Parquet in chunks, numbering every row.
+
+Rows come out as raw dicts (strings from CSV, typed values from JSONL and Parquet) or as a
+RowProblem when a row cannot even be parsed; validation happens later, per row. Row numbers are
+1-based data rows: the header is not a row (CSV: row N is the N-th record after the header;
+JSONL: row N is line N).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from engine.errors import UsageError
+
+CHUNK_ROWS = 1000
+SAMPLE_ROWS = 1000  # rows the de-identification guard looks at
+_BLOCK = 1 << 20
+
+
+class InputFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that could not be parsed at all (malformed CSV record, invalid JSON line)."""
+
+    reason: str
+
+
+Row = dict[str, Any] | RowProblem
+
+
+@dataclass
+class Chunk:
+    """Consecutive rows of one input, with the row number of the first."""
+
+    index: int
+    source: str
+    rows: list[tuple[int, Row]]
+
+
+def detect_format(path: str, given: InputFormat | None = None) -> InputFormat:
+    """Input format from --input-format, else from the file extension ('-' is JSONL)."""
+    if given is not None:
+        return given
+    if path == "-":
+        return InputFormat.jsonl
+    suffix = Path(path).suffix.lower().lstrip(".")
+    aliases = {"ndjson": "jsonl", "pq": "parquet", "tsv": ""}
+    suffix = aliases.get(suffix, suffix)
+    try:
+        return InputFormat(suffix)
+    except ValueError:
+        raise UsageError(
+            f"{path}: cannot tell the format from the extension; "
+            "use --input-format csv|jsonl|parquet"
+        ) from None
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class TableReader:
+    """One input: its columns, a sample for the de-identification guard, then all its rows."""
+
+    def __init__(self, path: str, fmt: InputFormat) -> None:
+        self.path = path
+        self.format = fmt
+        self.source = "<stdin>" if path == "-" else path
+        self._stdin_digest = hashlib.sha256()
+        self._stdin_head: list[bytes] = []
+        if path == "-":  # stdin is read once: keep the head for the column scan and sample
+            for line in sys.stdin.buffer:
+                self._stdin_digest.update(line)
+                self._stdin_head.append(line)
+                if len(self._stdin_head) >= SAMPLE_ROWS:
+                    break
+        elif not Path(path).is_file():
+            raise UsageError(f"{path}: no such file")
+        self.columns = self._columns()
+
+    # columns and sample --------------------------------------------------------------------
+
+    def _columns(self) -> list[str]:
+        if self.format is InputFormat.parquet:
+            try:
+                return list(pq.ParquetFile(self.path).schema_arrow.names)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise UsageError(f"{self.source}: not a readable Parquet file ({exc})") from None
+        if self.format is InputFormat.csv:
+            with open(self.path, encoding="utf-8-sig", newline="") as handle:
+                try:
+                    header = next(csv.reader(handle), [])
+                except (csv.Error, UnicodeDecodeError) as exc:
+                    raise UsageError(f"{self.source}: cannot read the CSV header ({exc})") from None
+            if not header:
+                raise UsageError(f"{self.source}: the CSV file is empty (no header row)")
+            return [h.strip() for h in header]
+        columns: dict[str, None] = {}
+        for _, row in self._jsonl_rows(limit=SAMPLE_ROWS):
+            if isinstance(row, dict):
+                columns.update(dict.fromkeys(row))
+        return list(columns)
+
+    def sample(self, size: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
+        """The first rows (parsed ones only), for the value patterns of the guard."""
+        found: list[dict[str, Any]] = []
+        for chunk in self.chunks(0, chunk_rows=size, limit=size):
+            found.extend(row for _, row in chunk.rows if isinstance(row, dict))
+        return found
+
+    @property
+    def total_rows(self) -> int | None:
+        if self.format is InputFormat.parquet:
+            return int(pq.ParquetFile(self.path).metadata.num_rows)
+        return None
+
+    def sha256(self) -> str:
+        """Content hash; for stdin, of what was read (call after the rows were consumed)."""
+        if self.path == "-":
+            return self._stdin_digest.hexdigest()
+        return file_sha256(self.path)
+
+    # rows ------------------------------------------------------------------------------------
+
+    def chunks(
+        self, first_index: int, chunk_rows: int = CHUNK_ROWS, limit: int | None = None
+    ) -> Iterator[Chunk]:
+        """Every row of the input, in order, in chunks of chunk_rows."""
+        rows = {
+            InputFormat.csv: self._csv_rows,
+            InputFormat.jsonl: self._jsonl_rows,
+            InputFormat.parquet: self._parquet_rows,
+        }[self.format](limit=limit)
+        index = first_index
+        batch: list[tuple[int, Row]] = []
+        for number, row in rows:
+            batch.append((number, row))
+            if len(batch) >= chunk_rows:
+                yield Chunk(index, self.source, batch)
+                index, batch = index + 1, []
+        if batch:
+            yield Chunk(index, self.source, batch)
+
+    def _csv_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
+        invalid: dict[int, RowProblem] = {}
+        expected = len(self.columns)
+
+        def on_invalid(row: Any) -> str:
+            number = int(row.number) - 1  # pyarrow counts the header as record 1
+            invalid[number] = RowProblem(
+                f"malformed CSV record: expected {expected} fields, found {row.actual_columns}"
+            )
+            return "skip"
+
+        reader = pacsv.open_csv(
+            self.path,
+            read_options=pacsv.ReadOptions(
+                use_threads=False,
+                block_size=_BLOCK,
+                skip_rows=1,
+                column_names=self.columns,
+                encoding="utf8",
+            ),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=on_invalid
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in self.columns},
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+        number = 0
+        for batch in reader:
+            for values in batch.to_pylist():
+                number += 1
+                while number in invalid:
+                    yield number, invalid.pop(number)
+                    number += 1
+                yield number, values
+                if limit is not None and number >= limit:
+                    return
+        for late in sorted(invalid):
+            yield late, invalid[late]
+
+    def _jsonl_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
+        for number, line in self._lines():
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                yield number, RowProblem(f"not valid JSON ({message})")
+            else:
+                if isinstance(value, dict):
+                    yield number, value
+                else:
+                    yield number, RowProblem("a JSONL row must be a JSON object")
+            if limit is not None and number >= limit:
+                return
+
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        if self.path != "-":
+            with open(self.path, "rb") as handle:
+                yield from enumerate(handle, 1)
+            return
+        yield from enumerate(self._stdin_head, 1)
+        number = len(self._stdin_head)
+        if number < SAMPLE_ROWS:
+            return  # stdin ended inside the head
+        stream: BinaryIO = sys.stdin.buffer
+        for line in stream:  # the rest, once: only the full pass reads beyond the head
+            number += 1
+            self._stdin_digest.update(line)
+            yield number, line
+
+    def _parquet_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
+        number = 0
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK_ROWS):
+            for values in batch.to_pylist():
+                number += 1
+                yield number, values
+                if limit is not None and number >= limit:
+                    return

@@ -1,0 +1,443 @@
+"""Batch screening: nothing lost, order kept, identical across workers, identifiers refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from engine.io.cases import validate_case
+from engine.screen import screen_values
+from tests.conftest import EVALUATORS, ROOT, RULESET
+
+runner = CliRunner()
+
+GOOD = [
+    {
+        "case_id": "B-001",
+        "age_years": 45,
+        "sex": "male",
+        "diagnosis": "disc_herniation",
+        "region": "lumbar",
+        "levels": 1,
+        "lowest_level": "L5-S1",
+        "planned_procedure": "discectomy",
+        "cauda_equina_syndrome": False,
+        "progressive_neuro_deficit": False,
+        "myelopathy": False,
+    },
+    {
+        "case_id": "B-002",
+        "age_years": 70,
+        "sex": "female",
+        "diagnosis": "spondylolisthesis",
+        "slip_percent": 60,
+        "region": "lumbar",
+        "levels": 1,
+        "lowest_level": "L5-S1",
+    },
+    {"case_id": "B-003", "cauda_equina_syndrome": True},
+    {"case_id": "B-004", "age_years": 30, "sex": "female", "bmi": 41.5},
+]
+BAD = [
+    ({"case_id": "B-005", "bmi": "thirty"}, "bmi"),
+    ({"case_id": "B-006", "sva_mm": 900}, "sva_mm"),
+    ({"case_id": "B-007", "sex": "male", "pregnant": True}, "pregnant"),
+]
+
+
+def cohort(n_good: int = 4) -> list[dict[str, Any]]:
+    rows = [dict(r) for r in GOOD[:n_good]] + [dict(r) for r, _ in BAD]
+    rows += [{**GOOD[i % len(GOOD)], "case_id": f"B-1{i:03d}"} for i in range(40)]
+    return rows
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    columns = sorted({k for r in rows for k in r}, key=lambda c: (c != "case_id", c))
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".csv":
+        lines = [",".join(columns)]
+        for r in rows:
+            cells = [
+                ""
+                if r.get(c) is None
+                else str(r[c]).lower()
+                if isinstance(r.get(c), bool)
+                else str(r[c])
+                for c in columns
+            ]
+            lines.append(",".join(cells))
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        table = pa.Table.from_pylist(
+            [{c: (None if r.get(c) is None else str(r[c])) for c in columns} for r in rows]
+        )
+        pq.write_table(table, path)
+    return path
+
+
+def batch(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["batch", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_every_row_is_screened_or_rejected(tmp_path: Path, suffix: str) -> None:
+    rows = cohort()
+    source = write(tmp_path / f"cohort{suffix}", rows)
+    out, errors, summary = tmp_path / "out.jsonl", tmp_path / "errors.jsonl", tmp_path / "s.json"
+    code, _, err = batch(
+        str(source),
+        "--out",
+        str(out),
+        "--errors",
+        str(errors),
+        "--summary",
+        str(summary),
+        "--workers",
+        "1",
+        "--progress",
+        "none",
+    )
+    assert code == 0, err
+    report = json.loads(summary.read_text())
+    rec = report["reconciliation"]
+    assert rec == {
+        "rows_read": len(rows),
+        "rows_screened": len(rows) - len(BAD),
+        "rows_rejected": len(BAD),
+        "balanced": True,
+    }
+    assert f"rows read {len(rows)} = screened {len(rows) - 3} + rejected 3 (balanced)" in err
+    problems = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert sorted({(p["row"], p["case_id"], p["field"]) for p in problems}) == [
+        (5, "B-005", "bmi"),
+        (6, "B-006", "sva_mm"),
+        (7, "B-007", "pregnant"),
+    ]
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    good_rows = [r for r in rows if r["case_id"] not in {"B-005", "B-006", "B-007"}]
+    assert [r["case_id"] for r in results] == [r["case_id"] for r in good_rows]
+
+
+def test_jsonl_output_is_the_full_single_case_result(tmp_path: Path) -> None:
+    rows = cohort()
+    source = write(tmp_path / "cohort.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    code, _, _ = batch(str(source), "--out", str(out), "--workers", "1", "--progress", "none")
+    assert code == 0
+    first = json.loads(out.read_text().splitlines()[1])
+    case_id, values = validate_case(rows[1], "x")
+    expected = screen_values(case_id, values, RULESET, EVALUATORS["reference"]).result
+    assert first == json.loads(expected.model_dump_json())
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_output_is_identical_for_one_and_two_workers(tmp_path: Path, fmt: str) -> None:
+    source = write(tmp_path / "cohort.jsonl", cohort() * 30)
+    outputs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"out-{workers}.{fmt}"
+        code, _, err = batch(
+            str(source),
+            "--out",
+            str(out),
+            "--workers",
+            workers,
+            "--progress",
+            "none",
+            "--errors",
+            str(tmp_path / f"e{workers}.jsonl"),
+        )
+        assert code == 0, err
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert (tmp_path / "e1.jsonl").read_bytes() == (tmp_path / "e2.jsonl").read_bytes()
+
+
+def test_flattened_csv_has_the_documented_columns(tmp_path: Path) -> None:
+    source = write(tmp_path / "cohort.jsonl", cohort())
+    out = tmp_path / "out.csv"
+    assert batch(str(source), "--out", str(out), "--workers", "1")[0] == 0
+    header, first, *_ = out.read_text().splitlines()
+    assert header == (
+        "case_id,verdict,fired_red_flag,fired_major,fired_caution,fired_info,"
+        "conditional,not_evaluable,missing_fields"
+    )
+    assert first.startswith("B-001,")
+    b003 = next(line for line in out.read_text().splitlines() if line.startswith("B-003,"))
+    assert b003.startswith("B-003,urgent_review,RED-001,")
+
+
+def test_summary_counts_rules_verdicts_attrition_and_missingness(tmp_path: Path) -> None:
+    source = write(tmp_path / "cohort.jsonl", cohort())
+    summary = tmp_path / "s.json"
+    assert (
+        batch(
+            str(source),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--summary",
+            str(summary),
+            "--workers",
+            "1",
+        )[0]
+        == 0
+    )
+    report = json.loads(summary.read_text())
+    screened = report["reconciliation"]["rows_screened"]
+    assert sum(report["verdicts"].values()) == screened
+    assert [a["verdict"] for a in report["attrition"]] == list(report["verdicts"])
+    assert report["attrition"][-1]["remaining"] == 0
+    red = next(r for r in report["rules"] if r["rule_id"] == "RED-001")
+    assert red["fired"] == 1 + sum(1 for i in range(40) if i % 4 == 2)
+    for rule in report["rules"]:
+        statuses = ("fired", "not_fired", "not_applicable", "conditional", "not_evaluable")
+        assert sum(rule[s] for s in statuses) == screened
+    bmi = next(m for m in report["missingness"] if m["field"] == "bmi")
+    assert bmi["missing"] == screened - sum(
+        1 for r in cohort() if "bmi" in r and r["case_id"] not in {"B-005"}
+    )
+    stamp = report["stamp"]
+    assert stamp["ruleset"]["sha256"] == RULESET.sha256
+    assert len(stamp["inputs"][0]["sha256"]) == 64
+    assert stamp["inputs"][0]["rows"] == report["reconciliation"]["rows_read"]
+
+
+def test_duplicate_case_ids_are_reported(tmp_path: Path) -> None:
+    rows = [*cohort(), dict(GOOD[0])]
+    source = write(tmp_path / "cohort.jsonl", rows)
+    summary = tmp_path / "s.json"
+    code, _, err = batch(
+        str(source), "--out", str(tmp_path / "o.jsonl"), "--summary", str(summary), "--workers", "1"
+    )
+    assert code == 0
+    assert json.loads(summary.read_text())["duplicates"] == [
+        {"case_id": "B-001", "rows": [1, len(rows)]}
+    ]
+    assert "1 case_ids occur more than once" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"patient_name": "Jane Roe"}, "patient_name"),
+        ({"dob": "1961-03-12"}, "dob"),
+        ({"contact": "jane.roe@example.org"}, "contact"),
+        ({"contact": "+1 (555) 123-4567"}, "contact"),
+    ],
+    ids=["name-column", "dob-column", "email-values", "phone-values"],
+)
+def test_identifiers_are_refused_without_echoing_values(
+    tmp_path: Path, extra: dict[str, str], named: str
+) -> None:
+    rows = [{**r, **extra} for r in cohort()]
+    source = write(tmp_path / "cohort.jsonl", rows)
+    out = tmp_path / "o.jsonl"
+    code, stdout, err = batch(
+        str(source), "--out", str(out), "--workers", "1", "--ignore-unknown-columns"
+    )
+    assert code == 2
+    assert f"column '{named}' looks like a direct identifier" in err
+    assert all(value not in err for value in extra.values())
+    assert not out.exists()
+    assert stdout == ""
+
+
+def test_allow_column_passes_a_false_positive(tmp_path: Path) -> None:
+    rows = [{**r, "dob": "1961-03-12"} for r in cohort()]
+    source = write(tmp_path / "cohort.jsonl", rows)
+    code, _, err = batch(
+        str(source),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "--workers",
+        "1",
+        "--allow-column",
+        "dob",
+        "--ignore-unknown-columns",
+    )
+    assert code == 0, err
+
+
+def test_unknown_columns_are_refused_unless_ignored(tmp_path: Path) -> None:
+    rows = [{**r, "favourite_colour": "blue"} for r in cohort()]
+    source = write(tmp_path / "cohort.jsonl", rows)
+    code, _, err = batch(str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1")
+    assert code == 2
+    assert "columns not in the data dictionary: favourite_colour" in err
+    summary = tmp_path / "s.json"
+    code, _, err = batch(
+        str(source),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "--workers",
+        "1",
+        "--ignore-unknown-columns",
+        "--summary",
+        str(summary),
+    )
+    assert code == 0, err
+    assert json.loads(summary.read_text())["ignored_columns"] == ["favourite_colour"]
+
+
+def test_derived_columns_are_refused(tmp_path: Path) -> None:
+    rows = [{**r, "meyerding_grade": 1} for r in cohort()]
+    source = write(tmp_path / "cohort.jsonl", rows)
+    code, _, err = batch(str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1")
+    assert code == 2
+    assert "column 'meyerding_grade' is a derived attribute" in err
+
+
+def test_malformed_rows_are_rejected_with_their_row_number(tmp_path: Path) -> None:
+    source = tmp_path / "cohort.csv"
+    source.write_text("case_id,bmi\nA-1,25\nA-2,26,extra\nA-3,27\n")
+    errors = tmp_path / "e.jsonl"
+    code, _, _ = batch(
+        str(source), "--out", str(tmp_path / "o.jsonl"), "--errors", str(errors), "--workers", "1"
+    )
+    assert code == 0
+    (problem,) = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert problem["row"] == 2
+    assert "expected 2 fields, found 3" in problem["reason"]
+    jsonl = tmp_path / "cohort.jsonl"
+    jsonl.write_text('{"case_id": "J-1"}\n{not json\n[1, 2]\n{"case_id": "J-4"}\n')
+    code, _, _ = batch(
+        str(jsonl), "--out", str(tmp_path / "o2.jsonl"), "--errors", str(errors), "--workers", "1"
+    )
+    assert code == 0
+    assert [json.loads(line)["row"] for line in errors.read_text().splitlines()] == [2, 3]
+
+
+def test_stdin_in_and_stdout_out(tmp_path: Path) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in cohort())
+    result = runner.invoke(app, ["batch", "-", "--out", "-", "--workers", "1"], input=text)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(cohort()) - len(BAD)
+    assert json.loads(lines[0])["case_id"] == "B-001"
+    assert "error: <stdin>: row 5 (case_id B-005): bmi:" in result.stderr
+
+
+def test_an_interrupted_run_leaves_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.batch.run as run_module
+
+    calls = {"n": 0}
+    real = run_module.screen_chunk
+
+    def failing(chunk: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(chunk)
+
+    monkeypatch.setattr(run_module, "screen_chunk", failing)
+    source = write(tmp_path / "cohort.jsonl", cohort() * 60)
+    out = tmp_path / "o.jsonl"
+    runner.invoke(app, ["batch", str(source), "--out", str(out), "--workers", "1"])
+    assert calls["n"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort.jsonl"]
+
+
+def _run_cli(
+    args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_row_that_kills_its_worker_is_rejected_and_nothing_else_is_lost(tmp_path: Path) -> None:
+    rows = [dict(r) for r in cohort() * 20]
+    for i, row in enumerate(rows):
+        row["case_id"] = f"K-{i:05d}"
+    source = write(tmp_path / "cohort.jsonl", rows)
+    clean, crashed = tmp_path / "clean.jsonl", tmp_path / "crashed.jsonl"
+    assert _run_cli(["batch", str(source), "--out", str(clean), "--workers", "2"]).returncode == 0
+    done = _run_cli(
+        [
+            "batch",
+            str(source),
+            "--out",
+            str(crashed),
+            "--workers",
+            "2",
+            "--summary",
+            str(tmp_path / "s.json"),
+        ],
+        env={"MISS_SCREEN_FAULT_CASE_ID": "K-00101"},
+    )
+    assert done.returncode == 0, done.stderr
+    rec = json.loads((tmp_path / "s.json").read_text())["reconciliation"]
+    assert rec["balanced"]
+    assert rec["rows_rejected"] == 3 * 20 + 1
+    lost = [line for line in clean.read_text().splitlines() if '"case_id":"K-00101"' in line]
+    assert len(lost) == 1
+    assert crashed.read_text().splitlines() == [
+        line for line in clean.read_text().splitlines() if line != lost[0]
+    ]
+    crash_errors = (tmp_path / "crashed.jsonl.errors.jsonl").read_text()
+    assert '"case_id": "K-00101"' in crash_errors
+    assert "worker process died" in crash_errors
+
+
+def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    rows = [dict(r) for r in cohort() * 150]
+    for i, row in enumerate(rows):
+        row["case_id"] = f"M-{i:06d}"
+    source = write(tmp_path / "cohort.jsonl", rows)
+    clean, killed = tmp_path / "clean.jsonl", tmp_path / "killed.jsonl"
+    assert _run_cli(["batch", str(source), "--out", str(clean), "--workers", "2"]).returncode == 0
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "batch",
+            str(source),
+            "--out",
+            str(killed),
+            "--workers",
+            "2",
+            "--summary",
+            str(tmp_path / "s.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    parent = psutil.Process(process.pid)
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline and process.poll() is None:
+        servers = [c for c in parent.children() if "forkserver" in " ".join(c.cmdline())]
+        workers = [w for s in servers for w in s.children() if w.cpu_times().user > 0.3]
+        victim = workers[0] if workers else None
+        time.sleep(0.05)
+    assert victim is not None, "no busy worker to kill"
+    os.kill(victim.pid, signal.SIGKILL)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["reconciliation"]["balanced"]
+    assert summary["stamp"]["worker_restarts"] >= 1, "the kill came too late to test recovery"
+    assert "a worker process died" in err
+    assert killed.read_bytes() == clean.read_bytes()
