@@ -63,7 +63,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(schema_app, name="schema")
 
 stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -471,6 +471,7 @@ def rules_check(
 ) -> None:
     """Load and check every rule file; report each problem as file:line."""
     ruleset = load_ruleset(directory)
+    DurableEvaluator(ruleset)  # compiles every rule and checks durable-rules' limits
     goldens = run_goldens(ruleset, {"reference": ReferenceEvaluator(ruleset)})
     invalid = [g for g in goldens if g.actual == "invalid case"]
     for bad in invalid:

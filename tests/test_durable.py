@@ -10,19 +10,18 @@ import durable_rules_engine as dre
 import pytest
 
 from engine.derive import build_facts
+from engine.errors import RuleFileError
 from engine.evaluate.durable import (
     STACK_BUDGET,
-    CompiledRule,
     DurableEvaluator,
     EngineError,
-    check_limits,
+    check_attributes,
     compile_rules,
     fnv1a_32,
-    pack,
-    ruleset_json,
-    stack_cost,
+    layout,
     to_durable_json,
 )
+from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.rules.loader import load_ruleset
 from tests.conftest import RULES_DIR, RULESET
@@ -60,12 +59,21 @@ def wide_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_one_ruleset_for_everything_would_hit_error_303(wide_rules: Path) -> None:
-    """The limit is real: without packing, durable-rules refuses the case."""
+def test_one_flat_ruleset_would_hit_error_303(wide_rules: Path) -> None:
+    """The limit is real: all patterns directly under the guard overflow the match stack."""
     ruleset = load_ruleset(wide_rules)
-    everything = ruleset_json(compile_rules(ruleset))
-    handle = dre.create_ruleset("wide-unpacked", json.dumps(everything))
-    with pytest.raises(Exception, match="303"):
+    flat = {
+        name: {"all": [{"m": {"$and": [{"kind": "case"}, pattern]}}]}
+        for rule in compile_rules(ruleset)
+        for name, pattern in rule.patterns()
+    }
+    root = Node(("", "root", ""))
+    guard = root.child(("kind", "$eq", '"case"'))
+    for pattern in (p for rule in compile_rules(ruleset) for _, p in rule.patterns()):
+        add_pattern(guard, pattern)
+    assert stack_bound(root) > 64  # the model predicts the failure ...
+    handle = dre.create_ruleset("wide-flat", json.dumps(flat))
+    with pytest.raises(Exception, match="303"):  # ... and durable-rules confirms it
         dre.assert_fact(
             handle,
             json.dumps(
@@ -81,11 +89,10 @@ def test_one_ruleset_for_everything_would_hit_error_303(wide_rules: Path) -> Non
         )
 
 
-def test_packed_rulesets_screen_the_heavy_case(wide_rules: Path) -> None:
+def test_grouped_layout_screens_the_heavy_case(wide_rules: Path) -> None:
     ruleset = load_ruleset(wide_rules)
-    groups = pack(compile_rules(ruleset))
-    assert len(groups) > 1
-    assert all(2 + sum(r.cost for r in g) <= STACK_BUDGET for g in groups)
+    plan = layout(compile_rules(ruleset))
+    assert all(bound <= STACK_BUDGET for bound in plan.bounds)
     durable, reference = DurableEvaluator(ruleset), ReferenceEvaluator(ruleset)
     facts = build_facts({"bmi": 89.0, "levels": 3, "diagnosis": "fracture"}, ruleset)
     outcomes = durable.evaluate(facts)
@@ -93,21 +100,33 @@ def test_packed_rulesets_screen_the_heavy_case(wide_rules: Path) -> None:
     assert all(o.status == "fired" for o in outcomes)
 
 
-def test_stack_cost_counts_or_branches_once_per_path() -> None:
-    leaf = {"a": 1}
-    assert stack_cost(leaf) == (1, 1)
-    assert stack_cost({"$and": [leaf, {"b": 2}]}) == (2, 1)
-    two_way = {"$or": [{"$gt": {"x": 1}}, {"$lt": {"y": 1}}]}
-    assert stack_cost(two_way) == (4, 2)
-    assert stack_cost({"$and": [two_way, two_way]}) == (4 + 8, 4)
-    same_field = {"$or": [{"d": "a"}, {"d": "b"}, {"d": "c"}]}
-    assert stack_cost(same_field) == (2, 1)
+def test_stack_bound_follows_durable_rules_walk() -> None:
+    def bound(*patterns: dict[str, object]) -> int:
+        root = Node(("", "root", ""))
+        for pattern in patterns:
+            add_pattern(root, pattern)  # type: ignore[arg-type]
+        return stack_bound(root)
+
+    assert bound({"a": 1}) == 1
+    assert bound({"a": 1}, {"b": 2}) == 2  # two children of the root can both match
+    assert bound({"a": 1}, {"a": 2}) == 1  # one attribute equals one value
+    assert bound({"$and": [{"a": 1}, {"b": 2}]}, {"$and": [{"a": 1}, {"c": 3}]}) == 2  # merged
+    assert bound({"$or": [{"$gt": {"x": 1}}, {"$lt": {"y": 1}}]}) == 2
 
 
-def test_bundled_rules_fit_the_stack_budget() -> None:
-    groups = pack(compile_rules(RULESET))
-    assert all(2 + sum(r.cost for r in g) <= STACK_BUDGET for g in groups)
-    assert sorted(r.index for g in groups for r in g) == list(range(len(RULESET.rules)))
+def test_the_model_finds_next_lists_durable_rules_refuses() -> None:
+    root = Node(("", "root", ""))
+    for i in range(130):
+        add_pattern(root, {"$or": [{"a": 1}, {"$nex": {f"f{i}": 1}}]})
+    assert limit_problems(root)
+
+
+def test_bundled_rules_fit_one_ruleset_within_the_stack_budget() -> None:
+    plan = layout(compile_rules(RULESET))
+    assert len(plan.rulesets) == 1
+    assert all(bound <= STACK_BUDGET for bound in plan.bounds)
+    expected = {name for rule in compile_rules(RULESET) for name, _ in rule.patterns()}
+    assert set(plan.rulesets[0]) == expected
 
 
 def test_floats_are_written_so_durable_rules_can_read_them() -> None:
@@ -130,31 +149,36 @@ def test_colliding_attribute_names_are_refused() -> None:
     # "costarring" and "liquid" are a known FNV-1a 32-bit collision
     assert fnv1a_32("costarring") == fnv1a_32("liquid")
     with pytest.raises(EngineError, match="share a 32-bit hash"):
-        check_limits([], ["costarring", "liquid"])
+        check_attributes(["costarring", "liquid"])
 
 
 def test_too_many_attributes_are_refused() -> None:
     with pytest.raises(EngineError, match="attributes per fact"):
-        check_limits([], [f"field_{i}" for i in range(300)])
+        check_attributes([f"field_{i}" for i in range(300)])
 
 
-def test_too_many_nex_tests_are_refused() -> None:
-    many = [
-        CompiledRule(i, {"s1": True, "s0": False, "w1": {"$nex": {f"f{i}": 1}}, "w0": False})
-        for i in range(130)
-    ]
-    with pytest.raises(EngineError, match="nex"):
-        check_limits([many], [])
+def test_a_condition_too_complex_for_one_pattern_is_a_rule_error(tmp_path: Path) -> None:
+    copy = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, copy)
+    rule = copy / "access" / "ACC-008-llif-blocked-at-l5-s1.yaml"
+    clauses = " or ".join(f"(bmi > {i} and levels > {i})" for i in range(1, 16))
+    rule.write_text(
+        rule.read_text().replace("when: 'lowest_level == \"L5-S1\"'", f"when: '{clauses}'")
+    )
+    with pytest.raises(RuleFileError, match="and/or operators"):
+        DurableEvaluator(load_ruleset(copy))
 
 
 def test_handles_are_built_once_per_process() -> None:
     assert DurableEvaluator(RULESET).handles == DurableEvaluator(RULESET).handles
 
 
-def test_every_pattern_carries_the_case_guard() -> None:
-    for group in pack(compile_rules(RULESET)):
-        for rule in ruleset_json(group).values():
-            assert rule["all"][0]["m"]["$and"][0] == {"kind": "case"}
+def test_every_pattern_carries_the_case_guard_and_a_group_flag() -> None:
+    for rules in layout(compile_rules(RULESET)).rulesets:
+        for rule in rules.values():
+            guard, flag, _ = rule["all"][0]["m"]["$and"]
+            assert guard == {"kind": "case"}
+            assert next(iter(flag)).startswith("__g")
 
 
 def test_stamp_is_stable_and_changes_with_a_threshold(tmp_path: Path) -> None:

@@ -31,12 +31,19 @@ def rule_status(scope: bool | None, when: bool | None) -> RuleStatus:
     return RuleStatus.fired if when else RuleStatus.not_fired
 
 
+_SETTLED: dict[tuple[str, RuleStatus], RuleOutcome] = {}  # outcomes with nothing missing
+
+
 def make_outcome(
     rule: Rule, status: RuleStatus, when: bool | None, facts: Facts, ruleset: Ruleset
 ) -> RuleOutcome:
     """The outcome of one rule, naming the input fields that would settle an unknown condition."""
-    missing: tuple[str, ...] = ()
     if when is None and status in (RuleStatus.not_evaluable, RuleStatus.conditional):
         fields = unknown_fields(rule.when, facts.values, facts.possible)
         missing = tuple(missing_inputs(fields, ruleset, facts))
-    return RuleOutcome(rule_id=rule.id, status=status, missing=missing)
+        return RuleOutcome(rule_id=rule.id, status=status, missing=missing)
+    key = (rule.id, status)
+    outcome = _SETTLED.get(key)
+    if outcome is None:  # immutable, so one object per rule and status serves every case
+        outcome = _SETTLED[key] = RuleOutcome(rule_id=rule.id, status=status)
+    return outcome

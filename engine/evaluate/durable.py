@@ -1,11 +1,15 @@
 """The production evaluator: durable-rules decides what fires.
 
-Each rule compiles to up to four durable-rules patterns: scope definitely true / definitely false
-and condition definitely true / definitely false (negation normal form of Kleene logic); a part
-is unknown when neither of its patterns fires. Usage follows docs/durable-rules-notes.md §7: the
-low-level C API, rulesets built once per process, one fixed sid, assert -> drain -> retract, no
-Host and no delete_state. Every pattern carries a `kind == "case"` guard. Rules are packed into as
-many rulesets as needed so that no assert can match more than MAX_STACK alpha nodes (error 303).
+Each rule part (its scope, its condition) compiles to two durable-rules patterns in negation
+normal form of Kleene logic: "definitely true" and "unknown" (not definitely true and not
+definitely false). A part is true or unknown when that pattern fires and false when neither
+does, so each part costs at most one firing and the common case (false: a rule that does not
+apply) none. Usage follows
+docs/durable-rules-notes.md §7: the low-level C API, rulesets built once per process, one fixed
+sid, assert -> drain -> retract, no Host and no delete_state. Every pattern carries a
+`kind == "case"` guard, then a group flag: groups turn the alpha network from one wide level into
+two narrow ones, which keeps durable-rules' 64-entry match stack (error 303) within bounds for
+the whole rule base in a single ruleset. The bound is computed, not hoped for (network.py).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import durable_rules_engine as dre
 
 from engine.derive import Facts
 from engine.dictionary import FIELDS_BY_NAME, FieldType
+from engine.errors import RuleFileError
 from engine.evaluate.base import make_outcome, rule_status
+from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.models import RuleOutcome, Scalar
 from engine.rules.condition import (
     NEGATED_OP,
@@ -34,19 +40,44 @@ from engine.rules.condition import (
     Member,
     Not,
     Truth,
+    fields_of,
 )
 from engine.rules.ruleset import Ruleset
 
 # durable-rules' alpha-node stack holds 64 entries (MAX_STACK_SIZE); keep a margin.
 STACK_BUDGET = 60
+MAX_GROUPS = 48
+# rete.c MAX_SEQUENCE_EXPRESSIONS is 32 per pattern and every $and/$or takes two; one $and is
+# the guard and group flag we put around each pattern
+MAX_PATTERN_OPERATORS = 14
 SID = "0"
 _OPS = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 _ARITH = {"+": "$add", "-": "$sub", "*": "$mul"}
 Pattern = dict[str, Any] | bool  # True / False are patterns folded to a constant
+GUARD = {"kind": "case"}
 
 
 class EngineError(Exception):
     """durable-rules refused something it should not have: a bug in miss-screen."""
+
+
+class ConditionTooComplex(EngineError):
+    """A condition whose pattern needs more and/or operators than durable-rules takes."""
+
+    def __init__(self, operators: int) -> None:
+        super().__init__(
+            f"needs {operators} and/or operators in one durable-rules pattern "
+            f"(at most {MAX_PATTERN_OPERATORS}); simplify the condition or split the rule"
+        )
+
+
+def boolean_operators(pattern: Pattern) -> int:
+    """`$and`/`$or` nodes in a pattern: each takes two of the 32 expression slots (error 113)."""
+    if isinstance(pattern, dict):
+        return sum((k in ("$and", "$or")) + boolean_operators(v) for k, v in pattern.items())
+    if isinstance(pattern, list):
+        return sum(boolean_operators(p) for p in pattern)
+    return 0
 
 
 # --- compiling conditions to patterns ---------------------------------------------------------
@@ -88,153 +119,217 @@ def _compare(field: str, op: str, rhs: Any) -> dict[str, Any]:
     return {field: rhs} if op == "==" else {_OPS[op]: {field: rhs}}
 
 
+def _absent(field: str) -> dict[str, Any]:
+    return {"$nex": {field: 1}}
+
+
+@dataclass(frozen=True)
+class Kleene4:
+    """The four NNF patterns of a condition: true, false, not false, not true."""
+
+    true: Pattern
+    false: Pattern
+    not_false: Pattern
+    not_true: Pattern
+
+    def negate(self) -> Kleene4:
+        return Kleene4(self.false, self.true, self.not_true, self.not_false)
+
+
 class PatternCompiler:
-    """Kleene condition -> (definitely-true pattern, definitely-false pattern)."""
+    """Kleene condition -> patterns for "definitely true" and "possibly true"."""
 
     def __init__(self, constrained: frozenset[str]) -> None:
         self.constrained = constrained
 
-    def both(self, cond: Cond) -> tuple[Pattern, Pattern]:
+    def compile(self, cond: Cond) -> tuple[Pattern, Pattern]:
+        """(definitely true, unknown) patterns of a condition.
+
+        "Unknown" is not-false and not-true, so at most one pattern fires. Where that
+        conjunction is too long for durable-rules, "not false" stands in: it also fires when
+        the condition is true, and the true pattern takes precedence (see _part_value).
+        """
+        four = self.four(cond)
+        unknown = _all([four.not_false, four.not_true])
+        if boolean_operators(unknown) > MAX_PATTERN_OPERATORS:
+            unknown = four.not_false
+        for pattern in (four.true, unknown):
+            if boolean_operators(pattern) > MAX_PATTERN_OPERATORS:
+                raise ConditionTooComplex(boolean_operators(pattern))
+        return four.true, unknown
+
+    def four(self, cond: Cond) -> Kleene4:
         if isinstance(cond, Truth):
-            return cond.value, not cond.value
+            return Kleene4(cond.value, not cond.value, cond.value, not cond.value)
         if isinstance(cond, Known):
-            present: Pattern = {"$ex": {cond.field: 1}}
-            absent: Pattern = {"$nex": {cond.field: 1}}
-            return (absent, present) if cond.negated else (present, absent)
+            present, absent = {"$ex": {cond.field: 1}}, _absent(cond.field)
+            known = Kleene4(present, absent, present, absent)
+            return known.negate() if cond.negated else known
         if isinstance(cond, Compare):
             return self._comparison(cond)
         if isinstance(cond, Member):
-            true, false = self._membership(cond)
-            return (false, true) if cond.negated else (true, false)
+            member = self._membership(cond)
+            return member.negate() if cond.negated else member
         if isinstance(cond, Not):
-            true, false = self.both(cond.item)
-            return false, true
-        pairs = [self.both(item) for item in cond.items]
-        trues, falses = [p[0] for p in pairs], [p[1] for p in pairs]
+            return self.four(cond.item).negate()
+        parts = [self.four(item) for item in cond.items]
+        trues = [p.true for p in parts]
+        falses = [p.false for p in parts]
+        not_falses = [p.not_false for p in parts]
+        not_trues = [p.not_true for p in parts]
         if isinstance(cond, And):
-            return _all(trues), _any(falses)
-        return _any(trues), _all(falses)
+            return Kleene4(_all(trues), _any(falses), _all(not_falses), _any(not_trues))
+        return Kleene4(_any(trues), _all(falses), _any(not_falses), _all(not_trues))
 
     def _ruled_out(self, field: str, value: Scalar) -> Pattern:
+        """Pattern of "constraints rule value out" (only asserted while field is unknown)."""
         if field not in self.constrained:
             return False
         return {ruled_out_key(field, value): True}
 
-    def _comparison(self, cond: Compare) -> tuple[Pattern, Pattern]:
+    def _still_possible(self, field: str, value: Scalar) -> Pattern:
+        if field not in self.constrained:
+            return True
+        return _absent(ruled_out_key(field, value))
+
+    def _comparison(self, cond: Compare) -> Kleene4:
         rhs = _expr(cond.rhs)
-        true: Pattern = _compare(cond.field, cond.op, rhs)
-        false: Pattern = _compare(cond.field, NEGATED_OP[cond.op], rhs)
+        holds = _compare(cond.field, cond.op, rhs)
+        fails = _compare(cond.field, NEGATED_OP[cond.op], rhs)
+        missing = _any([_absent(f) for f in sorted({cond.field} | fields_of(cond.rhs))])
         spec = FIELDS_BY_NAME[cond.field]
         if spec.type in (FieldType.enum, FieldType.boolean) and isinstance(cond.rhs, Const):
-            # unknown field: `x == v` is false once v is ruled out; `x != v` true likewise
-            if cond.op == "==":
-                false = _any([false, self._ruled_out(cond.field, cond.rhs.value)])
-            else:
-                true = _any([true, self._ruled_out(cond.field, cond.rhs.value)])
-        return true, false
+            value = cond.rhs.value
+            equal = _compare(cond.field, "==", value)
+            unequal = _compare(cond.field, "!=", value)
+            # unknown field: `x == v` is false once v is ruled out, and `x != v` true
+            eq = Kleene4(
+                true=equal,
+                false=_any([unequal, self._ruled_out(cond.field, value)]),
+                not_false=_all([_any([equal, missing]), self._still_possible(cond.field, value)]),
+                not_true=_any([unequal, missing]),
+            )
+            return eq if cond.op == "==" else eq.negate()
+        return Kleene4(holds, fails, _any([holds, missing]), _any([fails, missing]))
 
-    def _membership(self, cond: Member) -> tuple[Pattern, Pattern]:
+    def _membership(self, cond: Member) -> Kleene4:
         spec = FIELDS_BY_NAME[cond.field]
-        members = set(cond.values)
-        true = _any([{cond.field: v} for v in cond.values])
-        false = _all([{"$neq": {cond.field: v}} for v in cond.values])
-        if spec.type in (FieldType.enum, FieldType.boolean):
-            others = [v for v in spec.domain if v not in members]
-            if not others:
-                return True, False
-            if cond.field in self.constrained:
-                true = _any([true, _all([self._ruled_out(cond.field, v) for v in others])])
-                false = _any([false, _all([self._ruled_out(cond.field, v) for v in cond.values])])
-        return true, false
+        field, members = cond.field, list(cond.values)
+        others = [v for v in spec.domain if v not in set(members)]
+        finite = spec.type in (FieldType.enum, FieldType.boolean)
+        any_equal = _any([_compare(field, "==", v) for v in members])
+        all_unequal = _all([_compare(field, "!=", v) for v in members])
+        missing = _absent(field)
+        if finite and not others:  # the list holds every value: true whatever is unknown
+            return Kleene4(True, False, True, False)
+        out_members = _all([self._ruled_out(field, v) for v in members]) if finite else False
+        out_others = _all([self._ruled_out(field, v) for v in others]) if finite else False
+        return Kleene4(
+            true=_any([any_equal, out_others]),
+            false=_any([all_unequal, out_members]),
+            not_false=_all(
+                [
+                    _any([any_equal, missing]),
+                    _any([self._still_possible(field, v) for v in members]) if finite else True,
+                ]
+            ),
+            not_true=_all(
+                [
+                    _any([all_unequal, missing]),
+                    _any([self._still_possible(field, v) for v in others]) if finite else True,
+                ]
+            ),
+        )
 
 
-def stack_cost(pattern: Pattern, entries: int = 1) -> tuple[int, int]:
-    """Upper bound on alpha-node pushes for a pattern, and how often its last node is pushed.
+# --- laying the patterns out in rulesets ------------------------------------------------------
 
-    Sound over-estimate of durable-rules' DFS stack use: every node is counted as matching, except
-    that equality tests of one attribute under one `$or` cannot match together.
-    """
-    if not isinstance(pattern, dict):
-        return 0, entries
-    ((key, value),) = pattern.items()
-    if key == "$and":
-        total = 0
-        for part in value:
-            pushes, entries = stack_cost(part, entries)
-            total += pushes
-        return total, entries
-    if key == "$or":
-        equalities = {next(iter(p)) for p in value if _is_equality(p)}
-        if len(equalities) == 1 and all(_is_equality(p) for p in value):
-            return 2 * entries, entries  # one leaf and the join node, once per entry
-        total, out = 0, 0
-        for part in value:
-            pushes, branch_out = stack_cost(part, entries)
-            total += pushes
-            out += branch_out
-        return total + out, out
-    return entries, entries
-
-
-def _is_equality(pattern: Pattern) -> bool:
-    return (
-        isinstance(pattern, dict) and len(pattern) == 1 and not next(iter(pattern)).startswith("$")
-    )
-
-
-# --- packing rules into rulesets --------------------------------------------------------------
-
-PARTS = ("s1", "s0", "w1", "w0")  # scope true / false, when true / false
+PARTS = ("s1", "s?", "w1", "w?")  # scope true / unknown, when true / unknown
 
 
 @dataclass(frozen=True)
 class CompiledRule:
-    """A rule's four parts: a pattern to emit, or a constant when folded."""
+    """A rule's parts: a pattern to emit, or a constant when folded."""
 
     index: int
     parts: dict[str, Pattern]
 
-    @property
-    def cost(self) -> int:
-        return sum(stack_cost(p)[0] for p in self.parts.values() if isinstance(p, dict))
+    def patterns(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for part in PARTS:
+            pattern = self.parts[part]
+            if isinstance(pattern, dict):
+                yield f"{self.index}.{part}", pattern
 
 
 def compile_rules(ruleset: Ruleset) -> list[CompiledRule]:
     compiler = PatternCompiler(ruleset.constrained_fields)
     compiled = []
     for index, rule in enumerate(ruleset.rules):
-        scope_true, scope_false = compiler.both(rule.scope) if rule.scope else (True, False)
-        when_true, when_false = compiler.both(rule.when)
-        parts = {"s1": scope_true, "s0": scope_false, "w1": when_true, "w0": when_false}
+        try:
+            scope_true, scope_unknown = (
+                compiler.compile(rule.scope) if rule.scope else (True, False)
+            )
+            when_true, when_unknown = compiler.compile(rule.when)
+        except ConditionTooComplex as exc:
+            raise RuleFileError(str(exc), rule.path, key="when") from None
+        parts = {"s1": scope_true, "s?": scope_unknown, "w1": when_true, "w?": when_unknown}
         compiled.append(CompiledRule(index, parts))
     return compiled
 
 
-def pack(compiled: list[CompiledRule], budget: int = STACK_BUDGET) -> list[list[CompiledRule]]:
-    """Greedy first-fit packing of rules into rulesets whose stack bound stays within budget."""
-    bins: list[tuple[int, list[CompiledRule]]] = []
-    for rule in sorted(compiled, key=lambda r: -r.cost):
-        if rule.cost + 2 > budget:
-            raise EngineError(f"rule {rule.index} alone could exceed durable-rules' match stack")
-        for i, (used, members) in enumerate(bins):
-            if used + rule.cost <= budget:
-                bins[i] = (used + rule.cost, [*members, rule])
+def group_key(group: int) -> str:
+    return f"__g{group}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The rulesets to create: per ruleset, its grouped patterns by name, and the group count."""
+
+    rulesets: list[dict[str, dict[str, Any]]]
+    groups: int
+    bounds: list[int]
+
+
+def _grouped(
+    patterns: list[tuple[str, dict[str, Any]]], groups: int
+) -> tuple[dict[str, dict[str, Any]], Node]:
+    """Split patterns (similar ones together) into groups behind group flags; model the network."""
+    ordered = sorted(patterns, key=lambda item: json.dumps(item[1], sort_keys=True))
+    size = -(-len(ordered) // groups)
+    root = Node(("", "root", ""))
+    guard = root.child(("kind", "$eq", '"case"'))
+    rules: dict[str, dict[str, Any]] = {}
+    for n, (name, pattern) in enumerate(ordered):
+        flag = {group_key(n // size): 1}
+        add_pattern(guard, {"$and": [flag, pattern]})
+        rules[name] = {"all": [{"m": {"$and": [GUARD, flag, pattern]}}]}
+    return rules, root
+
+
+def layout(compiled: list[CompiledRule], budget: int = STACK_BUDGET) -> Layout:
+    """The fewest rulesets, and the fewest groups, whose worst-case stack stays within budget."""
+    patterns = [item for rule in compiled for item in rule.patterns()]
+    for count in range(1, len(compiled) + 1):
+        share = -(-len(compiled) // count)
+        chunks = [compiled[i : i + share] for i in range(0, len(compiled), share)]
+        found = []
+        for chunk in chunks:
+            chunk_patterns = [item for rule in chunk for item in rule.patterns()]
+            for groups in range(1, MAX_GROUPS + 1):
+                rules, root = _grouped(chunk_patterns, groups)
+                bound = stack_bound(root)
+                if bound <= budget and not limit_problems(root):
+                    found.append((rules, bound, groups))
+                    break
+            else:
                 break
-        else:
-            bins.append((2 + rule.cost, [rule]))  # root and guard nodes
-    return [sorted(members, key=lambda r: r.index) for _, members in bins]
-
-
-def ruleset_json(members: list[CompiledRule]) -> dict[str, Any]:
-    rules: dict[str, Any] = {}
-    for rule in members:
-        for part in PARTS:
-            pattern = rule.parts[part]
-            if isinstance(pattern, dict):
-                rules[f"{rule.index}.{part}"] = {
-                    "all": [{"m": {"$and": [{"kind": "case"}, pattern]}}]
-                }
-    return rules
+        if len(found) == len(chunks):
+            return Layout(
+                rulesets=[rules for rules, _, _ in found],
+                groups=max(groups for _, _, groups in found),
+                bounds=[bound for _, bound, _ in found],
+            )
+    raise EngineError(f"no layout keeps {len(patterns)} patterns within durable-rules' limits")
 
 
 # --- JSON as durable-rules' parser reads it ---------------------------------------------------
@@ -247,6 +342,19 @@ def durable_number(value: float) -> str:
     if e and "." not in mantissa:
         return f"{mantissa}.0e{exponent}"
     return text
+
+
+def _scalar(value: Scalar) -> str:
+    """One fact value as JSON text durable-rules reads (enum values are plain ASCII words)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int):
+        return str(value)
+    return durable_number(value)
 
 
 def to_durable_json(value: Any) -> str:
@@ -273,8 +381,6 @@ def to_durable_json(value: Any) -> str:
 # --- the other fixed limits of durable-rules (notes §4), checked before any case is seen ---------
 
 MAX_FACT_ATTRIBUTES = 250  # 252 work, 253 raise error 302 (sid and id included)
-MAX_NEX_PER_RULESET = 120  # 129 `$nex` under one parent raise error 107
-MAX_CHILD_CONDITIONS = 500  # 513 distinct children of one alpha node hang create_ruleset
 RESERVED_ATTRIBUTES = ("kind", "sid", "id")
 
 
@@ -286,16 +392,8 @@ def fnv1a_32(text: str) -> int:
     return value
 
 
-def _count(pattern: Pattern, key: str) -> int:
-    if isinstance(pattern, dict):
-        return sum((k == key) + _count(v, key) for k, v in pattern.items())
-    if isinstance(pattern, list):
-        return sum(_count(p, key) for p in pattern)
-    return 0
-
-
-def check_limits(groups: list[list[CompiledRule]], attributes: list[str]) -> None:
-    """Refuse, at load time, a rule set that could crash or mislead durable-rules."""
+def check_attributes(attributes: list[str]) -> None:
+    """Refuse facts durable-rules cannot hold: too many attributes, colliding name hashes."""
     names = [*RESERVED_ATTRIBUTES, *attributes]
     if len(names) > MAX_FACT_ATTRIBUTES:
         raise EngineError(f"{len(names)} attributes per fact; durable-rules takes 252")
@@ -304,13 +402,6 @@ def check_limits(groups: list[list[CompiledRule]], attributes: list[str]) -> Non
         other = hashes.setdefault(fnv1a_32(name), name)
         if other != name:
             raise EngineError(f"attribute names {other!r} and {name!r} share a 32-bit hash")
-    for n, members in enumerate(groups):
-        patterns = [p for r in members for p in r.parts.values() if isinstance(p, dict)]
-        if len(patterns) > MAX_CHILD_CONDITIONS:
-            raise EngineError(f"ruleset {n} has {len(patterns)} patterns under one guard node")
-        nex = sum(_count(p, "$nex") for p in patterns)
-        if nex > MAX_NEX_PER_RULESET:
-            raise EngineError(f"ruleset {n} has {nex} '$nex' tests; durable-rules takes 128")
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -324,33 +415,58 @@ class DurableEvaluator:
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
         self.compiled = compile_rules(ruleset)
-        self.groups = pack(self.compiled)
+        self.layout = layout(self.compiled)
         self.fields = sorted(ruleset.fields_read)
         self.ruled_out = sorted(ruleset.constrained_fields & ruleset.fields_read)
         flags = [ruled_out_key(f, v) for f in self.ruled_out for v in FIELDS_BY_NAME[f].domain]
-        check_limits(self.groups, [*self.fields, *flags])
+        group_flags = [group_key(g) for g in range(self.layout.groups)]
+        check_attributes([*self.fields, *flags, *group_flags])
         self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
         _HANDLES[ruleset.sha256] = self.handles
-        # per rule: pattern names and, for parts folded to a constant, that constant
-        self._plan = [
-            (
-                rule,
-                tuple(f"{c.index}.{part}" for part in PARTS),
-                tuple(None if isinstance(c.parts[p], dict) else bool(c.parts[p]) for p in PARTS),
-            )
-            for c, rule in zip(self.compiled, ruleset.rules, strict=True)
+        self._prefix = '"kind": "case", "sid": "0", ' + "".join(
+            f'"{flag}": 1, ' for flag in group_flags
+        )
+        # per rule, the folded constant of each part (None where a pattern decides it) ...
+        self._constants = [
+            tuple(None if isinstance(c.parts[p], dict) else bool(c.parts[p]) for p in PARTS)
+            for c in self.compiled
+        ]
+        # ... each pattern name -> (rule index, part), and each rule's outcome if nothing fires
+        self._names = {
+            f"{c.index}.{part}": (c.index, part) for c in self.compiled for part in PARTS
+        }
+        empty: set[str] = set()
+        self._defaults = [
+            self._outcome(index, empty, Facts(values={})) for index in range(len(self.compiled))
         ]
         self._ids: Iterator[int] = itertools.count(1)
+        self._keys = [(name, f"{json.dumps(name)}: ") for name in self.fields]
+        self._flag_keys = [
+            (f, [(v, f'"{ruled_out_key(f, v)}": true') for v in FIELDS_BY_NAME[f].domain])
+            for f in self.ruled_out
+        ]
 
     def _create_handles(self) -> list[int]:
         handles = []
-        for n, members in enumerate(self.groups):
-            text = to_durable_json(ruleset_json(members))
+        for n, rules in enumerate(self.layout.rulesets):
             try:
-                handles.append(dre.create_ruleset(f"miss-{self.ruleset.sha256[:12]}-{n}", text))
+                handle = dre.create_ruleset(
+                    f"miss-{self.ruleset.sha256[:12]}-{n}", to_durable_json(rules)
+                )
             except Exception as exc:  # the C extension raises its own error type
                 raise EngineError(f"durable-rules refused ruleset {n}: {exc}") from exc
+            handles.append(handle)
         return handles
+
+    def body(self, facts: Facts) -> str:
+        """The fact's attributes as durable-rules JSON text (hot path: no generic encoder)."""
+        values = facts.values
+        parts = [key + _scalar(values[name]) for name, key in self._keys if name in values]
+        for field, flags in self._flag_keys:
+            possible = facts.possible.get(field)
+            if possible is not None:
+                parts.extend(key for value, key in flags if value not in possible)
+        return ", ".join(parts)
 
     def encode(self, facts: Facts) -> dict[str, Scalar]:
         """The fact to assert: only the attributes rules read, plus ruled-out flags."""
@@ -366,18 +482,16 @@ class DurableEvaluator:
 
     def fired_parts(self, facts: Facts) -> set[str]:
         """Names (`<rule index>.<part>`) of every pattern durable-rules fired for these facts."""
-        body = to_durable_json(self.encode(facts))[1:-1]
+        body = self.body(facts)
         fired: set[str] = set()
         for handle in self.handles:
-            fired |= self._run(handle, body)
+            self._run(handle, body, fired)
         return fired
 
-    def _run(self, handle: int, body: str) -> set[str]:
-        fired: set[str] = set()
+    def _run(self, handle: int, body: str, fired: set[str]) -> None:
         for _attempt in range(3):
             fact_id = next(self._ids)
-            sep = ", " if body else ""
-            text = f'{{"kind": "case", "sid": "{SID}", "id": {fact_id}{sep}{body}}}'
+            text = f'{{{self._prefix}"id": {fact_id}{", " if body else ""}{body}}}'
             try:
                 code, state = dre.assert_fact(handle, text)
                 if code == 2:  # 32-bit id hash collision (notes §4.7): retry with a new id
@@ -390,30 +504,34 @@ class DurableEvaluator:
                 dre.retract_fact(handle, f'{{"sid": "{SID}", "id": {fact_id}}}')
             except Exception as exc:  # the C extension raises its own error type
                 raise EngineError(f"durable-rules failed on a case: {exc}") from exc
-            return fired
+            return
         raise EngineError("durable-rules refused the case three times (id hash collisions)")
 
+    def _outcome(self, index: int, parts: set[str], facts: Facts) -> RuleOutcome:
+        s1, s_unknown, w1, w_unknown = self._constants[index]
+        scope = _part_value(s1, s_unknown, "s1" in parts, "s?" in parts)
+        when = _part_value(w1, w_unknown, "w1" in parts, "w?" in parts)
+        rule = self.ruleset.rules[index]
+        return make_outcome(rule, rule_status(scope, when), when, facts, self.ruleset)
+
     def evaluate(self, facts: Facts) -> list[RuleOutcome]:
-        fired = self.fired_parts(facts)
-        outcomes = []
-        for rule, names, constants in self._plan:
-            scope = _part_value(names[0], names[1], constants[0], constants[1], fired)
-            when = _part_value(names[2], names[3], constants[2], constants[3], fired)
-            status = rule_status(scope, when)
-            outcomes.append(make_outcome(rule, status, when, facts, self.ruleset))
+        touched: dict[int, set[str]] = {}
+        names = self._names
+        for name in self.fired_parts(facts):
+            index, part = names[name]
+            touched.setdefault(index, set()).add(part)
+        outcomes = list(self._defaults)  # most rules fire nothing: false scope or condition
+        for index, parts in touched.items():
+            outcomes[index] = self._outcome(index, parts, facts)
         return outcomes
 
 
 def _part_value(
-    true_name: str,
-    false_name: str,
-    true_const: bool | None,
-    false_const: bool | None,
-    fired: set[str],
+    true_const: bool | None, unknown_const: bool | None, true_fired: bool, unknown_fired: bool
 ) -> bool | None:
-    """True, false or unknown for one part, from its two patterns (or their folded constants)."""
-    if true_const is True or (true_const is None and true_name in fired):
+    """True, unknown or false for one part, from its two patterns (or their folded constants)."""
+    if true_const is True or (true_const is None and true_fired):
         return True
-    if false_const is True or (false_const is None and false_name in fired):
-        return False
-    return None
+    if unknown_const is True or (unknown_const is None and unknown_fired):
+        return None
+    return False
