@@ -19,13 +19,16 @@ demo: setup  ## screen every bundled example case, then show one full report
 	$(BIN)/miss-screen screen cases/examples/disc-herniation-l4-l5.yaml
 
 lint: setup
-	$(BIN)/ruff check engine cli.py tests
+	$(BIN)/ruff check engine cli.py tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 test: lint  ## the test command CI runs: lint, every golden case, then pytest (its summary last)
 	$(BIN)/miss-screen rules test
 	$(BIN)/python -m pytest -q
+
+bench: setup  ## speed and memory targets, ratios against baselines in the same run
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,24 +24,22 @@ from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColum
 from rich.table import Table
 
 from engine import __version__
-from engine.batch.run import BatchOptions, default_errors_path, run_batch
-from engine.batch.worker import OutputFormat
-from engine.batch.writers import write_text_atomically
 from engine.errors import UsageError, UserError
 from engine.evaluate.base import Evaluator
 from engine.evaluate.durable import DurableEvaluator
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.goldens import run_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, validate_case
-from engine.io.tables import InputFormat
 from engine.models import Case, Result, Scalar, Verdict
 from engine.policy import verdict_rank
-from engine.report.docs import write_docs
 from engine.report.text import brief_line, render_text, source_text
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
 from engine.screen import screen_values
+
+if TYPE_CHECKING:
+    from engine.batch.worker import OutputFormat
 
 DEFAULT_RULES_DIR = Path(
     os.environ.get("MISS_SCREEN_RULES", Path(__file__).resolve().parent / "rules")
@@ -213,6 +211,12 @@ class BatchFormat(StrEnum):
     parquet = "parquet"
 
 
+class InputFormatOption(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
 class ProgressMode(StrEnum):
     auto = "auto"
     bar = "bar"
@@ -274,7 +278,7 @@ def batch(
         ),
     ] = None,
     input_format: Annotated[
-        InputFormat | None,
+        InputFormatOption | None,
         typer.Option(
             "--input-format",
             help="Override the format taken from the extension.",
@@ -303,6 +307,11 @@ def batch(
     ] = Executor.local,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order."""
+    from engine.batch.run import BatchOptions, default_errors_path, run_batch  # heavy: pyarrow
+    from engine.batch.worker import OutputFormat
+    from engine.batch.writers import write_text_atomically
+    from engine.io.tables import InputFormat
+
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
@@ -315,7 +324,7 @@ def batch(
         errors=errors if errors is not None else default_errors_path(out),
         workers=workers or os.cpu_count() or 1,
         site=read_site(site) if site else {},
-        input_format=input_format,
+        input_format=InputFormat(input_format.value) if input_format else None,
         allow_columns=frozenset(allow_column or []),
         ignore_unknown_columns=ignore_unknown_columns,
         executor=executor.value,
@@ -357,6 +366,8 @@ def batch(
 
 
 def output_format_for(out: str) -> OutputFormat:
+    from engine.batch.worker import OutputFormat
+
     suffix = Path(out).suffix.lower().lstrip(".")
     if out == "-" or suffix in ("jsonl", "ndjson", "json"):
         return OutputFormat.jsonl
@@ -549,6 +560,8 @@ def rules_docs(
     rules: RulesOption = DEFAULT_RULES_DIR,
 ) -> None:
     """Write one Markdown page per rule and an index, generated from the rule files."""
+    from engine.report.docs import write_docs
+
     ruleset = load_ruleset(rules)
     written = write_docs(ruleset, out, Path(rules).resolve().parent)
     stderr.print(f"wrote {len(written)} pages to {out}")

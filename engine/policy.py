@@ -10,13 +10,13 @@ from engine.rules.ruleset import Ruleset
 
 def decide_verdict(outcomes: Iterable[RuleOutcome], ruleset: Ruleset) -> PolicyEntry:
     """The first policy entry whose condition holds; the last entry is the default."""
-    severity = ruleset.severity_of
-    present = {(outcome.status.value, severity[outcome.rule_id]) for outcome in outcomes}
+    severity_of = ruleset.severity_of
+    present = {(outcome.status, severity_of[outcome.rule_id]) for outcome in outcomes}
     for entry in ruleset.policy.verdicts:
         condition = entry.if_any
         if condition is None:
             return entry
-        if any((condition.status, severity.value) in present for severity in condition.severity):
+        if any((condition.status, s.value) in present for s in condition.severity):
             return entry
     raise AssertionError("unreachable: the policy's last entry is a default")  # checked at load
 

@@ -6,14 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine import __version__
-from engine.derive import InconsistentInput, build_facts
+from engine.derive import Facts, InconsistentInput, build_facts
 from engine.errors import CaseInputError
 from engine.evaluate.base import Evaluator
 from engine.models import (
-    SEVERITY_ORDER,
     ConditionalFinding,
     Finding,
     NotEvaluable,
+    PolicyEntry,
     Result,
     RuleOutcome,
     RuleStatus,
@@ -44,6 +44,35 @@ def apply_site(
     return {**values, **assumed}, assumed
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What screening decides, before any report is built: facts, outcomes, verdict."""
+
+    facts: Facts
+    outcomes: list[RuleOutcome]
+    policy: PolicyEntry
+    assumed: dict[str, Scalar]
+
+
+def decide(
+    case_id: str,
+    values: Mapping[str, Scalar],
+    ruleset: Ruleset,
+    evaluator: Evaluator,
+    *,
+    site: Mapping[str, Scalar] | None = None,
+    source: str = "<case>",
+) -> Decision:
+    """Constraints, derived attributes, every rule's outcome and the verdict of one case."""
+    merged, assumed = apply_site(values, site or {})
+    try:
+        facts = build_facts(merged, ruleset)
+    except InconsistentInput as exc:
+        raise CaseInputError(source, [exc.problem], case_id=case_id) from None
+    outcomes = evaluator.evaluate(facts)
+    return Decision(facts, outcomes, decide_verdict(outcomes, ruleset), assumed)
+
+
 def screen_values(
     case_id: str,
     values: Mapping[str, Scalar],
@@ -54,13 +83,13 @@ def screen_values(
     source: str = "<case>",
 ) -> Screening:
     """Screen one validated case (known values only, case_id excluded)."""
-    merged, assumed = apply_site(values, site or {})
-    try:
-        facts = build_facts(merged, ruleset)
-    except InconsistentInput as exc:
-        raise CaseInputError(source, [exc.problem], case_id=case_id) from None
-    outcomes = evaluator.evaluate(facts)
-    policy = decide_verdict(outcomes, ruleset)
+    decision = decide(case_id, values, ruleset, evaluator, site=site, source=source)
+    facts, outcomes, policy, assumed = (
+        decision.facts,
+        decision.outcomes,
+        decision.policy,
+        decision.assumed,
+    )
     findings: list[Finding] = []
     conditional: list[ConditionalFinding] = []
     not_evaluable: list[NotEvaluable] = []
@@ -85,7 +114,7 @@ def screen_values(
                     missing=list(outcome.missing),
                 )
             )
-    order = {r.id: (SEVERITY_ORDER[r.meta.severity], r.id) for r in ruleset.rules}
+    order = ruleset.report_order
     result = Result(
         case_id=case_id,
         verdict=policy.verdict,

@@ -17,10 +17,25 @@ Path_ = tuple[str | int, ...]
 
 @dataclass
 class YamlDocument:
-    """Parsed YAML data plus the 1-based line of each mapping key / sequence item."""
+    """Parsed YAML data, and on demand the 1-based line of each mapping key / sequence item."""
 
     data: Any
-    lines: dict[Path_, int] = field(default_factory=dict)
+    text: str = ""
+    _lines: dict[Path_, int] | None = field(default=None, repr=False)
+
+    @property
+    def lines(self) -> dict[Path_, int]:
+        """Key lines, found by composing the text again: only errors need them."""
+        if self._lines is None:
+            self._lines = {}
+            loader = _Loader(self.text)
+            try:
+                node = loader.get_single_node()
+            finally:
+                loader.dispose()
+            if node is not None:
+                _record(node, (), self._lines)
+        return self._lines
 
     def line_of(self, path: Path_) -> int | None:
         """Line of the deepest known prefix of path."""
@@ -40,11 +55,10 @@ class YamlError(Exception):
 
 
 def parse_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document with the safe loader, recording key lines."""
+    """Parse one YAML document with the safe loader (key lines are found only if asked for)."""
     loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -54,10 +68,7 @@ def parse_yaml(text: str) -> YamlDocument:
         raise YamlError(f"malformed YAML: {exc}", None) from None
     finally:
         loader.dispose()
-    doc = YamlDocument(data)
-    if node is not None:
-        _record(node, (), doc.lines)
-    return doc
+    return YamlDocument(data, text)
 
 
 def _record(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:

@@ -441,3 +441,28 @@ def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -
     assert summary["stamp"]["worker_restarts"] >= 1, "the kill came too late to test recovery"
     assert "a worker process died" in err
     assert killed.read_bytes() == clean.read_bytes()
+
+
+def test_flattened_rows_match_the_full_result(evaluators: dict[str, Any]) -> None:
+    """The batch fast path (no report objects) says exactly what the full result says."""
+    from engine.batch.worker import flatten
+    from engine.io.cases import read_case
+    from engine.screen import decide
+
+    for example in sorted((ROOT / "cases" / "examples").glob("*.yaml")):
+        case_id, values = read_case(str(example))
+        decision = decide(case_id, values, RULESET, evaluators["durable"])
+        full = screen_values(case_id, values, RULESET, evaluators["durable"]).result
+        by = {
+            s: [f.rule_id for f in full.findings if f.severity == s]
+            for s in ("red_flag", "major", "caution", "info")
+        }
+        expected = (
+            full.case_id,
+            full.verdict.value,
+            *(";".join(by[s]) for s in by),
+            ";".join(c.rule_id for c in full.conditional),
+            ";".join(n.rule_id for n in full.not_evaluable),
+            ";".join(sorted({m for n in full.not_evaluable for m in n.missing})),
+        )
+        assert flatten(case_id, decision.policy.verdict, decision.outcomes, RULESET) == expected

@@ -21,10 +21,10 @@ from engine.errors import CaseInputError
 from engine.evaluate.durable import DurableEvaluator
 from engine.io.cases import validate_case
 from engine.io.tables import Chunk, RowProblem
-from engine.models import RuleStatus, Scalar, Severity, Verdict
+from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, Verdict
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
-from engine.screen import Screening, screen_values
+from engine.screen import Decision, Screening, decide, screen_values
 
 FAULT_ENV = "MISS_SCREEN_FAULT_CASE_ID"  # test hook: a worker that meets this case_id is killed
 STATUSES = list(RuleStatus)
@@ -39,7 +39,7 @@ FLAT_COLUMNS = (
     "not_evaluable",
     "missing_fields",
 )
-BLOCKING = (Severity.red_flag, Severity.major)
+BLOCKING = (Severity.red_flag.value, Severity.major.value)
 CASE_FIELDS = [f for f in INPUT_FIELDS if f != "case_id"]
 
 
@@ -127,9 +127,14 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                 os.kill(os.getpid(), signal.SIGKILL)
         try:
             valid_id, values = validate_case(raw, chunk.source, row=number)
-            screening = screen_values(
-                valid_id, values, ruleset, evaluator, site=config.site, source=chunk.source
-            )
+            if config.output_format is OutputFormat.jsonl:  # the full result contract
+                screening: Screening | Decision = screen_values(
+                    valid_id, values, ruleset, evaluator, site=config.site, source=chunk.source
+                )
+            else:  # flattened: the decision is enough, no report objects are built
+                screening = decide(
+                    valid_id, values, ruleset, evaluator, site=config.site, source=chunk.source
+                )
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
             reject(result, chunk.source, number, case_id, problems)
@@ -137,7 +142,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         except InconsistentInput as exc:  # pragma: no cover - screen_values wraps it
             reject(result, chunk.source, number, case_id, [(exc.problem.field, None, str(exc))])
             continue
-        record(result, screening, values, config.output_format)
+        record(result, valid_id, screening, values, ruleset)
     return result
 
 
@@ -171,41 +176,67 @@ def _plain(value: Any) -> Any:
 
 
 def record(
-    result: ChunkResult, screening: Screening, values: dict[str, Scalar], fmt: OutputFormat
+    result: ChunkResult,
+    case_id: str,
+    screened: Screening | Decision,
+    values: dict[str, Scalar],
+    ruleset: Ruleset,
 ) -> None:
     """Add one screened case's output record and counts."""
-    res = screening.result
+    outcomes = screened.outcomes
+    verdict = (
+        screened.result.verdict if isinstance(screened, Screening) else screened.policy.verdict
+    )
     result.screened += 1
-    result.verdicts[res.verdict.value] += 1
-    for outcome in screening.outcomes:
-        result.rule_status[(outcome.rule_id, outcome.status.value)] += 1
+    result.verdicts[verdict.value] += 1
+    rule_status = result.rule_status
+    for outcome in outcomes:
+        rule_status[(outcome.rule_id, outcome.status)] += 1  # a StrEnum: equal to its value
     for name in CASE_FIELDS:
         if name not in values:
             result.missing[name] += 1
-    if res.verdict is Verdict.insufficient_data:
-        blocking = {m for n in res.not_evaluable if n.severity in BLOCKING for m in n.missing}
-        result.blocks.update(blocking)
-    if fmt is OutputFormat.jsonl:
-        result.records.append(res.model_dump_json())
+    severity_of = ruleset.severity_of
+    if verdict is Verdict.insufficient_data:
+        result.blocks.update(
+            {
+                m
+                for o in outcomes
+                if o.status is RuleStatus.not_evaluable and severity_of[o.rule_id] in BLOCKING
+                for m in o.missing
+            }
+        )
+    if isinstance(screened, Screening):
+        result.records.append(screened.result.model_dump_json())
     else:
-        result.records.append(flatten(screening))
+        result.records.append(flatten(case_id, verdict, outcomes, ruleset))
 
 
-def flatten(screening: Screening) -> tuple[str, ...]:
-    """The CSV/Parquet row of a result (columns: FLAT_COLUMNS)."""
-    res = screening.result
+def flatten(
+    case_id: str, verdict: Verdict, outcomes: list[RuleOutcome], ruleset: Ruleset
+) -> tuple[str, ...]:
+    """The CSV/Parquet row of a case (columns: FLAT_COLUMNS), straight from its outcomes."""
+    order = ruleset.report_order
+    severity_of = ruleset.severity_of
     by_severity: dict[str, list[str]] = {s.value: [] for s in Severity}
-    for finding in res.findings:
-        by_severity[finding.severity.value].append(finding.rule_id)
-    missing = sorted({m for n in res.not_evaluable for m in n.missing})
+    conditional: list[str] = []
+    not_evaluable: list[str] = []
+    missing: set[str] = set()
+    for outcome in sorted(outcomes, key=lambda o: order[o.rule_id]):
+        if outcome.status is RuleStatus.fired:
+            by_severity[severity_of[outcome.rule_id]].append(outcome.rule_id)
+        elif outcome.status is RuleStatus.conditional:
+            conditional.append(outcome.rule_id)
+        elif outcome.status is RuleStatus.not_evaluable:
+            not_evaluable.append(outcome.rule_id)
+            missing.update(outcome.missing)
     return (
-        res.case_id,
-        res.verdict.value,
+        case_id,
+        verdict.value,
         ";".join(by_severity["red_flag"]),
         ";".join(by_severity["major"]),
         ";".join(by_severity["caution"]),
         ";".join(by_severity["info"]),
-        ";".join(c.rule_id for c in res.conditional),
-        ";".join(n.rule_id for n in res.not_evaluable),
-        ";".join(missing),
+        ";".join(conditional),
+        ";".join(not_evaluable),
+        ";".join(sorted(missing)),
     )

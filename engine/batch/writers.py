@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from engine.batch.worker import FLAT_COLUMNS, OutputFormat
 
-PARQUET_ROW_GROUP = 50_000
+PARQUET_ROW_GROUP = 20_000
 _PARQUET_SCHEMA = pa.schema([(name, pa.string()) for name in FLAT_COLUMNS])
 
 

@@ -315,7 +315,8 @@ def layout(compiled: list[CompiledRule], budget: int = STACK_BUDGET) -> Layout:
         found = []
         for chunk in chunks:
             chunk_patterns = [item for rule in chunk for item in rule.patterns()]
-            for groups in range(1, MAX_GROUPS + 1):
+            # about 40 patterns fit a group: start near there instead of at one group
+            for groups in range(max(1, len(chunk_patterns) // 44), MAX_GROUPS + 1):
                 rules, root = _grouped(chunk_patterns, groups)
                 bound = stack_bound(root)
                 if bound <= budget and not limit_problems(root):
@@ -515,9 +516,13 @@ class DurableEvaluator:
         return make_outcome(rule, rule_status(scope, when), when, facts, self.ruleset)
 
     def evaluate(self, facts: Facts) -> list[RuleOutcome]:
+        return self.outcomes_from(self.fired_parts(facts), facts)
+
+    def outcomes_from(self, fired: set[str], facts: Facts) -> list[RuleOutcome]:
+        """Every rule's outcome from the names of the patterns that fired."""
         touched: dict[int, set[str]] = {}
         names = self._names
-        for name in self.fired_parts(facts):
+        for name in fired:
             index, part = names[name]
             touched.setdefault(index, set()).add(part)
         outcomes = list(self._defaults)  # most rules fire nothing: false scope or condition

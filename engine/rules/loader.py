@@ -103,8 +103,9 @@ def _condition(
 ) -> Cond | None:
     key = ".".join(str(p) for p in loc)
     try:
-        return parse_condition(text, fields, path=path, line=doc.line_of(loc), key=key)
+        return parse_condition(text, fields, path=path, key=key)
     except RuleFileError as exc:
+        exc.line = doc.line_of(loc)  # found only now: line numbers cost a second YAML pass
         errors.add(exc)
         return None
 

@@ -9,7 +9,6 @@ the same semantics in its patterns and is tested against this.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import cache
 
 from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.models import Scalar
@@ -57,9 +56,24 @@ def _over_possible(field: str, test: Callable[[Scalar], bool]) -> Kleene:
     return decide
 
 
-@cache
+_COMPILED: dict[int, tuple[Cond, Kleene]] = {}
+
+
 def compile_kleene(cond: Cond) -> Kleene:
-    """Compile a condition into a closure returning True, False or None."""
+    """Compile a condition into a closure returning True, False or None (cached per node).
+
+    Cached by identity, not by value: hashing a frozen tree on every call cost more than
+    evaluating it. The cache keeps the node alive, so its id is never reused.
+    """
+    hit = _COMPILED.get(id(cond))
+    if hit is not None:
+        return hit[1]
+    compiled = _compile(cond)
+    _COMPILED[id(cond)] = (cond, compiled)
+    return compiled
+
+
+def _compile(cond: Cond) -> Kleene:
     if isinstance(cond, Truth):
         constant = cond.value
         return lambda values, possible: constant
@@ -120,19 +134,37 @@ def compile_kleene(cond: Cond) -> Kleene:
     return disjunction
 
 
+Explain = Callable[[Values, Possible], set[str]]
+_EXPLAINERS: dict[int, tuple[Cond, Explain]] = {}
+
+
 def unknown_fields(cond: Cond, values: Values, possible: Possible) -> set[str]:
-    """The unknown fields that leave a condition unknown: the data that would settle it."""
+    """The unknown fields that leave an unknown condition unknown: the data that would settle it."""
+    hit = _EXPLAINERS.get(id(cond))
+    if hit is None:
+        hit = _EXPLAINERS[id(cond)] = (cond, _explainer(cond))
+    return hit[1](values, possible)
+
+
+def _explainer(cond: Cond) -> Explain:
     if isinstance(cond, Compare | Member):
-        return {f for f in fields_of(cond) if f not in values}
+        read = tuple(sorted(fields_of(cond)))
+        return lambda values, possible: {f for f in read if f not in values}
     if isinstance(cond, Known | Truth):
-        return set()
+        return lambda values, possible: set()
     if isinstance(cond, Not):
-        return unknown_fields(cond.item, values, possible)
-    found: set[str] = set()
-    for item in cond.items:
-        if compile_kleene(item)(values, possible) is None:
-            found |= unknown_fields(item, values, possible)
-    return found
+        inner = cond.item
+        return lambda values, possible: unknown_fields(inner, values, possible)
+    parts = [(compile_kleene(item), item) for item in cond.items]
+
+    def explain(values: Values, possible: Possible) -> set[str]:
+        found: set[str] = set()
+        for decide, item in parts:
+            if decide(values, possible) is None:
+                found |= unknown_fields(item, values, possible)
+        return found
+
+    return explain
 
 
 def narrow(cond: Cond, possible: Possible) -> Cond:

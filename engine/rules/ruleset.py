@@ -9,6 +9,7 @@ from functools import cached_property
 
 from engine.dictionary import FIELDS_BY_NAME, FieldSpec
 from engine.models import (
+    SEVERITY_ORDER,
     ConstraintFile,
     DerivedFile,
     PolicyFile,
@@ -28,8 +29,8 @@ class Rule:
     scope: Cond | None
     when: Cond
 
-    @property
-    def id(self) -> str:
+    @cached_property
+    def id(self) -> str:  # cached: read for every rule of every case
         return self.meta.id
 
     @cached_property
@@ -99,6 +100,11 @@ class Ruleset:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
+
+    @cached_property
+    def report_order(self) -> dict[str, tuple[int, str]]:
+        """Rule id to its sort key in reports: severity first, then id."""
+        return {r.id: (SEVERITY_ORDER[r.meta.severity], r.id) for r in self.rules}
 
     @cached_property
     def severity_of(self) -> dict[str, str]:
