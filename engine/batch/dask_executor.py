@@ -9,23 +9,13 @@ byte-identical to a local run. Optional: `pip install 'miss-screen[dask]'`.
 from __future__ import annotations
 
 import collections
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from engine import __version__
-from engine.batch.run import (
-    BatchOptions,
-    DuplicateFinder,
-    Totals,
-    build_summary,
-    open_inputs,
-)
-from engine.batch.summary import BatchSummary, InputStamp, RunStamp
+from engine.batch.run import BatchOptions, BatchRun
+from engine.batch.summary import BatchSummary
 from engine.batch.worker import ChunkResult, WorkerConfig, init_worker, screen_chunk
-from engine.batch.writers import ErrorWriter, ResultWriter
 from engine.errors import UsageError
 from engine.io.tables import Chunk, InputFormat
 from engine.rules.ruleset import Ruleset
@@ -63,21 +53,10 @@ def run_batch_dask(options: BatchOptions, ruleset: Ruleset) -> BatchSummary:
         raise UsageError(
             "--executor dask needs the extra: pip install 'miss-screen[dask]'"
         ) from None
-    readers, ignored = open_inputs(options)
-    if any(r.format is not InputFormat.parquet for r in readers):
+    run = BatchRun(options, ruleset)
+    if any(r.format is not InputFormat.parquet for r in run.readers):
+        run.close(commit=False)
         raise UsageError("--executor dask reads Parquet inputs only")
-    started = datetime.now(UTC)
-    clock = time.perf_counter()
-    config = WorkerConfig(
-        rules_dir=options.rules_dir,
-        site=options.site,
-        output_format=options.output_format,
-        ignored_columns=frozenset(ignored),
-    )
-    writer = ResultWriter(options.out, options.output_format)
-    errors = ErrorWriter(options.errors)
-    totals, duplicates = Totals(), DuplicateFinder()
-    per_input: dict[str, int] = collections.Counter()
     committed = False
     cluster = LocalCluster(  # type: ignore[no-untyped-call]  # distributed ships no types
         n_workers=options.workers,
@@ -88,13 +67,13 @@ def run_batch_dask(options: BatchOptions, ruleset: Ruleset) -> BatchSummary:
     )
     try:
         with Client(cluster) as client:  # type: ignore[no-untyped-call]  # untyped library
-            for reader in readers:
+            for reader in run.readers:
                 frame = dd.read_parquet(reader.path, dtype_backend="pyarrow")
                 lengths = frame.map_partitions(len).compute().tolist()
                 offsets = [sum(lengths[:i]) for i in range(len(lengths))]
                 meta = pd.DataFrame({"result": pd.Series(dtype=object)})
                 screened = frame.map_partitions(
-                    screen_partition, config, reader.source, offsets, meta=meta
+                    screen_partition, run.config, reader.source, offsets, meta=meta
                 )
                 parts = collections.deque(screened.to_delayed())
                 window: collections.deque[Any] = collections.deque()
@@ -102,32 +81,11 @@ def run_batch_dask(options: BatchOptions, ruleset: Ruleset) -> BatchSummary:
                     while parts and len(window) < 2 * options.workers:
                         window.append(client.compute(parts.popleft()))
                     result: ChunkResult = window.popleft().result()["result"].iloc[0]
-                    writer.write(result.records)
-                    errors.write(result.errors)
-                    duplicates.add(result.ids)
-                    totals.add(result)
-                    per_input[reader.source] += result.rows
-        writer.close(commit=True)
-        errors.close(commit=True)
+                    run.consume(result)
+        run.close(commit=True)
         committed = True
     finally:
         cluster.close()
         if not committed:
-            writer.close(commit=False)
-            errors.close(commit=False)
-    stamp = RunStamp(
-        tool_version=__version__,
-        ruleset=ruleset.stamp,
-        inputs=[
-            InputStamp(
-                path=r.source, format=r.format.value, sha256=r.sha256(), rows=per_input[r.source]
-            )
-            for r in readers
-        ],
-        started=started.isoformat(timespec="seconds"),
-        duration_s=round(time.perf_counter() - clock, 3),
-        workers=options.workers,
-        executor="dask",
-        site=dict(options.site),
-    )
-    return build_summary(stamp, totals, ruleset, duplicates.find(), ignored)
+            run.close(commit=False)
+    return run.summary("dask")

@@ -273,63 +273,81 @@ class DuplicateFinder:
         ]
 
 
+class BatchRun:
+    """One run's inputs, outputs and running totals, whichever executor screens the chunks."""
+
+    def __init__(self, options: BatchOptions, ruleset: Ruleset) -> None:
+        self.options, self.ruleset = options, ruleset
+        self.started = datetime.now(UTC)
+        self.clock = time.perf_counter()
+        self.readers, self.ignored = open_inputs(options)
+        self.config = WorkerConfig(
+            rules_dir=options.rules_dir,
+            site=options.site,
+            output_format=options.output_format,
+            ignored_columns=frozenset(self.ignored),
+        )
+        self.writer = ResultWriter(options.out, options.output_format)
+        self.errors = ErrorWriter(options.errors)
+        self.totals = Totals()
+        self.duplicates = DuplicateFinder()
+        self.per_input: dict[str, int] = collections.Counter()
+
+    def consume(self, result: ChunkResult) -> None:
+        """Write one chunk's records and errors (chunks arrive in input order) and count them."""
+        self.writer.write(result.records)
+        self.errors.write(result.errors)
+        self.duplicates.add(result.ids)
+        self.totals.add(result)
+        self.per_input[result.source] += result.rows
+
+    def close(self, *, commit: bool) -> None:
+        """Rename the outputs into place, or remove them when the run did not finish."""
+        self.writer.close(commit=commit)
+        self.errors.close(commit=commit)
+
+    def summary(self, executor: str, restarts: int = 0) -> BatchSummary:
+        inputs = [
+            InputStamp(
+                path=r.source,
+                format=r.format.value,
+                sha256=r.sha256(),
+                rows=self.per_input[r.source],
+            )
+            for r in self.readers
+        ]
+        stamp = RunStamp(
+            tool_version=__version__,
+            ruleset=self.ruleset.stamp,
+            inputs=inputs,
+            started=self.started.isoformat(timespec="seconds"),
+            duration_s=round(time.perf_counter() - self.clock, 3),
+            workers=self.options.workers,
+            executor=executor,
+            worker_restarts=restarts,
+            site=dict(self.options.site),
+        )
+        return build_summary(stamp, self.totals, self.ruleset, self.duplicates.find(), self.ignored)
+
+
 def run_batch(
     options: BatchOptions, ruleset: Ruleset, progress: Progress | None = None
 ) -> BatchSummary:
     """Screen every row of every input; write outputs; return the summary."""
-    started = datetime.now(UTC)
-    clock = time.perf_counter()
-    readers, ignored = open_inputs(options)
-    config = WorkerConfig(
-        rules_dir=options.rules_dir,
-        site=options.site,
-        output_format=options.output_format,
-        ignored_columns=frozenset(ignored),
-    )
-    writer = ResultWriter(options.out, options.output_format)
-    errors = ErrorWriter(options.errors)
-    totals = Totals()
-    duplicates = DuplicateFinder()
-    per_input: dict[str, int] = collections.Counter()
+    run = BatchRun(options, ruleset)
+    runner = ChunkRunner(run.config, options.workers)
     committed = False
     try:
-        runner = ChunkRunner(config, options.workers)
-        for result in runner.run(_all_chunks(readers)):
-            writer.write(result.records)
-            errors.write(result.errors)
-            duplicates.add(result.ids)
-            totals.add(result)
-            per_input[result.source] += result.rows
+        for result in runner.run(_all_chunks(run.readers)):
+            run.consume(result)
             if progress is not None:
                 progress(result.rows)
-        writer.close(commit=True)
-        errors.close(commit=True)
+        run.close(commit=True)
         committed = True
     finally:
         if not committed:
-            writer.close(commit=False)
-            errors.close(commit=False)
-    inputs = [
-        InputStamp(
-            path=r.source,
-            format=r.format.value,
-            sha256=r.sha256(),
-            rows=per_input[r.source],
-        )
-        for r in readers
-    ]
-    stamp = RunStamp(
-        tool_version=__version__,
-        ruleset=ruleset.stamp,
-        inputs=inputs,
-        started=started.isoformat(timespec="seconds"),
-        duration_s=round(time.perf_counter() - clock, 3),
-        workers=options.workers,
-        executor=options.executor,
-        worker_restarts=runner.restarts,
-        site=dict(options.site),
-    )
-    return build_summary(stamp, totals, ruleset, duplicates.find(), ignored)
+            run.close(commit=False)
+    return run.summary("local", runner.restarts)
 
 
 def _all_chunks(readers: list[TableReader]) -> Iterator[Chunk]:
