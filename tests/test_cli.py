@@ -332,3 +332,16 @@ def test_internal_error_exits_2_with_a_report_request(monkeypatch: pytest.Monkey
     code, _, err = invoke("rules", "list")
     assert code == 2
     assert "internal error, please report" in err
+
+
+def test_conditional_scopes_read_as_plain_words() -> None:
+    from engine.report.text import scope_words
+
+    assert scope_words('mis_technique == "llif"') == "if LLIF is considered"
+    assert scope_words(
+        'mis_technique in ["tubular_decompression", "endoscopic_decompression"]'
+    ) == ("if tubular decompression or endoscopic decompression is considered")
+    assert scope_words('mis_technique not in ["endoscopic_discectomy"]') == (
+        "if a technique other than endoscopic discectomy is considered"
+    )
+    assert scope_words("bmi > 30") == "if bmi > 30"

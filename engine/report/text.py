@@ -7,7 +7,10 @@ from collections import defaultdict
 from rich.console import Console
 from rich.markup import escape
 
+from engine.dictionary import FIELDS_BY_NAME
+from engine.errors import RuleFileError
 from engine.models import Finding, Result, Scalar, SourceRef, Verdict
+from engine.rules.condition import Compare, Cond, Const, Member, Or, parse_condition
 
 VERDICT_WORDS = {
     Verdict.urgent_review: ("URGENT REVIEW", "bold white on red"),
@@ -27,6 +30,45 @@ CATEGORY_TITLES = {
     "evidence": "Evidence gaps",
     "benefit": "Expected benefits of MIS",
 }
+
+
+def _technique_words(cond: Cond) -> str | None:
+    """Plain words for a scope on the technique or procedure, or None if it is anything else."""
+    if isinstance(cond, Or):
+        parts = [_technique_words(item) for item in cond.items]
+        return None if any(p is None for p in parts) else " or ".join(p for p in parts if p)
+    if isinstance(cond, Member) and cond.field in _SCOPE_FIELDS:
+        names = [_display(v) for v in cond.values]
+        listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+        return f"{_SCOPE_FIELDS[cond.field]} other than {listed}" if cond.negated else listed
+    if isinstance(cond, Compare) and cond.field in _SCOPE_FIELDS and isinstance(cond.rhs, Const):
+        name = _display(cond.rhs.value)
+        return name if cond.op == "==" else f"{_SCOPE_FIELDS[cond.field]} other than {name}"
+    return None
+
+
+_SCOPE_FIELDS = {"mis_technique": "a technique", "planned_procedure": "a procedure"}
+_DISPLAY = {
+    "llif": "LLIF",
+    "mis_tlif": "MIS TLIF",
+    "mis_tumor": "MIS tumour surgery",
+    "mis_deformity": "MIS deformity surgery",
+    "other": "another technique",
+}
+
+
+def _display(value: object) -> str:
+    return _DISPLAY.get(str(value), str(value).replace("_", " "))
+
+
+def scope_words(scope: str) -> str:
+    """'if tubular decompression is considered' for a technique scope; else the condition."""
+    try:
+        cond = parse_condition(scope, FIELDS_BY_NAME)
+    except RuleFileError:
+        return f"if {scope}"
+    words = _technique_words(cond)
+    return f"if {words} is considered" if words else f"if {scope}"
 
 
 def show_value(value: Scalar) -> str:
@@ -66,7 +108,9 @@ def render_text(result: Result, console: Console) -> None:
         console.print()
         console.print("[bold]If a technique or setting not yet chosen is considered[/bold]")
         for cond in result.conditional:
-            _finding(console, cond, prefix=f"if {cond.scope}: ")
+            _finding(console, cond, prefix=f"{scope_words(cond.scope)}: ")
+            if cond.missing:
+                console.print(f"      would also need: {escape(', '.join(cond.missing))}")
 
     open_questions: dict[str, list[str]] = defaultdict(list)
     for item in result.not_evaluable:
