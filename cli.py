@@ -315,13 +315,15 @@ def batch(
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
+    errors_path = errors if errors is not None else default_errors_path(out)
+    check_outputs(inputs, [out, errors_path, summary, report])
     ruleset = load_ruleset(rules)
     options = BatchOptions(
         inputs=inputs,
         out=out,
         output_format=fmt,
         rules_dir=str(rules),
-        errors=errors if errors is not None else default_errors_path(out),
+        errors=errors_path,
         workers=workers or os.cpu_count() or 1,
         site=read_site(site) if site else {},
         input_format=InputFormat(input_format.value) if input_format else None,
@@ -363,6 +365,19 @@ def batch(
         write_text_atomically(report, render_html(result))
     if not rec.balanced:
         raise RuntimeError("reconciliation does not balance: rows were lost")
+
+
+def check_outputs(inputs: list[str], outputs: list[str | None]) -> None:
+    """Refuse outputs that would overwrite an input or go to a folder that does not exist."""
+    sources = [Path(i).resolve() for i in inputs if i != "-"]
+    for output in outputs:
+        if output is None or output == "-":
+            continue
+        target = Path(output).resolve()
+        if not target.parent.is_dir():
+            raise UsageError(f"{output}: the folder {target.parent} does not exist")
+        if target in sources:
+            raise UsageError(f"{output} is also an input; write the output to another file")
 
 
 def output_format_for(out: str) -> OutputFormat:

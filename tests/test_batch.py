@@ -466,3 +466,90 @@ def test_flattened_rows_match_the_full_result(evaluators: dict[str, Any]) -> Non
             ";".join(sorted({m for n in full.not_evaluable for m in n.missing})),
         )
         assert flatten(case_id, decision.policy.verdict, decision.outcomes, RULESET) == expected
+
+
+# --- regressions found in review -----------------------------------------------------------
+
+
+def test_duplicate_columns_and_overwriting_an_input_are_refused(tmp_path: Path) -> None:
+    source = tmp_path / "dup.csv"
+    source.write_text("case_id,age_years,age_years\nD1,50,10\n")
+    code, _, err = batch(str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1")
+    assert code == 2
+    assert "columns named more than once: age_years" in err
+    good = write(tmp_path / "cohort.jsonl", cohort())
+    before = good.read_bytes()
+    code, _, err = batch(str(good), "--out", str(good), "--workers", "1")
+    assert code == 2
+    assert "is also an input" in err
+    assert good.read_bytes() == before
+    code, _, err = batch(str(good), "--out", str(tmp_path / "missing" / "o.jsonl"))
+    assert code == 2
+    assert "does not exist" in err
+
+
+def test_bad_bytes_and_odd_values_become_row_errors_not_crashes(tmp_path: Path) -> None:
+    source = tmp_path / "latin.csv"
+    source.write_bytes(b"case_id,bmi\nL-1,25\nL-2,2\xe96\nL-3,27\n")
+    errors = tmp_path / "e.jsonl"
+    code, _, err = batch(
+        str(source), "--out", str(tmp_path / "o.jsonl"), "--errors", str(errors), "--workers", "1"
+    )
+    assert code == 0, err
+    (problem,) = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert (problem["row"], problem["reason"]) == (2, "not UTF-8 text")
+    table = pa.table({"case_id": ["N-1", "N-2"], "bmi": [float("nan"), float("inf")]})
+    pq.write_table(table, tmp_path / "nan.parquet")
+    code, _, _ = batch(
+        str(tmp_path / "nan.parquet"),
+        "--out",
+        str(tmp_path / "n.jsonl"),
+        "--errors",
+        str(errors),
+        "--workers",
+        "1",
+    )
+    assert code == 0
+    for line in errors.read_text().splitlines():
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+
+def test_identifier_values_past_the_sample_are_withheld_from_errors(tmp_path: Path) -> None:
+    rows = [{"case_id": f"W-{i:05d}", "bmi": 25} for i in range(1001)]
+    rows.append({"case_id": "W-99999", "sex": "jane.doe@example.org"})
+    source = write(tmp_path / "cohort.jsonl", rows)
+    errors = tmp_path / "e.jsonl"
+    code, _, err = batch(
+        str(source), "--out", str(tmp_path / "o.jsonl"), "--errors", str(errors), "--workers", "1"
+    )
+    assert code == 0, err
+    text = errors.read_text()
+    assert "jane.doe" not in text
+    assert "value withheld" in text
+
+
+def test_stdin_loses_no_row_around_the_sample_boundary(tmp_path: Path) -> None:
+    lines = [json.dumps({"case_id": f"S{i}", "bmi": 25}) for i in range(1, 1201)]
+    lines[999] = ""  # line 1000 blank
+    result = runner.invoke(
+        app, ["batch", "-", "--out", "-", "--workers", "1"], input="\n".join(lines) + "\n"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1199
+    assert "rows read 1199 = screened 1199 + rejected 0" in result.stderr
+    csv_stdin = runner.invoke(
+        app, ["batch", "-", "--input-format", "csv", "--out", "-"], input="case_id\nA\n"
+    )
+    assert csv_stdin.exit_code == 2
+    assert "read as JSONL only" in csv_stdin.stderr
+
+
+def test_a_case_id_with_a_newline_is_rejected_and_the_summary_still_written(tmp_path: Path) -> None:
+    source = tmp_path / "nl.jsonl"
+    source.write_text('{"case_id": "A\\nxyz", "bmi": 25}\n{"case_id": "B-1", "bmi": 25}\n')
+    summary = tmp_path / "s.json"
+    code, _, err = batch(
+        str(source), "--out", str(tmp_path / "o.jsonl"), "--summary", str(summary), "--workers", "1"
+    )
+    assert code == 0, err
+    assert json.loads(summary.read_text())["reconciliation"]["rows_rejected"] == 1

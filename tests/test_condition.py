@@ -22,6 +22,7 @@ from engine.rules.condition import (
     Not,
     Or,
     Truth,
+    arith,
     parse_condition,
     to_text,
 )
@@ -165,8 +166,8 @@ def expressions(depth: int = 2) -> st.SearchStrategy[object]:
         return leaf
     return st.one_of(
         leaf,
-        st.builds(
-            Arith, st.sampled_from(["+", "-", "*"]), expressions(depth - 1), expressions(depth - 1)
+        st.builds(  # built as the parser builds them: constants folded
+            arith, st.sampled_from(["+", "-", "*"]), expressions(depth - 1), expressions(depth - 1)
         ),
     )
 
@@ -251,3 +252,10 @@ def test_narrow_drops_values_the_constraints_rule_out() -> None:
     assert to_text(narrow(scope, possible)) == 'mis_technique in ["tubular_discectomy"]'
     assert narrow(parse('mis_technique == "llif"'), possible) == Truth(False)
     assert narrow(parse('mis_technique == "llif"'), {}) == parse('mis_technique == "llif"')
+
+
+def test_arithmetic_on_constants_is_folded() -> None:
+    """durable-rules never matches an expression that reads no field (found in review)."""
+    assert parse("sva_mm - 50 > 45") == Compare(">", "sva_mm", Const(95))
+    assert parse("bmi > 25 + 5") == Compare(">", "bmi", Const(30))
+    assert parse("-sva_mm > 5") == Compare("<", "sva_mm", Const(-5))

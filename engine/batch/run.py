@@ -44,6 +44,7 @@ from engine.batch.worker import (
 from engine.batch.writers import ErrorWriter, ResultWriter
 from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
 from engine.errors import UserError
+from engine.evaluate.durable import DurableEvaluator
 from engine.io.deid import check_deidentified
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
 from engine.models import DISCLAIMER, RuleStatus, Scalar, Verdict
@@ -89,6 +90,9 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     ignored: set[str] = set()
     for reader in readers:
         columns = reader.columns
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            problems.append(f"{reader.source}: columns named more than once: {', '.join(repeated)}")
         if "case_id" not in columns:
             problems.append(f"{reader.source}: no case_id column; every row needs an anonymised id")
         derived = [c for c in columns if c in DERIVED_FIELDS]
@@ -280,7 +284,10 @@ class BatchRun:
         self.options, self.ruleset = options, ruleset
         self.started = datetime.now(UTC)
         self.clock = time.perf_counter()
+        DurableEvaluator(ruleset)  # a rule set durable-rules refuses fails here, not in a worker
         self.readers, self.ignored = open_inputs(options)
+        # hashed before screening: what was read, even if something rewrites a file later
+        self.hashes = {r.source: r.sha256() for r in self.readers if r.path != "-"}
         self.config = WorkerConfig(
             rules_dir=options.rules_dir,
             site=options.site,

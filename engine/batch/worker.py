@@ -8,7 +8,9 @@ ChunkResult goes back to the parent, which writes outputs in input order.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import signal
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,12 +22,14 @@ from engine.dictionary import INPUT_FIELDS
 from engine.errors import CaseInputError
 from engine.evaluate.durable import DurableEvaluator
 from engine.io.cases import validate_case
+from engine.io.deid import identifier_kinds
 from engine.io.tables import Chunk, RowProblem
 from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, Verdict
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
 from engine.screen import Decision, Screening, decide, screen_values
 
+CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FAULT_ENV = "MISS_SCREEN_FAULT_CASE_ID"  # test hook: a worker that meets this case_id is killed
 STATUSES = list(RuleStatus)
 FLAT_COLUMNS = (
@@ -120,7 +124,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
             continue
         raw = {k: v for k, v in row.items() if k not in config.ignored_columns}
-        case_id = raw.get("case_id") if isinstance(raw.get("case_id"), str) else None
+        given = raw.get("case_id")
+        case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
         if case_id:
             result.ids.append((id_hash(case_id), chunk.source, number, case_id))
             if fault is not None and case_id == fault:
@@ -153,9 +158,20 @@ def reject(
     case_id: str | None,
     problems: list[tuple[str | None, Any, str]],
 ) -> None:
-    """Count a rejected row and keep one error record per problem."""
+    """Count a rejected row and keep one error record per problem.
+
+    A value that looks like a direct identifier (rows past the guard's sample) is withheld.
+    """
     result.rejected += 1
-    for field_name, value, reason in problems:
+    for field_name, given, message in problems:
+        value, reason = given, message
+        kinds = identifier_kinds(given) if given is not None else set()
+        if kinds:
+            value = None
+            text = str(given)
+            for shown in (repr(given), text, text[:57]):  # cases.py quotes up to 57 characters
+                message = message.replace(shown, "<withheld>")
+            reason = f"{message} (value withheld: it looks like {', '.join(sorted(kinds))})"
         result.errors.append(
             {
                 "source": source,
@@ -170,6 +186,9 @@ def reject(
 
 
 def _plain(value: Any) -> Any:
+    """A JSON-safe copy of a rejected value (NaN and infinity are not JSON numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)

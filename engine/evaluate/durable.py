@@ -112,6 +112,8 @@ def _expr(expr: Expr) -> Any:
         return expr.value
     if isinstance(expr, FieldRef):
         return {"$m": expr.name}
+    if not fields_of(expr):  # the parser folds these; an unfolded one would never match
+        raise EngineError("an expression without a field reached the durable-rules compiler")
     return {_ARITH[expr.op]: {"$l": _expr(expr.left), "$r": _expr(expr.right)}}
 
 
@@ -194,8 +196,11 @@ class PatternCompiler:
 
     def _comparison(self, cond: Compare) -> Kleene4:
         rhs = _expr(cond.rhs)
-        holds = _compare(cond.field, cond.op, rhs)
-        fails = _compare(cond.field, NEGATED_OP[cond.op], rhs)
+        # durable-rules can match `$m` references to a missing field (events.c reads a stale
+        # result), so every field the right side reads is required to exist first
+        present = [{"$ex": {f: 1}} for f in sorted(fields_of(cond.rhs))]
+        holds = _all([*present, _compare(cond.field, cond.op, rhs)])
+        fails = _all([*present, _compare(cond.field, NEGATED_OP[cond.op], rhs)])
         missing = _any([_absent(f) for f in sorted({cond.field} | fields_of(cond.rhs))])
         spec = FIELDS_BY_NAME[cond.field]
         if spec.type in (FieldType.enum, FieldType.boolean) and isinstance(cond.rhs, Const):
@@ -382,7 +387,7 @@ def to_durable_json(value: Any) -> str:
 # --- the other fixed limits of durable-rules (notes §4), checked before any case is seen ---------
 
 MAX_FACT_ATTRIBUTES = 250  # 252 work, 253 raise error 302 (sid and id included)
-RESERVED_ATTRIBUTES = ("kind", "sid", "id")
+RESERVED_ATTRIBUTES = ("kind", "sid", "id", "$forward")  # $forward: the or-join nodes' name
 
 
 def fnv1a_32(text: str) -> int:

@@ -75,9 +75,24 @@ def stack_bound(node: Node, memo: dict[int, int] | None = None) -> int:
     if not children:
         memo[id(node)] = 1
         return 1
-    equality_attributes = {c.test[0] for c in node.children.values() if c.test[1] == "$eq"}
-    others = [c for c in children if c.test[1] != "$eq"]
-    matching = len(others) + len(equality_attributes)  # one equality per attribute can match
+    # equalities with a constant: an attribute has one value, so only the nodes testing that
+    # value can match (3 and 3.0 are separate nodes that both match); others can all match
+    same_value: dict[tuple[str, object], int] = {}
+    others = 0
+    for c in children:
+        constant = c.test[1] == "$eq" and not c.test[2].startswith("{")
+        if constant:
+            value: object = json.loads(c.test[2])
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = float(value)
+            key = (c.test[0], value)
+            same_value[key] = same_value.get(key, 0) + 1
+        else:
+            others += 1
+    per_attribute: dict[str, int] = {}
+    for (attribute, _), count in same_value.items():
+        per_attribute[attribute] = max(per_attribute.get(attribute, 0), count)
+    matching = others + sum(per_attribute.values())
     result = matching - 1 + max(stack_bound(c, memo) for c in children)
     memo[id(node)] = max(result, 1)
     return memo[id(node)]

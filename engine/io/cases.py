@@ -145,6 +145,9 @@ def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
     except YamlError as exc:
         line = f" at line {exc.line}" if exc.line else ""
         raise CaseInputError(source, [CaseProblem(None, f"{exc}{line}")]) from None
+    except (RecursionError, ValueError):  # nested too deeply, or an integer with 4,300+ digits
+        problem = CaseProblem(None, f"{what} file is nested too deeply or holds a value too long")
+        raise CaseInputError(source, [problem]) from None
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "nothing"
         problem = CaseProblem(None, f"expected a mapping of field names to values, got {kind}")
@@ -168,7 +171,7 @@ def parse_set_options(pairs: list[str]) -> dict[str, Any]:
             raise CaseInputError("--set", [problem])
         try:
             value = parse_yaml(text).data if text.strip() else None
-        except YamlError:
+        except (YamlError, RecursionError, ValueError):
             value = text
         raw[name.strip()] = value
     raw.setdefault("case_id", "cli-case")

@@ -450,6 +450,11 @@ def _value_kinds(value: object) -> set[str]:
     return kinds
 
 
+def identifier_kinds(value: object) -> set[str]:
+    """The kinds of direct identifier a single value looks like (to withhold it from errors)."""
+    return _value_kinds(value)
+
+
 def _is_missing(value: object) -> bool:
     if value is None:
         return True

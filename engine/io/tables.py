@@ -89,6 +89,8 @@ class TableReader:
         self.source = "<stdin>" if path == "-" else path
         self._stdin_digest = hashlib.sha256()
         self._stdin_head: list[bytes] = []
+        if path == "-" and fmt is not InputFormat.jsonl:
+            raise UsageError("standard input (-) is read as JSONL only")
         if path == "-":  # stdin is read once: keep the head for the column scan and sample
             for line in sys.stdin.buffer:
                 self._stdin_digest.update(line)
@@ -108,11 +110,12 @@ class TableReader:
             except (pa.ArrowInvalid, OSError) as exc:
                 raise UsageError(f"{self.source}: not a readable Parquet file ({exc})") from None
         if self.format is InputFormat.csv:
-            with open(self.path, encoding="utf-8-sig", newline="") as handle:
-                try:
-                    header = next(csv.reader(handle), [])
-                except (csv.Error, UnicodeDecodeError) as exc:
-                    raise UsageError(f"{self.source}: cannot read the CSV header ({exc})") from None
+            with open(self.path, "rb") as handle:  # the header only: later rows may be bad bytes
+                first = handle.readline()
+            try:
+                header = next(csv.reader([first.decode("utf-8-sig")]), [])
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise UsageError(f"{self.source}: cannot read the CSV header ({exc})") from None
             if not header:
                 raise UsageError(f"{self.source}: the CSV file is empty (no header row)")
             return [h.strip() for h in header]
@@ -186,7 +189,7 @@ class TableReader:
                 newlines_in_values=True, invalid_row_handler=on_invalid
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in self.columns},
+                column_types={c: pa.binary() for c in self.columns},  # decoded per value below
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
                 null_values=[""],
@@ -199,14 +202,19 @@ class TableReader:
                 while number in invalid:
                     yield number, invalid.pop(number)
                     number += 1
-                yield number, values
+                try:
+                    yield number, {k: None if v is None else v.decode() for k, v in values.items()}
+                except UnicodeDecodeError:
+                    yield number, RowProblem("not UTF-8 text")
                 if limit is not None and number >= limit:
                     return
         for late in sorted(invalid):
             yield late, invalid[late]
 
     def _jsonl_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
-        for number, line in self._lines():
+        for number, line in self._lines(limited=limit is not None):
+            if limit is not None and number > limit:
+                return
             if not line.strip():
                 continue
             try:
@@ -214,23 +222,26 @@ class TableReader:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
                 yield number, RowProblem(f"not valid JSON ({message})")
+            except (RecursionError, ValueError):  # nested too deeply, or an integer too long
+                yield (
+                    number,
+                    RowProblem("not a JSON row miss-screen can read (too deep or too long)"),
+                )
             else:
                 if isinstance(value, dict):
                     yield number, value
                 else:
                     yield number, RowProblem("a JSONL row must be a JSON object")
-            if limit is not None and number >= limit:
-                return
 
-    def _lines(self) -> Iterator[tuple[int, bytes]]:
+    def _lines(self, *, limited: bool = False) -> Iterator[tuple[int, bytes]]:
         if self.path != "-":
             with open(self.path, "rb") as handle:
                 yield from enumerate(handle, 1)
             return
         yield from enumerate(self._stdin_head, 1)
         number = len(self._stdin_head)
-        if number < SAMPLE_ROWS:
-            return  # stdin ended inside the head
+        if limited or number < SAMPLE_ROWS:
+            return  # a look at the head only, or stdin ended inside the head
         stream: BinaryIO = sys.stdin.buffer
         for line in stream:  # the rest, once: only the full pass reads beyond the head
             number += 1

@@ -10,7 +10,7 @@ from rich.markup import escape
 from engine.dictionary import FIELDS_BY_NAME
 from engine.errors import RuleFileError
 from engine.models import Finding, Result, Scalar, SourceRef, Verdict
-from engine.rules.condition import Compare, Cond, Const, Member, Or, parse_condition
+from engine.rules.condition import And, Compare, Cond, Const, Known, Member, Or, parse_condition
 
 VERDICT_WORDS = {
     Verdict.urgent_review: ("URGENT REVIEW", "bold white on red"),
@@ -36,7 +36,13 @@ def _technique_words(cond: Cond) -> str | None:
     """Plain words for a scope on the technique or procedure, or None if it is anything else."""
     if isinstance(cond, Or):
         parts = [_technique_words(item) for item in cond.items]
-        return None if any(p is None for p in parts) else " or ".join(p for p in parts if p)
+        if any(p is None for p in parts):
+            return None
+        return " or ".join(dict.fromkeys(p for p in parts if p))  # drop repeats, keep order
+    if isinstance(cond, And):  # e.g. technique unknown and a vertebral augmentation planned
+        words = [w for w in map(_technique_words, cond.items) if w is not None]
+        rest = [i for i in cond.items if _technique_words(i) is None and not isinstance(i, Known)]
+        return words[0] if len(words) == 1 and not rest else None
     if isinstance(cond, Member) and cond.field in _SCOPE_FIELDS:
         names = [_display(v) for v in cond.values]
         listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]

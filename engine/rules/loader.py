@@ -70,6 +70,8 @@ def read_yaml_file(path: Path) -> YamlDocument:
         return parse_yaml(text)
     except YamlError as exc:
         raise RuleFileError(str(exc), where, exc.line) from None
+    except (RecursionError, ValueError):
+        raise RuleFileError("file is nested too deeply or holds a value too long", where) from None
 
 
 def _validate(model: type[Model], doc: YamlDocument, path: str, errors: _Collector) -> Model | None:
