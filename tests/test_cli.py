@@ -345,3 +345,31 @@ def test_conditional_scopes_read_as_plain_words() -> None:
         "if a technique other than endoscopic discectomy is considered"
     )
     assert scope_words("bmi > 30") == "if bmi > 30"
+
+
+def test_a_not_favoured_verdict_says_which_red_flags_are_still_open() -> None:
+    args = [
+        "screen",
+        "--set",
+        "mis_technique=llif",
+        "--set",
+        "lowest_level=L5-S1",
+        "--set",
+        "planned_procedure=fusion",
+        "--set",
+        "diagnosis=degenerative_disc_disease",
+    ]
+    code, out, _ = invoke(*args)
+    assert code == 0
+    assert "Red flags not yet excluded: supply cauda_equina_syndrome" in out
+    code, out, _ = invoke(
+        *args,
+        "--set",
+        "cauda_equina_syndrome=false",
+        "--set",
+        "progressive_neuro_deficit=false",
+        "--format",
+        "brief",
+    )
+    assert "red flags not yet excluded" not in out
+    assert "not_favoured" in out

@@ -98,6 +98,10 @@ def render_text(result: Result, console: Console) -> None:
     console.print(f"[bold]Case {escape(result.case_id)}[/bold]")
     console.print(f"Verdict: [{style}]{words}[/{style}] ({result.verdict.value})")
     console.print(escape(result.summary))
+    open_flags = red_flags_open(result)
+    if open_flags:
+        fields = escape(", ".join(open_flags))
+        console.print(f"[bold red]Red flags not yet excluded[/bold red]: supply {fields}")
     console.print()
 
     console.print("[bold]Findings[/bold]" if result.findings else "[bold]Findings[/bold]: none")
@@ -172,6 +176,18 @@ def _finding(console: Console, finding: Finding, prefix: str = "") -> None:
         )
 
 
+def red_flags_open(result: Result) -> list[str]:
+    """Fields of red-flag rules left unknown under a verdict that does not already say so.
+
+    Only not_favoured can hide them: an unknown red flag is insufficient_data below it.
+    """
+    if result.verdict is not Verdict.not_favoured:
+        return []
+    return sorted(
+        {m for n in result.not_evaluable if n.severity.value == "red_flag" for m in n.missing}
+    )
+
+
 def brief_line(result: Result) -> str:
     """One line per case: id, verdict and the ids of what fired, for a quick look at a cohort."""
     fired = ", ".join(f.rule_id for f in result.findings if f.category.value != "benefit")
@@ -181,6 +197,9 @@ def brief_line(result: Result) -> str:
         parts.append(f"findings: {fired}")
     if benefits:
         parts.append(f"benefits: {benefits}")
+    open_flags = red_flags_open(result)
+    if open_flags:
+        parts.append(f"red flags not yet excluded: {', '.join(open_flags)}")
     if result.not_evaluable and result.verdict is Verdict.insufficient_data:
         blocking = ("red_flag", "major")  # only what keeps the verdict open
         missing = sorted(
