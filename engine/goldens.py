@@ -110,15 +110,17 @@ def _run_derived(
     facts = build_facts(values, ruleset)
     field_name = next(d.field for d in ruleset.derived if d.meta.id == golden.rule_id)
     value = facts.derived.get(field_name)
-    ok = (value == golden.expected_value and type(value) is type(golden.expected_value)) or (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and isinstance(golden.expected_value, int | float)
-        and value == golden.expected_value
-    )
+    ok = value == golden.expected_value and _kind(value) is _kind(golden.expected_value)
     return GoldenResult(
         golden, backend, ok, f"{field_name}={golden.expected_value!r}", f"{field_name}={value!r}"
     )
+
+
+def _kind(value: object) -> type:
+    """bool, float (for any number: 20 and 20.0 are the same score), str or NoneType."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float
+    return type(value)
 
 
 def run_goldens(ruleset: Ruleset, evaluators: Mapping[str, Evaluator]) -> list[GoldenResult]:

@@ -54,8 +54,8 @@ WINDOW_PER_WORKER = 3  # chunks in flight per worker: enough to keep them busy, 
 CRASH_RETRIES = 2
 
 
-class DeidentificationError(UserError):
-    """Input that carries direct identifiers (or columns the dictionary does not know)."""
+class InputColumnsError(UserError):
+    """Input columns refused before screening: identifiers, derived, unknown or repeated."""
 
     def __init__(self, lines: list[str]) -> None:
         super().__init__(lines[0])
@@ -121,7 +121,7 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
             )
         ignored.update(unknown)
     if problems:
-        raise DeidentificationError(problems)
+        raise InputColumnsError(problems)
     return readers, sorted(ignored)
 
 
