@@ -54,6 +54,28 @@ class Decision:
     assumed: dict[str, Scalar]
 
 
+def prepare(
+    case_id: str,
+    values: Mapping[str, Scalar],
+    ruleset: Ruleset,
+    *,
+    site: Mapping[str, Scalar] | None = None,
+    source: str = "<case>",
+) -> tuple[Facts, dict[str, Scalar]]:
+    """A case's facts (site defaults, constraints, derived attributes) and the assumed values."""
+    merged, assumed = apply_site(values, site or {})
+    try:
+        return build_facts(merged, ruleset), assumed
+    except InconsistentInput as exc:
+        raise CaseInputError(source, [exc.problem], case_id=case_id) from None
+
+
+def conclude(
+    facts: Facts, outcomes: list[RuleOutcome], assumed: dict[str, Scalar], ruleset: Ruleset
+) -> Decision:
+    return Decision(facts, outcomes, decide_verdict(outcomes, ruleset), assumed)
+
+
 def decide(
     case_id: str,
     values: Mapping[str, Scalar],
@@ -64,13 +86,19 @@ def decide(
     source: str = "<case>",
 ) -> Decision:
     """Constraints, derived attributes, every rule's outcome and the verdict of one case."""
-    merged, assumed = apply_site(values, site or {})
-    try:
-        facts = build_facts(merged, ruleset)
-    except InconsistentInput as exc:
-        raise CaseInputError(source, [exc.problem], case_id=case_id) from None
-    outcomes = evaluator.evaluate(facts)
-    return Decision(facts, outcomes, decide_verdict(outcomes, ruleset), assumed)
+    facts, assumed = prepare(case_id, values, ruleset, site=site, source=source)
+    return conclude(facts, evaluator.evaluate(facts), assumed, ruleset)
+
+
+def decide_many(
+    prepared: list[tuple[Facts, dict[str, Scalar]]], ruleset: Ruleset, evaluator: Evaluator
+) -> list[Decision]:
+    """decide() for many prepared cases at once (the evaluator sees them together)."""
+    outcomes = evaluator.evaluate_many([facts for facts, _ in prepared])
+    return [
+        conclude(facts, found, assumed, ruleset)
+        for (facts, assumed), found in zip(prepared, outcomes, strict=True)
+    ]
 
 
 def screen_values(
@@ -84,6 +112,11 @@ def screen_values(
 ) -> Screening:
     """Screen one validated case (known values only, case_id excluded)."""
     decision = decide(case_id, values, ruleset, evaluator, site=site, source=source)
+    return screening_of(case_id, decision, ruleset)
+
+
+def screening_of(case_id: str, decision: Decision, ruleset: Ruleset) -> Screening:
+    """The full result (the output contract) of a decided case."""
     facts, outcomes, policy, assumed = (
         decision.facts,
         decision.outcomes,

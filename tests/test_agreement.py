@@ -7,10 +7,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.derive import InconsistentInput, build_facts
+from engine.derive import InconsistentInput, build_facts, missing_inputs
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
 from engine.evaluate.base import Evaluator
+from engine.evaluate.durable import DurableEvaluator
+from engine.models import RuleStatus
 from engine.rules.condition import And, Compare, Cond, Const, Member, Not, Or
+from engine.rules.logic import compile_kleene, unknown_fields
 from engine.screen import screen_values
 from tests.conftest import EVALUATORS, RULESET
 
@@ -127,3 +130,42 @@ def test_generator_reaches_every_status() -> None:
         "not_applicable",
         "conditional",
     }
+
+
+def _facts_or_none(values: dict[str, Any]) -> Any:
+    try:
+        return build_facts(values, RULESET)
+    except InconsistentInput:
+        return None
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(CASES, min_size=1, max_size=150))
+def test_batches_of_cases_agree_with_one_at_a_time(cohort: list[dict[str, Any]]) -> None:
+    """durable-rules screens cases in batches of SLOTS; each case's outcomes are its own."""
+    facts = [f for f in map(_facts_or_none, cohort) if f is not None]
+    durable = EVALUATORS["durable"]
+    assert isinstance(durable, DurableEvaluator)
+    expected = [EVALUATORS["reference"].evaluate(f) for f in facts]
+    assert durable.evaluate_many(facts) == expected
+    assert [durable.evaluate(f) for f in facts] == expected
+
+
+@settings(max_examples=2_000, deadline=None, derandomize=True)
+@given(CASES)
+def test_remembered_explanations_equal_fresh_ones(values: dict[str, Any]) -> None:
+    """make_outcome reuses explanations across cases; each must equal one computed afresh."""
+    facts = _facts_or_none(values)
+    if facts is None:
+        return
+    for outcome in EVALUATORS["reference"].evaluate(facts):
+        rule = RULESET.by_id[outcome.rule_id]
+        unknown = compile_kleene(rule.when)(facts.values, facts.possible) is None
+        if unknown and outcome.status in (RuleStatus.not_evaluable, RuleStatus.conditional):
+            fresh = unknown_fields(rule.when, facts.values, facts.possible)
+            assert outcome.missing == tuple(missing_inputs(fresh, RULESET, facts)), values

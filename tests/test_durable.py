@@ -12,10 +12,12 @@ import pytest
 from engine.derive import build_facts
 from engine.errors import RuleFileError
 from engine.evaluate.durable import (
+    SLOTS,
     STACK_BUDGET,
     DurableEvaluator,
     EngineError,
     check_attributes,
+    check_slot_ids,
     compile_rules,
     fnv1a_32,
     layout,
@@ -64,12 +66,12 @@ def test_one_flat_ruleset_would_hit_error_303(wide_rules: Path) -> None:
     ruleset = load_ruleset(wide_rules)
     flat = {
         name: {"all": [{"m": {"$and": [{"kind": "case"}, pattern]}}]}
-        for rule in compile_rules(ruleset)
+        for rule in compile_rules(ruleset).rules
         for name, pattern in rule.patterns()
     }
     root = Node(("", "root", ""))
     guard = root.child(("kind", "$eq", '"case"'))
-    for pattern in (p for rule in compile_rules(ruleset) for _, p in rule.patterns()):
+    for pattern in (p for rule in compile_rules(ruleset).rules for _, p in rule.patterns()):
         add_pattern(guard, pattern)
     assert stack_bound(root) > 64  # the model predicts the failure ...
     handle = dre.create_ruleset("wide-flat", json.dumps(flat))
@@ -91,7 +93,7 @@ def test_one_flat_ruleset_would_hit_error_303(wide_rules: Path) -> None:
 
 def test_grouped_layout_screens_the_heavy_case(wide_rules: Path) -> None:
     ruleset = load_ruleset(wide_rules)
-    plan = layout(compile_rules(ruleset))
+    plan = layout(compile_rules(ruleset).rules)
     assert all(bound <= STACK_BUDGET for bound in plan.bounds)
     durable, reference = DurableEvaluator(ruleset), ReferenceEvaluator(ruleset)
     facts = build_facts({"bmi": 89.0, "levels": 3, "diagnosis": "fracture"}, ruleset)
@@ -122,10 +124,10 @@ def test_the_model_finds_next_lists_durable_rules_refuses() -> None:
 
 
 def test_bundled_rules_fit_one_ruleset_within_the_stack_budget() -> None:
-    plan = layout(compile_rules(RULESET))
+    plan = layout(compile_rules(RULESET).rules)
     assert len(plan.rulesets) == 1
     assert all(bound <= STACK_BUDGET for bound in plan.bounds)
-    expected = {name for rule in compile_rules(RULESET) for name, _ in rule.patterns()}
+    expected = {name for rule in compile_rules(RULESET).rules for name, _ in rule.patterns()}
     assert set(plan.rulesets[0]) == expected
 
 
@@ -174,7 +176,7 @@ def test_handles_are_built_once_per_process() -> None:
 
 
 def test_every_pattern_carries_the_case_guard_and_a_group_flag() -> None:
-    for rules in layout(compile_rules(RULESET)).rulesets:
+    for rules in layout(compile_rules(RULESET).rules).rulesets:
         for rule in rules.values():
             guard, flag, _ = rule["all"][0]["m"]["$and"]
             assert guard == {"kind": "case"}
@@ -248,3 +250,51 @@ def test_arithmetic_and_field_to_field_rules_agree_with_the_reference(tmp_path: 
     assert {o.status for o in durable.evaluate(facts) if o.rule_id == "ACC-003"} == {
         "not_evaluable"
     }
+
+
+def test_a_batch_that_fails_while_draining_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch is drained and retracted before its actions are read, so a failure reading them
+    leaves nothing behind: the next batch (same slot ids) is screened correctly."""
+    evaluator = DurableEvaluator(RULESET)
+    reference = ReferenceEvaluator(RULESET)
+    facts = [
+        build_facts(
+            {"diagnosis": "disc_herniation", "levels": n % 3 + 1, "age_years": 30 + n}, RULESET
+        )
+        for n in range(70)
+    ]
+    monkeypatch.setattr(evaluator, "_names", {})  # every action name is now unknown
+    with pytest.raises(EngineError, match="did not define"):
+        evaluator.evaluate_many(facts)
+    monkeypatch.undo()
+    assert evaluator.evaluate_many(facts) == [reference.evaluate(f) for f in facts]
+
+
+def test_slot_ids_hash_apart() -> None:
+    """Slot ids are compared by 32-bit hash in durable-rules: they must all differ."""
+    check_slot_ids(SLOTS)
+    hashes = {fnv1a_32(str(slot)) for slot in range(1, SLOTS + 1)}
+    assert len(hashes) == SLOTS
+
+
+def test_a_failure_inside_durable_rules_stops_the_evaluator(
+    monkeypatch: pytest.MonkeyPatch, wide_rules: Path
+) -> None:
+    """If durable-rules itself fails mid-batch its state may be locked, and later batches would
+    silently match nothing: every evaluator on those handles refuses to continue instead."""
+    ruleset = load_ruleset(wide_rules)  # its own handles: the shared ones stay usable
+    evaluator = DurableEvaluator(ruleset)
+    facts = build_facts({"bmi": 80, "levels": 3}, ruleset)
+
+    def fail(*_: object) -> None:
+        raise RuntimeError("simulated engine failure")
+
+    monkeypatch.setattr(dre, "complete_and_start_action", fail)
+    with pytest.raises(EngineError, match="simulated engine failure"):
+        evaluator.evaluate(facts)
+    monkeypatch.undo()
+    for again in (evaluator, DurableEvaluator(ruleset)):
+        with pytest.raises(EngineError, match="failed earlier"):
+            again.evaluate(facts)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from engine.derive import InconsistentInput
+from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS
 from engine.errors import CaseInputError
 from engine.evaluate.durable import DurableEvaluator
@@ -27,7 +27,7 @@ from engine.io.tables import Chunk, RowProblem
 from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, Verdict
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
-from engine.screen import Decision, Screening, decide, screen_values
+from engine.screen import Decision, Screening, decide_many, prepare, screening_of
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FAULT_ENV = "MISS_SCREEN_FAULT_CASE_ID"  # test hook: a worker that meets this case_id is killed
@@ -115,10 +115,16 @@ def id_hash(case_id: str) -> int:
 
 
 def screen_chunk(chunk: Chunk) -> ChunkResult:
-    """Validate and screen every row of a chunk; a bad row becomes error records, never a stop."""
+    """Validate and screen every row of a chunk; a bad row becomes error records, never a stop.
+
+    Rows are validated and prepared one by one, then the evaluator screens the chunk's valid
+    cases together (durable-rules takes them in batches), then records are built in row order.
+    """
     config, ruleset, evaluator = _STATE.config, _STATE.ruleset, _STATE.evaluator
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
     result = ChunkResult(chunk.index, chunk.source, rows=len(chunk.rows))
+    valid: list[tuple[str, dict[str, Scalar]]] = []
+    prepared: list[tuple[Facts, dict[str, Scalar]]] = []
     for number, row in chunk.rows:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
@@ -132,22 +138,20 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                 os.kill(os.getpid(), signal.SIGKILL)
         try:
             valid_id, values = validate_case(raw, chunk.source, row=number)
-            if config.output_format is OutputFormat.jsonl:  # the full result contract
-                screening: Screening | Decision = screen_values(
-                    valid_id, values, ruleset, evaluator, site=config.site, source=chunk.source
-                )
-            else:  # flattened: the decision is enough, no report objects are built
-                screening = decide(
-                    valid_id, values, ruleset, evaluator, site=config.site, source=chunk.source
-                )
+            prepared.append(
+                prepare(valid_id, values, ruleset, site=config.site, source=chunk.source)
+            )
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
             reject(result, chunk.source, number, case_id, problems)
             continue
-        except InconsistentInput as exc:  # pragma: no cover - screen_values wraps it
-            reject(result, chunk.source, number, case_id, [(exc.problem.field, None, str(exc))])
-            continue
-        record(result, valid_id, screening, values, ruleset)
+        valid.append((valid_id, values))
+    decisions = decide_many(prepared, ruleset, evaluator)
+    for (valid_id, values), decision in zip(valid, decisions, strict=True):
+        screened: Screening | Decision = decision
+        if config.output_format is OutputFormat.jsonl:  # the full result contract
+            screened = screening_of(valid_id, decision, ruleset)
+        record(result, valid_id, screened, values, ruleset)
     return result
 
 

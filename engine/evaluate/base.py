@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from engine.derive import Facts, missing_inputs
@@ -19,6 +20,10 @@ class Evaluator(Protocol):
         """One outcome per rule, in ruleset order."""
         ...
 
+    def evaluate_many(self, many: Sequence[Facts]) -> list[list[RuleOutcome]]:
+        """evaluate() for each of many cases, in order."""
+        ...
+
 
 def rule_status(scope: bool | None, when: bool | None) -> RuleStatus:
     """Combine a rule's three-valued scope and condition into its status (docs/rule-format.md)."""
@@ -32,6 +37,10 @@ def rule_status(scope: bool | None, when: bool | None) -> RuleStatus:
 
 
 _SETTLED: dict[tuple[str, RuleStatus], RuleOutcome] = {}  # outcomes with nothing missing
+# outcomes with something missing, by rule, status and what the explanation reads: cohorts
+# repeat the same gaps, and outcomes are immutable
+_EXPLAINED: dict[tuple[object, ...], RuleOutcome] = {}
+EXPLAINED_LIMIT = 50_000
 
 
 def make_outcome(
@@ -39,9 +48,24 @@ def make_outcome(
 ) -> RuleOutcome:
     """The outcome of one rule, naming the input fields that would settle an unknown condition."""
     if when is None and status in (RuleStatus.not_evaluable, RuleStatus.conditional):
-        fields = unknown_fields(rule.when, facts.values, facts.possible)
-        missing = tuple(missing_inputs(fields, ruleset, facts))
-        return RuleOutcome(rule_id=rule.id, status=status, missing=missing)
+        values, possible = facts.values, facts.possible
+        inputs = ruleset.explanation_inputs[rule.id]
+        key = (
+            ruleset.sha256,
+            rule.id,
+            status,
+            *[values.get(name) for name in inputs],  # a known value is never None
+            *[possible.get(name) for name in inputs],
+        )
+        outcome = _EXPLAINED.get(key)
+        if outcome is None:
+            fields = unknown_fields(rule.when, values, possible)
+            missing = tuple(missing_inputs(fields, ruleset, facts))
+            outcome = RuleOutcome(rule_id=rule.id, status=status, missing=missing)
+            if len(_EXPLAINED) >= EXPLAINED_LIMIT:
+                _EXPLAINED.clear()
+            _EXPLAINED[key] = outcome
+        return outcome
     key = (rule.id, status)
     outcome = _SETTLED.get(key)
     if outcome is None:  # immutable, so one object per rule and status serves every case

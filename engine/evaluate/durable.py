@@ -14,9 +14,9 @@ the whole rule base in a single ruleset. The bound is computed, not hoped for (n
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.errors import RuleFileError
 from engine.evaluate.base import make_outcome, rule_status
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
-from engine.models import RuleOutcome, Scalar
+from engine.models import RuleOutcome, RuleStatus, Scalar
 from engine.rules.condition import (
     NEGATED_OP,
     And,
@@ -51,6 +51,11 @@ MAX_GROUPS = 48
 # the guard and group flag we put around each pattern
 MAX_PATTERN_OPERATORS = 14
 SID = "0"
+# cases asserted together in one call (each in its own slot, with the slot number as its id), and
+# matches of one pattern delivered in one action (`cap`): one action per pattern per batch of
+# cases instead of one per match. More matches than the cap arrive in further actions.
+SLOTS = 64
+CAP = 1000
 _OPS = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 _ARITH = {"+": "$add", "-": "$sub", "*": "$mul"}
 Pattern = dict[str, Any] | bool  # True / False are patterns folded to a constant
@@ -83,10 +88,11 @@ def boolean_operators(pattern: Pattern) -> int:
 # --- compiling conditions to patterns ---------------------------------------------------------
 
 
-def ruled_out_key(field: str, value: Scalar) -> str:
-    """Name of the boolean asserted when a constraint rules `value` out for unknown `field`."""
+def ruled_out_key(field: str, values: frozenset[Scalar]) -> str:
+    """Name of the flag asserted when constraints rule out every value of `values` for unknown
+    `field` (e.g. `__ro__mis_technique__0_3`: the domain positions of the set)."""
     domain = FIELDS_BY_NAME[field].domain
-    return f"__ro__{field}__{domain.index(value)}"
+    return f"__ro__{field}__" + "_".join(str(i) for i in sorted(domain.index(v) for v in values))
 
 
 def _all(parts: list[Pattern]) -> Pattern:
@@ -143,6 +149,10 @@ class PatternCompiler:
 
     def __init__(self, constrained: frozenset[str]) -> None:
         self.constrained = constrained
+        # value sets whose ruled-out flag the patterns read, per field: the evaluator asserts
+        # one flag per set rather than one per value, so "some of these is still possible" is
+        # one `$nex` test instead of an `$or` that fires once for every possible value
+        self.value_sets: dict[str, set[frozenset[Scalar]]] = {}
 
     def compile(self, cond: Cond) -> tuple[Pattern, Pattern]:
         """(definitely true, unknown) patterns of a condition.
@@ -183,16 +193,26 @@ class PatternCompiler:
             return Kleene4(_all(trues), _any(falses), _all(not_falses), _any(not_trues))
         return Kleene4(_any(trues), _all(falses), _any(not_falses), _all(not_trues))
 
-    def _ruled_out(self, field: str, value: Scalar) -> Pattern:
-        """Pattern of "constraints rule value out" (only asserted while field is unknown)."""
+    def _flag(self, field: str, values: Sequence[Scalar]) -> str:
+        chosen = frozenset(values)
+        self.value_sets.setdefault(field, set()).add(chosen)
+        return ruled_out_key(field, chosen)
+
+    def _ruled_out(self, field: str, values: Sequence[Scalar]) -> Pattern:
+        """Pattern of "constraints rule out every one of values" (only while field is unknown)."""
+        if not values:
+            return True
         if field not in self.constrained:
             return False
-        return {ruled_out_key(field, value): True}
+        return {self._flag(field, values): True}
 
-    def _still_possible(self, field: str, value: Scalar) -> Pattern:
+    def _still_possible(self, field: str, values: Sequence[Scalar]) -> Pattern:
+        """Pattern of "some of values is still possible": not all of them ruled out."""
+        if not values:
+            return False
         if field not in self.constrained:
             return True
-        return _absent(ruled_out_key(field, value))
+        return _absent(self._flag(field, values))
 
     def _comparison(self, cond: Compare) -> Kleene4:
         rhs = _expr(cond.rhs)
@@ -210,8 +230,8 @@ class PatternCompiler:
             # unknown field: `x == v` is false once v is ruled out, and `x != v` true
             eq = Kleene4(
                 true=equal,
-                false=_any([unequal, self._ruled_out(cond.field, value)]),
-                not_false=_all([_any([equal, missing]), self._still_possible(cond.field, value)]),
+                false=_any([unequal, self._ruled_out(cond.field, [value])]),
+                not_false=_all([_any([equal, missing]), self._still_possible(cond.field, [value])]),
                 not_true=_any([unequal, missing]),
             )
             return eq if cond.op == "==" else eq.negate()
@@ -227,21 +247,21 @@ class PatternCompiler:
         missing = _absent(field)
         if finite and not others:  # the list holds every value: true whatever is unknown
             return Kleene4(True, False, True, False)
-        out_members = _all([self._ruled_out(field, v) for v in members]) if finite else False
-        out_others = _all([self._ruled_out(field, v) for v in others]) if finite else False
+        out_members = self._ruled_out(field, members) if finite else False
+        out_others = self._ruled_out(field, others) if finite else False
         return Kleene4(
             true=_any([any_equal, out_others]),
             false=_any([all_unequal, out_members]),
             not_false=_all(
                 [
                     _any([any_equal, missing]),
-                    _any([self._still_possible(field, v) for v in members]) if finite else True,
+                    self._still_possible(field, members) if finite else True,
                 ]
             ),
             not_true=_all(
                 [
                     _any([all_unequal, missing]),
-                    _any([self._still_possible(field, v) for v in others]) if finite else True,
+                    self._still_possible(field, others) if finite else True,
                 ]
             ),
         )
@@ -266,7 +286,29 @@ class CompiledRule:
                 yield f"{self.index}.{part}", pattern
 
 
-def compile_rules(ruleset: Ruleset) -> list[CompiledRule]:
+@dataclass(frozen=True)
+class Compiled:
+    """Every rule's parts, and the value sets whose ruled-out flags the patterns read."""
+
+    rules: list[CompiledRule]
+    value_sets: dict[str, list[frozenset[Scalar]]]
+
+
+def _gated(gate: Pattern, part: Pattern) -> Pattern:
+    """A condition pattern that also requires the scope not to be false, where it fits.
+
+    The status table ignores the condition when the scope is false, so the gate changes no
+    result; it stops a condition pattern from matching (and durable-rules from walking the
+    rest of it) for cases the rule does not apply to. The gate comes first: durable-rules
+    tests an `$and` chain in order and stops at the first test that fails.
+    """
+    if isinstance(part, bool):
+        return part
+    gated = _all([gate, part])
+    return gated if boolean_operators(gated) <= MAX_PATTERN_OPERATORS else part
+
+
+def compile_rules(ruleset: Ruleset) -> Compiled:
     compiler = PatternCompiler(ruleset.constrained_fields)
     compiled = []
     for index, rule in enumerate(ruleset.rules):
@@ -277,9 +319,16 @@ def compile_rules(ruleset: Ruleset) -> list[CompiledRule]:
             when_true, when_unknown = compiler.compile(rule.when)
         except ConditionTooComplex as exc:
             raise RuleFileError(str(exc), rule.path, key="when") from None
+        if rule.scope is not None:
+            gate = compiler.four(rule.scope).not_false
+            when_true, when_unknown = _gated(gate, when_true), _gated(gate, when_unknown)
         parts = {"s1": scope_true, "s?": scope_unknown, "w1": when_true, "w?": when_unknown}
         compiled.append(CompiledRule(index, parts))
-    return compiled
+    value_sets = {
+        field: sorted(sets, key=lambda values: ruled_out_key(field, values))
+        for field, sets in sorted(compiler.value_sets.items())
+    }
+    return Compiled(compiled, value_sets)
 
 
 def group_key(group: int) -> str:
@@ -307,7 +356,7 @@ def _grouped(
     for n, (name, pattern) in enumerate(ordered):
         flag = {group_key(n // size): 1}
         add_pattern(guard, {"$and": [flag, pattern]})
-        rules[name] = {"all": [{"m": {"$and": [GUARD, flag, pattern]}}]}
+        rules[name] = {"all": [{"m": {"$and": [GUARD, flag, pattern]}}], "cap": CAP}
     return rules, root
 
 
@@ -413,43 +462,60 @@ def check_attributes(attributes: list[str]) -> None:
 # --- evaluation -------------------------------------------------------------------------------
 
 _HANDLES: dict[str, list[int]] = {}  # ruleset sha256 -> handles; built once per process
+_BROKEN: set[int] = set()  # handles durable-rules failed in: their state cannot be trusted
+_MATCH = re.compile(r'\{"m":\{"id": (\d+)')  # a match in an action message: its fact's id
+_BITS = {"s1": 1, "s?": 2, "w1": 4, "w?": 8}  # a rule's fired parts as a 4-bit mask
 
 
 class DurableEvaluator:
-    """Screens facts with durable-rules; one per process, never shared across threads."""
+    """Screens facts with durable-rules; one per process, never shared across threads.
+
+    Cases go to durable-rules in batches of up to SLOTS: one `assert_facts` of a JSON array,
+    then one action per pattern that matched any of them (the rules carry `cap`, so an action
+    delivers every match of its pattern, each naming its case by id), then one `retract_facts`.
+    A case's id is its slot number, so ids never collide (their 32-bit hashes are checked
+    distinct) and nothing outlives its batch.
+    """
 
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
-        self.compiled = compile_rules(ruleset)
+        compiled = compile_rules(ruleset)
+        self.compiled = compiled.rules
         self.layout = layout(self.compiled)
         self.fields = sorted(ruleset.fields_read)
-        self.ruled_out = sorted(ruleset.constrained_fields & ruleset.fields_read)
-        flags = [ruled_out_key(f, v) for f in self.ruled_out for v in FIELDS_BY_NAME[f].domain]
+        # per constrained field, (value set, flag text) for each set the patterns read
+        self._flag_keys = [
+            (field, [(values, f', "{ruled_out_key(field, values)}": true') for values in sets])
+            for field, sets in compiled.value_sets.items()
+        ]
+        flags = [ruled_out_key(f, v) for f, sets in compiled.value_sets.items() for v in sets]
         group_flags = [group_key(g) for g in range(self.layout.groups)]
         check_attributes([*self.fields, *flags, *group_flags])
+        check_slot_ids(SLOTS)
         self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
         _HANDLES[ruleset.sha256] = self.handles
-        self._prefix = '"kind": "case", "sid": "0", ' + "".join(
-            f'"{flag}": 1, ' for flag in group_flags
+        self._prefix = ", ".join(
+            ['"kind": "case"', f'"sid": "{SID}"', *(f'"{flag}": 1' for flag in group_flags)]
         )
-        # per rule, the folded constant of each part (None where a pattern decides it) ...
-        self._constants = [
-            tuple(None if isinstance(c.parts[p], dict) else bool(c.parts[p]) for p in PARTS)
-            for c in self.compiled
-        ]
-        # ... each pattern name -> (rule index, part), and each rule's outcome if nothing fires
-        self._names = {
-            f"{c.index}.{part}": (c.index, part) for c in self.compiled for part in PARTS
+        self._keys = {name: f", {json.dumps(name)}: " for name in self.fields}
+        # the text of every enumerated and boolean value, ready to splice in
+        self._texts: dict[tuple[str, Scalar], str] = {
+            (name, value): self._keys[name] + _scalar(value)
+            for name in self.fields
+            for value in FIELDS_BY_NAME[name].domain
         }
-        empty: set[str] = set()
-        self._defaults = [
-            self._outcome(index, empty, Facts(values={})) for index in range(len(self.compiled))
+        self._retract = [
+            "[" + ", ".join(f'{{"sid": "{SID}", "id": {slot}}}' for slot in range(1, n + 1)) + "]"
+            for n in range(SLOTS + 1)
         ]
-        self._ids: Iterator[int] = itertools.count(1)
-        self._keys = [(name, f"{json.dumps(name)}: ") for name in self.fields]
-        self._flag_keys = [
-            (f, [(v, f'"{ruled_out_key(f, v)}": true') for v in FIELDS_BY_NAME[f].domain])
-            for f in self.ruled_out
+        # each pattern name -> (rule index, part bit); per rule, status and condition value
+        # for every mask of fired parts (folded constants included); outcomes if nothing fires
+        self._names = {
+            f"{c.index}.{part}": (c.index, _BITS[part]) for c in self.compiled for part in PARTS
+        }
+        self._table = [_status_table(c) for c in self.compiled]
+        self._defaults = [
+            self._outcome(index, 0, Facts(values={})) for index in range(len(self.compiled))
         ]
 
     def _create_handles(self) -> list[int]:
@@ -465,75 +531,138 @@ class DurableEvaluator:
         return handles
 
     def body(self, facts: Facts) -> str:
-        """The fact's attributes as durable-rules JSON text (hot path: no generic encoder)."""
-        values = facts.values
-        parts = [key + _scalar(values[name]) for name, key in self._keys if name in values]
+        """The fact's attributes as durable-rules JSON text, each after a comma (hot path)."""
+        keys, texts = self._keys, self._texts
+        parts = []
+        for name, value in facts.values.items():
+            text = texts.get((name, value))
+            if text is None:
+                key = keys.get(name)
+                if key is None:  # a field no rule reads
+                    continue
+                text = key + _scalar(value)
+            parts.append(text)
         for field, flags in self._flag_keys:
             possible = facts.possible.get(field)
             if possible is not None:
-                parts.extend(key for value, key in flags if value not in possible)
-        return ", ".join(parts)
+                parts.extend(key for values, key in flags if not values & possible)
+        return "".join(parts)
 
     def encode(self, facts: Facts) -> dict[str, Scalar]:
-        """The fact to assert: only the attributes rules read, plus ruled-out flags."""
-        values = facts.values
-        fact: dict[str, Scalar] = {f: values[f] for f in self.fields if f in values}
-        for field in self.ruled_out:
-            possible = facts.possible.get(field)
-            if possible is not None:
-                for value in FIELDS_BY_NAME[field].domain:
-                    if value not in possible:
-                        fact[ruled_out_key(field, value)] = True
-        return fact
+        """The fact's attributes as a dict (those of body(), for other drivers)."""
+        return json.loads("{" + self.body(facts).removeprefix(", ") + "}")  # type: ignore[no-any-return]
 
-    def fired_parts(self, facts: Facts) -> set[str]:
-        """Names (`<rule index>.<part>`) of every pattern durable-rules fired for these facts."""
-        body = self.body(facts)
-        fired: set[str] = set()
-        for handle in self.handles:
-            self._run(handle, body, fired)
-        return fired
+    def fired_masks(self, many: Sequence[Facts]) -> list[dict[int, int]]:
+        """Per case, rule index -> mask of the parts whose patterns durable-rules matched."""
+        masks: list[dict[int, int]] = []
+        for start in range(0, len(many), SLOTS):
+            batch = many[start : start + SLOTS]
+            text = (
+                "["
+                + ", ".join(
+                    f'{{"id": {slot}, {self._prefix}{self.body(facts)}}}'
+                    for slot, facts in enumerate(batch, 1)
+                )
+                + "]"
+            )
+            found: list[dict[int, int]] = [{} for _ in batch]
+            for handle in self.handles:
+                for message in self._drain(handle, text, len(batch)):
+                    self._read(message, found)
+            masks.extend(found)
+        return masks
 
-    def _run(self, handle: int, body: str, fired: set[str]) -> None:
-        for _attempt in range(3):
-            fact_id = next(self._ids)
-            text = f'{{{self._prefix}"id": {fact_id}{", " if body else ""}{body}}}'
+    def _drain(self, handle: int, text: str, count: int) -> list[str]:
+        """Assert a batch, collect every action message, retract the batch.
+
+        Only durable-rules calls happen here, and the batch is retracted whatever fails; a
+        failure inside durable-rules itself may leave its state locked, so the evaluator
+        refuses to go on rather than report nothing fired.
+        """
+        if handle in _BROKEN:
+            raise EngineError("durable-rules failed earlier in this process; results withheld")
+        messages = []
+        try:
             try:
-                code, state = dre.assert_fact(handle, text)
-                if code == 2:  # 32-bit id hash collision (notes §4.7): retry with a new id
-                    continue
+                code, state = dre.assert_facts(handle, text)
+                # 1: a fact no pattern matched. 2 (an id already stored) cannot happen: slot
+                # ids hash apart and every batch is retracted
+                if code not in (0, 1):
+                    raise EngineError(f"durable-rules refused a batch of cases (code {code})")
                 result = dre.start_action_for_state(handle, state)
                 message = result[1] if result else None
                 while message:
-                    fired.add(message[2 : message.index('"', 2)])
+                    messages.append(message)
                     message = dre.complete_and_start_action(handle, state)
-                dre.retract_fact(handle, f'{{"sid": "{SID}", "id": {fact_id}}}')
-            except Exception as exc:  # the C extension raises its own error type
-                raise EngineError(f"durable-rules failed on a case: {exc}") from exc
-            return
-        raise EngineError("durable-rules refused the case three times (id hash collisions)")
+            finally:
+                dre.retract_facts(handle, self._retract[count])
+        except Exception as exc:  # the C extension raises its own error type
+            _BROKEN.add(handle)
+            if isinstance(exc, EngineError):
+                raise
+            raise EngineError(f"durable-rules failed on a batch of cases: {exc}") from exc
+        return messages
 
-    def _outcome(self, index: int, parts: set[str], facts: Facts) -> RuleOutcome:
-        s1, s_unknown, w1, w_unknown = self._constants[index]
-        scope = _part_value(s1, s_unknown, "s1" in parts, "s?" in parts)
-        when = _part_value(w1, w_unknown, "w1" in parts, "w?" in parts)
+    def _read(self, message: str, found: list[dict[int, int]]) -> None:
+        """Record one action: its pattern's part bit for every case (slot) it matched."""
+        name = message[2 : message.index('"', 2)]
+        entry = self._names.get(name)
+        if entry is None:
+            raise EngineError(f"durable-rules ran an action miss-screen did not define: {name}")
+        index, bit = entry
+        for slot in _MATCH.findall(message):
+            mask = found[int(slot) - 1]
+            mask[index] = mask.get(index, 0) | bit
+
+    def _outcome(self, index: int, mask: int, facts: Facts) -> RuleOutcome:
+        status, when = self._table[index][mask]
         rule = self.ruleset.rules[index]
-        return make_outcome(rule, rule_status(scope, when), when, facts, self.ruleset)
+        return make_outcome(rule, status, when, facts, self.ruleset)
 
     def evaluate(self, facts: Facts) -> list[RuleOutcome]:
-        return self.outcomes_from(self.fired_parts(facts), facts)
+        return self.evaluate_many([facts])[0]
 
-    def outcomes_from(self, fired: set[str], facts: Facts) -> list[RuleOutcome]:
-        """Every rule's outcome from the names of the patterns that fired."""
-        touched: dict[int, set[str]] = {}
-        names = self._names
-        for name in fired:
-            index, part = names[name]
-            touched.setdefault(index, set()).add(part)
+    def evaluate_many(self, many: Sequence[Facts]) -> list[list[RuleOutcome]]:
+        """Every rule's outcome for each case, in order (durable-rules sees them in batches)."""
+        return [
+            self.outcomes_from(masks, facts)
+            for masks, facts in zip(self.fired_masks(many), many, strict=True)
+        ]
+
+    def masks_of(self, names: Iterable[str]) -> dict[int, int]:
+        """Rule index -> mask of fired parts, from the names of the patterns that matched."""
+        masks: dict[int, int] = {}
+        for name in names:
+            index, bit = self._names[name]
+            masks[index] = masks.get(index, 0) | bit
+        return masks
+
+    def outcomes_from(self, masks: dict[int, int], facts: Facts) -> list[RuleOutcome]:
+        """Every rule's outcome from the parts that fired (rules absent from masks: none)."""
         outcomes = list(self._defaults)  # most rules fire nothing: false scope or condition
-        for index, parts in touched.items():
-            outcomes[index] = self._outcome(index, parts, facts)
+        for index, mask in masks.items():
+            outcomes[index] = self._outcome(index, mask, facts)
         return outcomes
+
+
+def check_slot_ids(slots: int) -> None:
+    """Slot ids must not share a 32-bit hash with each other or with the sid's state fact."""
+    names = [f"{SID}", f"sid-{SID}", *(str(slot) for slot in range(1, slots + 1))]
+    if len({fnv1a_32(name) for name in names}) != len(names):
+        raise EngineError("two slot ids share a 32-bit hash; choose another SLOTS")
+
+
+def _status_table(rule: CompiledRule) -> list[tuple[RuleStatus, bool | None]]:
+    """A rule's status and condition value for each of the 16 masks of fired parts."""
+    s1, s_unknown, w1, w_unknown = (
+        None if isinstance(rule.parts[p], dict) else bool(rule.parts[p]) for p in PARTS
+    )
+    table = []
+    for mask in range(16):
+        scope = _part_value(s1, s_unknown, bool(mask & 1), bool(mask & 2))
+        when = _part_value(w1, w_unknown, bool(mask & 4), bool(mask & 8))
+        table.append((rule_status(scope, when), when))
+    return table
 
 
 def _part_value(

@@ -6,6 +6,8 @@ It is the oracle the durable-rules backend is tested against, and a fair speed b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from engine.derive import Facts
 from engine.evaluate.base import make_outcome, rule_status
 from engine.models import RuleOutcome
@@ -22,6 +24,9 @@ class ReferenceEvaluator:
             (rule, compile_kleene(rule.scope) if rule.scope else None, compile_kleene(rule.when))
             for rule in ruleset.rules
         ]
+
+    def evaluate_many(self, many: Sequence[Facts]) -> list[list[RuleOutcome]]:
+        return [self.evaluate(facts) for facts in many]
 
     def evaluate(self, facts: Facts) -> list[RuleOutcome]:
         values, possible = facts.values, facts.possible

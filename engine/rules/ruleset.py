@@ -120,6 +120,26 @@ class Ruleset:
         return frozenset(c.spec.name for c in self.constraints)
 
     @cached_property
+    def explanation_inputs(self) -> dict[str, tuple[str, ...]]:
+        """Rule id -> every field its missing-data explanation depends on.
+
+        The fields its condition reads and, for derived ones, their inputs all the way down.
+        """
+        result = {}
+        for rule in self.rules:
+            found: set[str] = set()
+            pending = list(fields_of(rule.when))
+            while pending:
+                name = pending.pop()
+                if name not in found:
+                    found.add(name)
+                    derived = self.derived_by_field.get(name)
+                    if derived is not None:
+                        pending.extend(derived.inputs)
+            result[rule.id] = tuple(sorted(found))
+        return result
+
+    @cached_property
     def fields_read(self) -> frozenset[str]:
         """Every field a screening rule reads (inputs and derived)."""
         return frozenset(f for r in self.rules for f in r.fields)
