@@ -7,6 +7,7 @@ inferred and derived values by construction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.dictionary import FieldType
@@ -47,7 +48,7 @@ def build_facts(values: dict[str, Scalar], ruleset: Ruleset) -> Facts:
     possible, inferred = _apply_constraints(known, ruleset)
     derived: dict[str, Scalar] = {}
     for rule in ruleset.derived:
-        value = derive_value(rule, known, possible)
+        value = deriver(rule)(known, possible)
         if value is not None:
             known[rule.field] = value
             derived[rule.field] = value
@@ -58,24 +59,54 @@ def derive_value(
     rule: DerivedRule, values: dict[str, Scalar], possible: dict[str, frozenset[Scalar]]
 ) -> Scalar | None:
     """The value of one derived attribute, or None when its inputs leave it unknown."""
+    return deriver(rule)(values, possible)
+
+
+Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
+_DERIVERS: dict[int, tuple[DerivedRule, Deriver]] = {}
+
+
+def deriver(rule: DerivedRule) -> Deriver:
+    """A derived attribute compiled to one closure (cached by identity, like conditions)."""
+    hit = _DERIVERS.get(id(rule))
+    if hit is None:
+        hit = _DERIVERS[id(rule)] = (rule, _compile_deriver(rule))
+    return hit[1]
+
+
+def _compile_deriver(rule: DerivedRule) -> Deriver:
     if rule.expression is not None:
-        result = evaluate_expr(rule.expression, values)
-        if result is None:
-            return None
-        if rule.spec.type is FieldType.integer:
-            return round(result)  # type: ignore[arg-type]  # numeric, checked at load
-        return round(float(result), DERIVED_DECIMALS)  # removes float noise: 60.1 - 40.1 -> 20.0
+        expression, integer = rule.expression, rule.spec.type is FieldType.integer
+
+        def from_expression(
+            values: dict[str, Scalar], possible: dict[str, frozenset[Scalar]]
+        ) -> Scalar | None:
+            result = evaluate_expr(expression, values)
+            if result is None:
+                return None
+            if integer:
+                return round(result)  # type: ignore[arg-type]  # numeric, checked at load
+            return round(float(result), DERIVED_DECIMALS)  # 60.1 - 40.1 -> 20.0, not 20.000..4
+
+        return from_expression
     if rule.condition is not None:
-        return compile_kleene(rule.condition)(values, possible)
+        return compile_kleene(rule.condition)
     if rule.points:
-        return _points_value(rule, values)
-    for cond, value in rule.bands:
-        outcome = compile_kleene(cond)(values, possible)
-        if outcome is None:
-            return None
-        if outcome:
-            return value
-    return None
+        return lambda values, possible: _points_value(rule, values)
+    bands = [(compile_kleene(cond), value) for cond, value in rule.bands]
+
+    def from_bands(
+        values: dict[str, Scalar], possible: dict[str, frozenset[Scalar]]
+    ) -> Scalar | None:
+        for decide, value in bands:
+            outcome = decide(values, possible)
+            if outcome is None:
+                return None
+            if outcome:
+                return value
+        return None
+
+    return from_bands
 
 
 def _points_value(rule: DerivedRule, values: dict[str, Scalar]) -> int | None:
@@ -132,55 +163,57 @@ def _apply_constraints(
     narrowed_by: dict[str, list[str]] = {}
     inferred: list[Inferred] = []
     changed = True
-    applied: set[tuple[str, int]] = set()
+    pending = [
+        (constraint, constraint.spec.name, when, compile_kleene(when), allowed)
+        for constraint in ruleset.constraints
+        for when, allowed in constraint.narrowings
+    ]
     while changed:
         changed = False
-        for constraint in ruleset.constraints:
-            name = constraint.spec.name
-            for index, (when, allowed) in enumerate(constraint.narrowings):
-                if (constraint.id, index) in applied:
+        waiting = []  # narrowings whose condition is not (yet) true
+        for item in pending:
+            constraint, name, when, holds, allowed = item
+            if holds(known, possible) is not True:
+                waiting.append(item)
+                continue
+            narrowed_by.setdefault(name, []).append(constraint.id)
+            if name in known:
+                if known[name] in allowed:
                     continue
-                if compile_kleene(when)(known, possible) is not True:
-                    continue
-                applied.add((constraint.id, index))
-                narrowed_by.setdefault(name, []).append(constraint.id)
-                if name in known:
-                    if known[name] in allowed:
-                        continue
-                    if any(name == i.field for i in inferred):
-                        raise InconsistentInput(
-                            CaseProblem(
-                                name,
-                                f"constraints {', '.join(narrowed_by[name])} "
-                                "leave no possible value",
-                            )
-                        )
-                    raise InconsistentInput(
-                        CaseProblem(
-                            name,
-                            f"{_show(known[name])} is ruled out by {constraint.id} "
-                            f"({constraint.meta.name}) because {_facts_text(when, known)}; "
-                            f"possible: {', '.join(_show(v) for v in sorted(allowed, key=str))}",
-                            known[name],
-                        )
-                    )
-                before = possible.get(name, frozenset(constraint.spec.domain))
-                now = before & allowed
-                if not now:
+                if any(name == i.field for i in inferred):
                     raise InconsistentInput(
                         CaseProblem(
                             name,
                             f"constraints {', '.join(narrowed_by[name])} leave no possible value",
                         )
                     )
-                changed = True
-                if len(now) == 1:
-                    (value,) = now
-                    known[name] = value
-                    possible.pop(name, None)
-                    inferred.append(Inferred(field=name, value=value, constraint=constraint.id))
-                else:
-                    possible[name] = now
+                raise InconsistentInput(
+                    CaseProblem(
+                        name,
+                        f"{_show(known[name])} is ruled out by {constraint.id} "
+                        f"({constraint.meta.name}) because {_facts_text(when, known)}; "
+                        f"possible: {', '.join(_show(v) for v in sorted(allowed, key=str))}",
+                        known[name],
+                    )
+                )
+            before = possible.get(name, frozenset(constraint.spec.domain))
+            now = before & allowed
+            if not now:
+                raise InconsistentInput(
+                    CaseProblem(
+                        name,
+                        f"constraints {', '.join(narrowed_by[name])} leave no possible value",
+                    )
+                )
+            changed = True
+            if len(now) == 1:
+                (value,) = now
+                known[name] = value
+                possible.pop(name, None)
+                inferred.append(Inferred(field=name, value=value, constraint=constraint.id))
+            else:
+                possible[name] = now
+        pending = waiting
     return possible, inferred
 
 

@@ -12,11 +12,8 @@ def decide_verdict(outcomes: Iterable[RuleOutcome], ruleset: Ruleset) -> PolicyE
     """The first policy entry whose condition holds; the last entry is the default."""
     severity_of = ruleset.severity_of
     present = {(outcome.status, severity_of[outcome.rule_id]) for outcome in outcomes}
-    for entry in ruleset.policy.verdicts:
-        condition = entry.if_any
-        if condition is None:
-            return entry
-        if any((condition.status, s.value) in present for s in condition.severity):
+    for entry, triggers in ruleset.policy_triggers:
+        if triggers is None or not triggers.isdisjoint(present):
             return entry
     raise AssertionError("unreachable: the policy's last entry is a default")  # checked at load
 

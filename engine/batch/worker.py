@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import os
 import re
 import signal
@@ -44,7 +45,16 @@ FLAT_COLUMNS = (
     "missing_fields",
 )
 BLOCKING = (Severity.red_flag.value, Severity.major.value)
+SEVERITIES = tuple(s.value for s in Severity)
+# enum members as plain names: the hot loops below compare every outcome of every case
+FIRED, CONDITIONAL, NOT_EVALUABLE = (
+    RuleStatus.fired,
+    RuleStatus.conditional,
+    RuleStatus.not_evaluable,
+)
+INSUFFICIENT_DATA = Verdict.insufficient_data
 CASE_FIELDS = [f for f in INPUT_FIELDS if f != "case_id"]
+_RULE_STATUS = operator.attrgetter("rule_id", "status")
 
 
 class OutputFormat(StrEnum):
@@ -129,7 +139,11 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
             continue
-        raw = {k: v for k, v in row.items() if k not in config.ignored_columns}
+        raw = (
+            {k: v for k, v in row.items() if k not in config.ignored_columns}
+            if config.ignored_columns
+            else row
+        )
         given = raw.get("case_id")
         case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
         if case_id:
@@ -147,11 +161,15 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             continue
         valid.append((valid_id, values))
     decisions = decide_many(prepared, ruleset, evaluator)
+    present: Counter[str] = Counter()
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
         screened: Screening | Decision = decision
         if config.output_format is OutputFormat.jsonl:  # the full result contract
             screened = screening_of(valid_id, decision, ruleset)
-        record(result, valid_id, screened, values, ruleset)
+        record(result, valid_id, screened, values, ruleset, present)
+    for name in CASE_FIELDS:  # counted as supplied, reported as missing
+        if present[name] < result.screened:
+            result.missing[name] += result.screened - present[name]
     return result
 
 
@@ -204,55 +222,65 @@ def record(
     screened: Screening | Decision,
     values: dict[str, Scalar],
     ruleset: Ruleset,
+    present: Counter[str],
 ) -> None:
-    """Add one screened case's output record and counts."""
+    """Add one screened case's output record and counts (`present`: fields it supplied)."""
     outcomes = screened.outcomes
     verdict = (
         screened.result.verdict if isinstance(screened, Screening) else screened.policy.verdict
     )
     result.screened += 1
     result.verdicts[verdict.value] += 1
-    rule_status = result.rule_status
-    for outcome in outcomes:
-        rule_status[(outcome.rule_id, outcome.status)] += 1  # a StrEnum: equal to its value
-    for name in CASE_FIELDS:
-        if name not in values:
-            result.missing[name] += 1
-    severity_of = ruleset.severity_of
-    if verdict is Verdict.insufficient_data:
-        result.blocks.update(
-            {
-                m
-                for o in outcomes
-                if o.status is RuleStatus.not_evaluable and severity_of[o.rule_id] in BLOCKING
-                for m in o.missing
-            }
-        )
+    result.rule_status.update(map(_RULE_STATUS, outcomes))  # a StrEnum: equal to its value
+    present.update(values.keys())
     if isinstance(screened, Screening):
+        if verdict is INSUFFICIENT_DATA:
+            severity_of = ruleset.severity_of
+            result.blocks.update(
+                {
+                    m
+                    for o in outcomes
+                    if o.status is NOT_EVALUABLE and severity_of[o.rule_id] in BLOCKING
+                    for m in o.missing
+                }
+            )
         result.records.append(screened.result.model_dump_json())
     else:
-        result.records.append(flatten(case_id, verdict, outcomes, ruleset))
+        row, blocking = _flat_row(case_id, verdict, outcomes, ruleset)
+        if verdict is INSUFFICIENT_DATA:
+            result.blocks.update(blocking)
+        result.records.append(row)
 
 
 def flatten(
     case_id: str, verdict: Verdict, outcomes: list[RuleOutcome], ruleset: Ruleset
 ) -> tuple[str, ...]:
     """The CSV/Parquet row of a case (columns: FLAT_COLUMNS), straight from its outcomes."""
-    order = ruleset.report_order
+    return _flat_row(case_id, verdict, outcomes, ruleset)[0]
+
+
+def _flat_row(
+    case_id: str, verdict: Verdict, outcomes: list[RuleOutcome], ruleset: Ruleset
+) -> tuple[tuple[str, ...], set[str]]:
+    """The flattened row, and the missing fields of not-evaluable red-flag and major rules."""
     severity_of = ruleset.severity_of
-    by_severity: dict[str, list[str]] = {s.value: [] for s in Severity}
+    by_severity: dict[str, list[str]] = {s: [] for s in SEVERITIES}
     conditional: list[str] = []
     not_evaluable: list[str] = []
     missing: set[str] = set()
-    for outcome in sorted(outcomes, key=lambda o: order[o.rule_id]):
-        if outcome.status is RuleStatus.fired:
+    blocking: set[str] = set()
+    for outcome in map(outcomes.__getitem__, ruleset.report_positions):
+        status = outcome.status
+        if status is FIRED:
             by_severity[severity_of[outcome.rule_id]].append(outcome.rule_id)
-        elif outcome.status is RuleStatus.conditional:
+        elif status is CONDITIONAL:
             conditional.append(outcome.rule_id)
-        elif outcome.status is RuleStatus.not_evaluable:
+        elif status is NOT_EVALUABLE:
             not_evaluable.append(outcome.rule_id)
             missing.update(outcome.missing)
-    return (
+            if severity_of[outcome.rule_id] in BLOCKING:
+                blocking.update(outcome.missing)
+    row = (
         case_id,
         verdict.value,
         ";".join(by_severity["red_flag"]),
@@ -263,3 +291,4 @@ def flatten(
         ";".join(not_evaluable),
         ";".join(sorted(missing)),
     )
+    return row, blocking

@@ -36,6 +36,7 @@ def rule_status(scope: bool | None, when: bool | None) -> RuleStatus:
     return RuleStatus.fired if when else RuleStatus.not_fired
 
 
+EXPLAINED_STATUSES = frozenset({RuleStatus.not_evaluable, RuleStatus.conditional})
 _SETTLED: dict[tuple[str, RuleStatus], RuleOutcome] = {}  # outcomes with nothing missing
 # outcomes with something missing, by rule, status and what the explanation reads: cohorts
 # repeat the same gaps, and outcomes are immutable
@@ -47,24 +48,24 @@ def make_outcome(
     rule: Rule, status: RuleStatus, when: bool | None, facts: Facts, ruleset: Ruleset
 ) -> RuleOutcome:
     """The outcome of one rule, naming the input fields that would settle an unknown condition."""
-    if when is None and status in (RuleStatus.not_evaluable, RuleStatus.conditional):
+    if when is None and status in EXPLAINED_STATUSES:
         values, possible = facts.values, facts.possible
         inputs = ruleset.explanation_inputs[rule.id]
-        key = (
+        gaps = (
             ruleset.sha256,
             rule.id,
             status,
-            *[values.get(name) for name in inputs],  # a known value is never None
-            *[possible.get(name) for name in inputs],
+            tuple(map(values.get, inputs)),  # a known value is never None
+            tuple(map(possible.get, inputs)) if possible else None,
         )
-        outcome = _EXPLAINED.get(key)
+        outcome = _EXPLAINED.get(gaps)
         if outcome is None:
             fields = unknown_fields(rule.when, values, possible)
             missing = tuple(missing_inputs(fields, ruleset, facts))
             outcome = RuleOutcome(rule_id=rule.id, status=status, missing=missing)
             if len(_EXPLAINED) >= EXPLAINED_LIMIT:
                 _EXPLAINED.clear()
-            _EXPLAINED[key] = outcome
+            _EXPLAINED[gaps] = outcome
         return outcome
     key = (rule.id, status)
     outcome = _SETTLED.get(key)

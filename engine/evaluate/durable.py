@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import durable_rules_engine as dre
 from engine.derive import Facts
 from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.errors import RuleFileError
-from engine.evaluate.base import make_outcome, rule_status
+from engine.evaluate.base import EXPLAINED_STATUSES, make_outcome, rule_status
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.models import RuleOutcome, RuleStatus, Scalar
 from engine.rules.condition import (
@@ -517,6 +518,16 @@ class DurableEvaluator:
         self._defaults = [
             self._outcome(index, 0, Facts(values={})) for index in range(len(self.compiled))
         ]
+        # per rule and mask, the outcome when it is the same for every case (nothing missing)
+        self._ready = [
+            [
+                None
+                if when is None and status in EXPLAINED_STATUSES
+                else make_outcome(rule, status, when, Facts(values={}), ruleset)
+                for status, when in table
+            ]
+            for rule, table in zip(ruleset.rules, self._table, strict=True)
+        ]
 
     def _create_handles(self) -> list[int]:
         handles = []
@@ -552,9 +563,9 @@ class DurableEvaluator:
         """The fact's attributes as a dict (those of body(), for other drivers)."""
         return json.loads("{" + self.body(facts).removeprefix(", ") + "}")  # type: ignore[no-any-return]
 
-    def fired_masks(self, many: Sequence[Facts]) -> list[dict[int, int]]:
+    def fired_masks(self, many: Sequence[Facts]) -> list[Mapping[int, int]]:
         """Per case, rule index -> mask of the parts whose patterns durable-rules matched."""
-        masks: list[dict[int, int]] = []
+        masks: list[Mapping[int, int]] = []
         for start in range(0, len(many), SLOTS):
             batch = many[start : start + SLOTS]
             text = (
@@ -565,11 +576,13 @@ class DurableEvaluator:
                 )
                 + "]"
             )
-            found: list[dict[int, int]] = [{} for _ in batch]
+            found: dict[str, defaultdict[int, int]] = {
+                str(slot): defaultdict(int) for slot in range(1, len(batch) + 1)
+            }
             for handle in self.handles:
                 for message in self._drain(handle, text, len(batch)):
                     self._read(message, found)
-            masks.extend(found)
+            masks.extend(found.values())  # slots in order: dicts keep insertion order
         return masks
 
     def _drain(self, handle: int, text: str, count: int) -> list[str]:
@@ -603,7 +616,7 @@ class DurableEvaluator:
             raise EngineError(f"durable-rules failed on a batch of cases: {exc}") from exc
         return messages
 
-    def _read(self, message: str, found: list[dict[int, int]]) -> None:
+    def _read(self, message: str, found: dict[str, defaultdict[int, int]]) -> None:
         """Record one action: its pattern's part bit for every case (slot) it matched."""
         name = message[2 : message.index('"', 2)]
         entry = self._names.get(name)
@@ -611,8 +624,7 @@ class DurableEvaluator:
             raise EngineError(f"durable-rules ran an action miss-screen did not define: {name}")
         index, bit = entry
         for slot in _MATCH.findall(message):
-            mask = found[int(slot) - 1]
-            mask[index] = mask.get(index, 0) | bit
+            found[slot][index] |= bit
 
     def _outcome(self, index: int, mask: int, facts: Facts) -> RuleOutcome:
         status, when = self._table[index][mask]
@@ -637,11 +649,13 @@ class DurableEvaluator:
             masks[index] = masks.get(index, 0) | bit
         return masks
 
-    def outcomes_from(self, masks: dict[int, int], facts: Facts) -> list[RuleOutcome]:
+    def outcomes_from(self, masks: Mapping[int, int], facts: Facts) -> list[RuleOutcome]:
         """Every rule's outcome from the parts that fired (rules absent from masks: none)."""
         outcomes = list(self._defaults)  # most rules fire nothing: false scope or condition
+        ready = self._ready
         for index, mask in masks.items():
-            outcomes[index] = self._outcome(index, mask, facts)
+            outcome = ready[index][mask]  # None: the outcome names this case's missing data
+            outcomes[index] = outcome or self._outcome(index, mask, facts)
         return outcomes
 
 

@@ -48,21 +48,32 @@ _TYPE_WORDS = {
 }
 
 
+_PLAIN = frozenset({str, int, float, bool})
+_TEXT = frozenset({str})
+
+
 def validate_case(
     raw: Mapping[str, Any], source: str, row: int | None = None
 ) -> tuple[str, dict[str, Scalar]]:
     """Validate raw case values; return the case_id and the known values (nulls dropped)."""
     problems: list[CaseProblem] = []
-    clean: dict[str, Any] = {}
-    for key, value in raw.items():
-        if not isinstance(key, str):
-            problems.append(CaseProblem(None, f"field names must be text, got {key!r}"))
-        elif isinstance(value, dict | list | tuple | set):
-            problems.append(CaseProblem(key, "expected a single value, got a nested structure"))
-        elif value is not None and not (
-            isinstance(value, str) and value == "" and key != "case_id"
-        ):
-            clean[key] = value
+    # the common case, checked in one pass: text keys and plain scalar values
+    clean: dict[str, Any] = {
+        k: v
+        for k, v in raw.items()
+        if v is not None and (type(v) is not str or v != "" or k == "case_id")
+    }
+    if not (_PLAIN.issuperset(map(type, clean.values())) and _TEXT.issuperset(map(type, clean))):
+        clean = {}
+        for key, value in raw.items():
+            if not isinstance(key, str):
+                problems.append(CaseProblem(None, f"field names must be text, got {key!r}"))
+            elif isinstance(value, dict | list | tuple | set):
+                problems.append(CaseProblem(key, "expected a single value, got a nested structure"))
+            elif value is not None and not (
+                isinstance(value, str) and value == "" and key != "case_id"
+            ):
+                clean[key] = value
     case_id = raw.get("case_id") if isinstance(raw.get("case_id"), str) else None
     try:
         case = Case.model_validate(clean)

@@ -12,9 +12,11 @@ from engine.models import (
     SEVERITY_ORDER,
     ConstraintFile,
     DerivedFile,
+    PolicyEntry,
     PolicyFile,
     RuleFile,
     RulesetStamp,
+    RuleStatus,
     Scalar,
 )
 from engine.rules.condition import Cond, Expr, fields_of, to_text
@@ -105,6 +107,29 @@ class Ruleset:
     def report_order(self) -> dict[str, tuple[int, str]]:
         """Rule id to its sort key in reports: severity first, then id."""
         return {r.id: (SEVERITY_ORDER[r.meta.severity], r.id) for r in self.rules}
+
+    @cached_property
+    def report_positions(self) -> tuple[int, ...]:
+        """Positions of the rules (and of their outcomes) in report order."""
+        order = self.report_order
+        return tuple(sorted(range(len(self.rules)), key=lambda i: order[self.rules[i].id]))
+
+    @cached_property
+    def policy_triggers(
+        self,
+    ) -> list[tuple[PolicyEntry, frozenset[tuple[RuleStatus, str]] | None]]:
+        """Per policy entry, the (status, severity) pairs that select it (None: the default)."""
+        return [
+            (
+                entry,
+                None
+                if entry.if_any is None
+                else frozenset(
+                    (RuleStatus(entry.if_any.status), s.value) for s in entry.if_any.severity
+                ),
+            )
+            for entry in self.policy.verdicts
+        ]
 
     @cached_property
     def severity_of(self) -> dict[str, str]:
