@@ -41,6 +41,8 @@ def _finite_domain(field: str) -> frozenset[Scalar] | None:
 
 def _over_possible(field: str, test: Callable[[Scalar], bool]) -> Kleene:
     domain = _finite_domain(field)
+    # unknown and not narrowed: the same answer for every case, computed once
+    unconstrained = None if domain is None else _same(test, domain)
 
     def decide(values: Values, possible: Possible) -> bool | None:
         value = values.get(field)
@@ -48,12 +50,18 @@ def _over_possible(field: str, test: Callable[[Scalar], bool]) -> Kleene:
             return test(value)
         if domain is None:
             return None
-        outcomes = {test(v) for v in possible.get(field, domain)}
-        if len(outcomes) == 1:
-            return outcomes.pop()
-        return None
+        narrowed = possible.get(field)
+        if narrowed is None:
+            return unconstrained
+        return _same(test, narrowed)
 
     return decide
+
+
+def _same(test: Callable[[Scalar], bool], candidates: frozenset[Scalar]) -> bool | None:
+    """The test's answer if every candidate value gives the same one, else unknown."""
+    outcomes = {test(v) for v in candidates}
+    return outcomes.pop() if len(outcomes) == 1 else None
 
 
 _COMPILED: dict[int, tuple[Cond, Kleene]] = {}
