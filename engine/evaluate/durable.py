@@ -3,10 +3,12 @@
 Each rule part (its scope, its condition) compiles to two durable-rules patterns in negation
 normal form of Kleene logic: "definitely true" and "unknown" (not definitely true and not
 definitely false). A part is true or unknown when that pattern fires and false when neither
-does, so each part costs at most one firing and the common case (false: a rule that does not
-apply) none. Usage follows
-docs/durable-rules-notes.md §7: the low-level C API, rulesets built once per process, one fixed
-sid, assert -> drain -> retract, no Host and no delete_state. Every pattern carries a
+does, so each part costs at most one match and the common case (false: a rule that does not
+apply) none; a condition pattern starts with its scope's "not false" test, so it is not walked
+for cases out of scope. Usage follows docs/durable-rules-notes.md §7 and §8: the low-level C
+API, rulesets built once per process, one fixed sid, no Host and no delete_state; cases go in
+batches (assert_facts -> drain every action -> retract_facts), and every rule carries `cap`, so
+one action delivers all matches of its pattern in the batch. Every pattern carries a
 `kind == "case"` guard, then a group flag: groups turn the alpha network from one wide level into
 two narrow ones, which keeps durable-rules' 64-entry match stack (error 303) within bounds for
 the whole rule base in a single ruleset. The bound is computed, not hoped for (network.py).
@@ -464,7 +466,7 @@ def check_attributes(attributes: list[str]) -> None:
 
 _HANDLES: dict[str, list[int]] = {}  # ruleset sha256 -> handles; built once per process
 _BROKEN: set[int] = set()  # handles durable-rules failed in: their state cannot be trusted
-_MATCH = re.compile(r'\{"m":\{"id": (\d+)')  # a match in an action message: its fact's id
+_MATCH = re.compile(r'\{"m":\{"id":(\d+)')  # a match in an action message: its fact's id
 _BITS = {"s1": 1, "s?": 2, "w1": 4, "w?": 8}  # a rule's fired parts as a 4-bit mask
 
 
@@ -484,21 +486,28 @@ class DurableEvaluator:
         self.compiled = compiled.rules
         self.layout = layout(self.compiled)
         self.fields = sorted(ruleset.fields_read)
-        # per constrained field, (value set, flag text) for each set the patterns read
-        self._flag_keys = [
-            (field, [(values, f', "{ruled_out_key(field, values)}": true') for values in sets])
-            for field, sets in compiled.value_sets.items()
-        ]
         flags = [ruled_out_key(f, v) for f, sets in compiled.value_sets.items() for v in sets]
         group_flags = [group_key(g) for g in range(self.layout.groups)]
-        check_attributes([*self.fields, *flags, *group_flags])
+        # durable-rules gets short attribute names: every match carries the whole fact's text,
+        # which the C engine copies and we scan for ids, so its length costs twice per match
+        self.aliases = {
+            name: f"_{n:x}" for n, name in enumerate([*self.fields, *flags, *group_flags])
+        }
+        self.rulesets = [rename(rules, self.aliases) for rules in self.layout.rulesets]
+        check_attributes(list(self.aliases.values()))
         check_slot_ids(SLOTS)
         self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
         _HANDLES[ruleset.sha256] = self.handles
-        self._prefix = ", ".join(
-            ['"kind": "case"', f'"sid": "{SID}"', *(f'"{flag}": 1' for flag in group_flags)]
+        alias = self.aliases
+        self._prefix = ",".join(
+            ['"kind":"case"', f'"sid":"{SID}"', *(f'"{alias[flag]}":1' for flag in group_flags)]
         )
-        self._keys = {name: f", {json.dumps(name)}: " for name in self.fields}
+        # per constrained field, (value set, flag text) for each set the patterns read
+        self._flag_keys = [
+            (field, [(values, f',"{alias[ruled_out_key(field, values)]}":true') for values in sets])
+            for field, sets in compiled.value_sets.items()
+        ]
+        self._keys = {name: f',"{alias[name]}":' for name in self.fields}
         # the text of every enumerated and boolean value, ready to splice in
         self._texts: dict[tuple[str, Scalar], str] = {
             (name, value): self._keys[name] + _scalar(value)
@@ -531,7 +540,7 @@ class DurableEvaluator:
 
     def _create_handles(self) -> list[int]:
         handles = []
-        for n, rules in enumerate(self.layout.rulesets):
+        for n, rules in enumerate(self.rulesets):
             try:
                 handle = dre.create_ruleset(
                     f"miss-{self.ruleset.sha256[:12]}-{n}", to_durable_json(rules)
@@ -542,7 +551,7 @@ class DurableEvaluator:
         return handles
 
     def body(self, facts: Facts) -> str:
-        """The fact's attributes as durable-rules JSON text, each after a comma (hot path)."""
+        """The fact's attributes as durable-rules JSON text (short names), each after a comma."""
         keys, texts = self._keys, self._texts
         parts = []
         for name, value in facts.values.items():
@@ -560,8 +569,10 @@ class DurableEvaluator:
         return "".join(parts)
 
     def encode(self, facts: Facts) -> dict[str, Scalar]:
-        """The fact's attributes as a dict (those of body(), for other drivers)."""
-        return json.loads("{" + self.body(facts).removeprefix(", ") + "}")  # type: ignore[no-any-return]
+        """The fact's attributes as a dict under their own names (those of body())."""
+        names = {short: name for name, short in self.aliases.items()}
+        sent: dict[str, Scalar] = json.loads("{" + self.body(facts).removeprefix(",") + "}")
+        return {names[short]: value for short, value in sent.items()}
 
     def fired_masks(self, many: Sequence[Facts]) -> list[Mapping[int, int]]:
         """Per case, rule index -> mask of the parts whose patterns durable-rules matched."""
@@ -571,7 +582,7 @@ class DurableEvaluator:
             text = (
                 "["
                 + ", ".join(
-                    f'{{"id": {slot}, {self._prefix}{self.body(facts)}}}'
+                    f'{{"id":{slot},{self._prefix}{self.body(facts)}}}'
                     for slot, facts in enumerate(batch, 1)
                 )
                 + "]"
@@ -657,6 +668,21 @@ class DurableEvaluator:
             outcome = ready[index][mask]  # None: the outcome names this case's missing data
             outcomes[index] = outcome or self._outcome(index, mask, facts)
         return outcomes
+
+
+def rename(value: Any, aliases: Mapping[str, str]) -> Any:
+    """Patterns with attribute names replaced by their aliases; values and operators kept."""
+    if isinstance(value, list):
+        return [rename(item, aliases) for item in value]
+    if not isinstance(value, dict):
+        return value  # a constant: a value, never a name
+    renamed = {}
+    for key, item in value.items():
+        if key == "$m":  # a reference to another attribute of the fact
+            renamed[key] = aliases.get(item, item)
+        else:  # an operator ($and, $gt, ...) or an attribute name
+            renamed[aliases.get(key, key)] = rename(item, aliases)
+    return renamed
 
 
 def check_slot_ids(slots: int) -> None:
