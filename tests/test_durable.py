@@ -21,6 +21,7 @@ from engine.evaluate.durable import (
     compile_rules,
     fnv1a_32,
     layout,
+    rename,
     to_durable_json,
 )
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
@@ -298,3 +299,38 @@ def test_a_failure_inside_durable_rules_stops_the_evaluator(
     for again in (evaluator, DurableEvaluator(ruleset)):
         with pytest.raises(EngineError, match="failed earlier"):
             again.evaluate(facts)
+
+
+def test_renaming_touches_attribute_names_only() -> None:
+    """Aliases replace attribute names (keys and `$m` references), never values or operators."""
+    aliases = {"diagnosis": "_0", "levels": "_1", "bmi": "_2"}
+    pattern = {
+        "$and": [
+            {"diagnosis": "levels"},  # a value that happens to look like a field name
+            {"$gt": {"levels": {"$add": {"$l": {"$m": "bmi"}, "$r": 2}}}},
+            {"$nex": {"bmi": 1}},
+            {"kind": "case"},
+        ]
+    }
+    assert rename(pattern, aliases) == {
+        "$and": [
+            {"_0": "levels"},
+            {"$gt": {"_1": {"$add": {"$l": {"$m": "_2"}, "$r": 2}}}},
+            {"$nex": {"_2": 1}},
+            {"kind": "case"},
+        ]
+    }
+
+
+def test_facts_travel_under_short_names_and_come_back_whole() -> None:
+    evaluator = DurableEvaluator(RULESET)
+    facts = build_facts(
+        {"diagnosis": "disc_herniation", "levels": 2, "bmi": 31.5, "diabetes": True}, RULESET
+    )
+    body = evaluator.body(facts)
+    assert '"diagnosis"' not in body  # short names on the wire
+    assert '"_' in body
+    sent = evaluator.encode(facts)
+    assert {k: v for k, v in sent.items() if not k.startswith("__ro__")} == {
+        k: v for k, v in facts.values.items() if k in RULESET.fields_read
+    }
