@@ -40,7 +40,7 @@ EXPLAINED_STATUSES = frozenset({RuleStatus.not_evaluable, RuleStatus.conditional
 _SETTLED: dict[tuple[str, RuleStatus], RuleOutcome] = {}  # outcomes with nothing missing
 # outcomes with something missing, by rule, status and what the explanation reads: cohorts
 # repeat the same gaps, and outcomes are immutable
-_EXPLAINED: dict[tuple[object, ...], RuleOutcome] = {}
+_EXPLAINED: dict[tuple[object, ...], tuple[Rule, RuleOutcome]] = {}
 EXPLAINED_LIMIT = 50_000
 
 
@@ -52,23 +52,23 @@ def make_outcome(
         values, possible = facts.values, facts.possible
         inputs = ruleset.explanation_inputs[rule.id]
         gaps = (
-            ruleset.sha256,
-            rule.id,
+            id(rule),  # the entry keeps its rule alive, so the id cannot be reused meanwhile
             status,
             tuple(map(values.get, inputs)),  # a known value is never None
             tuple(map(possible.get, inputs)) if possible else None,
         )
-        outcome = _EXPLAINED.get(gaps)
-        if outcome is None:
-            fields = unknown_fields(rule.when, values, possible)
-            missing = tuple(missing_inputs(fields, ruleset, facts))
-            outcome = RuleOutcome(rule_id=rule.id, status=status, missing=missing)
-            if len(_EXPLAINED) >= EXPLAINED_LIMIT:
-                _EXPLAINED.clear()
-            _EXPLAINED[gaps] = outcome
+        hit = _EXPLAINED.get(gaps)
+        if hit is not None:
+            return hit[1]
+        fields = unknown_fields(rule.when, values, possible)
+        missing = tuple(missing_inputs(fields, ruleset, facts))
+        outcome = RuleOutcome(rule_id=rule.id, status=status, missing=missing)
+        if len(_EXPLAINED) >= EXPLAINED_LIMIT:
+            _EXPLAINED.clear()
+        _EXPLAINED[gaps] = (rule, outcome)
         return outcome
     key = (rule.id, status)
-    outcome = _SETTLED.get(key)
-    if outcome is None:  # immutable, so one object per rule and status serves every case
-        outcome = _SETTLED[key] = RuleOutcome(rule_id=rule.id, status=status)
-    return outcome
+    settled = _SETTLED.get(key)
+    if settled is None:  # immutable, so one object per rule and status serves every case
+        settled = _SETTLED[key] = RuleOutcome(rule_id=rule.id, status=status)
+    return settled

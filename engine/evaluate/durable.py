@@ -432,6 +432,10 @@ def durable_number(value: float) -> str:
 
 def _scalar(value: Scalar) -> str:
     """One fact value as JSON text durable-rules reads (enum values are plain ASCII words)."""
+    if type(value) is int:  # the common cases first: numbers (enums and booleans are cached)
+        return str(value)
+    if type(value) is float:
+        return durable_number(value)
     if value is True:
         return "true"
     if value is False:
@@ -582,18 +586,19 @@ class DurableEvaluator:
         """The fact's attributes as durable-rules JSON text (short names), each after a comma."""
         keys, texts = self._keys, self._texts
         parts = []
-        for name, value in facts.values.items():
-            text = texts.get((name, value))
+        for item in facts.values.items():  # (name, value): the key of texts as it comes
+            text = texts.get(item)
             if text is None:
-                key = keys.get(name)
+                key = keys.get(item[0])
                 if key is None:  # a field no rule reads
                     continue
-                text = key + _scalar(value)
+                text = key + _scalar(item[1])
             parts.append(text)
-        for field, flags in self._flag_keys:
-            possible = facts.possible.get(field)
-            if possible is not None:
-                parts.extend(key for values, key in flags if not values & possible)
+        if facts.possible:
+            for field, flags in self._flag_keys:
+                possible = facts.possible.get(field)
+                if possible is not None:
+                    parts.extend(key for values, key in flags if not values & possible)
         return "".join(parts)
 
     def encode(self, facts: Facts) -> dict[str, Scalar]:
