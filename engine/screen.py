@@ -73,6 +73,7 @@ def prepare(
 def conclude(
     facts: Facts, outcomes: list[RuleOutcome], assumed: dict[str, Scalar], ruleset: Ruleset
 ) -> Decision:
+    """The decision once every rule's outcome is known: the verdict the policy gives."""
     return Decision(facts, outcomes, decide_verdict(outcomes, ruleset), assumed)
 
 

@@ -166,9 +166,9 @@ class PatternCompiler:
     def compile(self, cond: Cond) -> tuple[Pattern, Pattern]:
         """(definitely true, unknown) patterns of a condition.
 
-        "Unknown" is not-false and not-true, so at most one pattern fires. Where that
-        conjunction is too long for durable-rules, "not false" stands in: it also fires when
-        the condition is true, and the true pattern takes precedence (see _part_value).
+        "Unknown" excludes true and false, so at most one pattern fires. Where it is too long
+        for durable-rules, "not false" stands in: it also fires when the condition is true,
+        and the true pattern takes precedence (see _part_value).
         """
         four = self.four(cond)
         unknown = four.unknown
