@@ -553,3 +553,33 @@ def test_a_case_id_with_a_newline_is_rejected_and_the_summary_still_written(tmp_
     )
     assert code == 0, err
     assert json.loads(summary.read_text())["reconciliation"]["rows_rejected"] == 1
+
+
+def test_fields_blocking_a_verdict_are_counted_alike_for_every_output_format(
+    tmp_path: Path,
+) -> None:
+    """blocks_verdict counts, per field, the insufficient_data cases in which a red-flag or
+    major rule could not be evaluated for want of it: the same from full results (JSONL) as
+    from flattened rows (CSV), and as counted by hand from the results."""
+    source = ROOT / "cases" / "cohort" / "synthetic-500.csv"
+    blocks = {}
+    for fmt in ("jsonl", "csv"):
+        summary = tmp_path / f"{fmt}.json"
+        out = tmp_path / f"o.{fmt}"
+        batch(str(source), "--out", str(out), "--summary", str(summary), "--workers", "1")
+        report = json.loads(summary.read_text())
+        blocks[fmt] = {m["field"]: m["blocks_verdict"] for m in report["missingness"]}
+    by_hand: dict[str, int] = {}
+    for line in (tmp_path / "o.jsonl").read_text().splitlines():
+        result = json.loads(line)
+        if result["verdict"] == "insufficient_data":
+            for field in {
+                m
+                for n in result["not_evaluable"]
+                if n["severity"] in ("red_flag", "major")
+                for m in n["missing"]
+            }:
+                by_hand[field] = by_hand.get(field, 0) + 1
+    assert blocks["jsonl"] == blocks["csv"]
+    assert {f: n for f, n in blocks["csv"].items() if n} == by_hand
+    assert by_hand  # the synthetic cohort has insufficient_data cases
