@@ -90,7 +90,6 @@ class HostEvaluator:
             }
         self.host = QuietHost()
         self.host.set_rulesets({"bench": definitions})
-        self.flags = {f"__g{g}": 1 for g in range(durable.layout.groups)}
         self.next_id = 0
 
     def _action(self, name: str) -> Callable[[Any], None]:
@@ -106,7 +105,6 @@ class HostEvaluator:
             "kind": "case",
             "sid": "0",
             "id": self.next_id,
-            **self.flags,
             **self.durable.encode(facts),
         }
         self.host.assert_fact("bench", fact)

@@ -10,6 +10,7 @@ import durable_rules_engine as dre
 import pytest
 
 from engine.derive import build_facts
+from engine.dictionary import FIELDS_BY_NAME
 from engine.errors import RuleFileError
 from engine.evaluate.durable import (
     SLOTS,
@@ -18,14 +19,17 @@ from engine.evaluate.durable import (
     EngineError,
     check_attributes,
     check_slot_ids,
+    compared_with_fields,
     compile_rules,
     fnv1a_32,
     layout,
     rename,
     to_durable_json,
+    value_codes,
 )
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.evaluate.reference import ReferenceEvaluator
+from engine.rules.condition import parse_condition
 from engine.rules.loader import load_ruleset
 from tests.conftest import RULES_DIR, RULESET
 
@@ -176,12 +180,12 @@ def test_handles_are_built_once_per_process() -> None:
     assert DurableEvaluator(RULESET).handles == DurableEvaluator(RULESET).handles
 
 
-def test_every_pattern_carries_the_case_guard_and_a_group_flag() -> None:
+def test_every_pattern_carries_the_case_guard_and_a_group_test() -> None:
     for rules in layout(compile_rules(RULESET).rules).rulesets:
         for rule in rules.values():
-            guard, flag, _ = rule["all"][0]["m"]["$and"]
+            guard, group, _ = rule["all"][0]["m"]["$and"]
             assert guard == {"kind": "case"}
-            assert next(iter(flag)).startswith("__g")
+            assert group["$neq"]["kind"].startswith("g")
 
 
 def test_stamp_is_stable_and_changes_with_a_threshold(tmp_path: Path) -> None:
@@ -334,3 +338,37 @@ def test_facts_travel_under_short_names_and_come_back_whole() -> None:
     assert {k: v for k, v in sent.items() if not k.startswith("__ro__")} == {
         k: v for k, v in facts.values.items() if k in RULESET.fields_read
     }
+
+
+def test_enum_and_boolean_constants_travel_as_codes() -> None:
+    """Codes replace the constants compared with coded fields, never `$ex`/`$nex`'s dummy 1."""
+    codes = value_codes(["diagnosis", "diabetes", "levels"])
+    assert codes[("diabetes", False)] == 0
+    assert codes[("diabetes", True)] == 1
+    assert ("levels", 1) not in codes  # numbers keep their values
+    position = FIELDS_BY_NAME["diagnosis"].values.index("fracture")
+    pattern = {
+        "$and": [
+            {"diagnosis": "fracture"},
+            {"$neq": {"diabetes": True}},
+            {"$ex": {"diabetes": 1}},
+            {"$nex": {"diagnosis": 1}},
+            {"levels": 1},
+        ]
+    }
+    assert rename(pattern, {}, codes) == {
+        "$and": [
+            {"diagnosis": position},
+            {"$neq": {"diabetes": 1}},
+            {"$ex": {"diabetes": 1}},
+            {"$nex": {"diagnosis": 1}},
+            {"levels": 1},
+        ]
+    }
+
+
+def test_fields_compared_with_fields_keep_their_values() -> None:
+    """A field-to-field comparison (`$m`) compares values across fields: no codes there."""
+    text = 'sex == "male" and not (pelvic_incidence_deg > lumbar_lordosis_deg + 10)'
+    cond = parse_condition(text, FIELDS_BY_NAME)
+    assert compared_with_fields([cond]) == {"pelvic_incidence_deg", "lumbar_lordosis_deg"}

@@ -9,9 +9,11 @@ for cases out of scope. Usage follows docs/durable-rules-notes.md §7 and §8: t
 API, rulesets built once per process, one fixed sid, no Host and no delete_state; cases go in
 batches (assert_facts -> drain every action -> retract_facts), and every rule carries `cap`, so
 one action delivers all matches of its pattern in the batch. Every pattern carries a
-`kind == "case"` guard, then a group flag: groups turn the alpha network from one wide level into
-two narrow ones, which keeps durable-rules' 64-entry match stack (error 303) within bounds for
-the whole rule base in a single ruleset. The bound is computed, not hoped for (network.py).
+`kind == "case"` guard, then a group test (`kind != "g<n>"`): groups turn the alpha network
+from one wide level into two narrow ones, which keeps durable-rules' 64-entry match stack
+(error 303) within bounds for the whole rule base in a single ruleset. The bound is computed,
+not hoped for (network.py). Facts carry short attribute names and enum and boolean values as
+small integers: every match carries the whole fact's text.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from engine.rules.condition import (
     Known,
     Member,
     Not,
+    Or,
     Truth,
     fields_of,
 )
@@ -51,7 +54,7 @@ from engine.rules.ruleset import Ruleset
 STACK_BUDGET = 60
 MAX_GROUPS = 48
 # rete.c MAX_SEQUENCE_EXPRESSIONS is 32 per pattern and every $and/$or takes two; one $and is
-# the guard and group flag we put around each pattern
+# the guard and group test we put around each pattern
 MAX_PATTERN_OPERATORS = 14
 SID = "0"
 # cases asserted together in one call (each in its own slot, with the slot number as its id), and
@@ -362,8 +365,13 @@ def compile_rules(ruleset: Ruleset) -> Compiled:
     return Compiled(compiled, value_sets)
 
 
-def group_key(group: int) -> str:
-    return f"__g{group}"
+def group_test(group: int) -> dict[str, Any]:
+    """The test that opens a group: `kind != "g<n>"`, true for every case.
+
+    Distinct tests make distinct alpha nodes under the guard, so each group is its own
+    branch; testing `kind`, which every case carries, puts no attribute in the fact.
+    """
+    return {"$neq": {"kind": f"g{group}"}}
 
 
 @dataclass(frozen=True)
@@ -378,14 +386,14 @@ class Layout:
 def _grouped(
     patterns: list[tuple[str, dict[str, Any]]], groups: int
 ) -> tuple[dict[str, dict[str, Any]], Node]:
-    """Split patterns (similar ones together) into groups behind group flags; model the network."""
+    """Split patterns (similar ones together) into groups behind group tests; model the network."""
     ordered = sorted(patterns, key=lambda item: json.dumps(item[1], sort_keys=True))
     size = -(-len(ordered) // groups)
     root = Node(("", "root", ""))
     guard = root.child(("kind", "$eq", '"case"'))
     rules: dict[str, dict[str, Any]] = {}
     for n, (name, pattern) in enumerate(ordered):
-        flag = {group_key(n // size): 1}
+        flag = group_test(n // size)
         add_pattern(guard, {"$and": [flag, pattern]})
         rules[name] = {"all": [{"m": {"$and": [GUARD, flag, pattern]}}], "cap": CAP}
     return rules, root
@@ -519,21 +527,20 @@ class DurableEvaluator:
         self.layout = layout(self.compiled)
         self.fields = sorted(ruleset.fields_read)
         flags = [ruled_out_key(f, v) for f, sets in compiled.value_sets.items() for v in sets]
-        group_flags = [group_key(g) for g in range(self.layout.groups)]
         # durable-rules gets short attribute names: every match carries the whole fact's text,
         # which the C engine copies and we scan for ids, so its length costs twice per match
-        self.aliases = {
-            name: f"_{n:x}" for n, name in enumerate([*self.fields, *flags, *group_flags])
-        }
-        self.rulesets = [rename(rules, self.aliases) for rules in self.layout.rulesets]
+        self.aliases = {name: f"_{n:x}" for n, name in enumerate([*self.fields, *flags])}
+        # enum and boolean values travel as small integers, except for fields compared with
+        # other fields (`$m`), whose values must stay comparable across fields
+        conditions = [c for r in ruleset.rules for c in (r.scope, r.when) if c is not None]
+        self.codes = value_codes(set(self.fields) - compared_with_fields(conditions))
+        self.rulesets = [rename(rules, self.aliases, self.codes) for rules in self.layout.rulesets]
         check_attributes(list(self.aliases.values()))
         check_slot_ids(SLOTS)
         self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
         _HANDLES[ruleset.sha256] = self.handles
         alias = self.aliases
-        self._prefix = ",".join(
-            ['"kind":"case"', f'"sid":"{SID}"', *(f'"{alias[flag]}":1' for flag in group_flags)]
-        )
+        self._prefix = f'"kind":"case","sid":"{SID}"'
         # per constrained field, (value set, flag text) for each set the patterns read
         self._flag_keys = [
             (field, [(values, f',"{alias[ruled_out_key(field, values)]}":true') for values in sets])
@@ -542,7 +549,7 @@ class DurableEvaluator:
         self._keys = {name: f',"{alias[name]}":' for name in self.fields}
         # the text of every enumerated and boolean value, ready to splice in
         self._texts: dict[tuple[str, Scalar], str] = {
-            (name, value): self._keys[name] + _scalar(value)
+            (name, value): self._keys[name] + str(self.codes.get((name, value), _scalar(value)))
             for name in self.fields
             for value in FIELDS_BY_NAME[name].domain
         }
@@ -604,8 +611,12 @@ class DurableEvaluator:
     def encode(self, facts: Facts) -> dict[str, Scalar]:
         """The fact's attributes as a dict under their own names (those of body())."""
         names = {short: name for name, short in self.aliases.items()}
+        values: dict[tuple[str, Scalar], Scalar] = {
+            (name, code): value for (name, value), code in self.codes.items()
+        }
         sent: dict[str, Scalar] = json.loads("{" + self.body(facts).removeprefix(",") + "}")
-        return {names[short]: value for short, value in sent.items()}
+        decoded = {names[short]: value for short, value in sent.items()}
+        return {name: values.get((name, value), value) for name, value in decoded.items()}
 
     def fired_masks(self, many: Sequence[Facts]) -> list[Mapping[int, int]]:
         """Per case, rule index -> mask of the parts whose patterns durable-rules matched."""
@@ -703,19 +714,57 @@ class DurableEvaluator:
         return outcomes
 
 
-def rename(value: Any, aliases: Mapping[str, str]) -> Any:
-    """Patterns with attribute names replaced by their aliases; values and operators kept."""
+def rename(
+    value: Any,
+    aliases: Mapping[str, str],
+    codes: Mapping[tuple[str, Scalar], int] | None = None,
+    operator: str = "",
+) -> Any:
+    """Patterns with attribute names replaced by their aliases and, where `codes` gives one,
+    the constant an attribute is compared with replaced by its code; operators are kept."""
     if isinstance(value, list):
-        return [rename(item, aliases) for item in value]
+        return [rename(item, aliases, codes, operator) for item in value]
     if not isinstance(value, dict):
         return value  # a constant: a value, never a name
     renamed = {}
     for key, item in value.items():
         if key == "$m":  # a reference to another attribute of the fact
             renamed[key] = aliases.get(item, item)
-        else:  # an operator ($and, $gt, ...) or an attribute name
-            renamed[aliases.get(key, key)] = rename(item, aliases)
+        elif key.startswith("$"):  # an operator
+            renamed[key] = rename(item, aliases, codes, key)
+        else:  # an attribute, and what it is compared with (`$ex`/`$nex` take a dummy 1)
+            if codes and operator not in ("$ex", "$nex") and not isinstance(item, dict | list):
+                item = codes.get((key, item), item)
+            renamed[aliases.get(key, key)] = rename(item, aliases, codes)
     return renamed
+
+
+def value_codes(fields: Iterable[str]) -> dict[tuple[str, Scalar], int]:
+    """Small integers for the values of enumerated and boolean fields (false 0, true 1; an
+    enum value its position in the field's list): shorter facts, the same equalities."""
+    codes: dict[tuple[str, Scalar], int] = {}
+    for name in fields:
+        spec = FIELDS_BY_NAME[name]
+        if spec.type is FieldType.boolean:
+            codes[(name, False)], codes[(name, True)] = 0, 1
+        elif spec.type is FieldType.enum:
+            codes.update({(name, value): n for n, value in enumerate(spec.values)})
+    return codes
+
+
+def compared_with_fields(rules: Iterable[Cond]) -> set[str]:
+    """Fields on either side of a field-to-field comparison (these keep their own values)."""
+    found: set[str] = set()
+    pending = list(rules)
+    while pending:
+        cond = pending.pop()
+        if isinstance(cond, Compare) and not isinstance(cond.rhs, Const):
+            found |= {cond.field} | fields_of(cond.rhs)
+        elif isinstance(cond, Not):
+            pending.append(cond.item)
+        elif isinstance(cond, And | Or):
+            pending.extend(cond.items)
+    return found
 
 
 def check_slot_ids(slots: int) -> None:
