@@ -49,26 +49,33 @@ def make_outcome(
 ) -> RuleOutcome:
     """The outcome of one rule, naming the input fields that would settle an unknown condition."""
     if when is None and status in EXPLAINED_STATUSES:
-        values, possible = facts.values, facts.possible
-        inputs = ruleset.explanation_inputs[rule.id]
-        gaps = (
-            id(rule),  # the entry keeps its rule alive, so the id cannot be reused meanwhile
-            status,
-            tuple(map(values.get, inputs)),  # a known value is never None
-            tuple(map(possible.get, inputs)) if possible else None,
-        )
-        hit = _EXPLAINED.get(gaps)
-        if hit is not None:
-            return hit[1]
-        fields = unknown_fields(rule.when, values, possible)
-        missing = tuple(missing_inputs(fields, ruleset, facts))
-        outcome = RuleOutcome(rule_id=rule.id, status=status, missing=missing)
-        if len(_EXPLAINED) >= EXPLAINED_LIMIT:
-            _EXPLAINED.clear()
-        _EXPLAINED[gaps] = (rule, outcome)
-        return outcome
+        return explained_outcome(rule, status, facts, ruleset)
     key = (rule.id, status)
     settled = _SETTLED.get(key)
     if settled is None:  # immutable, so one object per rule and status serves every case
         settled = _SETTLED[key] = RuleOutcome(rule_id=rule.id, status=status)
     return settled
+
+
+def explained_outcome(
+    rule: Rule, status: RuleStatus, facts: Facts, ruleset: Ruleset
+) -> RuleOutcome:
+    """The outcome of a rule whose condition is unknown, with the fields that would settle it."""
+    values, possible = facts.values, facts.possible
+    inputs = ruleset.explanation_inputs[rule.id]
+    gaps = (
+        id(rule),  # the entry keeps its rule alive, so the id cannot be reused meanwhile
+        status,
+        tuple(map(values.get, inputs)),  # a known value is never None
+        tuple(map(possible.get, inputs)) if possible else None,
+    )
+    hit = _EXPLAINED.get(gaps)
+    if hit is not None:
+        return hit[1]
+    fields = unknown_fields(rule.when, values, possible)
+    missing = tuple(missing_inputs(fields, ruleset, facts))
+    outcome = RuleOutcome(rule_id=rule.id, status=status, missing=missing)
+    if len(_EXPLAINED) >= EXPLAINED_LIMIT:
+        _EXPLAINED.clear()
+    _EXPLAINED[gaps] = (rule, outcome)
+    return outcome

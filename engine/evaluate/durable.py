@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,12 @@ import durable_rules_engine as dre
 from engine.derive import Facts
 from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.errors import RuleFileError
-from engine.evaluate.base import EXPLAINED_STATUSES, make_outcome, rule_status
+from engine.evaluate.base import (
+    EXPLAINED_STATUSES,
+    explained_outcome,
+    make_outcome,
+    rule_status,
+)
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.models import RuleOutcome, RuleStatus, Scalar
 from engine.rules.condition import (
@@ -631,9 +635,7 @@ class DurableEvaluator:
                 )
                 + "]"
             )
-            found: dict[str, defaultdict[int, int]] = {
-                str(slot): defaultdict(int) for slot in range(1, len(batch) + 1)
-            }
+            found: dict[str, dict[int, int]] = {str(slot): {} for slot in range(1, len(batch) + 1)}
             for handle in self.handles:
                 for message in self._drain(handle, text, len(batch)):
                     self._read(message, found)
@@ -671,7 +673,7 @@ class DurableEvaluator:
             raise EngineError(f"durable-rules failed on a batch of cases: {exc}") from exc
         return messages
 
-    def _read(self, message: str, found: dict[str, defaultdict[int, int]]) -> None:
+    def _read(self, message: str, found: dict[str, dict[int, int]]) -> None:
         """Record one action: its pattern's part bit for every case (slot) it matched."""
         name = message[2 : message.index('"', 2)]
         entry = self._names.get(name)
@@ -679,7 +681,8 @@ class DurableEvaluator:
             raise EngineError(f"durable-rules ran an action miss-screen did not define: {name}")
         index, bit = entry
         for slot in _MATCH.findall(message):
-            found[slot][index] |= bit
+            mask = found[slot]
+            mask[index] = mask.get(index, 0) | bit
 
     def _outcome(self, index: int, mask: int, facts: Facts) -> RuleOutcome:
         status, when = self._table[index][mask]
@@ -707,10 +710,12 @@ class DurableEvaluator:
     def outcomes_from(self, masks: Mapping[int, int], facts: Facts) -> list[RuleOutcome]:
         """Every rule's outcome from the parts that fired (rules absent from masks: none)."""
         outcomes = list(self._defaults)  # most rules fire nothing: false scope or condition
-        ready = self._ready
+        ready, table, rules, ruleset = self._ready, self._table, self.ruleset.rules, self.ruleset
         for index, mask in masks.items():
             outcome = ready[index][mask]  # None: the outcome names this case's missing data
-            outcomes[index] = outcome or self._outcome(index, mask, facts)
+            if outcome is None:
+                outcome = explained_outcome(rules[index], table[index][mask][0], facts, ruleset)
+            outcomes[index] = outcome
         return outcomes
 
 
