@@ -196,12 +196,13 @@ class ChunkRunner:
                 return self._submit(chunk).result()
             except BrokenProcessPool:
                 self._restart()
-        if len(chunk.rows) > 1:
-            half = len(chunk.rows) // 2
-            first = self._isolated(Chunk(chunk.index, chunk.source, chunk.rows[:half]))
-            first.merge(self._isolated(Chunk(chunk.index, chunk.source, chunk.rows[half:])))
+        rows = chunk.materialized()
+        if len(rows) > 1:
+            half = len(rows) // 2
+            first = self._isolated(Chunk(chunk.index, chunk.source, rows[:half]))
+            first.merge(self._isolated(Chunk(chunk.index, chunk.source, rows[half:])))
             return first
-        ((number, row),) = chunk.rows
+        ((number, row),) = rows
         crashed = ChunkResult(chunk.index, chunk.source, rows=1)
         case_id = row.get("case_id") if isinstance(row, dict) else None
         reason = f"a worker process died {CRASH_RETRIES} times screening this row; not screened"

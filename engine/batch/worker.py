@@ -132,10 +132,11 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     """
     config, ruleset, evaluator = _STATE.config, _STATE.ruleset, _STATE.evaluator
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
-    result = ChunkResult(chunk.index, chunk.source, rows=len(chunk.rows))
+    rows = chunk.materialized()
+    result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
-    for number, row in chunk.rows:
+    for number, row in rows:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
             continue

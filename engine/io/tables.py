@@ -47,11 +47,27 @@ Row = dict[str, Any] | RowProblem
 
 @dataclass
 class Chunk:
-    """Consecutive rows of one input, with the row number of the first."""
+    """Consecutive rows of one input, numbered.
+
+    A Parquet chunk travels as its Arrow record batch (with the number of its first row) and
+    becomes Python rows only where it is screened: the parent process, which reads and writes
+    for every worker, does not build or pickle a dict per row.
+    """
 
     index: int
     source: str
     rows: list[tuple[int, Row]]
+    batch: pa.RecordBatch | None = None
+    first: int = 1
+
+    def materialized(self) -> list[tuple[int, Row]]:
+        """The numbered rows, built from the record batch if the chunk carries one."""
+        if self.batch is None:
+            return self.rows
+        return [(self.first + i, row) for i, row in enumerate(self.batch.to_pylist())]
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.batch is None else self.batch.num_rows
 
 
 def detect_format(path: str, given: InputFormat | None = None) -> InputFormat:
@@ -150,6 +166,9 @@ class TableReader:
         self, first_index: int, chunk_rows: int = CHUNK_ROWS, limit: int | None = None
     ) -> Iterator[Chunk]:
         """Every row of the input, in order, in chunks of chunk_rows."""
+        if self.format is InputFormat.parquet and limit is None:
+            yield from self._parquet_chunks(first_index, chunk_rows)
+            return
         rows = {
             InputFormat.csv: self._csv_rows,
             InputFormat.jsonl: self._jsonl_rows,
@@ -247,6 +266,13 @@ class TableReader:
             number += 1
             self._stdin_digest.update(line)
             yield number, line
+
+    def _parquet_chunks(self, first_index: int, chunk_rows: int) -> Iterator[Chunk]:
+        number = 0
+        batches = pq.ParquetFile(self.path).iter_batches(batch_size=chunk_rows)
+        for index, batch in enumerate(batches, first_index):
+            yield Chunk(index, self.source, [], batch=batch, first=number + 1)
+            number += batch.num_rows
 
     def _parquet_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
         number = 0
