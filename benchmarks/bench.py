@@ -339,7 +339,7 @@ def write_results(header: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the batch run")
-    parser.add_argument("--scaling-rows", type=int, default=100_000)
+    parser.add_argument("--scaling-rows", type=int, default=200_000)
     parser.add_argument("--engine-cases", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--no-write", action="store_true", help="do not update results.md")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import pyarrow as pa
+
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS
 from engine.errors import CaseInputError
@@ -44,6 +46,7 @@ FLAT_COLUMNS = (
     "not_evaluable",
     "missing_fields",
 )
+FLAT_SCHEMA = pa.schema([(name, pa.string()) for name in FLAT_COLUMNS])
 BLOCKING = (Severity.red_flag.value, Severity.major.value)
 SEVERITIES = tuple(s.value for s in Severity)
 # enum members as plain names: the hot loops below compare every outcome of every case
@@ -171,7 +174,17 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     for name in CASE_FIELDS:  # counted as supplied, reported as missing
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
+    if config.output_format is OutputFormat.parquet:  # built here, in parallel, not by the parent
+        result.records = [flat_batch(result.records)]
     return result
+
+
+def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:
+    """Flattened rows as an Arrow record batch (columns: FLAT_COLUMNS, all text)."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in FLAT_COLUMNS]
+    return pa.RecordBatch.from_arrays(
+        [pa.array(column, pa.string()) for column in columns], schema=FLAT_SCHEMA
+    )
 
 
 def reject(

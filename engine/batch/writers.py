@@ -15,10 +15,9 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.batch.worker import FLAT_COLUMNS, OutputFormat
+from engine.batch.worker import FLAT_COLUMNS, FLAT_SCHEMA, OutputFormat
 
 PARQUET_ROW_GROUP = 20_000
-_PARQUET_SCHEMA = pa.schema([(name, pa.string()) for name in FLAT_COLUMNS])
 
 
 class AtomicPath:
@@ -44,11 +43,12 @@ class ResultWriter:
         self._stream: IO[str] | None = None
         self._csv: Any = None
         self._parquet: pq.ParquetWriter | None = None
-        self._pending: list[tuple[str, ...]] = []
+        self._pending: list[pa.RecordBatch] = []  # Parquet: record batches built by workers
+        self._pending_rows = 0
         if fmt is OutputFormat.parquet:
             if self.atomic is None:
                 raise ValueError("Parquet cannot be written to stdout")
-            self._parquet = pq.ParquetWriter(self.atomic.temp, _PARQUET_SCHEMA)
+            self._parquet = pq.ParquetWriter(self.atomic.temp, FLAT_SCHEMA)
             return
         if self.atomic is None:
             self._stream = sys.stdout
@@ -66,17 +66,15 @@ class ResultWriter:
             self._csv.writerows(records)
         else:
             self._pending.extend(records)
-            if len(self._pending) >= PARQUET_ROW_GROUP:
+            self._pending_rows += sum(batch.num_rows for batch in records)
+            if self._pending_rows >= PARQUET_ROW_GROUP:
                 self._flush_parquet()
 
     def _flush_parquet(self) -> None:
         if self._pending and self._parquet is not None:
-            columns = list(zip(*self._pending, strict=True))
-            table = pa.Table.from_arrays(
-                [pa.array(col, pa.string()) for col in columns], schema=_PARQUET_SCHEMA
-            )
+            table = pa.Table.from_batches(self._pending, schema=FLAT_SCHEMA).combine_chunks()
             self._parquet.write_table(table)
-            self._pending = []
+            self._pending, self._pending_rows = [], 0
 
     def close(self, *, commit: bool) -> None:
         if self._parquet is not None:
