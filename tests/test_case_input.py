@@ -141,3 +141,20 @@ def test_empty_values_mean_unknown(tmp_path: Path) -> None:
     code, out, _ = screen_file(tmp_path, "case_id: T-1\nbmi:\nsex: ''\n")
     assert code == 0
     assert "Case T-1" in out
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"case_id": "A1", 7: None},  # a name that is not text, even with no value
+        {"case_id": "A1", "levels": [1, 2]},
+        {"case_id": "A1", "levels": {"n": 2}},
+    ],
+)
+def test_rows_the_fast_path_cannot_take_are_still_refused(raw: dict[object, object]) -> None:
+    """validate_case checks plain rows in one pass; anything else gets the full checks."""
+    from engine.errors import CaseInputError
+    from engine.io.cases import validate_case
+
+    with pytest.raises(CaseInputError, match=r"must be text|nested structure"):
+        validate_case(raw, "rows.jsonl", row=3)  # type: ignore[arg-type]

@@ -63,7 +63,7 @@ def validate_case(
         for k, v in raw.items()
         if v is not None and (type(v) is not str or v != "" or k == "case_id")
     }
-    if not (_PLAIN.issuperset(map(type, clean.values())) and _TEXT.issuperset(map(type, clean))):
+    if not (_PLAIN.issuperset(map(type, clean.values())) and _TEXT.issuperset(map(type, raw))):
         clean = {}
         for key, value in raw.items():
             if not isinstance(key, str):
