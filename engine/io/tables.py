@@ -66,9 +66,6 @@ class Chunk:
             return self.rows
         return [(self.first + i, row) for i, row in enumerate(self.batch.to_pylist())]
 
-    def __len__(self) -> int:
-        return len(self.rows) if self.batch is None else self.batch.num_rows
-
 
 def detect_format(path: str, given: InputFormat | None = None) -> InputFormat:
     """Input format from --input-format, else from the file extension ('-' is JSONL)."""
