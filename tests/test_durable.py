@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import durable_rules_engine as dre
 import pytest
@@ -372,3 +373,22 @@ def test_fields_compared_with_fields_keep_their_values() -> None:
     text = 'sex == "male" and not (pelvic_incidence_deg > lumbar_lordosis_deg + 10)'
     cond = parse_condition(text, FIELDS_BY_NAME)
     assert compared_with_fields([cond]) == {"pelvic_incidence_deg", "lumbar_lordosis_deg"}
+
+
+def test_a_rule_unknown_when_nothing_fires_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Untouched rules take a shared default outcome, which cannot name a case's missing data:
+    a rule whose condition would be unknown with no pattern firing is refused at load."""
+    import engine.evaluate.durable as durable
+
+    real = durable.compile_rules
+
+    def folded(ruleset: Any) -> Any:
+        compiled = real(ruleset)
+        first = compiled.rules[0]
+        parts = {"s1": True, "s?": False, "w1": False, "w?": True}  # "unknown" folded to true
+        compiled.rules[0] = durable.CompiledRule(first.index, parts)
+        return compiled
+
+    monkeypatch.setattr(durable, "compile_rules", folded)
+    with pytest.raises(EngineError, match="unknown when none of its patterns fires"):
+        DurableEvaluator(RULESET)

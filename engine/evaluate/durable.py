@@ -528,6 +528,12 @@ class DurableEvaluator:
         self.ruleset = ruleset
         compiled = compile_rules(ruleset)
         self.compiled = compiled.rules
+        # per rule, status and condition value for every mask of fired parts
+        self._table = [_status_table(c) for c in self.compiled]
+        for rule, table in zip(ruleset.rules, self._table, strict=True):
+            status, when = table[0]
+            if when is None and status in EXPLAINED_STATUSES:  # would need a case to explain
+                raise EngineError(f"{rule.id} is unknown when none of its patterns fires")
         self.layout = layout(self.compiled)
         self.fields = sorted(ruleset.fields_read)
         flags = [ruled_out_key(f, v) for f, sets in compiled.value_sets.items() for v in sets]
@@ -561,12 +567,10 @@ class DurableEvaluator:
             "[" + ", ".join(f'{{"sid": "{SID}", "id": {slot}}}' for slot in range(1, n + 1)) + "]"
             for n in range(SLOTS + 1)
         ]
-        # each pattern name -> (rule index, part bit); per rule, status and condition value
-        # for every mask of fired parts (folded constants included); outcomes if nothing fires
+        # each pattern name -> (rule index, part bit); each rule's outcome if nothing fires
         self._names = {
             f"{c.index}.{part}": (c.index, _BITS[part]) for c in self.compiled for part in PARTS
         }
-        self._table = [_status_table(c) for c in self.compiled]
         self._defaults = [
             self._outcome(index, 0, Facts(values={})) for index in range(len(self.compiled))
         ]
