@@ -14,8 +14,8 @@ from engine.dictionary import FieldType
 from engine.errors import CaseProblem
 from engine.models import Inferred, Scalar
 from engine.rules.condition import Cond, evaluate_expr, fields_of, to_text
-from engine.rules.logic import Kleene, compile_kleene, unknown_fields
-from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
+from engine.rules.logic import compile_kleene, unknown_fields
+from engine.rules.ruleset import DerivedRule, Ruleset
 
 DERIVED_DECIMALS = 6
 
@@ -53,13 +53,6 @@ def build_facts(values: dict[str, Scalar], ruleset: Ruleset) -> Facts:
             known[rule.field] = value
             derived[rule.field] = value
     return Facts(values=known, possible=possible, inferred=tuple(inferred), derived=derived)
-
-
-def derive_value(
-    rule: DerivedRule, values: dict[str, Scalar], possible: dict[str, frozenset[Scalar]]
-) -> Scalar | None:
-    """The value of one derived attribute, or None when its inputs leave it unknown."""
-    return deriver(rule)(values, possible)
 
 
 Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
@@ -163,7 +156,7 @@ def _apply_constraints(
     narrowed_by: dict[str, list[str]] = {}
     inferred: list[Inferred] = []
     changed = True
-    pending = _narrowings(ruleset)
+    pending = ruleset.compiled_narrowings
     while changed:
         changed = False
         waiting = []  # narrowings whose condition is not (yet) true
@@ -211,23 +204,6 @@ def _apply_constraints(
                 possible[name] = now
         pending = waiting
     return possible, inferred
-
-
-Narrowing = tuple[Constraint, str, Cond, Kleene, frozenset[Scalar]]
-_NARROWINGS: dict[int, tuple[Ruleset, list[Narrowing]]] = {}
-
-
-def _narrowings(ruleset: Ruleset) -> list[Narrowing]:
-    """Every narrowing of every constraint, compiled (cached per ruleset, kept alive)."""
-    hit = _NARROWINGS.get(id(ruleset))
-    if hit is None:
-        plan = [
-            (constraint, constraint.spec.name, when, compile_kleene(when), allowed)
-            for constraint in ruleset.constraints
-            for when, allowed in constraint.narrowings
-        ]
-        hit = _NARROWINGS[id(ruleset)] = (ruleset, plan)
-    return hit[1]
 
 
 def _facts_text(when: Cond, known: dict[str, Scalar]) -> str:

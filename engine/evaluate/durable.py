@@ -142,7 +142,7 @@ def _absent(field: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Kleene4:
+class KleenePatterns:
     """The NNF patterns of a condition: true, false, not false, not true, and unknown.
 
     `unknown` is built directly (an atom is unknown when its field is missing and the
@@ -156,8 +156,8 @@ class Kleene4:
     not_true: Pattern
     unknown: Pattern
 
-    def negate(self) -> Kleene4:
-        return Kleene4(self.false, self.true, self.not_true, self.not_false, self.unknown)
+    def negate(self) -> KleenePatterns:
+        return KleenePatterns(self.false, self.true, self.not_true, self.not_false, self.unknown)
 
 
 class PatternCompiler:
@@ -186,12 +186,12 @@ class PatternCompiler:
                 raise ConditionTooComplex(boolean_operators(pattern))
         return four.true, unknown
 
-    def four(self, cond: Cond) -> Kleene4:
+    def four(self, cond: Cond) -> KleenePatterns:
         if isinstance(cond, Truth):
-            return Kleene4(cond.value, not cond.value, cond.value, not cond.value, False)
+            return KleenePatterns(cond.value, not cond.value, cond.value, not cond.value, False)
         if isinstance(cond, Known):
             present, absent = {"$ex": {cond.field: 1}}, _absent(cond.field)
-            known = Kleene4(present, absent, present, absent, False)
+            known = KleenePatterns(present, absent, present, absent, False)
             return known.negate() if cond.negated else known
         if isinstance(cond, Compare):
             return self._comparison(cond)
@@ -207,14 +207,14 @@ class PatternCompiler:
         not_trues = [p.not_true for p in parts]
         some_unknown = _any([p.unknown for p in parts])
         if isinstance(cond, And):  # unknown: no part false, some part unknown
-            return Kleene4(
+            return KleenePatterns(
                 _all(trues),
                 _any(falses),
                 _all(not_falses),
                 _any(not_trues),
                 _all([*not_falses, some_unknown]),
             )
-        return Kleene4(  # unknown: no part true, some part unknown
+        return KleenePatterns(  # unknown: no part true, some part unknown
             _any(trues),
             _all(falses),
             _any(not_falses),
@@ -243,7 +243,7 @@ class PatternCompiler:
             return True
         return _absent(self._flag(field, values))
 
-    def _comparison(self, cond: Compare) -> Kleene4:
+    def _comparison(self, cond: Compare) -> KleenePatterns:
         rhs = _expr(cond.rhs)
         # durable-rules can match `$m` references to a missing field (events.c reads a stale
         # result), so every field the right side reads is required to exist first
@@ -257,7 +257,7 @@ class PatternCompiler:
             equal = _compare(cond.field, "==", value)
             unequal = _compare(cond.field, "!=", value)
             # unknown field: `x == v` is false once v is ruled out, and `x != v` true
-            eq = Kleene4(
+            eq = KleenePatterns(
                 true=equal,
                 false=_any([unequal, self._ruled_out(cond.field, [value])]),
                 not_false=_all([_any([equal, missing]), self._still_possible(cond.field, [value])]),
@@ -266,9 +266,9 @@ class PatternCompiler:
                 unknown=_all([missing, self._still_possible(cond.field, [value])]),
             )
             return eq if cond.op == "==" else eq.negate()
-        return Kleene4(holds, fails, _any([holds, missing]), _any([fails, missing]), missing)
+        return KleenePatterns(holds, fails, _any([holds, missing]), _any([fails, missing]), missing)
 
-    def _membership(self, cond: Member) -> Kleene4:
+    def _membership(self, cond: Member) -> KleenePatterns:
         spec = FIELDS_BY_NAME[cond.field]
         field, members = cond.field, list(cond.values)
         others = [v for v in spec.domain if v not in set(members)]
@@ -277,10 +277,10 @@ class PatternCompiler:
         all_unequal = _all([_compare(field, "!=", v) for v in members])
         missing = _absent(field)
         if finite and not others:  # the list holds every value: true whatever is unknown
-            return Kleene4(True, False, True, False, False)
+            return KleenePatterns(True, False, True, False, False)
         out_members = self._ruled_out(field, members) if finite else False
         out_others = self._ruled_out(field, others) if finite else False
-        return Kleene4(
+        return KleenePatterns(
             true=_any([any_equal, out_others]),
             false=_any([all_unequal, out_members]),
             not_false=_all(
@@ -528,12 +528,24 @@ class DurableEvaluator:
         self.ruleset = ruleset
         compiled = compile_rules(ruleset)
         self.compiled = compiled.rules
-        # per rule, status and condition value for every mask of fired parts
+        # per rule, status and condition value for every mask of fired parts, and the outcome
+        # where it is the same for every case (None: it names the case's missing data)
         self._table = [_status_table(c) for c in self.compiled]
-        for rule, table in zip(ruleset.rules, self._table, strict=True):
-            status, when = table[0]
-            if when is None and status in EXPLAINED_STATUSES:  # would need a case to explain
+        self._ready = [
+            [
+                None
+                if when is None and status in EXPLAINED_STATUSES
+                else make_outcome(rule, status, when, Facts(values={}), ruleset)
+                for status, when in table
+            ]
+            for rule, table in zip(ruleset.rules, self._table, strict=True)
+        ]
+        # a rule none of whose patterns fired takes its mask-0 outcome, shared by every case
+        self._defaults: list[RuleOutcome] = []
+        for rule, ready in zip(ruleset.rules, self._ready, strict=True):
+            if ready[0] is None:  # it would need the case to explain what is missing
                 raise EngineError(f"{rule.id} is unknown when none of its patterns fires")
+            self._defaults.append(ready[0])
         self.layout = layout(self.compiled)
         self.fields = sorted(ruleset.fields_read)
         flags = [ruled_out_key(f, v) for f, sets in compiled.value_sets.items() for v in sets]
@@ -567,23 +579,15 @@ class DurableEvaluator:
             "[" + ", ".join(f'{{"sid": "{SID}", "id": {slot}}}' for slot in range(1, n + 1)) + "]"
             for n in range(SLOTS + 1)
         ]
-        # each pattern name -> (rule index, part bit); each rule's outcome if nothing fires
+        # each pattern name -> (rule index, part bit)
         self._names = {
             f"{c.index}.{part}": (c.index, _BITS[part]) for c in self.compiled for part in PARTS
         }
-        self._defaults = [
-            self._outcome(index, 0, Facts(values={})) for index in range(len(self.compiled))
-        ]
-        # per rule and mask, the outcome when it is the same for every case (nothing missing)
-        self._ready = [
-            [
-                None
-                if when is None and status in EXPLAINED_STATUSES
-                else make_outcome(rule, status, when, Facts(values={}), ruleset)
-                for status, when in table
-            ]
-            for rule, table in zip(ruleset.rules, self._table, strict=True)
-        ]
+        # encode() reads facts back under their own names and values
+        self._names_back = {short: name for name, short in self.aliases.items()}
+        self._values_back: dict[tuple[str, Scalar], Scalar] = {
+            (name, code): value for (name, value), code in self.codes.items()
+        }
 
     def _create_handles(self) -> list[int]:
         handles = []
@@ -618,10 +622,7 @@ class DurableEvaluator:
 
     def encode(self, facts: Facts) -> dict[str, Scalar]:
         """The fact's attributes as a dict under their own names (those of body())."""
-        names = {short: name for name, short in self.aliases.items()}
-        values: dict[tuple[str, Scalar], Scalar] = {
-            (name, code): value for (name, value), code in self.codes.items()
-        }
+        names, values = self._names_back, self._values_back
         sent: dict[str, Scalar] = json.loads("{" + self.body(facts).removeprefix(",") + "}")
         decoded = {names[short]: value for short, value in sent.items()}
         return {name: values.get((name, value), value) for name, value in decoded.items()}
@@ -687,11 +688,6 @@ class DurableEvaluator:
         for slot in _MATCH.findall(message):
             mask = found[slot]
             mask[index] = mask.get(index, 0) | bit
-
-    def _outcome(self, index: int, mask: int, facts: Facts) -> RuleOutcome:
-        status, when = self._table[index][mask]
-        rule = self.ruleset.rules[index]
-        return make_outcome(rule, status, when, facts, self.ruleset)
 
     def evaluate(self, facts: Facts) -> list[RuleOutcome]:
         return self.evaluate_many([facts])[0]

@@ -20,6 +20,7 @@ from engine.models import (
     Scalar,
 )
 from engine.rules.condition import Cond, Expr, fields_of, to_text
+from engine.rules.logic import Kleene, compile_kleene
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,17 @@ class Ruleset:
     @cached_property
     def constrained_fields(self) -> frozenset[str]:
         return frozenset(c.spec.name for c in self.constraints)
+
+    @cached_property
+    def compiled_narrowings(
+        self,
+    ) -> list[tuple[Constraint, str, Cond, Kleene, frozenset[Scalar]]]:
+        """Every narrowing of every constraint: constraint, field, condition compiled, allowed."""
+        return [
+            (constraint, constraint.spec.name, when, compile_kleene(when), allowed)
+            for constraint in self.constraints
+            for when, allowed in constraint.narrowings
+        ]
 
     @cached_property
     def explanation_inputs(self) -> dict[str, tuple[str, ...]]:
