@@ -307,6 +307,22 @@ class RuleOutcome:
     missing: tuple[str, ...] = ()
 
 
+_SETTLED: dict[tuple[str, RuleStatus], RuleOutcome] = {}
+
+
+def settled_outcome(rule_id: str, status: RuleStatus) -> RuleOutcome:
+    """The outcome of a rule with nothing missing: one shared object per rule and status.
+
+    Outcomes are immutable, so every case shares it; batch counting relies on that identity to
+    skip each case's many not-applicable and not-fired rules (Ruleset.baseline_outcomes).
+    """
+    key = (rule_id, status)
+    settled = _SETTLED.get(key)
+    if settled is None:
+        settled = _SETTLED[key] = RuleOutcome(rule_id=rule_id, status=status)
+    return settled
+
+
 class Finding(BaseModel):
     """A rule that fired, with the values that triggered it and where it comes from."""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
 
 from engine import __version__
 from engine.derive import Facts, InconsistentInput, build_facts
@@ -52,6 +54,7 @@ class Decision:
     outcomes: list[RuleOutcome]
     policy: PolicyEntry
     assumed: dict[str, Scalar]
+    notable: list[RuleOutcome]  # see notable_outcomes
 
 
 def prepare(
@@ -70,11 +73,25 @@ def prepare(
         raise CaseInputError(source, [exc.problem], case_id=case_id) from None
 
 
+def notable_outcomes(outcomes: Sequence[RuleOutcome], ruleset: Ruleset) -> list[RuleOutcome]:
+    """The outcomes, in report order, that are not their rule's baseline object.
+
+    Every fired, conditional and not-evaluable outcome is among them (a baseline is not
+    applicable or not fired); a case usually has a dozen of the 65. The comparison is by
+    identity, so an outcome equal to the baseline but built apart is kept: never one too few.
+    """
+    ordered = ruleset.in_report_order(outcomes)
+    return list(compress(ordered, map(is_not, ordered, ruleset.baseline_outcomes)))
+
+
 def conclude(
     facts: Facts, outcomes: list[RuleOutcome], assumed: dict[str, Scalar], ruleset: Ruleset
 ) -> Decision:
     """The decision once every rule's outcome is known: the verdict the policy gives."""
-    return Decision(facts, outcomes, decide_verdict(outcomes, ruleset), assumed)
+    notable = notable_outcomes(outcomes, ruleset)
+    # the baselines cannot select a policy entry unless one reads not-fired/not-applicable
+    policy = decide_verdict(notable if ruleset.policy_ignores_inert else outcomes, ruleset)
+    return Decision(facts, outcomes, policy, assumed, notable)
 
 
 def decide(

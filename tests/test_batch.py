@@ -468,6 +468,87 @@ def test_flattened_rows_match_the_full_result(evaluators: dict[str, Any]) -> Non
         assert flatten(case_id, decision.policy.verdict, decision.outcomes, RULESET) == expected
 
 
+def test_rule_counts_match_every_outcome_counted_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers count only each case's notable outcomes and add the baselines per chunk;
+    the summary must equal counting all 65 outcomes of every case (reference evaluator)."""
+    import csv
+    from collections import Counter
+
+    from engine.errors import CaseInputError
+    from engine.io import tables
+    from engine.screen import decide
+
+    monkeypatch.setattr(tables, "CHUNK_ROWS", 97)  # several chunks, each counted apart
+    source = ROOT / "cases" / "cohort" / "synthetic-500.csv"
+    summary = tmp_path / "s.json"
+    batch(str(source), "--out", str(tmp_path / "o.csv"), "--summary", str(summary))
+    counted = {
+        (r["rule_id"], s): r[s]
+        for r in json.loads(summary.read_text())["rules"]
+        for s in ("fired", "not_fired", "not_applicable", "conditional", "not_evaluable")
+    }
+    by_hand: Counter[tuple[str, str]] = Counter()
+    with source.open(newline="") as handle:
+        for number, row in enumerate(csv.DictReader(handle), 1):
+            try:
+                case_id, values = validate_case({k: v or None for k, v in row.items()}, "t", number)
+                decision = decide(case_id, values, RULESET, EVALUATORS["reference"])
+            except CaseInputError:
+                continue
+            by_hand.update((o.rule_id, o.status.value) for o in decision.outcomes)
+    assert (
+        sum(by_hand.values())
+        == 65 * json.loads(summary.read_text())["reconciliation"]["rows_screened"]
+    )
+    assert counted == {key: by_hand[key] for key in counted}
+
+
+def test_notable_outcomes_keep_everything_but_baseline_objects() -> None:
+    """Every fired, conditional and not-evaluable outcome is notable, in report order; an
+    outcome equal to a baseline but not the shared object is kept, never dropped."""
+    from engine.io.cases import read_case
+    from engine.models import RuleOutcome
+    from engine.screen import decide, notable_outcomes
+
+    inert = {"not_fired", "not_applicable"}
+    for example in sorted((ROOT / "cases" / "examples").glob("*.yaml")):
+        decision = decide(*read_case(str(example)), RULESET, EVALUATORS["durable"])
+        ordered = [decision.outcomes[p] for p in RULESET.report_positions]
+        notable = notable_outcomes(decision.outcomes, RULESET)
+        assert [o for o in ordered if o.status not in inert] == [
+            o for o in notable if o.status not in inert
+        ]
+        assert notable == [o for o in ordered if o in notable]  # report order, no extras
+        copies = [RuleOutcome(o.rule_id, o.status, o.missing) for o in decision.outcomes]
+        assert notable_outcomes(copies, RULESET) == ordered
+
+
+def test_the_verdict_reads_every_outcome_when_the_policy_reads_baseline_statuses() -> None:
+    """The verdict from notable outcomes only is exact because no policy entry is selected
+    by a not-fired or not-applicable rule; were one so selected, every outcome is read."""
+    import copy
+
+    from engine.io.cases import read_case
+    from engine.screen import conclude, prepare
+
+    assert RULESET.policy_ignores_inert
+    altered = copy.copy(RULESET)
+    first, _ = altered.policy_triggers[0]
+    altered.__dict__["policy_triggers"] = [
+        (first, frozenset({("not_applicable", s) for s in ("red_flag", "major")})),
+        *altered.policy_triggers[1:],
+    ]
+    altered.__dict__.pop("policy_ignores_inert", None)
+    assert not altered.policy_ignores_inert
+    case_id, values = read_case(str(ROOT / "cases" / "examples" / "disc-herniation-l4-l5.yaml"))
+    facts, assumed = prepare(case_id, values, RULESET)
+    outcomes = EVALUATORS["durable"].evaluate(facts)
+    assert conclude(facts, outcomes, assumed, RULESET).policy != first
+    assert conclude(facts, outcomes, assumed, altered).policy == first
+
+
 # --- regressions found in review -----------------------------------------------------------
 
 

@@ -30,7 +30,14 @@ from engine.io.tables import Chunk, RowProblem
 from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, Verdict
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
-from engine.screen import Decision, Screening, decide_many, prepare, screening_of
+from engine.screen import (
+    Decision,
+    Screening,
+    decide_many,
+    notable_outcomes,
+    prepare,
+    screening_of,
+)
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FAULT_ENV = "MISS_SCREEN_FAULT_CASE_ID"  # test hook: a worker that meets this case_id is killed
@@ -166,14 +173,14 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         valid.append((valid_id, values))
     decisions = decide_many(prepared, ruleset, evaluator)
     present: Counter[str] = Counter()
+    full = config.output_format is OutputFormat.jsonl  # the full result contract
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
-        screened: Screening | Decision = decision
-        if config.output_format is OutputFormat.jsonl:  # the full result contract
-            screened = screening_of(valid_id, decision, ruleset)
-        record(result, valid_id, screened, values, ruleset, present)
+        screening = screening_of(valid_id, decision, ruleset) if full else None
+        record(result, valid_id, decision, screening, values, ruleset, present)
     for name in CASE_FIELDS:  # counted as supplied, reported as missing
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
+    count_baselines(result, ruleset)
     if config.output_format is OutputFormat.parquet:  # built here, in parallel, not by the parent
         result.records = [flat_batch(result.records)]
     return result
@@ -233,57 +240,63 @@ def _plain(value: Any) -> Any:
 def record(
     result: ChunkResult,
     case_id: str,
-    screened: Screening | Decision,
+    decision: Decision,
+    screening: Screening | None,
     values: dict[str, Scalar],
     ruleset: Ruleset,
     present: Counter[str],
 ) -> None:
-    """Add one screened case's output record and counts (`present`: fields it supplied)."""
-    outcomes = screened.outcomes
-    verdict = (
-        screened.result.verdict if isinstance(screened, Screening) else screened.policy.verdict
-    )
+    """Add one screened case's output record and counts (`present`: fields it supplied).
+
+    Rule counts come from the case's notable outcomes only; count_baselines adds the rest.
+    """
+    verdict = decision.policy.verdict
     result.screened += 1
     result.verdicts[verdict.value] += 1
-    result.rule_status.update(map(_RULE_STATUS, outcomes))  # a StrEnum: equal to its value
+    result.rule_status.update(map(_RULE_STATUS, decision.notable))  # StrEnum: equal to value
     present.update(values.keys())
-    if isinstance(screened, Screening):
-        if verdict is INSUFFICIENT_DATA:
-            severity_of = ruleset.severity_of
-            result.blocks.update(
-                {
-                    m
-                    for o in outcomes
-                    if o.status is NOT_EVALUABLE and severity_of[o.rule_id] in BLOCKING
-                    for m in o.missing
-                }
-            )
-        result.records.append(screened.result.model_dump_json())
-    else:
-        row, blocking = _flat_row(case_id, verdict, outcomes, ruleset)
-        if verdict is INSUFFICIENT_DATA:
-            result.blocks.update(blocking)
-        result.records.append(row)
+    row, blocking = _flat_row(case_id, verdict, decision.notable, ruleset)
+    if verdict is INSUFFICIENT_DATA:
+        result.blocks.update(blocking)
+    result.records.append(row if screening is None else screening.result.model_dump_json())
+
+
+def count_baselines(result: ChunkResult, ruleset: Ruleset) -> None:
+    """Count, for every rule, the screened cases whose outcome was its baseline.
+
+    record() counts notable outcomes only; every other case took the baseline object.
+    """
+    notable: Counter[str] = Counter()
+    for (rule_id, _), count in result.rule_status.items():
+        notable[rule_id] += count
+    for baseline in ruleset.baseline_outcomes:
+        rest = result.screened - notable[baseline.rule_id]
+        if rest:
+            result.rule_status[_RULE_STATUS(baseline)] += rest
 
 
 def flatten(
     case_id: str, verdict: Verdict, outcomes: list[RuleOutcome], ruleset: Ruleset
 ) -> tuple[str, ...]:
     """The CSV/Parquet row of a case (columns: FLAT_COLUMNS), straight from its outcomes."""
-    return _flat_row(case_id, verdict, outcomes, ruleset)[0]
+    return _flat_row(case_id, verdict, notable_outcomes(outcomes, ruleset), ruleset)[0]
 
 
 def _flat_row(
-    case_id: str, verdict: Verdict, outcomes: list[RuleOutcome], ruleset: Ruleset
+    case_id: str, verdict: Verdict, notable: list[RuleOutcome], ruleset: Ruleset
 ) -> tuple[tuple[str, ...], set[str]]:
-    """The flattened row, and the missing fields of not-evaluable red-flag and major rules."""
+    """The flattened row, and the missing fields of not-evaluable red-flag and major rules.
+
+    `notable`: the case's outcomes in report order, every fired, conditional and
+    not-evaluable one among them (screen.notable_outcomes).
+    """
     severity_of = ruleset.severity_of
     by_severity: dict[str, list[str]] = {s: [] for s in SEVERITIES}
     conditional: list[str] = []
     not_evaluable: list[str] = []
     missing: set[str] = set()
     blocking: set[str] = set()
-    for outcome in map(outcomes.__getitem__, ruleset.report_positions):
+    for outcome in notable:
         status = outcome.status
         if status is FIRED:
             by_severity[severity_of[outcome.rule_id]].append(outcome.rule_id)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from engine.derive import Facts, missing_inputs
-from engine.models import RuleOutcome, RuleStatus
+from engine.models import RuleOutcome, RuleStatus, settled_outcome
 from engine.rules.logic import unknown_fields
 from engine.rules.ruleset import Rule, Ruleset
 
@@ -37,7 +37,6 @@ def rule_status(scope: bool | None, when: bool | None) -> RuleStatus:
 
 
 EXPLAINED_STATUSES = frozenset({RuleStatus.not_evaluable, RuleStatus.conditional})
-_SETTLED: dict[tuple[str, RuleStatus], RuleOutcome] = {}  # outcomes with nothing missing
 # outcomes with something missing, by rule, status and what the explanation reads: cohorts
 # repeat the same gaps, and outcomes are immutable
 _EXPLAINED: dict[tuple[object, ...], tuple[Rule, RuleOutcome]] = {}
@@ -50,11 +49,7 @@ def make_outcome(
     """The outcome of one rule, naming the input fields that would settle an unknown condition."""
     if when is None and status in EXPLAINED_STATUSES:
         return explained_outcome(rule, status, facts, ruleset)
-    key = (rule.id, status)
-    settled = _SETTLED.get(key)
-    if settled is None:  # immutable, so one object per rule and status serves every case
-        settled = _SETTLED[key] = RuleOutcome(rule_id=rule.id, status=status)
-    return settled
+    return settled_outcome(rule.id, status)
 
 
 def explained_outcome(

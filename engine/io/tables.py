@@ -160,9 +160,10 @@ class TableReader:
     # rows ------------------------------------------------------------------------------------
 
     def chunks(
-        self, first_index: int, chunk_rows: int = CHUNK_ROWS, limit: int | None = None
+        self, first_index: int, chunk_rows: int | None = None, limit: int | None = None
     ) -> Iterator[Chunk]:
-        """Every row of the input, in order, in chunks of chunk_rows."""
+        """Every row of the input, in order, in chunks of chunk_rows (default CHUNK_ROWS)."""
+        chunk_rows = chunk_rows or CHUNK_ROWS
         if self.format is InputFormat.parquet and limit is None:
             yield from self._parquet_chunks(first_index, chunk_rows)
             return

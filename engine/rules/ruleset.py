@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -15,9 +17,11 @@ from engine.models import (
     PolicyEntry,
     PolicyFile,
     RuleFile,
+    RuleOutcome,
     RulesetStamp,
     RuleStatus,
     Scalar,
+    settled_outcome,
 )
 from engine.rules.condition import Cond, Expr, fields_of, to_text
 from engine.rules.logic import Kleene, compile_kleene
@@ -114,6 +118,39 @@ class Ruleset:
         """Positions of the rules (and of their outcomes) in report order."""
         order = self.report_order
         return tuple(sorted(range(len(self.rules)), key=lambda i: order[self.rules[i].id]))
+
+    @cached_property
+    def in_report_order(self) -> Callable[[Sequence[RuleOutcome]], tuple[RuleOutcome, ...]]:
+        """A function that picks one outcome per rule, in report order, in one C call."""
+        positions = self.report_positions
+        if len(positions) < 2:  # itemgetter of one position returns the item, not a tuple
+            return lambda outcomes: tuple(outcomes[p] for p in positions)
+        return operator.itemgetter(*positions)
+
+    @cached_property
+    def baseline_outcomes(self) -> tuple[RuleOutcome, ...]:
+        """Per rule, in report order, the shared outcome of a case it says nothing about.
+
+        Not applicable for a scoped rule, not fired otherwise: most rules end so for most
+        cases. An outcome that *is* its rule's baseline object can be skipped wherever only
+        fired, conditional and not-evaluable rules matter (see `notable_outcomes`).
+        """
+        return tuple(
+            settled_outcome(
+                rule.id,
+                RuleStatus.not_applicable if rule.scope is not None else RuleStatus.not_fired,
+            )
+            for rule in map(self.rules.__getitem__, self.report_positions)
+        )
+
+    @cached_property
+    def policy_ignores_inert(self) -> bool:
+        """No policy entry is selected by a not-fired or not-applicable rule."""
+        inert = {RuleStatus.not_fired, RuleStatus.not_applicable}
+        return all(
+            triggers is None or not any(status in inert for status, _ in triggers)
+            for _, triggers in self.policy_triggers
+        )
 
     @cached_property
     def policy_triggers(
