@@ -25,8 +25,9 @@ from engine.dictionary import INPUT_FIELDS
 from engine.errors import CaseInputError
 from engine.evaluate.durable import DurableEvaluator
 from engine.io.cases import validate_case
+from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import identifier_kinds
-from engine.io.tables import Chunk, RowProblem
+from engine.io.tables import Chunk, Row, RowProblem
 from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, Verdict
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
@@ -137,16 +138,17 @@ def id_hash(case_id: str) -> int:
 def screen_chunk(chunk: Chunk) -> ChunkResult:
     """Validate and screen every row of a chunk; a bad row becomes error records, never a stop.
 
-    Rows are validated and prepared one by one, then the evaluator screens the chunk's valid
-    cases together (durable-rules takes them in batches), then records are built in row order.
+    Rows are validated (a record batch by column first, see engine.io.columnar) and prepared
+    one by one, then the evaluator screens the chunk's valid cases together (durable-rules
+    takes them in batches), then records are built in row order.
     """
     config, ruleset, evaluator = _STATE.config, _STATE.ruleset, _STATE.evaluator
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
-    rows = chunk.materialized()
+    rows = _checked_rows(chunk, config.ignored_columns)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
-    for number, row in rows:
+    for number, row, checked in rows:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
             continue
@@ -155,14 +157,17 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             if config.ignored_columns
             else row
         )
-        given = raw.get("case_id")
+        given = checked[0] if checked is not None else raw.get("case_id")
         case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
         if case_id:
             result.ids.append((id_hash(case_id), chunk.source, number, case_id))
             if fault is not None and case_id == fault:
                 os.kill(os.getpid(), signal.SIGKILL)
         try:
-            valid_id, values = validate_case(raw, chunk.source, row=number)
+            if checked is not None:
+                valid_id, values = checked
+            else:
+                valid_id, values = validate_case(raw, chunk.source, row=number)
             prepared.append(
                 prepare(valid_id, values, ruleset, site=config.site, source=chunk.source)
             )
@@ -184,6 +189,17 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     if config.output_format is OutputFormat.parquet:  # built here, in parallel, not by the parent
         result.records = [flat_batch(result.records)]
     return result
+
+
+def _checked_rows(chunk: Chunk, ignored: frozenset[str]) -> list[tuple[int, Row, Validated | None]]:
+    """Per row: its number, its raw values where validate_case must read them (else empty),
+    and its (case_id, values) where the record batch's columns showed it plainly valid."""
+    if chunk.batch is None:
+        return [(number, row, None) for number, row in chunk.rows]
+    checked = validate_batch(chunk.batch, ignored)
+    redo = [n for n, hit in enumerate(checked) if hit is None]
+    raw = dict(zip(redo, chunk.batch.take(redo).to_pylist(), strict=True)) if redo else {}
+    return [(chunk.first + n, raw.get(n, {}), hit) for n, hit in enumerate(checked)]
 
 
 def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:
