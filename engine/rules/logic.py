@@ -8,7 +8,9 @@ the same semantics in its patterns and is tested against this.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
+from functools import partial
 
 from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.models import Scalar
@@ -65,6 +67,15 @@ def _same(test: Callable[[Scalar], bool], candidates: frozenset[Scalar]) -> bool
 
 
 _COMPILED: dict[int, tuple[Cond, Kleene]] = {}
+# `value op constant` as `mirrored(constant, value)`: a C call with the constant bound first
+_MIRRORED: dict[str, Callable[[Scalar, Scalar], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.gt,
+    "<=": operator.ge,
+    ">": operator.lt,
+    ">=": operator.le,
+}
 
 
 def compile_kleene(cond: Cond) -> Kleene:
@@ -89,13 +100,14 @@ def _compile(cond: Cond) -> Kleene:
         field, negated = cond.field, cond.negated
         return lambda values, possible: (field in values) != negated
     if isinstance(cond, Member):
-        members, negated = frozenset(cond.values), cond.negated
-        return _over_possible(cond.field, lambda v: (v in members) != negated)
+        members = frozenset(cond.values)
+        if cond.negated:
+            return _over_possible(cond.field, lambda v: v not in members)
+        return _over_possible(cond.field, members.__contains__)
     if isinstance(cond, Compare):
+        if isinstance(cond.rhs, Const):  # one C call per test: `v > 5` as `lt(5, v)`
+            return _over_possible(cond.field, partial(_MIRRORED[cond.op], cond.rhs.value))
         test = COMPARE[cond.op]
-        if isinstance(cond.rhs, Const):
-            rhs_value = cond.rhs.value
-            return _over_possible(cond.field, lambda v: test(v, rhs_value))
         field, rhs = cond.field, cond.rhs
 
         def compare_expr(values: Values, possible: Possible) -> bool | None:
