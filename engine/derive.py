@@ -7,7 +7,7 @@ inferred and derived values by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from engine.dictionary import FieldType
@@ -47,16 +47,26 @@ def build_facts(values: dict[str, Scalar], ruleset: Ruleset) -> Facts:
     known = dict(values)
     possible, inferred = _apply_constraints(known, ruleset)
     derived: dict[str, Scalar] = {}
-    for rule in ruleset.derived:
-        value = deriver(rule)(known, possible)
+    for name, derive in _derivers(ruleset.derived):
+        value = derive(known, possible)
         if value is not None:
-            known[rule.field] = value
-            derived[rule.field] = value
+            known[name] = value
+            derived[name] = value
     return Facts(values=known, possible=possible, inferred=tuple(inferred), derived=derived)
 
 
 Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
 _DERIVERS: dict[int, tuple[DerivedRule, Deriver]] = {}
+# per list of derived rules (a ruleset's), each field with its compiled deriver, in file order
+_PLANS: dict[int, tuple[Sequence[DerivedRule], list[tuple[str, Deriver]]]] = {}
+
+
+def _derivers(rules: Sequence[DerivedRule]) -> list[tuple[str, Deriver]]:
+    """The derivers of a ruleset's derived rules, looked up once per ruleset, not per rule."""
+    hit = _PLANS.get(id(rules))
+    if hit is None:  # the entry keeps the list alive, so its id is not reused meanwhile
+        hit = _PLANS[id(rules)] = (rules, [(rule.field, deriver(rule)) for rule in rules])
+    return hit[1]
 
 
 def deriver(rule: DerivedRule) -> Deriver:
@@ -155,14 +165,17 @@ def _apply_constraints(
     possible: dict[str, frozenset[Scalar]] = {}
     narrowed_by: dict[str, list[str]] = {}
     inferred: list[Inferred] = []
-    changed = True
     pending = ruleset.compiled_narrowings
-    while changed:
-        changed = False
+    touched: set[str] | None = None  # fields narrowed in the last pass (None: first pass)
+    while touched is None or touched:
+        narrowed: set[str] = set()
         waiting = []  # narrowings whose condition is not (yet) true
         for item in pending:
-            constraint, name, when, holds, allowed = item
-            if holds(known, possible) is not True:
+            constraint, name, when, holds, allowed, reads = item
+            # a condition none of whose fields changed since it was found untrue stays so
+            if (touched is not None and reads.isdisjoint(touched)) or holds(
+                known, possible
+            ) is not True:
                 waiting.append(item)
                 continue
             narrowed_by.setdefault(name, []).append(constraint.id)
@@ -194,7 +207,7 @@ def _apply_constraints(
                         f"constraints {', '.join(narrowed_by[name])} leave no possible value",
                     )
                 )
-            changed = True
+            narrowed.add(name)
             if len(now) == 1:
                 (value,) = now
                 known[name] = value
@@ -202,7 +215,7 @@ def _apply_constraints(
                 inferred.append(Inferred(field=name, value=value, constraint=constraint.id))
             else:
                 possible[name] = now
-        pending = waiting
+        pending, touched = waiting, narrowed
     return possible, inferred
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from engine.derive import InconsistentInput, build_facts
 from engine.evaluate.base import Evaluator
 from engine.models import Inferred, RuleStatus
+from engine.rules.loader import load_ruleset
 from engine.screen import screen_values
-from tests.conftest import RULESET
+from tests.conftest import RULES_DIR, RULESET
 
 
 def screen(values: dict[str, object], evaluator: Evaluator):  # type: ignore[no-untyped-def]
@@ -80,3 +84,41 @@ def test_a_supplied_value_the_constraint_rules_out_names_both_facts() -> None:
     message = str(info.value)
     assert "llif is ruled out by CON-002" in message
     assert "planned_procedure is discectomy" in message
+
+
+def test_constraints_chain_whatever_their_order_in_the_file(tmp_path: Path) -> None:
+    """A narrowing whose condition reads a field another constraint infers is applied once that
+    field is known, however late in the file: here a three-step chain written back to front."""
+    copy = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, copy)
+    path = copy / "constraints.yaml"
+    chain = """constraints:
+  - id: CON-901
+    name: test-chain-second
+    field: herniation_migrated
+    narrowings:
+      - {when: 'herniation_calcified == false', allowed: [false]}
+    rationale: A test constraint that reads what CON-900 infers.
+    evidence: V
+    sources:
+      - citation: "test only"
+  - id: CON-900
+    name: test-chain-first
+    field: herniation_calcified
+    narrowings:
+      - {when: 'mis_technique == "vertebral_augmentation"', allowed: [false]}
+    rationale: A test constraint that reads what CON-002 infers.
+    evidence: V
+    sources:
+      - citation: "test only"
+"""
+    path.write_text(path.read_text().replace("constraints:\n", chain, 1))
+    ruleset = load_ruleset(copy)
+    facts = build_facts({"planned_procedure": "vertebral_augmentation"}, ruleset)
+    assert [(i.field, i.value, i.constraint) for i in facts.inferred] == [
+        ("mis_technique", "vertebral_augmentation", "CON-002"),
+        ("herniation_calcified", False, "CON-900"),
+        ("herniation_migrated", False, "CON-901"),
+    ]
+    untouched = build_facts({"planned_procedure": "discectomy"}, ruleset)
+    assert "herniation_calcified" not in untouched.values

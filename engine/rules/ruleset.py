@@ -185,12 +185,14 @@ class Ruleset:
     @cached_property
     def compiled_narrowings(
         self,
-    ) -> list[tuple[Constraint, str, Cond, Kleene, frozenset[Scalar]]]:
-        """Every narrowing of every constraint: constraint, field, condition compiled, allowed."""
+    ) -> list[tuple[Constraint, str, Cond, Kleene, frozenset[Scalar], frozenset[str]]]:
+        """Every narrowing of every constraint: constraint, field, condition and its compiled
+        form, the values it allows, and the fields the condition reads."""
         return [
-            (constraint, constraint.spec.name, when, compile_kleene(when), allowed)
+            (constraint, constraint.spec.name, when, compile_kleene(when), allowed, reads)
             for constraint in self.constraints
             for when, allowed in constraint.narrowings
+            for reads in (frozenset(fields_of(when)),)
         ]
 
     @cached_property
