@@ -212,11 +212,23 @@ def _apply_constraints(
                 (value,) = now
                 known[name] = value
                 possible.pop(name, None)
-                inferred.append(Inferred(field=name, value=value, constraint=constraint.id))
+                inferred.append(_inferred(name, value, constraint.id))
             else:
                 possible[name] = now
         pending, touched = waiting, narrowed
     return possible, inferred
+
+
+_INFERRED: dict[tuple[str, type, Scalar, str], Inferred] = {}
+
+
+def _inferred(name: str, value: Scalar, constraint: str) -> Inferred:
+    """One shared (frozen) Inferred per field, value and constraint: cohorts repeat them."""
+    key = (name, type(value), value, constraint)  # the type: True and 1 are equal keys
+    found = _INFERRED.get(key)
+    if found is None:
+        found = _INFERRED[key] = Inferred(field=name, value=value, constraint=constraint)
+    return found
 
 
 def _facts_text(when: Cond, known: dict[str, Scalar]) -> str:
