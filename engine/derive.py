@@ -7,7 +7,7 @@ inferred and derived values by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from engine.dictionary import FieldType
@@ -42,7 +42,7 @@ class Facts:
     derived: dict[str, Scalar] = field(default_factory=dict)
 
 
-def build_facts(values: dict[str, Scalar], ruleset: Ruleset) -> Facts:
+def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
     """Apply constraints and compute derived attributes for one case's known values."""
     known = dict(values)
     possible, inferred = _apply_constraints(known, ruleset)

@@ -40,10 +40,14 @@ class Screening:
 
 def apply_site(
     values: Mapping[str, Scalar], site: Mapping[str, Scalar]
-) -> tuple[dict[str, Scalar], dict[str, Scalar]]:
-    """Fill setting fields the case lacks from the site profile; case values win."""
+) -> tuple[Mapping[str, Scalar], dict[str, Scalar]]:
+    """Fill setting fields the case lacks from the site profile; case values win.
+
+    The merged values are a new dict only when something was assumed; the caller copies them
+    before adding anything (build_facts does), so the case's own values are never changed.
+    """
     assumed = {k: v for k, v in site.items() if k not in values}
-    return {**values, **assumed}, assumed
+    return ({**values, **assumed} if assumed else values), assumed
 
 
 @dataclass(frozen=True)

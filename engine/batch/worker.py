@@ -163,8 +163,11 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             if config.ignored_columns
             else row
         )
-        given = checked[0] if checked is not None else raw.get("case_id")
-        case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
+        if checked is not None:  # its case_id matched the pattern in the batch check
+            case_id: str | None = checked[0]
+        else:
+            given = raw.get("case_id")
+            case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
         if case_id:
             result.ids.append((id_hash(case_id), chunk.source, number, case_id))
             if fault is not None and case_id == fault:
