@@ -12,9 +12,6 @@ cohorts): numbers in number fields as floats, nulls and empty text dropped, dict
 
 from __future__ import annotations
 
-from itertools import compress, repeat
-from operator import is_not
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -75,22 +72,22 @@ def validate_batch(
     if len(set(names)) != len(names) or "case_id" not in names:
         return [None] * batch.num_rows  # duplicate or missing columns: row by row
     plain: pa.Array | None = None
-    columns = []
-    for name in names:
+    rows: list[dict[str, Scalar]] = [{} for _ in range(batch.num_rows)]
+    for name in names:  # column by column, each row's values in dictionary order
         ok, values = _checked(name, batch.column(name))
         if ok.null_count or ok.true_count != len(ok):
             plain = ok if plain is None else pc.and_(plain, ok)
-        columns.append(values.to_pylist())
+        given = values.to_pylist()
+        if values.null_count == 0:
+            for row, value in zip(rows, given, strict=True):
+                row[name] = value
+        elif values.null_count < len(values):
+            for n in pc.indices_nonzero(values.is_valid()).to_pylist():
+                rows[n][name] = given[n]
     oks = [True] * batch.num_rows if plain is None else plain.to_pylist()
-    found: list[Validated | None] = []
-    nothing = repeat(None)
-    for ok, row in zip(oks, zip(*columns, strict=True), strict=True):
-        if not ok:
-            found.append(None)
-            continue
-        values = dict(compress(zip(names, row, strict=True), map(is_not, row, nothing)))
-        found.append((values.pop("case_id"), values))
-    return found
+    return [
+        (str(row.pop("case_id")), row) if ok else None for ok, row in zip(oks, rows, strict=True)
+    ]
 
 
 def _position(name: str) -> tuple[int, str]:
