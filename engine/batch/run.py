@@ -248,8 +248,9 @@ class DuplicateFinder:
             "w+", encoding="utf-8", prefix="miss-screen-ids-", suffix=".tsv"
         )
 
-    def add(self, ids: list[tuple[int, str, int, str]]) -> None:
-        self._file.write("".join(f"{h}\t{s}\t{r}\t{c}\n" for h, s, r, c in ids))
+    def add(self, lines: list[str]) -> None:
+        """Lines of "hash\tsource\trow\tcase_id\n", as the workers format them."""
+        self._file.write("".join(lines))
 
     def find(self) -> list[Duplicate]:
         self._file.flush()
@@ -305,7 +306,7 @@ class BatchRun:
         """Write one chunk's records and errors (chunks arrive in input order) and count them."""
         self.writer.write(result.records)
         self.errors.write(result.errors)
-        self.duplicates.add(result.ids)
+        self.duplicates.add(result.id_lines)
         self.totals.add(result)
         self.per_input[result.source] += result.rows
 

@@ -101,12 +101,14 @@ class ChunkResult:
     missing: Counter[str] = field(default_factory=Counter)
     blocks: Counter[str] = field(default_factory=Counter)
     rejected_by_field: Counter[str] = field(default_factory=Counter)
-    ids: list[tuple[int, str, int, str]] = field(default_factory=list)  # hash, source, row, id
+    # one line per valid case_id: "hash\tsource\trow\tcase_id\n" (see run.DuplicateFinder);
+    # formatted here, in parallel, rather than by the parent that reads and writes for all
+    id_lines: list[str] = field(default_factory=list)
 
     def merge(self, other: ChunkResult) -> None:
         self.records += other.records
         self.errors += other.errors
-        self.ids += other.ids
+        self.id_lines += other.id_lines
         self.rows += other.rows
         self.screened += other.screened
         self.rejected += other.rejected
@@ -169,7 +171,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             given = raw.get("case_id")
             case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
         if case_id:
-            result.ids.append((id_hash(case_id), chunk.source, number, case_id))
+            result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
             if fault is not None and case_id == fault:
                 os.kill(os.getpid(), signal.SIGKILL)
         try:
@@ -195,6 +197,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
     count_baselines(result, ruleset)
+    result.id_lines = ["".join(result.id_lines)]  # one string to send back, not a thousand
     if config.output_format is OutputFormat.parquet:  # built here, in parallel, not by the parent
         result.records = [flat_batch(result.records)]
     return result
