@@ -56,24 +56,16 @@ def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
 
 
 Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
-_DERIVERS: dict[int, tuple[DerivedRule, Deriver]] = {}
 # per list of derived rules (a ruleset's), each field with its compiled deriver, in file order
 _PLANS: dict[int, tuple[Sequence[DerivedRule], list[tuple[str, Deriver]]]] = {}
 
 
 def _derivers(rules: Sequence[DerivedRule]) -> list[tuple[str, Deriver]]:
-    """The derivers of a ruleset's derived rules, looked up once per ruleset, not per rule."""
+    """A ruleset's derived attributes, each compiled to one closure once (cached by identity,
+    like conditions: the entry keeps the list alive, so its id is not reused meanwhile)."""
     hit = _PLANS.get(id(rules))
-    if hit is None:  # the entry keeps the list alive, so its id is not reused meanwhile
-        hit = _PLANS[id(rules)] = (rules, [(rule.field, deriver(rule)) for rule in rules])
-    return hit[1]
-
-
-def deriver(rule: DerivedRule) -> Deriver:
-    """A derived attribute compiled to one closure (cached by identity, like conditions)."""
-    hit = _DERIVERS.get(id(rule))
     if hit is None:
-        hit = _DERIVERS[id(rule)] = (rule, _compile_deriver(rule))
+        hit = _PLANS[id(rules)] = (rules, [(r.field, _compile_deriver(r)) for r in rules])
     return hit[1]
 
 
@@ -173,9 +165,8 @@ def _apply_constraints(
         for item in pending:
             constraint, name, when, holds, allowed, reads = item
             # a condition none of whose fields changed since it was found untrue stays so
-            if (touched is not None and reads.isdisjoint(touched)) or holds(
-                known, possible
-            ) is not True:
+            unchanged = touched is not None and reads.isdisjoint(touched)
+            if unchanged or holds(known, possible) is not True:
                 waiting.append(item)
                 continue
             narrowed_by.setdefault(name, []).append(constraint.id)
