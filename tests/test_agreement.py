@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import engine.evaluate.durable as durable_module
 from engine.derive import InconsistentInput, build_facts, missing_inputs
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
 from engine.evaluate.base import Evaluator
@@ -153,6 +155,9 @@ def test_batches_of_cases_agree_with_one_at_a_time(cohort: list[dict[str, Any]])
     assert isinstance(durable, DurableEvaluator)
     expected = [EVALUATORS["reference"].evaluate(f) for f in facts]
     assert durable.evaluate_many(facts) == expected
+    with pytest.MonkeyPatch.context() as patch:  # several batches, the last one partial
+        patch.setattr(durable_module, "SLOTS", 37)
+        assert durable.evaluate_many(facts) == expected
     assert [durable.evaluate(f) for f in facts] == expected
 
 

@@ -22,6 +22,7 @@ from engine.evaluate.durable import (
     check_slot_ids,
     compared_with_fields,
     compile_rules,
+    conjunctions,
     fnv1a_32,
     layout,
     rename,
@@ -30,8 +31,10 @@ from engine.evaluate.durable import (
 )
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.evaluate.reference import ReferenceEvaluator
+from engine.models import RuleStatus
 from engine.rules.condition import parse_condition
 from engine.rules.loader import load_ruleset
+from engine.rules.ruleset import Ruleset
 from tests.conftest import RULES_DIR, RULESET
 
 RULE_TEMPLATE = """\
@@ -67,17 +70,20 @@ def wide_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _conjunctions(ruleset: Ruleset) -> list[dict[str, Any]]:
+    return [{"$and": tests} for tests, _ in conjunctions(ruleset, compile_rules(ruleset).rules)]
+
+
 def test_one_flat_ruleset_would_hit_error_303(wide_rules: Path) -> None:
-    """The limit is real: all patterns directly under the guard overflow the match stack."""
+    """The limit is real: all conjunctions directly under the guard overflow the match stack."""
     ruleset = load_ruleset(wide_rules)
     flat = {
-        name: {"all": [{"m": {"$and": [{"kind": "case"}, pattern]}}]}
-        for rule in compile_rules(ruleset).rules
-        for name, pattern in rule.patterns()
+        f"r{n}": {"all": [{"m": {"$and": [{"kind": "case"}, pattern]}}]}
+        for n, pattern in enumerate(_conjunctions(ruleset))
     }
     root = Node(("", "root", ""))
     guard = root.child(("kind", "$eq", '"case"'))
-    for pattern in (p for rule in compile_rules(ruleset).rules for _, p in rule.patterns()):
+    for pattern in _conjunctions(ruleset):
         add_pattern(guard, pattern)
     assert stack_bound(root) > 64  # the model predicts the failure ...
     handle = dre.create_ruleset("wide-flat", json.dumps(flat))
@@ -99,7 +105,7 @@ def test_one_flat_ruleset_would_hit_error_303(wide_rules: Path) -> None:
 
 def test_grouped_layout_screens_the_heavy_case(wide_rules: Path) -> None:
     ruleset = load_ruleset(wide_rules)
-    plan = layout(compile_rules(ruleset).rules)
+    plan = layout(conjunctions(ruleset, compile_rules(ruleset).rules))
     assert all(bound <= STACK_BUDGET for bound in plan.bounds)
     durable, reference = DurableEvaluator(ruleset), ReferenceEvaluator(ruleset)
     facts = build_facts({"bmi": 89.0, "levels": 3, "diagnosis": "fracture"}, ruleset)
@@ -130,11 +136,14 @@ def test_the_model_finds_next_lists_durable_rules_refuses() -> None:
 
 
 def test_bundled_rules_fit_one_ruleset_within_the_stack_budget() -> None:
-    plan = layout(compile_rules(RULESET).rules)
+    compiled = compile_rules(RULESET).rules
+    plan = layout(conjunctions(RULESET, compiled))
     assert len(plan.rulesets) == 1
     assert all(bound <= STACK_BUDGET for bound in plan.bounds)
-    expected = {name for rule in compile_rules(RULESET).rules for name, _ in rule.patterns()}
-    assert set(plan.rulesets[0]) == expected
+    assert set(plan.rulesets[0]) == set(plan.targets)
+    # every status pattern of every rule is stood for by some durable-rules rule
+    expected = {(rule.index, bit) for rule in compiled for bit in rule.patterns}
+    assert {target for targets in plan.targets.values() for target in targets} == expected
 
 
 def test_floats_are_written_so_durable_rules_can_read_them() -> None:
@@ -173,7 +182,7 @@ def test_a_condition_too_complex_for_one_pattern_is_a_rule_error(tmp_path: Path)
     rule.write_text(
         rule.read_text().replace("when: 'lowest_level == \"L5-S1\"'", f"when: '{clauses}'")
     )
-    with pytest.raises(RuleFileError, match="and/or operators"):
+    with pytest.raises(RuleFileError, match="alternative combinations of tests"):
         DurableEvaluator(load_ruleset(copy))
 
 
@@ -181,12 +190,16 @@ def test_handles_are_built_once_per_process() -> None:
     assert DurableEvaluator(RULESET).handles == DurableEvaluator(RULESET).handles
 
 
-def test_every_pattern_carries_the_case_guard_and_a_group_test() -> None:
-    for rules in layout(compile_rules(RULESET).rules).rulesets:
+def test_every_conjunction_carries_the_case_guard_a_group_test_and_no_or() -> None:
+    plan = layout(conjunctions(RULESET, compile_rules(RULESET).rules))
+    for rules, text in zip(plan.rulesets, plan.texts, strict=True):
+        assert json.loads(text) == rules  # the text durable-rules gets says the same
         for rule in rules.values():
-            guard, group, _ = rule["all"][0]["m"]["$and"]
+            guard, group, *tests = rule["all"][0]["m"]["$and"]
             assert guard == {"kind": "case"}
             assert group["$neq"]["kind"].startswith("g")
+            assert tests
+            assert all(len(test) == 1 and next(iter(test)) not in ("$and", "$or") for test in tests)
 
 
 def test_stamp_is_stable_and_changes_with_a_threshold(tmp_path: Path) -> None:
@@ -269,7 +282,7 @@ def test_a_batch_that_fails_while_draining_leaves_nothing_behind(
         build_facts(
             {"diagnosis": "disc_herniation", "levels": n % 3 + 1, "age_years": 30 + n}, RULESET
         )
-        for n in range(70)
+        for n in range(SLOTS + 6)  # two batches
     ]
     monkeypatch.setattr(evaluator, "_names", {})  # every action name is now unknown
     with pytest.raises(EngineError, match="did not define"):
@@ -377,18 +390,54 @@ def test_fields_compared_with_fields_keep_their_values() -> None:
 
 def test_a_rule_unknown_when_nothing_fires_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """Untouched rules take a shared default outcome, which cannot name a case's missing data:
-    a rule whose condition would be unknown with no pattern firing is refused at load."""
+    a rule whose condition would be unknown with no pattern matching is refused at load."""
     import engine.evaluate.durable as durable
 
     real = durable.compile_rules
 
     def folded(ruleset: Any) -> Any:
         compiled = real(ruleset)
-        first = compiled.rules[0]
-        parts = {"s1": True, "s?": False, "w1": False, "w?": True}  # "unknown" folded to true
-        compiled.rules[0] = durable.CompiledRule(first.index, parts)
+        first = compiled.rules[0]  # "not evaluable" folded to always true
+        unknown = (RuleStatus.not_evaluable, None)
+        compiled.rules[0] = durable.CompiledRule(first.index, {}, unknown)
         return compiled
 
     monkeypatch.setattr(durable, "compile_rules", folded)
     with pytest.raises(EngineError, match="unknown when none of its patterns fires"):
         DurableEvaluator(RULESET)
+
+
+def test_status_patterns_are_exclusive_and_a_clash_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A case matches at most one status pattern of a rule; were two to match (a compiler
+    bug), the evaluator says so instead of picking one."""
+    evaluator = DurableEvaluator(RULESET)
+    facts = build_facts({"diagnosis": "disc_herniation", "levels": 1, "bmi": 42.0}, RULESET)
+    assert evaluator.evaluate(facts) == ReferenceEvaluator(RULESET).evaluate(facts)
+    clashing = {
+        name: (*targets, *((index, 16 if bit != 16 else 8) for index, bit in targets))
+        for name, targets in evaluator._names.items()
+    }
+    monkeypatch.setattr(evaluator, "_names", clashing)
+    with pytest.raises(EngineError, match="matched two statuses at once"):
+        evaluator.evaluate(facts)
+
+
+def test_rules_with_the_same_condition_share_one_durable_rules_rule(tmp_path: Path) -> None:
+    root = tmp_path / "rules"
+    root.mkdir()
+    for name in ("ruleset.yaml", "policy.yaml"):
+        shutil.copy(RULES_DIR / name, root / name)
+    (root / "access").mkdir()
+    for n in (1, 2):
+        text = RULE_TEMPLATE.format(n=n, threshold=30)
+        (root / "access" / f"ACC-{n:03d}-bmi-over-{n}.yaml").write_text(text)
+    ruleset = load_ruleset(root)
+    plan = layout(conjunctions(ruleset, compile_rules(ruleset).rules))
+    assert all(len(targets) == 2 for targets in plan.targets.values())
+    assert {index for targets in plan.targets.values() for index, _ in targets} == {0, 1}
+    facts = build_facts({"bmi": 35.0, "levels": 3}, ruleset)
+    outcomes = DurableEvaluator(ruleset).evaluate(facts)
+    assert [o.status for o in outcomes] == ["fired", "fired"]
+    assert outcomes == ReferenceEvaluator(ruleset).evaluate(facts)

@@ -1,26 +1,31 @@
-"""The production evaluator: durable-rules decides what fires.
+"""The production evaluator: durable-rules decides every rule's status.
 
-Each rule part (its scope, its condition) compiles to two durable-rules patterns in negation
-normal form of Kleene logic: "definitely true" and "unknown" (not definitely true and not
-definitely false). A part is true or unknown when that pattern fires and false when neither
-does, so each part costs at most one match and the common case (false: a rule that does not
-apply) none; a condition pattern starts with its scope's "not false" test, so it is not walked
-for cases out of scope. Usage follows docs/durable-rules-notes.md §7 and §8: the low-level C
-API, rulesets built once per process, one fixed sid, no Host and no delete_state; cases go in
-batches (assert_facts -> drain every action -> retract_facts), and every rule carries `cap`, so
-one action delivers all matches of its pattern in the batch. Every pattern carries a
-`kind == "case"` guard, then a group test (`kind != "g<n>"`): groups turn the alpha network
-from one wide level into two narrow ones, which keeps durable-rules' 64-entry match stack
-(error 303) within bounds for the whole rule base in a single ruleset. The bound is computed,
-not hoped for (network.py). Facts carry short attribute names and enum and boolean values as
-small integers: every match carries the whole fact's text.
+Each rule compiles to one pattern per status it can take (fired, not fired, not evaluable,
+conditional on an unknown scope), built from the negation normal form of Kleene logic: for a
+scoped rule, "not fired" is "scope not false and condition false", "fired" is "scope true and
+condition true", and so on. The status that takes no pattern (not applicable for a scoped rule,
+not fired for the others) is what a case gets when nothing matches, so a rule that does not
+apply costs nothing, and every rule a case touches costs exactly one match. Each status
+pattern is then rewritten as the plain conjunctions whose union it is (conjunctions.py):
+durable-rules walks an `$or` through a fresh join node it never shares, and a chain of tests
+once. Identical conjunctions become one durable-rules rule that stands for all of its statuses.
+
+Usage follows docs/durable-rules-notes.md §7 and §8: the low-level C API, rulesets built once
+per process, one fixed sid, no Host and no delete_state; cases go in batches (assert_facts ->
+drain every action -> retract_facts), and every rule carries `cap`, so one action delivers all
+matches of its conjunction in the batch. Every conjunction starts with a `kind == "case"` guard,
+then a group test (`kind != "g<n>"`): groups turn the alpha network from one wide level into two
+narrow ones, which keeps durable-rules' 64-entry match stack (error 303) within bounds for the
+whole rule base in a single ruleset. The bound is computed, not hoped for (network.py). Facts
+carry short attribute names and enum and boolean values as small integers: every match carries
+the whole fact's text.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +37,10 @@ from engine.errors import RuleFileError
 from engine.evaluate.base import (
     EXPLAINED_STATUSES,
     explained_outcome,
-    make_outcome,
-    rule_status,
 )
-from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
-from engine.models import RuleOutcome, RuleStatus, Scalar
+from engine.evaluate.conjunctions import Key, TooManyAlternatives, alternatives
+from engine.evaluate.network import Node, limit_problems, stack_bound, test_of
+from engine.models import RuleOutcome, RuleStatus, Scalar, settled_outcome
 from engine.rules.condition import (
     NEGATED_OP,
     And,
@@ -57,14 +61,14 @@ from engine.rules.ruleset import Ruleset
 # durable-rules' alpha-node stack holds 64 entries (MAX_STACK_SIZE); keep a margin.
 STACK_BUDGET = 60
 MAX_GROUPS = 48
-# rete.c MAX_SEQUENCE_EXPRESSIONS is 32 per pattern and every $and/$or takes two; one $and is
-# the guard and group test we put around each pattern
-MAX_PATTERN_OPERATORS = 14
+# conjunctions one status pattern may expand to; the bundled rules need at most 116
+MAX_ALTERNATIVES = 256
+MAX_ACTIONS = 4000  # durable-rules rules per ruleset: rete.c MAX_ACTIONS is 4096
 SID = "0"
 # cases asserted together in one call (each in its own slot, with the slot number as its id), and
-# matches of one pattern delivered in one action (`cap`): one action per pattern per batch of
-# cases instead of one per match. More matches than the cap arrive in further actions.
-SLOTS = 64
+# matches of one conjunction delivered in one action (`cap`): one action per conjunction per
+# batch of cases instead of one per match. More matches than the cap arrive in further actions.
+SLOTS = 512
 CAP = 1000
 _OPS = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 _ARITH = {"+": "$add", "-": "$sub", "*": "$mul"}
@@ -74,25 +78,6 @@ GUARD = {"kind": "case"}
 
 class EngineError(Exception):
     """durable-rules refused something it should not have: a bug in miss-screen."""
-
-
-class ConditionTooComplex(EngineError):
-    """A condition whose pattern needs more and/or operators than durable-rules takes."""
-
-    def __init__(self, operators: int) -> None:
-        super().__init__(
-            f"needs {operators} and/or operators in one durable-rules pattern "
-            f"(at most {MAX_PATTERN_OPERATORS}); simplify the condition or split the rule"
-        )
-
-
-def boolean_operators(pattern: Pattern) -> int:
-    """`$and`/`$or` nodes in a pattern: each takes two of the 32 expression slots (error 113)."""
-    if isinstance(pattern, dict):
-        return sum((k in ("$and", "$or")) + boolean_operators(v) for k, v in pattern.items())
-    if isinstance(pattern, list):
-        return sum(boolean_operators(p) for p in pattern)
-    return 0
 
 
 # --- compiling conditions to patterns ---------------------------------------------------------
@@ -161,7 +146,7 @@ class KleenePatterns:
 
 
 class PatternCompiler:
-    """Kleene condition -> patterns for "definitely true" and "possibly true"."""
+    """Kleene condition -> its durable-rules patterns (KleenePatterns)."""
 
     def __init__(self, constrained: frozenset[str]) -> None:
         self.constrained = constrained
@@ -170,23 +155,7 @@ class PatternCompiler:
         # one `$nex` test instead of an `$or` that fires once for every possible value
         self.value_sets: dict[str, set[frozenset[Scalar]]] = {}
 
-    def compile(self, cond: Cond) -> tuple[Pattern, Pattern]:
-        """(definitely true, unknown) patterns of a condition.
-
-        "Unknown" excludes true and false, so at most one pattern fires. Where it is too long
-        for durable-rules, "not false" stands in: it also fires when the condition is true,
-        and the true pattern takes precedence (see _part_value).
-        """
-        four = self.four(cond)
-        unknown = four.unknown
-        if boolean_operators(unknown) > MAX_PATTERN_OPERATORS:
-            unknown = four.not_false
-        for pattern in (four.true, unknown):
-            if boolean_operators(pattern) > MAX_PATTERN_OPERATORS:
-                raise ConditionTooComplex(boolean_operators(pattern))
-        return four.true, unknown
-
-    def four(self, cond: Cond) -> KleenePatterns:
+    def kleene(self, cond: Cond) -> KleenePatterns:
         if isinstance(cond, Truth):
             return KleenePatterns(cond.value, not cond.value, cond.value, not cond.value, False)
         if isinstance(cond, Known):
@@ -199,8 +168,8 @@ class PatternCompiler:
             member = self._membership(cond)
             return member.negate() if cond.negated else member
         if isinstance(cond, Not):
-            return self.four(cond.item).negate()
-        parts = [self.four(item) for item in cond.items]
+            return self.kleene(cond.item).negate()
+        parts = [self.kleene(item) for item in cond.items]
         trues = [p.true for p in parts]
         falses = [p.false for p in parts]
         not_falses = [p.not_false for p in parts]
@@ -305,68 +274,107 @@ class PatternCompiler:
         )
 
 
-# --- laying the patterns out in rulesets ------------------------------------------------------
+# --- one pattern per status, as conjunctions, laid out in rulesets -----------------------------
 
-PARTS = ("s1", "s?", "w1", "w?")  # scope true / unknown, when true / unknown
+# a rule's statuses, one bit each, and the condition's value in each: a case matches at most one
+# of a rule's status patterns, so a mask with two bits set is a bug, reported as such
+STATUS_BITS: dict[int, tuple[RuleStatus, bool | None]] = {
+    1: (RuleStatus.not_fired, False),
+    2: (RuleStatus.fired, True),
+    4: (RuleStatus.not_evaluable, None),
+    8: (RuleStatus.conditional, True),
+    16: (RuleStatus.conditional, None),
+}
+_BIT = {value: bit for bit, value in STATUS_BITS.items()}
 
 
 @dataclass(frozen=True)
 class CompiledRule:
-    """A rule's parts: a pattern to emit, or a constant when folded."""
+    """A rule's status patterns by status bit, and its status when none of them matches."""
 
     index: int
-    parts: dict[str, Pattern]
-
-    def patterns(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        for part in PARTS:
-            pattern = self.parts[part]
-            if isinstance(pattern, dict):
-                yield f"{self.index}.{part}", pattern
+    patterns: dict[int, dict[str, Any]]
+    default: tuple[RuleStatus, bool | None]
 
 
 @dataclass(frozen=True)
 class Compiled:
-    """Every rule's parts, and the value sets whose ruled-out flags the patterns read."""
+    """Every rule's status patterns, and the value sets whose ruled-out flags they read."""
 
     rules: list[CompiledRule]
     value_sets: dict[str, list[frozenset[Scalar]]]
 
 
-def _gated(gate: Pattern, part: Pattern) -> Pattern:
-    """A condition pattern that also requires the scope not to be false, where it fits.
+def status_patterns(
+    scope: KleenePatterns | None, when: KleenePatterns
+) -> tuple[dict[int, dict[str, Any]], tuple[RuleStatus, bool | None]]:
+    """A rule's pattern for each status bit, and the status a case has when none matches.
 
-    The status table ignores the condition when the scope is false, so the gate changes no
-    result; it stops a condition pattern from matching (and durable-rules from walking the
-    rest of it) for cases the rule does not apply to. The gate comes first: durable-rules
-    tests an `$and` chain in order and stops at the first test that fails.
+    The status that needs no pattern is the common one: not applicable (scope false) for a
+    scoped rule, not fired (condition false) for the others. Patterns are exclusive because
+    true, false and unknown are.
     """
-    if isinstance(part, bool):
-        return part
-    gated = _all([gate, part])
-    return gated if boolean_operators(gated) <= MAX_PATTERN_OPERATORS else part
+    if scope is None or scope.true is True:
+        patterns = {
+            _BIT[RuleStatus.fired, True]: when.true,
+            _BIT[RuleStatus.not_evaluable, None]: when.unknown,
+        }
+        default: tuple[RuleStatus, bool | None] = (RuleStatus.not_fired, False)
+    else:
+        patterns = {
+            _BIT[RuleStatus.not_fired, False]: _all([scope.not_false, when.false]),
+            _BIT[RuleStatus.fired, True]: _all([scope.true, when.true]),
+            _BIT[RuleStatus.not_evaluable, None]: _all([scope.true, when.unknown]),
+            _BIT[RuleStatus.conditional, True]: _all([scope.unknown, when.true]),
+            _BIT[RuleStatus.conditional, None]: _all([scope.unknown, when.unknown]),
+        }
+        default = (RuleStatus.not_applicable, None)
+    for bit, pattern in patterns.items():
+        if pattern is True:  # this status holds for every case
+            default = STATUS_BITS[bit]
+    return {bit: p for bit, p in patterns.items() if isinstance(p, dict)}, default
 
 
 def compile_rules(ruleset: Ruleset) -> Compiled:
     compiler = PatternCompiler(ruleset.constrained_fields)
     compiled = []
     for index, rule in enumerate(ruleset.rules):
-        try:
-            scope_true, scope_unknown = (
-                compiler.compile(rule.scope) if rule.scope else (True, False)
-            )
-            when_true, when_unknown = compiler.compile(rule.when)
-        except ConditionTooComplex as exc:
-            raise RuleFileError(str(exc), rule.path, key="when") from None
-        if rule.scope is not None:
-            gate = compiler.four(rule.scope).not_false
-            when_true, when_unknown = _gated(gate, when_true), _gated(gate, when_unknown)
-        parts = {"s1": scope_true, "s?": scope_unknown, "w1": when_true, "w?": when_unknown}
-        compiled.append(CompiledRule(index, parts))
+        scope = compiler.kleene(rule.scope) if rule.scope is not None else None
+        patterns, default = status_patterns(scope, compiler.kleene(rule.when))
+        compiled.append(CompiledRule(index, patterns, default))
     value_sets = {
         field: sorted(sets, key=lambda values: ruled_out_key(field, values))
         for field, sets in sorted(compiler.value_sets.items())
     }
     return Compiled(compiled, value_sets)
+
+
+# durable-rules rules to create: each a conjunction of tests, and the (rule index, status bit)
+# pairs it stands for
+Conjunctions = list[tuple[list[dict[str, Any]], tuple[tuple[int, int], ...]]]
+
+
+def conjunctions(
+    ruleset: Ruleset,
+    compiled: list[CompiledRule],
+    convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Conjunctions:
+    """Every status pattern as conjunctions; one shared by several statuses only once.
+
+    `convert` rewrites each test (the evaluator gives attributes their short names).
+    """
+    found: dict[frozenset[Key], tuple[list[dict[str, Any]], list[tuple[int, int]]]] = {}
+    for rule in compiled:
+        for bit, pattern in rule.patterns.items():
+            try:
+                options = alternatives(pattern, MAX_ALTERNATIVES, convert)
+            except TooManyAlternatives as exc:
+                path = ruleset.rules[rule.index].path
+                raise RuleFileError(str(exc), path, key="when") from None
+            for tests in options:
+                entry = found.setdefault(frozenset(tests), (list(tests.values()), []))
+                entry[1].append((rule.index, bit))
+    return [(tests, tuple(targets)) for tests, targets in found.values()]
 
 
 def group_test(group: int) -> dict[str, Any]:
@@ -380,54 +388,89 @@ def group_test(group: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Layout:
-    """The rulesets to create: per ruleset, its grouped patterns by name, and the group count."""
+    """The rulesets to create (as rules by name, and as durable-rules JSON text), what each
+    rule name stands for, the group count and each ruleset's worst-case stack."""
 
     rulesets: list[dict[str, dict[str, Any]]]
+    texts: list[str]
+    targets: dict[str, tuple[tuple[int, int], ...]]
     groups: int
     bounds: list[int]
 
 
-def _grouped(
-    patterns: list[tuple[str, dict[str, Any]]], groups: int
-) -> tuple[dict[str, dict[str, Any]], Node]:
-    """Split patterns (similar ones together) into groups behind group tests; model the network."""
-    ordered = sorted(patterns, key=lambda item: json.dumps(item[1], sort_keys=True))
-    size = -(-len(ordered) // groups)
+class _Tests:
+    """Each test's JSON text and alpha-node key, computed once: conjunctions share their test
+    objects, and the compiled patterns keep them alive (the cache is keyed by identity)."""
+
+    def __init__(self) -> None:
+        self.texts: dict[int, str] = {}
+        self.nodes: dict[int, tuple[str, str, str]] = {}
+
+    def text(self, test: dict[str, Any]) -> str:
+        text = self.texts.get(id(test))
+        if text is None:
+            text = self.texts[id(test)] = to_durable_json(test)
+        return text
+
+    def node(self, test: dict[str, Any]) -> tuple[str, str, str]:
+        node = self.nodes.get(id(test))
+        if node is None:
+            node = self.nodes[id(test)] = test_of(test)
+        return node
+
+
+def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tuple[Layout, Node]:
+    """Split conjunctions (similar ones together) into groups behind group tests; model the
+    network. Rule names are numbers from `first` on: short, since each action carries one."""
+    texts = [", ".join(map(tests.text, conjunction)) for conjunction, _ in items]
+    order = sorted(range(len(items)), key=texts.__getitem__)
+    size = -(-len(order) // groups)
+    heads = [f"{to_durable_json(GUARD)}, {to_durable_json(group_test(g))}" for g in range(groups)]
     root = Node(("", "root", ""))
-    guard = root.child(("kind", "$eq", '"case"'))
+    guard = root.child(test_of(GUARD))
     rules: dict[str, dict[str, Any]] = {}
-    for n, (name, pattern) in enumerate(ordered):
+    rule_texts: list[str] = []
+    targets: dict[str, tuple[tuple[int, int], ...]] = {}
+    for n, item in enumerate(order):
+        conjunction, stands_for = items[item]
         flag = group_test(n // size)
-        add_pattern(guard, {"$and": [flag, pattern]})
-        rules[name] = {"all": [{"m": {"$and": [GUARD, flag, pattern]}}], "cap": CAP}
-    return rules, root
+        node = guard.child(test_of(flag))
+        for test in conjunction:
+            node = node.child(tests.node(test))
+        name = f"r{first + n}"
+        rules[name] = {"all": [{"m": {"$and": [GUARD, flag, *conjunction]}}], "cap": CAP}
+        chain = f"{heads[n // size]}, {texts[item]}"
+        rule_texts.append(f'"{name}": {{"all": [{{"m": {{"$and": [{chain}]}}}}], "cap": {CAP}}}')
+        targets[name] = stands_for
+    text = "{" + ", ".join(rule_texts) + "}"
+    return Layout([rules], [text], targets, groups, [stack_bound(root)]), root
 
 
-def layout(compiled: list[CompiledRule], budget: int = STACK_BUDGET) -> Layout:
+def layout(items: Conjunctions, budget: int = STACK_BUDGET) -> Layout:
     """The fewest rulesets, and the fewest groups, whose worst-case stack stays within budget."""
-    patterns = [item for rule in compiled for item in rule.patterns()]
-    for count in range(1, len(compiled) + 1):
-        share = -(-len(compiled) // count)
-        chunks = [compiled[i : i + share] for i in range(0, len(compiled), share)]
-        found = []
-        for chunk in chunks:
-            chunk_patterns = [item for rule in chunk for item in rule.patterns()]
-            # about 40 patterns fit a group: start near there instead of at one group
-            for groups in range(max(1, len(chunk_patterns) // 44), MAX_GROUPS + 1):
-                rules, root = _grouped(chunk_patterns, groups)
-                bound = stack_bound(root)
-                if bound <= budget and not limit_problems(root):
-                    found.append((rules, bound, groups))
+    tests = _Tests()
+    for count in range(-(-len(items) // MAX_ACTIONS) or 1, len(items) + 1):
+        share = -(-len(items) // count)
+        chunks = [items[i : i + share] for i in range(0, len(items), share)]
+        found: list[Layout] = []
+        for n, chunk in enumerate(chunks):
+            # about 40 conjunctions fit a group: start near there instead of at one group
+            for groups in range(max(1, len(chunk) // 44), MAX_GROUPS + 1):
+                candidate, root = _grouped(chunk, groups, n * share, tests)
+                if candidate.bounds[0] <= budget and not limit_problems(root):
+                    found.append(candidate)
                     break
             else:
                 break
         if len(found) == len(chunks):
             return Layout(
-                rulesets=[rules for rules, _, _ in found],
-                groups=max(groups for _, _, groups in found),
-                bounds=[bound for _, bound, _ in found],
+                rulesets=[part.rulesets[0] for part in found],
+                texts=[part.texts[0] for part in found],
+                targets={name: t for part in found for name, t in part.targets.items()},
+                groups=max(part.groups for part in found),
+                bounds=[part.bounds[0] for part in found],
             )
-    raise EngineError(f"no layout keeps {len(patterns)} patterns within durable-rules' limits")
+    raise EngineError(f"no layout keeps {len(items)} conjunctions within durable-rules' limits")
 
 
 # --- JSON as durable-rules' parser reads it ---------------------------------------------------
@@ -460,7 +503,22 @@ def _scalar(value: Scalar) -> str:
 
 
 def to_durable_json(value: Any) -> str:
-    """Serialise patterns and facts (dicts, lists, scalars) for the C engine."""
+    """Serialise patterns and facts (dicts, lists, scalars) for the C engine.
+
+    json.dumps writes the same text, except for floats with an exponent and no fraction
+    (`1e-05`), which durable-rules misreads: any text with a digit before an `e` (perhaps
+    only in a string) is written the slow way, which spells those `1.0e-05`.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    if _DIGIT_E.search(text) is None:
+        return text
+    return _durable_json(value)
+
+
+_DIGIT_E = re.compile(r"\de")
+
+
+def _durable_json(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -471,12 +529,10 @@ def to_durable_json(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
         return (
-            "{"
-            + ", ".join(f"{json.dumps(k)}: {to_durable_json(v)}" for k, v in value.items())
-            + "}"
+            "{" + ", ".join(f"{json.dumps(k)}: {_durable_json(v)}" for k, v in value.items()) + "}"
         )
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(to_durable_json(v) for v in value) + "]"
+        return "[" + ", ".join(_durable_json(v) for v in value) + "]"
     raise TypeError(f"cannot serialise {type(value).__name__} for durable-rules")
 
 
@@ -511,7 +567,20 @@ def check_attributes(attributes: list[str]) -> None:
 _HANDLES: dict[str, list[int]] = {}  # ruleset sha256 -> handles; built once per process
 _BROKEN: set[int] = set()  # handles durable-rules failed in: their state cannot be trusted
 _MATCH = re.compile(r'\{"m":\{"id":(\d+)')  # a match in an action message: its fact's id
-_BITS = {"s1": 1, "s?": 2, "w1": 4, "w?": 8}  # a rule's fired parts as a 4-bit mask
+# the outcome table's mark for a mask of two statuses at once (never shared with a real one)
+_CONFLICT = RuleOutcome(rule_id="-", status=RuleStatus.not_applicable)
+
+
+class _Texts(dict[int, str]):
+    """Texts by number, each made by `make` the first time it is asked for."""
+
+    def __init__(self, make: Callable[[int], str]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, n: int) -> str:
+        text = self[n] = self.make(n)
+        return text
 
 
 class DurableEvaluator:
@@ -528,25 +597,15 @@ class DurableEvaluator:
         self.ruleset = ruleset
         compiled = compile_rules(ruleset)
         self.compiled = compiled.rules
-        # per rule, status and condition value for every mask of fired parts, and the outcome
-        # where it is the same for every case (None: it names the case's missing data)
-        self._table = [_status_table(c) for c in self.compiled]
-        self._ready = [
-            [
-                None
-                if when is None and status in EXPLAINED_STATUSES
-                else make_outcome(rule, status, when, Facts(values={}), ruleset)
-                for status, when in table
-            ]
-            for rule, table in zip(ruleset.rules, self._table, strict=True)
-        ]
-        # a rule none of whose patterns fired takes its mask-0 outcome, shared by every case
+        self._ready: list[list[RuleOutcome | None]] = []  # per rule, outcome by status mask
+        # a rule none of whose patterns matched takes its default outcome, shared by every case
         self._defaults: list[RuleOutcome] = []
-        for rule, ready in zip(ruleset.rules, self._ready, strict=True):
-            if ready[0] is None:  # it would need the case to explain what is missing
+        for rule, compiled_rule in zip(ruleset.rules, self.compiled, strict=True):
+            status, when = compiled_rule.default
+            if when is None and status in EXPLAINED_STATUSES:  # it would need the case
                 raise EngineError(f"{rule.id} is unknown when none of its patterns fires")
-            self._defaults.append(ready[0])
-        self.layout = layout(self.compiled)
+            self._defaults.append(settled_outcome(rule.id, status))
+            self._ready.append(_outcome_table(rule.id, self._defaults[-1]))
         self.fields = sorted(ruleset.fields_read)
         flags = [ruled_out_key(f, v) for f, sets in compiled.value_sets.items() for v in sets]
         # durable-rules gets short attribute names: every match carries the whole fact's text,
@@ -556,7 +615,15 @@ class DurableEvaluator:
         # other fields (`$m`), whose values must stay comparable across fields
         conditions = [c for r in ruleset.rules for c in (r.scope, r.when) if c is not None]
         self.codes = value_codes(set(self.fields) - compared_with_fields(conditions))
-        self.rulesets = [rename(rules, self.aliases, self.codes) for rules in self.layout.rulesets]
+        renamed: dict[int, dict[str, Any]] = {}  # by identity: patterns share their tests
+
+        def short(test: dict[str, Any]) -> dict[str, Any]:
+            found = renamed.get(id(test))
+            if found is None:
+                found = renamed[id(test)] = rename(test, self.aliases, self.codes)
+            return found
+
+        self.layout = layout(conjunctions(ruleset, self.compiled, short))
         check_attributes(list(self.aliases.values()))
         check_slot_ids(SLOTS)
         self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
@@ -575,14 +642,11 @@ class DurableEvaluator:
             for name in self.fields
             for value in FIELDS_BY_NAME[name].domain
         }
-        self._retract = [
-            "[" + ", ".join(f'{{"sid": "{SID}", "id": {slot}}}' for slot in range(1, n + 1)) + "]"
-            for n in range(SLOTS + 1)
-        ]
-        # each pattern name -> (rule index, part bit)
-        self._names = {
-            f"{c.index}.{part}": (c.index, _BITS[part]) for c in self.compiled for part in PARTS
-        }
+        ids = [f'{{"sid": "{SID}", "id": {slot}}}' for slot in range(1, SLOTS + 1)]
+        # the text retracting slots 1..n, made when a batch of n first needs it
+        self._retract = _Texts(lambda n: "[" + ", ".join(ids[:n]) + "]")
+        # each durable-rules rule name -> the (rule index, status bit) pairs it stands for
+        self._names = self.layout.targets
         # encode() reads facts back under their own names and values
         self._names_back = {short: name for name, short in self.aliases.items()}
         self._values_back: dict[tuple[str, Scalar], Scalar] = {
@@ -591,11 +655,9 @@ class DurableEvaluator:
 
     def _create_handles(self) -> list[int]:
         handles = []
-        for n, rules in enumerate(self.rulesets):
+        for n, text in enumerate(self.layout.texts):
             try:
-                handle = dre.create_ruleset(
-                    f"miss-{self.ruleset.sha256[:12]}-{n}", to_durable_json(rules)
-                )
+                handle = dre.create_ruleset(f"miss-{self.ruleset.sha256[:12]}-{n}", text)
             except Exception as exc:  # the C extension raises its own error type
                 raise EngineError(f"durable-rules refused ruleset {n}: {exc}") from exc
             handles.append(handle)
@@ -628,7 +690,7 @@ class DurableEvaluator:
         return {name: values.get((name, value), value) for name, value in decoded.items()}
 
     def fired_masks(self, many: Sequence[Facts]) -> list[Mapping[int, int]]:
-        """Per case, rule index -> mask of the parts whose patterns durable-rules matched."""
+        """Per case, rule index -> mask of the status bits durable-rules matched."""
         masks: list[Mapping[int, int]] = []
         for start in range(0, len(many), SLOTS):
             batch = many[start : start + SLOTS]
@@ -679,15 +741,21 @@ class DurableEvaluator:
         return messages
 
     def _read(self, message: str, found: dict[str, dict[int, int]]) -> None:
-        """Record one action: its pattern's part bit for every case (slot) it matched."""
+        """Record one action: its status bits for every case (slot) it matched."""
         name = message[2 : message.index('"', 2)]
-        entry = self._names.get(name)
-        if entry is None:
+        targets = self._names.get(name)
+        if targets is None:
             raise EngineError(f"durable-rules ran an action miss-screen did not define: {name}")
-        index, bit = entry
+        if len(targets) == 1:
+            ((index, bit),) = targets
+            for slot in _MATCH.findall(message):
+                mask = found[slot]
+                mask[index] = mask.get(index, 0) | bit
+            return
         for slot in _MATCH.findall(message):
             mask = found[slot]
-            mask[index] = mask.get(index, 0) | bit
+            for index, bit in targets:
+                mask[index] = mask.get(index, 0) | bit
 
     def evaluate(self, facts: Facts) -> list[RuleOutcome]:
         return self.evaluate_many([facts])[0]
@@ -699,22 +767,16 @@ class DurableEvaluator:
             for masks, facts in zip(self.fired_masks(many), many, strict=True)
         ]
 
-    def masks_of(self, names: Iterable[str]) -> dict[int, int]:
-        """Rule index -> mask of fired parts, from the names of the patterns that matched."""
-        masks: dict[int, int] = {}
-        for name in names:
-            index, bit = self._names[name]
-            masks[index] = masks.get(index, 0) | bit
-        return masks
-
     def outcomes_from(self, masks: Mapping[int, int], facts: Facts) -> list[RuleOutcome]:
-        """Every rule's outcome from the parts that fired (rules absent from masks: none)."""
-        outcomes = list(self._defaults)  # most rules fire nothing: false scope or condition
-        ready, table, rules, ruleset = self._ready, self._table, self.ruleset.rules, self.ruleset
+        """Every rule's outcome from the status bits matched (rules absent from masks: none)."""
+        outcomes = list(self._defaults)  # most rules match nothing: scope or condition false
+        ready, rules, ruleset = self._ready, self.ruleset.rules, self.ruleset
         for index, mask in masks.items():
             outcome = ready[index][mask]  # None: the outcome names this case's missing data
             if outcome is None:
-                outcome = explained_outcome(rules[index], table[index][mask][0], facts, ruleset)
+                outcome = explained_outcome(rules[index], STATUS_BITS[mask][0], facts, ruleset)
+            elif outcome is _CONFLICT:
+                raise EngineError(f"{rules[index].id} matched two statuses at once: bits {mask}")
             outcomes[index] = outcome
         return outcomes
 
@@ -779,25 +841,12 @@ def check_slot_ids(slots: int) -> None:
         raise EngineError("two slot ids share a 32-bit hash; choose another SLOTS")
 
 
-def _status_table(rule: CompiledRule) -> list[tuple[RuleStatus, bool | None]]:
-    """A rule's status and condition value for each of the 16 masks of fired parts."""
-    s1, s_unknown, w1, w_unknown = (
-        None if isinstance(rule.parts[p], dict) else bool(rule.parts[p]) for p in PARTS
-    )
-    table = []
-    for mask in range(16):
-        scope = _part_value(s1, s_unknown, bool(mask & 1), bool(mask & 2))
-        when = _part_value(w1, w_unknown, bool(mask & 4), bool(mask & 8))
-        table.append((rule_status(scope, when), when))
+def _outcome_table(rule_id: str, default: RuleOutcome) -> list[RuleOutcome | None]:
+    """A rule's outcome for each mask of matched status bits: shared where nothing is missing,
+    None where it names the case's missing data, _CONFLICT where two statuses matched."""
+    table: list[RuleOutcome | None] = [_CONFLICT] * (2 * max(STATUS_BITS))
+    table[0] = default
+    for bit, (status, when) in STATUS_BITS.items():
+        explained = when is None and status in EXPLAINED_STATUSES
+        table[bit] = None if explained else settled_outcome(rule_id, status)
     return table
-
-
-def _part_value(
-    true_const: bool | None, unknown_const: bool | None, true_fired: bool, unknown_fired: bool
-) -> bool | None:
-    """True, unknown or false for one part, from its two patterns (or their folded constants)."""
-    if true_const is True or (true_const is None and true_fired):
-        return True
-    if unknown_const is True or (unknown_const is None and unknown_fired):
-        return None
-    return False

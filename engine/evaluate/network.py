@@ -47,6 +47,15 @@ class Node:
 _FORWARD = ("", "forward", "")
 
 
+def test_of(leaf: dict[str, Any]) -> tuple[str, str, str]:
+    """The (attribute, operator, canonical value) an alpha node tests, for one test pattern."""
+    ((key, value),) = leaf.items()
+    if key.startswith("$"):
+        ((attribute, operand),) = value.items()
+        return (attribute, key, json.dumps(operand, sort_keys=True))
+    return (key, "$eq", json.dumps(value, sort_keys=True))
+
+
 def add_pattern(parent: Node, pattern: dict[str, Any]) -> Node:
     """Add one pattern below parent as createAlpha does; return its last node."""
     ((key, value),) = pattern.items()
@@ -60,10 +69,7 @@ def add_pattern(parent: Node, pattern: dict[str, Any]) -> Node:
         for branch in value:
             add_pattern(parent, branch).next_list.append(forward)
         return forward
-    if key.startswith("$"):
-        ((attribute, operand),) = value.items()
-        return parent.child((attribute, key, json.dumps(operand, sort_keys=True)))
-    return parent.child((key, "$eq", json.dumps(value, sort_keys=True)))
+    return parent.child(test_of(pattern))
 
 
 def stack_bound(node: Node, memo: dict[int, int] | None = None) -> int:

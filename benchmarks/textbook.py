@@ -1,0 +1,133 @@
+"""The Host API baseline's rules: each rule part as one durable-rules rule, written directly.
+
+The textbook way to put a rule in durable-rules is one rule per thing to detect, its condition
+written as one pattern with `$and`/`$or` as the rule reads. Here each rule part (its scope, its
+condition) is one rule for "definitely true" and one for "unknown" (Kleene logic, as
+production computes them); a part is false when neither matches. These are the patterns the
+production path ran until it moved to one conjunction per status (results.md, item 24), so
+the baseline is the same from run to run; the patterns keep the group tests that keep the
+rule base within durable-rules' 64-entry match stack in one ruleset.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.evaluate.base import rule_status
+from engine.evaluate.durable import (
+    GUARD,
+    MAX_GROUPS,
+    STACK_BUDGET,
+    DurableEvaluator,
+    Pattern,
+    PatternCompiler,
+    group_test,
+)
+from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
+from engine.models import RuleStatus
+
+# rete.c MAX_SEQUENCE_EXPRESSIONS is 32 per pattern and every $and/$or takes two; one $and is
+# the guard and group test around each pattern
+MAX_PATTERN_OPERATORS = 14
+PARTS = ("s1", "s?", "w1", "w?")  # scope true / unknown, condition true / unknown
+BITS = {"s1": 1, "s?": 2, "w1": 4, "w?": 8}
+
+
+def boolean_operators(pattern: Pattern) -> int:
+    """`$and`/`$or` nodes in a pattern: each takes two of the 32 expression slots (error 113)."""
+    if isinstance(pattern, dict):
+        return sum((k in ("$and", "$or")) + boolean_operators(v) for k, v in pattern.items())
+    if isinstance(pattern, list):
+        return sum(boolean_operators(p) for p in pattern)
+    return 0
+
+
+def _true_and_unknown(compiler: PatternCompiler, cond: Any) -> tuple[Pattern, Pattern]:
+    """ "Definitely true" and "unknown"; where unknown is too long, "not false" stands in (it
+    also matches when true, and the true pattern takes precedence)."""
+    patterns = compiler.kleene(cond)
+    unknown = patterns.unknown
+    if boolean_operators(unknown) > MAX_PATTERN_OPERATORS:
+        unknown = patterns.not_false
+    for pattern in (patterns.true, unknown):
+        if boolean_operators(pattern) > MAX_PATTERN_OPERATORS:
+            raise ValueError("a condition too long for one durable-rules pattern")
+    return patterns.true, unknown
+
+
+def _gated(gate: Pattern, part: Pattern) -> Pattern:
+    """A condition pattern that also requires its scope not false, where that fits."""
+    if isinstance(part, bool) or gate is True:
+        return part
+    if gate is False:
+        return False
+    gated = {"$and": [gate, part]}
+    return gated if boolean_operators(gated) <= MAX_PATTERN_OPERATORS else part
+
+
+def _part_value(constant: Pattern, unknown: Pattern, true: bool, maybe: bool) -> bool | None:
+    """True, unknown or false for one part, from its two patterns (or their folded constants)."""
+    if constant is True or (isinstance(constant, dict) and true):
+        return True
+    if unknown is True or (isinstance(unknown, dict) and maybe):
+        return None
+    return False
+
+
+class TextbookRules:
+    """The part patterns of a rule base, grouped into one ruleset, and their status tables."""
+
+    def __init__(self, durable: DurableEvaluator) -> None:
+        ruleset = durable.ruleset
+        compiler = PatternCompiler(ruleset.constrained_fields)
+        patterns: list[tuple[str, dict[str, Any]]] = []
+        self.tables: list[list[tuple[RuleStatus, bool | None]]] = []
+        for index, rule in enumerate(ruleset.rules):
+            scope: tuple[Pattern, Pattern] = (True, False)
+            if rule.scope is not None:
+                scope = _true_and_unknown(compiler, rule.scope)
+            when = _true_and_unknown(compiler, rule.when)
+            if rule.scope is not None:
+                gate = compiler.kleene(rule.scope).not_false
+                when = (_gated(gate, when[0]), _gated(gate, when[1]))
+            parts = dict(zip(PARTS, (*scope, *when), strict=True))
+            patterns += [(f"{index}.{p}", v) for p, v in parts.items() if isinstance(v, dict)]
+            self.tables.append(
+                [
+                    (rule_status(scope_value, when_value), when_value)
+                    for mask in range(16)
+                    for scope_value in [_part_value(*scope, bool(mask & 1), bool(mask & 2))]
+                    for when_value in [_part_value(*when, bool(mask & 4), bool(mask & 8))]
+                ]
+            )
+        for groups in range(max(1, len(patterns) // 44), MAX_GROUPS + 1):
+            rules, root = self._grouped(patterns, groups)
+            if stack_bound(root) <= STACK_BUDGET and not limit_problems(root):
+                break
+        else:
+            raise ValueError("the textbook patterns do not fit one ruleset")
+        self.rules = rules  # under the fields' own names, as a rule author writes them
+
+    @staticmethod
+    def _grouped(
+        patterns: list[tuple[str, dict[str, Any]]], groups: int
+    ) -> tuple[dict[str, dict[str, Any]], Node]:
+        ordered = sorted(patterns, key=lambda item: json.dumps(item[1], sort_keys=True))
+        size = -(-len(ordered) // groups)
+        root = Node(("", "root", ""))
+        guard = root.child(("kind", "$eq", '"case"'))
+        rules: dict[str, dict[str, Any]] = {}
+        for n, (name, pattern) in enumerate(ordered):
+            flag = group_test(n // size)
+            add_pattern(guard, {"$and": [flag, pattern]})
+            rules[name] = {"all": [{"m": {"$and": [GUARD, flag, pattern]}}]}
+        return rules, root
+
+    def statuses(self, matched: set[str]) -> list[tuple[RuleStatus, bool | None]]:
+        """Each rule's status and condition value, from the names of the rules that matched."""
+        masks = [0] * len(self.tables)
+        for name in matched:
+            index, part = name.split(".")
+            masks[int(index)] |= BITS[part]
+        return [table[mask] for table, mask in zip(self.tables, masks, strict=True)]
