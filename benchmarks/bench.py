@@ -39,6 +39,7 @@ from engine.screen import screen_values
 from engine.synth import generate_rows, write_cohort
 
 RESULTS = ROOT / "benchmarks" / "results.md"
+SCALING_PAIRS = 3
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 rows_out: list[tuple[str, str, str, str]] = []  # measure, value, target, met
 
@@ -313,11 +314,27 @@ def bench_batch(rows: int, scaling_rows: int, folder: Path) -> None:
 
     small = folder / "scaling.parquet"
     write_cohort(small, scaling_rows, seed=8, missing=0.05, corrupt=0.01)
-    one, _ = run_batch(small, folder / "s1.parquet", 1)
-    two, _ = run_batch(small, folder / "s2.parquet", 2)
+    # two workers need both cores, so any other load on the machine slows them more than one
+    # worker: three pairs of runs take turns, and the median pair's ratio counts
+    pairs = []
+    for _ in range(SCALING_PAIRS):
+        one, _ = run_batch(small, folder / "s1.parquet", 1)
+        two, _ = run_batch(small, folder / "s2.parquet", 2)
+        pairs.append((one / two, one, two))
+    pairs.sort()
+    ratio, one, two = pairs[len(pairs) // 2]
+    spread = f"{pairs[0][0]:.2f}-{pairs[-1][0]:.2f}x"
     same = (folder / "s1.parquet").read_bytes() == (folder / "s2.parquet").read_bytes()
-    report(f"scaling, {scaling_rows:,} rows: 1 worker vs 2 workers", f"{one:.1f} s vs {two:.1f} s")
-    report("speed-up with 2 workers", f"{one / two:.2f}x", ">= 1.7x", one / two >= 1.7)
+    report(
+        f"scaling, {scaling_rows:,} rows: 1 vs 2 workers (median pair)",
+        f"{one:.1f} s vs {two:.1f} s",
+    )
+    report(
+        f"speed-up with 2 workers (median of {SCALING_PAIRS}; {spread})",
+        f"{ratio:.2f}x",
+        ">= 1.7x",
+        ratio >= 1.7,
+    )
     report("outputs identical for 1 and 2 workers", "yes" if same else "NO", "identical", same)
 
 
