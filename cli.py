@@ -306,6 +306,10 @@ def batch(
     ] = Executor.local,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order."""
+    if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
+        from engine.batch.startup import start_fork_server
+
+        start_fork_server(str(rules))  # its workers' imports and rules, while this one starts
     from engine.batch.run import BatchOptions, default_errors_path, run_batch  # heavy: pyarrow
     from engine.batch.worker import OutputFormat
     from engine.batch.writers import write_text_atomically

@@ -17,12 +17,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing import forkserver
 from pathlib import Path
 
 import numpy as np
 
 from engine import __version__
+from engine.batch.startup import start_fork_server
 from engine.batch.summary import (
     AttritionStep,
     BatchSummary,
@@ -293,6 +293,7 @@ class BatchRun:
         self.hashes = {r.source: r.sha256() for r in self.readers if r.path != "-"}
         self.config = WorkerConfig(
             rules_dir=options.rules_dir,
+            ruleset_sha256=ruleset.sha256,
             site=options.site,
             output_format=options.output_format,
             ignored_columns=frozenset(self.ignored),
@@ -345,7 +346,7 @@ def run_batch(
 ) -> BatchSummary:
     """Screen every row of every input; write outputs; return the summary."""
     if options.workers > 1:
-        start_fork_server()
+        start_fork_server(options.rules_dir)
     run = BatchRun(options, ruleset)
     runner = ChunkRunner(run.config, options.workers)
     committed = False
@@ -360,15 +361,6 @@ def run_batch(
         if not committed:
             run.close(commit=False)
     return run.summary("local", runner.restarts)
-
-
-def start_fork_server() -> None:
-    """Start the fork server now, importing the worker module, while this process scans and
-    hashes the inputs: each worker then forks with its imports done (about 0.3 s) and only
-    builds its rules. Harmless if the server already runs (its modules are then imported on
-    first use, as before)."""
-    multiprocessing.set_forkserver_preload(["engine.batch.worker"])
-    forkserver.ensure_running()
 
 
 def _all_chunks(readers: list[TableReader]) -> Iterator[Chunk]:

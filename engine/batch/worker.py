@@ -1,7 +1,8 @@
 """Screen one chunk of rows in a worker process: validate, screen, flatten, count.
 
-Each worker process builds its ruleset and durable-rules handles once, in `init_worker`
-(docs/durable-rules-notes.md §3 and §7); chunks carry only rows. Nothing here writes files: a
+Each worker process builds its ruleset and durable-rules handles once (docs/durable-rules-notes.md
+§3 and §7), or finds them built: the fork server workers fork from builds them while the parent
+scans its inputs (engine/batch/preload.py). Chunks carry only rows. Nothing here writes files: a
 ChunkResult goes back to the parent, which writes outputs in input order.
 """
 
@@ -79,6 +80,7 @@ class OutputFormat(StrEnum):
 @dataclass(frozen=True)
 class WorkerConfig:
     rules_dir: str
+    ruleset_sha256: str  # the rules the parent loaded: a worker screens with exactly these
     site: dict[str, Scalar]
     output_format: OutputFormat
     ignored_columns: frozenset[str]
@@ -118,18 +120,28 @@ class ChunkResult:
 
 class _State:
     config: WorkerConfig
-    ruleset: Ruleset
+    ruleset: Ruleset | None = None
     evaluator: DurableEvaluator
 
 
 _STATE = _State()
 
 
-def init_worker(config: WorkerConfig) -> None:
-    """Build the ruleset and durable-rules handles once per process; tune its collector."""
-    _STATE.config = config
-    _STATE.ruleset = load_ruleset(config.rules_dir)
+def build_rules(rules_dir: str) -> None:
+    """Build the ruleset and its durable-rules handles for this process (and its forks)."""
+    _STATE.ruleset = load_ruleset(rules_dir)
     _STATE.evaluator = DurableEvaluator(_STATE.ruleset)
+
+
+def init_worker(config: WorkerConfig) -> None:
+    """Have the ruleset and durable-rules handles once per process; tune its collector.
+
+    A worker forked from a fork server that built the same rules (same content hash) uses
+    them; any other builds its own.
+    """
+    _STATE.config = config
+    if _STATE.ruleset is None or _STATE.ruleset.sha256 != config.ruleset_sha256:
+        build_rules(config.rules_dir)
     # a chunk allocates thousands of short-lived dicts and lists, freed by reference counting;
     # at the default threshold (700) the cyclic collector ran every few rows and took about
     # 10 % of the batch time (benchmarks/results.md). Cycles are still collected, less often.
@@ -151,6 +163,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     takes them in batches), then records are built in row order.
     """
     config, ruleset, evaluator = _STATE.config, _STATE.ruleset, _STATE.evaluator
+    assert ruleset is not None  # noqa: S101  # init_worker ran first
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
     rows = _checked_rows(chunk, config.ignored_columns)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))

@@ -1,0 +1,22 @@
+"""Imported by the batch fork server, before it forks any worker: the worker module, and the rules.
+
+The parent starts the fork server (startup.start_fork_server) as a batch begins and names the
+rules directory in PRELOAD_RULES_ENV; the server then imports the engine and builds the ruleset and
+its durable-rules handles while the parent is still reading and checking its inputs, so every
+worker forks ready to screen. A worker checks the rules' content hash against the parent's and
+builds its own if they differ (another run in the same process, or files edited meanwhile).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from engine.batch import worker
+from engine.batch.startup import PRELOAD_RULES_ENV
+
+_rules_dir = os.environ.get(PRELOAD_RULES_ENV)
+if _rules_dir:
+    # a problem here is not reported: each worker then loads the rules itself, and says so
+    with contextlib.suppress(Exception):
+        worker.build_rules(_rules_dir)

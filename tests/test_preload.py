@@ -1,0 +1,57 @@
+"""Batch workers fork ready to screen: the fork server builds the rules the parent loaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from engine.batch import worker
+from engine.batch.startup import PRELOAD_RULES_ENV
+from engine.batch.worker import OutputFormat, WorkerConfig
+from tests.conftest import ROOT, RULES_DIR, RULESET
+
+PROBE = (
+    "from engine.batch import preload, worker; "
+    "print(worker._STATE.ruleset.sha256 if worker._STATE.ruleset else None)"
+)
+
+
+def _preloaded(rules_dir: str) -> str:
+    """What a fork server importing engine.batch.preload has built, in a fresh process."""
+    env = {PRELOAD_RULES_ENV: rules_dir, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(  # our own interpreter, fixed arguments
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_the_fork_server_builds_the_rules_it_is_named() -> None:
+    assert _preloaded(str(RULES_DIR)) == RULESET.sha256
+
+
+def test_rules_it_cannot_build_are_left_to_the_workers() -> None:
+    assert _preloaded(str(ROOT / "no-such-rules")) == "None"
+
+
+def _config(sha256: str) -> WorkerConfig:
+    return WorkerConfig(
+        rules_dir=str(RULES_DIR),
+        ruleset_sha256=sha256,
+        site={},
+        output_format=OutputFormat.jsonl,
+        ignored_columns=frozenset(),
+    )
+
+
+def test_a_worker_builds_rules_only_when_the_ones_it_has_differ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[str] = []
+    monkeypatch.setattr(worker._STATE, "ruleset", RULESET)
+    monkeypatch.setattr(worker, "build_rules", built.append)
+    worker.init_worker(_config(RULESET.sha256))  # forked with the parent's rules: kept
+    assert built == []
+    worker.init_worker(_config("0" * 64))  # the server built other rules: built again
+    assert built == [str(RULES_DIR)]
