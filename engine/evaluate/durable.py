@@ -23,9 +23,11 @@ the whole fact's text.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -571,6 +573,18 @@ _MATCH = re.compile(r'\{"m":\{"id":(\d+)')  # a match in an action message: its 
 _CONFLICT = RuleOutcome(rule_id="-", status=RuleStatus.not_applicable)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (if it runs) for the block."""
+    running = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if running:
+            gc.enable()
+
+
 class _Texts(dict[int, str]):
     """Texts by number, each made by `make` the first time it is asked for."""
 
@@ -594,6 +608,13 @@ class DurableEvaluator:
     """
 
     def __init__(self, ruleset: Ruleset) -> None:
+        # building allocates some 100,000 small objects that all stay alive, and the cyclic
+        # collector would walk the growing heap again and again for nothing: about 25 ms of
+        # a cold `screen` (benchmarks/results.md)
+        with _collector_paused():
+            self._build(ruleset)
+
+    def _build(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
         compiled = compile_rules(ruleset)
         self.compiled = compiled.rules
