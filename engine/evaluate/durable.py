@@ -41,7 +41,7 @@ from engine.evaluate.base import (
     explained_outcome,
 )
 from engine.evaluate.conjunctions import Key, TooManyAlternatives, alternatives
-from engine.evaluate.network import Node, limit_problems, stack_bound, test_of
+from engine.evaluate.network import Node, alpha_key, limit_problems, stack_bound
 from engine.models import RuleOutcome, RuleStatus, Scalar, settled_outcome
 from engine.rules.condition import (
     NEGATED_OP,
@@ -417,7 +417,7 @@ class _Tests:
     def node(self, test: dict[str, Any]) -> tuple[str, str, str]:
         node = self.nodes.get(id(test))
         if node is None:
-            node = self.nodes[id(test)] = test_of(test)
+            node = self.nodes[id(test)] = alpha_key(test)
         return node
 
 
@@ -429,14 +429,14 @@ def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tup
     size = -(-len(order) // groups)
     heads = [f"{to_durable_json(GUARD)}, {to_durable_json(group_test(g))}" for g in range(groups)]
     root = Node(("", "root", ""))
-    guard = root.child(test_of(GUARD))
+    guard = root.child(alpha_key(GUARD))
     rules: dict[str, dict[str, Any]] = {}
     rule_texts: list[str] = []
     targets: dict[str, tuple[tuple[int, int], ...]] = {}
     for n, item in enumerate(order):
         conjunction, stands_for = items[item]
         flag = group_test(n // size)
-        node = guard.child(test_of(flag))
+        node = guard.child(alpha_key(flag))
         for test in conjunction:
             node = node.child(tests.node(test))
         name = f"r{first + n}"

@@ -47,7 +47,7 @@ class Node:
 _FORWARD = ("", "forward", "")
 
 
-def test_of(leaf: dict[str, Any]) -> tuple[str, str, str]:
+def alpha_key(leaf: dict[str, Any]) -> tuple[str, str, str]:
     """The (attribute, operator, canonical value) an alpha node tests, for one test pattern."""
     ((key, value),) = leaf.items()
     if key.startswith("$"):
@@ -69,7 +69,7 @@ def add_pattern(parent: Node, pattern: dict[str, Any]) -> Node:
         for branch in value:
             add_pattern(parent, branch).next_list.append(forward)
         return forward
-    return parent.child(test_of(pattern))
+    return parent.child(alpha_key(pattern))
 
 
 def stack_bound(node: Node, memo: dict[int, int] | None = None) -> int:
