@@ -44,8 +44,8 @@ def boolean_operators(pattern: Pattern) -> int:
 
 
 def _true_and_unknown(compiler: PatternCompiler, cond: Any) -> tuple[Pattern, Pattern]:
-    """ "Definitely true" and "unknown"; where unknown is too long, "not false" stands in (it
-    also matches when true, and the true pattern takes precedence)."""
+    """The patterns of a part's "definitely true" and "unknown". Where unknown is too long,
+    "not false" stands in: it also matches when true, and the true pattern takes precedence."""
     patterns = compiler.kleene(cond)
     unknown = patterns.unknown
     if boolean_operators(unknown) > MAX_PATTERN_OPERATORS:
