@@ -405,6 +405,15 @@ def write_results(header: str) -> None:
     RESULTS.write_text(before + block + after)
 
 
+def steadiness_probe(found: list[float]) -> None:
+    """Time a fixed pure-Python loop: how fast this shared machine runs right now."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    found.append((time.perf_counter() - start) * 1000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the batch run")
@@ -422,15 +431,27 @@ def main() -> None:
     header = f"Run {started} UTC on {machine()}."
     print(header)
     clock = time.perf_counter()
+    probes: list[float] = []
+    steadiness_probe(probes)
     if args.only in (None, "engine"):
         bench_engine(args.engine_cases, args.runs)
+        steadiness_probe(probes)
     if args.only in (None, "latency"):
         bench_latency(20)
+        steadiness_probe(probes)
     if args.only in (None, "batch"):
         with tempfile.TemporaryDirectory(prefix="miss-bench-") as folder:
             bench_batch(args.rows, args.scaling_rows, Path(folder))
+        steadiness_probe(probes)
     if args.only:
         return
+    # the absolute targets (seconds, cases/s) move with the machine's load; the ratios less so
+    spread = max(probes) / min(probes)
+    report(
+        "machine check: a fixed loop before and after each part (ms)",
+        " / ".join(f"{ms:.0f}" for ms in probes) + f" (max/min {spread:.2f})",
+        "steady if max/min <= 1.25" if spread <= 1.25 else "NOT steady: absolute numbers suspect",
+    )
     report(
         "whole benchmark",
         f"{(time.perf_counter() - clock) / 60:.1f} min",
