@@ -415,9 +415,10 @@ def _fixed_loop() -> float:
 
 def steadiness_probe(found: list[float]) -> None:
     """Time a fixed pure-Python loop: how fast this shared machine runs right now (the first
-    call of a fresh process is slower, so it is a warm-up, not a probe)."""
+    calls of a fresh process are slower, so three of them warm up first)."""
     if not found:
-        _fixed_loop()
+        for _ in range(3):
+            _fixed_loop()
     found.append(_fixed_loop())
 
 
