@@ -29,11 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.textbook import TextbookRules
 from engine.derive import build_facts
-from engine.evaluate.base import make_outcome
-from engine.evaluate.durable import STATUS_BITS, DurableEvaluator, to_durable_json
+from engine.evaluate.durable import DurableEvaluator, to_durable_json
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.io.cases import read_case, validate_case
-from engine.models import RuleOutcome, RuleStatus
+from engine.models import RuleOutcome
 from engine.rules.loader import load_ruleset
 from engine.screen import screen_values
 from engine.synth import generate_rows, write_cohort
@@ -72,16 +71,17 @@ class HostEvaluator:
     """durable-rules driven the textbook way: Host, one callback per rule, assert then retract.
 
     `rules` are durable-rules rules by name, under the fields' own names or (`short_names`)
-    production's short ones; `statuses` turns the names that matched into each rule's status
-    and condition value. Host's timer threads race with the caller (notes §4.3); `_run` is
-    disabled so the baseline is correct, which only makes it faster than the stock Host.
+    production's short ones; `masks` turns the names that matched into production's status
+    bits, so outcomes are built as production builds them (`outcomes_from`). Host's timer
+    threads race with the caller (notes §4.3); `_run` is disabled so the baseline is correct,
+    which only makes it faster than the stock Host.
     """
 
     def __init__(
         self,
         durable: DurableEvaluator,
         rules: dict[str, Any],
-        statuses: Callable[[set[str]], list[tuple[RuleStatus, bool | None]]],
+        masks: Callable[[set[str]], dict[int, int]],
         short_names: bool = False,
     ) -> None:
         from durable.engine import Host
@@ -91,7 +91,7 @@ class HostEvaluator:
                 return None
 
         self.durable = durable
-        self.statuses = statuses
+        self.masks = masks
         self.short_names = short_names
         self.fired: set[str] = set()
         definitions: dict[str, Any] = {}
@@ -121,34 +121,27 @@ class HostEvaluator:
         fact = {"kind": "case", "sid": "0", "id": self.next_id, **values}
         self.host.assert_fact("bench", fact)
         self.host.retract_fact("bench", {"sid": "0", "id": self.next_id})
-        ruleset = self.durable.ruleset
-        return [
-            make_outcome(rule, status, when, facts, ruleset)
-            for rule, (status, when) in zip(ruleset.rules, self.statuses(self.fired), strict=True)
-        ]
+        return self.durable.outcomes_from(self.masks(self.fired), facts)
 
 
 def textbook_host(durable: DurableEvaluator) -> HostEvaluator:
     """The baseline: Host running one rule per rule part (textbook.py)."""
     textbook = TextbookRules(durable)
-    return HostEvaluator(durable, textbook.rules, textbook.statuses)
+    return HostEvaluator(durable, textbook.rules, textbook.masks)
 
 
 def production_host(durable: DurableEvaluator) -> HostEvaluator:
     """For comparison: Host running production's own conjunctions (one per status)."""
 
-    def statuses(matched: set[str]) -> list[tuple[RuleStatus, bool | None]]:
-        masks = [0] * len(durable.compiled)
+    def masks(matched: set[str]) -> dict[int, int]:
+        found: dict[int, int] = {}
         for name in matched:
             for index, bit in durable.layout.targets[name]:
-                masks[index] |= bit
-        return [
-            STATUS_BITS[mask] if mask else rule.default
-            for rule, mask in zip(durable.compiled, masks, strict=True)
-        ]
+                found[index] = found.get(index, 0) | bit
+        return found
 
     rules = {k: v for ruleset in durable.layout.rulesets for k, v in ruleset.items()}
-    return HostEvaluator(durable, rules, statuses, short_names=True)
+    return HostEvaluator(durable, rules, masks, short_names=True)
 
 
 def bench_engine(cases: int, runs: int) -> None:

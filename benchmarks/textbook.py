@@ -19,6 +19,7 @@ from engine.evaluate.durable import (
     GUARD,
     MAX_GROUPS,
     STACK_BUDGET,
+    STATUS_BITS,
     DurableEvaluator,
     Pattern,
     PatternCompiler,
@@ -108,6 +109,18 @@ class TextbookRules:
         else:
             raise ValueError("the textbook patterns do not fit one ruleset")
         self.rules = rules  # under the fields' own names, as a rule author writes them
+        # per rule and mask of matched parts, production's status bit (0: its default status)
+        self.bits: list[list[int]] = []
+        bit_of = {status: bit for bit, status in STATUS_BITS.items()}
+        for compiled, table in zip(durable.compiled, self.tables, strict=True):
+            if table[0][0] != compiled.default[0]:  # nothing matched: the same status
+                raise ValueError("textbook and production disagree on a rule's default status")
+            self.bits.append(
+                [
+                    0 if status == compiled.default[0] else bit_of[status, when]
+                    for status, when in table
+                ]
+            )
 
     @staticmethod
     def _grouped(
@@ -124,10 +137,16 @@ class TextbookRules:
             rules[name] = {"all": [{"m": {"$and": [GUARD, flag, pattern]}}]}
         return rules, root
 
-    def statuses(self, matched: set[str]) -> list[tuple[RuleStatus, bool | None]]:
-        """Each rule's status and condition value, from the names of the rules that matched."""
-        masks = [0] * len(self.tables)
+    def masks(self, matched: set[str]) -> dict[int, int]:
+        """Production's status bit for each rule whose parts matched (the others take their
+        default), so that outcomes are built the same way for every contender."""
+        parts: dict[int, int] = {}
         for name in matched:
             index, part = name.split(".")
-            masks[int(index)] |= BITS[part]
-        return [table[mask] for table, mask in zip(self.tables, masks, strict=True)]
+            parts[int(index)] = parts.get(int(index), 0) | BITS[part]
+        found = {}
+        for index, mask in parts.items():
+            bit = self.bits[index][mask]
+            if bit:
+                found[index] = bit
+        return found

@@ -5,9 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import pytest
-
-from engine.evaluate.conjunctions import TooManyAlternatives, alternatives
+from engine.evaluate.conjunctions import alternatives, whole
 
 A: dict[str, Any] = {"a": 1}
 NOT_A = {"$neq": {"a": 1}}
@@ -60,10 +58,19 @@ def test_conversion_applies_to_every_test() -> None:
     assert [list(c.values()) for c in renamed] == [[{"wrapped": A}], [{"wrapped": B}]]
 
 
-def test_too_many_alternatives_is_an_error_not_an_explosion() -> None:
+def test_a_part_too_wide_to_expand_stays_whole() -> None:
     clauses = [{"$or": [{f"x{i}": 1}, {f"y{i}": 1}]} for i in range(12)]  # 4,096 if expanded
-    with pytest.raises(TooManyAlternatives, match="at most 256"):
-        alternatives({"$and": clauses}, 256)
+    wide = {"$and": clauses}
+    pattern = {"$and": [{"$or": [A, NO_A]}, wide]}
+    found = conjunction_tests(pattern, 256)
+    assert found == [[A, wide], [NO_A, wide]]  # the small part expanded, the wide one whole
+    assert [whole(t) for t in found[0]] == [False, True]
+
+
+def test_the_kept_part_is_converted_too() -> None:
+    wide = {"$or": [A, B, C]}
+    (only,) = alternatives(wide, 2, lambda t: {"wrapped": t})
+    assert list(only.values()) == [{"$or": [{"wrapped": A}, {"wrapped": B}, {"wrapped": C}]}]
 
 
 def _matches(pattern: dict[str, Any], fact: dict[str, Any]) -> bool:

@@ -182,7 +182,7 @@ def test_a_condition_too_complex_for_one_pattern_is_a_rule_error(tmp_path: Path)
     rule.write_text(
         rule.read_text().replace("when: 'lowest_level == \"L5-S1\"'", f"when: '{clauses}'")
     )
-    with pytest.raises(RuleFileError, match="alternative combinations of tests"):
+    with pytest.raises(RuleFileError, match=r"need 1\d and/or operators"):
         DurableEvaluator(load_ruleset(copy))
 
 
@@ -441,3 +441,49 @@ def test_rules_with_the_same_condition_share_one_durable_rules_rule(tmp_path: Pa
     outcomes = DurableEvaluator(ruleset).evaluate(facts)
     assert [o.status for o in outcomes] == ["fired", "fired"]
     assert outcomes == ReferenceEvaluator(ruleset).evaluate(facts)
+
+
+def _one_rule_base(tmp_path: Path, scope: str | None, when: str) -> Ruleset:
+    root = tmp_path / "rules"
+    root.mkdir()
+    for name in ("ruleset.yaml", "policy.yaml"):
+        shutil.copy(RULES_DIR / name, root / name)
+    (root / "access").mkdir()
+    text = RULE_TEMPLATE.format(n=1, threshold=30).replace(
+        'when: \'bmi > 30 and (diagnosis in ["fracture", "tumor"] or levels >= 2)\'',
+        (f"scope: '{scope}'\n" if scope else "") + f"when: '{when}'",
+    )
+    (root / "access" / "ACC-001-bmi-over-1.yaml").write_text(text)
+    return load_ruleset(root)
+
+
+def test_a_rule_base_with_nothing_to_match_still_screens(tmp_path: Path) -> None:
+    """A condition that folds to a constant leaves durable-rules no conjunction at all."""
+    ruleset = _one_rule_base(tmp_path, None, "bmi > 30 or true")
+    durable = DurableEvaluator(ruleset)
+    assert durable.layout.rulesets == []
+    facts = build_facts({"levels": 3}, ruleset)
+    assert [o.status for o in durable.evaluate(facts)] == ["fired"]
+    assert durable.evaluate(facts) == ReferenceEvaluator(ruleset).evaluate(facts)
+
+
+def test_a_wide_and_stays_one_pattern_and_agrees_with_the_reference(tmp_path: Path) -> None:
+    """ "Unknown" of an `and` of k comparisons has 2^k - 1 conjunctions: past the limit the
+    status pattern stays whole (with its `$or`s), as the rule reads."""
+    fields = ["bmi", "levels", "asa_class", "sva_mm", "coronal_cobb_deg", "pelvic_incidence_deg"]
+    fields += ["lumbar_lordosis_deg", "slip_percent", "age_years"]
+    when = " and ".join(f"{field} > 2" for field in fields)  # 9 comparisons: 511 conjunctions
+    ruleset = _one_rule_base(tmp_path, "levels >= 2 and asa_class >= 2", when)
+    durable, reference = DurableEvaluator(ruleset), ReferenceEvaluator(ruleset)
+    whole = [r for r in durable.layout.rulesets[0].values() if "$or" in json.dumps(r)]
+    assert whole  # some status pattern was kept whole
+    import random
+
+    rng = random.Random(9)  # noqa: S311  # test data, not secrets
+    cases = [
+        build_facts({f: rng.choice([1, 5]) for f in fields if rng.random() < 0.8}, ruleset)
+        for _ in range(400)
+    ]
+    statuses = {o.status for outcomes in durable.evaluate_many(cases) for o in outcomes}
+    assert durable.evaluate_many(cases) == [reference.evaluate(f) for f in cases]
+    assert {"fired", "not_fired", "not_evaluable", "not_applicable", "conditional"} <= statuses

@@ -10,6 +10,7 @@ import pytest
 from engine.batch import worker
 from engine.batch.startup import PRELOAD_RULES_ENV
 from engine.batch.worker import OutputFormat, WorkerConfig
+from engine.io.tables import Chunk
 from tests.conftest import ROOT, RULES_DIR, RULESET
 
 PROBE = (
@@ -55,3 +56,41 @@ def test_a_worker_builds_rules_only_when_the_ones_it_has_differ(
     assert built == []
     worker.init_worker(_config("0" * 64))  # the server built other rules: built again
     assert built == [str(RULES_DIR)]
+
+
+FORKED = (
+    "import multiprocessing, sys; "
+    "from concurrent.futures import ProcessPoolExecutor; "
+    "from engine.batch.startup import start_fork_server; "
+    "from tests.fork_probe import preloaded_sha256; "
+    "start_fork_server(sys.argv[1]); "
+    "pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('forkserver')); "
+    "print(pool.submit(preloaded_sha256).result()); pool.shutdown()"
+)
+
+
+def test_a_worker_forks_with_the_rules_already_built() -> None:
+    """The real thing: a fork server started for the bundled rules, and a pool worker."""
+    done = subprocess.run(  # our own interpreter, fixed arguments
+        [sys.executable, "-c", FORKED, str(RULES_DIR)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == RULESET.sha256
+
+
+def test_rules_edited_during_a_run_stop_it_rather_than_mix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker whose rules (built from the files now) differ from the ones the parent
+    stamped refuses to screen: the run fails with a clear error and keeps no output."""
+    monkeypatch.setattr(worker._STATE, "ruleset", RULESET)
+    monkeypatch.setattr(worker._STATE, "evaluator", None, raising=False)  # never reached
+    monkeypatch.setattr(worker, "build_rules", lambda rules_dir: None)  # "the files now"
+    worker.init_worker(_config("0" * 64))  # the parent stamped other rules
+    chunk = Chunk(0, "cohort.csv", [(1, {"case_id": "c1", "levels": 1})])
+    with pytest.raises(worker.RulesChanged, match="changed while the batch ran"):
+        worker.screen_chunk(chunk)

@@ -17,6 +17,7 @@ from engine.batch.startup import PRELOAD_RULES_ENV
 
 _rules_dir = os.environ.get(PRELOAD_RULES_ENV)
 if _rules_dir:
-    # a problem here is not reported: each worker then loads the rules itself, and says so
+    # a problem here is not reported: each worker then loads the rules itself, and the parent,
+    # which loads them too, reports any problem with the files
     with contextlib.suppress(Exception):
         worker.build_rules(_rules_dir)

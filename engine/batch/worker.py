@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS
-from engine.errors import CaseInputError
+from engine.errors import CaseInputError, UserError
 from engine.evaluate.durable import DurableEvaluator
 from engine.io.cases import validate_case
 from engine.io.columnar import Validated, validate_batch
@@ -80,7 +80,7 @@ class OutputFormat(StrEnum):
 @dataclass(frozen=True)
 class WorkerConfig:
     rules_dir: str
-    ruleset_sha256: str  # the rules the parent loaded: a worker screens with exactly these
+    ruleset_sha256: str  # the rules the parent loaded and stamped: a worker screens with these
     site: dict[str, Scalar]
     output_format: OutputFormat
     ignored_columns: frozenset[str]
@@ -127,10 +127,15 @@ class _State:
 _STATE = _State()
 
 
+class RulesChanged(UserError):
+    """The rules directory changed on disk during a batch: results would mix two rule sets."""
+
+
 def build_rules(rules_dir: str) -> None:
     """Build the ruleset and its durable-rules handles for this process (and its forks)."""
-    _STATE.ruleset = load_ruleset(rules_dir)
-    _STATE.evaluator = DurableEvaluator(_STATE.ruleset)
+    ruleset = load_ruleset(rules_dir)
+    evaluator = DurableEvaluator(ruleset)
+    _STATE.ruleset, _STATE.evaluator = ruleset, evaluator  # both or neither
 
 
 def init_worker(config: WorkerConfig) -> None:
@@ -164,6 +169,12 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     """
     config, ruleset, evaluator = _STATE.config, _STATE.ruleset, _STATE.evaluator
     assert ruleset is not None  # noqa: S101  # init_worker ran first
+    if ruleset.sha256 != config.ruleset_sha256:  # built from files edited since the parent read
+        raise RulesChanged(
+            f"the rules in {config.rules_dir} changed while the batch ran (sha256 "
+            f"{config.ruleset_sha256[:12]} when it started, {ruleset.sha256[:12]} now); "
+            "no output was kept: run it again"
+        )
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
     rows = _checked_rows(chunk, config.ignored_columns)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))

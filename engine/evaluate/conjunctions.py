@@ -8,7 +8,7 @@ as the conjunctions whose union it is, dropping those that can never match (a fi
 also required missing; a field equal to two values, or equal and unequal to one) and those that
 another alternative already covers (absorption: `a` covers `a and b`). A conjunction keeps its
 tests in the order they first appear in the pattern, so a scope's tests stay first and a case
-out of scope stops at the first one.
+out of scope stops at the first one. A part whose expansion would be too large stays whole.
 """
 
 from __future__ import annotations
@@ -24,25 +24,22 @@ Key = tuple[str, str, tuple[str, Any]]
 Conjunction = dict[Key, Leaf]  # insertion-ordered: the order the tests first appear in
 
 
-class TooManyAlternatives(Exception):
-    """A pattern whose disjunctive normal form needs more conjunctions than allowed."""
-
-    def __init__(self, count: int, limit: int) -> None:
-        super().__init__(
-            f"needs at least {count} alternative combinations of tests in durable-rules "
-            f"(at most {limit}); simplify the condition or split the rule"
-        )
-        self.count = count
-
-
 def alternatives(
     pattern: Leaf, limit: int, convert: Callable[[Leaf], Leaf] | None = None
 ) -> list[Conjunction]:
     """The conjunctions whose union is `pattern`: each its tests by key, in pattern order.
 
-    `convert` rewrites each test first (durable.py gives attributes their short names).
+    A part of the pattern whose expansion would need more than `limit` conjunctions (an `and`
+    of k comparisons is unknown in 2^k - 1 ways) stays whole, as one test of its conjunctions:
+    a pattern with `$and`/`$or` inside (whole(test) tells which). `convert` rewrites each test
+    first (durable.py gives attributes their short names).
     """
     return _dnf(pattern, limit, convert or (lambda leaf: leaf))
+
+
+def whole(test: Leaf) -> bool:
+    """True for a part kept whole rather than expanded (see alternatives)."""
+    return next(iter(test)) in ("$and", "$or")
 
 
 def _dnf(pattern: Leaf, limit: int, convert: Callable[[Leaf], Leaf]) -> list[Conjunction]:
@@ -51,12 +48,27 @@ def _dnf(pattern: Leaf, limit: int, convert: Callable[[Leaf], Leaf]) -> list[Con
         found: list[Conjunction] = [{}]
         for part in operand:
             options = _dnf(part, limit, convert)
-            found = _clean([{**a, **b} for a in found for b in options], limit)
+            found = _clean([{**a, **b} for a in found for b in options])
+            if len(found) > limit:
+                return [_kept_whole(pattern, convert)]
         return found
     if operator == "$or":
-        return _clean([c for part in operand for c in _dnf(part, limit, convert)], limit)
+        found = _clean([c for part in operand for c in _dnf(part, limit, convert)])
+        return found if len(found) <= limit else [_kept_whole(pattern, convert)]
     leaf = convert(pattern)
     return [{_key(leaf): leaf}]
+
+
+def _kept_whole(pattern: Leaf, convert: Callable[[Leaf], Leaf]) -> Conjunction:
+    converted = _converted(pattern, convert)
+    return {("", "whole", ("expr", json.dumps(converted, sort_keys=True))): converted}
+
+
+def _converted(pattern: Leaf, convert: Callable[[Leaf], Leaf]) -> Leaf:
+    ((operator, operand),) = pattern.items()
+    if operator in ("$and", "$or"):
+        return {operator: [_converted(part, convert) for part in operand]}
+    return convert(pattern)
 
 
 def _key(leaf: Leaf) -> Key:
@@ -73,7 +85,7 @@ def _operand(value: Any) -> tuple[str, Any]:
     return (type(value).__name__, value)
 
 
-def _clean(conjunctions: list[Conjunction], limit: int) -> list[Conjunction]:
+def _clean(conjunctions: list[Conjunction]) -> list[Conjunction]:
     """Drop impossible conjunctions, duplicates and those another one covers."""
     unique: dict[frozenset[Key], Conjunction] = {}
     for conjunction in conjunctions:
@@ -84,8 +96,6 @@ def _clean(conjunctions: list[Conjunction], limit: int) -> list[Conjunction]:
     for keys in sorted(unique, key=len):  # stable: same-sized ones keep their order
         if not any(smaller <= keys for smaller in kept if len(smaller) < len(keys)):
             kept.append(keys)
-    if len(kept) > limit:
-        raise TooManyAlternatives(len(kept), limit)
     return [unique[keys] for keys in kept]
 
 

@@ -5,7 +5,8 @@ conditional on an unknown scope), built from the negation normal form of Kleene 
 scoped rule, "not fired" is "scope not false and condition false", "fired" is "scope true and
 condition true", and so on. The status that takes no pattern (not applicable for a scoped rule,
 not fired for the others) is what a case gets when nothing matches, so a rule that does not
-apply costs nothing, and every rule a case touches costs exactly one match. Each status
+apply costs nothing, and a rule a case touches costs one match (a few where the conjunctions
+of its status overlap; about 13 matches per case on the synthetic cohort). Each status
 pattern is then rewritten as the plain conjunctions whose union it is (conjunctions.py):
 durable-rules walks an `$or` through a fresh join node it never shares, and a chain of tests
 once. Identical conjunctions become one durable-rules rule that stands for all of its statuses.
@@ -40,8 +41,8 @@ from engine.evaluate.base import (
     EXPLAINED_STATUSES,
     explained_outcome,
 )
-from engine.evaluate.conjunctions import Key, TooManyAlternatives, alternatives
-from engine.evaluate.network import Node, alpha_key, limit_problems, stack_bound
+from engine.evaluate.conjunctions import Key, alternatives, whole
+from engine.evaluate.network import Node, add_pattern, alpha_key, limit_problems, stack_bound
 from engine.models import RuleOutcome, RuleStatus, Scalar, settled_outcome
 from engine.rules.condition import (
     NEGATED_OP,
@@ -65,6 +66,9 @@ STACK_BUDGET = 60
 MAX_GROUPS = 48
 # conjunctions one status pattern may expand to; the bundled rules need at most 116
 MAX_ALTERNATIVES = 256
+# a conjunction with parts kept whole (too wide to expand): rete.c MAX_SEQUENCE_EXPRESSIONS is
+# 32 per pattern and every $and/$or takes two; one $and is the guard and group test around it
+MAX_PATTERN_OPERATORS = 14
 MAX_ACTIONS = 4000  # durable-rules rules per ruleset: rete.c MAX_ACTIONS is 4096
 SID = "0"
 # cases asserted together in one call (each in its own slot, with the slot number as its id), and
@@ -363,20 +367,37 @@ def conjunctions(
 ) -> Conjunctions:
     """Every status pattern as conjunctions; one shared by several statuses only once.
 
+    A part too wide to expand (MAX_ALTERNATIVES) stays whole inside its conjunctions, with its
+    `$or`s, as long as durable-rules takes the result (MAX_PATTERN_OPERATORS); such a
+    conjunction may match a case once per true branch, which sets the same status bit.
     `convert` rewrites each test (the evaluator gives attributes their short names).
     """
     found: dict[frozenset[Key], tuple[list[dict[str, Any]], list[tuple[int, int]]]] = {}
     for rule in compiled:
         for bit, pattern in rule.patterns.items():
-            try:
-                options = alternatives(pattern, MAX_ALTERNATIVES, convert)
-            except TooManyAlternatives as exc:
-                path = ruleset.rules[rule.index].path
-                raise RuleFileError(str(exc), path, key="when") from None
-            for tests in options:
+            for tests in alternatives(pattern, MAX_ALTERNATIVES, convert):
+                operators = sum(boolean_operators(test) for test in tests.values())
+                if operators > MAX_PATTERN_OPERATORS:
+                    raise RuleFileError(
+                        f"scope and condition together need {operators} and/or operators in "
+                        f"one durable-rules pattern (at most {MAX_PATTERN_OPERATORS}), even "
+                        f"split into up to {MAX_ALTERNATIVES} alternatives; simplify the "
+                        "condition or split the rule",
+                        ruleset.rules[rule.index].path,
+                        key="when",
+                    )
                 entry = found.setdefault(frozenset(tests), (list(tests.values()), []))
                 entry[1].append((rule.index, bit))
     return [(tests, tuple(targets)) for tests, targets in found.values()]
+
+
+def boolean_operators(pattern: Pattern) -> int:
+    """`$and`/`$or` nodes in a pattern: each takes two of the 32 expression slots (error 113)."""
+    if isinstance(pattern, dict):
+        return sum((k in ("$and", "$or")) + boolean_operators(v) for k, v in pattern.items())
+    if isinstance(pattern, list):
+        return sum(boolean_operators(p) for p in pattern)
+    return 0
 
 
 def group_test(group: int) -> dict[str, Any]:
@@ -402,23 +423,23 @@ class Layout:
 
 class _Tests:
     """Each test's JSON text and alpha-node key, computed once: conjunctions share their test
-    objects, and the compiled patterns keep them alive (the cache is keyed by identity)."""
+    objects. Keyed by identity, each entry holding its test so that the id stays its own."""
 
     def __init__(self) -> None:
-        self.texts: dict[int, str] = {}
-        self.nodes: dict[int, tuple[str, str, str]] = {}
+        self.texts: dict[int, tuple[dict[str, Any], str]] = {}
+        self.nodes: dict[int, tuple[dict[str, Any], tuple[str, str, str]]] = {}
 
     def text(self, test: dict[str, Any]) -> str:
-        text = self.texts.get(id(test))
-        if text is None:
-            text = self.texts[id(test)] = to_durable_json(test)
-        return text
+        found = self.texts.get(id(test))
+        if found is None:
+            found = self.texts[id(test)] = (test, to_durable_json(test))
+        return found[1]
 
     def node(self, test: dict[str, Any]) -> tuple[str, str, str]:
-        node = self.nodes.get(id(test))
-        if node is None:
-            node = self.nodes[id(test)] = alpha_key(test)
-        return node
+        found = self.nodes.get(id(test))
+        if found is None:
+            found = self.nodes[id(test)] = (test, alpha_key(test))
+        return found[1]
 
 
 def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tuple[Layout, Node]:
@@ -437,8 +458,8 @@ def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tup
         conjunction, stands_for = items[item]
         flag = group_test(n // size)
         node = guard.child(alpha_key(flag))
-        for test in conjunction:
-            node = node.child(tests.node(test))
+        for test in conjunction:  # a part kept whole brings its $or join nodes
+            node = add_pattern(node, test) if whole(test) else node.child(tests.node(test))
         name = f"r{first + n}"
         rules[name] = {"all": [{"m": {"$and": [GUARD, flag, *conjunction]}}], "cap": CAP}
         chain = f"{heads[n // size]}, {texts[item]}"
@@ -450,6 +471,8 @@ def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tup
 
 def layout(items: Conjunctions, budget: int = STACK_BUDGET) -> Layout:
     """The fewest rulesets, and the fewest groups, whose worst-case stack stays within budget."""
+    if not items:  # every rule folded to a constant: nothing for durable-rules to match
+        return Layout(rulesets=[], texts=[], targets={}, groups=0, bounds=[])
     tests = _Tests()
     for count in range(-(-len(items) // MAX_ACTIONS) or 1, len(items) + 1):
         share = -(-len(items) // count)
@@ -457,7 +480,7 @@ def layout(items: Conjunctions, budget: int = STACK_BUDGET) -> Layout:
         found: list[Layout] = []
         for n, chunk in enumerate(chunks):
             # about 40 conjunctions fit a group: start near there instead of at one group
-            for groups in range(max(1, len(chunk) // 44), MAX_GROUPS + 1):
+            for groups in range(min(max(1, len(chunk) // 44), MAX_GROUPS), MAX_GROUPS + 1):
                 candidate, root = _grouped(chunk, groups, n * share, tests)
                 if candidate.bounds[0] <= budget and not limit_problems(root):
                     found.append(candidate)
@@ -601,8 +624,9 @@ class DurableEvaluator:
     """Screens facts with durable-rules; one per process, never shared across threads.
 
     Cases go to durable-rules in batches of up to SLOTS: one `assert_facts` of a JSON array,
-    then one action per pattern that matched any of them (the rules carry `cap`, so an action
-    delivers every match of its pattern, each naming its case by id), then one `retract_facts`.
+    then one action per conjunction that matched any of them (the rules carry `cap`, so an
+    action delivers every match of its conjunction, each naming its case by id), then one
+    `retract_facts`.
     A case's id is its slot number, so ids never collide (their 32-bit hashes are checked
     distinct) and nothing outlives its batch.
     """
@@ -636,18 +660,20 @@ class DurableEvaluator:
         # other fields (`$m`), whose values must stay comparable across fields
         conditions = [c for r in ruleset.rules for c in (r.scope, r.when) if c is not None]
         self.codes = value_codes(set(self.fields) - compared_with_fields(conditions))
-        renamed: dict[int, dict[str, Any]] = {}  # by identity: patterns share their tests
+        # by identity (patterns share their tests), each entry holding its test
+        renamed: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
         def short(test: dict[str, Any]) -> dict[str, Any]:
             found = renamed.get(id(test))
             if found is None:
-                found = renamed[id(test)] = rename(test, self.aliases, self.codes)
-            return found
+                found = renamed[id(test)] = (test, rename(test, self.aliases, self.codes))
+            return found[1]
 
         self.layout = layout(conjunctions(ruleset, self.compiled, short))
         check_attributes(list(self.aliases.values()))
         check_slot_ids(SLOTS)
-        self.handles = _HANDLES.get(ruleset.sha256) or self._create_handles()
+        handles = _HANDLES.get(ruleset.sha256)
+        self.handles = self._create_handles() if handles is None else handles
         _HANDLES[ruleset.sha256] = self.handles
         alias = self.aliases
         self._prefix = f'"kind":"case","sid":"{SID}"'
