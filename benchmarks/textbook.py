@@ -18,30 +18,20 @@ from engine.evaluate.base import rule_status
 from engine.evaluate.durable import (
     GUARD,
     MAX_GROUPS,
+    MAX_PATTERN_OPERATORS,
     STACK_BUDGET,
     STATUS_BITS,
     DurableEvaluator,
     Pattern,
     PatternCompiler,
+    boolean_operators,
     group_test,
 )
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.models import RuleStatus
 
-# rete.c MAX_SEQUENCE_EXPRESSIONS is 32 per pattern and every $and/$or takes two; one $and is
-# the guard and group test around each pattern
-MAX_PATTERN_OPERATORS = 14
 PARTS = ("s1", "s?", "w1", "w?")  # scope true / unknown, condition true / unknown
 BITS = {"s1": 1, "s?": 2, "w1": 4, "w?": 8}
-
-
-def boolean_operators(pattern: Pattern) -> int:
-    """`$and`/`$or` nodes in a pattern: each takes two of the 32 expression slots (error 113)."""
-    if isinstance(pattern, dict):
-        return sum((k in ("$and", "$or")) + boolean_operators(v) for k, v in pattern.items())
-    if isinstance(pattern, list):
-        return sum(boolean_operators(p) for p in pattern)
-    return 0
 
 
 def _true_and_unknown(compiler: PatternCompiler, cond: Any) -> tuple[Pattern, Pattern]:

@@ -56,14 +56,19 @@ cases:
 """
 
 
-@pytest.fixture(scope="module")
-def wide_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """120 rules that all fire together for a heavy case: far beyond 64 simultaneous matches."""
-    root = tmp_path_factory.mktemp("wide") / "rules"
+def _empty_rule_base(root: Path) -> Path:
+    """A rules directory with the bundled ruleset and policy files and no rules yet."""
     root.mkdir()
     for name in ("ruleset.yaml", "policy.yaml"):
         shutil.copy(RULES_DIR / name, root / name)
     (root / "access").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def wide_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 rules that all fire together for a heavy case: far beyond 64 simultaneous matches."""
+    root = _empty_rule_base(tmp_path_factory.mktemp("wide") / "rules")
     for n in range(1, 121):
         text = RULE_TEMPLATE.format(n=n, threshold=10 + n * 0.5)
         (root / "access" / f"ACC-{n:03d}-bmi-over-{n}.yaml").write_text(text)
@@ -224,11 +229,7 @@ ARITHMETIC_RULES = [
 
 def test_arithmetic_and_field_to_field_rules_agree_with_the_reference(tmp_path: Path) -> None:
     """Constant arithmetic must be folded, and a missing `$m` field must not match (review)."""
-    root = tmp_path / "rules"
-    root.mkdir()
-    for name in ("ruleset.yaml", "policy.yaml"):
-        shutil.copy(RULES_DIR / name, root / name)
-    (root / "access").mkdir()
+    root = _empty_rule_base(tmp_path / "rules")
     for n, when in enumerate(ARITHMETIC_RULES, start=1):
         text = RULE_TEMPLATE.format(n=n, threshold=0).replace(
             'when: \'bmi > 0 and (diagnosis in ["fracture", "tumor"] or levels >= 2)\'',
@@ -425,11 +426,7 @@ def test_status_patterns_are_exclusive_and_a_clash_is_an_error(
 
 
 def test_rules_with_the_same_condition_share_one_durable_rules_rule(tmp_path: Path) -> None:
-    root = tmp_path / "rules"
-    root.mkdir()
-    for name in ("ruleset.yaml", "policy.yaml"):
-        shutil.copy(RULES_DIR / name, root / name)
-    (root / "access").mkdir()
+    root = _empty_rule_base(tmp_path / "rules")
     for n in (1, 2):
         text = RULE_TEMPLATE.format(n=n, threshold=30)
         (root / "access" / f"ACC-{n:03d}-bmi-over-{n}.yaml").write_text(text)
@@ -444,11 +441,7 @@ def test_rules_with_the_same_condition_share_one_durable_rules_rule(tmp_path: Pa
 
 
 def _one_rule_base(tmp_path: Path, scope: str | None, when: str) -> Ruleset:
-    root = tmp_path / "rules"
-    root.mkdir()
-    for name in ("ruleset.yaml", "policy.yaml"):
-        shutil.copy(RULES_DIR / name, root / name)
-    (root / "access").mkdir()
+    root = _empty_rule_base(tmp_path / "rules")
     text = RULE_TEMPLATE.format(n=1, threshold=30).replace(
         'when: \'bmi > 30 and (diagnosis in ["fracture", "tumor"] or levels >= 2)\'',
         (f"scope: '{scope}'\n" if scope else "") + f"when: '{when}'",
