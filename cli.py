@@ -6,15 +6,23 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from engine.batch.startup import Interrupted, handle_interrupts
+
+if __name__ == "__main__" or Path(sys.argv[0]).name == "miss-screen":
+    # first thing as the program starts: Ctrl-C or SIGTERM while the rest loads ends it with
+    # one line; once main() runs, they unwind it cleanly (engine/batch/startup.py)
+    handle_interrupts(unwind=False)
+
 import contextlib
 import functools
 import json
 import os
-import sys
 import traceback
 from collections.abc import Callable, Iterator
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
@@ -38,6 +46,7 @@ from engine.rules.ruleset import Ruleset
 from engine.screen import screen_values
 
 if TYPE_CHECKING:
+    from engine.batch.summary import BatchSummary
     from engine.batch.worker import OutputFormat
 
 DEFAULT_RULES_DIR = Path(
@@ -312,14 +321,16 @@ def batch(
         start_fork_server(str(rules))  # its workers' imports and rules, while this one starts
     from engine.batch.run import BatchOptions, default_errors_path, run_batch  # heavy: pyarrow
     from engine.batch.worker import OutputFormat
-    from engine.batch.writers import write_text_atomically
     from engine.io.tables import InputFormat
 
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
     errors_path = errors if errors is not None else default_errors_path(out)
-    check_outputs(inputs, [out, errors_path, summary, report])
+    errors_option = "--errors" if errors is not None else "--errors (default OUT.errors.jsonl)"
+    check_outputs(
+        inputs, {"--out": out, errors_option: errors_path, "--summary": summary, "--report": report}
+    )
     ruleset = load_ruleset(rules)
     options = BatchOptions(
         inputs=inputs,
@@ -333,17 +344,20 @@ def batch(
         allow_columns=frozenset(allow_column or []),
         ignore_unknown_columns=ignore_unknown_columns,
         executor=executor.value,
+        summary=summary,
+        report=report,
     )
     show_bar = progress is ProgressMode.bar or (
         progress is ProgressMode.auto and sys.stderr.isatty()
     )
+    render = render_batch_report if report else None
     if executor is Executor.dask:
         from engine.batch.dask_executor import run_batch_dask  # optional extra
 
-        result = run_batch_dask(options, ruleset)
+        result = run_batch_dask(options, ruleset, render)
     else:
         with batch_progress(show_bar) as advance:
-            result = run_batch(options, ruleset, advance)
+            result = run_batch(options, ruleset, advance, render)
     rec = result.reconciliation
     balanced = "balanced" if rec.balanced else "NOT BALANCED"
     stderr.print(
@@ -354,33 +368,58 @@ def batch(
     if result.stamp.worker_restarts:
         stderr.print(
             f"warning: a worker process died; its chunks were screened again "
-            f"({result.stamp.worker_restarts} pool restarts, nothing lost)"
+            f"({result.stamp.worker_restarts} worker restarts, nothing lost)"
         )
     if result.duplicates:
         stderr.print(
             f"warning: {len(result.duplicates)} case_ids occur more than once (see the summary)"
         )
-    if summary:
-        write_text_atomically(summary, result.model_dump_json(indent=2) + "\n")
-    if report:
-        from engine.report.html import render_html
-
-        write_text_atomically(report, render_html(result))
     if not rec.balanced:
         raise RuntimeError("reconciliation does not balance: rows were lost")
 
 
-def check_outputs(inputs: list[str], outputs: list[str | None]) -> None:
-    """Refuse outputs that would overwrite an input or go to a folder that does not exist."""
-    sources = [Path(i).resolve() for i in inputs if i != "-"]
-    for output in outputs:
+def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
+    """Before any work, refuse outputs that would overwrite an input or one another (symlinks
+    and hard links seen through), that are folders, or that go to a folder that does not exist.
+
+    `outputs`: option name -> path (None: not written; "-": a standard stream).
+    """
+    sources = {_file_identity(Path(i)): i for i in inputs if i != "-"}
+    seen: dict[tuple[object, ...], str] = {}
+    for option, output in outputs.items():
         if output is None or output == "-":
             continue
         target = Path(output).resolve()
         if not target.parent.is_dir():
-            raise UsageError(f"{output}: the folder {target.parent} does not exist")
-        if target in sources:
-            raise UsageError(f"{output} is also an input; write the output to another file")
+            raise UsageError(f"{option} {output}: the folder {target.parent} does not exist")
+        if target.is_dir():
+            raise UsageError(f"{option} {output} is a folder; give a file name")
+        identity = _file_identity(target)
+        if identity in sources:
+            raise UsageError(
+                f"{option} {output} is also an input; write the output to another file"
+            )
+        if identity in seen:
+            raise UsageError(
+                f"{seen[identity]} and {option} are the same file ({output}); "
+                "give each output its own path"
+            )
+        seen[identity] = option
+
+
+def _file_identity(path: Path) -> tuple[object, ...]:
+    """What makes two paths one file: device and inode if it exists, else the resolved path."""
+    try:
+        info = path.stat()
+    except OSError:
+        return ("path", str(path.resolve()))
+    return ("inode", info.st_dev, info.st_ino)
+
+
+def render_batch_report(summary: BatchSummary) -> str:
+    from engine.report.html import render_html
+
+    return render_html(summary)
 
 
 def output_format_for(out: str) -> OutputFormat:
@@ -627,7 +666,12 @@ def main_options(
 
 
 def main() -> None:
-    app()
+    handle_interrupts(unwind=True)
+    try:
+        app()
+    except Interrupted as exc:  # every cleanup has run on the way here
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.batch.run import BatchOptions, BatchRun
+from engine.batch.run import BatchOptions, BatchRun, RenderReport
 from engine.batch.summary import BatchSummary
 from engine.batch.worker import ChunkResult, WorkerConfig, init_worker, screen_chunk
 from engine.errors import UsageError
@@ -43,7 +43,9 @@ def screen_partition(
     return pd.DataFrame({"result": [screen_chunk(chunk)]})
 
 
-def run_batch_dask(options: BatchOptions, ruleset: Ruleset) -> BatchSummary:
+def run_batch_dask(
+    options: BatchOptions, ruleset: Ruleset, render_report: RenderReport | None = None
+) -> BatchSummary:
     """Screen Parquet inputs on a local Dask cluster; outputs identical to the local runner."""
     try:
         import dask.dataframe as dd
@@ -55,17 +57,17 @@ def run_batch_dask(options: BatchOptions, ruleset: Ruleset) -> BatchSummary:
         ) from None
     run = BatchRun(options, ruleset)
     if any(r.format is not InputFormat.parquet for r in run.readers):
-        run.close(commit=False)
+        run.discard()
         raise UsageError("--executor dask reads Parquet inputs only")
-    committed = False
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]  # distributed ships no types
-        n_workers=options.workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=40,
-    )
+    cluster = None
     try:
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]  # distributed ships no types
+            n_workers=options.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        )
         with Client(cluster) as client:  # type: ignore[no-untyped-call]  # untyped library
             for reader in run.readers:
                 frame = dd.read_parquet(reader.path, dtype_backend="pyarrow")
@@ -82,10 +84,10 @@ def run_batch_dask(options: BatchOptions, ruleset: Ruleset) -> BatchSummary:
                         window.append(client.compute(parts.popleft()))
                     result: ChunkResult = window.popleft().result()["result"].iloc[0]
                     run.consume(result)
-        run.close(commit=True)
-        committed = True
+        return run.finish("dask", render_report=render_report)
+    except BaseException:
+        run.discard()
+        raise
     finally:
-        cluster.close()
-        if not committed:
-            run.close(commit=False)
-    return run.summary("dask")
+        if cluster is not None:
+            cluster.close()

@@ -5,6 +5,9 @@ rules directory in PRELOAD_RULES_ENV; the server then imports the engine and bui
 its durable-rules handles while the parent is still reading and checking its inputs, so every
 worker forks ready to screen. A worker checks the rules' content hash against the parent's and
 builds its own if they differ (another run in the same process, or files edited meanwhile).
+
+The server dies with the parent that started it (PRELOAD_PARENT_ENV names it), and each worker
+with the server: a batch killed with SIGKILL leaves no process behind.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import contextlib
 import os
 
 from engine.batch import worker
-from engine.batch.startup import PRELOAD_RULES_ENV
+from engine.batch.startup import PRELOAD_PARENT_ENV, PRELOAD_RULES_ENV, die_with_parent
 
+_parent = os.environ.get(PRELOAD_PARENT_ENV)
+if _parent:
+    die_with_parent(int(_parent))
 _rules_dir = os.environ.get(PRELOAD_RULES_ENV)
 if _rules_dir:
     # a problem here is not reported: each worker then loads the rules itself, and the parent,

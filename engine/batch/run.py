@@ -1,20 +1,18 @@
 """Run a batch: check the inputs, screen every row in parallel, write outputs in input order.
 
 Reconciliation is exact: every row read is screened or rejected. A worker that dies (killed,
-crashed) takes no rows with it: its chunks are screened again in a fresh pool, one at a time,
-halving any chunk that crashes again until the offending row is isolated and reported rejected.
+crashed) takes no rows with it: its chunks are screened again by a fresh worker, halving a chunk
+that keeps killing workers until the offending row is isolated and reported rejected
+(engine/batch/pool.py). Every output of a run is committed together, or none (writers.py).
 """
 
 from __future__ import annotations
 
 import collections
-import multiprocessing
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import __version__
+from engine.batch.pool import WorkerPool
 from engine.batch.startup import start_fork_server
 from engine.batch.summary import (
     AttritionStep,
@@ -39,10 +38,9 @@ from engine.batch.worker import (
     OutputFormat,
     WorkerConfig,
     init_worker,
-    reject,
     screen_chunk,
 )
-from engine.batch.writers import ErrorWriter, ResultWriter
+from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
 from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
 from engine.errors import UserError
 from engine.evaluate.durable import DurableEvaluator
@@ -50,9 +48,6 @@ from engine.io.deid import check_deidentified
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
 from engine.models import DISCLAIMER, RuleStatus, Scalar, Verdict
 from engine.rules.ruleset import Ruleset
-
-WINDOW_PER_WORKER = 3  # chunks in flight per worker: enough to keep them busy, bounded memory
-CRASH_RETRIES = 2
 
 
 class InputColumnsError(UserError):
@@ -79,9 +74,12 @@ class BatchOptions:
     allow_columns: frozenset[str] = frozenset()
     ignore_unknown_columns: bool = False
     executor: str = "local"
+    summary: str | None = None
+    report: str | None = None
 
 
 Progress = Callable[[int], None]
+RenderReport = Callable[[BatchSummary], str]
 
 
 def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
@@ -127,94 +125,25 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
 
 
 class ChunkRunner:
-    """Screens chunks in input order, in-process or in a pool that survives dying workers."""
+    """Screens chunks in input order, in-process or on a pool that survives dying workers."""
 
     def __init__(self, config: WorkerConfig, workers: int) -> None:
         self.config = config
         self.workers = workers
-        self.pool: ProcessPoolExecutor | None = None
-        self.restarts = 0
-        if workers <= 1:
+        self.pool = WorkerPool(config, workers) if workers > 1 else None
+        if self.pool is None:
             init_worker(WorkerConfig(**{**config.__dict__, "in_process": True}))
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("forkserver")
-        return ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=init_worker, initargs=(self.config,)
-        )
+    @property
+    def restarts(self) -> int:
+        return self.pool.restarts if self.pool is not None else 0
 
     def run(self, chunks: Iterator[Chunk]) -> Iterator[ChunkResult]:
-        if self.workers <= 1:
-            for chunk in chunks:
-                yield screen_chunk(chunk)
+        if self.pool is not None:
+            yield from self.pool.run(chunks)
             return
-        self.pool = self._new_pool()
-        pending: collections.deque[tuple[Chunk, Future[ChunkResult]]] = collections.deque()
-        window = self.workers * WINDOW_PER_WORKER
-        try:
-            source = iter(chunks)
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < window:
-                    upcoming = next(source, None)
-                    if upcoming is None:
-                        exhausted = True
-                        break
-                    pending.append((upcoming, self._submit(upcoming)))
-                if not pending:
-                    return
-                chunk, future = pending.popleft()
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    # a worker died: every chunk in flight is redone, one at a time
-                    redo = [chunk, *(c for c, _ in pending)]
-                    pending.clear()
-                    self._restart()
-                    for lost in redo:
-                        yield self._isolated(lost)
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _submit(self, chunk: Chunk) -> Future[ChunkResult]:
-        assert self.pool is not None  # noqa: S101  # set in run()
-        try:
-            return self.pool.submit(screen_chunk, chunk)
-        except BrokenProcessPool:
-            self._restart()
-            return self.pool.submit(screen_chunk, chunk)
-
-    def _restart(self) -> None:
-        assert self.pool is not None  # noqa: S101  # set in run()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.restarts += 1
-        self.pool = self._new_pool()
-
-    def _isolated(self, chunk: Chunk) -> ChunkResult:
-        """Screen a chunk alone; halve it while it keeps crashing; reject a row that does."""
-        for _ in range(CRASH_RETRIES):
-            try:
-                return self._submit(chunk).result()
-            except BrokenProcessPool:
-                self._restart()
-        rows = chunk.materialized()
-        if len(rows) > 1:
-            half = len(rows) // 2
-            first = self._isolated(Chunk(chunk.index, chunk.source, rows[:half]))
-            first.merge(self._isolated(Chunk(chunk.index, chunk.source, rows[half:])))
-            return first
-        ((number, row),) = rows
-        crashed = ChunkResult(chunk.index, chunk.source, rows=1)
-        case_id = row.get("case_id") if isinstance(row, dict) else None
-        reason = f"a worker process died {CRASH_RETRIES} times screening this row; not screened"
-        reject(
-            crashed,
-            chunk.source,
-            number,
-            case_id if isinstance(case_id, str) else None,
-            [(None, None, reason)],
-        )
-        return crashed
+        for chunk in chunks:
+            yield screen_chunk(chunk)
 
 
 @dataclass
@@ -245,7 +174,8 @@ class DuplicateFinder:
     """Finds repeated case_ids with flat memory: hashes go to a temp file, ids stay on disk."""
 
     def __init__(self) -> None:
-        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115  # closed in find()
+        # nameless where the system allows: nothing is left behind, even by a killed run
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115  # closed in find() or close()
             "w+", encoding="utf-8", prefix="miss-screen-ids-", suffix=".tsv"
         )
 
@@ -260,7 +190,7 @@ class DuplicateFinder:
             np.loadtxt(
                 self._file, dtype=np.int64, usecols=0, delimiter="\t", ndmin=1, comments=None
             )
-            if os.path.getsize(self._file.name)
+            if os.fstat(self._file.fileno()).st_size
             else np.array([], np.int64)
         )
         values, counts = np.unique(hashes, return_counts=True)
@@ -278,6 +208,9 @@ class DuplicateFinder:
             for case_id, places in sorted(groups.items())
             if len(places) > 1
         ]
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class BatchRun:
@@ -298,8 +231,17 @@ class BatchRun:
             output_format=options.output_format,
             ignored_columns=frozenset(self.ignored),
         )
-        self.writer = ResultWriter(options.out, options.output_format)
-        self.errors = ErrorWriter(options.errors)
+        # every output is created now, before any screening: a folder that cannot take them
+        # fails the run at once
+        self.outputs = OutputSet()
+        try:
+            self.writer = ResultWriter(options.out, options.output_format, self.outputs)
+            self.errors = ErrorWriter(options.errors, self.outputs)
+            self.summary_file = self.outputs.add(options.summary) if options.summary else None
+            self.report_file = self.outputs.add(options.report) if options.report else None
+        except BaseException:
+            self.outputs.abort()
+            raise
         self.totals = Totals()
         self.duplicates = DuplicateFinder()
         self.per_input: dict[str, int] = collections.Counter()
@@ -312,10 +254,28 @@ class BatchRun:
         self.totals.add(result)
         self.per_input[result.source] += result.rows
 
-    def close(self, *, commit: bool) -> None:
-        """Rename the outputs into place, or remove them when the run did not finish."""
-        self.writer.close(commit=commit)
-        self.errors.close(commit=commit)
+    def finish(
+        self, executor: str, restarts: int = 0, render_report: RenderReport | None = None
+    ) -> BatchSummary:
+        """Complete every output (results, errors, summary, report), then commit them together."""
+        self.writer.finish()
+        self.errors.finish()
+        summary = self.summary(executor, restarts)
+        if self.summary_file is not None:
+            write_text(self.summary_file, summary.model_dump_json(indent=2) + "\n")
+        if self.report_file is not None:
+            if render_report is None:
+                raise ValueError("a report path needs a report renderer")
+            write_text(self.report_file, render_report(summary))
+        self.outputs.commit()
+        return summary
+
+    def discard(self) -> None:
+        """The run did not finish: remove every new output; the previous ones stay."""
+        self.writer.discard()
+        self.errors.discard()
+        self.outputs.abort()
+        self.duplicates.close()
 
     def summary(self, executor: str, restarts: int = 0) -> BatchSummary:
         inputs = [
@@ -342,25 +302,25 @@ class BatchRun:
 
 
 def run_batch(
-    options: BatchOptions, ruleset: Ruleset, progress: Progress | None = None
+    options: BatchOptions,
+    ruleset: Ruleset,
+    progress: Progress | None = None,
+    render_report: RenderReport | None = None,
 ) -> BatchSummary:
-    """Screen every row of every input; write outputs; return the summary."""
+    """Screen every row of every input; write and commit every output; return the summary."""
     if options.workers > 1:
         start_fork_server(options.rules_dir)
     run = BatchRun(options, ruleset)
-    runner = ChunkRunner(run.config, options.workers)
-    committed = False
     try:
+        runner = ChunkRunner(run.config, options.workers)
         for result in runner.run(_all_chunks(run.readers)):
             run.consume(result)
             if progress is not None:
                 progress(result.rows)
-        run.close(commit=True)
-        committed = True
-    finally:
-        if not committed:
-            run.close(commit=False)
-    return run.summary("local", runner.restarts)
+        return run.finish("local", runner.restarts, render_report)
+    except BaseException:
+        run.discard()
+        raise
 
 
 def _all_chunks(readers: list[TableReader]) -> Iterator[Chunk]:

@@ -1,34 +1,110 @@
-"""Starting the batch fork server early: this module imports nothing heavy, so the CLI can call
-it before it loads pyarrow, the rules and the inputs.
+"""What a batch needs first, before anything heavy loads: the fork server, and signal handling.
 
-The server imports the worker module and builds the rules (engine/batch/preload.py) while the
-parent is still starting, so each worker forks ready to screen instead of spending about 0.5 s
-on imports and rules of its own.
+This module imports nothing heavy, so the CLI can use it before it loads pyarrow, the rules and
+the inputs.
+
+The fork server imports the worker module and builds the rules (engine/batch/preload.py) while
+the parent is still starting, so each worker forks ready to screen instead of spending about
+0.5 s on imports and rules of its own. The server and its workers die with the process that
+started them (`die_with_parent`), so a killed batch leaves no process behind.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from multiprocessing import forkserver
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+# multiprocessing and ctypes are imported where used: every command imports this module first
 
 # the rules directory a starting fork server builds its rules from (engine/batch/preload.py)
 PRELOAD_RULES_ENV = "MISS_SCREEN_PRELOAD_RULES"
+# the process that starts the fork server: the server dies with it (engine/batch/preload.py)
+PRELOAD_PARENT_ENV = "MISS_SCREEN_PRELOAD_PARENT"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def start_fork_server(rules_dir: str) -> None:
     """Start the fork server now, preloading the worker module and the rules in `rules_dir`.
 
     Harmless if the server already runs: a worker whose server built other rules (another run
-    in the same process, or files edited meanwhile) builds its own.
+    in the same process, or files edited meanwhile) builds its own. Call it from the main
+    thread: the server dies with the thread that starts it.
     """
+    import multiprocessing
+    from multiprocessing import forkserver
+
     multiprocessing.set_forkserver_preload(["engine.batch.preload"])
-    previous = os.environ.get(PRELOAD_RULES_ENV)
+    previous = {name: os.environ.get(name) for name in (PRELOAD_RULES_ENV, PRELOAD_PARENT_ENV)}
     os.environ[PRELOAD_RULES_ENV] = rules_dir  # read by the server as it starts
+    os.environ[PRELOAD_PARENT_ENV] = str(os.getpid())
     try:
         forkserver.ensure_running()
     finally:
-        if previous is None:
-            del os.environ[PRELOAD_RULES_ENV]
-        else:
-            os.environ[PRELOAD_RULES_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Have the kernel kill this process (SIGKILL) as soon as its parent dies (Linux only).
+
+    `parent`: the pid the parent should have; a process whose parent died before the request
+    took effect (or is not that one) exits at once.
+    """
+    expected = os.getppid() if parent is None else parent
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != expected:
+        os._exit(1)
+
+
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP, raised where the main thread is: every `finally`
+    runs, so workers stop and no temp file is left. Not an Exception: nothing swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def message(self) -> str:
+        return f"interrupted by {signal.Signals(self.signum).name}; no partial output file is left"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # as a shell reports a process ended by that signal
+
+
+_state = {"unwind": False}
+
+
+def handle_interrupts(*, unwind: bool) -> None:
+    """Make SIGINT, SIGTERM and SIGHUP end the program cleanly (from the main thread only).
+
+    Before `unwind` (the program still loading: nothing to clean up) the process prints one
+    line and exits at once; after, the signal raises Interrupted where the main thread is.
+    A signal the caller ignores (nohup) stays ignored.
+    """
+    _state["unwind"] = _state["unwind"] or unwind
+    for signum in INTERRUPTS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _interrupted)
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    if _state["unwind"]:
+        raise Interrupted(signum)
+    sys.stderr.write(f"error: {Interrupted(signum).message}\n")
+    sys.stderr.flush()
+    os._exit(Interrupted(signum).exit_code)

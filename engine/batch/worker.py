@@ -4,6 +4,10 @@ Each worker process builds its ruleset and durable-rules handles once (docs/dura
 §3 and §7), or finds them built: the fork server workers fork from builds them while the parent
 scans its inputs (engine/batch/preload.py). Chunks carry only rows. Nothing here writes files: a
 ChunkResult goes back to the parent, which writes outputs in input order.
+
+A pool worker (`serve`) reads chunks from a pipe of its own and writes each result to another
+pipe of its own: no lock is shared with any other process, so a worker killed at any moment, even
+half-way through a message, can block no one (engine/batch/pool.py notices and redoes its work).
 """
 
 from __future__ import annotations
@@ -15,13 +19,19 @@ import operator
 import os
 import re
 import signal
+import struct
+import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import pyarrow as pa
 
+from engine.batch.startup import die_with_parent
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS
 from engine.errors import CaseInputError, UserError
@@ -44,6 +54,9 @@ from engine.screen import (
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FAULT_ENV = "MISS_SCREEN_FAULT_CASE_ID"  # test hook: a worker that meets this case_id is killed
+# test hook, "INDEX[,INDEX...]@DIR": the first worker to send the result of one of those chunks
+# dies half-way through the message (DIR keeps a mark per chunk, so its redo goes through)
+FAULT_SEND_ENV = "MISS_SCREEN_FAULT_SEND"
 STATUSES = list(RuleStatus)
 FLAT_COLUMNS = (
     "case_id",
@@ -158,6 +171,89 @@ def id_hash(case_id: str) -> int:
     return int.from_bytes(
         hashlib.blake2b(case_id.encode(), digest_size=8).digest(), "big", signed=True
     )
+
+
+def serve(tasks: Connection, results: Connection, config: WorkerConfig) -> None:
+    """A pool worker: screen each chunk the parent sends, in order, until it closes the pipe.
+
+    Sends ("result", ChunkResult) per chunk, or ("error", exception) for a chunk (or a start)
+    that failed; the parent stops the run on an error.
+    """
+    die_with_parent()  # the fork server; it dies with the batch process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent
+    faults = _send_faults()  # decides, and stops the workers
+    try:
+        init_worker(config)
+    except Exception as exc:
+        _send(results, ("error", _portable(exc)))
+        return
+    while True:
+        try:
+            chunk = tasks.recv()
+        except (EOFError, OSError):
+            return  # the parent finished, or died
+        try:
+            message: tuple[str, Any] = ("result", screen_chunk(chunk))
+        except Exception as exc:
+            message = ("error", _portable(exc))
+        data = ForkingPickler.dumps(message)
+        if chunk.index in faults and _mark_fault(faults[chunk.index]):
+            _die_mid_send(results, data)
+        if not _send(results, data):
+            return
+
+
+def _send(results: Connection, message: Any) -> bool:
+    """Send a message (or its pickled bytes); False if the parent is gone."""
+    try:
+        if isinstance(message, bytes | memoryview):
+            results.send_bytes(message)
+        else:
+            results.send(message)
+    except OSError:
+        return False
+    return True
+
+
+def _portable(exc: Exception) -> Exception:
+    """The exception to send to the parent: itself with the worker's traceback as a note, or,
+    if it cannot be pickled, a RuntimeError telling it."""
+    if not isinstance(exc, UserError):
+        exc.add_note("in a batch worker:\n" + "".join(traceback.format_exception(exc)))
+    try:
+        ForkingPickler.dumps(exc)
+    except Exception:
+        return RuntimeError("".join(traceback.format_exception(exc)))
+    return exc
+
+
+def _send_faults() -> dict[int, str]:
+    """The test hook FAULT_SEND_ENV: chunk index -> its mark file."""
+    spec = os.environ.get(FAULT_SEND_ENV)
+    if not spec:
+        return {}
+    indexes, _, folder = spec.partition("@")
+    return {int(i): os.path.join(folder, f"sent-{int(i)}") for i in indexes.split(",")}
+
+
+def _mark_fault(mark: str) -> bool:
+    """True the first time any process asks for this mark."""
+    try:
+        os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _die_mid_send(results: Connection, data: bytes | memoryview) -> None:
+    """The fault hook: write the header and half of a message, let the parent start reading
+    it, and die as `kill -9` would."""
+    partial = struct.pack("!i", len(data)) + bytes(data[: len(data) // 2])
+    fd = results.fileno()
+    while partial:
+        partial = partial[os.write(fd, partial) :]
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def screen_chunk(chunk: Chunk) -> ChunkResult:
