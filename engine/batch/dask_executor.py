@@ -4,6 +4,10 @@ Each partition is screened by the very function the local runner uses (`screen_c
 Dask worker process that builds its own ruleset and durable-rules handles once), and the
 partitions' results are written in partition order by the same writers, so the output is
 byte-identical to a local run. Optional: `pip install 'miss-screen[dask]'`.
+
+A Dask worker that dies is restarted by its nanny and its partition screened again (Dask's own
+recovery): the run says so (`stamp.worker_restarts` counts the new workers). A partition that
+keeps killing its workers ends the run with one line naming it, and no output kept.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ import pyarrow as pa
 from engine.batch.run import BatchOptions, BatchRun, RenderReport
 from engine.batch.summary import BatchSummary
 from engine.batch.worker import ChunkResult, WorkerConfig, init_worker, screen_chunk
-from engine.errors import UsageError
+from engine.errors import UsageError, UserError
 from engine.io.tables import Chunk, InputFormat
 from engine.rules.ruleset import Ruleset
 
 _WORKER_CONFIG: list[WorkerConfig] = []
+
+
+class DaskWorkersDied(UserError):
+    """A partition killed every Dask worker that tried it (Dask's allowed failures)."""
 
 
 def screen_partition(
@@ -51,6 +59,7 @@ def run_batch_dask(
         import dask.dataframe as dd
         import pandas as pd
         from distributed import Client, LocalCluster
+        from distributed.scheduler import KilledWorker
     except ImportError:
         raise UsageError(
             "--executor dask needs the extra: pip install 'miss-screen[dask]'"
@@ -69,6 +78,9 @@ def run_batch_dask(
             silence_logs=40,
         )
         with Client(cluster) as client:  # type: ignore[no-untyped-call]  # untyped library
+            seen: set[str] = set()  # every worker address: a restarted worker has a new one
+            client.wait_for_workers(options.workers)
+            seen.update(client.scheduler_info()["workers"])
             for reader in run.readers:
                 frame = dd.read_parquet(reader.path, dtype_backend="pyarrow")
                 lengths = frame.map_partitions(len).compute().tolist()
@@ -82,9 +94,20 @@ def run_batch_dask(
                 while parts or window:  # bounded: a few partitions in flight, taken in order
                     while parts and len(window) < 2 * options.workers:
                         window.append(client.compute(parts.popleft()))
-                    result: ChunkResult = window.popleft().result()["result"].iloc[0]
+                    try:
+                        result: ChunkResult = window.popleft().result()["result"].iloc[0]
+                    except KilledWorker as exc:
+                        raise DaskWorkersDied(
+                            f"{reader.source}: Dask workers died again and again screening "
+                            f"one partition ({exc}); no output was kept. The local executor "
+                            "isolates and rejects a row that kills its worker: run without "
+                            "--executor dask"
+                        ) from None
                     run.consume(result)
-        return run.finish("dask", render_report=render_report)
+                    seen.update(client.scheduler_info()["workers"])
+            seen.update(client.scheduler_info()["workers"])
+            restarts = max(0, len(seen) - options.workers)
+        return run.finish("dask", restarts, render_report)
     except BaseException:
         run.discard()
         raise

@@ -79,6 +79,7 @@ class BatchOptions:
 
 
 Progress = Callable[[int], None]
+CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
 RenderReport = Callable[[BatchSummary], str]
 
 
@@ -324,9 +325,10 @@ def run_batch(
 
 
 def _all_chunks(readers: list[TableReader]) -> Iterator[Chunk]:
+    size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
     index = 0
     for reader in readers:
-        for chunk in reader.chunks(index):
+        for chunk in reader.chunks(index, chunk_rows=size):
             index = chunk.index + 1
             yield chunk
 
