@@ -619,5 +619,27 @@ def test_a_dask_worker_that_keeps_dying_ends_the_run_with_one_line(
     done = _run(args, **{FAULT_ENV: "D-00100"})
     assert done.returncode == 2, done.stderr
     line = _one_error_line(done.stderr)
-    assert "Dask workers died" in line
+    assert "every Dask worker that screened it died" in line
     _previous_intact(folder)
+
+
+def test_a_dask_worker_killed_once_is_reported_and_its_partition_redone(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("distributed")
+    rows = [dict(r) for r in cohort() * 5]
+    for i, row in enumerate(rows):
+        row["case_id"] = f"D-{i:05d}"
+    source = write(tmp_path / "c.parquet", rows)
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    local.mkdir()
+    dask.mkdir()
+    assert _run(_batch_args(source, local, 1)).returncode == 0
+    args = [*_batch_args(source, dask, 2), "--executor", "dask"]
+    done = _run(args, **{FAULT_ENV: f"D-00100@{tmp_path}"})
+    assert (tmp_path / "killed").exists()  # the hook fired
+    assert done.returncode == 0, done.stderr
+    assert _outputs(dask) == _outputs(local)
+    summary = json.loads((dask / "s.json").read_text())
+    assert summary["stamp"]["worker_restarts"] >= 1
+    assert "a worker process died" in done.stderr

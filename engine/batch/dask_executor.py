@@ -13,6 +13,7 @@ keeps killing its workers ends the run with one line naming it, and no output ke
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Any
 
 import pyarrow as pa
@@ -75,7 +76,7 @@ def run_batch_dask(
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=40,
+            silence_logs=logging.CRITICAL,  # a worker's death is reported below, in one line
         )
         with Client(cluster) as client:  # type: ignore[no-untyped-call]  # untyped library
             seen: set[str] = set()  # every worker address: a restarted worker has a new one
@@ -97,11 +98,13 @@ def run_batch_dask(
                     try:
                         result: ChunkResult = window.popleft().result()["result"].iloc[0]
                     except KilledWorker as exc:
+                        task = exc.task
+                        part = task[-1] if isinstance(task, tuple) else task
                         raise DaskWorkersDied(
-                            f"{reader.source}: Dask workers died again and again screening "
-                            f"one partition ({exc}); no output was kept. The local executor "
-                            "isolates and rejects a row that kills its worker: run without "
-                            "--executor dask"
+                            f"{reader.source}: partition {part}: every Dask worker that "
+                            f"screened it died ({exc.allowed_failures + 1} of them); no output "
+                            "was kept. The local executor (without --executor dask) isolates "
+                            "and rejects a row that kills its worker"
                         ) from None
                     run.consume(result)
                     seen.update(client.scheduler_info()["workers"])

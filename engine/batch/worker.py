@@ -53,7 +53,9 @@ from engine.screen import (
 )
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-FAULT_ENV = "MISS_SCREEN_FAULT_CASE_ID"  # test hook: a worker that meets this case_id is killed
+# test hook, "CASE_ID[@DIR]": a worker that meets this case_id is killed (with DIR: only the
+# first time, DIR keeping the mark)
+FAULT_ENV = "MISS_SCREEN_FAULT_CASE_ID"
 # test hook, "INDEX[,INDEX...]@DIR": the first worker to send the result of one of those chunks
 # dies half-way through the message (DIR keeps a mark per chunk, so its redo goes through)
 FAULT_SEND_ENV = "MISS_SCREEN_FAULT_SEND"
@@ -245,6 +247,13 @@ def _mark_fault(mark: str) -> bool:
     return True
 
 
+def _fault_kill(fault: str) -> None:
+    """The FAULT_ENV hook: die as `kill -9` would (once only if the hook names a mark folder)."""
+    _, once, folder = fault.partition("@")
+    if not once or _mark_fault(os.path.join(folder, "killed")):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _die_mid_send(results: Connection, data: bytes | memoryview) -> None:
     """The fault hook: write the header and half of a message, let the parent start reading
     it, and die as `kill -9` would."""
@@ -292,8 +301,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
         if case_id:
             result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
-            if fault is not None and case_id == fault:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if fault is not None and case_id == fault.partition("@")[0]:
+                _fault_kill(fault)
         try:
             if checked is not None:
                 valid_id, values = checked
