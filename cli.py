@@ -380,7 +380,8 @@ def batch(
 
 def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
     """Before any work, refuse outputs that would overwrite an input or one another (symlinks
-    and hard links seen through), that are folders, or that go to a folder that does not exist.
+    and hard links seen through), that are folders, devices or pipes, or that go to a folder
+    that does not exist.
 
     `outputs`: option name -> path (None: not written; "-": a standard stream).
     """
@@ -394,6 +395,8 @@ def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
             raise UsageError(f"{option} {output}: the folder {target.parent} does not exist")
         if target.is_dir():
             raise UsageError(f"{option} {output} is a folder; give a file name")
+        if target.exists() and not target.is_file():  # a device, a pipe: never replaced
+            raise UsageError(f"{option} {output} is not a regular file; give a file name")
         identity = _file_identity(target)
         if identity in sources:
             raise UsageError(

@@ -592,13 +592,19 @@ def test_an_output_that_is_an_input_through_a_symlink_is_refused(tmp_path: Path)
     assert source.read_bytes() == text
 
 
-def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "message"), [("folder", "is a folder"), ("fifo", "not a regular")]
+)
+def test_an_output_that_is_a_folder_or_a_pipe_is_refused_before_any_work(
+    tmp_path: Path, kind: str, message: str
+) -> None:
     source = _cohort(tmp_path / "c.jsonl", 1)
-    (tmp_path / "folder.jsonl").mkdir()
-    code, _, err = batch(str(source), "--out", str(tmp_path / "folder.jsonl"), "--workers", "1")
+    target = tmp_path / "target.jsonl"
+    target.mkdir() if kind == "folder" else os.mkfifo(target)
+    code, _, err = batch(str(source), "--out", str(target), "--workers", "1")
     assert code == 2
     assert "--out" in _one_error_line(err)
-    assert "is a folder" in err
+    assert message in err
 
 
 # --- Dask -------------------------------------------------------------------------------------
