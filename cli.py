@@ -32,6 +32,7 @@ from engine.io.cases import parse_set_options, read_case, read_site, validate_ca
 from engine.models import Case, Result, Scalar, Verdict
 from engine.policy import verdict_rank
 from engine.report.text import brief_line, render_text, source_text
+from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
@@ -40,9 +41,7 @@ from engine.screen import screen_values
 if TYPE_CHECKING:
     from engine.batch.worker import OutputFormat
 
-DEFAULT_RULES_DIR = Path(
-    os.environ.get("MISS_SCREEN_RULES", Path(__file__).resolve().parent / "rules")
-)
+DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
 app = typer.Typer(
     name="miss-screen",
