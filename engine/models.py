@@ -92,9 +92,15 @@ class RuleStatus(StrEnum):
 
 
 class Evidence(StrEnum):
+    """The rule author's check of a rule's citations (not its level of evidence)."""
+
     V = "V"
     P = "P"
     M = "M"
+
+
+# shown by `rules show` and the rule docs, never in a screening report
+CITATION_WORDS = {"V": "verified", "P": "partly verified (secondary)", "M": "recalled"}
 
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -208,7 +214,7 @@ class SourceRef(BaseModel):
     doi: str | None = None
     pmid: str | None = None
     url: str | None = None
-    design: Design = Design.unknown
+    design: Design
     evidence_level: int | None = None
 
     @model_validator(mode="after")
