@@ -241,7 +241,8 @@ def _conflict_text(
     CON-005 allows only true because gestational_age_weeks is 20"."""
     shown = [
         f"{constraint.id} ({constraint.meta.name}) allows only "
-        f"{', '.join(_show(v) for v in sorted(allowed, key=str))} because {_facts_text(when, known)}"
+        f"{', '.join(_show(v) for v in sorted(allowed, key=str))} "
+        f"because {_facts_text(when, known)}"
         for constraint, when, allowed in narrowings
     ]
     return "contradictory facts: " + ", but ".join(shown)

@@ -130,8 +130,14 @@ def test_constraints_chain_whatever_their_order_in_the_file(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     ("level", "region"),
-    [("C1-C2", "cervical"), ("C6-C7", "cervical"), ("T1-T2", "thoracic"), ("T11-T12", "thoracic"),
-     ("L1-L2", "lumbar"), ("L5-S1", "lumbar")],
+    [
+        ("C1-C2", "cervical"),
+        ("C6-C7", "cervical"),
+        ("T1-T2", "thoracic"),
+        ("T11-T12", "thoracic"),
+        ("L1-L2", "lumbar"),
+        ("L5-S1", "lumbar"),
+    ],
 )
 def test_the_region_is_inferred_from_the_level(level: str, region: str) -> None:
     facts = build_facts({"lowest_level": level}, RULESET)
@@ -159,8 +165,14 @@ def test_a_junction_leaves_both_neighbouring_regions(level: str, regions: set[st
         ({"region": "lumbar", "lowest_level": "C7-T1"}, ["lumbar", "lowest_level is C7-T1"]),
         ({"region": "cervical", "lowest_level": "T12-L1"}, ["cervical", "lowest_level is T12-L1"]),
         ({"region": "cervical", "mis_technique": "llif"}, ["llif", "region is cervical"]),
-        ({"lowest_level": "C5-C6", "mis_technique": "mis_tlif"}, ["mis_tlif", "region is cervical"]),
-        ({"sex": "male", "gestational_age_weeks": 20}, ["sex is male", "gestational_age_weeks is 20"]),
+        (
+            {"lowest_level": "C5-C6", "mis_technique": "mis_tlif"},
+            ["mis_tlif", "region is cervical"],
+        ),
+        (
+            {"sex": "male", "gestational_age_weeks": 20},
+            ["sex is male", "gestational_age_weeks is 20"],
+        ),
         ({"pregnant": False, "gestational_age_weeks": 8}, ["false", "gestational_age_weeks is 8"]),
         (
             {"sex": "female", "age_years": 70, "gestational_age_weeks": 12},
@@ -205,15 +217,22 @@ def test_a_cervical_fusion_is_never_offered_tlif_or_llif_considerations(
         evaluators[backend],
     )
     scopes = " ".join(c.scope for c in screening.result.conditional)
-    assert 'mis_technique == "llif"' not in scopes and 'mis_technique == "mis_tlif"' not in scopes
+    assert 'mis_technique == "llif"' not in scopes
+    assert 'mis_technique == "mis_tlif"' not in scopes
     for rule in ("ACC-008", "ACC-009", "CPX-001", "CPX-006", "BEN-001", "EVD-004"):
         assert screening.outcome_of(rule).status is RuleStatus.not_applicable, (rule, scopes)
 
 
 def test_consistent_facts_are_inferred_not_refused() -> None:
     facts = build_facts(
-        {"sex": "female", "age_years": 30, "gestational_age_weeks": 20, "intradural_ventral": True,
-         "herniation_migrated": False, "slic_neuro": "intact"},
+        {
+            "sex": "female",
+            "age_years": 30,
+            "gestational_age_weeks": 20,
+            "intradural_ventral": True,
+            "herniation_migrated": False,
+            "slic_neuro": "intact",
+        },
         RULESET,
     )
     assert facts.values["pregnant"] is True
@@ -237,4 +256,5 @@ def test_a_contradictory_case_file_is_an_input_error_on_the_command_line(tmp_pat
     case.write_text("case_id: C-1\nregion: cervical\nlowest_level: L4-L5\n")
     result = CliRunner().invoke(app, ["screen", str(case)])
     assert result.exit_code == 2
-    assert "region" in result.output and "lowest_level is L4-L5" in result.output
+    assert "region" in result.output
+    assert "lowest_level is L4-L5" in result.output
