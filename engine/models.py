@@ -214,7 +214,7 @@ class SourceRef(BaseModel):
     doi: str | None = None
     pmid: str | None = None
     url: str | None = None
-    design: Design
+    design: Design = Design.unknown
     evidence_level: int | None = None
 
     @model_validator(mode="after")

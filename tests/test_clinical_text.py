@@ -42,3 +42,21 @@ def test_the_phrase_test_catches_what_it_is_meant_to() -> None:
     ]:
         assert AUTHOR_PHRASES.search(phrase), phrase
     assert AUTHOR_PHRASES.search("Posterior wall disruption is a relative contraindication") is None
+
+
+def test_every_bundled_source_names_its_study_design() -> None:
+    """`design` defaults to unknown for other rule bases; the bundled one states it each time
+    (unknown only where the citation does not tell), so no level is left out by accident."""
+    import yaml
+
+    from tests.conftest import RULES_DIR
+
+    lacking = []
+    for path in sorted(RULES_DIR.rglob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        items = data.get("constraints", [data]) if isinstance(data, dict) else []
+        for item in items:
+            for source in item.get("sources", []) if isinstance(item, dict) else []:
+                if "design" not in source:
+                    lacking.append(f"{path.name}: {source['citation'][:60]}")
+    assert not lacking, lacking
