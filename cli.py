@@ -29,7 +29,7 @@ from engine.evaluate.durable import DurableEvaluator
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.goldens import run_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, validate_case
-from engine.models import Case, Result, Scalar, Verdict
+from engine.models import CITATION_WORDS, Case, Result, Scalar, Verdict, evidence_label
 from engine.policy import verdict_rank
 from engine.report.text import brief_line, render_text, source_text
 from engine.rules.bundled import bundled_rules_dir
@@ -490,13 +490,20 @@ def rules_show(
         f"category: {meta.category.value}   severity: {meta.severity.value}   "
         f"evidence: {meta.evidence.value}   provisional: {'yes' if meta.provisional else 'no'}"
     )
+    stdout.print(
+        f"level of evidence: {escape(evidence_label(meta.sources))}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
     if rule.scope:
         stdout.print(f"scope: {escape(to_text(rule.scope))}")
     stdout.print(f"when: {escape(to_text(rule.when))}")
     stdout.print(f"message: {escape(meta.message)}")
     stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
     for source in meta.sources:
-        stdout.print(f"source: {escape(source_text(source))}")
+        label = evidence_label([source])
+        stdout.print(f"source: {escape(source_text(source))} \\[{escape(label)}]")
+    if meta.notes:
+        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
 
 
 @rules_app.command("check")

@@ -819,6 +819,10 @@ def _generate(seed: int, index: int, size: int, missing: float) -> _Cols:
             "mis_tlif": 0.15,
         },
     )
+    # no MIS TLIF in the cervical spine (CON-004): fixed after the draws, which stay as they were
+    technique[cervical & (technique == _code("mis_technique", "mis_tlif"))] = _code(
+        "mis_technique", "other"
+    )
     g.enum(
         "mis_technique", technique, g.chance(np.where(is_proc["vertebral_augmentation"], 0.9, 0.75))
     )

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from engine.dictionary import FIELDS_BY_NAME
 from engine.errors import RuleFileError
-from engine.models import Finding, Result, Scalar, SourceRef, Verdict
+from engine.models import Finding, Result, Scalar, SourceRef, Verdict, evidence_label
 from engine.rules.condition import And, Compare, Cond, Const, Known, Member, Or, parse_condition
 
 VERDICT_WORDS = {
@@ -164,16 +164,16 @@ def _finding(console: Console, finding: Finding, prefix: str = "") -> None:
     provisional = " [magenta](provisional threshold)[/magenta]" if finding.provisional else ""
     console.print(
         f"    [{style}]{finding.severity.value}[/{style}] {finding.rule_id} "
-        f"{escape(prefix + finding.message)}{provisional}"
+        f"{escape(prefix + finding.message)}{provisional} "
+        f"\\[{escape(evidence_label(finding.sources))}]"
     )
     if finding.values:
         shown = ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items())
         console.print(f"      values: {escape(shown)}")
     console.print(f"      why: {escape(finding.rationale)}")
     for source in finding.sources:
-        console.print(
-            f"      source: {escape(source_text(source))} \\[evidence {finding.evidence.value}]"
-        )
+        label = evidence_label([source])
+        console.print(f"      source: {escape(source_text(source))} \\[{escape(label)}]")
 
 
 def red_flags_open(result: Result) -> list[str]:

@@ -24,7 +24,7 @@ from engine.models import (
     Verdict,
 )
 from engine.rules.condition import Cond, fields_of, parse_condition, parse_expression
-from engine.rules.ruleset import Constraint, DerivedRule, Rule, Ruleset
+from engine.rules.ruleset import Constraint, DerivedRule, Rule, Ruleset, points_key
 from engine.yamlsource import YamlDocument, YamlError, parse_yaml
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -337,7 +337,7 @@ def _derived_rule(
 def _points_rule(
     meta: DerivedFile, spec: FieldSpec, doc: YamlDocument, where: str, errors: _Collector
 ) -> DerivedRule | None:
-    """A score summed from enum components, e.g. TLICS; checked so every value has points."""
+    """A score summed from enum or boolean components, e.g. TLICS; every value has points."""
     count = len(errors.errors)
     if spec.type is not FieldType.integer:
         errors.add(
@@ -347,14 +347,19 @@ def _points_rule(
     for i, term in enumerate(meta.points or []):
         loc: tuple[str | int, ...] = ("points", i)
         component = INPUT_FIELDS.get(term.field)
-        if component is None or component.type is not FieldType.enum:
+        if component is None or component.type not in (FieldType.enum, FieldType.boolean):
             errors.add(
-                RuleFileError(f"'{term.field}' is not an enum input field", where, doc.line_of(loc))
+                RuleFileError(
+                    f"'{term.field}' is not an enum or boolean input field",
+                    where,
+                    doc.line_of(loc),
+                )
             )
             continue
-        if set(term.values) != set(component.values):
-            lacking = sorted(set(component.values) - set(term.values))
-            extra = sorted(set(term.values) - set(component.values))
+        names = {points_key(v) for v in component.domain}  # a boolean's are "true", "false"
+        if set(term.values) != names:
+            lacking = sorted(names - set(term.values))
+            extra = sorted(set(term.values) - names)
             errors.add(
                 RuleFileError(
                     f"points of '{term.field}' must cover exactly its values"
@@ -487,7 +492,9 @@ def _rule_problems(
             ("benefit rules are severity info: they never lower a verdict", ("severity",))
         )
     cases = meta.cases
-    for kind in ("fires", "does_not_fire", "not_evaluable"):
+    # a rule whose condition is the constant true (a bare scope) can never be not evaluable
+    kinds = ("fires", "does_not_fire") + (() if meta.when.strip() == "true" else ("not_evaluable",))
+    for kind in kinds:
         if cases is None or not getattr(cases, kind):
             problems.append((f"needs at least one golden case under cases.{kind}", ("cases",)))
     if cases is not None:
