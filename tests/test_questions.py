@@ -112,11 +112,9 @@ def test_ranking_puts_red_flags_then_the_fields_most_major_rules_need() -> None:
     assert ranked[:2] == ["cauda_equina_syndrome", "progressive_neuro_deficit"]
     needed = {
         name: sorted(
-            (
-                ["red_flag", "major", "caution", "info"].index(n.severity.value)
-                for n in result.not_evaluable
-                if n.can_change_verdict and name in n.missing
-            )
+            ["red_flag", "major", "caution", "info"].index(n.severity.value)
+            for n in result.not_evaluable
+            if n.can_change_verdict and name in n.missing
         )
         for name in ranked
     }
@@ -165,7 +163,9 @@ def test_possible_verdicts_match_every_resolution_of_the_open_rules() -> None:
         reachable = set()
         flips: dict[str, bool] = {n.rule_id: False for n in open_items}
         for choice in product((False, True), repeat=len(open_items)):
-            severities = fired | {n.severity.value for n, c in zip(open_items, choice) if c}
+            severities = fired | {
+                n.severity.value for n, c in zip(open_items, choice, strict=True) if c
+            }
             verdict = by_hand(severities)
             reachable.add(verdict)
             for index, item in enumerate(open_items):
