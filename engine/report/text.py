@@ -179,15 +179,11 @@ def _questions(console: Console, result: Result) -> None:
         return
     console.print(title)
     possible = ", ".join(v.value for v in result.possible_verdicts)
-    bound = (
-        ""
-        if result.possible_verdicts_exact
-        else " at most (answers shared by rules may rule some out)"
-    )
+    bound = "" if result.possible_verdicts_exact else "; a bound: some rules share a field"
     if result.next_questions:
         console.print(
             "  [underline]Can change the verdict[/underline], most decisive first "
-            f"(verdicts still possible{bound}: {escape(possible)})"
+            f"(verdicts still possible: {escape(possible)}{bound})"
         )
         for number, name in enumerate(result.next_questions, 1):
             console.print(f"    {number}. {escape(name)}: needed by {', '.join(needed_by[name])}")
