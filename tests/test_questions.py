@@ -372,3 +372,26 @@ def test_with_the_technique_unknown_a_number_is_assumed_only_when_every_allowed_
 def test_scalar_site_profiles_still_apply_to_every_technique() -> None:
     result = screen({"planned_procedure": "fusion"}, site={"surgeon_mis_cases": 30})
     assert result.assumed == {"surgeon_mis_cases": 30}
+
+
+def test_batch_applies_a_per_technique_profile_and_stamps_it(tmp_path: Path) -> None:
+    site = site_file(tmp_path, "surgeon_mis_cases: {mis_tlif: 30, endoscopic_discectomy: 5}\n")
+    source = tmp_path / "cases.jsonl"
+    rows = [
+        {"case_id": "T", "planned_procedure": "fusion", "mis_technique": "mis_tlif"},
+        {
+            "case_id": "E",
+            "planned_procedure": "discectomy",
+            "mis_technique": "endoscopic_discectomy",
+        },
+        {"case_id": "U", "planned_procedure": "discectomy"},
+    ]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
+    args = ["batch", str(source), "--out", str(out), "--summary", str(summary)]
+    done = runner.invoke(app, [*args, "--site", site, "--workers", "1", "--progress", "none"])
+    assert done.exit_code == 0, done.stderr
+    assumed = {r["case_id"]: r["assumed"] for r in map(json.loads, out.open())}
+    assert assumed == {"T": {"surgeon_mis_cases": 30}, "E": {"surgeon_mis_cases": 5}, "U": {}}
+    stamp = json.loads(summary.read_text())["stamp"]["site"]
+    assert stamp == {"surgeon_mis_cases": {"mis_tlif": 30, "endoscopic_discectomy": 5}}

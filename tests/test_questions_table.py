@@ -24,5 +24,6 @@ def test_questions_page_has_every_diagnosis_and_both_counts(page: str) -> None:
         row = next(line for line in page.splitlines() if line.startswith(f"| {diagnosis} |"))
         cells = [c.strip() for c in row.split("|")[1:-1]]
         assert int(cells[1]) > 0  # cases
-        assert "(" in cells[2] and "(" in cells[3]  # bare and with-site means with their max
+        assert "(" in cells[2]  # bare: mean (max)
+        assert "(" in cells[3]  # with the site profile: mean (max)
         assert cells[4].replace(".", "").isdigit()  # red-flag questions among them
