@@ -14,6 +14,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from engine.dictionary import FIELDS, FieldSpec, FieldType
 
 Scalar = bool | int | float | str
+# A site profile's setting: one value for every case, or (surgeon_mis_cases) one per mis_technique
+SiteValue = Scalar | dict[str, int]
+SiteProfile = dict[str, SiteValue]
 
 DISCLAIMER = (
     "miss-screen is a screening aid to support a conversation between clinician and patient. "
@@ -360,9 +363,13 @@ class PolicyCondition(BaseModel):
 
 
 class PolicyEntry(BaseModel):
+    """One verdict of rules/policy.yaml and when it holds (docs/rule-format.md)."""
+
     model_config = _STRICT
     verdict: Verdict
     if_any: PolicyCondition | None = None
+    # also holds when a verdict below it would be given but an open rule could still change it
+    if_undecided: bool = False
     summary: str
 
 
@@ -440,6 +447,7 @@ class NotEvaluable(BaseModel):
     name: str
     severity: Severity
     missing: list[str]
+    can_change_verdict: bool  # settling it either way could give another verdict
 
 
 class Inferred(BaseModel):
@@ -474,3 +482,7 @@ class Result(BaseModel):
     ruleset: RulesetStamp
     tool_version: str
     disclaimer: str = DISCLAIMER
+    # the verdicts still reachable if every not-evaluable rule resolved either way, best first
+    possible_verdicts: list[Verdict]
+    possible_verdicts_exact: bool  # false: a bound (every reachable verdict listed, maybe more)
+    next_questions: list[str]  # fields that can change the verdict, most decisive first

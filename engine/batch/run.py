@@ -48,7 +48,7 @@ from engine.errors import UserError
 from engine.evaluate.durable import DurableEvaluator
 from engine.io.deid import check_deidentified
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
-from engine.models import DISCLAIMER, RuleStatus, Scalar, Verdict
+from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 
 WINDOW_PER_WORKER = 3  # chunks in flight per worker: enough to keep them busy, bounded memory
@@ -74,7 +74,7 @@ class BatchOptions:
     rules_dir: str
     errors: str | None = None
     workers: int = 1
-    site: dict[str, Scalar] = field(default_factory=dict)
+    site: SiteProfile = field(default_factory=dict)
     input_format: InputFormat | None = None
     allow_columns: frozenset[str] = frozenset()
     ignore_unknown_columns: bool = False
@@ -229,8 +229,10 @@ class Totals:
     missing: collections.Counter[str] = field(default_factory=collections.Counter)
     blocks: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected_by_field: collections.Counter[str] = field(default_factory=collections.Counter)
+    insufficient_only_site: int = 0
 
     def add(self, result: ChunkResult) -> None:
+        self.insufficient_only_site += result.insufficient_only_site
         self.rows += result.rows
         self.screened += result.screened
         self.rejected += result.rejected
@@ -421,6 +423,7 @@ def build_summary(
         duplicates=duplicates,
         ignored_columns=ignored,
         disclaimer=DISCLAIMER,
+        insufficient_only_site=totals.insufficient_only_site,
     )
 
 

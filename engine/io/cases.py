@@ -19,7 +19,7 @@ from engine.dictionary import (
     FieldType,
 )
 from engine.errors import CaseInputError, CaseProblem
-from engine.models import Case, Scalar
+from engine.models import Case, Scalar, SiteProfile
 from engine.yamlsource import YamlError, parse_yaml
 
 MAX_CASE_BYTES = 1_000_000
@@ -189,8 +189,15 @@ def parse_set_options(pairs: list[str]) -> dict[str, Any]:
     return raw
 
 
-def read_site(path: str) -> dict[str, Scalar]:
-    """Read a site profile: setting fields applied to every case that lacks them."""
+PER_TECHNIQUE_SETTINGS = ("surgeon_mis_cases",)  # may be given per mis_technique
+
+
+def read_site(path: str) -> SiteProfile:
+    """Read a site profile: setting fields applied to every case that lacks them.
+
+    `surgeon_mis_cases` may also be a mapping of mis_technique to a number of cases
+    (`{mis_tlif: 80, endoscopic_discectomy: 5}`); engine.screen.prepare picks the case's.
+    """
     text = read_text(path, "site profile")
     data = parse_mapping(text, path, "site profile")
     problems = [
@@ -204,5 +211,48 @@ def read_site(path: str) -> dict[str, Scalar]:
     ]
     if problems:
         raise CaseInputError(path, problems)
+    per_technique = {
+        key: data.pop(key) for key in PER_TECHNIQUE_SETTINGS if isinstance(data.get(key), dict)
+    }
     _, values = validate_case({**data, "case_id": "site"}, path)
-    return values
+    profile: SiteProfile = dict(values)
+    for key, given in per_technique.items():
+        profile[key] = _per_technique(key, given, path)
+    return profile
+
+
+def _per_technique(key: str, given: dict[Any, Any], path: str) -> dict[str, int]:
+    """A setting given per technique: each key a mis_technique, each value valid for `key`."""
+    techniques = FIELDS_BY_NAME["mis_technique"].values
+    if not given:
+        problem = CaseProblem(key, "is an empty mapping; give one number or one per mis_technique")
+        raise CaseInputError(path, [problem])
+    problems: list[CaseProblem] = []
+    numbers: dict[str, int] = {}
+    for technique, value in given.items():
+        if technique not in techniques:
+            close = difflib.get_close_matches(str(technique), techniques, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(
+                CaseProblem(
+                    key,
+                    f"{_show(technique)} is not a mis_technique{hint}; "
+                    f"expected one of {', '.join(techniques)}",
+                )
+            )
+            continue
+        try:
+            _, checked = validate_case({"case_id": "site", key: value}, path)
+        except CaseInputError as exc:
+            problems += [
+                CaseProblem(f"{key}.{technique}", p.message, p.value) for p in exc.problems
+            ]
+            continue
+        if key not in checked:  # null: unknown for this technique, as if not listed
+            continue
+        number = checked[key]
+        assert isinstance(number, int)  # noqa: S101  # an integer field, validated above
+        numbers[str(technique)] = number
+    if problems:
+        raise CaseInputError(path, problems)
+    return numbers

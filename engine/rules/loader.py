@@ -167,6 +167,12 @@ def _check_policy(policy: PolicyFile, path: str, errors: _Collector) -> None:
             errors.add(RuleFileError(f"verdict {entry.verdict} needs an if_any condition", path))
     if policy.verdicts[-1].if_any is not None:
         errors.add(RuleFileError("the last verdict is the default and takes no if_any", path))
+    undecided = [entry.verdict.value for entry in policy.verdicts if entry.if_undecided]
+    if len(undecided) > 1:
+        listed = ", ".join(undecided)
+        errors.add(RuleFileError(f"only one verdict may take if_undecided, not {listed}", path))
+    if policy.verdicts[-1].if_undecided:
+        errors.add(RuleFileError("the last verdict is the default and takes no if_undecided", path))
 
 
 def _load_constraints(path: Path, errors: _Collector) -> list[Constraint]:
