@@ -97,7 +97,7 @@ def test_info_rules_never_change_the_verdict() -> None:
 def test_red_flags_come_first_and_a_major_hides_none_of_them() -> None:
     """not_favoured with the red flags open: they can still make it urgent_review; the open
     cautions cannot change a not_favoured verdict."""
-    result = screen({"diagnosis": "spondylolisthesis", "slip_percent": 60})
+    result = screen({"diagnosis": "spondylolisthesis", "slip_percent": 60, "lowest_level": "L4-L5"})
     assert result.verdict is Verdict.not_favoured
     assert result.possible_verdicts == [Verdict.not_favoured, Verdict.urgent_review]
     assert result.next_questions == ["cauda_equina_syndrome", "progressive_neuro_deficit"]
@@ -107,7 +107,9 @@ def test_red_flags_come_first_and_a_major_hides_none_of_them() -> None:
 
 
 def test_ranking_puts_red_flags_then_the_fields_most_major_rules_need() -> None:
-    result = screen({"diagnosis": "disc_herniation", "planned_procedure": "discectomy"})
+    result = screen(
+        {"diagnosis": "disc_herniation", "planned_procedure": "discectomy", "lowest_level": "L4-L5"}
+    )
     ranked = result.next_questions
     assert ranked[:2] == ["cauda_equina_syndrome", "progressive_neuro_deficit"]
     needed = {
