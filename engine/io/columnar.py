@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
+from engine.io.deid import CASE_ID_SUSPECT
 from engine.models import Scalar
 
 CASE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # as models.Case declares it
@@ -39,7 +40,10 @@ def _checked(name: str, column: pa.Array) -> tuple[pa.Array, pa.Array]:
     if name == "case_id":
         if not text:
             return pa.array([False] * len(column)), column
-        matches = pc.match_substring_regex(column, CASE_ID_PATTERN)
+        matches = pc.and_(
+            pc.match_substring_regex(column, CASE_ID_PATTERN),
+            pc.invert(pc.match_substring_regex(column, CASE_ID_SUSPECT)),
+        )
         return pc.fill_null(matches, False), column
     if spec.type is FieldType.enum and text:
         allowed = pc.is_in(column, value_set=pa.array(spec.values, column.type))

@@ -17,11 +17,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "CASE_ID_SUSPECT",
     "IdentifierFinding",
     "case_id_identifier_kinds",
     "check_deidentified",
     "escape_text",
     "identifier_kinds",
+    "kind_words",
     "looks_like_person",
     "scan_columns",
     "scan_values",
@@ -693,11 +695,11 @@ _HARMLESS_WORDS = _words(
     "fifty sixty seventy eighty ninety hundred high low normal abnormal mild moderate severe "
     "left right both bilateral positive negative"
 )
-# a case_id worth checking against every identifier pattern (a digit next to a separator, a
-# long digit run, a month name beside digits): the common S-0193 style never is
-_ID_SUSPECT = re.compile(
-    r"\d[-./ ]\d|\d{7}|\d[A-Za-z]{3}|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
-)
+# a case_id worth checking against every identifier pattern (digits on both sides of a separator,
+# a day before a month name, a month name): the common S-0193 or SYN-0000001 style never is.
+# Also used by engine.io.columnar (RE2 syntax).
+CASE_ID_SUSPECT = r"\d[-./ ]\d|\d[A-Za-z]{3}|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+_ID_SUSPECT = re.compile(CASE_ID_SUSPECT)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
