@@ -49,6 +49,8 @@ def _checked(name: str, column: pa.Array) -> tuple[pa.Array, pa.Array]:
         allowed = pc.is_in(column, value_set=pa.array(spec.values, column.type))
     elif spec.type is FieldType.boolean and pa.types.is_boolean(column.type):
         allowed = pc.is_valid(column)
+    elif pa.types.is_uint64(column.type):  # beyond int64: Arrow cannot compare it with a bound
+        return absent, column
     elif spec.is_numeric and (
         pa.types.is_integer(column.type)
         or (spec.type is FieldType.number and pa.types.is_floating(column.type))
