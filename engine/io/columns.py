@@ -10,7 +10,14 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 
 from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
-from engine.io.deid import check_deidentified, kind_words, looks_like_person, shown_name
+from engine.io.deid import (
+    check_deidentified,
+    escape_text,
+    kind_words,
+    looks_like_person,
+    scan_columns,
+    shown_name,
+)
 
 _NUMBER = re.compile(r"\s*[+-]?(?:\d+[.,]?\d*|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
 
@@ -68,6 +75,8 @@ def column_problems(
     findings = check_deidentified(columns, sample, allowed)
     for finding in findings:
         shown = shown_name(finding.column, INPUT_FIELDS)
+        if shown is None and scan_columns([finding.column]) and not _data_like(finding.column):
+            shown = escape_text(finding.column)  # a name that names its kind ("Geburtsdatum")
         column = f"column '{shown}'" if shown else _label(finding.column, position[finding.column])
         problems.append(
             f"{source}: {column} looks like a direct identifier ({finding.kind}): "

@@ -142,7 +142,7 @@ _NAME_RULES: tuple[_NameRule, ...] = (
         "email",
         "column name suggests an email address",
         words=_words("email emails courriel correo epost sahkoposti"),
-        stems=("email", "courriel", "correoelectronico", "epost", "sahkoposti"),
+        stems=("email", "courriel", "correoelectronico", "sahkoposti"),
         alone=_words("mail"),
     ),
     _NameRule(

@@ -357,9 +357,7 @@ class _Parser:
 
     def field(self, name: str) -> FieldSpec:
         if name == "case_id":  # it says which case, never what the case is
-            raise _Invalid(
-                "case_id is only the anonymised id of a case; a condition cannot read it"
-            )
+            raise _Invalid("case_id only names a case; a condition cannot read it")
         spec = self.fields.get(name)
         if spec is None:
             close = difflib.get_close_matches(name, list(self.fields), n=1)
