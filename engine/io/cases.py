@@ -81,7 +81,6 @@ def validate_case(
                 isinstance(value, str) and value == "" and key != "case_id"
             ):
                 clean[key] = value
-    case_id = shown_case_id(raw.get("case_id"))
     try:
         case = Case.model_validate(clean)
     except ValidationError as exc:
@@ -95,6 +94,7 @@ def validate_case(
             )
             problems.append(CaseProblem("case_id", message))
     if problems:
+        case_id = shown_case_id(raw.get("case_id"))
         raise CaseInputError(source, problems, row=row, case_id=case_id)
     values = case.model_dump(exclude_none=True)
     return values.pop("case_id"), values

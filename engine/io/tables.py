@@ -257,7 +257,12 @@ class TableReader:
                 yield number, RowProblem("a JSONL row longer than 1 MB; not a case")
                 continue
             try:
-                value = json.loads(line.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+                text = line.decode("utf-8-sig")
+                value = json.loads(text)
+                # a key given twice leaves fewer keys than `":` marks: parse again to find it
+                # (the check costs far less than a hook on every row)
+                if isinstance(value, dict) and len(value) != text.count('":'):
+                    value = json.loads(text, object_pairs_hook=_unique_keys)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
                 yield number, RowProblem(f"not valid JSON ({message})")
