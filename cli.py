@@ -6,6 +6,7 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -17,11 +18,19 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
     os._exit(130)
 
 
-# installed before the heavy imports below (typer, rich, pydantic, the rules): Ctrl-C in the
-# first second must not print a traceback. Restored once they are done.
-signal.signal(signal.SIGINT, _interrupted_while_starting)
+def _on_interrupt(handler: signal.Handlers | object) -> None:
+    """Set the SIGINT handler (only the main thread may; elsewhere Python's stays)."""
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, handler)  # type: ignore[arg-type]  # a handler or a constant
 
-import contextlib
+
+# Run as the program (not imported by tests or other code), Ctrl-C never shows a traceback:
+# before the heavy imports below (typer, rich, pydantic, the rules) it ends the process with one
+# line; while a command runs it is KeyboardInterrupt, which handle_errors turns into that line;
+# once the command is done it is ignored, so the exit code is the command's.
+PROGRAM = os.path.basename(sys.argv[0]) in ("miss-screen", "cli.py")
+_on_interrupt(_interrupted_while_starting)
+
 import errno
 import functools
 import json
@@ -129,6 +138,8 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if PROGRAM:
+            _on_interrupt(signal.default_int_handler)
         try:
             return command(*args, **kwargs)
         except typer.Exit:
@@ -152,6 +163,9 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
             print("internal error, please report:", file=sys.stderr)
             traceback.print_exc()
             raise typer.Exit(2) from None
+        finally:
+            if PROGRAM:
+                _on_interrupt(signal.SIG_IGN)
 
     return wrapper
 
@@ -685,7 +699,8 @@ def main_options(
     """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
 
 
-signal.signal(signal.SIGINT, signal.default_int_handler)  # start-up done: Ctrl-C as usual
+if not PROGRAM:  # imported: Ctrl-C as usual from here on
+    _on_interrupt(signal.default_int_handler)
 
 
 def main() -> None:

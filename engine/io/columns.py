@@ -24,9 +24,7 @@ _NUMBER = re.compile(r"\s*[+-]?(?:\d+[.,]?\d*|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
 
 def _label(column: str, position: int) -> str:
     shown = shown_name(column, INPUT_FIELDS)
-    return (
-        f"'{shown}'" if shown is not None else f"column {position} (name withheld: it may be data)"
-    )
+    return shown if shown is not None else f"column {position} (name withheld: it may be data)"
 
 
 def _data_like(column: str) -> str | None:
