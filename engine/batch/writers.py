@@ -23,11 +23,12 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(row: tuple[str, ...]) -> tuple[str, ...]:
-    """A CSV row whose cells no spreadsheet evaluates: a cell that starts like a formula gets a
-    leading apostrophe (case_id -2-3 is written '-2-3), as OWASP advises."""
-    if not any(cell.startswith(FORMULA_START) for cell in row):
+    """A CSV row whose cells no spreadsheet evaluates: a case_id that starts like a formula gets
+    a leading apostrophe (-2-3 is written '-2-3), as OWASP advises. The other cells are verdicts,
+    rule ids and field names, which never do."""
+    if not row[0].startswith(FORMULA_START):
         return row
-    return tuple("'" + cell if cell.startswith(FORMULA_START) else cell for cell in row)
+    return ("'" + row[0], *row[1:])
 
 
 class AtomicPath:
