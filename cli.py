@@ -7,10 +7,34 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import sys
+
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C before the command runs: nothing to clean up, so no traceback, only a line."""
+    sys.stderr.write("error: interrupted\n")
+    os._exit(130)
+
+
+def _on_interrupt(handler: signal.Handlers | object) -> None:
+    """Set the SIGINT handler (only the main thread may; elsewhere Python's stays)."""
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, handler)  # type: ignore[arg-type]  # a handler or a constant
+
+
+# Run as the program (not imported by tests or other code), Ctrl-C never shows a traceback:
+# before the heavy imports below (typer, rich, pydantic, the rules) it ends the process with one
+# line; while a command runs it is KeyboardInterrupt, which handle_errors turns into that line;
+# once the command is done it is ignored, so the exit code is the command's.
+PROGRAM = os.path.basename(sys.argv[0]) in ("miss-screen", "cli.py")
+_on_interrupt(_interrupted_while_starting)
+
+import errno
 import functools
 import json
-import os
-import sys
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -81,11 +105,40 @@ class Engine(StrEnum):
     reference = "reference"
 
 
+# what a full disk, a read-only folder or a folder in place of a file raise: never our bug
+USER_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EISDIR,
+        errno.ENOTDIR,
+    }
+)
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")  # writers' temp files: .NAME.PID.tmp
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError the user can fix, naming the file (not its temp name)."""
+    name = exc.filename2 if exc.errno == errno.EISDIR and exc.filename2 else exc.filename
+    where = ""
+    if name is not None:
+        path = Path(os.fsdecode(name))
+        temp = _TEMP_NAME.fullmatch(path.name)
+        where = f"{path.with_name(temp['name']) if temp else path}: "
+    return f"{where}{exc.strerror or exc}; nothing was written under that name"
+
+
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     """User errors become one-line messages and exit 2; anything else is our bug (also exit 2)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if PROGRAM:
+            _on_interrupt(signal.default_int_handler)
         try:
             return command(*args, **kwargs)
         except typer.Exit:
@@ -95,10 +148,23 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
             for line in lines:
                 print(f"error: {line}", file=sys.stderr)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in USER_ERRNOS:
+                print("internal error, please report:", file=sys.stderr)
+                traceback.print_exc()
+                raise typer.Exit(2) from None
+            print(f"error: {os_error_line(exc)}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
         except Exception:
             print("internal error, please report:", file=sys.stderr)
             traceback.print_exc()
             raise typer.Exit(2) from None
+        finally:
+            if PROGRAM:
+                _on_interrupt(signal.SIG_IGN)
 
     return wrapper
 
@@ -317,7 +383,10 @@ def batch(
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
-    errors_path = errors if errors is not None else default_errors_path(out)
+    if errors == "-":  # stderr, as with --out -
+        errors_path = None
+    else:
+        errors_path = errors if errors is not None else default_errors_path(out)
     check_outputs(inputs, [out, errors_path, summary, report])
     ruleset = load_ruleset(rules)
     options = BatchOptions(
@@ -376,6 +445,8 @@ def check_outputs(inputs: list[str], outputs: list[str | None]) -> None:
         if output is None or output == "-":
             continue
         target = Path(output).resolve()
+        if target.is_dir():
+            raise UsageError(f"{output} is a folder; give a file name")
         if not target.parent.is_dir():
             raise UsageError(f"{output}: the folder {target.parent} does not exist")
         if target in sources:
@@ -428,8 +499,10 @@ def synth(
     ] = 0.01,
 ) -> None:
     """Write a synthetic, consistent anonymised cohort for tests, demos and benchmarks."""
-    from engine.synth import write_cohort
+    from engine.synth import cohort_format, write_cohort
 
+    cohort_format(Path(out))  # an unknown extension is refused before any work
+    check_outputs([], [out])
     written = write_cohort(Path(out), rows, seed, missing=missing, corrupt=corrupt)
     stderr.print(f"wrote {written} synthetic cases to {out}")
 
@@ -630,6 +703,10 @@ def main_options(
     ] = False,
 ) -> None:
     """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
+
+
+if not PROGRAM:  # imported: Ctrl-C as usual from here on
+    _on_interrupt(signal.default_int_handler)
 
 
 def main() -> None:

@@ -43,10 +43,9 @@ from engine.batch.worker import (
     screen_chunk,
 )
 from engine.batch.writers import ErrorWriter, ResultWriter
-from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
 from engine.errors import UserError
 from engine.evaluate.durable import DurableEvaluator
-from engine.io.deid import check_deidentified
+from engine.io.columns import column_problems
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
@@ -90,36 +89,14 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     problems: list[str] = []
     ignored: set[str] = set()
     for reader in readers:
-        columns = reader.columns
-        repeated = sorted({c for c in columns if columns.count(c) > 1})
-        if repeated:
-            problems.append(f"{reader.source}: columns named more than once: {', '.join(repeated)}")
-        if "case_id" not in columns:
-            problems.append(f"{reader.source}: no case_id column; every row needs an anonymised id")
-        derived = [c for c in columns if c in DERIVED_FIELDS]
-        for column in derived:
-            problems.append(
-                f"{reader.source}: column '{column}' is a derived attribute computed by the "
-                "rules; remove it from the input"
-            )
-        findings = check_deidentified(columns, reader.sample(), options.allow_columns)
-        for finding in findings:
-            problems.append(
-                f"{reader.source}: column '{finding.column}' looks like a direct identifier "
-                f"({finding.kind}): {finding.reason}; remove it, or pass --allow-column "
-                f"{finding.column} if it is not one"
-            )
-        flagged = {f.column for f in findings}
-        unknown = [
-            c
-            for c in columns
-            if c not in INPUT_FIELDS and c not in DERIVED_FIELDS and c not in flagged
-        ]
-        if unknown and not options.ignore_unknown_columns:
-            problems.append(
-                f"{reader.source}: columns not in the data dictionary: {', '.join(unknown)}; "
-                "rename them, or pass --ignore-unknown-columns to skip them"
-            )
+        found, unknown = column_problems(
+            reader.source,
+            reader.columns,
+            reader.sample(),
+            options.allow_columns,
+            ignore_unknown=options.ignore_unknown_columns,
+        )
+        problems.extend(found)
         ignored.update(unknown)
     if problems:
         raise InputColumnsError(problems)

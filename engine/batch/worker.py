@@ -28,7 +28,7 @@ from engine.errors import CaseInputError, UserError
 from engine.evaluate.durable import DurableEvaluator
 from engine.io.cases import validate_case
 from engine.io.columnar import Validated, validate_batch
-from engine.io.deid import identifier_kinds
+from engine.io.deid import case_id_identifier_kinds, identifier_kinds
 from engine.io.tables import Chunk, Row, RowProblem
 from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
 from engine.policy import policy_for
@@ -195,8 +195,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if checked is not None:  # its case_id matched the pattern in the batch check
             case_id: str | None = checked[0]
         else:
-            given = raw.get("case_id")
-            case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
+            case_id = listed_case_id(raw.get("case_id"))
         if case_id:
             result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
             if fault is not None and case_id == fault:
@@ -249,6 +248,13 @@ def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:
     )
 
 
+def listed_case_id(given: object) -> str | None:
+    """The case_id as outputs may list it: a valid id not shaped like an identifier, else None."""
+    if not isinstance(given, str) or not CASE_ID.fullmatch(given):
+        return None
+    return None if case_id_identifier_kinds(given) else given
+
+
 def reject(
     result: ChunkResult,
     source: str,
@@ -258,8 +264,10 @@ def reject(
 ) -> None:
     """Count a rejected row and keep one error record per problem.
 
-    A value that looks like a direct identifier (rows past the guard's sample) is withheld.
+    A value that looks like a direct identifier (rows past the guard's sample) is withheld,
+    and so is a case_id that is not a valid, anonymised-looking id.
     """
+    case_id = listed_case_id(case_id)
     result.rejected += 1
     for field_name, given, message in problems:
         value, reason = given, message

@@ -18,6 +18,17 @@ import pyarrow.parquet as pq
 from engine.batch.worker import FLAT_COLUMNS, FLAT_SCHEMA, OutputFormat
 
 PARQUET_ROW_GROUP = 20_000
+# a cell a spreadsheet would evaluate as a formula (OWASP "CSV injection"): = + - @ tab CR
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(row: tuple[str, ...]) -> tuple[str, ...]:
+    """A CSV row whose cells no spreadsheet evaluates: a case_id that starts like a formula gets
+    a leading apostrophe (-2-3 is written '-2-3), as OWASP advises. The other cells are verdicts,
+    rule ids and field names, which never do."""
+    if not row[0].startswith(FORMULA_START):
+        return row
+    return ("'" + row[0], *row[1:])
 
 
 class AtomicPath:
@@ -63,7 +74,7 @@ class ResultWriter:
             assert self._stream is not None  # noqa: S101  # set for text formats
             self._stream.write("".join(f"{line}\n" for line in records))
         elif self.format is OutputFormat.csv:
-            self._csv.writerows(records)
+            self._csv.writerows(map(spreadsheet_safe, records))
         else:
             self._pending.extend(records)
             self._pending_rows += sum(batch.num_rows for batch in records)

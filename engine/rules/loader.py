@@ -52,8 +52,9 @@ class _Collector:
 def read_yaml_file(path: Path) -> YamlDocument:
     """Read a YAML file, turning unreadable, binary, empty or malformed files into errors."""
     where = str(path)
-    try:
-        raw = path.read_bytes()
+    try:  # never more than the limit: a rule file that is /dev/zero must not fill the memory
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_RULE_FILE_BYTES + 1)
     except OSError as exc:
         raise RuleFileError(f"cannot read file: {exc.strerror}", where) from None
     if len(raw) > MAX_RULE_FILE_BYTES:
