@@ -415,7 +415,7 @@ def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> l
     ids: dict[str, str] = {}
     names: dict[str, str] = {}
     for path in sorted(root.glob("*/*.yaml")):
-        if path.parent.name == "derived" or path.name.endswith(".cases.yaml"):
+        if path.parent.name in ("derived", "terminology") or path.name.endswith(".cases.yaml"):
             continue
         where = str(path)
         try:
