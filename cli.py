@@ -232,8 +232,17 @@ def screen(
 ) -> None:
     """Screen a case and print its verdict with every finding and its source."""
     if fhir is not None:
-        screen_fhir(fhir, case_files or [], set_values or [], output_format, rules, site,
-                    fail_on, engine, reference_date)
+        screen_fhir(
+            fhir,
+            case_files or [],
+            set_values or [],
+            output_format,
+            rules,
+            site,
+            fail_on,
+            engine,
+            reference_date,
+        )
         return
     if reference_date is not None:
         raise UsageError("--reference-date applies to --fhir input only")

@@ -70,8 +70,12 @@ def case_to_bundle(
         name = q["field"]
         if name in case and name not in done:
             done.add(name)
-            quantity = {"value": case[name], "unit": q["units"][0], "system": UCUM,
-                        "code": q["units"][0]}
+            quantity = {
+                "value": case[name],
+                "unit": q["units"][0],
+                "system": UCUM,
+                "code": q["units"][0],
+            }
             observation(q["system"], str(q["code"]), {"valueQuantity": quantity})
     for c in doc["coded"]:
         name = c["field"]

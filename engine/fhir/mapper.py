@@ -240,7 +240,13 @@ class _Mapper:
                 return
 
     def _quantity(
-        self, obs: Any, index: int, name: str, units: tuple[str, ...], when: Any, system: str,
+        self,
+        obs: Any,
+        index: int,
+        name: str,
+        units: tuple[str, ...],
+        when: Any,
+        system: str,
         code: str,
     ) -> None:
         src = Source("Observation", self.term.system_name(system), code)
@@ -319,7 +325,9 @@ class _Mapper:
                         segments.add(code[8:])
                 elif (system, code) in self.term.body_sites:
                     region = self.term.body_sites[(system, code)]
-                    self._set("region", region, Source("ServiceRequest.bodySite", "SNOMED CT", code))
+                    self._set(
+                        "region", region, Source("ServiceRequest.bodySite", "SNOMED CT", code)
+                    )
         if segments:
             src = Source("ServiceRequest.bodySite", "local", "segment")
             lowest = max(segments, key=SEGMENTS.index)
@@ -335,33 +343,34 @@ class _Mapper:
             for system, code in _codings(concept):
                 for name, value in self.term.condition_values(system, code):
                     if name == "diagnosis":
-                        src = Source("ServiceRequest.reasonCode", self.term.system_name(system), code)
+                        src = Source(
+                            "ServiceRequest.reasonCode", self.term.system_name(system), code
+                        )
                         reasons.setdefault(str(value), src)
         if len(reasons) == 1:
-            (value, src), = reasons.items()
+            ((value, src),) = reasons.items()
             self._set("diagnosis", value, src)
         elif len(reasons) > 1:
             self.warnings.append("ServiceRequest.reasonCode names several diagnoses; left unknown")
 
     def _settle(self) -> None:
         by_field: dict[str, list[tuple[Any, Scalar, Source]]] = {}
-        for (name, _), found in self.latest.items():
-            by_field.setdefault(name, []).append(found)
-        for name, found in by_field.items():
+        for (name, _), latest in self.latest.items():
+            by_field.setdefault(name, []).append(latest)
+        for name, candidates in by_field.items():
             if name == "dexa_t_score":  # the lowest of the latest per site
-                _, value, src = min(found, key=lambda f: f[1])
+                _, value, src = min(candidates, key=lambda f: f[1])
             else:
-                _, value, src = max(found, key=lambda f: f[0])
+                _, value, src = max(candidates, key=lambda f: f[0])
             self._set(name, value, src)
-        for name, found in self.flags.items():
-            values = {v for v, _ in found}
-            if len(values) > 1:
+        for name, stated in self.flags.items():
+            if len({v for v, _ in stated}) > 1:
                 self.warnings.append(f"{name}: confirmed and refuted Conditions; taken as true")
-            value, src = next(((v, s) for v, s in found if v is True), found[0])
-            self._set(name, value, src)
+            flag, flag_src = next(((v, s) for v, s in stated if v is True), stated[0])
+            self._set(name, flag, flag_src)
         if "diagnosis" not in self.case and self.diagnoses:
             if len(self.diagnoses) == 1:
-                (value, src), = self.diagnoses.items()
+                ((value, src),) = self.diagnoses.items()
                 self._set("diagnosis", value, src)
             else:
                 self.warnings.append(
