@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint wheel-check bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dask]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dask,fhir]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -23,7 +23,20 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint  ## the test command CI runs: lint, every golden case, then pytest (its summary last)
+WHEEL_DIR = build/wheel-check
+
+# A wheel installed in a throwaway venv, run from outside the checkout, screens the bundled cases.
+wheel-check: setup
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet $(WHEEL_DIR)/*.whl
+	cd $(WHEEL_DIR) && venv/bin/miss-screen rules check
+	cd $(WHEEL_DIR) && venv/bin/miss-screen screen $(CURDIR)/cases/examples/*.yaml --format brief >/dev/null
+	cd $(WHEEL_DIR) && venv/bin/python -c 'import engine, pathlib; \
+	    assert "site-packages" in engine.__file__, engine.__file__; print("wheel OK:", engine.__file__)'
+
+test: lint wheel-check  ## the test command CI runs: lint, the wheel, every golden case, then pytest (its summary last)
 	$(BIN)/miss-screen rules test
 	$(BIN)/python -m pytest -q
 

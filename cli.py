@@ -6,23 +6,61 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-from engine.batch.startup import Interrupted, handle_interrupts
-
-if __name__ == "__main__" or Path(sys.argv[0]).name == "miss-screen":
-    # first thing as the program starts: Ctrl-C or SIGTERM while the rest loads ends it with
-    # one line; once main() runs, they unwind it cleanly (engine/batch/startup.py)
-    handle_interrupts(unwind=False)
-
 import contextlib
+import os
+import signal
+import sys
+
+# SIGTERM (`timeout`, a scheduler) and SIGHUP (a closed terminal) end a command as Ctrl-C does
+OTHER_INTERRUPTS = (signal.SIGTERM, signal.SIGHUP)
+_PREVIOUS = {s: signal.getsignal(s) for s in (signal.SIGINT, *OTHER_INTERRUPTS)}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a command runs: unwinds like Ctrl-C, so every cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.exit_code = 128 + signum  # as a shell reports a process that signal ended
+
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C before the command runs: nothing to clean up, so no traceback, only a line."""
+    sys.stderr.write("error: interrupted\n")
+    os._exit(128 + signum)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _on_interrupt(handler: signal.Handlers | object) -> None:
+    """Set the SIGINT handler, and SIGTERM's and SIGHUP's alike (only the main thread may;
+    elsewhere Python's stay). While a command runs (Python's default_int_handler for SIGINT),
+    SIGTERM and SIGHUP raise Interrupted. A signal ignored from the start (nohup) stays so."""
+    other = _raise_interrupted if handler is signal.default_int_handler else handler
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, handler)  # type: ignore[arg-type]  # a handler or a constant
+        for signum in OTHER_INTERRUPTS:
+            if _PREVIOUS[signum] is not signal.SIG_IGN:
+                signal.signal(signum, other)  # type: ignore[arg-type]  # a handler or a constant
+
+
+# Run as the program (not imported by tests or other code), Ctrl-C never shows a traceback:
+# before the heavy imports below (typer, rich, pydantic, the rules) it ends the process with one
+# line; while a command runs it is KeyboardInterrupt, which handle_errors turns into that line;
+# once the command is done it is ignored, so the exit code is the command's.
+PROGRAM = os.path.basename(sys.argv[0]) in ("miss-screen", "cli.py")
+_on_interrupt(_interrupted_while_starting)
+
+import errno
 import functools
 import json
-import os
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
@@ -36,10 +74,11 @@ from engine.evaluate.base import Evaluator
 from engine.evaluate.durable import DurableEvaluator
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.goldens import run_goldens
-from engine.io.cases import parse_set_options, read_case, read_site, validate_case
-from engine.models import Case, Result, Scalar, Verdict
+from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
+from engine.models import CITATION_WORDS, Case, Result, Scalar, Verdict, evidence_label
 from engine.policy import verdict_rank
 from engine.report.text import brief_line, render_text, source_text
+from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
@@ -49,9 +88,7 @@ if TYPE_CHECKING:
     from engine.batch.summary import BatchSummary
     from engine.batch.worker import OutputFormat
 
-DEFAULT_RULES_DIR = Path(
-    os.environ.get("MISS_SCREEN_RULES", Path(__file__).resolve().parent / "rules")
-)
+DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
 app = typer.Typer(
     name="miss-screen",
@@ -91,11 +128,40 @@ class Engine(StrEnum):
     reference = "reference"
 
 
+# what a full disk, a read-only folder or a folder in place of a file raise: never our bug
+USER_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EISDIR,
+        errno.ENOTDIR,
+    }
+)
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")  # writers' temp files: .NAME.PID.tmp
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError the user can fix, naming the file (not its temp name)."""
+    name = exc.filename2 if exc.errno == errno.EISDIR and exc.filename2 else exc.filename
+    where = ""
+    if name is not None:
+        path = Path(os.fsdecode(name))
+        temp = _TEMP_NAME.fullmatch(path.name)
+        where = f"{path.with_name(temp['name']) if temp else path}: "
+    return f"{where}{exc.strerror or exc}; nothing was written under that name"
+
+
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     """User errors become one-line messages and exit 2; anything else is our bug (also exit 2)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if PROGRAM:
+            _on_interrupt(signal.default_int_handler)
         try:
             return command(*args, **kwargs)
         except typer.Exit:
@@ -105,10 +171,23 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
             for line in lines:
                 print(f"error: {line}", file=sys.stderr)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in USER_ERRNOS:
+                print("internal error, please report:", file=sys.stderr)
+                traceback.print_exc()
+                raise typer.Exit(2) from None
+            print(f"error: {os_error_line(exc)}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or Interrupted: SIGTERM, SIGHUP
+            print("error: interrupted", file=sys.stderr)
+            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
         except Exception:
             print("internal error, please report:", file=sys.stderr)
             traceback.print_exc()
             raise typer.Exit(2) from None
+        finally:
+            if PROGRAM:
+                _on_interrupt(signal.SIG_IGN)
 
     return wrapper
 
@@ -157,8 +236,39 @@ def screen(
     engine: Annotated[
         Engine, typer.Option("--engine", help="Evaluator (reference is the test oracle).")
     ] = Engine.durable,
+    fhir: Annotated[
+        str | None,
+        typer.Option(
+            "--fhir",
+            help="A FHIR R4 Bundle (collection, searchset or transaction; JSON), or - for stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    reference_date: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-date",
+            help="With --fhir: the date ages and observations are taken at (YYYY-MM-DD; today).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Screen a case and print its verdict with every finding and its source."""
+    if fhir is not None:
+        screen_fhir(
+            fhir,
+            case_files or [],
+            set_values or [],
+            output_format,
+            rules,
+            site,
+            fail_on,
+            engine,
+            reference_date,
+        )
+        return
+    if reference_date is not None:
+        raise UsageError("--reference-date applies to --fhir input only")
     files = case_files or []
     if not files and not set_values:
         raise UsageError("give a case file, - for stdin, or --set FIELD=VALUE")
@@ -184,6 +294,64 @@ def screen(
         verdict_rank(r.verdict) <= verdict_rank(fail_on) for r in results
     ):
         raise typer.Exit(1)
+
+
+def screen_fhir(
+    path: str,
+    files: list[str],
+    set_values: list[str],
+    output_format: ScreenFormat,
+    rules: Path,
+    site: str | None,
+    fail_on: Verdict | None,
+    engine: Engine,
+    reference_date: str | None,
+) -> None:
+    """screen --fhir: map a Bundle to one case (--set overrides), screen it, say where values
+    came from. Warnings go to stderr; they name resource types and codes, never content."""
+    import datetime as dt
+
+    if files:
+        raise UsageError("--fhir screens one Bundle; give no case files with it")
+    try:
+        from engine.fhir import fhir_to_case, read_bundle
+    except ImportError:
+        raise UsageError("--fhir needs the fhir extra: pip install 'miss-screen[fhir]'") from None
+    try:
+        when = dt.date.fromisoformat(reference_date) if reference_date else dt.date.today()
+    except ValueError:
+        raise UsageError("--reference-date expects a date as YYYY-MM-DD") from None
+    source = "<stdin>" if path == "-" else path
+    mapped = fhir_to_case(read_bundle(read_text(path, "FHIR"), source), when)
+    raw: dict[str, object] = dict(mapped.case)
+    provenance = {name: str(src) for name, src in mapped.provenance.items()}
+    if set_values:
+        overrides = parse_set_options(set_values)
+        if overrides["case_id"] == "cli-case":
+            del overrides["case_id"]
+        raw.update(overrides)
+        provenance.update({name: "--set" for name in overrides})
+    case_id, values = validate_case(raw, f"{source} (FHIR)" + (" with --set" if set_values else ""))
+    ruleset = load_ruleset(rules)
+    site_values = read_site(site) if site else {}
+    result = screen_values(
+        case_id, values, ruleset, make_evaluator(ruleset, engine), site=site_values, source=source
+    ).result
+    for warning in mapped.warnings:
+        print(f"warning: {source}: {warning}", file=sys.stderr)
+    print_result(result, output_format)
+    if output_format is ScreenFormat.text:
+        print_provenance(provenance)
+    if fail_on is not None and verdict_rank(result.verdict) <= verdict_rank(fail_on):
+        raise typer.Exit(1)
+
+
+def print_provenance(provenance: dict[str, str]) -> None:
+    """Where each value of a FHIR-mapped case came from: one line per field."""
+    stdout.rule("Where the values came from (FHIR)")
+    width = max(map(len, provenance), default=0)
+    for name, src in provenance.items():
+        stdout.print(f"  {name:<{width}}  {escape(src)}")
 
 
 def read_screen_case(
@@ -326,7 +494,10 @@ def batch(
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
-    errors_path = errors if errors is not None else default_errors_path(out)
+    if errors == "-":  # stderr, as with --out -
+        errors_path = None
+    else:
+        errors_path = errors if errors is not None else default_errors_path(out)
     errors_option = "--errors" if errors is not None else "--errors (default OUT.errors.jsonl)"
     check_outputs(
         inputs, {"--out": out, errors_option: errors_path, "--summary": summary, "--report": report}
@@ -391,10 +562,10 @@ def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
         if output is None or output == "-":
             continue
         target = Path(output).resolve()
-        if not target.parent.is_dir():
-            raise UsageError(f"{option} {output}: the folder {target.parent} does not exist")
         if target.is_dir():
             raise UsageError(f"{option} {output} is a folder; give a file name")
+        if not target.parent.is_dir():
+            raise UsageError(f"{option} {output}: the folder {target.parent} does not exist")
         if target.exists() and not target.is_file():  # a device, a pipe: never replaced
             raise UsageError(f"{option} {output} is not a regular file; give a file name")
         identity = _file_identity(target)
@@ -471,8 +642,10 @@ def synth(
     ] = 0.01,
 ) -> None:
     """Write a synthetic, consistent anonymised cohort for tests, demos and benchmarks."""
-    from engine.synth import write_cohort
+    from engine.synth import cohort_format, write_cohort
 
+    cohort_format(Path(out))  # an unknown extension is refused before any work
+    check_outputs([], {"--out": out})
     written = write_cohort(Path(out), rows, seed, missing=missing, corrupt=corrupt)
     stderr.print(f"wrote {written} synthetic cases to {out}")
 
@@ -533,13 +706,20 @@ def rules_show(
         f"category: {meta.category.value}   severity: {meta.severity.value}   "
         f"evidence: {meta.evidence.value}   provisional: {'yes' if meta.provisional else 'no'}"
     )
+    stdout.print(
+        f"level of evidence: {escape(evidence_label(meta.sources))}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
     if rule.scope:
         stdout.print(f"scope: {escape(to_text(rule.scope))}")
     stdout.print(f"when: {escape(to_text(rule.when))}")
     stdout.print(f"message: {escape(meta.message)}")
     stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
     for source in meta.sources:
-        stdout.print(f"source: {escape(source_text(source))}")
+        label = evidence_label([source])
+        stdout.print(f"source: {escape(source_text(source))} \\[{escape(label)}]")
+    if meta.notes:
+        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
 
 
 @rules_app.command("check")
@@ -668,13 +848,14 @@ def main_options(
     """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
 
 
+if not PROGRAM:  # imported: every signal as usual from here on
+    with contextlib.suppress(ValueError):
+        for _signum, _handler in _PREVIOUS.items():
+            signal.signal(_signum, _handler)
+
+
 def main() -> None:
-    handle_interrupts(unwind=True)
-    try:
-        app()
-    except Interrupted as exc:  # every cleanup has run on the way here
-        print(f"error: {exc.message}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
+    app()
 
 
 if __name__ == "__main__":

@@ -277,6 +277,66 @@ def run_batch(source: Path, out: Path, workers: int) -> tuple[float, list[tuple[
     return wall, samples
 
 
+def bench_questions(cases: int, runs: int) -> None:
+    """Per-case cost of the verdict with its possible verdicts (engine.policy), and of ranking
+    the questions that can change it, against the plain first-matching-entry verdict (µs/case).
+
+    Everything else (facts, outcomes, notable outcomes) is computed once beforehand; each
+    contender runs on every case's notable outcomes, as screen.conclude and the batch worker do.
+    """
+    from engine.policy import policy_for
+    from engine.screen import notable_outcomes
+
+    ruleset = load_ruleset(ROOT / "rules")
+    durable = DurableEvaluator(ruleset)
+    facts = []
+    for row in generate_rows(cases, seed=42, missing=0.05, corrupt=0.0):
+        _, values = validate_case(row, "synth")
+        facts.append(build_facts(values, ruleset))
+    outcomes = durable.evaluate_many(facts)
+    notables = [notable_outcomes(found, ruleset) for found in outcomes]
+    policy = policy_for(ruleset)
+    severity_of, triggers = ruleset.severity_of, ruleset.policy_triggers
+
+    def first_entry() -> int:  # the verdict as engine.policy gave it before possible verdicts
+        for notable in notables:
+            present = {(o.status, severity_of[o.rule_id]) for o in notable}
+            next(e for e, t in triggers if t is None or not t.isdisjoint(present))
+        return len(notables)
+
+    def outlook() -> int:  # the verdict and the possible verdicts (screen.conclude)
+        for found, notable in zip(outcomes, notables, strict=True):
+            policy.decide(found, notable)
+        return len(notables)
+
+    decided = [policy.decide(f, n) for f, n in zip(outcomes, notables, strict=True)]
+
+    def assess() -> int:  # can_change_verdict, exactness and ranked questions (the Result)
+        for seen, notable in zip(decided, notables, strict=True):
+            policy.assess(seen, notable)
+        return len(notables)
+
+    def blocking() -> int:  # what the batch worker adds per insufficient_data case
+        for seen, notable in zip(decided, notables, strict=True):
+            if seen.entry.verdict.value == "insufficient_data":
+                {n for o in policy.changing(seen, notable) for n in o.missing}
+        return len(notables)
+
+    rates = timed_runs([first_entry, outlook, assess, blocking], runs)
+    (f_best, _), (o_best, _), (a_best, _), (b_best, _) = rates
+    report(
+        "questions: verdict alone, first matching policy entry (µs/case)", f"{1e6 / f_best:.2f}"
+    )
+    report(
+        "questions: verdict with possible verdicts (µs/case)",
+        f"{1e6 / o_best:.2f} (+{1e6 / o_best - 1e6 / f_best:.2f})",
+        "small against ~90 µs/row of batch",
+    )
+    report("questions: can_change_verdict, exactness, ranking (µs/case)", f"{1e6 / a_best:.2f}")
+    report("questions: batch blocking fields (µs/case)", f"{1e6 / b_best:.2f}")
+    report("questions: distinct kinds of case the policy saw", f"{len(policy._outlooks)}")
+
+
 def bench_batch(rows: int, scaling_rows: int, folder: Path) -> None:
     source = folder / "cohort.parquet"
     start = time.perf_counter()
@@ -424,7 +484,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update results.md")
     parser.add_argument(
         "--only",
-        choices=["engine", "latency", "batch"],
+        choices=["engine", "latency", "batch", "questions"],
         help="run one part (for profiling; implies --no-write)",
     )
     args = parser.parse_args()
@@ -439,6 +499,9 @@ def main() -> None:
         steadiness_probe(probes)
     if args.only in (None, "latency"):
         bench_latency(20)
+        steadiness_probe(probes)
+    if args.only in (None, "questions"):
+        bench_questions(args.engine_cases, args.runs)
         steadiness_probe(probes)
     if args.only in (None, "batch"):
         with tempfile.TemporaryDirectory(prefix="miss-bench-") as folder:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from engine.dictionary import FieldType
+from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.errors import CaseProblem
 from engine.models import Inferred, Scalar
 from engine.rules.condition import Cond, evaluate_expr, fields_of, to_text
 from engine.rules.logic import compile_kleene, unknown_fields
-from engine.rules.ruleset import DerivedRule, Ruleset
+from engine.rules.ruleset import Constraint, DerivedRule, Ruleset, points_key
 
 DERIVED_DECIMALS = 6
 
@@ -47,12 +47,43 @@ def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
     known = dict(values)
     possible, inferred = _apply_constraints(known, ruleset)
     derived: dict[str, Scalar] = {}
+    # the totals a points score left unknown can still reach, read only by later derived
+    # attributes (a band is decided when every reachable total agrees); never a fact
+    reachable: dict[str, frozenset[Scalar]] = {}
     for name, derive in _derivers(ruleset.derived):
-        value = derive(known, possible)
+        value = derive(known, {**possible, **reachable} if reachable else possible)
         if value is not None:
             known[name] = value
             derived[name] = value
+            continue
+        rule = ruleset.derived_by_field[name]
+        if rule.points:
+            totals = _reachable_totals(rule, known, possible)
+            if totals is not None:
+                reachable[name] = totals
     return Facts(values=known, possible=possible, inferred=tuple(inferred), derived=derived)
+
+
+def _reachable_totals(
+    rule: DerivedRule, values: dict[str, Scalar], possible: dict[str, frozenset[Scalar]]
+) -> frozenset[Scalar] | None:
+    """Every total a points score can still take given its known components (an unknown
+    component may take any value the constraints leave), or None when none is known.
+
+    Interval evaluation of a sum, done exactly: burst (2) + injured PLC (3) reaches 5 to 8
+    whatever the neurology, so the TLICS band is operative before the neurology is recorded.
+    """
+    if not any(name in values for name, _ in rule.points):
+        return None
+    sums: set[int] = {0}
+    for name, table in rule.points:
+        if name in values:
+            options = {table[points_key(values[name])]}
+        else:
+            allowed = possible.get(name, FIELDS_BY_NAME[name].domain)
+            options = {table[points_key(v)] for v in allowed}
+        sums = {s + p for s in sums for p in options}
+    return frozenset(sums)
 
 
 Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
@@ -109,10 +140,10 @@ def _points_value(rule: DerivedRule, values: dict[str, Scalar]) -> int | None:
     supplied = values.get(rule.supplied_total) if rule.supplied_total else None
     if any(name not in values for name, _ in rule.points):
         return supplied if isinstance(supplied, int) else None
-    parts = [(name, values[name], table[str(values[name])]) for name, table in rule.points]
+    parts = [(name, values[name], table[points_key(values[name])]) for name, table in rule.points]
     total = sum(points for _, _, points in parts)
     if supplied is not None and supplied != total:
-        shown = " + ".join(f"{name} {value} ({points})" for name, value, points in parts)
+        shown = " + ".join(f"{name} {_show(value)} ({points})" for name, value, points in parts)
         raise InconsistentInput(
             CaseProblem(
                 rule.supplied_total,
@@ -155,7 +186,8 @@ def _apply_constraints(
     known: dict[str, Scalar], ruleset: Ruleset
 ) -> tuple[dict[str, frozenset[Scalar]], list[Inferred]]:
     possible: dict[str, frozenset[Scalar]] = {}
-    narrowed_by: dict[str, list[str]] = {}
+    # per narrowed field, each narrowing that applied: its constraint, condition and allowed set
+    applied: dict[str, list[tuple[Constraint, Cond, frozenset[Scalar]]]] = {}
     inferred: list[Inferred] = []
     pending = ruleset.compiled_narrowings
     touched: set[str] | None = None  # fields narrowed in the last pass (None: first pass)
@@ -169,17 +201,13 @@ def _apply_constraints(
             if unchanged or holds(known, possible) is not True:
                 waiting.append(item)
                 continue
-            narrowed_by.setdefault(name, []).append(constraint.id)
+            earlier = applied.setdefault(name, [])
+            earlier.append((constraint, when, allowed))
             if name in known:
                 if known[name] in allowed:
                     continue
                 if any(name == i.field for i in inferred):
-                    raise InconsistentInput(
-                        CaseProblem(
-                            name,
-                            f"constraints {', '.join(narrowed_by[name])} leave no possible value",
-                        )
-                    )
+                    raise InconsistentInput(CaseProblem(name, _conflict_text(earlier, known)))
                 raise InconsistentInput(
                     CaseProblem(
                         name,
@@ -192,12 +220,7 @@ def _apply_constraints(
             before = possible.get(name, frozenset(constraint.spec.domain))
             now = before & allowed
             if not now:
-                raise InconsistentInput(
-                    CaseProblem(
-                        name,
-                        f"constraints {', '.join(narrowed_by[name])} leave no possible value",
-                    )
-                )
+                raise InconsistentInput(CaseProblem(name, _conflict_text(earlier, known)))
             narrowed.add(name)
             if len(now) == 1:
                 (value,) = now
@@ -208,6 +231,21 @@ def _apply_constraints(
                 possible[name] = now
         pending, touched = waiting, narrowed
     return possible, inferred
+
+
+def _conflict_text(
+    narrowings: list[tuple[Constraint, Cond, frozenset[Scalar]]], known: dict[str, Scalar]
+) -> str:
+    """Why two facts of a case contradict each other, naming both: the narrowings of one field
+    that together leave it no value, e.g. "CON-001 allows only false because sex is male, but
+    CON-005 allows only true because gestational_age_weeks is 20"."""
+    shown = [
+        f"{constraint.id} ({constraint.meta.name}) allows only "
+        f"{', '.join(_show(v) for v in sorted(allowed, key=str))} "
+        f"because {_facts_text(when, known)}"
+        for constraint, when, allowed in narrowings
+    ]
+    return "contradictory facts: " + ", but ".join(shown)
 
 
 _INFERRED: dict[tuple[str, type, Scalar, str], Inferred] = {}

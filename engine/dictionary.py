@@ -207,6 +207,16 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("cement_allergy", _B),
     FieldSpec("sepsis", _B),
     FieldSpec("intradural_ventral", _B),
+    # Subaxial cervical injury (SLIC) components, for cervical fractures
+    FieldSpec(
+        "slic_morphology",
+        _E,
+        values=("none", "compression", "burst", "distraction", "rotation_translation"),
+    ),
+    FieldSpec("slic_dlc", _E, values=("intact", "indeterminate", "disrupted")),
+    FieldSpec("slic_neuro", _E, values=("intact", "root", "complete_cord", "incomplete_cord")),
+    FieldSpec("slic_cord_compression", _B),
+    FieldSpec("slic_score", _I, "SLIC points", 0, 10),
     # Derived attributes: computed by rules/derived/, never supplied
     FieldSpec("pi_ll_mismatch_deg", _N, "degrees", group=FieldGroup.derived),
     FieldSpec("meyerding_grade", _I, "grade", 0, 5, group=FieldGroup.derived),
@@ -236,6 +246,15 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec("osteoporotic", _B, group=FieldGroup.derived),
     FieldSpec("includes_l4_l5", _B, group=FieldGroup.derived),
+    FieldSpec("cord_at_level", _B, group=FieldGroup.derived),
+    FieldSpec("lumbar_at_level", _B, group=FieldGroup.derived),
+    FieldSpec("slic_score_derived", _I, "SLIC points", 0, 10, group=FieldGroup.derived),
+    FieldSpec(
+        "slic_band",
+        _E,
+        values=("nonoperative", "indeterminate", "operative"),
+        group=FieldGroup.derived,
+    ),
 )
 
 FIELDS_BY_NAME: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from engine.dictionary import FIELDS, FieldSpec, FieldType
 
 Scalar = bool | int | float | str
+# A site profile's setting: one value for every case, or (surgeon_mis_cases) one per mis_technique
+SiteValue = Scalar | dict[str, int]
+SiteProfile = dict[str, SiteValue]
 
 DISCLAIMER = (
     "miss-screen is a screening aid to support a conversation between clinician and patient. "
@@ -92,9 +95,15 @@ class RuleStatus(StrEnum):
 
 
 class Evidence(StrEnum):
+    """The rule author's check of a rule's citations (not its level of evidence)."""
+
     V = "V"
     P = "P"
     M = "M"
+
+
+# shown by `rules show` and the rule docs, never in a screening report
+CITATION_WORDS = {"V": "verified", "P": "partly verified (secondary)", "M": "recalled"}
 
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -152,14 +161,91 @@ Case: type[BaseModel] = create_model(  # type: ignore[call-overload]  # fields b
 # --- rule files -------------------------------------------------------------------------------
 
 
+class Design(StrEnum):
+    """The study design of a source, which sets its Oxford CEBM 2011 level of evidence."""
+
+    systematic_review_rct = "systematic_review_rct"
+    rct = "rct"
+    systematic_review_observational = "systematic_review_observational"
+    cohort = "cohort"
+    case_control = "case_control"
+    case_series = "case_series"
+    mechanism = "mechanism"
+    expert_opinion = "expert_opinion"
+    guideline = "guideline"
+    unknown = "unknown"
+
+
+# Oxford CEBM 2011 levels (treatment benefits and harms): 1 systematic review of randomised
+# trials, 2 randomised trial, 3 non-randomised cohort (a systematic review of such studies is
+# graded by its studies), 4 case series or case-control, 5 mechanism-based reasoning or expert
+# opinion. A guideline is not a study design: its level is that of the evidence it grades, so it
+# has none of its own; an unknown design has no level either.
+CEBM_LEVEL: dict[Design, int | None] = {
+    Design.systematic_review_rct: 1,
+    Design.rct: 2,
+    Design.systematic_review_observational: 3,
+    Design.cohort: 3,
+    Design.case_control: 4,
+    Design.case_series: 4,
+    Design.mechanism: 5,
+    Design.expert_opinion: 5,
+    Design.guideline: None,
+    Design.unknown: None,
+}
+
+DESIGN_WORDS: dict[Design, str] = {
+    Design.systematic_review_rct: "systematic review of RCTs",
+    Design.rct: "RCT",
+    Design.systematic_review_observational: "systematic review of observational studies",
+    Design.cohort: "cohort study",
+    Design.case_control: "case-control study",
+    Design.case_series: "case series",
+    Design.mechanism: "mechanism-based reasoning",
+    Design.expert_opinion: "expert opinion",
+    Design.guideline: "guideline",
+    Design.unknown: "design unknown",
+}
+
+
 class SourceRef(BaseModel):
-    """A citation behind a rule, with a DOI, PMID or URL where one is known."""
+    """A citation behind a rule, with a DOI, PMID or URL where one is known, and its study
+    design, which sets its Oxford CEBM 2011 level of evidence (`evidence_level`, 1 best)."""
 
     model_config = _STRICT
     citation: str = Field(min_length=3)
     doi: str | None = None
     pmid: str | None = None
     url: str | None = None
+    design: Design = Design.unknown
+    evidence_level: int | None = None
+
+    @model_validator(mode="after")
+    def _level_from_design(self) -> SourceRef:
+        level = CEBM_LEVEL[self.design]
+        if self.evidence_level is None:
+            object.__setattr__(self, "evidence_level", level)
+        elif self.evidence_level != level:
+            raise ValueError(
+                f"evidence_level {self.evidence_level} does not match design {self.design.value} "
+                f"(level {level}); leave evidence_level out, it follows from the design"
+            )
+        return self
+
+
+def best_evidence(sources: list[SourceRef]) -> SourceRef | None:
+    """The source with the best (lowest) CEBM level; None when no source has a level."""
+    graded = [s for s in sources if s.evidence_level is not None]
+    return min(graded, key=lambda s: s.evidence_level or 0) if graded else None
+
+
+def evidence_label(sources: list[SourceRef]) -> str:
+    """A rule's evidence as a clinician reads it, from its best source: "RCT · level 2"."""
+    best = best_evidence(sources)
+    if best is None:
+        designs = {s.design for s in sources}
+        return DESIGN_WORDS[Design.guideline if Design.guideline in designs else Design.unknown]
+    return f"{DESIGN_WORDS[best.design]} · level {best.evidence_level}"
 
 
 class GoldenCase(BaseModel):
@@ -196,6 +282,7 @@ class RuleFile(BaseModel):
     sources: list[SourceRef] = Field(min_length=1)
     evidence: Evidence
     provisional: bool
+    notes: str | None = None
     aliases: list[str] = Field(default_factory=list)
     cases: GoldenCases | None = None
 
@@ -233,6 +320,7 @@ class DerivedFile(BaseModel):
     rationale: str
     evidence: Evidence
     provisional: bool
+    notes: str | None = None
     sources: list[SourceRef] = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
     expression: str | None = None
@@ -259,6 +347,7 @@ class ConstraintFile(BaseModel):
     narrowings: list[Narrowing] = Field(min_length=1)
     rationale: str
     evidence: Evidence
+    notes: str | None = None
     sources: list[SourceRef] = Field(min_length=1)
 
 
@@ -274,9 +363,13 @@ class PolicyCondition(BaseModel):
 
 
 class PolicyEntry(BaseModel):
+    """One verdict of rules/policy.yaml and when it holds (docs/rule-format.md)."""
+
     model_config = _STRICT
     verdict: Verdict
     if_any: PolicyCondition | None = None
+    # also holds when a verdict below it would be given but an open rule could still change it
+    if_undecided: bool = False
     summary: str
 
 
@@ -354,6 +447,7 @@ class NotEvaluable(BaseModel):
     name: str
     severity: Severity
     missing: list[str]
+    can_change_verdict: bool  # settling it either way could give another verdict
 
 
 class Inferred(BaseModel):
@@ -388,3 +482,7 @@ class Result(BaseModel):
     ruleset: RulesetStamp
     tool_version: str
     disclaimer: str = DISCLAIMER
+    # the verdicts still reachable if every not-evaluable rule resolved either way, best first
+    possible_verdicts: list[Verdict]
+    possible_verdicts_exact: bool  # false: a bound (every reachable verdict listed, maybe more)
+    next_questions: list[str]  # fields that can change the verdict, most decisive first

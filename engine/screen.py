@@ -9,6 +9,7 @@ from operator import is_not
 
 from engine import __version__
 from engine.derive import Facts, InconsistentInput, build_facts
+from engine.dictionary import FIELDS_BY_NAME
 from engine.errors import CaseInputError
 from engine.evaluate.base import Evaluator
 from engine.models import (
@@ -20,8 +21,9 @@ from engine.models import (
     RuleOutcome,
     RuleStatus,
     Scalar,
+    SiteValue,
 )
-from engine.policy import decide_verdict
+from engine.policy import Outlook, policy_for
 from engine.rules.condition import to_text
 from engine.rules.logic import narrow
 from engine.rules.ruleset import Rule, Ruleset
@@ -38,16 +40,41 @@ class Screening:
         return next(o for o in self.outcomes if o.rule_id == rule_id)
 
 
-def apply_site(
-    values: Mapping[str, Scalar], site: Mapping[str, Scalar]
-) -> tuple[Mapping[str, Scalar], dict[str, Scalar]]:
-    """Fill setting fields the case lacks from the site profile; case values win.
+TECHNIQUE = "mis_technique"
 
-    The merged values are a new dict only when something was assumed; the caller copies them
-    before adding anything (build_facts does), so the case's own values are never changed.
+
+def apply_site(
+    values: Mapping[str, Scalar], site: Mapping[str, SiteValue]
+) -> tuple[Mapping[str, Scalar], dict[str, Scalar]]:
+    """Fill setting fields the case lacks from the site profile's single values; case values win.
+
+    Per-technique settings are left to `technique_setting`. The merged values are a new dict
+    only when something was assumed; the caller copies them before adding anything (build_facts
+    does), so the case's own values are never changed.
     """
-    assumed = {k: v for k, v in site.items() if k not in values}
+    assumed: dict[str, Scalar] = {
+        k: v for k, v in site.items() if k not in values and not isinstance(v, dict)
+    }
     return ({**values, **assumed} if assumed else values), assumed
+
+
+def technique_setting(per_technique: Mapping[str, int], facts: Facts) -> int | None:
+    """The value of a per-technique setting for a case: its technique's number, or with the
+    technique unknown the number every technique it still allows shares (none: unknown).
+
+    Rules that read such a setting are scoped to a technique, so with the technique unknown
+    they are conditional considerations, which never count toward the verdict; a number is
+    only assumed when it is right whichever allowed technique is chosen.
+    """
+    known = facts.values.get(TECHNIQUE)
+    techniques = (
+        (known,)
+        if known is not None
+        else facts.possible.get(TECHNIQUE, FIELDS_BY_NAME[TECHNIQUE].domain)
+    )
+    numbers = {per_technique.get(str(t)) for t in techniques}
+    number = numbers.pop() if len(numbers) == 1 else None
+    return number
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,7 @@ class Decision:
     policy: PolicyEntry
     assumed: dict[str, Scalar]
     notable: list[RuleOutcome]  # see notable_outcomes
+    outlook: Outlook  # the verdicts the open rules can still give (engine.policy)
 
 
 def prepare(
@@ -66,13 +94,22 @@ def prepare(
     values: Mapping[str, Scalar],
     ruleset: Ruleset,
     *,
-    site: Mapping[str, Scalar] | None = None,
+    site: Mapping[str, SiteValue] | None = None,
     source: str = "<case>",
 ) -> tuple[Facts, dict[str, Scalar]]:
     """A case's facts (site defaults, constraints, derived attributes) and the assumed values."""
-    merged, assumed = apply_site(values, site or {})
+    site = site or {}
+    merged, assumed = apply_site(values, site)
     try:
-        return build_facts(merged, ruleset), assumed
+        facts = build_facts(merged, ruleset)
+        for name, given in site.items():
+            if isinstance(given, dict) and name not in merged:
+                number = technique_setting(given, facts)  # the technique after constraints
+                if number is not None:
+                    assumed = {**assumed, name: number}
+                    merged = {**merged, name: number}
+                    facts = build_facts(merged, ruleset)
+        return facts, assumed
     except InconsistentInput as exc:
         raise CaseInputError(source, [exc.problem], case_id=case_id) from None
 
@@ -94,8 +131,8 @@ def conclude(
     """The decision once every rule's outcome is known: the verdict the policy gives."""
     notable = notable_outcomes(outcomes, ruleset)
     # the baselines cannot select a policy entry unless one reads not-fired/not-applicable
-    policy = decide_verdict(notable if ruleset.policy_ignores_inert else outcomes, ruleset)
-    return Decision(facts, outcomes, policy, assumed, notable)
+    outlook = policy_for(ruleset).decide(outcomes, notable)
+    return Decision(facts, outcomes, outlook.entry, assumed, notable, outlook)
 
 
 def decide(
@@ -104,7 +141,7 @@ def decide(
     ruleset: Ruleset,
     evaluator: Evaluator,
     *,
-    site: Mapping[str, Scalar] | None = None,
+    site: Mapping[str, SiteValue] | None = None,
     source: str = "<case>",
 ) -> Decision:
     """Constraints, derived attributes, every rule's outcome and the verdict of one case."""
@@ -129,7 +166,7 @@ def screen_values(
     ruleset: Ruleset,
     evaluator: Evaluator,
     *,
-    site: Mapping[str, Scalar] | None = None,
+    site: Mapping[str, SiteValue] | None = None,
     source: str = "<case>",
 ) -> Screening:
     """Screen one validated case (known values only, case_id excluded)."""
@@ -145,6 +182,8 @@ def screening_of(case_id: str, decision: Decision, ruleset: Ruleset) -> Screenin
         decision.policy,
         decision.assumed,
     )
+    assessment = policy_for(ruleset).assess(decision.outlook, decision.notable)
+    changing = {o.rule_id for o in assessment.changing}
     findings: list[Finding] = []
     conditional: list[ConditionalFinding] = []
     not_evaluable: list[NotEvaluable] = []
@@ -167,6 +206,7 @@ def screening_of(case_id: str, decision: Decision, ruleset: Ruleset) -> Screenin
                     name=rule.meta.name,
                     severity=rule.meta.severity,
                     missing=list(outcome.missing),
+                    can_change_verdict=rule.id in changing,
                 )
             )
     order = ruleset.report_order
@@ -182,6 +222,9 @@ def screening_of(case_id: str, decision: Decision, ruleset: Ruleset) -> Screenin
         assumed=assumed,
         ruleset=ruleset.stamp,
         tool_version=__version__,
+        possible_verdicts=list(assessment.possible),
+        possible_verdicts_exact=assessment.exact,
+        next_questions=list(assessment.next_questions),
     )
     return Screening(result=result, outcomes=outcomes)
 

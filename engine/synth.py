@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
+from engine.errors import UsageError
 
 CHUNK_ROWS = 50_000
 FORMATS = ("csv", "jsonl", "parquet")
@@ -819,6 +820,10 @@ def _generate(seed: int, index: int, size: int, missing: float) -> _Cols:
             "mis_tlif": 0.15,
         },
     )
+    # no MIS TLIF in the cervical spine (CON-004): fixed after the draws, which stay as they were
+    technique[cervical & (technique == _code("mis_technique", "mis_tlif"))] = _code(
+        "mis_technique", "other"
+    )
     g.enum(
         "mis_technique", technique, g.chance(np.where(is_proc["vertebral_augmentation"], 0.9, 0.75))
     )
@@ -1041,12 +1046,19 @@ def _write_parquet(path: Path, chunks: Iterator[_Cols]) -> None:
             writer.write_table(_arrow_table(cols, schema))
 
 
+class CohortFormatError(UsageError, ValueError):
+    """An output name whose format cannot be told (a user error, and a ValueError as before)."""
+
+
 def cohort_format(path: Path, format: str | None = None) -> str:
     """The output format: the one given, else from the extension (.csv, .jsonl, .parquet)."""
     chosen = format if format is not None else path.suffix.lower().lstrip(".")
     chosen = {"ndjson": "jsonl", "pq": "parquet"}.get(chosen, chosen)
     if chosen not in FORMATS:
-        raise ValueError(f"{path}: cannot tell the cohort format; use one of {', '.join(FORMATS)}")
+        raise CohortFormatError(
+            f"{path}: cannot tell the cohort format from the extension; "
+            f"use one of {', '.join('.' + f for f in FORMATS)}"
+        )
     return chosen
 
 

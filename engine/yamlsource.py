@@ -12,6 +12,7 @@ try:  # the C loader is much faster when PyYAML was built with libyaml
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
+
 Path_ = tuple[str | int, ...]
 
 
@@ -47,16 +48,52 @@ class YamlDocument:
 
 
 class YamlError(Exception):
-    """Text that is not valid YAML; message names the line."""
+    """Text that is not valid YAML (or gives a key twice); message names the line."""
 
     def __init__(self, message: str, line: int | None) -> None:
         super().__init__(message)
         self.line = line
 
 
+class DuplicateKeyError(YamlError):
+    """A mapping that gives one key twice: YAML and JSON would keep the last value silently."""
+
+    def __init__(self, key: object, line: int | None, first: int | None = None) -> None:
+        earlier = f" (first on line {first})" if first else ""
+        super().__init__(f"key '{key}' is given more than once{earlier}", line)
+        self.key, self.first = key, first
+
+
+class _UniqueKeyLoader(_Loader):
+    """The safe loader, refusing a key given twice in one mapping (a red flag `true` followed by
+    `false` must not silently become false). Merge keys (`<<`) may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the constructor below reports it
+                continue
+            if first is not None:
+                raise DuplicateKeyError(key, line, first)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document with the safe loader (key lines are found only if asked for)."""
-    loader = _Loader(text)
+    """Parse one YAML document with the safe loader (key lines are found only if asked for).
+
+    A key given twice in one mapping raises DuplicateKeyError (with its line).
+    """
+    loader = _UniqueKeyLoader(text)
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from engine.dictionary import SETTING_FIELDS
 from engine.io.cases import validate_case
 from engine.screen import screen_values
 from tests.conftest import EVALUATORS, ROOT, RULESET
@@ -472,7 +473,7 @@ def test_rule_counts_match_every_outcome_counted_by_hand(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The workers count only each case's notable outcomes and add the baselines per chunk;
-    the summary must equal counting all 65 outcomes of every case (reference evaluator)."""
+    the summary must equal counting every rule's outcome of every case (reference evaluator)."""
     import csv
     from collections import Counter
 
@@ -500,7 +501,7 @@ def test_rule_counts_match_every_outcome_counted_by_hand(
             by_hand.update((o.rule_id, o.status.value) for o in decision.outcomes)
     assert (
         sum(by_hand.values())
-        == 65 * json.loads(summary.read_text())["reconciliation"]["rows_screened"]
+        == len(RULESET.rules) * json.loads(summary.read_text())["reconciliation"]["rows_screened"]
     )
     assert counted == {key: by_hand[key] for key in counted}
 
@@ -541,6 +542,7 @@ def test_the_verdict_reads_every_outcome_when_the_policy_reads_baseline_statuses
         *altered.policy_triggers[1:],
     ]
     altered.__dict__.pop("policy_ignores_inert", None)
+    altered.__dict__.pop("_verdict_policy", None)  # engine.policy.policy_for's, built anew
     assert not altered.policy_ignores_inert
     case_id, values = read_case(str(ROOT / "cases" / "examples" / "disc-herniation-l4-l5.yaml"))
     facts, assumed = prepare(case_id, values, RULESET)
@@ -639,28 +641,34 @@ def test_a_case_id_with_a_newline_is_rejected_and_the_summary_still_written(tmp_
 def test_fields_blocking_a_verdict_are_counted_alike_for_every_output_format(
     tmp_path: Path,
 ) -> None:
-    """blocks_verdict counts, per field, the insufficient_data cases in which a red-flag or
-    major rule could not be evaluated for want of it: the same from full results (JSONL) as
-    from flattened rows (CSV), and as counted by hand from the results."""
+    """blocks_verdict counts, per field, the insufficient_data cases in which a rule whose answer
+    can change the verdict could not be evaluated for want of it: the same from full results
+    (JSONL) as from flattened rows (CSV), and as counted by hand from the results; so is
+    insufficient_only_site (every verdict-changing question a site setting)."""
     source = ROOT / "cases" / "cohort" / "synthetic-500.csv"
     blocks = {}
+    only_site = {}
     for fmt in ("jsonl", "csv"):
         summary = tmp_path / f"{fmt}.json"
         out = tmp_path / f"o.{fmt}"
         batch(str(source), "--out", str(out), "--summary", str(summary), "--workers", "1")
         report = json.loads(summary.read_text())
         blocks[fmt] = {m["field"]: m["blocks_verdict"] for m in report["missingness"]}
+        only_site[fmt] = report["insufficient_only_site"]
     by_hand: dict[str, int] = {}
+    site_by_hand = 0
     for line in (tmp_path / "o.jsonl").read_text().splitlines():
         result = json.loads(line)
         if result["verdict"] == "insufficient_data":
-            for field in {
-                m
-                for n in result["not_evaluable"]
-                if n["severity"] in ("red_flag", "major")
-                for m in n["missing"]
-            }:
+            changing = {
+                m for n in result["not_evaluable"] if n["can_change_verdict"] for m in n["missing"]
+            }
+            assert changing == set(result["next_questions"])
+            for field in changing:
                 by_hand[field] = by_hand.get(field, 0) + 1
+            site_by_hand += changing <= set(SETTING_FIELDS)
     assert blocks["jsonl"] == blocks["csv"]
     assert {f: n for f, n in blocks["csv"].items() if n} == by_hand
+    assert only_site["jsonl"] == only_site["csv"] == site_by_hand
+    assert site_by_hand  # the cohort has cases that only a site profile leaves open
     assert by_hand  # the synthetic cohort has insufficient_data cases

@@ -30,7 +30,11 @@ CONTRACT_KEYS = [
     "ruleset",
     "tool_version",
     "disclaimer",
+    "possible_verdicts",
+    "possible_verdicts_exact",
+    "next_questions",
 ]
+NOT_EVALUABLE_KEYS = ["rule_id", "name", "severity", "missing", "can_change_verdict"]
 FINDING_KEYS = [
     "rule_id",
     "name",
@@ -75,8 +79,13 @@ def test_json_output_follows_the_contract(example: Path, result_schema: dict[str
         assert list(item)[: len(FINDING_KEYS)] == FINDING_KEYS
         assert "scope" in item
     for item in result["not_evaluable"]:
-        assert {"rule_id", "severity", "missing"} <= set(item)
+        assert list(item) == NOT_EVALUABLE_KEYS
         assert item["missing"]
+    changing = [i for i in result["not_evaluable"] if i["can_change_verdict"]]
+    assert set(result["next_questions"]) == {m for i in changing for m in i["missing"]}
+    assert result["possible_verdicts"], "a settled case still has its own verdict"
+    if result["verdict"] in ("worth_discussing", "discuss_with_caution"):
+        assert result["possible_verdicts"] == [result["verdict"]]
     assert set(result["ruleset"]) == {"name", "version", "sha256"}
     assert "never" in result["disclaimer"] or "not" in result["disclaimer"]
 

@@ -119,6 +119,142 @@ def test_constraints_chain_whatever_their_order_in_the_file(tmp_path: Path) -> N
         ("mis_technique", "vertebral_augmentation", "CON-002"),
         ("herniation_calcified", False, "CON-900"),
         ("herniation_migrated", False, "CON-901"),
+        ("herniation_migration_grade", "none", "CON-008"),  # and on into the real rule base
     ]
     untouched = build_facts({"planned_procedure": "discectomy"}, ruleset)
     assert "herniation_calcified" not in untouched.values
+
+
+# --- issue 21: anatomy and contradictions (CON-003 .. CON-010) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("level", "region"),
+    [
+        ("C1-C2", "cervical"),
+        ("C6-C7", "cervical"),
+        ("T1-T2", "thoracic"),
+        ("T11-T12", "thoracic"),
+        ("L1-L2", "lumbar"),
+        ("L5-S1", "lumbar"),
+    ],
+)
+def test_the_region_is_inferred_from_the_level(level: str, region: str) -> None:
+    facts = build_facts({"lowest_level": level}, RULESET)
+    assert facts.values["region"] == region
+    assert Inferred(field="region", value=region, constraint="CON-003") in facts.inferred
+
+
+@pytest.mark.parametrize(
+    ("level", "regions"),
+    [("C7-T1", {"cervical", "thoracic"}), ("T12-L1", {"thoracic", "lumbar"})],
+)
+def test_a_junction_leaves_both_neighbouring_regions(level: str, regions: set[str]) -> None:
+    facts = build_facts({"lowest_level": level}, RULESET)
+    assert "region" not in facts.values
+    assert facts.possible["region"] == regions
+    for region in regions:  # either neighbour is consistent with the junction
+        assert build_facts({"lowest_level": level, "region": region}, RULESET).values["region"]
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"region": "cervical", "lowest_level": "L4-L5"}, ["cervical", "lowest_level is L4-L5"]),
+        ({"region": "lumbar", "lowest_level": "C5-C6"}, ["lumbar", "lowest_level is C5-C6"]),
+        ({"region": "lumbar", "lowest_level": "C7-T1"}, ["lumbar", "lowest_level is C7-T1"]),
+        ({"region": "cervical", "lowest_level": "T12-L1"}, ["cervical", "lowest_level is T12-L1"]),
+        ({"region": "cervical", "mis_technique": "llif"}, ["llif", "region is cervical"]),
+        (
+            {"lowest_level": "C5-C6", "mis_technique": "mis_tlif"},
+            ["mis_tlif", "region is cervical"],
+        ),
+        (
+            {"sex": "male", "gestational_age_weeks": 20},
+            ["sex is male", "gestational_age_weeks is 20"],
+        ),
+        ({"pregnant": False, "gestational_age_weeks": 8}, ["false", "gestational_age_weeks is 8"]),
+        (
+            {"sex": "female", "age_years": 70, "gestational_age_weeks": 12},
+            ["age_years is 70", "gestational_age_weeks is 12"],
+        ),
+        (
+            {"intradural_pathology": False, "intradural_ventral": True},
+            ["false", "intradural_ventral is true"],
+        ),
+        (
+            {"herniation_migrated": False, "herniation_migration_grade": "high"},
+            ["high", "herniation_migrated is false"],
+        ),
+        (
+            {"herniation_migrated": True, "herniation_migration_grade": "none"},
+            ["none", "herniation_migrated is true"],
+        ),
+        (
+            {"slic_neuro": "intact", "slic_cord_compression": True},
+            ["true", "slic_neuro is intact"],
+        ),
+    ],
+    ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else "",
+)
+def test_a_case_that_contradicts_itself_is_refused_naming_both_facts(
+    values: dict[str, object], named: list[str]
+) -> None:
+    with pytest.raises(InconsistentInput) as info:
+        build_facts(values, RULESET)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message
+    for fact in named:
+        assert fact in message
+
+
+@pytest.mark.parametrize("backend", ["durable", "reference"])
+def test_a_cervical_fusion_is_never_offered_tlif_or_llif_considerations(
+    backend: str, evaluators: dict[str, Evaluator]
+) -> None:
+    screening = screen(
+        {"planned_procedure": "fusion", "lowest_level": "C5-C6", "diagnosis": "spinal_stenosis"},
+        evaluators[backend],
+    )
+    scopes = " ".join(c.scope for c in screening.result.conditional)
+    assert 'mis_technique == "llif"' not in scopes
+    assert 'mis_technique == "mis_tlif"' not in scopes
+    for rule in ("ACC-008", "ACC-009", "CPX-001", "CPX-006", "BEN-001", "EVD-004"):
+        assert screening.outcome_of(rule).status is RuleStatus.not_applicable, (rule, scopes)
+
+
+def test_consistent_facts_are_inferred_not_refused() -> None:
+    facts = build_facts(
+        {
+            "sex": "female",
+            "age_years": 30,
+            "gestational_age_weeks": 20,
+            "intradural_ventral": True,
+            "herniation_migrated": False,
+            "slic_neuro": "intact",
+        },
+        RULESET,
+    )
+    assert facts.values["pregnant"] is True
+    assert facts.values["intradural_pathology"] is True
+    assert facts.values["herniation_migration_grade"] == "none"
+    assert facts.values["slic_cord_compression"] is False
+    migrated = build_facts({"herniation_migration_grade": "low"}, RULESET)
+    assert migrated.values["herniation_migrated"] is True
+    open_grade = build_facts({"herniation_migrated": True}, RULESET)
+    assert open_grade.possible["herniation_migration_grade"] == {"low", "high"}
+    no_lesion = build_facts({"intradural_pathology": False}, RULESET)
+    assert no_lesion.values["intradural_ventral"] is False
+
+
+def test_a_contradictory_case_file_is_an_input_error_on_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    case = tmp_path / "case.yaml"
+    case.write_text("case_id: C-1\nregion: cervical\nlowest_level: L4-L5\n")
+    result = CliRunner().invoke(app, ["screen", str(case)])
+    assert result.exit_code == 2
+    assert "region" in result.output
+    assert "lowest_level is L4-L5" in result.output

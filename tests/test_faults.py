@@ -357,9 +357,8 @@ def test_a_signalled_batch_stops_cleanly_mid_run(
     else:
         os.kill(process.pid, signum)
     _, err = process.communicate(timeout=RUN_TIMEOUT_S)
-    assert process.returncode == 128 + signum
-    line = _one_error_line(err)
-    assert signal.Signals(signum).name in line
+    assert process.returncode == 128 + signum, err
+    assert _one_error_line(err) == "error: interrupted"
     _no_process_left(process.pid, pids)
     _previous_intact(folder)
 
@@ -401,7 +400,7 @@ def test_ctrl_c_at_start_up_is_one_line_and_leaves_nothing(
             process.kill()
             process.communicate()
     assert process.returncode == 130, err
-    assert "SIGINT" in _one_error_line(err)
+    assert _one_error_line(err) == "error: interrupted"
     _no_process_left(process.pid, set())
     _previous_intact(folder)
 

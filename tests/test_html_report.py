@@ -70,7 +70,11 @@ def build_summary() -> BatchSummary:
             duration_s=41.7,
             workers=4,
             executor="process",
-            site={"mis_equipment_available": True, "navigation_available": False},
+            site={
+                "mis_equipment_available": True,
+                "navigation_available": False,
+                "surgeon_mis_cases": {"mis_tlif": 80, "endoscopic_discectomy": 5},
+            },
         ),
         reconciliation=Reconciliation(
             rows_read=1000, rows_screened=988, rows_rejected=12, balanced=True
@@ -192,6 +196,7 @@ def build_summary() -> BatchSummary:
         duplicates=[Duplicate(case_id="S-0193", rows=[18, 1842])],
         ignored_columns=["mrn_hash"],
         disclaimer=DISCLAIMER,
+        insufficient_only_site=57,
     )
 
 
@@ -301,6 +306,7 @@ def assert_summary_numbers(found: dict[str, str], summary: BatchSummary) -> None
         expected[f"duplicate-{i}-rows"] = ", ".join(str(row) for row in dup.rows)
     for i, column in enumerate(summary.ignored_columns):
         expected[f"ignored-{i}"] = column
+    expected["insufficient-only-site-count"] = str(summary.insufficient_only_site)
     actual = {key: found.get(key) for key in expected}
     assert actual == expected
 
@@ -339,6 +345,10 @@ def test_html_is_identical_in_another_process(
 
 def test_every_summary_number_is_in_the_element_with_its_id(page: str) -> None:
     assert_summary_numbers(text_by_id(page), build_summary())
+
+
+def test_per_technique_site_setting_is_shown_by_technique(page: str) -> None:
+    assert "mis_tlif 80, endoscopic_discectomy 5" in page
 
 
 def test_verdict_percentages_are_of_screened_rows(page: str) -> None:

@@ -1,9 +1,11 @@
 """Only what applies is asked: sparse clinic-style cases stay decidable (issue: rule base, item 8).
 
 Each case has what a clinic records for everyone (age, sex, BMI, diagnosis, region, levels, lowest
-level, planned procedure, the red-flag booleans), a site profile, and only the fields its
-diagnosis genuinely needs. None may end insufficient_data, and no conditional consideration may
-name a technique that the planned procedure rules out.
+level, planned procedure, the red-flag booleans, whether the level was operated on before), a site
+profile, and only the fields its diagnosis genuinely needs (a fusion: the pelvic incidence and
+lumbar lordosis, since a caution on their mismatch can change the verdict). None may end
+insufficient_data, and no conditional consideration may name a technique that the planned
+procedure rules out.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ EVERYONE = {
     "cauda_equina_syndrome": False,
     "progressive_neuro_deficit": False,
     "myelopathy": False,
+    # revision surgery is a caution (ACC-015) that can change the verdict: asked of everyone
+    "prior_surgery_same_level": False,
 }
+FUSION = {"pelvic_incidence_deg": 50, "lumbar_lordosis_deg": 45}  # ACC-004, a caution
 TECHNIQUES_FOR = {
     c_when.rhs.value: allowed  # type: ignore[attr-defined]
     for constraint in RULESET.constraints
@@ -117,6 +122,8 @@ def sparse_case(diagnosis: str, procedure: str, sex: str) -> dict[str, Any]:
         "planned_procedure": procedure,
         **EVERYONE,
     }
+    if procedure == "fusion":
+        case.update(FUSION)
     case.update(extra)
     if diagnosis == "fracture" and procedure == "vertebral_augmentation":
         case.update(
@@ -140,9 +147,7 @@ def test_sparse_case_is_decidable_and_asks_only_what_applies(
 ) -> None:
     values = sparse_case(diagnosis, procedure, sex)
     result = screen_values("SPARSE", values, RULESET, evaluators[backend], site=SITE).result
-    blocking = [
-        (n.rule_id, n.missing) for n in result.not_evaluable if n.severity in ("major", "red_flag")
-    ]
+    blocking = [(n.rule_id, n.missing) for n in result.not_evaluable if n.can_change_verdict]
     assert result.verdict is not Verdict.insufficient_data, blocking
     allowed = TECHNIQUES_FOR.get(procedure)
     if allowed is not None:

@@ -41,12 +41,11 @@ from engine.batch.worker import (
     screen_chunk,
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
-from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
 from engine.errors import UserError
 from engine.evaluate.durable import DurableEvaluator
-from engine.io.deid import check_deidentified
+from engine.io.columns import column_problems
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
-from engine.models import DISCLAIMER, RuleStatus, Scalar, Verdict
+from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 
 
@@ -69,7 +68,7 @@ class BatchOptions:
     rules_dir: str
     errors: str | None = None
     workers: int = 1
-    site: dict[str, Scalar] = field(default_factory=dict)
+    site: SiteProfile = field(default_factory=dict)
     input_format: InputFormat | None = None
     allow_columns: frozenset[str] = frozenset()
     ignore_unknown_columns: bool = False
@@ -89,36 +88,14 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     problems: list[str] = []
     ignored: set[str] = set()
     for reader in readers:
-        columns = reader.columns
-        repeated = sorted({c for c in columns if columns.count(c) > 1})
-        if repeated:
-            problems.append(f"{reader.source}: columns named more than once: {', '.join(repeated)}")
-        if "case_id" not in columns:
-            problems.append(f"{reader.source}: no case_id column; every row needs an anonymised id")
-        derived = [c for c in columns if c in DERIVED_FIELDS]
-        for column in derived:
-            problems.append(
-                f"{reader.source}: column '{column}' is a derived attribute computed by the "
-                "rules; remove it from the input"
-            )
-        findings = check_deidentified(columns, reader.sample(), options.allow_columns)
-        for finding in findings:
-            problems.append(
-                f"{reader.source}: column '{finding.column}' looks like a direct identifier "
-                f"({finding.kind}): {finding.reason}; remove it, or pass --allow-column "
-                f"{finding.column} if it is not one"
-            )
-        flagged = {f.column for f in findings}
-        unknown = [
-            c
-            for c in columns
-            if c not in INPUT_FIELDS and c not in DERIVED_FIELDS and c not in flagged
-        ]
-        if unknown and not options.ignore_unknown_columns:
-            problems.append(
-                f"{reader.source}: columns not in the data dictionary: {', '.join(unknown)}; "
-                "rename them, or pass --ignore-unknown-columns to skip them"
-            )
+        found, unknown = column_problems(
+            reader.source,
+            reader.columns,
+            reader.sample(),
+            options.allow_columns,
+            ignore_unknown=options.ignore_unknown_columns,
+        )
+        problems.extend(found)
         ignored.update(unknown)
     if problems:
         raise InputColumnsError(problems)
@@ -159,8 +136,10 @@ class Totals:
     missing: collections.Counter[str] = field(default_factory=collections.Counter)
     blocks: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected_by_field: collections.Counter[str] = field(default_factory=collections.Counter)
+    insufficient_only_site: int = 0
 
     def add(self, result: ChunkResult) -> None:
+        self.insufficient_only_site += result.insufficient_only_site
         self.rows += result.rows
         self.screened += result.screened
         self.rejected += result.rejected
@@ -383,6 +362,7 @@ def build_summary(
         duplicates=duplicates,
         ignored_columns=ignored,
         disclaimer=DISCLAIMER,
+        insufficient_only_site=totals.insufficient_only_site,
     )
 
 

@@ -1,4 +1,4 @@
-"""What a batch needs first, before anything heavy loads: the fork server, and signal handling.
+"""What a batch needs first, before anything heavy loads: the fork server.
 
 This module imports nothing heavy, so the CLI can use it before it loads pyarrow, the rules and
 the inputs.
@@ -14,10 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from types import FrameType
 
 # multiprocessing and ctypes are imported where used: every command imports this module first
 
@@ -26,7 +22,6 @@ PRELOAD_RULES_ENV = "MISS_SCREEN_PRELOAD_RULES"
 # the process that starts the fork server: the server dies with it (engine/batch/preload.py)
 PRELOAD_PARENT_ENV = "MISS_SCREEN_PRELOAD_PARENT"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def start_fork_server(rules_dir: str) -> None:
@@ -67,44 +62,3 @@ def die_with_parent(parent: int | None = None) -> None:
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != expected:
         os._exit(1)
-
-
-class Interrupted(BaseException):
-    """SIGINT (Ctrl-C), SIGTERM or SIGHUP, raised where the main thread is: every `finally`
-    runs, so workers stop and no temp file is left. Not an Exception: nothing swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-    @property
-    def message(self) -> str:
-        return f"interrupted by {signal.Signals(self.signum).name}; no partial output file is left"
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # as a shell reports a process ended by that signal
-
-
-_state = {"unwind": False}
-
-
-def handle_interrupts(*, unwind: bool) -> None:
-    """Make SIGINT, SIGTERM and SIGHUP end the program cleanly (from the main thread only).
-
-    Before `unwind` (the program still loading: nothing to clean up) the process prints one
-    line and exits at once; after, the signal raises Interrupted where the main thread is.
-    A signal the caller ignores (nohup) stays ignored.
-    """
-    _state["unwind"] = _state["unwind"] or unwind
-    for signum in INTERRUPTS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, _interrupted)
-
-
-def _interrupted(signum: int, frame: FrameType | None) -> None:
-    if _state["unwind"]:
-        raise Interrupted(signum)
-    sys.stderr.write(f"error: {Interrupted(signum).message}\n")
-    sys.stderr.flush()
-    os._exit(Interrupted(signum).exit_code)

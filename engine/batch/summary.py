@@ -35,7 +35,7 @@ class RunStamp(BaseModel):
     workers: int
     executor: str
     worker_restarts: int = 0  # pools restarted after a worker process died
-    site: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    site: dict[str, bool | int | float | str | dict[str, int]] = Field(default_factory=dict)
 
 
 class Reconciliation(BaseModel):
@@ -79,7 +79,7 @@ class FieldMissingness(BaseModel):
     field: str
     missing: int
     missing_pct: float
-    blocks_verdict: int  # insufficient_data rows where a red_flag/major rule names this field
+    blocks_verdict: int  # insufficient_data rows where a rule that can change the verdict needs it
 
 
 class Duplicate(BaseModel):
@@ -102,3 +102,6 @@ class BatchSummary(BaseModel):
     duplicates: list[Duplicate]
     ignored_columns: list[str]
     disclaimer: str
+    # insufficient_data rows whose every verdict-changing question is a site setting
+    # (surgeon_mis_cases, navigation_available, mis_equipment_available): --site settles them
+    insufficient_only_site: int = 0

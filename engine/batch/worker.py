@@ -33,14 +33,15 @@ import pyarrow as pa
 
 from engine.batch.startup import die_with_parent
 from engine.derive import Facts
-from engine.dictionary import INPUT_FIELDS
+from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
 from engine.evaluate.durable import DurableEvaluator
 from engine.io.cases import validate_case
 from engine.io.columnar import Validated, validate_batch
-from engine.io.deid import identifier_kinds
+from engine.io.deid import case_id_identifier_kinds, identifier_kinds
 from engine.io.tables import Chunk, Row, RowProblem
-from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, Verdict
+from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
+from engine.policy import policy_for
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
 from engine.screen import (
@@ -72,7 +73,7 @@ FLAT_COLUMNS = (
     "missing_fields",
 )
 FLAT_SCHEMA = pa.schema([(name, pa.string()) for name in FLAT_COLUMNS])
-BLOCKING = (Severity.red_flag.value, Severity.major.value)
+SETTINGS = frozenset(SETTING_FIELDS)
 SEVERITIES = tuple(s.value for s in Severity)
 # enum members as plain names: the hot loops below compare every outcome of every case
 FIRED, CONDITIONAL, NOT_EVALUABLE = (
@@ -96,7 +97,7 @@ class OutputFormat(StrEnum):
 class WorkerConfig:
     rules_dir: str
     ruleset_sha256: str  # the rules the parent loaded and stamped: a worker screens with these
-    site: dict[str, Scalar]
+    site: SiteProfile
     output_format: OutputFormat
     ignored_columns: frozenset[str]
     in_process: bool = False
@@ -118,6 +119,7 @@ class ChunkResult:
     missing: Counter[str] = field(default_factory=Counter)
     blocks: Counter[str] = field(default_factory=Counter)
     rejected_by_field: Counter[str] = field(default_factory=Counter)
+    insufficient_only_site: int = 0  # insufficient_data only for want of site settings
     # one line per valid case_id: "hash\tsource\trow\tcase_id\n" (see run.DuplicateFinder);
     # formatted here, in parallel, rather than by the parent that reads and writes for all
     id_lines: list[str] = field(default_factory=list)
@@ -129,6 +131,7 @@ class ChunkResult:
         self.rows += other.rows
         self.screened += other.screened
         self.rejected += other.rejected
+        self.insufficient_only_site += other.insufficient_only_site
         for name in ("verdicts", "rule_status", "missing", "blocks", "rejected_by_field"):
             getattr(self, name).update(getattr(other, name))
 
@@ -297,8 +300,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if checked is not None:  # its case_id matched the pattern in the batch check
             case_id: str | None = checked[0]
         else:
-            given = raw.get("case_id")
-            case_id = given if isinstance(given, str) and CASE_ID.fullmatch(given) else None
+            case_id = listed_case_id(raw.get("case_id"))
         if case_id:
             result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
             if fault is not None and case_id == fault.partition("@")[0]:
@@ -351,6 +353,13 @@ def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:
     )
 
 
+def listed_case_id(given: object) -> str | None:
+    """The case_id as outputs may list it: a valid id not shaped like an identifier, else None."""
+    if not isinstance(given, str) or not CASE_ID.fullmatch(given):
+        return None
+    return None if case_id_identifier_kinds(given) else given
+
+
 def reject(
     result: ChunkResult,
     source: str,
@@ -360,8 +369,10 @@ def reject(
 ) -> None:
     """Count a rejected row and keep one error record per problem.
 
-    A value that looks like a direct identifier (rows past the guard's sample) is withheld.
+    A value that looks like a direct identifier (rows past the guard's sample) is withheld,
+    and so is a case_id that is not a valid, anonymised-looking id.
     """
+    case_id = listed_case_id(case_id)
     result.rejected += 1
     for field_name, given, message in problems:
         value, reason = given, message
@@ -412,9 +423,16 @@ def record(
     result.verdicts[verdict.value] += 1
     result.rule_status.update(map(_RULE_STATUS, decision.notable))  # StrEnum: equal to value
     present.update(values.keys())
-    row, blocking = _flat_row(case_id, verdict, decision.notable, ruleset)
-    if verdict is INSUFFICIENT_DATA:
+    row = _flat_row(case_id, verdict, decision.notable, ruleset)
+    if verdict is INSUFFICIENT_DATA:  # the fields whose answer can change the verdict
+        blocking = {
+            name
+            for outcome in policy_for(ruleset).changing(decision.outlook, decision.notable)
+            for name in outcome.missing
+        }
         result.blocks.update(blocking)
+        if blocking and blocking <= SETTINGS:
+            result.insufficient_only_site += 1
     result.records.append(row if screening is None else screening.result.model_dump_json())
 
 
@@ -436,13 +454,13 @@ def flatten(
     case_id: str, verdict: Verdict, outcomes: list[RuleOutcome], ruleset: Ruleset
 ) -> tuple[str, ...]:
     """The CSV/Parquet row of a case (columns: FLAT_COLUMNS), straight from its outcomes."""
-    return _flat_row(case_id, verdict, notable_outcomes(outcomes, ruleset), ruleset)[0]
+    return _flat_row(case_id, verdict, notable_outcomes(outcomes, ruleset), ruleset)
 
 
 def _flat_row(
     case_id: str, verdict: Verdict, notable: list[RuleOutcome], ruleset: Ruleset
-) -> tuple[tuple[str, ...], set[str]]:
-    """The flattened row, and the missing fields of not-evaluable red-flag and major rules.
+) -> tuple[str, ...]:
+    """The flattened row of a case.
 
     `notable`: the case's outcomes in report order, every fired, conditional and
     not-evaluable one among them (screen.notable_outcomes).
@@ -452,7 +470,6 @@ def _flat_row(
     conditional: list[str] = []
     not_evaluable: list[str] = []
     missing: set[str] = set()
-    blocking: set[str] = set()
     for outcome in notable:
         status = outcome.status
         if status is FIRED:
@@ -462,8 +479,6 @@ def _flat_row(
         elif status is NOT_EVALUABLE:
             not_evaluable.append(outcome.rule_id)
             missing.update(outcome.missing)
-            if severity_of[outcome.rule_id] in BLOCKING:
-                blocking.update(outcome.missing)
     row = (
         case_id,
         verdict.value,
@@ -475,4 +490,4 @@ def _flat_row(
         ";".join(not_evaluable),
         ";".join(sorted(missing)),
     )
-    return row, blocking
+    return row

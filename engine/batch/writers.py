@@ -45,6 +45,19 @@ class OutputError(UserError):
         super().__init__(f"cannot write {target}: {reason}; no new output was kept")
 
 
+# a cell a spreadsheet would evaluate as a formula (OWASP "CSV injection"): = + - @ tab CR
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(row: tuple[str, ...]) -> tuple[str, ...]:
+    """A CSV row whose cells no spreadsheet evaluates: a case_id that starts like a formula gets
+    a leading apostrophe (-2-3 is written '-2-3), as OWASP advises. The other cells are verdicts,
+    rule ids and field names, which never do."""
+    if not row[0].startswith(FORMULA_START):
+        return row
+    return ("'" + row[0], *row[1:])
+
+
 class AtomicPath:
     """A file written where its target will be, named only by `commit`, removed by `abort`."""
 
@@ -264,7 +277,7 @@ class ResultWriter:
                 assert self._stream is not None  # noqa: S101  # set for text formats
                 self._stream.write("".join(f"{line}\n" for line in records))
             elif self.format is OutputFormat.csv:
-                self._csv.writerows(records)
+                self._csv.writerows(map(spreadsheet_safe, records))
             else:
                 self._pending.extend(records)
                 self._pending_rows += sum(batch.num_rows for batch in records)

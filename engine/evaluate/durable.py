@@ -30,6 +30,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import durable_rules_engine as dre
@@ -42,7 +43,14 @@ from engine.evaluate.base import (
     explained_outcome,
 )
 from engine.evaluate.conjunctions import Key, alternatives, whole
-from engine.evaluate.network import Node, add_pattern, alpha_key, limit_problems, stack_bound
+from engine.evaluate.network import (
+    CHILD_LIMIT,
+    Node,
+    add_pattern,
+    alpha_key,
+    limit_problems,
+    stack_bound,
+)
 from engine.models import RuleOutcome, RuleStatus, Scalar, settled_outcome
 from engine.rules.condition import (
     NEGATED_OP,
@@ -59,6 +67,7 @@ from engine.rules.condition import (
     Truth,
     fields_of,
 )
+from engine.rules.loader import read_yaml_file
 from engine.rules.ruleset import Ruleset
 
 # durable-rules' alpha-node stack holds 64 entries (MAX_STACK_SIZE); keep a margin.
@@ -70,6 +79,7 @@ MAX_ALTERNATIVES = 256
 # 32 per pattern and every $and/$or takes two; one $and is the guard and group test around it
 MAX_PATTERN_OPERATORS = 14
 MAX_ACTIONS = 4000  # durable-rules rules per ruleset: rete.c MAX_ACTIONS is 4096
+MAX_RULESETS = 8  # the layout search stops here: a rule base needing more is refused
 SID = "0"
 # cases asserted together in one call (each in its own slot, with the slot number as its id), and
 # matches of one conjunction delivered in one action (`cap`): one action per conjunction per
@@ -84,6 +94,15 @@ GUARD = {"kind": "case"}
 
 class EngineError(Exception):
     """durable-rules refused something it should not have: a bug in miss-screen."""
+
+
+class LayoutError(EngineError):
+    """No layout of the conjunctions fits durable-rules' limits; `rules` are the indices of
+    the rules to blame (those whose conjunctions fit no layout even alone, if any)."""
+
+    def __init__(self, message: str, rules: list[int]) -> None:
+        super().__init__(message)
+        self.rules = rules
 
 
 # --- compiling conditions to patterns ---------------------------------------------------------
@@ -469,12 +488,33 @@ def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tup
     return Layout([rules], [text], targets, groups, [stack_bound(root)]), root
 
 
+def _fits_alone(item: tuple[list[dict[str, Any]], Any], budget: int, tests: _Tests) -> bool:
+    """Whether one conjunction fits durable-rules' limits in a ruleset of its own."""
+    candidate, root = _grouped([item], 1, 0, tests)
+    return candidate.bounds[0] <= budget and not limit_problems(root)
+
+
 def layout(items: Conjunctions, budget: int = STACK_BUDGET) -> Layout:
-    """The fewest rulesets, and the fewest groups, whose worst-case stack stays within budget."""
+    """The fewest rulesets, and the fewest groups, whose worst-case stack stays within budget.
+
+    Bounded: at most MAX_RULESETS rulesets are tried, and when the first try fails, a
+    conjunction that fits no ruleset even alone (a list of 600 values, say) is named at once
+    rather than searched around.
+    """
     if not items:  # every rule folded to a constant: nothing for durable-rules to match
         return Layout(rulesets=[], texts=[], targets={}, groups=0, bounds=[])
     tests = _Tests()
-    for count in range(-(-len(items) // MAX_ACTIONS) or 1, len(items) + 1):
+    first = -(-len(items) // MAX_ACTIONS) or 1
+    for count in range(first, min(first + MAX_RULESETS, len(items) + 1)):
+        if count == first + 1:  # the first try failed: is some conjunction impossible anyway?
+            alone = [item for item in items if not _fits_alone(item, budget, tests)]
+            if alone:
+                raise LayoutError(
+                    "its condition makes a durable-rules pattern too wide (more than "
+                    f"{CHILD_LIMIT} alternatives under one test, or a match stack over {budget})"
+                    "; narrow the condition or split the rule",
+                    sorted({rule for _, targets in alone for rule, _ in targets}),
+                )
         share = -(-len(items) // count)
         chunks = [items[i : i + share] for i in range(0, len(items), share)]
         found: list[Layout] = []
@@ -495,7 +535,17 @@ def layout(items: Conjunctions, budget: int = STACK_BUDGET) -> Layout:
                 groups=max(part.groups for part in found),
                 bounds=[part.bounds[0] for part in found],
             )
-    raise EngineError(f"no layout keeps {len(items)} conjunctions within durable-rules' limits")
+    per_rule: dict[int, int] = {}
+    for _, targets in items:
+        for rule, _ in targets:
+            per_rule[rule] = per_rule.get(rule, 0) + 1
+    heaviest = sorted(per_rule, key=lambda rule: (-per_rule[rule], rule))[:5]
+    raise LayoutError(
+        f"the rules need {len(items)} durable-rules patterns, more than {MAX_RULESETS} rulesets "
+        "hold within durable-rules' limits; this rule is among those with the most patterns: "
+        "simplify its condition",
+        sorted(heaviest),
+    )
 
 
 # --- JSON as durable-rules' parser reads it ---------------------------------------------------
@@ -573,6 +623,63 @@ def fnv1a_32(text: str) -> int:
     for byte in text.encode():
         value = ((value ^ byte) * 16777619) & 0xFFFFFFFF
     return value
+
+
+def _when_line(path: str) -> int | None:
+    """The line of a rule file's `when:` key (errors only: it reads the file again)."""
+    try:
+        return read_yaml_file(Path(path)).line_of(("when",))
+    except RuleFileError:
+        return None
+
+
+def _blame(ruleset: Ruleset, indices: Sequence[int], message: str) -> RuleFileError:
+    """One RuleFileError per rule to blame, at its `when:` line."""
+    errors = [
+        RuleFileError(message, ruleset.rules[i].path, _when_line(ruleset.rules[i].path), "when")
+        for i in indices
+    ]
+    first, *rest = errors or [RuleFileError(message, ruleset.directory)]
+    first.extra = rest
+    return first
+
+
+def check_rule_attributes(ruleset: Ruleset, count: int) -> None:
+    """Refuse rules that need more attributes per fact than durable-rules holds (error 302),
+    naming the rule files that read the most of them: fields, and ruled-out flags (one per
+    set of values a rule tests on a field that constraints narrow)."""
+    limit = MAX_FACT_ATTRIBUTES - len(RESERVED_ATTRIBUTES)
+    if count <= limit:
+        return
+    reads: dict[int, int] = {}
+    for index, rule in enumerate(ruleset.rules):
+        compiler = PatternCompiler(ruleset.constrained_fields)
+        for cond in (rule.scope, rule.when):
+            if cond is not None:
+                compiler.kleene(cond)
+        flags = sum(len(sets) for sets in compiler.value_sets.values())
+        reads[index] = len(rule.fields) + flags
+    heaviest = sorted(reads, key=lambda i: (-reads[i], i))[:5]
+    raise _attribute_error(ruleset, heaviest, reads, count, limit)
+
+
+def _attribute_error(
+    ruleset: Ruleset, heaviest: list[int], reads: dict[int, int], count: int, limit: int
+) -> RuleFileError:
+    errors = [
+        RuleFileError(
+            f"the rules read {count} attributes per case (fields and ruled-out value sets), "
+            f"more than the {limit} durable-rules holds; this rule reads {reads[i]} of them "
+            "(among the most): test fewer distinct value sets or fields",
+            ruleset.rules[i].path,
+            _when_line(ruleset.rules[i].path),
+            "when",
+        )
+        for i in sorted(heaviest)
+    ]
+    first, *rest = errors
+    first.extra = rest
+    return first
 
 
 def check_attributes(attributes: list[str]) -> None:
@@ -669,7 +776,11 @@ class DurableEvaluator:
                 found = renamed[id(test)] = (test, rename(test, self.aliases, self.codes))
             return found[1]
 
-        self.layout = layout(conjunctions(ruleset, self.compiled, short))
+        check_rule_attributes(ruleset, len(self.aliases))
+        try:
+            self.layout = layout(conjunctions(ruleset, self.compiled, short))
+        except LayoutError as exc:
+            raise _blame(ruleset, exc.rules, str(exc)) from None
         check_attributes(list(self.aliases.values()))
         check_slot_ids(SLOTS)
         handles = _HANDLES.get(ruleset.sha256)

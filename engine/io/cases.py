@@ -6,7 +6,6 @@ import difflib
 import json
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,8 +18,16 @@ from engine.dictionary import (
     FieldType,
 )
 from engine.errors import CaseInputError, CaseProblem
-from engine.models import Case, Scalar
-from engine.yamlsource import YamlError, parse_yaml
+from engine.io.deid import (
+    case_id_identifier_kinds,
+    kind_words,
+    showable,
+    shown_case_id,
+    shown_name,
+    withheld_reason,
+)
+from engine.models import Case, Scalar, SiteProfile
+from engine.yamlsource import DuplicateKeyError, YamlError, parse_yaml
 
 MAX_CASE_BYTES = 1_000_000
 _PROBLEM_WORDS = {
@@ -74,12 +81,20 @@ def validate_case(
                 isinstance(value, str) and value == "" and key != "case_id"
             ):
                 clean[key] = value
-    case_id = raw.get("case_id") if isinstance(raw.get("case_id"), str) else None
     try:
         case = Case.model_validate(clean)
     except ValidationError as exc:
         problems.extend(_problem(err) for err in exc.errors())
+    else:
+        kinds = case_id_identifier_kinds(str(clean["case_id"]))
+        if kinds:  # a valid id in form, but shaped like a date or a phone number: not anonymised
+            message = (
+                f"looks like {kind_words(kinds)}, not an anonymised id (value withheld); "
+                "use a study code such as S-0193"
+            )
+            problems.append(CaseProblem("case_id", message))
     if problems:
+        case_id = shown_case_id(raw.get("case_id"))
         raise CaseInputError(source, problems, row=row, case_id=case_id)
     values = case.model_dump(exclude_none=True)
     return values.pop("case_id"), values
@@ -96,7 +111,10 @@ def _problem(err: Any) -> CaseProblem:
             )
         close = difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        return CaseProblem(None, f"unknown field '{name}'{hint}")
+        shown = shown_name(name, INPUT_FIELDS)
+        if shown is None:
+            return CaseProblem(None, f"unknown field (name withheld: it may be data){hint}")
+        return CaseProblem(None, f"unknown field '{shown}'{hint}")
     if err["type"] == "missing":
         return CaseProblem(name, "is required")
     spec = FIELDS_BY_NAME.get(name or "")
@@ -105,15 +123,26 @@ def _problem(err: Any) -> CaseProblem:
         words = _TYPE_WORDS.get(spec.type, words)
     expected = f"; expected {spec.expected()}" if spec else ""
     hint = ""
-    if spec is not None and spec.values and isinstance(value, str):
+    if spec is not None and spec.values and isinstance(value, str) and len(value) <= 100:
         close = difflib.get_close_matches(value.lower(), list(spec.values), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return CaseProblem(name, f"{_show(value)} {words}{expected}{hint}", value)
+    shown = _show(value, name, spec.values if spec else ())
+    if shown is None:  # the row is still refused: field and reason named, value withheld
+        return CaseProblem(
+            name, f"the value given {words}{expected}{hint} ({withheld_reason(value)})"
+        )
+    return CaseProblem(name, f"{shown} {words}{expected}{hint}", value)
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, name: str | None, choices: tuple[str, ...]) -> str | None:
+    """The value as an error shows it, or None when it might identify someone."""
+    if name == "case_id":
+        shown_id = shown_case_id(value)
+        return f"'{shown_id}'" if shown_id is not None else None
+    if not showable(value, choices):
+        return None
     if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
+        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -122,8 +151,12 @@ def _show(value: Any) -> str:
 def read_text(path: str, what: str = "case") -> str:
     """Read a file (or stdin for '-') as UTF-8 text, refusing binary, huge and empty input."""
     source = "<stdin>" if path == "-" else path
-    try:
-        raw = sys.stdin.buffer.read(MAX_CASE_BYTES + 1) if path == "-" else Path(path).read_bytes()
+    try:  # never more than the limit: /dev/zero or a huge file must not fill the memory
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_CASE_BYTES + 1)
+        else:
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_CASE_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise CaseInputError(
@@ -131,6 +164,11 @@ def read_text(path: str, what: str = "case") -> str:
         ) from None
     if len(raw) > MAX_CASE_BYTES:
         raise CaseInputError(source, [CaseProblem(None, f"{what} file is larger than 1 MB")])
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CaseInputError(
+            source,
+            [CaseProblem(None, f"{what} file is not UTF-8 text (it is UTF-16); save it as UTF-8")],
+        )
     if b"\x00" in raw:
         raise CaseInputError(
             source, [CaseProblem(None, f"{what} file is binary, not YAML or JSON")]
@@ -149,7 +187,18 @@ def read_text(path: str, what: str = "case") -> str:
 def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
     """Parse YAML or JSON text that must hold one mapping of field names to values."""
     try:
-        data = json.loads(text) if source.endswith(".json") else parse_yaml(text).data
+        if source.endswith(".json"):
+            data = json.loads(text, object_pairs_hook=unique_keys)
+        else:
+            data = parse_yaml(text).data
+    except DuplicateKeyError as exc:
+        key = shown_name(exc.key, INPUT_FIELDS)
+        named = f"'{key}'" if key is not None else "(name withheld)"
+        line = f" at line {exc.line}" if exc.line else ""
+        problem = CaseProblem(
+            None, f"key {named} is given more than once{line}; give each field once"
+        )
+        raise CaseInputError(source, [problem]) from None
     except json.JSONDecodeError as exc:
         problem = CaseProblem(None, f"malformed JSON at line {exc.lineno}: {exc.msg}")
         raise CaseInputError(source, [problem]) from None
@@ -166,6 +215,18 @@ def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
     return data
 
 
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a key given twice is an error, never silently the last value."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key, None)
+            seen.add(key)
+    return found
+
+
 def read_case(path: str) -> tuple[str, dict[str, Scalar]]:
     """Read and validate one case file (YAML or JSON), or stdin for '-'."""
     source = "<stdin>" if path == "-" else path
@@ -178,7 +239,9 @@ def parse_set_options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name.strip():
-            problem = CaseProblem(None, f"--set expects FIELD=VALUE, got {pair!r}")
+            shown = shown_name(pair.strip(), INPUT_FIELDS)
+            got = f", got {shown!r}" if shown is not None else ""
+            problem = CaseProblem(None, f"--set expects FIELD=VALUE{got}")
             raise CaseInputError("--set", [problem])
         try:
             value = parse_yaml(text).data if text.strip() else None
@@ -189,14 +252,21 @@ def parse_set_options(pairs: list[str]) -> dict[str, Any]:
     return raw
 
 
-def read_site(path: str) -> dict[str, Scalar]:
-    """Read a site profile: setting fields applied to every case that lacks them."""
+PER_TECHNIQUE_SETTINGS = ("surgeon_mis_cases",)  # may be given per mis_technique
+
+
+def read_site(path: str) -> SiteProfile:
+    """Read a site profile: setting fields applied to every case that lacks them.
+
+    `surgeon_mis_cases` may also be a mapping of mis_technique to a number of cases
+    (`{mis_tlif: 80, endoscopic_discectomy: 5}`); engine.screen.prepare picks the case's.
+    """
     text = read_text(path, "site profile")
     data = parse_mapping(text, path, "site profile")
     problems = [
         CaseProblem(
             None,
-            f"'{key}' is not a setting field; "
+            f"{_quoted_name(key)} is not a setting field; "
             f"a site profile holds only: {', '.join(SETTING_FIELDS)}",
         )
         for key in data
@@ -204,5 +274,54 @@ def read_site(path: str) -> dict[str, Scalar]:
     ]
     if problems:
         raise CaseInputError(path, problems)
+    per_technique = {
+        key: data.pop(key) for key in PER_TECHNIQUE_SETTINGS if isinstance(data.get(key), dict)
+    }
     _, values = validate_case({**data, "case_id": "site"}, path)
-    return values
+    profile: SiteProfile = dict(values)
+    for key, given in per_technique.items():
+        profile[key] = _per_technique(key, given, path)
+    return profile
+
+
+def _per_technique(key: str, given: dict[Any, Any], path: str) -> dict[str, int]:
+    """A setting given per technique: each key a mis_technique, each value valid for `key`."""
+    techniques = FIELDS_BY_NAME["mis_technique"].values
+    if not given:
+        problem = CaseProblem(key, "is an empty mapping; give one number or one per mis_technique")
+        raise CaseInputError(path, [problem])
+    problems: list[CaseProblem] = []
+    numbers: dict[str, int] = {}
+    for technique, value in given.items():
+        if technique not in techniques:
+            close = difflib.get_close_matches(str(technique), techniques, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            shown = _show(technique, "mis_technique", techniques)
+            problems.append(
+                CaseProblem(
+                    key,
+                    f"{shown or 'a key (withheld: it may be data)'} is not a mis_technique{hint}; "
+                    f"expected one of {', '.join(techniques)}",
+                )
+            )
+            continue
+        try:
+            _, checked = validate_case({"case_id": "site", key: value}, path)
+        except CaseInputError as exc:
+            problems += [
+                CaseProblem(f"{key}.{technique}", p.message, p.value) for p in exc.problems
+            ]
+            continue
+        if key not in checked:  # null: unknown for this technique, as if not listed
+            continue
+        number = checked[key]
+        assert isinstance(number, int)  # noqa: S101  # an integer field, validated above
+        numbers[str(technique)] = number
+    if problems:
+        raise CaseInputError(path, problems)
+    return numbers
+
+
+def _quoted_name(key: object) -> str:
+    shown = shown_name(key, INPUT_FIELDS)
+    return f"'{shown}'" if shown is not None else "a key (name withheld: it may be data)"

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
+from engine.io.deid import CASE_ID_SUSPECT
 from engine.models import Scalar
 
 CASE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # as models.Case declares it
@@ -39,12 +40,17 @@ def _checked(name: str, column: pa.Array) -> tuple[pa.Array, pa.Array]:
     if name == "case_id":
         if not text:
             return pa.array([False] * len(column)), column
-        matches = pc.match_substring_regex(column, CASE_ID_PATTERN)
+        matches = pc.and_(
+            pc.match_substring_regex(column, CASE_ID_PATTERN),
+            pc.invert(pc.match_substring_regex(column, CASE_ID_SUSPECT)),
+        )
         return pc.fill_null(matches, False), column
     if spec.type is FieldType.enum and text:
         allowed = pc.is_in(column, value_set=pa.array(spec.values, column.type))
     elif spec.type is FieldType.boolean and pa.types.is_boolean(column.type):
         allowed = pc.is_valid(column)
+    elif pa.types.is_uint64(column.type):  # beyond int64: Arrow cannot compare it with a bound
+        return absent, column
     elif spec.is_numeric and (
         pa.types.is_integer(column.type)
         or (spec.type is FieldType.number and pa.types.is_floating(column.type))

@@ -9,13 +9,29 @@ here logs, prints or returns what it read.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["IdentifierFinding", "check_deidentified", "scan_columns", "scan_values"]
+__all__ = [
+    "CASE_ID_SUSPECT",
+    "IdentifierFinding",
+    "case_id_identifier_kinds",
+    "check_deidentified",
+    "escape_text",
+    "identifier_kinds",
+    "kind_words",
+    "looks_like_person",
+    "scan_columns",
+    "scan_values",
+    "showable",
+    "shown_case_id",
+    "shown_name",
+    "withheld_reason",
+]
 
 
 @dataclass(frozen=True)
@@ -125,8 +141,8 @@ _NAME_RULES: tuple[_NameRule, ...] = (
     _NameRule(
         "email",
         "column name suggests an email address",
-        words=_words("email emails"),
-        stems=("email",),
+        words=_words("email emails courriel correo epost sahkoposti"),
+        stems=("email", "courriel", "correoelectronico", "sahkoposti"),
         alone=_words("mail"),
     ),
     _NameRule(
@@ -161,15 +177,61 @@ _NAME_RULES: tuple[_NameRule, ...] = (
     _NameRule(
         "ssn",
         "column name suggests a social security or national identity number",
-        words=_words("ssn ssns nino"),
-        stems=("socialsecurity", "socsec", "nationalinsurance"),
+        # national numbers abroad: the Swedish and Norwegian personnummer, the Danish CPR, the
+        # Finnish henkilotunnus, the Icelandic kennitala, the Dutch BSN, the French NIR, the
+        # Spanish DNI and NSS, the Italian codice fiscale, the Brazilian CPF and RG, the German
+        # social insurance and tax numbers
+        words=_words("ssn ssns nino bsn nir insee dni nie nss curp rut cpf cpr hetu amka egn"),
+        stems=(
+            "socialsecurity",
+            "socsec",
+            "nationalinsurance",
+            "personnummer",
+            "personnr",
+            "fodselsnummer",
+            "foedselsnummer",
+            "henkilotunnus",
+            "kennitala",
+            "burgerservicenummer",
+            "codicefiscale",
+            "sozialversicherung",
+            "versicherungsnummer",
+            "versichertennummer",
+            "steuernummer",
+            "steueridentifikation",
+            "securitesociale",
+            "seguridadsocial",
+            "segurancasocial",
+            "numerosecu",
+            "cartaosus",
+            "tesserasanitaria",
+            "cprnummer",
+        ),
+        alone=_words("rg"),
         with_id=_words("national tax"),
     ),
     _NameRule(
         "mrn",
         "column name suggests a medical record, patient or encounter number",
-        words=_words("mrn mrns pid mpi"),
-        stems=("medicalrecord", "healthrecord", "recordnumber", "hospitalnumber", "hospno"),
+        words=_words("mrn mrns pid mpi ipp nhc"),
+        stems=(
+            "medicalrecord",
+            "healthrecord",
+            "recordnumber",
+            "hospitalnumber",
+            "hospno",
+            "patientennummer",
+            "patientnummer",
+            "fallnummer",
+            "numeropatient",
+            "numerodossier",
+            "historiaclinica",
+            "numerohistoria",
+            "cartellaclinica",
+            "prontuario",
+            "journalnummer",
+        ),
+        alone=_words("chi"),  # the Scottish Community Health Index number
         with_id=_words(
             "patient pt nhs chi hospital emr ehr chart medical encounter visit episode admission"
         ),
@@ -196,23 +258,64 @@ _NAME_RULES: tuple[_NameRule, ...] = (
     _NameRule(
         "phone",
         "column name suggests a telephone or fax number",
-        words=_words("phone phones telephone tel fax pager msisdn"),
-        stems=("phone", "telno", "telnr", "faxno", "faxnumber"),
+        words=_words(
+            "phone phones telephone tel fax pager msisdn telefon telefono telefone telefoon "
+            "telefonnummer telefoonnummer handy movil celular cellulare portable puhelin"
+        ),
+        stems=("phone", "telno", "telnr", "faxno", "faxnumber", "telefon", "telefoon", "rufnummer"),
         alone=_words("mobile cell"),
         with_id=_words("mobile cell contact"),
     ),
     _NameRule(
         "zip",
         "column name suggests a ZIP or postal code",
-        words=_words("zip zip4 zip5 zipcode zipcodes postcode postcodes postal plz"),
-        stems=("zipcode", "postcode", "postalcode"),
+        words=_words(
+            "zip zip4 zip5 zipcode zipcodes postcode postcodes postal plz postleitzahl "
+            "postnummer postinumero"
+        ),
+        stems=(
+            "zipcode",
+            "postcode",
+            "postalcode",
+            "postleitzahl",
+            "codepostal",
+            "codigopostal",
+            "codicepostale",
+            "postnummer",
+            "postinumero",
+        ),
     ),
     _NameRule(
         "date",
         "column name suggests a date tied to a person (birth, admission, discharge, death); "
         "only the year may be kept",
-        words=_words("date dates datetime timestamp dob dod dt dttm"),
-        stems=("dateofbirth", "dateofdeath", "birthday", "timestamp"),
+        words=_words("date dates datetime timestamp dob dod dt dttm datum fecha"),
+        # the word for birth in German, French, Spanish, Italian, Portuguese, Dutch and the
+        # Nordic languages, and admission, discharge and death dates in some of them
+        stems=(
+            "dateofbirth",
+            "dateofdeath",
+            "birthday",
+            "timestamp",
+            "geburt",
+            "naissance",
+            "nacimiento",
+            "nascita",
+            "nascimento",
+            "geboorte",
+            "fodselsdato",
+            "foedselsdato",
+            "fodelsedatum",
+            "fodselsdag",
+            "syntymaaika",
+            "syntymapaiva",
+            "sterbedatum",
+            "todesdatum",
+            "aufnahmedatum",
+            "entlassungsdatum",
+            "fechaingreso",
+            "fechaalta",
+        ),
         also=_is_date_name,
     ),
     _NameRule(
@@ -244,15 +347,40 @@ _NAME_RULES: tuple[_NameRule, ...] = (
         "column name suggests a street address, city or other place smaller than a state",
         words=_words(
             "address addresses addr street city town county village suburb borough municipality "
-            "neighborhood neighbourhood latitude longitude geolocation gps fips"
+            "neighborhood neighbourhood latitude longitude geolocation gps fips adres adresse "
+            "ville ciudad citta cidade calle rua stad stadt gemeente kommune"
         ),
-        stems=("address", "street", "birthplace", "placeofbirth", "censustract", "censusblock"),
+        stems=(
+            "address",
+            "street",
+            "birthplace",
+            "placeofbirth",
+            "censustract",
+            "censusblock",
+            "adresse",
+            "anschrift",
+            "strasse",
+            "wohnort",
+            "direccion",
+            "domicilio",
+            "indirizzo",
+            "endereco",
+            "straat",
+            "woonplaats",
+            "gatuadress",
+            "katuosoite",
+        ),
         also=_is_coordinate,
     ),
     _NameRule(
         "name",
         "column name suggests a person's name or initials",
-        words=_words("initials surname surnames forename forenames"),
+        # first and family names in German, French, Spanish, Italian, Portuguese, Dutch and
+        # the Nordic languages
+        words=_words(
+            "initials surname surnames forename forenames nom noms prenom nombre nombres "
+            "apellido apellidos nome cognome sobrenome naam navn namn nimi"
+        ),
         stems=(
             "surname",
             "forename",
@@ -265,13 +393,40 @@ _NAME_RULES: tuple[_NameRule, ...] = (
             "familyname",
             "patientname",
             "nextofkin",
+            "vorname",
+            "nachname",
+            "familienname",
+            "geburtsname",
+            "nomdefamille",
+            "nomdupatient",
+            "nompatient",
+            "prenom",
+            "apellido",
+            "cognome",
+            "sobrenome",
+            "voornaam",
+            "achternaam",
+            "fornavn",
+            "efternavn",
+            "etternavn",
+            "fornamn",
+            "efternamn",
+            "etunimi",
+            "sukunimi",
         ),
         also=_is_person_name,
     ),
 )
 
 
+# letters NFKD does not split into an ASCII base letter and an accent
+_UNDECOMPOSED = str.maketrans(
+    {"ß": "ss", "ẞ": "SS", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "ð": "d", "þ": "th", "ł": "l"}
+)
+
+
 def _name_tokens(column: str) -> tuple[str, ...]:
+    column = column.translate(_UNDECOMPOSED)
     ascii_name = unicodedata.normalize("NFKD", column).encode("ascii", "ignore").decode()
     return tuple(t.lower() for t in _TOKEN.findall(ascii_name))
 
@@ -517,3 +672,157 @@ def check_deidentified(
     for finding in scan_columns(columns, allowed) + scan_values(sample_rows, columns, allowed):
         merged.setdefault((finding.column, finding.kind), finding)
     return sorted(merged.values(), key=lambda f: (f.column, f.kind))
+
+
+# --------------------------------------------------------------------------------------------
+# What a message may show
+# --------------------------------------------------------------------------------------------
+# Errors name the field, the row and the reason; a value is shown only when it cannot identify
+# anyone: a boolean, a short number, or a word of the data dictionary's vocabulary (a typo of one
+# included). Anything else - a name, an email, a date, a long number - is withheld, and the
+# message says what kind of identifier it looks like when it can tell.
+
+MAX_SHOWN_ID = 64  # case_ids are at most 64 characters (models.Case)
+_SHORT_NUMBER = re.compile(r"[+-]?\d{1,6}(?:[.,]\d{1,6})?")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,31}")
+_FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}|[a-z]+(?:[A-Z][a-z0-9]*)+")
+_PERSON_NAME = re.compile(r"[A-Z][a-z'-]+(?:[ ,.]+[A-Z][a-z'-]*)+\.?")
+# words that are not in the data dictionary but say nothing about a person
+_HARMLESS_WORDS = _words(
+    "yes no true false y n t f on off none null nil na nan n/a missing unknown unk maybe "
+    "possibly probably unsure unclear pending tbd tba nd nk not known other others "
+    "zero one two three four five six seven eight nine ten eleven twelve twenty thirty forty "
+    "fifty sixty seventy eighty ninety hundred high low normal abnormal mild moderate severe "
+    "left right both bilateral positive negative"
+)
+# a case_id worth checking against every identifier pattern (digits on both sides of a separator,
+# a day before a month name, a month name): the common S-0193 or SYN-0000001 style never is.
+# Also used by engine.io.columnar (RE2 syntax).
+CASE_ID_SUSPECT = r"\d[-./ ]\d|\d[A-Za-z]{3}|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+_ID_SUSPECT = re.compile(CASE_ID_SUSPECT)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _vocabulary() -> frozenset[str]:
+    from engine.dictionary import FIELDS  # the bottom layer; imported here, once
+
+    words = set(_HARMLESS_WORDS)
+    for spec in FIELDS:
+        words.add(spec.name.lower())
+        words.update(str(v).lower() for v in spec.values)
+    return frozenset(words)
+
+
+_VOCABULARY: list[frozenset[str]] = []
+
+
+def _vocabulary_words() -> frozenset[str]:
+    if not _VOCABULARY:
+        _VOCABULARY.append(_vocabulary())
+    return _VOCABULARY[0]
+
+
+def _in_vocabulary(word: str, choices: Sequence[str]) -> bool:
+    if word.lower() in _vocabulary_words():
+        return True
+
+    lowered = word.lower()
+    return bool(difflib.get_close_matches(lowered, [str(c).lower() for c in choices], 1, 0.75))
+
+
+def looks_like_person(value: object) -> set[str]:
+    """identifier_kinds, plus "name" for text shaped like a person's name (Jane Doe)."""
+    kinds = identifier_kinds(value)
+    if isinstance(value, str) and _PERSON_NAME.fullmatch(value.strip()):
+        kinds.add("name")
+    return kinds
+
+
+def showable(value: object, choices: Sequence[str] = ()) -> bool:
+    """Whether an error message may show this value: it cannot identify anyone.
+
+    `choices`: the field's allowed values, so that a typo of one ('Fracure') is shown.
+    """
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) < 1_000_000
+    if isinstance(value, float):
+        return value != value or (abs(value) < 1_000_000 and len(repr(value)) <= 12)
+    if not isinstance(value, str) or len(value) > 32:
+        return False
+    text = value.strip()
+    if _SHORT_NUMBER.fullmatch(text) or text.lower() in _vocabulary_words():
+        return True
+    return bool(_WORD.fullmatch(text)) and _in_vocabulary(text, choices)
+
+
+_KIND_WORDS = {
+    "email": "an email address",
+    "url": "a web address",
+    "device": "a hardware address",
+    "ip": "an IP address",
+    "ssn": "a social security number",
+    "zip": "a ZIP code",
+    "date": "a date",
+    "phone": "a telephone number",
+    "name": "a person's name",
+}
+
+
+def kind_words(kinds: Collection[str]) -> str:
+    """Identifier kinds in words: "a date or a telephone number"."""
+    return " or ".join(_KIND_WORDS.get(k, k) for k in sorted(kinds))
+
+
+def withheld_reason(value: object) -> str:
+    """What to say instead of a value that is not shown: the kind, never the value."""
+    kinds = looks_like_person(value)
+    if kinds:
+        return f"value withheld: it looks like {kind_words(kinds)}"
+    return "value withheld: it could identify someone"
+
+
+def escape_text(text: str, limit: int = MAX_SHOWN_ID) -> str:
+    """Text safe for a terminal and one line: control characters escaped, cut to `limit`."""
+    cut = text[:limit]
+    escaped = _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), cut)
+    return escaped + ("..." if len(text) > limit else "")
+
+
+def case_id_identifier_kinds(case_id: str) -> set[str]:
+    """The kinds of identifier a case_id looks like (a date, a phone number, ...); cheap for
+    ordinary ids, which skip the full scan."""
+    if _ID_SUSPECT.search(case_id) is None and "@" not in case_id and " " not in case_id:
+        return set()
+    return looks_like_person(case_id)
+
+
+def shown_case_id(case_id: object) -> str | None:
+    """A case_id as messages may print it, or None when it must be withheld.
+
+    Escaped and cut to 64 characters; withheld when it looks like an identifier.
+    """
+    if not isinstance(case_id, str) or not case_id:
+        return None
+    if case_id_identifier_kinds(case_id[:4096]):
+        return None
+    return escape_text(case_id)
+
+
+def shown_name(name: object, choices: Sequence[str] = ()) -> str | None:
+    """A column or key name as messages may print it, or None when it could be data.
+
+    A name is shown when it is shaped like a field name (snake_case or camelCase, no spaces),
+    or is close to one of `choices`; a first line of data read as a header shows nothing.
+    """
+    if not isinstance(name, str) or not name or len(name) > 64:
+        return None
+    if looks_like_person(name) or _SHORT_NUMBER.fullmatch(name.strip()):
+        return None
+    if _FIELD_NAME.fullmatch(name):
+        return name
+
+    if difflib.get_close_matches(name.lower(), [str(c).lower() for c in choices], 1, 0.8):
+        return escape_text(name)
+    return None

@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,11 +22,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from engine.dictionary import INPUT_FIELDS
 from engine.errors import UsageError
+from engine.io.deid import shown_name
 
 CHUNK_ROWS = 1000
 SAMPLE_ROWS = 1000  # rows the de-identification guard looks at
 _BLOCK = 1 << 20
+MAX_LINE_BYTES = 1 << 20  # a JSONL row or a CSV header line longer than this is not a case
+MAX_SKIPPED_BYTES = 64 << 20  # an overlong JSONL line is skipped up to here, then the input fails
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 
 class InputFormat(StrEnum):
@@ -102,16 +107,25 @@ class TableReader:
         self.source = "<stdin>" if path == "-" else path
         self._stdin_digest = hashlib.sha256()
         self._stdin_head: list[bytes] = []
+        self._stdin_lines: Iterator[bytes] | None = None
+        self._header_bytes = 0
         if path == "-" and fmt is not InputFormat.jsonl:
             raise UsageError("standard input (-) is read as JSONL only")
         if path == "-":  # stdin is read once: keep the head for the column scan and sample
-            for line in sys.stdin.buffer:
+            self._stdin_lines = _bounded_lines(sys.stdin.buffer, self.source)
+            for line in self._stdin_lines:
                 self._stdin_digest.update(line)
                 self._stdin_head.append(line)
                 if len(self._stdin_head) >= SAMPLE_ROWS:
                     break
+            start = self._stdin_head[0][:4] if self._stdin_head else b""
         elif not Path(path).is_file():
             raise UsageError(f"{path}: no such file")
+        elif fmt is not InputFormat.parquet:
+            with open(path, "rb") as handle:
+                start = handle.read(4)
+        if fmt is not InputFormat.parquet:
+            _refuse_utf16(start, self.source)
         self.columns = self._columns()
 
     # columns and sample --------------------------------------------------------------------
@@ -120,11 +134,14 @@ class TableReader:
         if self.format is InputFormat.parquet:
             try:
                 return list(pq.ParquetFile(self.path).schema_arrow.names)
-            except (pa.ArrowInvalid, OSError) as exc:
+            except (pa.ArrowException, OSError) as exc:
                 raise UsageError(f"{self.source}: not a readable Parquet file ({exc})") from None
         if self.format is InputFormat.csv:
             with open(self.path, "rb") as handle:  # the header only: later rows may be bad bytes
-                first = handle.readline()
+                first = handle.readline(MAX_LINE_BYTES + 1)
+            if len(first) > MAX_LINE_BYTES:
+                raise UsageError(f"{self.source}: the CSV header line is longer than 1 MB")
+            self._header_bytes = len(first)
             try:
                 header = next(csv.reader([first.decode("utf-8-sig")]), [])
             except (csv.Error, UnicodeDecodeError) as exc:
@@ -183,6 +200,8 @@ class TableReader:
             yield Chunk(index, self.source, batch)
 
     def _csv_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
+        if Path(self.path).stat().st_size <= self._header_bytes:
+            return  # a header and nothing else (perhaps without its final newline): no rows
         invalid: dict[int, RowProblem] = {}
         expected = len(self.columns)
 
@@ -213,7 +232,7 @@ class TableReader:
             ),
         )
         number = 0
-        for batch in reader:
+        for batch in _arrow_errors(reader, self.source, "CSV"):
             for values in batch.to_pylist():
                 number += 1
                 while number in invalid:
@@ -234,11 +253,21 @@ class TableReader:
                 return
             if not line.strip():
                 continue
+            if len(line) > MAX_LINE_BYTES:
+                yield number, RowProblem("a JSONL row longer than 1 MB; not a case")
+                continue
             try:
-                value = json.loads(line)
+                text = line.decode("utf-8-sig")
+                value = json.loads(text)
+                # a key given twice leaves fewer keys than `":` marks: parse again to find it
+                # (the check costs far less than a hook on every row)
+                if isinstance(value, dict) and len(value) != text.count('":'):
+                    value = json.loads(text, object_pairs_hook=_unique_keys)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
                 yield number, RowProblem(f"not valid JSON ({message})")
+            except _RepeatedKey as exc:
+                yield number, RowProblem(str(exc))
             except (RecursionError, ValueError):  # nested too deeply, or an integer too long
                 yield (
                     number,
@@ -253,14 +282,13 @@ class TableReader:
     def _lines(self, *, limited: bool = False) -> Iterator[tuple[int, bytes]]:
         if self.path != "-":
             with open(self.path, "rb") as handle:
-                yield from enumerate(handle, 1)
+                yield from enumerate(_bounded_lines(handle, self.source), 1)
             return
         yield from enumerate(self._stdin_head, 1)
         number = len(self._stdin_head)
-        if limited or number < SAMPLE_ROWS:
+        if limited or number < SAMPLE_ROWS or self._stdin_lines is None:
             return  # a look at the head only, or stdin ended inside the head
-        stream: BinaryIO = sys.stdin.buffer
-        for line in stream:  # the rest, once: only the full pass reads beyond the head
+        for line in self._stdin_lines:  # the rest, once: only the full pass reads beyond the head
             number += 1
             self._stdin_digest.update(line)
             yield number, line
@@ -268,15 +296,80 @@ class TableReader:
     def _parquet_chunks(self, first_index: int, chunk_rows: int) -> Iterator[Chunk]:
         number = 0
         batches = pq.ParquetFile(self.path).iter_batches(batch_size=chunk_rows)
-        for index, batch in enumerate(batches, first_index):
+        for index, batch in enumerate(_arrow_errors(batches, self.source, "Parquet"), first_index):
             yield Chunk(index, self.source, [], batch=batch, first=number + 1)
             number += batch.num_rows
 
     def _parquet_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
         number = 0
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK_ROWS):
+        batches = pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK_ROWS)
+        for batch in _arrow_errors(batches, self.source, "Parquet"):
             for values in batch.to_pylist():
                 number += 1
                 yield number, values
                 if limit is not None and number >= limit:
                     return
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object that gives one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a key given twice makes the row a problem, never the last value."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        keys = [k for k, _ in pairs]
+        repeated = next(k for k in keys if keys.count(k) > 1)
+        shown = shown_name(repeated, INPUT_FIELDS)
+        named = f"'{shown}'" if shown is not None else "(name withheld)"
+        raise _RepeatedKey(f"key {named} is given more than once; give each field once")
+    return found
+
+
+def _refuse_utf16(start: bytes, source: str) -> None:
+    """UTF-16 or UTF-32 text (a BOM, or NUL bytes in ASCII) would be misread row by row."""
+    if start.startswith(_UTF16_32_BOMS) or b"\x00" in start[:4]:
+        raise UsageError(
+            f"{source}: the file is UTF-16 or UTF-32 text, not UTF-8; save it as UTF-8"
+        )
+
+
+def _bounded_lines(stream: BinaryIO, source: str) -> Iterator[bytes]:
+    """The stream's lines, none held longer than MAX_LINE_BYTES + 1 bytes.
+
+    An overlong line comes out cut to that length (the caller refuses it as a row) and the rest
+    of it is skipped; a line beyond MAX_SKIPPED_BYTES (/dev/zero, a binary file) ends the input.
+    """
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            skipped = len(line)
+            while (rest := stream.readline(_BLOCK)) and not rest.endswith(b"\n"):
+                skipped += len(rest)
+                if skipped > MAX_SKIPPED_BYTES:
+                    raise UsageError(
+                        f"{source}: a line longer than 64 MB; this is not a JSONL file"
+                    )
+        yield line
+
+
+def _arrow_errors(
+    batches: Iterable[pa.RecordBatch], source: str, kind: str
+) -> Iterator[pa.RecordBatch]:
+    """Record batches; a file Arrow cannot read further (a corrupt page, a record larger than
+    the block) becomes one error line, never a traceback."""
+    iterator = iter(batches)
+    read = 0
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            reason = "damaged" if kind == "Parquet" else "broken or holds a record over 1 MB"
+            raise UsageError(
+                f"{source}: cannot read the {kind} file after row {read}: the file is {reason} "
+                f"({type(exc).__name__}); no output was kept"
+            ) from None
+        read += batch.num_rows
+        yield batch

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from engine.models import Category, Claim, Scalar, Severity
+from engine.models import CITATION_WORDS, Category, Claim, Scalar, Severity, evidence_label
 from engine.report.text import CATEGORY_TITLES, show_value, source_text
 from engine.rules.condition import to_text
 from engine.rules.ruleset import Rule, Ruleset
@@ -74,6 +74,10 @@ def render_docs(ruleset: Ruleset, root: Path) -> dict[str, str]:
             scope=to_text(rule.scope) if rule.scope else "",
             rationale=" ".join(rule.meta.rationale.split()),
             evidence_words=EVIDENCE_WORDS[rule.meta.evidence.value],
+            citation_words=CITATION_WORDS[rule.meta.evidence.value],
+            evidence_label=evidence_label(rule.meta.sources),
+            source_label=lambda source: evidence_label([source]),
+            notes=" ".join((rule.meta.notes or "").split()),
             examples=examples,
             source_text=source_text,
             case_text=_case_text,

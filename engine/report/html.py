@@ -100,7 +100,7 @@ def render_html(summary: BatchSummary) -> str:
     return template.render(
         summary=summary,
         stamp=summary.stamp,
-        site=[(key, show_value(value)) for key, value in summary.stamp.site.items()],
+        site=[(key, _site_value(value)) for key, value in summary.stamp.site.items()],
         rec=rec,
         balance=Balance(rec.balanced and arithmetic, rec.balanced, arithmetic),
         verdict_rows=verdict_rows,
@@ -117,6 +117,13 @@ def render_html(summary: BatchSummary) -> str:
             "missingness": _missingness_chart(fields[:TOP_FIELDS]),
         },
     )
+
+
+def _site_value(value: bool | int | float | str | dict[str, int]) -> str:
+    """A site setting as text; a per-technique one as `technique number` pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{technique} {number}" for technique, number in value.items())
+    return show_value(value)
 
 
 def _environment() -> Environment:

@@ -7,9 +7,9 @@ from collections import defaultdict
 from rich.console import Console
 from rich.markup import escape
 
-from engine.dictionary import FIELDS_BY_NAME
+from engine.dictionary import FIELDS_BY_NAME, SETTING_FIELDS
 from engine.errors import RuleFileError
-from engine.models import Finding, Result, Scalar, SourceRef, Verdict
+from engine.models import Finding, Result, Scalar, SourceRef, Verdict, evidence_label
 from engine.rules.condition import And, Compare, Cond, Const, Known, Member, Or, parse_condition
 
 VERDICT_WORDS = {
@@ -122,19 +122,8 @@ def render_text(result: Result, console: Console) -> None:
             if cond.missing:
                 console.print(f"      would also need: {escape(', '.join(cond.missing))}")
 
-    open_questions: dict[str, list[str]] = defaultdict(list)
-    for item in result.not_evaluable:
-        for field in item.missing:
-            open_questions[field].append(f"{item.rule_id} ({item.severity.value})")
     console.print()
-    if open_questions:
-        console.print("[bold]Data that would settle open questions[/bold]")
-        for field in sorted(open_questions):
-            console.print(f"  - {escape(field)}: needed by {', '.join(open_questions[field])}")
-    else:
-        console.print(
-            "[bold]Data that would settle open questions[/bold]: none; every rule was decided"
-        )
+    _questions(console, result)
 
     facts: list[str] = []
     facts += [f"{k} = {show_value(v)} (derived)" for k, v in result.derived.items()]
@@ -164,27 +153,74 @@ def _finding(console: Console, finding: Finding, prefix: str = "") -> None:
     provisional = " [magenta](provisional threshold)[/magenta]" if finding.provisional else ""
     console.print(
         f"    [{style}]{finding.severity.value}[/{style}] {finding.rule_id} "
-        f"{escape(prefix + finding.message)}{provisional}"
+        f"{escape(prefix + finding.message)}{provisional} "
+        f"\\[{escape(evidence_label(finding.sources))}]"
     )
     if finding.values:
         shown = ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items())
         console.print(f"      values: {escape(shown)}")
     console.print(f"      why: {escape(finding.rationale)}")
     for source in finding.sources:
+        label = evidence_label([source])
+        console.print(f"      source: {escape(source_text(source))} \\[{escape(label)}]")
+
+
+def _questions(console: Console, result: Result) -> None:
+    """The open questions, split: (a) those whose answer can change the verdict, ranked as the
+    policy ranks them (result.next_questions), with the verdicts still possible; (b) details that
+    only settle findings without changing the verdict."""
+    needed_by: dict[str, list[str]] = defaultdict(list)
+    for item in result.not_evaluable:
+        for name in item.missing:
+            needed_by[name].append(f"{item.rule_id} ({item.severity.value})")
+    title = "[bold]Data that would settle open questions[/bold]"
+    if not needed_by:
+        console.print(f"{title}: none; every rule was decided")
+        return
+    console.print(title)
+    possible = ", ".join(v.value for v in result.possible_verdicts)
+    bound = "" if result.possible_verdicts_exact else "; a bound: some rules share a field"
+    if result.next_questions:
         console.print(
-            f"      source: {escape(source_text(source))} \\[evidence {finding.evidence.value}]"
+            "  [underline]Can change the verdict[/underline], most decisive first "
+            f"(verdicts still possible: {escape(possible)}{bound})"
         )
+        for number, name in enumerate(result.next_questions, 1):
+            console.print(f"    {number}. {escape(name)}: needed by {', '.join(needed_by[name])}")
+        settings = [n for n in result.next_questions if n in SETTING_FIELD_SET]
+        if settings:
+            one = len(settings) == 1
+            console.print(
+                f"    {escape(', '.join(settings))}: {'a setting' if one else 'settings'} of the "
+                "hospital, not of the patient: a site profile (--site FILE) sets "
+                f"{'it' if one else 'them'} once for all cases"
+            )
+    else:
+        console.print(f"  none can change the verdict ({escape(result.verdict.value)})")
+    details = sorted(set(needed_by) - set(result.next_questions))
+    if details:
+        console.print("  [underline]Details only[/underline] (cannot change the verdict)")
+        for name in details:
+            setting = " (a site setting: --site FILE)" if name in SETTING_FIELD_SET else ""
+            console.print(f"    - {escape(name)}{setting}: needed by {', '.join(needed_by[name])}")
+
+
+SETTING_FIELD_SET = frozenset(SETTING_FIELDS)
 
 
 def red_flags_open(result: Result) -> list[str]:
-    """Fields of red-flag rules left unknown under a verdict that does not already say so.
+    """Fields of red-flag rules left unknown whose answer can change the verdict.
 
-    Only not_favoured can hide them: an unknown red flag is insufficient_data below it.
+    Whether an answer can change the verdict is the policy's call (engine/policy.py), carried
+    by each not-evaluable item; under urgent_review no red flag can.
     """
-    if result.verdict is not Verdict.not_favoured:
-        return []
     return sorted(
-        {m for n in result.not_evaluable if n.severity.value == "red_flag" for m in n.missing}
+        {
+            m
+            for n in result.not_evaluable
+            if n.can_change_verdict and n.severity.value == "red_flag"
+            for m in n.missing
+        }
     )
 
 
@@ -197,13 +233,10 @@ def brief_line(result: Result) -> str:
         parts.append(f"findings: {fired}")
     if benefits:
         parts.append(f"benefits: {benefits}")
-    open_flags = red_flags_open(result)
-    if open_flags:
-        parts.append(f"red flags not yet excluded: {', '.join(open_flags)}")
-    if result.not_evaluable and result.verdict is Verdict.insufficient_data:
-        blocking = ("red_flag", "major")  # only what keeps the verdict open
-        missing = sorted(
-            {m for n in result.not_evaluable if n.severity.value in blocking for m in n.missing}
-        )
-        parts.append(f"needs: {', '.join(missing)}")
+    if result.verdict is Verdict.insufficient_data:  # what keeps the verdict open, ranked
+        parts.append(f"needs: {', '.join(result.next_questions)}")
+    else:
+        open_flags = red_flags_open(result)
+        if open_flags:
+            parts.append(f"red flags not yet excluded: {', '.join(open_flags)}")
     return "  ".join(parts).rstrip()

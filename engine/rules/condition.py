@@ -111,6 +111,11 @@ _COMPARE_OPS: dict[type[ast.cmpop], str] = {
 _ARITH_OPS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
 _CONSTANT_NAMES: dict[str, bool] = {"true": True, "false": False, "True": True, "False": False}
 MAX_CONDITION_LENGTH = 4000
+# limits checked on the syntax tree before anything walks it recursively: the bundled rules
+# reach depth 7, 14 terms and lists of 4 values
+MAX_DEPTH = 32  # nested operators (not, and/or, + - *, comparisons)
+MAX_TERMS = 256  # field names and constants
+MAX_LIST_VALUES = 128  # values after `in`; a longer list is a range (x >= a and x <= b)
 
 
 class _Invalid(Exception):
@@ -138,7 +143,8 @@ def parse_condition(
             tree = ast.parse(" ".join(text.split()), mode="eval")
         except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
             detail = exc.msg if isinstance(exc, SyntaxError) else type(exc).__name__
-            raise _Invalid(f"cannot parse condition {text.strip()!r}: {detail}") from None
+            raise _Invalid(f"cannot parse condition {_quoted(text)}: {detail}") from None
+        _check_size(tree, "condition")
         try:
             return _Parser(fields).condition(tree.body)
         except RecursionError:
@@ -157,17 +163,56 @@ def parse_expression(
 ) -> Expr:
     """Parse numeric arithmetic text (a derived attribute's expression) with the same whitelist."""
     try:
+        if not isinstance(text, str) or not text.strip():
+            raise _Invalid("expected an expression (a non-empty string)")
+        if len(text) > MAX_CONDITION_LENGTH:
+            raise _Invalid(f"expression is longer than {MAX_CONDITION_LENGTH} characters")
         try:
-            tree = ast.parse(" ".join(str(text).split()), mode="eval")
+            tree = ast.parse(" ".join(text.split()), mode="eval")
         except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
             detail = exc.msg if isinstance(exc, SyntaxError) else type(exc).__name__
-            raise _Invalid(f"cannot parse expression {text!r}: {detail}") from None
+            raise _Invalid(f"cannot parse expression {_quoted(text)}: {detail}") from None
+        _check_size(tree, "expression")
         parser = _Parser(fields)
-        expr = parser.expr(tree.body)
+        try:
+            expr = parser.expr(tree.body)
+        except RecursionError:
+            raise _Invalid("expression is nested too deeply") from None
         parser.check_numeric(expr)
         return expr
     except _Invalid as exc:
         raise RuleFileError(str(exc), path=path, line=line, key=key) from None
+
+
+def _quoted(text: str) -> str:
+    """Condition text for a message: one line, at most 80 characters."""
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= 80 else flat[:77] + "...")
+
+
+def _check_size(tree: ast.AST, what: str) -> None:
+    """Refuse trees deeper, wider or with longer lists than the limits, before any recursion.
+
+    Walked with an explicit stack: a recursive walk is what these limits protect.
+    """
+    terms = 0
+    pending: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise _Invalid(f"{what} is nested more than {MAX_DEPTH} levels deep; simplify it")
+        if isinstance(node, ast.Name | ast.Constant):
+            terms += 1
+            if terms > MAX_TERMS:
+                raise _Invalid(f"{what} has more than {MAX_TERMS} terms; split it")
+        elif isinstance(node, ast.List | ast.Tuple | ast.Set) and len(node.elts) > MAX_LIST_VALUES:
+            raise _Invalid(
+                f"a list of {len(node.elts)} values; at most {MAX_LIST_VALUES} "
+                "(for numbers, use a range: x >= a and x <= b)"
+            )
+        # operators count as levels; their context objects (Load, Add...) are not nodes to walk
+        step = 0 if isinstance(node, ast.Expression | ast.expr_context) else 1
+        pending.extend((child, depth + step) for child in ast.iter_child_nodes(node))
 
 
 class _Parser:
@@ -311,6 +356,8 @@ class _Parser:
     # checks ----------------------------------------------------------------------------------
 
     def field(self, name: str) -> FieldSpec:
+        if name == "case_id":  # it says which case, never what the case is
+            raise _Invalid("case_id only names a case; a condition cannot read it")
         spec = self.fields.get(name)
         if spec is None:
             close = difflib.get_close_matches(name, list(self.fields), n=1)

@@ -24,7 +24,7 @@ from engine.models import (
     Verdict,
 )
 from engine.rules.condition import Cond, fields_of, parse_condition, parse_expression
-from engine.rules.ruleset import Constraint, DerivedRule, Rule, Ruleset
+from engine.rules.ruleset import Constraint, DerivedRule, Rule, Ruleset, points_key
 from engine.yamlsource import YamlDocument, YamlError, parse_yaml
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -52,8 +52,9 @@ class _Collector:
 def read_yaml_file(path: Path) -> YamlDocument:
     """Read a YAML file, turning unreadable, binary, empty or malformed files into errors."""
     where = str(path)
-    try:
-        raw = path.read_bytes()
+    try:  # never more than the limit: a rule file that is /dev/zero must not fill the memory
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_RULE_FILE_BYTES + 1)
     except OSError as exc:
         raise RuleFileError(f"cannot read file: {exc.strerror}", where) from None
     if len(raw) > MAX_RULE_FILE_BYTES:
@@ -167,6 +168,12 @@ def _check_policy(policy: PolicyFile, path: str, errors: _Collector) -> None:
             errors.add(RuleFileError(f"verdict {entry.verdict} needs an if_any condition", path))
     if policy.verdicts[-1].if_any is not None:
         errors.add(RuleFileError("the last verdict is the default and takes no if_any", path))
+    undecided = [entry.verdict.value for entry in policy.verdicts if entry.if_undecided]
+    if len(undecided) > 1:
+        listed = ", ".join(undecided)
+        errors.add(RuleFileError(f"only one verdict may take if_undecided, not {listed}", path))
+    if policy.verdicts[-1].if_undecided:
+        errors.add(RuleFileError("the last verdict is the default and takes no if_undecided", path))
 
 
 def _load_constraints(path: Path, errors: _Collector) -> list[Constraint]:
@@ -337,7 +344,7 @@ def _derived_rule(
 def _points_rule(
     meta: DerivedFile, spec: FieldSpec, doc: YamlDocument, where: str, errors: _Collector
 ) -> DerivedRule | None:
-    """A score summed from enum components, e.g. TLICS; checked so every value has points."""
+    """A score summed from enum or boolean components, e.g. TLICS; every value has points."""
     count = len(errors.errors)
     if spec.type is not FieldType.integer:
         errors.add(
@@ -347,14 +354,19 @@ def _points_rule(
     for i, term in enumerate(meta.points or []):
         loc: tuple[str | int, ...] = ("points", i)
         component = INPUT_FIELDS.get(term.field)
-        if component is None or component.type is not FieldType.enum:
+        if component is None or component.type not in (FieldType.enum, FieldType.boolean):
             errors.add(
-                RuleFileError(f"'{term.field}' is not an enum input field", where, doc.line_of(loc))
+                RuleFileError(
+                    f"'{term.field}' is not an enum or boolean input field",
+                    where,
+                    doc.line_of(loc),
+                )
             )
             continue
-        if set(term.values) != set(component.values):
-            lacking = sorted(set(component.values) - set(term.values))
-            extra = sorted(set(term.values) - set(component.values))
+        names = {points_key(v) for v in component.domain}  # a boolean's are "true", "false"
+        if set(term.values) != names:
+            lacking = sorted(names - set(term.values))
+            extra = sorted(set(term.values) - names)
             errors.add(
                 RuleFileError(
                     f"points of '{term.field}' must cover exactly its values"
@@ -403,7 +415,7 @@ def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> l
     ids: dict[str, str] = {}
     names: dict[str, str] = {}
     for path in sorted(root.glob("*/*.yaml")):
-        if path.parent.name == "derived" or path.name.endswith(".cases.yaml"):
+        if path.parent.name in ("derived", "terminology") or path.name.endswith(".cases.yaml"):
             continue
         where = str(path)
         try:
@@ -487,7 +499,9 @@ def _rule_problems(
             ("benefit rules are severity info: they never lower a verdict", ("severity",))
         )
     cases = meta.cases
-    for kind in ("fires", "does_not_fire", "not_evaluable"):
+    # a rule whose condition is the constant true (a bare scope) can never be not evaluable
+    kinds = ("fires", "does_not_fire") + (() if meta.when.strip() == "true" else ("not_evaluable",))
+    for kind in kinds:
         if cases is None or not getattr(cases, kind):
             problems.append((f"needs at least one golden case under cases.{kind}", ("cases",)))
     if cases is not None:

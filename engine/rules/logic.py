@@ -50,9 +50,7 @@ def _over_possible(field: str, test: Callable[[Scalar], bool]) -> Kleene:
         value = values.get(field)
         if value is not None:
             return test(value)
-        if domain is None:
-            return None
-        narrowed = possible.get(field)
+        narrowed = possible.get(field)  # a numeric field's set: the totals a score can reach
         if narrowed is None:
             return unconstrained
         return _same(test, narrowed)

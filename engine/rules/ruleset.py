@@ -27,6 +27,13 @@ from engine.rules.condition import Cond, Expr, fields_of, to_text
 from engine.rules.logic import Kleene, compile_kleene
 
 
+def points_key(value: Scalar) -> str:
+    """The key of a component value in a points table: "true"/"false" for a boolean."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Rule:
     """A screening rule with its conditions parsed."""

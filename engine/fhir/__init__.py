@@ -1,0 +1,8 @@
+"""FHIR R4 input: map a patient's record (Bundle entries) to an anonymised case.
+
+`fhir_to_case` is the one pure entry point the CLI (`screen --fhir`) and a CDS Hooks service call.
+"""
+
+from engine.fhir.mapper import FhirInputError, Mapped, Source, fhir_to_case, read_bundle
+
+__all__ = ["FhirInputError", "Mapped", "Source", "fhir_to_case", "read_bundle"]
