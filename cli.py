@@ -53,9 +53,17 @@ from engine.evaluate.durable import DurableEvaluator
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.goldens import run_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, validate_case
-from engine.models import CITATION_WORDS, Case, Result, Scalar, Verdict, evidence_label
+from engine.models import (
+    CITATION_WORDS,
+    Case,
+    Result,
+    Scalar,
+    SiteProfile,
+    Verdict,
+    evidence_label,
+)
 from engine.policy import verdict_rank
-from engine.report.text import brief_line, render_text, source_text
+from engine.report.text import Traces, brief_line, render_text, source_text
 from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -213,6 +221,17 @@ def screen(
     engine: Annotated[
         Engine, typer.Option("--engine", help="Evaluator (reference is the test oracle).")
     ] = Engine.durable,
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details",
+            help="Text report: add each finding's rationale and sources, and why each rule "
+            "fired or is still open (its condition, part by part), with a legend.",
+        ),
+    ] = False,
+    legend: Annotated[
+        bool, typer.Option("--legend", help="Text report: explain severity and evidence labels.")
+    ] = False,
 ) -> None:
     """Screen a case and print its verdict with every finding and its source."""
     files = case_files or []
@@ -224,6 +243,7 @@ def screen(
     site_values = read_site(site) if site else {}
     evaluator = make_evaluator(ruleset, engine)
     results = []
+    traces: list[Traces | None] = []
     inputs: list[str | None] = list(files) or [None]
     for case_file in inputs:
         case_id, values, source = read_screen_case(case_file, set_values or [])
@@ -232,10 +252,20 @@ def screen(
                 case_id, values, ruleset, evaluator, site=site_values, source=source
             ).result
         )
+        traces.append(
+            case_traces(case_id, values, ruleset, site_values, source) if details else None
+        )
     for index, result in enumerate(results):
         if output_format is ScreenFormat.text and index:
             stdout.rule()
-        print_result(result, output_format, compact=len(results) > 1)
+        print_result(
+            result,
+            output_format,
+            compact=len(results) > 1,
+            details=details,
+            legend=legend,
+            traces=traces[index],
+        )
     if fail_on is not None and any(
         verdict_rank(r.verdict) <= verdict_rank(fail_on) for r in results
     ):
@@ -259,14 +289,37 @@ def read_screen_case(
     return case_id, values, source
 
 
-def print_result(result: Result, output_format: ScreenFormat, *, compact: bool = False) -> None:
+def case_traces(
+    case_id: str,
+    values: dict[str, Scalar],
+    ruleset: Ruleset,
+    site: SiteProfile,
+    source: str,
+) -> Traces:
+    """Each reported rule's condition traced on the case's facts (for --details)."""
+    from engine.report.trace import trace_rule
+    from engine.screen import prepare
+
+    facts, _ = prepare(case_id, values, ruleset, site=site, source=source)
+    return {rule.id: trace_rule(rule, facts) for rule in ruleset.rules}
+
+
+def print_result(
+    result: Result,
+    output_format: ScreenFormat,
+    *,
+    compact: bool = False,
+    details: bool = False,
+    legend: bool = False,
+    traces: Traces | None = None,
+) -> None:
     """Write one result; several JSON results are written one per line (JSON Lines)."""
     if output_format is ScreenFormat.json:
         sys.stdout.write(result.model_dump_json(indent=None if compact else 2) + "\n")
     elif output_format is ScreenFormat.brief:
         sys.stdout.write(brief_line(result) + "\n")
     else:
-        render_text(result, stdout)
+        render_text(result, stdout, details=details, legend=legend, traces=traces)
 
 
 class BatchFormat(StrEnum):

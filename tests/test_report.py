@@ -1,0 +1,158 @@
+"""The clinician's text report: one screen by default, everything with --details, nothing raw."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from engine.evaluate.reference import ReferenceEvaluator
+from engine.io.cases import read_case
+from engine.models import Result
+from engine.report.text import Traces, render_text, technique_groups
+from engine.report.trace import trace_rule
+from engine.rules.loader import load_ruleset
+from engine.screen import prepare, screen_values
+from tests.conftest import ROOT, RULES_DIR
+
+EXAMPLES = sorted((ROOT / "cases" / "examples").glob("*.yaml"))
+RULESET = load_ruleset(RULES_DIR)
+EVALUATOR = ReferenceEvaluator(RULESET)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MAX_LINES = 45
+
+
+def screen_file(path: Path) -> tuple[Result, Traces]:
+    case_id, values = read_case(str(path))
+    result = screen_values(case_id, values, RULESET, EVALUATOR).result
+    facts, _ = prepare(case_id, values, RULESET)
+    traces = {rule.id: trace_rule(rule, facts) for rule in RULESET.rules}
+    return result, traces
+
+
+def screen_set(values: dict[str, object]) -> tuple[Result, Traces]:
+    result = screen_values("T-1", values, RULESET, EVALUATOR).result  # type: ignore[arg-type]
+    facts, _ = prepare("T-1", values, RULESET)  # type: ignore[arg-type]
+    return result, {rule.id: trace_rule(rule, facts) for rule in RULESET.rules}
+
+
+def report(result: Result, width: int = 100, *, terminal: bool = False, **options: object) -> str:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=width, force_terminal=terminal, no_color=not terminal, highlight=False
+    )
+    render_text(result, console, **options)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_default_report_of_every_example_fits_one_screen(path: Path) -> None:
+    result, _ = screen_file(path)
+    lines = report(result).splitlines()
+    assert len(lines) < MAX_LINES, f"{len(lines)} lines"
+    assert all(len(line) <= 100 for line in lines)
+    assert lines[1].startswith("Verdict: ")
+    assert result.verdict.value in lines[1]
+    assert lines[-1].startswith("Screening aid")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_details_carry_every_rationale_and_source(path: Path) -> None:
+    result, traces = screen_file(path)
+    text = flat(report(result, width=2000, details=True, traces=traces))
+    for finding in [*result.findings, *result.conditional]:
+        assert flat(finding.rationale) in text, finding.rule_id
+        for source in finding.sources:
+            assert flat(source.citation) in text, finding.rule_id
+    assert flat(result.disclaimer) in text
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_author_notes_and_citation_checks_never_reach_a_report(path: Path) -> None:
+    result, traces = screen_file(path)
+    text = flat(report(result, width=2000, details=True, traces=traces))
+    for rule in RULESET.rules:
+        if rule.meta.notes:
+            assert flat(rule.meta.notes) not in text, rule.id
+    assert "evidence V" not in text
+    assert "verified" not in text
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_default_report_never_prints_a_raw_condition(path: Path) -> None:
+    result, _ = screen_file(path)
+    text = report(result, width=200)
+    for raw in ("==", ' in ["', "is known", "mis_technique in"):
+        assert raw not in text
+
+
+def test_red_flags_not_yet_excluded_come_first_even_under_urgent_review() -> None:
+    sparse, _ = screen_set({"age_years": 45, "diagnosis": "disc_herniation"})
+    text = report(sparse)
+    assert sparse.verdict.value == "insufficient_data"
+    assert text.index("Red flags not yet excluded: supply cauda_equina_syndrome (RED-001)") > 0
+    assert text.index("Red flags not yet excluded") < text.index("Findings")
+    # a red flag has fired; another not yet excluded is still said, second only to the verdict
+    urgent, _ = screen_set({"cauda_equina_syndrome": True, "lowest_level": "L4-L5"})
+    assert urgent.verdict.value == "urgent_review"
+    assert any(n.severity.value == "red_flag" for n in urgent.not_evaluable)
+    text = report(urgent)
+    assert 0 < text.index("Red flags not yet excluded") < text.index("Findings")
+
+
+def test_considerations_are_grouped_by_technique_the_case_still_allows() -> None:
+    sparse, _ = screen_set({"age_years": 45, "diagnosis": "disc_herniation"})
+    text = report(sparse, width=200)
+    line = next(li for li in text.splitlines() if "If endoscopic discectomy:" in li)
+    assert "caution ACC-010, ACC-011" in line
+    decompression, _ = screen_set(
+        {"diagnosis": "spinal_stenosis", "planned_procedure": "decompression"}
+    )
+    groups, apart = technique_groups(decompression)
+    assert set(groups) <= {"tubular_decompression", "endoscopic_decompression", "other"}
+    assert groups
+    assert not apart
+    assert "endoscopic discectomy" not in report(decompression, width=200)
+
+
+def test_ranked_questions_follow_next_questions_and_name_the_possible_verdicts() -> None:
+    sparse, _ = screen_set({"age_years": 45, "diagnosis": "disc_herniation"})
+    text = report(sparse, width=200)
+    numbered = re.findall(r"^  (\d+)\. (\w+):", text, flags=re.MULTILINE)
+    assert [name for _, name in numbered] == sparse.next_questions[: len(numbered)]
+    assert "verdicts still possible: " + ", ".join(v.value for v in sparse.possible_verdicts) in (
+        flat(text)
+    )
+
+
+def test_details_trace_why_a_rule_fired_and_why_one_is_open() -> None:
+    result, traces = screen_file(ROOT / "cases/examples/high-grade-spondylolisthesis-l5-s1.yaml")
+    text = report(result, width=200, details=True, traces=traces)
+    assert re.search(r"true\s+meyerding_grade >= 3\s+\(meyerding_grade = 3\)", text)
+    sparse, sparse_traces = screen_set({"age_years": 45, "diagnosis": "disc_herniation"})
+    text = report(sparse, width=200, details=True, traces=sparse_traces)
+    assert re.search(
+        r"unknown\s+cauda_equina_syndrome == true\s+\(cauda_equina_syndrome unknown", text
+    )
+    assert "Legend:" in text
+    assert "Legend:" not in report(sparse)
+    assert "Legend:" in report(sparse, legend=True)
+
+
+def test_colour_only_on_a_terminal() -> None:
+    result, _ = screen_set({"cauda_equina_syndrome": True})
+    assert not ANSI.search(report(result))
+    assert ANSI.search(report(result, terminal=True))
+
+
+def test_a_hostile_case_id_is_printed_as_text() -> None:
+    result, _ = screen_set({"bmi": 25})
+    hostile = result.model_copy(update={"case_id": "[bold red]x[/bold red]"})
+    assert "Case [bold red]x[/bold red]" in report(hostile)
