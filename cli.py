@@ -101,6 +101,7 @@ class ScreenFormat(StrEnum):
     text = "text"
     json = "json"
     brief = "brief"
+    html = "html"
 
 
 class ListFormat(StrEnum):
@@ -201,8 +202,17 @@ def screen(
     ] = None,
     output_format: Annotated[
         ScreenFormat,
-        typer.Option("--format", help="text report, json result, or one brief line per case."),
+        typer.Option(
+            "--format",
+            help="text report, json result, one brief line per case, or a printable html page.",
+        ),
     ] = ScreenFormat.text,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out", help="Write the output to this file instead of stdout.", show_default=False
+        ),
+    ] = None,
     rules: RulesOption = DEFAULT_RULES_DIR,
     site: Annotated[
         str | None,
@@ -239,6 +249,10 @@ def screen(
         raise UsageError("give a case file, - for stdin, or --set FIELD=VALUE")
     if set_values and len(files) > 1:
         raise UsageError("--set applies to one case; give at most one case file with it")
+    if output_format is ScreenFormat.html and len(files) > 1:
+        raise UsageError("--format html makes the page of one case; give one case file")
+    if out is not None:
+        check_outputs(files, [out])
     ruleset = load_ruleset(rules)
     site_values = read_site(site) if site else {}
     evaluator = make_evaluator(ruleset, engine)
@@ -255,7 +269,9 @@ def screen(
         traces.append(
             case_traces(case_id, values, ruleset, site_values, source) if details else None
         )
-    for index, result in enumerate(results):
+    if out is not None and out != "-":
+        write_results(out, results, output_format)
+    for index, result in enumerate(results if out is None or out == "-" else []):
         if output_format is ScreenFormat.text and index:
             stdout.rule()
         print_result(
@@ -304,6 +320,29 @@ def case_traces(
     return {rule.id: trace_rule(rule, facts) for rule in ruleset.rules}
 
 
+def write_results(out: str, results: list[Result], output_format: ScreenFormat) -> None:
+    """Write the results to a file (atomically): the HTML page, JSON, brief lines or plain text."""
+    from engine.batch.writers import write_text_atomically
+
+    if output_format is ScreenFormat.html:
+        from engine.report.case_html import render_case_html
+
+        text = render_case_html(results[0])
+    elif output_format is ScreenFormat.json:
+        compact = len(results) > 1
+        text = "".join(r.model_dump_json(indent=None if compact else 2) + "\n" for r in results)
+    elif output_format is ScreenFormat.brief:
+        text = "".join(brief_line(r) + "\n" for r in results)
+    else:
+        console = Console(record=True, file=open(os.devnull, "w"), width=100, highlight=False)  # noqa: SIM115
+        for index, result in enumerate(results):
+            if index:
+                console.rule()
+            render_text(result, console)
+        text = console.export_text()
+    write_text_atomically(out, text)
+
+
 def print_result(
     result: Result,
     output_format: ScreenFormat,
@@ -318,6 +357,10 @@ def print_result(
         sys.stdout.write(result.model_dump_json(indent=None if compact else 2) + "\n")
     elif output_format is ScreenFormat.brief:
         sys.stdout.write(brief_line(result) + "\n")
+    elif output_format is ScreenFormat.html:
+        from engine.report.case_html import render_case_html
+
+        sys.stdout.write(render_case_html(result))
     else:
         render_text(result, stdout, details=details, legend=legend, traces=traces)
 
