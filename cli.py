@@ -141,6 +141,12 @@ def os_error_line(exc: OSError) -> str:
     return f"{where}{exc.strerror or exc}; nothing was written under that name"
 
 
+def print_user_error(exc: UserError) -> None:
+    lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+
+
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     """User errors become one-line messages and exit 2; anything else is our bug (also exit 2)."""
 
@@ -153,9 +159,7 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         except typer.Exit:
             raise
         except UserError as exc:
-            lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
-            for line in lines:
-                print(f"error: {line}", file=sys.stderr)
+            print_user_error(exc)
             raise typer.Exit(2) from None
         except OSError as exc:
             if exc.errno not in USER_ERRNOS:
@@ -259,17 +263,24 @@ def screen(
     results = []
     traces: list[Traces | None] = []
     inputs: list[str | None] = list(files) or [None]
+    failed = 0
     for case_file in inputs:
-        case_id, values, source = read_screen_case(case_file, set_values or [])
-        results.append(
-            screen_values(
+        try:
+            case_id, values, source = read_screen_case(case_file, set_values or [])
+            result = screen_values(
                 case_id, values, ruleset, evaluator, site=site_values, source=source
             ).result
-        )
+        except UserError as exc:
+            if len(inputs) == 1:
+                raise
+            print_user_error(exc)  # as linters do: say it, screen the other files, exit 2
+            failed += 1
+            continue
+        results.append(result)
         traces.append(
             case_traces(case_id, values, ruleset, site_values, source) if details else None
         )
-    if out is not None and out != "-":
+    if out is not None and out != "-" and results:
         write_results(out, results, output_format)
     for index, result in enumerate(results if out is None or out == "-" else []):
         if output_format is ScreenFormat.text and index:
@@ -282,6 +293,9 @@ def screen(
             legend=legend,
             traces=traces[index],
         )
+    if failed:
+        stderr.print(f"{failed} of {len(inputs)} case files could not be screened")
+        raise typer.Exit(2)
     if fail_on is not None and any(
         verdict_rank(r.verdict) <= verdict_rank(fail_on) for r in results
     ):

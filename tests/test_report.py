@@ -156,3 +156,24 @@ def test_a_hostile_case_id_is_printed_as_text() -> None:
     result, _ = screen_set({"bmi": 25})
     hostile = result.model_copy(update={"case_id": "[bold red]x[/bold red]"})
     assert "Case [bold red]x[/bold red]" in report(hostile)
+
+
+def test_one_bad_file_among_several_is_reported_and_the_others_screened(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("case_id: B-1\nslip_pct: 3\n")
+    good = [
+        str(ROOT / "cases/examples/stenosis-l4-l5.yaml"),
+        str(ROOT / "cases/examples/cauda-equina-l5-s1.yaml"),
+    ]
+    done = CliRunner().invoke(app, ["screen", good[0], str(bad), good[1], "--format", "brief"])
+    assert done.exit_code == 2
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ["EX-002", "EX-003"]
+    assert f"error: {bad}: case_id B-1: unknown field 'slip_pct'" in done.stderr
+    assert "1 of 3 case files could not be screened" in done.stderr
+    # exit 2 wins over --fail-on: a file was not screened
+    failing = CliRunner().invoke(app, ["screen", good[1], str(bad), "--fail-on", "urgent_review"])
+    assert failing.exit_code == 2
