@@ -59,15 +59,16 @@ from engine.models import (
     Result,
     Scalar,
     SiteProfile,
+    SourceRef,
     Verdict,
     evidence_label,
 )
 from engine.policy import verdict_rank
-from engine.report.text import Traces, brief_line, render_text, source_text
+from engine.report.text import Traces, brief_line, render_text, show_value, source_text
 from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
-from engine.rules.ruleset import Ruleset
+from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
 from engine.screen import screen_values
 
 if TYPE_CHECKING:
@@ -624,9 +625,28 @@ def rules_list(
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="Output format.")
     ] = ListFormat.text,
+    include_all: Annotated[
+        bool,
+        typer.Option("--all", help="Also list the constraints and the derived attributes."),
+    ] = False,
 ) -> None:
-    """List every rule with its category, severity and message."""
+    """List every rule with its category, severity and message.
+
+    Example: miss-screen rules list --all
+    """
     ruleset = load_ruleset(rules)
+    others = (
+        [
+            {"id": c.id, "name": c.meta.name, "kind": "constraint", "field": c.meta.field}
+            for c in ruleset.constraints
+        ]
+        + [
+            {"id": d.meta.id, "name": d.meta.name, "kind": "derived", "field": d.field}
+            for d in ruleset.derived
+        ]
+        if include_all
+        else []
+    )
     if output_format is ListFormat.json:
         rows = [
             {
@@ -643,7 +663,7 @@ def rules_list(
             }
             for r in ruleset.rules
         ]
-        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps([*rows, *others], indent=2, ensure_ascii=False) + "\n")
         return
     table = Table(title=f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules")
     for column in ("id", "category", "severity", "name"):
@@ -651,6 +671,8 @@ def rules_list(
     for r in ruleset.rules:
         name = r.meta.name + (" (provisional)" if r.meta.provisional else "")
         table.add_row(r.id, r.meta.category.value, r.meta.severity.value, name)
+    for other in others:
+        table.add_row(other["id"], other["kind"], "", f"{other['name']} ({other['field']})")
     stdout.print(table)
 
 
@@ -662,11 +684,27 @@ def rules_show(
 ) -> None:
     """Show one rule: condition, message, rationale and sources."""
     ruleset = load_ruleset(rules)
-    rule = ruleset.by_id.get(rule_id.upper()) or next(
-        (r for r in ruleset.rules if rule_id.upper() in (a.upper() for a in r.meta.aliases)), None
+    wanted = rule_id.upper()
+    rule = ruleset.by_id.get(wanted) or next(
+        (r for r in ruleset.rules if wanted in (a.upper() for a in r.meta.aliases)), None
     )
     if rule is None:
-        raise UsageError(f"no rule with id {rule_id}; see 'miss-screen rules list'")
+        constraint = next((c for c in ruleset.constraints if c.id == wanted), None)
+        derived = next(
+            (
+                d
+                for d in ruleset.derived
+                if wanted in (d.meta.id, *(a.upper() for a in d.meta.aliases))
+            ),
+            None,
+        )
+        if constraint is not None:
+            show_constraint(constraint)
+            return
+        if derived is not None:
+            show_derived(derived)
+            return
+        raise UsageError(f"no rule with id {rule_id}; see 'miss-screen rules list --all'")
     meta = rule.meta
     stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({rule.path})")
     stdout.print(
@@ -685,6 +723,57 @@ def rules_show(
     for source in meta.sources:
         label = evidence_label([source])
         stdout.print(f"source: {escape(source_text(source))} \\[{escape(label)}]")
+    if meta.notes:
+        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
+
+
+def _show_sources(sources: list[SourceRef]) -> None:
+    for source in sources:
+        label = evidence_label([source])
+        stdout.print(f"source: {escape(source_text(source))} \\[{escape(label)}]")
+
+
+def show_constraint(constraint: Constraint) -> None:
+    """`rules show CON-...`: what a constraint narrows, when, and why."""
+    meta = constraint.meta
+    stdout.print(f"[bold]{meta.id} {meta.name}[/bold] (rules/constraints.yaml)")
+    stdout.print(
+        f"kind: constraint   narrows: {meta.field}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
+    for narrowing in meta.narrowings:
+        allowed = ", ".join(show_value(v) for v in narrowing.allowed)
+        stdout.print(f"when {escape(narrowing.when)}: {meta.field} is one of {escape(allowed)}")
+    stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
+    _show_sources(meta.sources)
+    if meta.notes:
+        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
+
+
+def show_derived(derived: DerivedRule) -> None:
+    """`rules show DER-...`: how a derived attribute is computed, and why."""
+    meta = derived.meta
+    stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({derived.path})")
+    stdout.print(
+        f"kind: derived attribute   field: {meta.field}   "
+        f"provisional: {'yes' if meta.provisional else 'no'}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
+    stdout.print(f"description: {escape(' '.join(meta.description.split()))}")
+    stdout.print(f"inputs: {', '.join(derived.inputs)}")
+    if meta.expression:
+        stdout.print(f"expression: {escape(meta.expression)}")
+    if meta.condition:
+        stdout.print(f"condition: {escape(meta.condition)}")
+    for band in meta.bands or []:
+        stdout.print(f"band: {escape(show_value(band.value))} when {escape(band.when)}")
+    for term in meta.points or []:
+        points = ", ".join(f"{k} {v}" for k, v in term.values.items())
+        stdout.print(f"points: {term.field}: {escape(points)}")
+    if meta.supplied_total:
+        stdout.print(f"otherwise the supplied total: {meta.supplied_total}")
+    stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
+    _show_sources(meta.sources)
     if meta.notes:
         stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
 

@@ -177,3 +177,23 @@ def test_one_bad_file_among_several_is_reported_and_the_others_screened(tmp_path
     # exit 2 wins over --fail-on: a file was not screened
     failing = CliRunner().invoke(app, ["screen", good[1], str(bad), "--fail-on", "urgent_review"])
     assert failing.exit_code == 2
+
+
+def test_rules_show_names_constraints_and_derived_attributes() -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    shown = CliRunner().invoke(app, ["rules", "show", "CON-001"])
+    assert shown.exit_code == 0, shown.stderr
+    assert "narrows: pregnant" in shown.stdout
+    assert 'when sex == "male"' in shown.stdout
+    derived = CliRunner().invoke(app, ["rules", "show", "der-004"])
+    assert derived.exit_code == 0, derived.stderr
+    assert "field: tlics_score_derived" in derived.stdout
+    assert "points: tlics_plc: intact 0, indeterminate 2, injured 3" in derived.stdout
+    listed = CliRunner().invoke(app, ["rules", "list", "--all", "--format", "json"])
+    kinds = {row.get("kind", "rule") for row in __import__("json").loads(listed.stdout)}
+    assert kinds == {"rule", "constraint", "derived"}
+    missing = CliRunner().invoke(app, ["rules", "show", "CON-999"])
+    assert missing.exit_code == 2
