@@ -197,3 +197,66 @@ def test_rules_show_names_constraints_and_derived_attributes() -> None:
     assert kinds == {"rule", "constraint", "derived"}
     missing = CliRunner().invoke(app, ["rules", "show", "CON-999"])
     assert missing.exit_code == 2
+
+
+# --- what a clinician types ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "meant"),
+    [
+        ("sex", "Male", "male"),
+        ("sex", "M", "male"),
+        ("sex", "f", "female"),
+        ("lowest_level", "l4-l5", "L4-L5"),
+        ("lowest_level", "L4/L5", "L4-L5"),
+        ("lowest_level", "L4-5", "L4-L5"),
+        ("lowest_level", "l5 s1", "L5-S1"),
+        ("diagnosis", "Disc herniation", "disc_herniation"),
+        ("diagnosis", "tumour", "tumor"),
+        ("mis_technique", "MIS TLIF", "mis_tlif"),
+    ],
+)
+def test_obvious_spellings_are_read_as_the_value_they_mean(
+    field: str, typed: str, meant: str
+) -> None:
+    from engine.io.cases import validate_case
+
+    _, values = validate_case({"case_id": "T-1", field: typed}, "test")
+    assert values[field] == meant
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "hint"),
+    [
+        ("sex", "femal", "(did you mean 'female'?)"),
+        ("lowest_level", "L4-L7", "(did you mean 'L4-L5'?)"),
+        (
+            "mis_technique",
+            "endoscopic",
+            "(ambiguous: one of endoscopic_discectomy, endoscopic_decompression)",
+        ),
+        ("planned_procedure", "d", "(ambiguous: one of decompression, discectomy, debridement)"),
+    ],
+)
+def test_a_wrong_value_suggests_the_nearest_or_lists_the_choices(
+    field: str, typed: str, hint: str
+) -> None:
+    from engine.errors import CaseInputError
+    from engine.io.cases import validate_case
+
+    with pytest.raises(CaseInputError) as raised:
+        validate_case({"case_id": "T-1", field: typed}, "test")
+    assert hint in str(raised.value.lines())
+
+
+def test_common_field_aliases_get_a_did_you_mean_and_identifiers_stay_withheld() -> None:
+    from engine.errors import CaseInputError
+    from engine.io.cases import validate_case
+
+    with pytest.raises(CaseInputError) as raised:
+        validate_case({"case_id": "T-1", "age": 40}, "test")
+    assert "unknown field 'age'; did you mean 'age_years'?" in str(raised.value.lines())
+    with pytest.raises(CaseInputError) as raised:
+        validate_case({"case_id": "T-1", "diagnosis": "jane.doe@example.org"}, "test")
+    assert "jane.doe" not in str(raised.value.lines())
