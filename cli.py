@@ -183,7 +183,9 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-RulesOption = Annotated[Path, typer.Option("--rules", help="Rules directory.", show_default=False)]
+RulesOption = Annotated[
+    Path, typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False)
+]
 
 
 def make_evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
@@ -197,12 +199,19 @@ def make_evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
 def screen(
     case_files: Annotated[
         list[str] | None,
-        typer.Argument(help="Case files (YAML or JSON), or - for stdin.", show_default=False),
+        typer.Argument(
+            metavar="CASE",
+            help="Case files (YAML or JSON), or - for stdin.",
+            show_default=False,
+        ),
     ] = None,
     set_values: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", help="FIELD=VALUE; repeat for a quick case without a file.", show_default=False
+            "--set",
+            metavar="FIELD=VALUE",
+            help="FIELD=VALUE; repeat for a quick case without a file.",
+            show_default=False,
         ),
     ] = None,
     output_format: Annotated[
@@ -215,7 +224,10 @@ def screen(
     out: Annotated[
         str | None,
         typer.Option(
-            "--out", help="Write the output to this file instead of stdout.", show_default=False
+            "--out",
+            metavar="FILE",
+            help="Write the output to this file instead of stdout.",
+            show_default=False,
         ),
     ] = None,
     rules: RulesOption = DEFAULT_RULES_DIR,
@@ -223,6 +235,7 @@ def screen(
         str | None,
         typer.Option(
             "--site",
+            metavar="FILE",
             help="Site profile (YAML of setting fields) for values the case lacks.",
             show_default=False,
         ),
@@ -230,7 +243,10 @@ def screen(
     fail_on: Annotated[
         Verdict | None,
         typer.Option(
-            "--fail-on", help="Exit 1 when a verdict is this one or higher.", show_default=False
+            "--fail-on",
+            metavar="VERDICT",
+            help="Exit 1 when a verdict is this one or higher.",
+            show_default=False,
         ),
     ] = None,
     engine: Annotated[
@@ -240,15 +256,24 @@ def screen(
         bool,
         typer.Option(
             "--details",
+            metavar="",
             help="Text report: add each finding's rationale and sources, and why each rule "
             "fired or is still open (its condition, part by part), with a legend.",
         ),
     ] = False,
     legend: Annotated[
-        bool, typer.Option("--legend", help="Text report: explain severity and evidence labels.")
+        bool,
+        typer.Option(
+            "--legend", metavar="", help="Text report: explain severity and evidence labels."
+        ),
     ] = False,
 ) -> None:
-    """Screen a case and print its verdict with every finding and its source."""
+    """Screen a case and print its verdict with every finding and its source.
+
+    Example: miss-screen screen cases/examples/stenosis-l4-l5.yaml --details
+
+    Example: miss-screen screen case.yaml --format html --out case.html
+    """
     files = case_files or []
     if not files and not set_values:
         raise UsageError("give a case file, - for stdin, or --set FIELD=VALUE")
@@ -408,9 +433,14 @@ class Executor(StrEnum):
 def batch(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Cohort files (CSV, JSONL, Parquet), or - for JSONL on stdin."),
+        typer.Argument(
+            metavar="INPUT",
+            help="Cohort files (CSV, JSONL, Parquet), or - for JSONL on stdin.",
+        ),
     ],
-    out: Annotated[str, typer.Option("--out", help="Output file, or - for stdout.")],
+    out: Annotated[
+        str, typer.Option("--out", metavar="FILE", help="Output file, or - for stdout.")
+    ],
     output_format: Annotated[
         BatchFormat | None,
         typer.Option(
@@ -421,15 +451,21 @@ def batch(
     ] = None,
     summary: Annotated[
         str | None,
-        typer.Option("--summary", help="Write the summary JSON here.", show_default=False),
+        typer.Option(
+            "--summary", metavar="FILE", help="Write the summary JSON here.", show_default=False
+        ),
     ] = None,
     report: Annotated[
-        str | None, typer.Option("--report", help="Write the HTML report here.", show_default=False)
+        str | None,
+        typer.Option(
+            "--report", metavar="FILE", help="Write the HTML report here.", show_default=False
+        ),
     ] = None,
     errors: Annotated[
         str | None,
         typer.Option(
             "--errors",
+            metavar="FILE",
             help="Errors JSONL (default: OUT.errors.jsonl; stderr when OUT is -).",
             show_default=False,
         ),
@@ -437,7 +473,11 @@ def batch(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", min=1, help="Worker processes (default: CPU count).", show_default=False
+            "--workers",
+            metavar="N",
+            min=1,
+            help="Worker processes (default: CPU count).",
+            show_default=False,
         ),
     ] = None,
     rules: RulesOption = DEFAULT_RULES_DIR,
@@ -448,6 +488,7 @@ def batch(
         str | None,
         typer.Option(
             "--site",
+            metavar="FILE",
             help="Site profile (YAML of setting fields) for rows that lack them.",
             show_default=False,
         ),
@@ -464,6 +505,7 @@ def batch(
         list[str] | None,
         typer.Option(
             "--allow-column",
+            metavar="COLUMN",
             help="A column the identifier guard flags wrongly; repeatable.",
             show_default=False,
         ),
@@ -471,17 +513,22 @@ def batch(
     ignore_unknown_columns: Annotated[
         bool,
         typer.Option(
-            "--ignore-unknown-columns", help="Skip columns the data dictionary does not know."
+            "--ignore-unknown-columns",
+            metavar="",
+            help="Skip columns the data dictionary does not know.",
         ),
     ] = False,
     executor: Annotated[
         Executor,
         typer.Option(
-            "--executor", help="local processes, or dask (pip install 'miss-screen[dask]')."
+            "--executor", help="local processes, or dask (pip install 'miss-screen\\[dask]')."
         ),
     ] = Executor.local,
 ) -> None:
-    """Screen a cohort: every row screened or rejected with a reason, outputs in input order."""
+    """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
+
+    Example: miss-screen batch cohort.csv --out results.jsonl --report report.html
+    """
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
         from engine.batch.startup import start_fork_server
 
@@ -599,17 +646,28 @@ def batch_progress(show: bool) -> Iterator[Callable[[int], None] | None]:
 @app.command()
 @handle_errors
 def synth(
-    rows: Annotated[int, typer.Argument(min=1, help="Number of cases.")],
-    out: Annotated[str, typer.Option("--out", help="File to write (.csv, .jsonl or .parquet).")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same cohort.")] = 0,
+    rows: Annotated[int, typer.Argument(min=1, metavar="N", help="Number of cases.")],
+    out: Annotated[
+        str, typer.Option("--out", metavar="FILE", help="File to write (.csv, .jsonl or .parquet).")
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Random seed; same seed, same cohort.")
+    ] = 0,
     missing: Annotated[
-        float, typer.Option("--missing", min=0, max=1, help="Share of values blanked.")
+        float,
+        typer.Option("--missing", metavar="SHARE", min=0, max=1, help="Share of values blanked."),
     ] = 0.05,
     corrupt: Annotated[
-        float, typer.Option("--corrupt", min=0, max=1, help="Share of rows with one corrupt value.")
+        float,
+        typer.Option(
+            "--corrupt", metavar="SHARE", min=0, max=1, help="Share of rows with one corrupt value."
+        ),
     ] = 0.01,
 ) -> None:
-    """Write a synthetic, consistent anonymised cohort for tests, demos and benchmarks."""
+    """Write a synthetic, consistent anonymised cohort for tests, demos and benchmarks.
+
+    Example: miss-screen synth 1000 --out cohort.csv --seed 7
+    """
     from engine.synth import cohort_format, write_cohort
 
     cohort_format(Path(out))  # an unknown extension is refused before any work
@@ -627,7 +685,9 @@ def rules_list(
     ] = ListFormat.text,
     include_all: Annotated[
         bool,
-        typer.Option("--all", help="Also list the constraints and the derived attributes."),
+        typer.Option(
+            "--all", metavar="", help="Also list the constraints and the derived attributes."
+        ),
     ] = False,
 ) -> None:
     """List every rule with its category, severity and message.
@@ -679,10 +739,15 @@ def rules_list(
 @rules_app.command("show")
 @handle_errors
 def rules_show(
-    rule_id: Annotated[str, typer.Argument(help="Rule id, e.g. ACC-007.")],
+    rule_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Rule id, e.g. ACC-007, CON-001 or DER-004.")
+    ],
     rules: RulesOption = DEFAULT_RULES_DIR,
 ) -> None:
-    """Show one rule: condition, message, rationale and sources."""
+    """Show one rule: condition, message, rationale and sources.
+
+    Example: miss-screen rules show ACC-008 (or a constraint, CON-001, or DER-004)
+    """
     ruleset = load_ruleset(rules)
     wanted = rule_id.upper()
     rule = ruleset.by_id.get(wanted) or next(
@@ -778,15 +843,32 @@ def show_derived(derived: DerivedRule) -> None:
         stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
 
 
+def rules_dir_of(positional: Path | None, option: Path | None) -> Path:
+    """The rules directory of `rules check/test`: DIR or --rules DIR (not two different ones)."""
+    if positional is not None and option is not None and positional != option:
+        raise UsageError("give the rules directory once: DIR or --rules DIR")
+    return positional or option or DEFAULT_RULES_DIR
+
+
 @rules_app.command("check")
 @handle_errors
 def rules_check(
     directory: Annotated[
-        Path, typer.Argument(help="Rules directory.", show_default=False)
-    ] = DEFAULT_RULES_DIR,
+        Path | None,
+        typer.Argument(
+            metavar="[DIR]", help="Rules directory (or --rules DIR).", show_default=False
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False),
+    ] = None,
 ) -> None:
-    """Load and check every rule file; report each problem as file:line."""
-    ruleset = load_ruleset(directory)
+    """Load and check every rule file; report each problem as file:line.
+
+    Example: miss-screen rules check --rules my-rules/
+    """
+    ruleset = load_ruleset(rules_dir_of(directory, rules))
     DurableEvaluator(ruleset)  # compiles every rule and checks durable-rules' limits
     goldens = run_goldens(ruleset, {"reference": ReferenceEvaluator(ruleset)})
     invalid = [g for g in goldens if g.actual == "invalid case"]
@@ -809,14 +891,24 @@ def rules_check(
 @handle_errors
 def rules_test(
     directory: Annotated[
-        Path, typer.Argument(help="Rules directory.", show_default=False)
-    ] = DEFAULT_RULES_DIR,
+        Path | None,
+        typer.Argument(
+            metavar="[DIR]", help="Rules directory (or --rules DIR).", show_default=False
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False),
+    ] = None,
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="Output format.")
     ] = ListFormat.text,
 ) -> None:
-    """Run every golden case on both evaluators; exit 1 on any mismatch."""
-    ruleset = load_ruleset(directory)
+    """Run every golden case on both evaluators; exit 1 on any mismatch.
+
+    Example: miss-screen rules test --format json
+    """
+    ruleset = load_ruleset(rules_dir_of(directory, rules))
     results = run_goldens(
         ruleset, {"durable": DurableEvaluator(ruleset), "reference": ReferenceEvaluator(ruleset)}
     )
@@ -859,12 +951,15 @@ def rules_test(
 @rules_app.command("docs")
 @handle_errors
 def rules_docs(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the generated pages.")] = Path(
-        "docs/rules"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", metavar="FILE", help="Folder for the generated pages.")
+    ] = Path("docs/rules"),
     rules: RulesOption = DEFAULT_RULES_DIR,
 ) -> None:
-    """Write one Markdown page per rule and an index, generated from the rule files."""
+    """Write one Markdown page per rule and an index, generated from the rule files.
+
+    Example: miss-screen rules docs --out docs/rules
+    """
     from engine.report.docs import write_docs
 
     ruleset = load_ruleset(rules)
@@ -875,14 +970,20 @@ def rules_docs(
 @schema_app.command("case")
 @handle_errors
 def schema_case() -> None:
-    """Print the JSON Schema of a case file."""
+    """Print the JSON Schema of a case file.
+
+    Example: miss-screen schema case > case.schema.json
+    """
     sys.stdout.write(json.dumps(Case.model_json_schema(), indent=2) + "\n")
 
 
 @schema_app.command("result")
 @handle_errors
 def schema_result() -> None:
-    """Print the JSON Schema of a screening result (the output contract)."""
+    """Print the JSON Schema of a screening result (the output contract).
+
+    Example: miss-screen schema result
+    """
     sys.stdout.write(json.dumps(Result.model_json_schema(), indent=2) + "\n")
 
 
@@ -897,7 +998,11 @@ def main_options(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+            "--version",
+            metavar="",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version.",
         ),
     ] = False,
 ) -> None:

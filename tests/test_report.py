@@ -260,3 +260,43 @@ def test_common_field_aliases_get_a_did_you_mean_and_identifiers_stay_withheld()
     with pytest.raises(CaseInputError) as raised:
         validate_case({"case_id": "T-1", "diagnosis": "jane.doe@example.org"}, "test")
     assert "jane.doe" not in str(raised.value.lines())
+
+
+# --- help that teaches ----------------------------------------------------------------------------
+
+COMMANDS = [
+    ["screen"],
+    ["batch"],
+    ["synth"],
+    ["rules", "list"],
+    ["rules", "show"],
+    ["rules", "check"],
+    ["rules", "test"],
+    ["rules", "docs"],
+    ["schema", "case"],
+    ["schema", "result"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_help_has_an_example_and_word_types(command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    done = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert done.exit_code == 0
+    assert f"Example: miss-screen {' '.join(command)}" in done.stdout
+    options = done.stdout.split("Options")[-1]
+    assert "<str>" not in options
+    assert "<path>" not in options
+    assert "list[str]" not in options
+
+
+def test_batch_help_keeps_the_dask_extra() -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    done = CliRunner().invoke(app, ["batch", "--help"], env={"COLUMNS": "200"})
+    assert "pip install 'miss-screen[dask]'" in done.stdout
