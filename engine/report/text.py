@@ -286,7 +286,7 @@ def needed_words(items: list[NotEvaluable]) -> str:
 def possible_words(result: Result) -> str:
     words = ", ".join(v.value for v in result.possible_verdicts)
     return words + (
-        "" if result.possible_verdicts_exact else " (a bound: some rules share a field)"
+        "" if result.possible_verdicts_exact else "; a bound: some rules share a field"
     )
 
 
