@@ -333,7 +333,7 @@ def read_screen_case(
 ) -> tuple[str, dict[str, Scalar], str]:
     """A case from a file, stdin or --set pairs; --set values override the file's."""
     if case_file is None:
-        case_id, values = validate_case(parse_set_options(set_values), "--set")
+        case_id, values = validate_case(parse_set_options(set_values), "--set", typed=True)
         return case_id, values, "--set"
     source = "<stdin>" if case_file == "-" else case_file
     case_id, values = read_case(case_file)
@@ -341,7 +341,7 @@ def read_screen_case(
         overrides = parse_set_options(set_values)
         if overrides["case_id"] == "cli-case":
             overrides["case_id"] = case_id
-        case_id, values = validate_case({**values, **overrides}, f"{source} with --set")
+        case_id, values = validate_case({**values, **overrides}, f"{source} with --set", typed=True)
     return case_id, values, source
 
 

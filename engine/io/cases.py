@@ -61,9 +61,14 @@ _TEXT = frozenset({str})
 
 
 def validate_case(
-    raw: Mapping[str, Any], source: str, row: int | None = None
+    raw: Mapping[str, Any], source: str, row: int | None = None, *, typed: bool = False
 ) -> tuple[str, dict[str, Scalar]]:
-    """Validate raw case values; return the case_id and the known values (nulls dropped)."""
+    """Validate raw case values; return the case_id and the known values (nulls dropped).
+
+    typed=True: a case a clinician typed (a case file, --set), whose enum values are read in
+    their obvious spellings (match_enum). Cohort rows stay exact: a dataset's coding is checked,
+    never silently recoded.
+    """
     problems: list[CaseProblem] = []
     # the common case, checked in one pass: text keys and plain scalar values
     clean: dict[str, Any] = {
@@ -85,9 +90,9 @@ def validate_case(
     try:
         case = Case.model_validate(clean)
     except ValidationError as exc:
-        respelt = _respelt(exc.errors())  # only after a failure: valid rows pay nothing
+        respelt = _respelt(exc.errors()) if typed else {}  # only after a failure
         if respelt:
-            return validate_case({**clean, **respelt}, source, row)
+            return validate_case({**clean, **respelt}, source, row, typed=True)
         problems.extend(_problem(err) for err in exc.errors())
     else:
         kinds = case_id_identifier_kinds(str(clean["case_id"]))
@@ -321,7 +326,7 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def read_case(path: str) -> tuple[str, dict[str, Scalar]]:
     """Read and validate one case file (YAML or JSON), or stdin for '-'."""
     source = "<stdin>" if path == "-" else path
-    return validate_case(parse_mapping(read_text(path), source), source)
+    return validate_case(parse_mapping(read_text(path), source), source, typed=True)
 
 
 def parse_set_options(pairs: list[str]) -> dict[str, Any]:
