@@ -75,13 +75,22 @@ from engine.evaluate.durable import DurableEvaluator
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.goldens import run_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
-from engine.models import CITATION_WORDS, Case, Result, Scalar, Verdict, evidence_label
+from engine.models import (
+    CITATION_WORDS,
+    Case,
+    Result,
+    Scalar,
+    SiteProfile,
+    SourceRef,
+    Verdict,
+    evidence_label,
+)
 from engine.policy import verdict_rank
-from engine.report.text import brief_line, render_text, source_text
+from engine.report.text import Traces, brief_line, render_text, show_value, source_text
 from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
-from engine.rules.ruleset import Ruleset
+from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
 from engine.screen import screen_values
 
 if TYPE_CHECKING:
@@ -116,6 +125,7 @@ class ScreenFormat(StrEnum):
     text = "text"
     json = "json"
     brief = "brief"
+    html = "html"
 
 
 class ListFormat(StrEnum):
@@ -155,6 +165,12 @@ def os_error_line(exc: OSError) -> str:
     return f"{where}{exc.strerror or exc}; nothing was written under that name"
 
 
+def print_user_error(exc: UserError) -> None:
+    lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+
+
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     """User errors become one-line messages and exit 2; anything else is our bug (also exit 2)."""
 
@@ -167,9 +183,7 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         except typer.Exit:
             raise
         except UserError as exc:
-            lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
-            for line in lines:
-                print(f"error: {line}", file=sys.stderr)
+            print_user_error(exc)
             raise typer.Exit(2) from None
         except OSError as exc:
             if exc.errno not in USER_ERRNOS:
@@ -192,7 +206,9 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-RulesOption = Annotated[Path, typer.Option("--rules", help="Rules directory.", show_default=False)]
+RulesOption = Annotated[
+    Path, typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False)
+]
 
 
 def make_evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
@@ -206,23 +222,43 @@ def make_evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
 def screen(
     case_files: Annotated[
         list[str] | None,
-        typer.Argument(help="Case files (YAML or JSON), or - for stdin.", show_default=False),
+        typer.Argument(
+            metavar="CASE",
+            help="Case files (YAML or JSON), or - for stdin.",
+            show_default=False,
+        ),
     ] = None,
     set_values: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", help="FIELD=VALUE; repeat for a quick case without a file.", show_default=False
+            "--set",
+            metavar="FIELD=VALUE",
+            help="FIELD=VALUE; repeat for a quick case without a file.",
+            show_default=False,
         ),
     ] = None,
     output_format: Annotated[
         ScreenFormat,
-        typer.Option("--format", help="text report, json result, or one brief line per case."),
+        typer.Option(
+            "--format",
+            help="text report, json result, one brief line per case, or a printable html page.",
+        ),
     ] = ScreenFormat.text,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Write the output to this file instead of stdout.",
+            show_default=False,
+        ),
+    ] = None,
     rules: RulesOption = DEFAULT_RULES_DIR,
     site: Annotated[
         str | None,
         typer.Option(
             "--site",
+            metavar="FILE",
             help="Site profile (YAML of setting fields) for values the case lacks.",
             show_default=False,
         ),
@@ -230,7 +266,10 @@ def screen(
     fail_on: Annotated[
         Verdict | None,
         typer.Option(
-            "--fail-on", help="Exit 1 when a verdict is this one or higher.", show_default=False
+            "--fail-on",
+            metavar="VERDICT",
+            help="Exit 1 when a verdict is this one or higher.",
+            show_default=False,
         ),
     ] = None,
     engine: Annotated[
@@ -240,6 +279,7 @@ def screen(
         str | None,
         typer.Option(
             "--fhir",
+            metavar="FILE",
             help="A FHIR R4 Bundle (collection, searchset or transaction; JSON), or - for stdin.",
             show_default=False,
         ),
@@ -248,12 +288,33 @@ def screen(
         str | None,
         typer.Option(
             "--reference-date",
+            metavar="DATE",
             help="With --fhir: the date ages and observations are taken at (YYYY-MM-DD; today).",
             show_default=False,
         ),
     ] = None,
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details",
+            metavar="",
+            help="Text report: add each finding's rationale and sources, and why each rule "
+            "fired or is still open (its condition, part by part), with a legend.",
+        ),
+    ] = False,
+    legend: Annotated[
+        bool,
+        typer.Option(
+            "--legend", metavar="", help="Text report: explain severity and evidence labels."
+        ),
+    ] = False,
 ) -> None:
-    """Screen a case and print its verdict with every finding and its source."""
+    """Screen a case and print its verdict with every finding and its source.
+
+    Example: miss-screen screen cases/examples/stenosis-l4-l5.yaml --details
+
+    Example: miss-screen screen case.yaml --format html --out case.html
+    """
     if fhir is not None:
         screen_fhir(
             fhir,
@@ -265,6 +326,9 @@ def screen(
             fail_on,
             engine,
             reference_date,
+            out=out,
+            details=details,
+            legend=legend,
         )
         return
     if reference_date is not None:
@@ -274,22 +338,49 @@ def screen(
         raise UsageError("give a case file, - for stdin, or --set FIELD=VALUE")
     if set_values and len(files) > 1:
         raise UsageError("--set applies to one case; give at most one case file with it")
+    if output_format is ScreenFormat.html and len(files) > 1:
+        raise UsageError("--format html makes the page of one case; give one case file")
+    if out is not None:
+        check_outputs(files, {"--out": out})
     ruleset = load_ruleset(rules)
     site_values = read_site(site) if site else {}
     evaluator = make_evaluator(ruleset, engine)
     results = []
+    traces: list[Traces | None] = []
     inputs: list[str | None] = list(files) or [None]
+    failed = 0
     for case_file in inputs:
-        case_id, values, source = read_screen_case(case_file, set_values or [])
-        results.append(
-            screen_values(
+        try:
+            case_id, values, source = read_screen_case(case_file, set_values or [])
+            result = screen_values(
                 case_id, values, ruleset, evaluator, site=site_values, source=source
             ).result
+        except UserError as exc:
+            if len(inputs) == 1:
+                raise
+            print_user_error(exc)  # as linters do: say it, screen the other files, exit 2
+            failed += 1
+            continue
+        results.append(result)
+        traces.append(
+            case_traces(case_id, values, ruleset, site_values, source) if details else None
         )
-    for index, result in enumerate(results):
+    if out is not None and out != "-" and results:
+        write_results(out, results, output_format)
+    for index, result in enumerate(results if out is None or out == "-" else []):
         if output_format is ScreenFormat.text and index:
             stdout.rule()
-        print_result(result, output_format, compact=len(results) > 1)
+        print_result(
+            result,
+            output_format,
+            compact=len(results) > 1,
+            details=details,
+            legend=legend,
+            traces=traces[index],
+        )
+    if failed:
+        stderr.print(f"{failed} of {len(inputs)} case files could not be screened")
+        raise typer.Exit(2)
     if fail_on is not None and any(
         verdict_rank(r.verdict) <= verdict_rank(fail_on) for r in results
     ):
@@ -306,6 +397,10 @@ def screen_fhir(
     fail_on: Verdict | None,
     engine: Engine,
     reference_date: str | None,
+    *,
+    out: str | None = None,
+    details: bool = False,
+    legend: bool = False,
 ) -> None:
     """screen --fhir: map a Bundle to one case (--set overrides), screen it, say where values
     came from. Warnings go to stderr; they name resource types and codes, never content."""
@@ -339,9 +434,14 @@ def screen_fhir(
     ).result
     for warning in mapped.warnings:
         print(f"warning: {source}: {warning}", file=sys.stderr)
-    print_result(result, output_format)
-    if output_format is ScreenFormat.text:
-        print_provenance(provenance)
+    if out is not None and out != "-":
+        check_outputs([path] if path != "-" else [], {"--out": out})
+        write_results(out, [result], output_format)
+    else:
+        traces = case_traces(case_id, values, ruleset, site_values, source) if details else None
+        print_result(result, output_format, details=details, legend=legend, traces=traces)
+        if output_format is ScreenFormat.text:
+            print_provenance(provenance)
     if fail_on is not None and verdict_rank(result.verdict) <= verdict_rank(fail_on):
         raise typer.Exit(1)
 
@@ -359,7 +459,7 @@ def read_screen_case(
 ) -> tuple[str, dict[str, Scalar], str]:
     """A case from a file, stdin or --set pairs; --set values override the file's."""
     if case_file is None:
-        case_id, values = validate_case(parse_set_options(set_values), "--set")
+        case_id, values = validate_case(parse_set_options(set_values), "--set", typed=True)
         return case_id, values, "--set"
     source = "<stdin>" if case_file == "-" else case_file
     case_id, values = read_case(case_file)
@@ -367,18 +467,68 @@ def read_screen_case(
         overrides = parse_set_options(set_values)
         if overrides["case_id"] == "cli-case":
             overrides["case_id"] = case_id
-        case_id, values = validate_case({**values, **overrides}, f"{source} with --set")
+        case_id, values = validate_case({**values, **overrides}, f"{source} with --set", typed=True)
     return case_id, values, source
 
 
-def print_result(result: Result, output_format: ScreenFormat, *, compact: bool = False) -> None:
+def case_traces(
+    case_id: str,
+    values: dict[str, Scalar],
+    ruleset: Ruleset,
+    site: SiteProfile,
+    source: str,
+) -> Traces:
+    """Each reported rule's condition traced on the case's facts (for --details)."""
+    from engine.report.trace import trace_rule
+    from engine.screen import prepare
+
+    facts, _ = prepare(case_id, values, ruleset, site=site, source=source)
+    return {rule.id: trace_rule(rule, facts) for rule in ruleset.rules}
+
+
+def write_results(out: str, results: list[Result], output_format: ScreenFormat) -> None:
+    """Write the results to a file (atomically): the HTML page, JSON, brief lines or plain text."""
+    from engine.batch.writers import write_text_atomically
+
+    if output_format is ScreenFormat.html:
+        from engine.report.case_html import render_case_html
+
+        text = render_case_html(results[0])
+    elif output_format is ScreenFormat.json:
+        compact = len(results) > 1
+        text = "".join(r.model_dump_json(indent=None if compact else 2) + "\n" for r in results)
+    elif output_format is ScreenFormat.brief:
+        text = "".join(brief_line(r) + "\n" for r in results)
+    else:
+        console = Console(record=True, file=open(os.devnull, "w"), width=100, highlight=False)  # noqa: SIM115
+        for index, result in enumerate(results):
+            if index:
+                console.rule()
+            render_text(result, console)
+        text = console.export_text()
+    write_text_atomically(out, text)
+
+
+def print_result(
+    result: Result,
+    output_format: ScreenFormat,
+    *,
+    compact: bool = False,
+    details: bool = False,
+    legend: bool = False,
+    traces: Traces | None = None,
+) -> None:
     """Write one result; several JSON results are written one per line (JSON Lines)."""
     if output_format is ScreenFormat.json:
         sys.stdout.write(result.model_dump_json(indent=None if compact else 2) + "\n")
     elif output_format is ScreenFormat.brief:
         sys.stdout.write(brief_line(result) + "\n")
+    elif output_format is ScreenFormat.html:
+        from engine.report.case_html import render_case_html
+
+        sys.stdout.write(render_case_html(result))
     else:
-        render_text(result, stdout)
+        render_text(result, stdout, details=details, legend=legend, traces=traces)
 
 
 class BatchFormat(StrEnum):
@@ -409,9 +559,14 @@ class Executor(StrEnum):
 def batch(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Cohort files (CSV, JSONL, Parquet), or - for JSONL on stdin."),
+        typer.Argument(
+            metavar="INPUT",
+            help="Cohort files (CSV, JSONL, Parquet), or - for JSONL on stdin.",
+        ),
     ],
-    out: Annotated[str, typer.Option("--out", help="Output file, or - for stdout.")],
+    out: Annotated[
+        str, typer.Option("--out", metavar="FILE", help="Output file, or - for stdout.")
+    ],
     output_format: Annotated[
         BatchFormat | None,
         typer.Option(
@@ -422,15 +577,21 @@ def batch(
     ] = None,
     summary: Annotated[
         str | None,
-        typer.Option("--summary", help="Write the summary JSON here.", show_default=False),
+        typer.Option(
+            "--summary", metavar="FILE", help="Write the summary JSON here.", show_default=False
+        ),
     ] = None,
     report: Annotated[
-        str | None, typer.Option("--report", help="Write the HTML report here.", show_default=False)
+        str | None,
+        typer.Option(
+            "--report", metavar="FILE", help="Write the HTML report here.", show_default=False
+        ),
     ] = None,
     errors: Annotated[
         str | None,
         typer.Option(
             "--errors",
+            metavar="FILE",
             help="Errors JSONL (default: OUT.errors.jsonl; stderr when OUT is -).",
             show_default=False,
         ),
@@ -438,7 +599,11 @@ def batch(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", min=1, help="Worker processes (default: CPU count).", show_default=False
+            "--workers",
+            metavar="N",
+            min=1,
+            help="Worker processes (default: CPU count).",
+            show_default=False,
         ),
     ] = None,
     rules: RulesOption = DEFAULT_RULES_DIR,
@@ -449,6 +614,7 @@ def batch(
         str | None,
         typer.Option(
             "--site",
+            metavar="FILE",
             help="Site profile (YAML of setting fields) for rows that lack them.",
             show_default=False,
         ),
@@ -465,6 +631,7 @@ def batch(
         list[str] | None,
         typer.Option(
             "--allow-column",
+            metavar="COLUMN",
             help="A column the identifier guard flags wrongly; repeatable.",
             show_default=False,
         ),
@@ -472,17 +639,22 @@ def batch(
     ignore_unknown_columns: Annotated[
         bool,
         typer.Option(
-            "--ignore-unknown-columns", help="Skip columns the data dictionary does not know."
+            "--ignore-unknown-columns",
+            metavar="",
+            help="Skip columns the data dictionary does not know.",
         ),
     ] = False,
     executor: Annotated[
         Executor,
         typer.Option(
-            "--executor", help="local processes, or dask (pip install 'miss-screen[dask]')."
+            "--executor", help="local processes, or dask (pip install 'miss-screen\\[dask]')."
         ),
     ] = Executor.local,
 ) -> None:
-    """Screen a cohort: every row screened or rejected with a reason, outputs in input order."""
+    """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
+
+    Example: miss-screen batch cohort.csv --out results.jsonl --report report.html
+    """
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
         from engine.batch.startup import start_fork_server
 
@@ -631,17 +803,28 @@ def batch_progress(show: bool) -> Iterator[Callable[[int], None] | None]:
 @app.command()
 @handle_errors
 def synth(
-    rows: Annotated[int, typer.Argument(min=1, help="Number of cases.")],
-    out: Annotated[str, typer.Option("--out", help="File to write (.csv, .jsonl or .parquet).")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same cohort.")] = 0,
+    rows: Annotated[int, typer.Argument(min=1, metavar="N", help="Number of cases.")],
+    out: Annotated[
+        str, typer.Option("--out", metavar="FILE", help="File to write (.csv, .jsonl or .parquet).")
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Random seed; same seed, same cohort.")
+    ] = 0,
     missing: Annotated[
-        float, typer.Option("--missing", min=0, max=1, help="Share of values blanked.")
+        float,
+        typer.Option("--missing", metavar="SHARE", min=0, max=1, help="Share of values blanked."),
     ] = 0.05,
     corrupt: Annotated[
-        float, typer.Option("--corrupt", min=0, max=1, help="Share of rows with one corrupt value.")
+        float,
+        typer.Option(
+            "--corrupt", metavar="SHARE", min=0, max=1, help="Share of rows with one corrupt value."
+        ),
     ] = 0.01,
 ) -> None:
-    """Write a synthetic, consistent anonymised cohort for tests, demos and benchmarks."""
+    """Write a synthetic, consistent anonymised cohort for tests, demos and benchmarks.
+
+    Example: miss-screen synth 1000 --out cohort.csv --seed 7
+    """
     from engine.synth import cohort_format, write_cohort
 
     cohort_format(Path(out))  # an unknown extension is refused before any work
@@ -657,9 +840,30 @@ def rules_list(
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="Output format.")
     ] = ListFormat.text,
+    include_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", metavar="", help="Also list the constraints and the derived attributes."
+        ),
+    ] = False,
 ) -> None:
-    """List every rule with its category, severity and message."""
+    """List every rule with its category, severity and message.
+
+    Example: miss-screen rules list --all
+    """
     ruleset = load_ruleset(rules)
+    others = (
+        [
+            {"id": c.id, "name": c.meta.name, "kind": "constraint", "field": c.meta.field}
+            for c in ruleset.constraints
+        ]
+        + [
+            {"id": d.meta.id, "name": d.meta.name, "kind": "derived", "field": d.field}
+            for d in ruleset.derived
+        ]
+        if include_all
+        else []
+    )
     if output_format is ListFormat.json:
         rows = [
             {
@@ -676,7 +880,7 @@ def rules_list(
             }
             for r in ruleset.rules
         ]
-        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps([*rows, *others], indent=2, ensure_ascii=False) + "\n")
         return
     table = Table(title=f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules")
     for column in ("id", "category", "severity", "name"):
@@ -684,22 +888,45 @@ def rules_list(
     for r in ruleset.rules:
         name = r.meta.name + (" (provisional)" if r.meta.provisional else "")
         table.add_row(r.id, r.meta.category.value, r.meta.severity.value, name)
+    for other in others:
+        table.add_row(other["id"], other["kind"], "", f"{other['name']} ({other['field']})")
     stdout.print(table)
 
 
 @rules_app.command("show")
 @handle_errors
 def rules_show(
-    rule_id: Annotated[str, typer.Argument(help="Rule id, e.g. ACC-007.")],
+    rule_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Rule id, e.g. ACC-007, CON-001 or DER-004.")
+    ],
     rules: RulesOption = DEFAULT_RULES_DIR,
 ) -> None:
-    """Show one rule: condition, message, rationale and sources."""
+    """Show one rule: condition, message, rationale and sources.
+
+    Example: miss-screen rules show ACC-008 (or a constraint, CON-001, or DER-004)
+    """
     ruleset = load_ruleset(rules)
-    rule = ruleset.by_id.get(rule_id.upper()) or next(
-        (r for r in ruleset.rules if rule_id.upper() in (a.upper() for a in r.meta.aliases)), None
+    wanted = rule_id.upper()
+    rule = ruleset.by_id.get(wanted) or next(
+        (r for r in ruleset.rules if wanted in (a.upper() for a in r.meta.aliases)), None
     )
     if rule is None:
-        raise UsageError(f"no rule with id {rule_id}; see 'miss-screen rules list'")
+        constraint = next((c for c in ruleset.constraints if c.id == wanted), None)
+        derived = next(
+            (
+                d
+                for d in ruleset.derived
+                if wanted in (d.meta.id, *(a.upper() for a in d.meta.aliases))
+            ),
+            None,
+        )
+        if constraint is not None:
+            show_constraint(constraint)
+            return
+        if derived is not None:
+            show_derived(derived)
+            return
+        raise UsageError(f"no rule with id {rule_id}; see 'miss-screen rules list --all'")
     meta = rule.meta
     stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({rule.path})")
     stdout.print(
@@ -722,15 +949,83 @@ def rules_show(
         stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
 
 
+def _show_sources(sources: list[SourceRef]) -> None:
+    for source in sources:
+        label = evidence_label([source])
+        stdout.print(f"source: {escape(source_text(source))} \\[{escape(label)}]")
+
+
+def show_constraint(constraint: Constraint) -> None:
+    """`rules show CON-...`: what a constraint narrows, when, and why."""
+    meta = constraint.meta
+    stdout.print(f"[bold]{meta.id} {meta.name}[/bold] (rules/constraints.yaml)")
+    stdout.print(
+        f"kind: constraint   narrows: {meta.field}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
+    for narrowing in meta.narrowings:
+        allowed = ", ".join(show_value(v) for v in narrowing.allowed)
+        stdout.print(f"when {escape(narrowing.when)}: {meta.field} is one of {escape(allowed)}")
+    stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
+    _show_sources(meta.sources)
+    if meta.notes:
+        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
+
+
+def show_derived(derived: DerivedRule) -> None:
+    """`rules show DER-...`: how a derived attribute is computed, and why."""
+    meta = derived.meta
+    stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({derived.path})")
+    stdout.print(
+        f"kind: derived attribute   field: {meta.field}   "
+        f"provisional: {'yes' if meta.provisional else 'no'}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
+    stdout.print(f"description: {escape(' '.join(meta.description.split()))}")
+    stdout.print(f"inputs: {', '.join(derived.inputs)}")
+    if meta.expression:
+        stdout.print(f"expression: {escape(meta.expression)}")
+    if meta.condition:
+        stdout.print(f"condition: {escape(meta.condition)}")
+    for band in meta.bands or []:
+        stdout.print(f"band: {escape(show_value(band.value))} when {escape(band.when)}")
+    for term in meta.points or []:
+        points = ", ".join(f"{k} {v}" for k, v in term.values.items())
+        stdout.print(f"points: {term.field}: {escape(points)}")
+    if meta.supplied_total:
+        stdout.print(f"otherwise the supplied total: {meta.supplied_total}")
+    stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
+    _show_sources(meta.sources)
+    if meta.notes:
+        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
+
+
+def rules_dir_of(positional: Path | None, option: Path | None) -> Path:
+    """The rules directory of `rules check/test`: DIR or --rules DIR (not two different ones)."""
+    if positional is not None and option is not None and positional != option:
+        raise UsageError("give the rules directory once: DIR or --rules DIR")
+    return positional or option or DEFAULT_RULES_DIR
+
+
 @rules_app.command("check")
 @handle_errors
 def rules_check(
     directory: Annotated[
-        Path, typer.Argument(help="Rules directory.", show_default=False)
-    ] = DEFAULT_RULES_DIR,
+        Path | None,
+        typer.Argument(
+            metavar="[DIR]", help="Rules directory (or --rules DIR).", show_default=False
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False),
+    ] = None,
 ) -> None:
-    """Load and check every rule file; report each problem as file:line."""
-    ruleset = load_ruleset(directory)
+    """Load and check every rule file; report each problem as file:line.
+
+    Example: miss-screen rules check --rules my-rules/
+    """
+    ruleset = load_ruleset(rules_dir_of(directory, rules))
     DurableEvaluator(ruleset)  # compiles every rule and checks durable-rules' limits
     goldens = run_goldens(ruleset, {"reference": ReferenceEvaluator(ruleset)})
     invalid = [g for g in goldens if g.actual == "invalid case"]
@@ -753,14 +1048,24 @@ def rules_check(
 @handle_errors
 def rules_test(
     directory: Annotated[
-        Path, typer.Argument(help="Rules directory.", show_default=False)
-    ] = DEFAULT_RULES_DIR,
+        Path | None,
+        typer.Argument(
+            metavar="[DIR]", help="Rules directory (or --rules DIR).", show_default=False
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False),
+    ] = None,
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="Output format.")
     ] = ListFormat.text,
 ) -> None:
-    """Run every golden case on both evaluators; exit 1 on any mismatch."""
-    ruleset = load_ruleset(directory)
+    """Run every golden case on both evaluators; exit 1 on any mismatch.
+
+    Example: miss-screen rules test --format json
+    """
+    ruleset = load_ruleset(rules_dir_of(directory, rules))
     results = run_goldens(
         ruleset, {"durable": DurableEvaluator(ruleset), "reference": ReferenceEvaluator(ruleset)}
     )
@@ -803,12 +1108,15 @@ def rules_test(
 @rules_app.command("docs")
 @handle_errors
 def rules_docs(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the generated pages.")] = Path(
-        "docs/rules"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", metavar="FILE", help="Folder for the generated pages.")
+    ] = Path("docs/rules"),
     rules: RulesOption = DEFAULT_RULES_DIR,
 ) -> None:
-    """Write one Markdown page per rule and an index, generated from the rule files."""
+    """Write one Markdown page per rule and an index, generated from the rule files.
+
+    Example: miss-screen rules docs --out docs/rules
+    """
     from engine.report.docs import write_docs
 
     ruleset = load_ruleset(rules)
@@ -819,14 +1127,20 @@ def rules_docs(
 @schema_app.command("case")
 @handle_errors
 def schema_case() -> None:
-    """Print the JSON Schema of a case file."""
+    """Print the JSON Schema of a case file.
+
+    Example: miss-screen schema case > case.schema.json
+    """
     sys.stdout.write(json.dumps(Case.model_json_schema(), indent=2) + "\n")
 
 
 @schema_app.command("result")
 @handle_errors
 def schema_result() -> None:
-    """Print the JSON Schema of a screening result (the output contract)."""
+    """Print the JSON Schema of a screening result (the output contract).
+
+    Example: miss-screen schema result
+    """
     sys.stdout.write(json.dumps(Result.model_json_schema(), indent=2) + "\n")
 
 
@@ -841,7 +1155,11 @@ def main_options(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+            "--version",
+            metavar="",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version.",
         ),
     ] = False,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -60,9 +61,14 @@ _TEXT = frozenset({str})
 
 
 def validate_case(
-    raw: Mapping[str, Any], source: str, row: int | None = None
+    raw: Mapping[str, Any], source: str, row: int | None = None, *, typed: bool = False
 ) -> tuple[str, dict[str, Scalar]]:
-    """Validate raw case values; return the case_id and the known values (nulls dropped)."""
+    """Validate raw case values; return the case_id and the known values (nulls dropped).
+
+    typed=True: a case a clinician typed (a case file, --set), whose enum values are read in
+    their obvious spellings (match_enum). Cohort rows stay exact: a dataset's coding is checked,
+    never silently recoded.
+    """
     problems: list[CaseProblem] = []
     # the common case, checked in one pass: text keys and plain scalar values
     clean: dict[str, Any] = {
@@ -84,6 +90,9 @@ def validate_case(
     try:
         case = Case.model_validate(clean)
     except ValidationError as exc:
+        respelt = _respelt(exc.errors()) if typed else {}  # only after a failure
+        if respelt:
+            return validate_case({**clean, **respelt}, source, row, typed=True)
         problems.extend(_problem(err) for err in exc.errors())
     else:
         kinds = case_id_identifier_kinds(str(clean["case_id"]))
@@ -109,7 +118,8 @@ def _problem(err: Any) -> CaseProblem:
             return CaseProblem(
                 name, "is a derived attribute computed by the rules; remove it from the input", None
             )
-        close = difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
+        alias = FIELD_ALIASES.get(name.strip().lower())
+        close = [alias] if alias else difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         shown = shown_name(name, INPUT_FIELDS)
         if shown is None:
@@ -124,14 +134,100 @@ def _problem(err: Any) -> CaseProblem:
     expected = f"; expected {spec.expected()}" if spec else ""
     hint = ""
     if spec is not None and spec.values and isinstance(value, str) and len(value) <= 100:
-        close = difflib.get_close_matches(value.lower(), list(spec.values), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = _enum_hint(value, spec.values)
     shown = _show(value, name, spec.values if spec else ())
     if shown is None:  # the row is still refused: field and reason named, value withheld
         return CaseProblem(
             name, f"the value given {words}{expected}{hint} ({withheld_reason(value)})"
         )
     return CaseProblem(name, f"{shown} {words}{expected}{hint}", value)
+
+
+# Field names a clinician types for a data-dictionary field: a "did you mean", never a rename.
+FIELD_ALIASES = {
+    "age": "age_years",
+    "gender": "sex",
+    "level": "lowest_level",
+    "spinal_level": "lowest_level",
+    "procedure": "planned_procedure",
+    "technique": "mis_technique",
+    "surgeon_experience": "surgeon_mis_cases",
+    "slip": "slip_percent",
+    "sva": "sva_mm",
+    "pi": "pelvic_incidence_deg",
+    "ll": "lumbar_lordosis_deg",
+    "cobb": "coronal_cobb_deg",
+    "tlics": "tlics_score",
+    "sins": "sins_score",
+    "cauda_equina": "cauda_equina_syndrome",
+    "ces": "cauda_equina_syndrome",
+}
+# Other spellings of one value, by field; each names exactly one meaning.
+VALUE_ALIASES: dict[str, dict[str, str]] = {
+    "sex": {"m": "male", "f": "female", "man": "male", "woman": "female"},
+    "diagnosis": {"stenosis": "spinal_stenosis", "herniated_disc": "disc_herniation"},
+    "mis_technique": {"tlif": "mis_tlif", "xlif": "llif", "dlif": "llif"},
+}
+_SPELLING = re.compile(r"[\s/_\-\u2013.]+")
+_SEGMENT = re.compile(r"^([a-z])(\d+)\1(\d+)$")  # l4l5: also typed L4-5
+
+
+def spelling_key(text: str) -> str:
+    """A value as compared: case, separators (space, -, /, _, .) and tumour/tumor ignored."""
+    return _SPELLING.sub("", text.strip().lower()).replace("tumour", "tumor")
+
+
+def _keys(choice: str) -> set[str]:
+    key = spelling_key(choice)
+    segment = _SEGMENT.match(key)
+    return {key, f"{segment[1]}{segment[2]}{segment[3]}"} if segment else {key}
+
+
+def match_enum(field: str, value: str, choices: tuple[str, ...]) -> str | None:
+    """The one valid value a typed value obviously means (`Male`, `M`, `l4-l5`, `L4/L5`,
+    `L4-5`), or None: no match, or more than one (never a guess across meanings)."""
+    alias = VALUE_ALIASES.get(field, {}).get(spelling_key(value).replace(" ", "_"))
+    if alias is None:
+        alias = VALUE_ALIASES.get(field, {}).get(value.strip().lower().replace(" ", "_"))
+    if alias is not None:
+        return alias
+    key = spelling_key(value)
+    found = [c for c in choices if key in _keys(c)]
+    return found[0] if len(found) == 1 else None
+
+
+def _respelt(errors: list[Any]) -> dict[str, str]:
+    """Enum values that failed only for their spelling, each with the value it means."""
+    fixed: dict[str, str] = {}
+    for err in errors:
+        name = str(err["loc"][0]) if err["loc"] else ""
+        spec = FIELDS_BY_NAME.get(name)
+        value = err.get("input")
+        if err["type"] == "literal_error" and spec and isinstance(value, str) and len(value) <= 100:
+            match = match_enum(name, value, spec.values)
+            if match is not None and match != value:
+                fixed[name] = match
+    return fixed
+
+
+def _enum_hint(value: str, choices: tuple[str, ...]) -> str:
+    """The nearest valid value, compared as spelt by spelling_key; several equally near (or a
+    prefix of several) are listed, never one picked."""
+    key = spelling_key(value)
+    prefixed = [c for c in choices if any(k.startswith(key) for k in _keys(c))] if key else []
+    if len(prefixed) > 1:
+        return f" (ambiguous: one of {', '.join(prefixed)})"
+    by_key = {k: c for c in choices for k in _keys(c)}
+    close = difflib.get_close_matches(key, list(by_key), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    best = difflib.SequenceMatcher(None, key, close[0]).ratio()
+    tied = sorted(
+        {by_key[k] for k in close if difflib.SequenceMatcher(None, key, k).ratio() == best}
+    )
+    if len(tied) > 1:
+        return f" (ambiguous: one of {', '.join(tied)})"
+    return f" (did you mean '{tied[0]}'?)"
 
 
 def _show(value: Any, name: str | None, choices: tuple[str, ...]) -> str | None:
@@ -230,7 +326,7 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def read_case(path: str) -> tuple[str, dict[str, Scalar]]:
     """Read and validate one case file (YAML or JSON), or stdin for '-'."""
     source = "<stdin>" if path == "-" else path
-    return validate_case(parse_mapping(read_text(path), source), source)
+    return validate_case(parse_mapping(read_text(path), source), source, typed=True)
 
 
 def parse_set_options(pairs: list[str]) -> dict[str, Any]:

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from engine.dictionary import FIELDS_BY_NAME, SETTING_FIELDS
 from engine.errors import RuleFileError
-from engine.models import Finding, Result, Scalar, SourceRef, Verdict, evidence_label
+from engine.models import (
+    SEVERITY_ORDER,
+    ConditionalFinding,
+    Finding,
+    NotEvaluable,
+    Result,
+    SourceRef,
+    Verdict,
+    evidence_label,
+)
+from engine.report.trace import TRUTH_WORDS, TraceLine
+from engine.report.trace import show_value as show_value  # re-exported: docs, html
 from engine.rules.condition import And, Compare, Cond, Const, Known, Member, Or, parse_condition
+from engine.rules.logic import compile_kleene
+
+TECHNIQUE = "mis_technique"
 
 VERDICT_WORDS = {
     Verdict.urgent_review: ("URGENT REVIEW", "bold white on red"),
@@ -77,14 +93,6 @@ def scope_words(scope: str) -> str:
     return f"if {words} is considered" if words else f"if {scope}"
 
 
-def show_value(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def source_text(source: SourceRef) -> str:
     ids = [f"doi:{source.doi}" if source.doi else "", f"PMID {source.pmid}" if source.pmid else ""]
     ids.append(source.url or "")
@@ -92,120 +100,373 @@ def source_text(source: SourceRef) -> str:
     return source.citation + (f" ({extra})" if extra else "")
 
 
-def render_text(result: Result, console: Console) -> None:
-    """Print the report of one case."""
+# The one-line disclaimer of the text report; the result (JSON, HTML) carries the full text.
+DISCLAIMER_LINE = (
+    "Screening aid: not a diagnosis, recommendation or order to operate; "
+    "the treating surgeon decides."
+)
+SEVERITY_WORDS = {"red_flag": "red flag", "major": "major", "caution": "caution", "info": "info"}
+LEGEND = (
+    "Legend: severity, highest first: red flag (urgent review), major (MIS probably unsuitable), "
+    "caution (discuss first), info (a fact or a benefit, never changes the verdict). "
+    "provisional: the threshold is an engineering choice awaiting a better source. "
+    "conditional: applies only if that technique is chosen. "
+    "[design · level N]: the best source's study design and Oxford CEBM 2011 level of evidence "
+    "(1 systematic review of RCTs, 2 RCT, 3 cohort, 4 case series or case-control, "
+    "5 mechanism or expert opinion)."
+)
+QUESTIONS_SHOWN = 6  # ranked questions on lines of their own; the rest share one line
+Traces = Mapping[str, list[tuple[str, list[TraceLine]]]]
+
+
+def verdict_words(verdict: Verdict) -> str:
+    return VERDICT_WORDS[verdict][0]
+
+
+def _rows(console: Console, rows: list[tuple[str, str]], indent: int = 2) -> None:
+    """Lines of a label and a text wrapped under itself (a hanging indent), markup allowed in
+    both; lines are printed as wrapped here, with no trailing blanks."""
+    if not rows:
+        return
+    labels = [Text.from_markup(label) for label, _ in rows]
+    width = max(label.cell_len for label in labels)
+    room = max(console.width - indent - width - 1, 20)
+    for label, (_, text) in zip(labels, rows, strict=True):
+        lines = Text.from_markup(text).wrap(console, room, overflow="fold")
+        pad = " " * (width - label.cell_len + 1)
+        for number, line in enumerate(lines):
+            line.rstrip()
+            head = (
+                Text.assemble(" " * indent, label, pad)
+                if number == 0
+                else " " * (indent + width + 1)
+            )
+            console.print(Text.assemble(head, line), soft_wrap=True)
+
+
+def _para(console: Console, text: str) -> None:
+    console.print(text, soft_wrap=False, overflow="fold")
+
+
+def render_text(
+    result: Result,
+    console: Console,
+    *,
+    details: bool = False,
+    legend: bool = False,
+    traces: Traces | None = None,
+) -> None:
+    """Print the report of one case: one screen by default, everything with details=True.
+
+    Order: verdict, red flags not yet excluded, findings, the questions that can change the
+    verdict, considerations of techniques not yet chosen, worked-out values, stamp, disclaimer.
+    """
     words, style = VERDICT_WORDS[result.verdict]
     console.print(f"[bold]Case {escape(result.case_id)}[/bold]")
-    console.print(f"Verdict: [{style}]{words}[/{style}] ({result.verdict.value})")
-    console.print(escape(result.summary))
-    open_flags = red_flags_open(result)
+    _para(
+        console,
+        f"Verdict: [{style}]{words}[/{style}] ({result.verdict.value}): {escape(result.summary)}",
+    )
+    open_flags = open_red_flags(result)
     if open_flags:
-        fields = escape(", ".join(open_flags))
-        console.print(f"[bold red]Red flags not yet excluded[/bold red]: supply {fields}")
+        listed = ", ".join(f"{name} ({', '.join(ids)})" for name, ids in open_flags.items())
+        _para(
+            console,
+            f"[bold red]Red flags not yet excluded[/bold red]: supply {escape(listed)}",
+        )
+    if details or legend:
+        console.print(f"[dim]{escape(LEGEND)}[/dim]", soft_wrap=False)
+
     console.print()
-
-    console.print("[bold]Findings[/bold]" if result.findings else "[bold]Findings[/bold]: none")
-    by_category: dict[str, list[Finding]] = defaultdict(list)
-    for finding in result.findings:
-        by_category[finding.category.value].append(finding)
-    for category, title in CATEGORY_TITLES.items():
-        if category in by_category:
-            console.print(f"  [underline]{title}[/underline]")
-            for finding in by_category[category]:
-                _finding(console, finding)
-
+    _findings(console, result, details, traces)
+    console.print()
+    _questions(console, result, details, traces)
     if result.conditional:
         console.print()
-        console.print("[bold]If a technique or setting not yet chosen is considered[/bold]")
-        for cond in result.conditional:
-            _finding(console, cond, prefix=f"{scope_words(cond.scope)}: ")
-            if cond.missing:
-                console.print(f"      would also need: {escape(', '.join(cond.missing))}")
-
-    console.print()
-    _questions(console, result)
-
-    facts: list[str] = []
-    facts += [f"{k} = {show_value(v)} (derived)" for k, v in result.derived.items()]
-    facts += [
-        f"{i.field} = {show_value(i.value)} (inferred by {i.constraint})" for i in result.inferred
-    ]
-    facts += [
-        f"{k} = {show_value(v)} (assumed from the site profile)" for k, v in result.assumed.items()
-    ]
-    if facts:
+        _considerations(console, result, details, traces)
+    worked = worked_out(result)
+    if worked:
         console.print()
-        console.print("[bold]Values the engine worked out[/bold]")
-        for fact in facts:
-            console.print(f"  - {escape(fact)}")
-
-    console.print()
+        _para(console, f"[bold]Worked out[/bold]: {escape(worked)}")
     stamp = result.ruleset
     console.print(
         f"[dim]Rule set {escape(stamp.name)} {escape(stamp.version)} (sha256 {stamp.sha256[:12]}), "
-        f"miss-screen {escape(result.tool_version)}[/dim]"
+        f"miss-screen {escape(result.tool_version)}[/dim]",
+        soft_wrap=False,
     )
-    console.print(f"[bold]{escape(result.disclaimer)}[/bold]")
+    _para(console, f"[bold]{escape(result.disclaimer if details else DISCLAIMER_LINE)}[/bold]")
 
 
-def _finding(console: Console, finding: Finding, prefix: str = "") -> None:
-    style = SEVERITY_STYLE[finding.severity.value]
-    provisional = " [magenta](provisional threshold)[/magenta]" if finding.provisional else ""
-    console.print(
-        f"    [{style}]{finding.severity.value}[/{style}] {finding.rule_id} "
-        f"{escape(prefix + finding.message)}{provisional} "
-        f"\\[{escape(evidence_label(finding.sources))}]"
-    )
+def finding_summary(finding: Finding) -> str:
+    """The message, the values that triggered it and the evidence label, as one plain line."""
+    text = finding.message
     if finding.values:
-        shown = ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items())
-        console.print(f"      values: {escape(shown)}")
-    console.print(f"      why: {escape(finding.rationale)}")
-    for source in finding.sources:
-        label = evidence_label([source])
-        console.print(f"      source: {escape(source_text(source))} \\[{escape(label)}]")
+        text += " (" + ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items()) + ")"
+    text += f" [{evidence_label(finding.sources)}]"
+    if finding.provisional:
+        text += " provisional"
+    return text
 
 
-def _questions(console: Console, result: Result) -> None:
-    """The open questions, split: (a) those whose answer can change the verdict, ranked as the
-    policy ranks them (result.next_questions), with the verdicts still possible; (b) details that
-    only settle findings without changing the verdict."""
-    needed_by: dict[str, list[str]] = defaultdict(list)
+def _severity_label(severity: str) -> str:
+    style = SEVERITY_STYLE[severity]
+    return f"[{style}]{SEVERITY_WORDS[severity]}[/{style}]"
+
+
+def _finding_label(finding: Finding) -> str:
+    """The severity in a fixed width ("benefit" for a benefit finding), styled."""
+    severity = finding.severity.value
+    word = "benefit" if finding.category.value == "benefit" else SEVERITY_WORDS[severity]
+    style = SEVERITY_STYLE[severity]
+    return f"[{style}]{word:<8}[/{style}]"
+
+
+def _findings(console: Console, result: Result, details: bool, traces: Traces | None) -> None:
+    if not result.findings:
+        console.print("[bold]Findings[/bold]: none")
+        return
+    console.print("[bold]Findings[/bold]")
+    for finding in result.findings:
+        _rows(
+            console,
+            [
+                (
+                    f"{_finding_label(finding)} {finding.rule_id}",
+                    escape(finding_summary(finding)),
+                )
+            ],
+        )
+        if details:
+            _finding_details(console, finding, traces)
+
+
+def _finding_details(console: Console, finding: Finding, traces: Traces | None) -> None:
+    rows = [("why:", escape(finding.rationale))]
+    rows += [
+        ("source:", f"{escape(source_text(s))} \\[{escape(evidence_label([s]))}]")
+        for s in finding.sources
+    ]
+    _rows(console, rows, indent=6)
+    if traces is not None and finding.rule_id in traces:
+        _trace(console, traces[finding.rule_id])
+
+
+def _trace(console: Console, parts: list[tuple[str, list[TraceLine]]]) -> None:
+    rows: list[tuple[str, str]] = []
+    for name, lines in parts:
+        for number, line in enumerate(lines):
+            label = f"{name}:" if number == 0 else ""
+            read = f"  ({line.values})" if line.values else ""
+            text = f"{'  ' * line.depth}{TRUTH_WORDS[line.truth]:<7} {line.text}{read}"
+            rows.append((label, escape(text)))
+    _rows(console, rows, indent=6)
+
+
+def questions_by_field(result: Result) -> dict[str, list[NotEvaluable]]:
+    """Each missing field with the open rules that need it, in report order."""
+    needed_by: dict[str, list[NotEvaluable]] = defaultdict(list)
     for item in result.not_evaluable:
         for name in item.missing:
-            needed_by[name].append(f"{item.rule_id} ({item.severity.value})")
-    title = "[bold]Data that would settle open questions[/bold]"
+            needed_by[name].append(item)
+    return needed_by
+
+
+def needed_words(items: list[NotEvaluable]) -> str:
+    """'red flag RED-001; major ACC-012, IND-004; caution EQP-002' (severity, then ids)."""
+    by_severity: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        by_severity[item.severity.value].append(item.rule_id)
+    return "; ".join(
+        f"{SEVERITY_WORDS[s]} {', '.join(by_severity[s])}"
+        for s in SEVERITY_WORDS
+        if s in by_severity
+    )
+
+
+def possible_words(result: Result) -> str:
+    words = ", ".join(v.value for v in result.possible_verdicts)
+    return words + (
+        "" if result.possible_verdicts_exact else "; a bound: some rules share a field"
+    )
+
+
+def _questions(console: Console, result: Result, details: bool, traces: Traces | None) -> None:
+    """(a) The questions that can change the verdict, ranked by the policy (next_questions),
+    with the verdicts still possible; (b) details that cannot change it, on one line."""
+    needed_by = questions_by_field(result)
     if not needed_by:
-        console.print(f"{title}: none; every rule was decided")
+        console.print("[bold]Open questions[/bold]: none; every rule was decided")
         return
-    console.print(title)
-    possible = ", ".join(v.value for v in result.possible_verdicts)
-    bound = "" if result.possible_verdicts_exact else "; a bound: some rules share a field"
-    if result.next_questions:
-        console.print(
-            "  [underline]Can change the verdict[/underline], most decisive first "
-            f"(verdicts still possible: {escape(possible)}{bound})"
+    ranked = result.next_questions
+    if ranked:
+        _para(
+            console,
+            "[bold]Questions that could change the verdict[/bold], most decisive first"
+            f"; verdicts still possible: {escape(possible_words(result))}",
         )
-        for number, name in enumerate(result.next_questions, 1):
-            console.print(f"    {number}. {escape(name)}: needed by {', '.join(needed_by[name])}")
-        settings = [n for n in result.next_questions if n in SETTING_FIELD_SET]
-        if settings:
-            one = len(settings) == 1
-            console.print(
-                f"    {escape(', '.join(settings))}: {'a setting' if one else 'settings'} of the "
-                "hospital, not of the patient: a site profile (--site FILE) sets "
-                f"{'it' if one else 'them'} once for all cases"
-            )
+        shown = ranked if details else ranked[:QUESTIONS_SHOWN]
+        rows = [
+            (f"{n}.", f"{escape(name)}: {needed_words(needed_by[name])}")
+            for n, name in enumerate(shown, 1)
+        ]
+        _rows(console, rows)
+        rest = ranked[len(shown) :]
+        if rest:
+            _rows(console, [("then:", escape(", ".join(rest)))])
     else:
-        console.print(f"  none can change the verdict ({escape(result.verdict.value)})")
-    details = sorted(set(needed_by) - set(result.next_questions))
-    if details:
-        console.print("  [underline]Details only[/underline] (cannot change the verdict)")
-        for name in details:
-            setting = " (a site setting: --site FILE)" if name in SETTING_FIELD_SET else ""
-            console.print(f"    - {escape(name)}{setting}: needed by {', '.join(needed_by[name])}")
+        _para(
+            console,
+            f"[bold]Questions that could change the verdict[/bold]: none; "
+            f"{escape(result.verdict.value)} stands",
+        )
+    settings = [n for n in ranked if n in SETTING_FIELD_SET]
+    if settings:
+        one = len(settings) == 1
+        _rows(
+            console,
+            [
+                (
+                    "note:",
+                    f"{escape(', '.join(settings))} {'is a setting' if one else 'are settings'} of "
+                    "the hospital, not of the patient: a site profile (--site FILE) sets "
+                    f"{'it' if one else 'them'} once for all cases",
+                )
+            ],
+        )
+    if details and traces is not None:
+        _open_traces(console, result, traces)
+    detail_fields = sorted(set(needed_by) - set(ranked))
+    if detail_fields:
+        if details:
+            rows = [(f"{escape(name)}:", needed_words(needed_by[name])) for name in detail_fields]
+            console.print("  Details only (cannot change the verdict)")
+            _rows(console, rows, indent=4)
+        else:
+            _rows(
+                console,
+                [
+                    (
+                        "details only:",
+                        escape(", ".join(detail_fields)) + " (cannot change the verdict)",
+                    )
+                ],
+            )
+
+
+def _open_traces(console: Console, result: Result, traces: Traces) -> None:
+    """Each open rule once, the ones that can change the verdict first, with its trace."""
+    console.print("  Why each rule is still open")
+    ordered = sorted(result.not_evaluable, key=lambda item: not item.can_change_verdict)
+    for item in ordered:
+        if item.rule_id in traces:
+            weight = "can change the verdict" if item.can_change_verdict else "detail"
+            _rows(
+                console,
+                [
+                    (
+                        f"{SEVERITY_WORDS[item.severity.value]} {item.rule_id}",
+                        f"{escape(item.name)} ({weight}; needs {escape(', '.join(item.missing))})",
+                    )
+                ],
+                indent=4,
+            )
+            _trace(console, traces[item.rule_id])
+
+
+def technique_groups(
+    result: Result,
+) -> tuple[dict[str, list[ConditionalFinding]], list[ConditionalFinding]]:
+    """Conditional considerations grouped by the technique that would bring them in.
+
+    A scope is decided for each technique over the narrowed scope the result carries, so only
+    techniques the case still allows appear. A scope true for most techniques (e.g. "any
+    technique but vertebral augmentation") joins the groups of the techniques other scopes name;
+    one that names no such technique is returned apart with its scope in words.
+    """
+    domain = FIELDS_BY_NAME[TECHNIQUE].domain
+    matched: list[tuple[ConditionalFinding, list[str]]] = []
+    for cond in result.conditional:
+        try:
+            scope = parse_condition(cond.scope, FIELDS_BY_NAME)
+        except RuleFileError:
+            matched.append((cond, []))
+            continue
+        decide = compile_kleene(scope)
+        matched.append((cond, [str(t) for t in domain if decide({TECHNIQUE: t}, {}) is True]))
+    named = {t for _, ts in matched if len(ts) <= len(domain) // 2 for t in ts}
+    groups: dict[str, list[ConditionalFinding]] = defaultdict(list)
+    apart: list[ConditionalFinding] = []
+    for cond, techniques in matched:
+        keep = (
+            techniques
+            if len(techniques) <= len(domain) // 2
+            else [t for t in techniques if t in named]
+        )
+        if not keep:
+            apart.append(cond)
+        for technique in keep:
+            groups[technique].append(cond)
+    worst = {t: min(SEVERITY_ORDER[c.severity] for c in cs) for t, cs in groups.items()}
+    ordered = sorted(groups, key=lambda t: (worst[t], domain.index(t)))
+    return {t: groups[t] for t in ordered}, apart
+
+
+def _ids_by_severity(conds: list[ConditionalFinding]) -> str:
+    by_severity: dict[str, list[str]] = defaultdict(list)
+    for cond in conds:
+        by_severity[cond.severity.value].append(cond.rule_id)
+    return "; ".join(
+        f"{_severity_label(s)} {', '.join(by_severity[s])}"
+        for s in SEVERITY_WORDS
+        if s in by_severity
+    )
+
+
+def _considerations(console: Console, result: Result, details: bool, traces: Traces | None) -> None:
+    console.print("[bold]If a technique not yet chosen is considered[/bold]")
+    groups, apart = technique_groups(result)
+    rows = [(f"If {escape(_display(t))}:", _ids_by_severity(cs)) for t, cs in groups.items()]
+    rows += [(f"{escape(scope_words(c.scope))}:", _ids_by_severity([c])) for c in apart]
+    _rows(console, rows)
+    if not details:
+        return
+    for cond in result.conditional:
+        _rows(
+            console,
+            [
+                (
+                    f"{_finding_label(cond)} {cond.rule_id}",
+                    escape(f"{scope_words(cond.scope)}: {finding_summary(cond)}"),
+                )
+            ],
+        )
+        _finding_details(console, cond, traces)
+        if cond.missing:
+            _rows(console, [("would also need:", escape(", ".join(cond.missing)))], indent=6)
+
+
+def worked_out(result: Result) -> str:
+    """Derived, inferred and assumed values as one line."""
+    parts = [f"{k} = {show_value(v)}" for k, v in result.derived.items()]
+    parts += [
+        f"{i.field} = {show_value(i.value)} (inferred by {i.constraint})" for i in result.inferred
+    ]
+    parts += [f"{k} = {show_value(v)} (from the site profile)" for k, v in result.assumed.items()]
+    return "; ".join(parts)
 
 
 SETTING_FIELD_SET = frozenset(SETTING_FIELDS)
+
+
+def open_red_flags(result: Result) -> dict[str, list[str]]:
+    """Every field a red-flag rule still needs, with those rules, whatever the verdict: a red
+    flag not yet excluded is said first even when another one has already fired."""
+    fields: dict[str, list[str]] = defaultdict(list)
+    for item in result.not_evaluable:
+        if item.severity.value == "red_flag":
+            for name in item.missing:
+                fields[name].append(item.rule_id)
+    return dict(sorted(fields.items()))
 
 
 def red_flags_open(result: Result) -> list[str]:

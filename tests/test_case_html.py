@@ -1,0 +1,131 @@
+"""The printable one-case HTML page: self-contained, escaped, and printed to PDF by headless
+Chromium for every bundled example (the PDF must carry the verdict and the disclaimer)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from html.parser import HTMLParser
+from pathlib import Path
+
+from markupsafe import escape
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from cli import app
+from engine.evaluate.reference import ReferenceEvaluator
+from engine.io.cases import read_case
+from engine.models import Result
+from engine.report.case_html import render_case_html
+from engine.report.text import VERDICT_WORDS
+from engine.rules.loader import load_ruleset
+from engine.screen import screen_values
+from tests.conftest import ROOT, RULES_DIR
+from tests.test_html_report import run_chromium
+
+EXAMPLES = sorted((ROOT / "cases" / "examples").glob("*.yaml"))
+RULESET = load_ruleset(RULES_DIR)
+EVALUATOR = ReferenceEvaluator(RULESET)
+runner = CliRunner()
+
+
+def screen(path: Path) -> Result:
+    case_id, values = read_case(str(path))
+    return screen_values(case_id, values, RULESET, EVALUATOR).result
+
+
+class Assets(HTMLParser):
+    """Every tag and attribute that could fetch or run something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetching: list[str] = []
+        self.scripts = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "script":
+            self.scripts += 1
+        for name, value in attrs:
+            if name in ("src", "srcset") or (tag == "link" and name == "href"):
+                self.fetching.append(f"{tag} {name}={value}")
+
+
+def test_page_is_self_contained_and_the_same_every_time() -> None:
+    result = screen(ROOT / "cases/examples/stenosis-l4-l5.yaml")
+    page = render_case_html(result)
+    assert page == render_case_html(result)
+    parser = Assets()
+    parser.feed(page)
+    assert parser.scripts == 0
+    assert parser.fetching == []
+    assert "@import" not in page
+    assert "url(" not in page
+    assert "@media print" in page
+
+
+def test_a_hostile_case_id_renders_as_text() -> None:
+    result = screen(ROOT / "cases/examples/stenosis-l4-l5.yaml")
+    hostile = result.model_copy(update={"case_id": "<script>alert(1)</script>"})
+    page = render_case_html(hostile)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_sources_are_links_and_every_rationale_is_there() -> None:
+    result = screen(ROOT / "cases/examples/disc-herniation-l4-l5.yaml")
+    page = render_case_html(result)
+    for finding in [*result.findings, *result.conditional]:
+        assert str(escape(finding.rationale)) in page, finding.rule_id
+        for source in finding.sources:
+            if source.doi:
+                assert f'href="https://doi.org/{source.doi}"' in page
+    assert result.ruleset.sha256 in page
+
+
+def test_cli_writes_the_page_with_out(tmp_path: Path) -> None:
+    out = tmp_path / "case.html"
+    done = runner.invoke(
+        app,
+        [
+            "screen",
+            str(ROOT / "cases/examples/stenosis-l4-l5.yaml"),
+            "--format",
+            "html",
+            "--out",
+            str(out),
+        ],
+    )
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout == ""
+    assert "MIS WORTH DISCUSSING, WITH CAUTION" in out.read_text()
+    two = runner.invoke(app, ["screen", *map(str, EXAMPLES[:2]), "--format", "html"])
+    assert two.exit_code == 2
+    assert "one case" in two.stderr
+
+
+def pdf_text(pdf: Path) -> str:
+    text = " ".join(page.extract_text() for page in PdfReader(pdf).pages)
+    return " ".join(unicodedata.normalize("NFKC", text).split())  # ligatures: "ﬂ" is "fl"
+
+
+def print_to_pdf(path: Path, tmp_path: Path) -> str:
+    page = tmp_path / f"{path.stem}.html"
+    page.write_text(render_case_html(screen(path)), encoding="utf-8")
+    pdf = tmp_path / f"{path.stem}.pdf"
+    profile = tmp_path / f"profile-{path.stem}"
+    done = run_chromium(profile, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri())
+    assert done.returncode == 0, done.stderr
+    return pdf_text(pdf)
+
+
+def test_every_example_prints_to_pdf_with_its_verdict(tmp_path: Path) -> None:
+    # two browsers at a time: the machine is shared; each run is bounded by run_chromium's timeout
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        texts = list(pool.map(lambda p: print_to_pdf(p, tmp_path), EXAMPLES))
+    for path, text in zip(EXAMPLES, texts, strict=True):
+        result = screen(path)
+        assert VERDICT_WORDS[result.verdict][0] in text, path.stem
+        assert result.case_id in text, path.stem
+        assert "the treating surgeon decides" in text, path.stem
+        assert re.search(r"sha256 [0-9a-f]{12}", text), path.stem
