@@ -657,6 +657,103 @@ def rules_test(
         raise typer.Exit(1)
 
 
+class ReportFormat(StrEnum):
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+@rules_app.command("diff")
+@handle_errors
+def rules_diff(
+    old: Annotated[
+        str, typer.Argument(help="Old rules: a folder, or a git revision (HEAD~1:rules).")
+    ],
+    new: Annotated[str, typer.Argument(help="New rules: a folder, or a git revision.")],
+    cohort: Annotated[str, typer.Option("--cohort", help="Cohort file (CSV, JSONL, Parquet).")],
+    site: Annotated[
+        str | None, typer.Option("--site", help="Site profile for both runs.", show_default=False)
+    ] = None,
+    out: Annotated[
+        str, typer.Option("--out", help="Report file, or - for stdout.")
+    ] = "-",
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--format", help="md, html or json; default from --out (md on stdout).",
+                     show_default=False),
+    ] = None,
+    changes: Annotated[
+        str | None,
+        typer.Option(
+            "--changes",
+            help="Cases whose verdict changed, with the rules responsible (.csv or .jsonl); "
+            "default OUT.changes.csv beside a report file.",
+            show_default=False,
+        ),
+    ] = None,
+    all_outcomes: Annotated[
+        bool,
+        typer.Option("--all-outcomes", help="List in --changes every case a rule outcome moved."),
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes per run.")
+    ] = 1,
+    fail_on_change: Annotated[
+        bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
+    ] = False,
+) -> None:
+    """Screen a cohort with two rule sets and report what changed, rule by rule and case by case."""
+    from engine.research.diff import diff_cohort
+    from engine.research.render import diff_html, diff_markdown
+
+    fmt = output_format or _report_format(out)
+    if changes is None and out != "-":
+        changes = str(Path(out).with_name(Path(out).name + ".changes.csv"))
+    check_outputs([cohort], [out, changes])
+    report = diff_cohort(
+        old,
+        new,
+        cohort,
+        site=read_site(site) if site else None,
+        workers=workers,
+        changes_out=changes,
+        all_outcome_changes=all_outcomes,
+    )
+    if fmt is ReportFormat.json:
+        text = json.dumps(report.as_json(), indent=2) + "\n"
+    elif fmt is ReportFormat.html:
+        text = diff_html(report)
+    else:
+        text = diff_markdown(report)
+    _write_report(out, text)
+    stderr.print(
+        f"verdict changed in {report.changed} of {report.compared} rows "
+        f"({report.share_changed} %); rule outcomes moved in {report.outcome_changed}"
+    )
+    if fail_on_change and report.changed:
+        raise typer.Exit(1)
+
+
+def _report_format(out: str) -> ReportFormat:
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if out == "-" or suffix in ("md", "markdown", "txt"):
+        return ReportFormat.md
+    if suffix in ("html", "htm"):
+        return ReportFormat.html
+    if suffix == "json":
+        return ReportFormat.json
+    raise UsageError(f"cannot tell the report format of {out}; use --format md|html|json")
+
+
+def _write_report(out: str, text: str) -> None:
+    if out == "-":
+        sys.stdout.write(text)
+        return
+    from engine.batch.writers import write_text_atomically
+
+    write_text_atomically(out, text)
+
+
 @rules_app.command("docs")
 @handle_errors
 def rules_docs(
