@@ -754,6 +754,58 @@ def _write_report(out: str, text: str) -> None:
     write_text_atomically(out, text)
 
 
+@app.command()
+@handle_errors
+def agree(
+    labels: Annotated[
+        str, typer.Option("--labels", help="CSV: case_id and one column per rater.")
+    ],
+    cohort: Annotated[
+        str | None,
+        typer.Option(
+            "--cohort", help="Cases (default: the labels file's case fields).", show_default=False
+        ),
+    ] = None,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Site profile.", show_default=False)
+    ] = None,
+    out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--format", help="md or json; default from --out.", show_default=False),
+    ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option("--allow-missing", help="Count and name blank labels instead of refusing."),
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 2026,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
+    from engine.research.agree import agreement
+    from engine.research.render import agree_markdown
+
+    fmt = output_format or _report_format(out)
+    if fmt is ReportFormat.html:
+        raise UsageError("agree writes md or json")
+    check_outputs([labels, *([cohort] if cohort else [])], [out])
+    report = agreement(
+        labels,
+        load_ruleset(rules),
+        str(rules),
+        cohort=cohort,
+        site=read_site(site) if site else None,
+        workers=workers,
+        allow_missing=allow_missing,
+        seed=seed,
+    )
+    if fmt is ReportFormat.json:
+        _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")
+    else:
+        _write_report(out, agree_markdown(report))
+
+
 @rules_app.command("docs")
 @handle_errors
 def rules_docs(

@@ -7,6 +7,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from engine.models import DISCLAIMER, Verdict
+from engine.research.agree import AgreementReport
 from engine.research.diff import DiffReport
 
 VERDICTS = [v.value for v in Verdict]
@@ -138,3 +139,108 @@ def diff_html(report: DiffReport) -> str:
             r=report, data=report.as_json(), verdicts=VERDICTS, moved=moved, disclaimer=DISCLAIMER
         )
     )
+
+
+def _estimate(entry: dict[str, Any], key: str = "value") -> str:
+    if entry.get(key) is None:
+        return "n/a"
+    ci = entry.get("ci95")
+    shown = f"{entry[key]:.3f}"
+    return shown + (f" (95 % CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else "") + f", n={entry['n']}"
+
+
+def agree_markdown(report: AgreementReport) -> str:
+    data = report.as_json()
+    stamp = data["ruleset"]
+    out = ["# Agreement with raters", ""]
+    out += [
+        f"Labels {report.labels}; cases {report.cohort}; rules {stamp['name']} "
+        f"{stamp['version']} (sha256 {stamp['sha256']}).",
+        f"Cases labelled: {data['cases_labelled']}; compared: {data['cases_compared']}; "
+        f"tool insufficient_data (counted apart): {len(report.insufficient)}; "
+        f"blank labels: {len(report.missing_labels)}.",
+        '"MIS worth discussing" = worth_discussing or discuss_with_caution; raters are the '
+        f"reference. Bootstrap: {data['bootstrap']['resamples']} resamples, "
+        f"seed {data['bootstrap']['seed']}.",
+        "",
+        "## Per rater",
+        "",
+    ]
+    rows = []
+    for rater, entry in report.per_rater.items():
+        wd = entry["worth_discussing"]
+        verdict = entry.get("verdict", {}).get("cohen_kappa")
+        rows.append(
+            [
+                rater,
+                entry["n"],
+                _estimate(wd["cohen_kappa"], "kappa"),
+                _estimate(verdict, "kappa") if verdict else "",
+                _estimate(wd["sensitivity"]),
+                _estimate(wd["specificity"]),
+            ]
+        )
+    out += _table(
+        ["rater", "n", "kappa (worth discussing)", "kappa (verdict)", "sensitivity", "specificity"],
+        rows,
+    )
+    fleiss = report.fleiss
+    out += [
+        "",
+        f"Fleiss' kappa across {fleiss['raters']} raters (worth discussing): "
+        f"{fleiss['worth_discussing'] if fleiss['worth_discussing'] is not None else 'n/a'}"
+        f" over {fleiss['n']} cases every rater labelled.",
+        "",
+    ]
+    for rater, entry in report.per_rater.items():
+        confusion = entry["worth_discussing"]["confusion"]["rows_rater_columns_tool"]
+        out += [f"### {rater}: confusion (rows: rater, columns: tool)", ""]
+        out += _table(
+            ["", "tool no", "tool yes"], [["rater no", *confusion[0]], ["rater yes", *confusion[1]]]
+        )
+        if "verdict" in entry:
+            full = entry["verdict"]["confusion"]
+            out.append("")
+            out += _table(
+                ["rater \\ tool", *full["labels"]],
+                [
+                    [label, *row]
+                    for label, row in zip(
+                        full["labels"], full["rows_rater_columns_tool"], strict=True
+                    )
+                ],
+            )
+        out.append("")
+    out += ["## Tool insufficient_data (counted apart, not in the statistics)", ""]
+    out += (
+        _table(
+            ["case_id", "rules that could change the verdict"],
+            [[c["case_id"], ", ".join(c["deciding_rules"])] for c in report.insufficient],
+        )
+        if report.insufficient
+        else ["None."]
+    )
+    if report.missing_labels:
+        out += ["", "## Blank labels (left out of that rater's statistics)", ""]
+        out += _table(
+            ["case_id", "rater"], [[m["case_id"], m["rater"]] for m in report.missing_labels]
+        )
+    out += ["", '## Disagreements on "MIS worth discussing"', ""]
+    out += (
+        _table(
+            ["case_id", "tool", "raters", "rules that decided the tool's verdict"],
+            [
+                [
+                    d["case_id"],
+                    d["tool"],
+                    ", ".join(f"{r}: {v}" for r, v in d["raters"].items()),
+                    ", ".join(d["deciding_rules"]),
+                ]
+                for d in report.disagreements
+            ],
+        )
+        if report.disagreements
+        else ["None."]
+    )
+    out += ["", DISCLAIMER, ""]
+    return "\n".join(out)
