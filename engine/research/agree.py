@@ -181,7 +181,7 @@ def _kappa(table: np.ndarray) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):  # a degenerate table: z is nan
         result = cohens_kappa(table)
     kappa = float(result.kappa)
-    ci = [float(result.kappa_low), float(result.kappa_upp)]
+    ci = [max(-1.0, float(result.kappa_low)), min(1.0, float(result.kappa_upp))]  # kappa's range
     return {
         "kappa": round(kappa, 4) if np.isfinite(kappa) else None,
         "ci95": [round(c, 4) for c in ci] if all(np.isfinite(ci)) else None,
