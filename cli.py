@@ -615,9 +615,22 @@ def rules_test(
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="Output format.")
     ] = ListFormat.text,
+    show_coverage: Annotated[
+        bool,
+        typer.Option(
+            "--coverage",
+            help="Also list, per rule, the parts of scope and condition the golden cases never "
+            "make true, false or unknown.",
+        ),
+    ] = False,
 ) -> None:
     """Run every golden case on both evaluators; exit 1 on any mismatch."""
     ruleset = load_ruleset(directory)
+    covered = None
+    if show_coverage:
+        from engine.research.coverage import coverage
+
+        covered = coverage(ruleset)
     results = run_goldens(
         ruleset, {"durable": DurableEvaluator(ruleset), "reference": ReferenceEvaluator(ruleset)}
     )
@@ -636,13 +649,22 @@ def rules_test(
             }
             for r in results
         ]
-        sys.stdout.write(
-            json.dumps(
-                {"passed": len(results) - len(failed), "failed": len(failed), "results": rows},
-                indent=2,
-            )
-            + "\n"
-        )
+        data: dict[str, object] = {
+            "passed": len(results) - len(failed),
+            "failed": len(failed),
+            "results": rows,
+        }
+        if covered is not None:
+            data["coverage"] = [
+                {
+                    "rule_id": c.rule_id,
+                    "golden_cases": c.cases,
+                    "complete": c.complete,
+                    "parts": [p.as_json() for p in c.parts],
+                }
+                for c in covered
+            ]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         for r in results:
             if not r.ok:
@@ -652,6 +674,20 @@ def rules_test(
                 )
                 for detail in r.details:
                     stdout.print(f"     {escape(detail)}")
+        if covered is not None:
+            for c in covered:
+                for part in c.parts:
+                    if part.never:
+                        stdout.print(
+                            f"{c.rule_id} {part.where} never {'/'.join(part.never)}: "
+                            f"{escape(part.text)}"
+                        )
+            gaps = sum(bool(p.never) for c in covered for p in c.parts)
+            stdout.print(
+                f"coverage: {sum(c.complete for c in covered)} of {len(covered)} rules have every "
+                f"part of scope and condition seen true, false and unknown; {gaps} of "
+                f"{sum(len(c.parts) for c in covered)} parts miss a state"
+            )
         stdout.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)
