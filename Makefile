@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test lint wheel-check bench clean
+.PHONY: setup demo test lint wheel-check bench clean rules-diff-demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,18 @@ demo: setup  ## screen every bundled example case, then show one full report
 	$(BIN)/miss-screen rules check
 	$(BIN)/miss-screen screen cases/examples/*.yaml --format brief
 	$(BIN)/miss-screen screen cases/examples/disc-herniation-l4-l5.yaml
+
+DIFF_DEMO = build/rules-diff-demo
+
+# what moving one threshold (ACC-016: fusion of 3+ levels -> 2+ levels) does to the bundled cohort
+rules-diff-demo: setup
+	rm -rf $(DIFF_DEMO) && mkdir -p $(DIFF_DEMO) && cp -r rules $(DIFF_DEMO)/rules
+	sed -i.bak 's/levels >= 3/levels >= 2/' $(DIFF_DEMO)/rules/access/ACC-016-multilevel-fusion.yaml
+	rm $(DIFF_DEMO)/rules/access/*.bak
+	$(BIN)/miss-screen rules diff rules $(DIFF_DEMO)/rules --cohort cases/cohort/synthetic-500.csv \
+	    --out $(DIFF_DEMO)/report.md
+	$(BIN)/miss-screen rules diff rules $(DIFF_DEMO)/rules --cohort cases/cohort/synthetic-500.csv \
+	    --out $(DIFF_DEMO)/report.html --fail-on-change || echo "exit $$? (--fail-on-change: verdicts changed)"
 
 lint: setup
 	$(BIN)/ruff check engine cli.py tests benchmarks

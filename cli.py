@@ -1060,12 +1060,27 @@ def rules_test(
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="Output format.")
     ] = ListFormat.text,
+    show_coverage: Annotated[
+        bool,
+        typer.Option(
+            "--coverage",
+            help="Also list, per rule, the parts of scope and condition the golden cases never "
+            "make true, false or unknown.",
+        ),
+    ] = False,
 ) -> None:
     """Run every golden case on both evaluators; exit 1 on any mismatch.
 
     Example: miss-screen rules test --format json
+
+    Example: miss-screen rules test --coverage
     """
     ruleset = load_ruleset(rules_dir_of(directory, rules))
+    covered = None
+    if show_coverage:
+        from engine.research.coverage import coverage
+
+        covered = coverage(ruleset)
     results = run_goldens(
         ruleset, {"durable": DurableEvaluator(ruleset), "reference": ReferenceEvaluator(ruleset)}
     )
@@ -1084,13 +1099,22 @@ def rules_test(
             }
             for r in results
         ]
-        sys.stdout.write(
-            json.dumps(
-                {"passed": len(results) - len(failed), "failed": len(failed), "results": rows},
-                indent=2,
-            )
-            + "\n"
-        )
+        data: dict[str, object] = {
+            "passed": len(results) - len(failed),
+            "failed": len(failed),
+            "results": rows,
+        }
+        if covered is not None:
+            data["coverage"] = [
+                {
+                    "rule_id": c.rule_id,
+                    "golden_cases": c.cases,
+                    "complete": c.complete,
+                    "parts": [p.as_json() for p in c.parts],
+                }
+                for c in covered
+            ]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         for r in results:
             if not r.ok:
@@ -1100,9 +1124,172 @@ def rules_test(
                 )
                 for detail in r.details:
                     stdout.print(f"     {escape(detail)}")
+        if covered is not None:
+            for c in covered:
+                for part in c.parts:
+                    if part.never:
+                        stdout.print(
+                            f"{c.rule_id} {part.where} never {'/'.join(part.never)}: "
+                            f"{escape(part.text)}"
+                        )
+            gaps = sum(bool(p.never) for c in covered for p in c.parts)
+            stdout.print(
+                f"coverage: {sum(c.complete for c in covered)} of {len(covered)} rules have every "
+                f"part of scope and condition seen true, false and unknown; {gaps} of "
+                f"{sum(len(c.parts) for c in covered)} parts miss a state"
+            )
         stdout.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)
+
+
+class ReportFormat(StrEnum):
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+@rules_app.command("diff")
+@handle_errors
+def rules_diff(
+    old: Annotated[
+        str, typer.Argument(help="Old rules: a folder, or a git revision (HEAD~1:rules).")
+    ],
+    new: Annotated[str, typer.Argument(help="New rules: a folder, or a git revision.")],
+    cohort: Annotated[str, typer.Option("--cohort", help="Cohort file (CSV, JSONL, Parquet).")],
+    site: Annotated[
+        str | None, typer.Option("--site", help="Site profile for both runs.", show_default=False)
+    ] = None,
+    out: Annotated[
+        str, typer.Option("--out", help="Report file, or - for stdout.")
+    ] = "-",
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--format", help="md, html or json; default from --out (md on stdout).",
+                     show_default=False),
+    ] = None,
+    changes: Annotated[
+        str | None,
+        typer.Option(
+            "--changes",
+            help="Cases whose verdict changed, with the rules responsible (.csv or .jsonl); "
+            "default OUT.changes.csv beside a report file.",
+            show_default=False,
+        ),
+    ] = None,
+    all_outcomes: Annotated[
+        bool,
+        typer.Option("--all-outcomes", help="List in --changes every case a rule outcome moved."),
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes per run.")
+    ] = 1,
+    fail_on_change: Annotated[
+        bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
+    ] = False,
+) -> None:
+    """Screen a cohort with two rule sets and report what changed, rule by rule and case by case."""
+    from engine.research.diff import diff_cohort
+    from engine.research.render import diff_html, diff_markdown
+
+    fmt = output_format or _report_format(out)
+    if changes is None and out != "-":
+        changes = str(Path(out).with_name(Path(out).name + ".changes.csv"))
+    check_outputs([cohort], {"--out": out, "--changes": changes})
+    report = diff_cohort(
+        old,
+        new,
+        cohort,
+        site=read_site(site) if site else None,
+        workers=workers,
+        changes_out=changes,
+        all_outcome_changes=all_outcomes,
+    )
+    if fmt is ReportFormat.json:
+        text = json.dumps(report.as_json(), indent=2) + "\n"
+    elif fmt is ReportFormat.html:
+        text = diff_html(report)
+    else:
+        text = diff_markdown(report)
+    _write_report(out, text)
+    stderr.print(
+        f"verdict changed in {report.changed} of {report.compared} rows "
+        f"({report.share_changed} %); rule outcomes moved in {report.outcome_changed}"
+    )
+    if fail_on_change and report.changed:
+        raise typer.Exit(1)
+
+
+def _report_format(out: str) -> ReportFormat:
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if out == "-" or suffix in ("md", "markdown", "txt"):
+        return ReportFormat.md
+    if suffix in ("html", "htm"):
+        return ReportFormat.html
+    if suffix == "json":
+        return ReportFormat.json
+    raise UsageError(f"cannot tell the report format of {out}; use --format md|html|json")
+
+
+def _write_report(out: str, text: str) -> None:
+    if out == "-":
+        sys.stdout.write(text)
+        return
+    from engine.batch.writers import write_text_atomically
+
+    write_text_atomically(out, text)
+
+
+@app.command()
+@handle_errors
+def agree(
+    labels: Annotated[
+        str, typer.Option("--labels", help="CSV: case_id and one column per rater.")
+    ],
+    cohort: Annotated[
+        str | None,
+        typer.Option(
+            "--cohort", help="Cases (default: the labels file's case fields).", show_default=False
+        ),
+    ] = None,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Site profile.", show_default=False)
+    ] = None,
+    out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--format", help="md or json; default from --out.", show_default=False),
+    ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option("--allow-missing", help="Count and name blank labels instead of refusing."),
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 2026,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
+    from engine.research.agree import agreement
+    from engine.research.render import agree_markdown
+
+    fmt = output_format or _report_format(out)
+    if fmt is ReportFormat.html:
+        raise UsageError("agree writes md or json")
+    check_outputs([labels, *([cohort] if cohort else [])], {"--out": out})
+    report = agreement(
+        labels,
+        load_ruleset(rules),
+        str(rules),
+        cohort=cohort,
+        site=read_site(site) if site else None,
+        workers=workers,
+        allow_missing=allow_missing,
+        seed=seed,
+    )
+    if fmt is ReportFormat.json:
+        _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")
+    else:
+        _write_report(out, agree_markdown(report))
 
 
 @rules_app.command("docs")

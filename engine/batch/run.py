@@ -29,8 +29,10 @@ from engine.batch.summary import (
     FieldMissingness,
     InputStamp,
     Reconciliation,
+    RejectedExample,
     RuleCounts,
     RunStamp,
+    subgroup_table,
 )
 from engine.batch.worker import (
     CASE_FIELDS,
@@ -47,6 +49,8 @@ from engine.io.columns import column_problems
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
+
+REJECTED_EXAMPLES = 10  # first rejected rows shown in the summary: field, row, reason only
 
 
 class InputColumnsError(UserError):
@@ -137,8 +141,17 @@ class Totals:
     blocks: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected_by_field: collections.Counter[str] = field(default_factory=collections.Counter)
     insufficient_only_site: int = 0
+    subgroups: collections.Counter[tuple[str, str, str]] = field(
+        default_factory=collections.Counter
+    )
+    rejected_examples: list[RejectedExample] = field(default_factory=list)
 
     def add(self, result: ChunkResult) -> None:
+        self.subgroups.update(result.subgroups)
+        for error in result.errors[: max(0, REJECTED_EXAMPLES - len(self.rejected_examples))]:
+            self.rejected_examples.append(
+                RejectedExample(field=error["field"], row=error["row"], reason=error["reason"])
+            )
         self.insufficient_only_site += result.insufficient_only_site
         self.rows += result.rows
         self.screened += result.screened
@@ -363,6 +376,8 @@ def build_summary(
         ignored_columns=ignored,
         disclaimer=DISCLAIMER,
         insufficient_only_site=totals.insufficient_only_site,
+        subgroups=subgroup_table(totals.subgroups, screened),
+        rejected_examples=totals.rejected_examples,
     )
 
 

@@ -6,6 +6,8 @@ order and are a public contract: extend, never rename.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.models import Category, RulesetStamp, Severity, Verdict
@@ -88,6 +90,65 @@ class Duplicate(BaseModel):
     rows: list[int]
 
 
+class SubgroupRow(BaseModel):
+    """Verdicts of the screened cases with one value of a subgroup field ("(unknown)": none)."""
+
+    model_config = _MODEL
+    value: str
+    count: int
+    pct: float  # share of screened rows
+    verdicts: dict[Verdict, int]
+    verdicts_pct: dict[Verdict, float]  # share of this subgroup's rows
+
+
+class Subgroup(BaseModel):
+    """Verdicts broken down by one field (diagnosis, planned_procedure, region)."""
+
+    model_config = _MODEL
+    field: str
+    rows: list[SubgroupRow]
+
+
+class RejectedExample(BaseModel):
+    """One rejected row, without its values: the field at fault, the row number, the reason."""
+
+    model_config = _MODEL
+    field: str | None
+    row: int
+    reason: str
+
+
+def _pct(count: int, total: int) -> float:
+    return round(100 * count / total, 2) if total else 0.0
+
+
+def subgroup_table(counts: Counter[tuple[str, str, str]], screened: int) -> list[Subgroup]:
+    """Subgroups from (field, value, verdict) counts: fields by name, values by
+    count (most first), "(unknown)" last."""
+    by_field: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+    for (name, value, verdict), count in sorted(counts.items()):
+        by_field[name][value][verdict] += count
+    groups = []
+    for name, values in by_field.items():
+        rows = []
+        ordered = sorted(
+            values.items(), key=lambda kv: (kv[0] == "(unknown)", -sum(kv[1].values()), kv[0])
+        )
+        for value, verdicts in ordered:
+            total = sum(verdicts.values())
+            rows.append(
+                SubgroupRow(
+                    value=value,
+                    count=total,
+                    pct=_pct(total, screened),
+                    verdicts={v: verdicts[v.value] for v in Verdict},
+                    verdicts_pct={v: _pct(verdicts[v.value], total) for v in Verdict},
+                )
+            )
+        groups.append(Subgroup(field=name, rows=rows))
+    return groups
+
+
 class BatchSummary(BaseModel):
     """Everything a researcher needs to trust and describe a batch run."""
 
@@ -105,3 +166,7 @@ class BatchSummary(BaseModel):
     # insufficient_data rows whose every verdict-changing question is a site setting
     # (surgeon_mis_cases, navigation_available, mis_equipment_available): --site settles them
     insufficient_only_site: int = 0
+    # verdicts by diagnosis, planned procedure and region (inferred values included)
+    subgroups: list[Subgroup] = Field(default_factory=list)
+    # the first rejected rows: field, row and reason, never the values
+    rejected_examples: list[RejectedExample] = Field(default_factory=list)

@@ -83,6 +83,8 @@ FIRED, CONDITIONAL, NOT_EVALUABLE = (
 )
 INSUFFICIENT_DATA = Verdict.insufficient_data
 CASE_FIELDS = [f for f in INPUT_FIELDS if f != "case_id"]
+SUBGROUP_FIELDS = ("diagnosis", "planned_procedure", "region")  # verdicts broken down by these
+UNKNOWN = "(unknown)"
 GC_THRESHOLD = 10_000  # allocations between young-generation collections (Python's default: 700)
 _RULE_STATUS = operator.attrgetter("rule_id", "status")
 
@@ -120,6 +122,8 @@ class ChunkResult:
     blocks: Counter[str] = field(default_factory=Counter)
     rejected_by_field: Counter[str] = field(default_factory=Counter)
     insufficient_only_site: int = 0  # insufficient_data only for want of site settings
+    # (field, value or "(unknown)", verdict) for the subgroup fields (summary.SUBGROUP_FIELDS)
+    subgroups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # one line per valid case_id: "hash\tsource\trow\tcase_id\n" (see run.DuplicateFinder);
     # formatted here, in parallel, rather than by the parent that reads and writes for all
     id_lines: list[str] = field(default_factory=list)
@@ -132,7 +136,14 @@ class ChunkResult:
         self.screened += other.screened
         self.rejected += other.rejected
         self.insufficient_only_site += other.insufficient_only_site
-        for name in ("verdicts", "rule_status", "missing", "blocks", "rejected_by_field"):
+        for name in (
+            "verdicts",
+            "rule_status",
+            "missing",
+            "blocks",
+            "rejected_by_field",
+            "subgroups",
+        ):
             getattr(self, name).update(getattr(other, name))
 
 
@@ -423,6 +434,10 @@ def record(
     result.verdicts[verdict.value] += 1
     result.rule_status.update(map(_RULE_STATUS, decision.notable))  # StrEnum: equal to value
     present.update(values.keys())
+    known = decision.facts.values  # inferred values included (a region from the level)
+    for name in SUBGROUP_FIELDS:
+        given = known.get(name)
+        result.subgroups[(name, UNKNOWN if given is None else str(given), verdict.value)] += 1
     row = _flat_row(case_id, verdict, decision.notable, ruleset)
     if verdict is INSUFFICIENT_DATA:  # the fields whose answer can change the verdict
         blocking = {

@@ -20,7 +20,7 @@ from markupsafe import Markup, escape
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from engine.batch.summary import BatchSummary, FieldMissingness, RuleCounts
+from engine.batch.summary import BatchSummary, FieldMissingness, RuleCounts, Subgroup
 from engine.models import SEVERITY_ORDER, Verdict
 from engine.report.text import show_value
 
@@ -116,6 +116,8 @@ def render_html(summary: BatchSummary) -> str:
             "attrition": _attrition_chart(summary),
             "missingness": _missingness_chart(fields[:TOP_FIELDS]),
         },
+        subgroup_charts={g.field: _subgroup_chart(g) for g in summary.subgroups},
+        verdicts=[v.value for v in Verdict],
     )
 
 
@@ -272,6 +274,34 @@ def _attrition_chart(summary: BatchSummary) -> Markup | None:
         title = "Attrition in verdict-policy order"
         ax.set_title(title, loc="left", fontsize=11)
         return _svg(fig, "chart-attrition", title)
+
+
+def _subgroup_chart(group: Subgroup) -> Markup | None:
+    """Stacked horizontal bars: each value of the field, its cases coloured by verdict."""
+    if not group.rows:
+        return None
+    with matplotlib.rc_context(_SVG_RC):
+        fig, ax = _figure(1.0 + 0.36 * len(group.rows))
+        positions = list(range(len(group.rows)))
+        left = [0] * len(group.rows)
+        for verdict in Verdict:
+            counts = [row.verdicts.get(verdict, 0) for row in group.rows]
+            ax.barh(
+                positions,
+                counts,
+                left=left,
+                color=VERDICT_COLOURS[verdict],
+                height=0.65,
+                label=verdict.value,
+            )
+            left = [a + b for a, b in zip(left, counts, strict=True)]
+        ax.set_yticks(positions, [row.value for row in group.rows])
+        ax.invert_yaxis()
+        ax.set_xlabel("cases")
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+        title = f"Verdicts by {group.field}"
+        ax.set_title(title, loc="left", fontsize=11)
+        return _svg(fig, f"chart-subgroup-{group.field}", title)
 
 
 def _missingness_chart(fields: Sequence[FieldMissingness]) -> Markup | None:

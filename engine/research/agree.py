@@ -1,0 +1,371 @@
+"""How the tool's verdicts agree with surgeons': `miss-screen agree --labels FILE [--cohort FILE]`.
+
+The labels file (CSV) has `case_id` and one column per rater, each cell a verdict
+(worth_discussing, discuss_with_caution, not_favoured, urgent_review) or yes/no for "MIS worth
+discussing". Columns named like data-dictionary fields are case fields, not raters: without
+--cohort, the labels file itself is the cohort. The cases are screened with the batch machinery.
+
+What a researcher gets, and how each case is counted:
+- a case the tool rates insufficient_data has no tool decision to compare: it is counted apart
+  and named, and left out of every statistic (never silently);
+- a blank label is refused (one line naming rater and case) unless `allow_missing`, which
+  counts and names it and leaves only that rater's cell out;
+- a case_id of the labels the cohort does not have, or has twice, is refused (one line naming it);
+- "MIS worth discussing" is positive for worth_discussing and discuss_with_caution; surgeons'
+  labels are the reference, the tool is the index test for sensitivity and specificity.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.inter_rater import aggregate_raters, cohens_kappa, fleiss_kappa
+
+from engine.batch.run import BatchOptions, run_batch
+from engine.batch.summary import BatchSummary
+from engine.batch.worker import OutputFormat
+from engine.dictionary import INPUT_FIELDS
+from engine.errors import UsageError
+from engine.models import SiteProfile, Verdict
+from engine.rules.ruleset import Ruleset
+
+POSITIVE = frozenset({Verdict.worth_discussing.value, Verdict.discuss_with_caution.value})
+DECISIONS = [v.value for v in Verdict if v is not Verdict.insufficient_data]
+YES = frozenset({"yes", "y", "true", "1"})
+NO = frozenset({"no", "n", "false", "0"})
+BOOTSTRAP_RESAMPLES = 2000
+# the severities whose findings decide each verdict (rules/policy.yaml)
+DECIDING = {
+    Verdict.urgent_review.value: ("fired", "red_flag"),
+    Verdict.not_favoured.value: ("fired", "major"),
+    Verdict.discuss_with_caution.value: ("fired", "caution"),
+}
+
+
+class LabelsError(UsageError):
+    """A labels file that cannot be compared as given; every problem on its own line."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines[0])
+        self._lines = lines
+
+    def lines(self) -> list[str]:
+        return self._lines
+
+
+@dataclass
+class Labels:
+    raters: list[str]
+    # case_id -> rater -> label as given (a decision verdict, or "yes"/"no"); blanks left out
+    by_case: dict[str, dict[str, str]]
+    missing: list[tuple[str, str]]  # (case_id, rater) with a blank label
+    kind: dict[str, str]  # rater -> "verdict" or "yes_no"
+    case_fields: list[str]
+
+
+def read_labels(path: str) -> Labels:
+    """Read and check a labels CSV; every problem is collected before refusing."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        if "case_id" not in header:
+            raise LabelsError([f"{path}: no case_id column (columns: {', '.join(header)})"])
+        case_fields = [c for c in header if c in INPUT_FIELDS and c != "case_id"]
+        raters = [c for c in header if c not in INPUT_FIELDS]
+        if not raters:
+            raise LabelsError([f"{path}: no rater column (every column is a case field)"])
+        problems: list[str] = []
+        by_case: dict[str, dict[str, str]] = {}
+        missing: list[tuple[str, str]] = []
+        kinds: dict[str, set[str]] = collections.defaultdict(set)
+        for number, row in enumerate(reader, start=1):
+            case_id = (row.get("case_id") or "").strip()
+            if not case_id:
+                problems.append(f"{path}: row {number}: case_id is blank")
+                continue
+            if case_id in by_case:
+                problems.append(f"{path}: row {number}: case_id {case_id} is labelled twice")
+                continue
+            labels: dict[str, str] = {}
+            for rater in raters:
+                given = (row.get(rater) or "").strip().lower()
+                if not given:
+                    missing.append((case_id, rater))
+                elif given in YES or given in NO:
+                    labels[rater] = "yes" if given in YES else "no"
+                    kinds[rater].add("yes_no")
+                elif given in DECISIONS:
+                    labels[rater] = given
+                    kinds[rater].add("verdict")
+                else:
+                    problems.append(
+                        f"{path}: row {number}: case_id {case_id}: rater {rater}: {given!r} is "
+                        f"not a label (one of {', '.join(DECISIONS)}, or yes/no)"
+                    )
+            by_case[case_id] = labels
+    for rater, found in kinds.items():
+        if len(found) > 1:
+            problems.append(
+                f"{path}: rater {rater} mixes verdicts and yes/no; use one or the other"
+            )
+    if problems:
+        raise LabelsError(problems)
+    kind = {r: next(iter(kinds[r])) if kinds[r] else "yes_no" for r in raters}
+    return Labels(raters, by_case, missing, kind, case_fields)
+
+
+@dataclass
+class ToolCase:
+    verdict: str
+    deciding: list[str]  # the rules that decided the verdict
+
+
+def _deciding(result: dict[str, Any]) -> list[str]:
+    verdict = result["verdict"]
+    if verdict == Verdict.insufficient_data.value:
+        return [n["rule_id"] for n in result["not_evaluable"] if n["can_change_verdict"]]
+    if verdict in DECIDING:
+        _, severity = DECIDING[verdict]
+        return [f["rule_id"] for f in result["findings"] if f["severity"] == severity]
+    # worth_discussing: no red-flag, major or caution finding; benefit findings say why
+    return [f["rule_id"] for f in result["findings"]]
+
+
+def screen_cohort(
+    cohort: str,
+    ruleset: Ruleset,
+    rules_dir: str,
+    site: SiteProfile,
+    workers: int,
+    *,
+    rater_columns: bool = False,
+) -> tuple[dict[str, list[ToolCase]], BatchSummary, list[dict[str, Any]]]:
+    """Every screened case's verdict and deciding rules (a case_id may occur twice), the batch
+    summary, and the rejected rows' errors."""
+    with tempfile.TemporaryDirectory(prefix="miss-screen-agree-") as work:
+        out, errors = Path(work) / "results.jsonl", Path(work) / "errors.jsonl"
+        options = BatchOptions(
+            inputs=[cohort],
+            out=str(out),
+            output_format=OutputFormat.jsonl,
+            rules_dir=rules_dir,
+            errors=str(errors),
+            workers=workers,
+            site=site,
+            ignore_unknown_columns=rater_columns,  # the labels file is the cohort
+        )
+        summary = run_batch(options, ruleset)
+        found: dict[str, list[ToolCase]] = collections.defaultdict(list)
+        with out.open(encoding="utf-8") as handle:
+            for line in handle:
+                result = json.loads(line)
+                found[result["case_id"]].append(ToolCase(result["verdict"], _deciding(result)))
+        rejected = (
+            [json.loads(line) for line in errors.open(encoding="utf-8")] if errors.exists() else []
+        )
+    return found, summary, rejected
+
+
+def _kappa(table: np.ndarray) -> dict[str, Any]:
+    """Cohen's kappa of a square table with statsmodels' asymptotic 95 % interval."""
+    if table.sum() == 0:
+        return {"kappa": None, "ci95": None, "n": 0}
+    with np.errstate(invalid="ignore", divide="ignore"):  # a degenerate table: z is nan
+        result = cohens_kappa(table)
+    kappa = float(result.kappa)
+    ci = [max(-1.0, float(result.kappa_low)), min(1.0, float(result.kappa_upp))]  # kappa's range
+    return {
+        "kappa": round(kappa, 4) if np.isfinite(kappa) else None,
+        "ci95": [round(c, 4) for c in ci] if all(np.isfinite(ci)) else None,
+        "n": int(table.sum()),
+    }
+
+
+def _proportion_ci(hits: np.ndarray, seed: int) -> dict[str, Any]:
+    """A proportion with a seeded percentile bootstrap 95 % interval (scipy.stats.bootstrap)."""
+    if hits.size == 0:
+        return {"value": None, "ci95": None, "n": 0}
+    value = float(hits.mean())
+    if hits.min() == hits.max():  # every resample gives the same value
+        ci = [value, value]
+    else:
+        boot = stats.bootstrap(
+            (hits,),
+            np.mean,
+            n_resamples=BOOTSTRAP_RESAMPLES,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+        ci = [float(boot.confidence_interval.low), float(boot.confidence_interval.high)]
+    return {"value": round(value, 4), "ci95": [round(c, 4) for c in ci], "n": int(hits.size)}
+
+
+@dataclass
+class AgreementReport:
+    labels: str
+    cohort: str
+    raters: list[str]
+    kinds: dict[str, str]
+    summary: BatchSummary
+    seed: int
+    compared: list[str] = field(default_factory=list)  # case_ids in every statistic's pool
+    insufficient: list[dict[str, Any]] = field(default_factory=list)
+    missing_labels: list[dict[str, str]] = field(default_factory=list)
+    per_rater: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fleiss: dict[str, Any] = field(default_factory=dict)
+    disagreements: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "labels": self.labels,
+            "cohort": self.cohort,
+            "ruleset": self.summary.stamp.ruleset.model_dump(),
+            "cohort_reconciliation": self.summary.reconciliation.model_dump(),
+            "raters": self.raters,
+            "rater_labels": self.kinds,
+            "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": self.seed},
+            "cases_labelled": len(self.compared) + len(self.insufficient),
+            "cases_compared": len(self.compared),
+            "tool_insufficient_data": self.insufficient,
+            "missing_labels": self.missing_labels,
+            "per_rater": self.per_rater,
+            "fleiss_kappa": self.fleiss,
+            "disagreements": self.disagreements,
+        }
+
+
+def agreement(
+    labels_path: str,
+    ruleset: Ruleset,
+    rules_dir: str,
+    *,
+    cohort: str | None = None,
+    site: SiteProfile | None = None,
+    workers: int = 1,
+    allow_missing: bool = False,
+    seed: int = 2026,
+) -> AgreementReport:
+    labels = read_labels(labels_path)
+    if cohort is None and not labels.case_fields:
+        raise LabelsError([f"{labels_path} has no case fields: give the cases with --cohort FILE"])
+    if labels.missing and not allow_missing:
+        shown = [f"case_id {c}: rater {r}" for c, r in labels.missing[:20]]
+        more = len(labels.missing) - len(shown)
+        raise LabelsError(
+            [
+                f"{labels_path}: {len(labels.missing)} labels are blank ({'; '.join(shown)}"
+                + (f"; and {more} more" if more else "")
+                + "); fill them, or give --allow-missing to count them and leave them out"
+            ]
+        )
+    source = cohort or labels_path
+    tool, summary, rejected = screen_cohort(
+        source, ruleset, rules_dir, site or {}, workers, rater_columns=cohort is None
+    )
+    problems = []
+    rejected_ids = {e["case_id"] for e in rejected if e.get("case_id")}
+    for case_id in labels.by_case:
+        found = tool.get(case_id, [])
+        if len(found) > 1:
+            problems.append(f"case_id {case_id} occurs {len(found)} times in {source}")
+        elif not found and case_id in rejected_ids:
+            problems.append(
+                f"case_id {case_id} is a row of {source} that was rejected (see why "
+                "with miss-screen batch)"
+            )
+        elif not found:
+            problems.append(f"case_id {case_id} of {labels_path} is not in {source}")
+    if problems:
+        raise LabelsError(problems)
+    report = AgreementReport(labels_path, source, labels.raters, labels.kind, summary, seed)
+    report.missing_labels = [{"case_id": c, "rater": r} for c, r in labels.missing]
+    for case_id in labels.by_case:
+        (case,) = tool[case_id]
+        if case.verdict == Verdict.insufficient_data.value:
+            report.insufficient.append({"case_id": case_id, "deciding_rules": case.deciding})
+        else:
+            report.compared.append(case_id)
+    _statistics(report, labels, tool)
+    return report
+
+
+def _positive(label: str) -> bool:
+    return label == "yes" or label in POSITIVE
+
+
+def _statistics(report: AgreementReport, labels: Labels, tool: dict[str, list[ToolCase]]) -> None:
+    binary = ["no", "yes"]
+    for index, rater in enumerate(labels.raters):
+        pairs = [
+            (tool[c][0].verdict, labels.by_case[c][rater])
+            for c in report.compared
+            if rater in labels.by_case[c]
+        ]
+        tool_yes = np.array([v in POSITIVE for v, _ in pairs], dtype=float)
+        rater_yes = np.array([_positive(lab) for _, lab in pairs], dtype=bool)
+        table = np.zeros((2, 2), dtype=int)  # rows: rater no/yes; columns: tool no/yes
+        for t, r in zip(tool_yes, rater_yes, strict=True):
+            table[int(r), int(t)] += 1
+        entry: dict[str, Any] = {
+            "label": labels.kind[rater],
+            "n": len(pairs),
+            "worth_discussing": {
+                "confusion": {
+                    "labels": binary,
+                    "rows_rater_columns_tool": table.tolist(),
+                },
+                "cohen_kappa": _kappa(table),
+                "sensitivity": _proportion_ci(tool_yes[rater_yes], report.seed + 2 * index),
+                "specificity": _proportion_ci(
+                    1 - tool_yes[~rater_yes], report.seed + 2 * index + 1
+                ),
+            },
+        }
+        if labels.kind[rater] == "verdict":
+            order = {v: i for i, v in enumerate(DECISIONS)}
+            full = np.zeros((len(DECISIONS), len(DECISIONS)), dtype=int)
+            for verdict, label in pairs:
+                full[order[label], order[verdict]] += 1
+            entry["verdict"] = {
+                "confusion": {"labels": DECISIONS, "rows_rater_columns_tool": full.tolist()},
+                "cohen_kappa": _kappa(full),
+            }
+        report.per_rater[rater] = entry
+    # Fleiss' kappa across raters, on "MIS worth discussing", over cases every rater labelled
+    rated = [c for c in report.compared if len(labels.by_case[c]) == len(labels.raters)]
+    if len(labels.raters) >= 2 and rated:
+        matrix = np.array(
+            [[int(_positive(labels.by_case[c][r])) for r in labels.raters] for c in rated]
+        )
+        counts, _ = aggregate_raters(matrix, n_cat=2)
+        value = float(fleiss_kappa(counts, method="fleiss"))
+        report.fleiss = {
+            "worth_discussing": round(value, 4) if np.isfinite(value) else None,
+            "n": len(rated),
+            "raters": len(labels.raters),
+        }
+    else:
+        report.fleiss = {"worth_discussing": None, "n": len(rated), "raters": len(labels.raters)}
+    for case_id in report.compared:
+        case = tool[case_id][0]
+        given = labels.by_case[case_id]
+        against = {
+            r: lab for r, lab in given.items() if _positive(lab) != (case.verdict in POSITIVE)
+        }
+        if against:
+            report.disagreements.append(
+                {
+                    "case_id": case_id,
+                    "tool": case.verdict,
+                    "raters": against,
+                    "deciding_rules": case.deciding,
+                }
+            )
