@@ -1,3 +1,23 @@
-"""miss-screen: is minimally invasive spine surgery worth discussing? Rule-based screening."""
+"""miss-screen: is minimally invasive spine surgery worth discussing? Rule-based screening.
+
+`from engine import Screener` is the Python API (engine/screener.py); it is imported on first
+use, so `import engine` and the CLI's start-up stay light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["InputError", "Screener", "__version__"]
+
+if TYPE_CHECKING:
+    from engine.screener import InputError, Screener
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Screener", "InputError"):
+        from engine import screener
+
+        return getattr(screener, name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

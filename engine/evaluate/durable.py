@@ -28,6 +28,7 @@ import contextlib
 import gc
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -696,7 +697,27 @@ def check_attributes(attributes: list[str]) -> None:
 
 # --- evaluation -------------------------------------------------------------------------------
 
-_HANDLES: dict[str, list[int]] = {}  # ruleset sha256 -> handles; built once per process
+
+
+@dataclass(frozen=True)
+class HandleSet:
+    """The durable-rules rulesets of one ruleset in this process, with the lock that keeps
+    their one fixed session to one caller at a time.
+
+    Process-level by durable-rules' nature: a ruleset handle lives in the C extension's one
+    global table, building one leaks memory that delete_ruleset never frees (so each is built
+    once per process and reused by every evaluator of the same rules), and two threads in one
+    handle and session lose firings (docs/durable-rules-notes.md §3). Separate handles per
+    thread would be safe but gain nothing: the C code never releases the GIL.
+    """
+
+    handles: list[int]
+    lock: threading.Lock
+
+
+# ruleset sha256 -> its handles, built once per process; _REGISTRY guards building them
+_HANDLES: dict[str, HandleSet] = {}
+_REGISTRY = threading.Lock()
 _BROKEN: set[int] = set()  # handles durable-rules failed in: their state cannot be trusted
 _MATCH = re.compile(r'\{"m":\{"id":(\d+)')  # a match in an action message: its fact's id
 # the outcome table's mark for a mask of two statuses at once (never shared with a real one)
@@ -728,7 +749,7 @@ class _Texts(dict[int, str]):
 
 
 class DurableEvaluator:
-    """Screens facts with durable-rules; one per process, never shared across threads.
+    """Screens facts with durable-rules; callable from several threads (HandleSet.lock).
 
     Cases go to durable-rules in batches of up to SLOTS: one `assert_facts` of a JSON array,
     then one action per conjunction that matched any of them (the rules carry `cap`, so an
@@ -783,9 +804,14 @@ class DurableEvaluator:
             raise _blame(ruleset, exc.rules, str(exc)) from None
         check_attributes(list(self.aliases.values()))
         check_slot_ids(SLOTS)
-        handles = _HANDLES.get(ruleset.sha256)
-        self.handles = self._create_handles() if handles is None else handles
-        _HANDLES[ruleset.sha256] = self.handles
+        with _REGISTRY:
+            shared = _HANDLES.get(ruleset.sha256)
+            if shared is None:
+                shared = _HANDLES[ruleset.sha256] = HandleSet(
+                    self._create_handles(), threading.Lock()
+                )
+        self.shared = shared
+        self.handles = shared.handles
         alias = self.aliases
         self._prefix = f'"kind":"case","sid":"{SID}"'
         # per constrained field, (value set, flag text) for each set the patterns read
@@ -848,7 +874,15 @@ class DurableEvaluator:
         return {name: values.get((name, value), value) for name, value in decoded.items()}
 
     def fired_masks(self, many: Sequence[Facts]) -> list[Mapping[int, int]]:
-        """Per case, rule index -> mask of the status bits durable-rules matched."""
+        """Per case, rule index -> mask of the status bits durable-rules matched.
+
+        Safe from several threads: one thread at a time holds the handles (HandleSet.lock),
+        each for a whole batch, so one batch is asserted, drained and retracted unmixed.
+        """
+        with self.shared.lock:
+            return self._fired_masks(many)
+
+    def _fired_masks(self, many: Sequence[Facts]) -> list[Mapping[int, int]]:
         masks: list[Mapping[int, int]] = []
         for start in range(0, len(many), SLOTS):
             batch = many[start : start + SLOTS]
