@@ -70,10 +70,7 @@ from rich.table import Table
 
 from engine import __version__
 from engine.errors import UsageError, UserError
-from engine.evaluate.base import Evaluator
-from engine.evaluate.durable import DurableEvaluator
-from engine.evaluate.reference import ReferenceEvaluator
-from engine.goldens import run_goldens
+from engine.goldens import screen_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
 from engine.models import CITATION_WORDS, Case, Result, Scalar, Verdict, evidence_label
 from engine.policy import verdict_rank
@@ -81,8 +78,7 @@ from engine.report.text import brief_line, render_text, source_text
 from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
-from engine.rules.ruleset import Ruleset
-from engine.screen import screen_values
+from engine.screener import Screener
 
 if TYPE_CHECKING:
     from engine.batch.summary import BatchSummary
@@ -195,12 +191,6 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
 RulesOption = Annotated[Path, typer.Option("--rules", help="Rules directory.", show_default=False)]
 
 
-def make_evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
-    if engine is Engine.reference:
-        return ReferenceEvaluator(ruleset)
-    return DurableEvaluator(ruleset)
-
-
 @app.command()
 @handle_errors
 def screen(
@@ -274,18 +264,12 @@ def screen(
         raise UsageError("give a case file, - for stdin, or --set FIELD=VALUE")
     if set_values and len(files) > 1:
         raise UsageError("--set applies to one case; give at most one case file with it")
-    ruleset = load_ruleset(rules)
-    site_values = read_site(site) if site else {}
-    evaluator = make_evaluator(ruleset, engine)
+    screener = Screener.load(rules, engine, site)
     results = []
     inputs: list[str | None] = list(files) or [None]
     for case_file in inputs:
         case_id, values, source = read_screen_case(case_file, set_values or [])
-        results.append(
-            screen_values(
-                case_id, values, ruleset, evaluator, site=site_values, source=source
-            ).result
-        )
+        results.append(screener.screening(case_id, values, source=source).result)
     for index, result in enumerate(results):
         if output_format is ScreenFormat.text and index:
             stdout.rule()
@@ -332,11 +316,8 @@ def screen_fhir(
         raw.update(overrides)
         provenance.update({name: "--set" for name in overrides})
     case_id, values = validate_case(raw, f"{source} (FHIR)" + (" with --set" if set_values else ""))
-    ruleset = load_ruleset(rules)
-    site_values = read_site(site) if site else {}
-    result = screen_values(
-        case_id, values, ruleset, make_evaluator(ruleset, engine), site=site_values, source=source
-    ).result
+    screener = Screener.load(rules, engine, site)
+    result = screener.screening(case_id, values, source=source).result
     for warning in mapped.warnings:
         print(f"warning: {source}: {warning}", file=sys.stderr)
     print_result(result, output_format)
@@ -731,8 +712,8 @@ def rules_check(
 ) -> None:
     """Load and check every rule file; report each problem as file:line."""
     ruleset = load_ruleset(directory)
-    DurableEvaluator(ruleset)  # compiles every rule and checks durable-rules' limits
-    goldens = run_goldens(ruleset, {"reference": ReferenceEvaluator(ruleset)})
+    Screener.from_ruleset(ruleset)  # compiles every rule and checks durable-rules' limits
+    goldens = screen_goldens({"reference": Screener.from_ruleset(ruleset, "reference")})
     invalid = [g for g in goldens if g.actual == "invalid case"]
     for bad in invalid:
         for detail in bad.details:
@@ -761,8 +742,8 @@ def rules_test(
 ) -> None:
     """Run every golden case on both evaluators; exit 1 on any mismatch."""
     ruleset = load_ruleset(directory)
-    results = run_goldens(
-        ruleset, {"durable": DurableEvaluator(ruleset), "reference": ReferenceEvaluator(ruleset)}
+    results = screen_goldens(
+        {engine: Screener.from_ruleset(ruleset, engine) for engine in ("durable", "reference")}
     )
     failed = [r for r in results if not r.ok]
     if output_format is ListFormat.json:

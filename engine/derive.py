@@ -7,7 +7,7 @@ inferred and derived values by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from engine.dictionary import FIELDS_BY_NAME, FieldType

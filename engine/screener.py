@@ -179,12 +179,7 @@ class Screener:
         site: str | Path | Mapping[str, Any] | None = None,
     ) -> Screener:
         """A Screener for a ruleset already loaded (its caches are shared with other users)."""
-        if site is None:
-            profile: SiteProfile = {}
-        elif isinstance(site, str | Path):
-            profile = read_site(str(site))
-        else:
-            profile = check_site(site)
+        profile = _site_profile(site)
         if str(engine) == "reference":
             from engine.evaluate.reference import ReferenceEvaluator
 
@@ -193,7 +188,11 @@ class Screener:
             from engine.evaluate.durable import DurableEvaluator
 
             evaluator = DurableEvaluator(ruleset)
-        return cls(ruleset, evaluator, str(engine), MappingProxyType(dict(profile)))
+        return cls(ruleset, evaluator, str(engine), profile)
+
+    def with_site(self, site: str | Path | Mapping[str, Any] | None) -> Screener:
+        """The same rules and evaluator with another site profile (nothing is rebuilt)."""
+        return Screener(self.ruleset, self.evaluator, self.engine, _site_profile(site))
 
     # --- what it screens with ------------------------------------------------------------------
 
@@ -377,6 +376,19 @@ def flat_outcomes(
     )
 
 
+def _site_profile(site: str | Path | Mapping[str, Any] | None) -> Mapping[str, SiteValue]:
+    """A site profile from a file or a mapping, validated as `--site` is; read-only."""
+    if site is None:
+        profile: SiteProfile = {}
+    elif isinstance(site, MappingProxyType):
+        return site  # already checked (with_site of a Screener's own profile)
+    elif isinstance(site, str | Path):
+        profile = read_site(str(site))
+    else:
+        profile = check_site(site)
+    return MappingProxyType(profile)
+
+
 def _frame_rows(frame: Any, library: str) -> list[dict[str, Any]]:
     """A DataFrame's rows as plain dicts, through Arrow (nulls and NaN become None).
 
@@ -386,10 +398,11 @@ def _frame_rows(frame: Any, library: str) -> list[dict[str, Any]]:
     import pyarrow as pa
 
     if library == "polars":
-        rows: list[dict[str, Any]] = frame.to_arrow().to_pylist()
-        return rows
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return [dict(row) for row in frame.to_dict("records")]
-    return table.to_pylist()
+        table = frame.to_arrow()
+    else:
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return [dict(row) for row in frame.to_dict("records")]
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows

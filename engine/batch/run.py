@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -42,11 +43,11 @@ from engine.batch.worker import (
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
 from engine.errors import UserError
-from engine.evaluate.durable import DurableEvaluator
 from engine.io.columns import column_problems
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
+from engine.screener import Screener
 
 
 class InputColumnsError(UserError):
@@ -200,7 +201,8 @@ class BatchRun:
         self.options, self.ruleset = options, ruleset
         self.started = datetime.now(UTC)
         self.clock = time.perf_counter()
-        DurableEvaluator(ruleset)  # a rule set durable-rules refuses fails here, not in a worker
+        # a rule set durable-rules refuses fails here, not in a worker
+        Screener.from_ruleset(ruleset, site=MappingProxyType(options.site))
         self.readers, self.ignored = open_inputs(options)
         # hashed before screening: what was read, even if something rewrites a file later
         self.hashes = {r.source: r.sha256() for r in self.readers if r.path != "-"}

@@ -698,7 +698,6 @@ def check_attributes(attributes: list[str]) -> None:
 # --- evaluation -------------------------------------------------------------------------------
 
 
-
 @dataclass(frozen=True)
 class HandleSet:
     """The durable-rules rulesets of one ruleset in this process, with the lock that keeps

@@ -64,7 +64,7 @@ def _same(test: Callable[[Scalar], bool], candidates: frozenset[Scalar]) -> bool
     return outcomes.pop() if len(outcomes) == 1 else None
 
 
-# a node's compiled forms are kept in its own __dict__ under these keys (as functools.cached_property
+# a node's compiled forms are kept in its own __dict__ under these keys (as cached_property
 # keeps a value): they live and die with the ruleset that holds the node, and no table keyed by
 # id() outlives it; condition.Node leaves them out when a node is pickled
 _KLEENE = "_kleene"
