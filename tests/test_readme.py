@@ -162,3 +162,36 @@ def test_missing_line_needs_order_and_whole_lines() -> None:
     assert missing_line(("c", "a"), output) == "a"
     assert missing_line(("b c",), output) == "b c"
     assert missing_line(("",), "a") == ""
+
+
+# --- Python examples ----------------------------------------------------------------------------
+# Every ```pycon block of README.md runs as a doctest in a fresh namespace, from the checkout's
+# root: each `>>>` line's output must match what follows it (ELLIPSIS: `...` in an output line
+# stands for any text; NORMALIZE_WHITESPACE: runs of spaces compare equal).
+
+PYCON = re.compile(r"^```pycon\n(.*?)^```", re.S | re.M)
+
+
+def readme_pycon_blocks(text: str) -> list[tuple[int, str]]:
+    """(line number, source) of every pycon block of the README."""
+    return [(text[: m.start()].count("\n") + 2, m.group(1)) for m in PYCON.finditer(text)]
+
+
+@pytest.mark.parametrize(
+    ("line", "block"), readme_pycon_blocks(README.read_text()), ids=lambda v: str(v)[:30]
+)
+@pytest.mark.timeout(120)
+def test_readme_python_example(line: int, block: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import doctest
+
+    monkeypatch.chdir(ROOT)
+    test = doctest.DocTestParser().get_doctest(block, {}, f"README.md:{line}", str(README), line)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    failures: list[str] = []
+    runner.run(test, out=failures.append)
+    assert runner.failures == 0, "".join(failures)
+    assert runner.tries >= 1
+
+
+def test_the_readme_has_a_python_example() -> None:
+    assert readme_pycon_blocks(README.read_text()), "the Python API section lost its example"

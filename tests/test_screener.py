@@ -4,6 +4,7 @@ wraps, bad rows as values, DataFrames in and out, and safe from several threads.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pickle
 from concurrent.futures import ThreadPoolExecutor
@@ -230,3 +231,52 @@ def test_a_compiled_condition_still_pickles() -> None:
     copy = pickle.loads(pickle.dumps(rule.when))  # noqa: S301  # our own bytes
     assert copy == rule.when
     assert "_kleene" not in copy.__dict__
+
+
+def test_a_result_renders_as_short_escaped_html(screener: Screener) -> None:
+    flagged = {**STENOSIS, "cauda_equina_syndrome": True}
+    result = screener.screen(flagged)
+    html = result._repr_html_()
+    assert "urgent_review" in html
+    assert "Red flags" in html
+    assert "RED-001" in html
+    hostile = result.model_copy(update={"summary": "<script>alert(1)</script>"})
+    assert "<script>" not in hostile._repr_html_()
+    assert "&lt;script&gt;" in hostile._repr_html_()
+    assert "rationale" not in html.lower()  # short: no rationale or sources
+    questions = screener.screen({"case_id": "Q-1", "age_years": 40})._repr_html_()
+    assert "Questions that can change the verdict" in questions
+
+
+@pytest.mark.timeout(300)
+def test_the_batch_summary_renders_as_html(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+    from engine.batch.summary import BatchSummary
+
+    source = tmp_path / "cohort.jsonl"
+    rows = [STENOSIS, {**STENOSIS, "case_id": "S-2", "cauda_equina_syndrome": True}]
+    rows.append({"case_id": "S-3", "age_years": 130})
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = tmp_path / "summary.json"
+    out = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            str(source),
+            "--out",
+            str(tmp_path / "out.jsonl"),
+            "--summary",
+            str(summary),
+            "--workers",
+            "1",
+            "--progress",
+            "none",
+        ],
+    )
+    assert out.exit_code == 0, out.stderr
+    html = BatchSummary.model_validate_json(summary.read_text())._repr_html_()
+    assert "3 rows read, 2 screened, 1 rejected (balanced)" in html
+    assert "<td>urgent_review</td><td>1</td>" in html
+    assert "age_years (1)" in html
