@@ -468,7 +468,12 @@ def batch(
         from engine.batch.startup import start_fork_server
 
         start_fork_server(str(rules))  # its workers' imports and rules, while this one starts
-    from engine.batch.run import BatchOptions, default_errors_path, run_batch  # heavy: pyarrow
+    from engine.batch.run import (  # heavy: pyarrow
+        BatchOptions,
+        default_errors_path,
+        estimate_total_rows,
+        run_batch,
+    )
     from engine.batch.worker import OutputFormat
     from engine.io.tables import InputFormat
 
@@ -499,8 +504,12 @@ def batch(
         summary=summary,
         report=report,
     )
-    show_bar = progress is ProgressMode.bar or (
-        progress is ProgressMode.auto and sys.stderr.isatty()
+    progress_style = (
+        "none"
+        if progress is ProgressMode.none
+        else "bar"
+        if sys.stderr.isatty()
+        else "lines"  # a log or a notebook cell: plain lines, never a bar's blank line
     )
     render = render_batch_report if report else None
     if executor is Executor.dask:
@@ -508,7 +517,8 @@ def batch(
 
         result = run_batch_dask(options, ruleset, render)
     else:
-        with batch_progress(show_bar) as advance:
+        total = estimate_total_rows(options) if progress_style != "none" else None
+        with batch_progress(progress_style, total) as advance:
             result = run_batch(options, ruleset, advance, render)
     rec = result.reconciliation
     balanced = "balanced" if rec.balanced else "NOT BALANCED"
@@ -588,25 +598,87 @@ def output_format_for(out: str) -> OutputFormat:
     raise UsageError(f"cannot tell the output format of {out}; use --format jsonl|csv|parquet")
 
 
+PROGRESS_INTERVAL_ENV = "MISS_SCREEN_PROGRESS_INTERVAL"  # seconds between plain lines (10)
+
+
 @contextlib.contextmanager
-def batch_progress(show: bool) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on stderr counting rows, or nothing."""
-    if not show:
+def batch_progress(
+    style: str, total: tuple[int, bool] | None = None
+) -> Iterator[Callable[[int], None] | None]:
+    """Progress on stderr: a rich bar on a terminal, periodic plain lines otherwise, or nothing.
+
+    `total`: the rows expected and whether that is exact (Parquet metadata) or an estimate
+    (CSV and JSONL by bytes); with it the bar and the lines show a share and the time left.
+    """
+    if style == "none":
         yield None
+        return
+    if style == "lines":
+        yield progress_lines(total, float(os.environ.get(PROGRESS_INTERVAL_ENV) or 10))
         return
     # imported here: `screen`, the command timed cold, never shows a bar
     from rich.progress import (
+        BarColumn,
         MofNCompleteColumn,
         Progress,
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
-    columns = (SpinnerColumn(), TextColumn("screening"), MofNCompleteColumn(), TimeElapsedColumn())
+    label = "screening" if total is None or total[1] else "screening (total estimated)"
+    columns = [SpinnerColumn(), TextColumn(label), MofNCompleteColumn(), TimeElapsedColumn()]
+    if total is not None:
+        columns[2:2] = [BarColumn()]
+        columns.append(TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True) as bar:
-        task = bar.add_task("rows", total=None)
-        yield lambda rows: bar.advance(task, rows)
+        expected = total[0] if total else None
+        task = bar.add_task("rows", total=expected)
+        done = 0
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            if expected is not None and done > expected:  # an estimate ran short
+                bar.update(task, total=done)
+            bar.advance(task, rows)
+
+        yield advance
+
+
+def progress_lines(total: tuple[int, bool] | None, interval_s: float) -> Callable[[int], None]:
+    """A progress callback writing one plain line to stderr at most every `interval_s`:
+    rows done, of how many (~ when estimated), the share, elapsed and time left."""
+    import time
+
+    started = last = time.monotonic()
+    done = 0
+
+    def advance(rows: int) -> None:
+        nonlocal done, last
+        done += rows
+        now = time.monotonic()
+        if now - last < interval_s:
+            return
+        last = now
+        elapsed = now - started
+        line = f"screening: {done} rows"
+        if total is not None:
+            expected = max(total[0], done)
+            share = done / expected if expected else 1.0
+            line += f" of {'' if total[1] else '~'}{expected} ({share:.0%})"
+            if 0 < share < 1:
+                line += (
+                    f", {elapsed:.0f} s elapsed, about {elapsed * (1 - share) / share:.0f} s left"
+                )
+            else:
+                line += f", {elapsed:.0f} s elapsed"
+        else:
+            line += f", {elapsed:.0f} s elapsed"
+        print(line, file=sys.stderr, flush=True)
+
+    return advance
 
 
 @app.command()

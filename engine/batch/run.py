@@ -44,7 +44,7 @@ from engine.batch.worker import (
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
 from engine.errors import UserError
 from engine.io.columns import column_problems
-from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
+from engine.io.tables import Chunk, InputFormat, TableReader, detect_format, estimated_rows
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 from engine.screener import Screener
@@ -81,6 +81,21 @@ class BatchOptions:
 Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
 RenderReport = Callable[[BatchSummary], str]
+
+
+def estimate_total_rows(options: BatchOptions) -> tuple[int, bool] | None:
+    """The rows of every input together and whether that is exact (io.tables.estimated_rows);
+    None when any input's count cannot be told beforehand (standard input)."""
+    total, exact = 0, True
+    for path in options.inputs:
+        try:
+            found = estimated_rows(path, detect_format(path, options.input_format))
+        except UserError:  # reported when the inputs are opened
+            return None
+        if found is None:
+            return None
+        total, exact = total + found[0], exact and found[1]
+    return total, exact
 
 
 def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
