@@ -374,6 +374,11 @@ class InputFormatOption(StrEnum):
     parquet = "parquet"
 
 
+class DetailOption(StrEnum):
+    ids = "ids"
+    full = "full"
+
+
 class ProgressMode(StrEnum):
     auto = "auto"
     bar = "bar"
@@ -462,6 +467,15 @@ def batch(
             "--executor", help="local processes, or dask (pip install 'miss-screen[dask]')."
         ),
     ] = Executor.local,
+    detail: Annotated[
+        DetailOption | None,
+        typer.Option(
+            "--detail",
+            help="JSONL: ids (rule ids, questions; rule texts once in OUT.rules.json) "
+            "or full (the whole result per line). Default: ids.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order."""
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
@@ -472,21 +486,33 @@ def batch(
         BatchOptions,
         default_errors_path,
         estimate_total_rows,
+        rules_sidecar_path,
         run_batch,
     )
-    from engine.batch.worker import OutputFormat
+    from engine.batch.worker import Detail, OutputFormat
     from engine.io.tables import InputFormat
 
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
+    if detail is DetailOption.full and fmt is not OutputFormat.jsonl:
+        raise UsageError("--detail full applies to JSONL output; CSV and Parquet rows are flat")
+    detail_level = Detail(detail.value) if detail else Detail.ids
+    rules_path = rules_sidecar_path(out, fmt, detail_level)
     if errors == "-":  # stderr, as with --out -
         errors_path = None
     else:
         errors_path = errors if errors is not None else default_errors_path(out)
     errors_option = "--errors" if errors is not None else "--errors (default OUT.errors.jsonl)"
     check_outputs(
-        inputs, {"--out": out, errors_option: errors_path, "--summary": summary, "--report": report}
+        inputs,
+        {
+            "--out": out,
+            errors_option: errors_path,
+            "--summary": summary,
+            "--report": report,
+            "--detail ids (OUT.rules.json)": rules_path,
+        },
     )
     ruleset = load_ruleset(rules)
     options = BatchOptions(
@@ -503,6 +529,7 @@ def batch(
         executor=executor.value,
         summary=summary,
         report=report,
+        detail=detail_level,
     )
     progress_style = (
         "none"

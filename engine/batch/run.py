@@ -36,9 +36,11 @@ from engine.batch.summary import (
 from engine.batch.worker import (
     CASE_FIELDS,
     ChunkResult,
+    Detail,
     OutputFormat,
     WorkerConfig,
     init_worker,
+    rules_sidecar,
     screen_chunk,
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
@@ -76,6 +78,12 @@ class BatchOptions:
     executor: str = "local"
     summary: str | None = None
     report: str | None = None
+    detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
+
+    @property
+    def rules_path(self) -> str | None:
+        """OUT.rules.json, the rule texts of a `--detail ids` JSONL output (none on stdout)."""
+        return rules_sidecar_path(self.out, self.output_format, self.detail)
 
 
 Progress = Callable[[int], None]
@@ -227,6 +235,7 @@ class BatchRun:
             site=options.site,
             output_format=options.output_format,
             ignored_columns=frozenset(self.ignored),
+            detail=options.detail,
         )
         # every output is created now, before any screening: a folder that cannot take them
         # fails the run at once
@@ -236,6 +245,8 @@ class BatchRun:
             self.errors = ErrorWriter(options.errors, self.outputs)
             self.summary_file = self.outputs.add(options.summary) if options.summary else None
             self.report_file = self.outputs.add(options.report) if options.report else None
+            rules_path = options.rules_path
+            self.rules_file = self.outputs.add(rules_path) if rules_path else None
         except BaseException:
             self.outputs.abort()
             raise
@@ -264,6 +275,8 @@ class BatchRun:
             if render_report is None:
                 raise ValueError("a report path needs a report renderer")
             write_text(self.report_file, render_report(summary))
+        if self.rules_file is not None:
+            write_text(self.rules_file, rules_sidecar(self.ruleset))
         self.outputs.commit()
         return summary
 
@@ -381,6 +394,13 @@ def build_summary(
         disclaimer=DISCLAIMER,
         insufficient_only_site=totals.insufficient_only_site,
     )
+
+
+def rules_sidecar_path(out: str, fmt: OutputFormat, detail: Detail) -> str | None:
+    """Where a `--detail ids` JSONL output's rule texts go: OUT.rules.json (none for stdout)."""
+    if out == "-" or fmt is not OutputFormat.jsonl or detail is not Detail.ids:
+        return None
+    return str(Path(out).with_name(Path(out).name + ".rules.json"))
 
 
 def default_errors_path(out: str) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import math
 import operator
 import os
@@ -85,6 +86,13 @@ class OutputFormat(StrEnum):
     parquet = "parquet"
 
 
+class Detail(StrEnum):
+    """How much of each result a JSONL batch output holds (README, "Batch screening")."""
+
+    ids = "ids"  # rule ids, missing fields, questions; rule texts once in OUT.rules.json
+    full = "full"  # the whole Result (the output contract), texts repeated on every line
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     rules_dir: str
@@ -93,6 +101,7 @@ class WorkerConfig:
     output_format: OutputFormat
     ignored_columns: frozenset[str]
     in_process: bool = False
+    detail: Detail = Detail.full
 
 
 @dataclass
@@ -315,10 +324,13 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         valid.append((valid_id, values))
     decisions = screener.decide_many(prepared)
     present: Counter[str] = Counter()
-    full = config.output_format is OutputFormat.jsonl  # the full result contract
+    jsonl = config.output_format is OutputFormat.jsonl
+    full = jsonl and config.detail is Detail.full  # the full result contract
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
         full_result = screener.result_of(valid_id, decision) if full else None
         record(result, valid_id, decision, full_result, values, screener, present)
+        if jsonl and not full:
+            result.records[-1] = compact_record(result.records[-1], decision, screener)
     for name in CASE_FIELDS:  # counted as supplied, reported as missing
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
@@ -429,6 +441,58 @@ def record(
         if blocking and blocking <= SETTINGS:
             result.insufficient_only_site += 1
     result.records.append(row if full_result is None else full_result.model_dump_json())
+
+
+COMPACT_KEYS = (
+    "case_id",
+    "verdict",
+    "fired",
+    "conditional",
+    "not_evaluable",
+    "missing_fields",
+    "possible_verdicts",
+    "next_questions",
+)
+
+
+def compact_record(row: tuple[str, ...], decision: Decision, screener: Screener) -> str:
+    """A case's `--detail ids` JSON line from its flat row: ids and field names only, lists as
+    JSON arrays; the rules' texts are in the OUT.rules.json sidecar, once."""
+    case_id, verdict, *severities, conditional, not_evaluable, missing = row
+    assessment = screener.policy.assess(decision.outlook, decision.notable)
+    fired = [i for ids in severities if ids for i in ids.split(";")]
+    values = (
+        case_id,
+        verdict,
+        fired,
+        conditional.split(";") if conditional else [],
+        not_evaluable.split(";") if not_evaluable else [],
+        missing.split(";") if missing else [],
+        list(assessment.possible),
+        list(assessment.next_questions),
+    )
+    return json.dumps(dict(zip(COMPACT_KEYS, values, strict=True)), separators=(",", ":"))
+
+
+def rules_sidecar(ruleset: Ruleset) -> str:
+    """OUT.rules.json of a `--detail ids` run: the ruleset stamp and every rule's texts, once."""
+    from engine import __version__
+
+    rules = {
+        rule.id: {
+            "name": rule.meta.name,
+            "category": rule.meta.category.value,
+            "severity": rule.meta.severity.value,
+            "message": rule.meta.message,
+            "rationale": " ".join(rule.meta.rationale.split()),
+            "evidence": rule.meta.evidence.value,
+            "provisional": rule.meta.provisional,
+            "sources": [s.model_dump(mode="json") for s in rule.meta.sources],
+        }
+        for rule in ruleset.rules
+    }
+    sidecar = {"ruleset": ruleset.stamp.model_dump(mode="json"), "tool_version": __version__}
+    return json.dumps({**sidecar, "rules": rules}, indent=2) + "\n"
 
 
 def count_baselines(result: ChunkResult, ruleset: Ruleset) -> None:
