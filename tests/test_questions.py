@@ -401,7 +401,7 @@ def test_batch_applies_a_per_technique_profile_and_stamps_it(tmp_path: Path) -> 
     ]
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
-    args = ["batch", str(source), "--out", str(out), "--summary", str(summary)]
+    args = ["batch", str(source), "--out", str(out), "--summary", str(summary), "--detail", "full"]
     done = runner.invoke(app, [*args, "--site", site, "--workers", "1", "--progress", "none"])
     assert done.exit_code == 0, done.stderr
     assumed = {r["case_id"]: r["assumed"] for r in map(json.loads, out.open())}
