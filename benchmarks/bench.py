@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.textbook import TextbookRules
 from engine.derive import build_facts
-from engine.evaluate.durable import DurableEvaluator, to_durable_json
+from engine.evaluate.durable import DurableEvaluator
+from engine.evaluate.layout import to_durable_json
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.io.cases import read_case, validate_case
 from engine.models import RuleOutcome
