@@ -8,7 +8,7 @@ BIN = $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dask,fhir]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dask,fhir,notebook]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -45,6 +45,7 @@ wheel-check: setup
 	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet $(WHEEL_DIR)/*.whl
 	cd $(WHEEL_DIR) && venv/bin/miss-screen rules check
 	cd $(WHEEL_DIR) && venv/bin/miss-screen screen $(CURDIR)/cases/examples/*.yaml --format brief >/dev/null
+	cd $(WHEEL_DIR) && venv/bin/python -c "from engine import Screener; print(Screener.load().screen({'case_id':'x','age_years':40}).verdict)"
 	cd $(WHEEL_DIR) && venv/bin/python -c 'import engine, pathlib; \
 	    assert "site-packages" in engine.__file__, engine.__file__; print("wheel OK:", engine.__file__)'
 

@@ -70,17 +70,13 @@ from rich.table import Table
 
 from engine import __version__
 from engine.errors import UsageError, UserError
-from engine.evaluate.base import Evaluator
-from engine.evaluate.durable import DurableEvaluator
-from engine.evaluate.reference import ReferenceEvaluator
-from engine.goldens import run_goldens
+from engine.goldens import screen_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
 from engine.models import (
     CITATION_WORDS,
     Case,
     Result,
     Scalar,
-    SiteProfile,
     SourceRef,
     Verdict,
     evidence_label,
@@ -91,11 +87,12 @@ from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
-from engine.screen import screen_values
+from engine.screener import Screener
 
 if TYPE_CHECKING:
     from engine.batch.summary import BatchSummary
     from engine.batch.worker import OutputFormat
+    from engine.derive import Facts
 
 DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
@@ -209,12 +206,6 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
 RulesOption = Annotated[
     Path, typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False)
 ]
-
-
-def make_evaluator(ruleset: Ruleset, engine: Engine) -> Evaluator:
-    if engine is Engine.reference:
-        return ReferenceEvaluator(ruleset)
-    return DurableEvaluator(ruleset)
 
 
 @app.command()
@@ -342,9 +333,7 @@ def screen(
         raise UsageError("--format html makes the page of one case; give one case file")
     if out is not None:
         check_outputs(files, {"--out": out})
-    ruleset = load_ruleset(rules)
-    site_values = read_site(site) if site else {}
-    evaluator = make_evaluator(ruleset, engine)
+    screener = Screener.load(rules, engine, site)
     results = []
     traces: list[Traces | None] = []
     inputs: list[str | None] = list(files) or [None]
@@ -352,19 +341,15 @@ def screen(
     for case_file in inputs:
         try:
             case_id, values, source = read_screen_case(case_file, set_values or [])
-            result = screen_values(
-                case_id, values, ruleset, evaluator, site=site_values, source=source
-            ).result
+            decision = screener.decide(case_id, values, source=source)
         except UserError as exc:
             if len(inputs) == 1:
                 raise
             print_user_error(exc)  # as linters do: say it, screen the other files, exit 2
             failed += 1
             continue
-        results.append(result)
-        traces.append(
-            case_traces(case_id, values, ruleset, site_values, source) if details else None
-        )
+        results.append(screener.result_of(case_id, decision))
+        traces.append(case_traces(decision.facts, screener.ruleset) if details else None)
     if out is not None and out != "-" and results:
         write_results(out, results, output_format)
     for index, result in enumerate(results if out is None or out == "-" else []):
@@ -427,18 +412,16 @@ def screen_fhir(
         raw.update(overrides)
         provenance.update({name: "--set" for name in overrides})
     case_id, values = validate_case(raw, f"{source} (FHIR)" + (" with --set" if set_values else ""))
-    ruleset = load_ruleset(rules)
-    site_values = read_site(site) if site else {}
-    result = screen_values(
-        case_id, values, ruleset, make_evaluator(ruleset, engine), site=site_values, source=source
-    ).result
+    screener = Screener.load(rules, engine, site)
+    decision = screener.decide(case_id, values, source=source)
+    result = screener.result_of(case_id, decision)
     for warning in mapped.warnings:
         print(f"warning: {source}: {warning}", file=sys.stderr)
     if out is not None and out != "-":
         check_outputs([path] if path != "-" else [], {"--out": out})
         write_results(out, [result], output_format)
     else:
-        traces = case_traces(case_id, values, ruleset, site_values, source) if details else None
+        traces = case_traces(decision.facts, screener.ruleset) if details else None
         print_result(result, output_format, details=details, legend=legend, traces=traces)
         if output_format is ScreenFormat.text:
             print_provenance(provenance)
@@ -471,18 +454,10 @@ def read_screen_case(
     return case_id, values, source
 
 
-def case_traces(
-    case_id: str,
-    values: dict[str, Scalar],
-    ruleset: Ruleset,
-    site: SiteProfile,
-    source: str,
-) -> Traces:
+def case_traces(facts: Facts, ruleset: Ruleset) -> Traces:
     """Each reported rule's condition traced on the case's facts (for --details)."""
     from engine.report.trace import trace_rule
-    from engine.screen import prepare
 
-    facts, _ = prepare(case_id, values, ruleset, site=site, source=source)
     return {rule.id: trace_rule(rule, facts) for rule in ruleset.rules}
 
 
@@ -541,6 +516,11 @@ class InputFormatOption(StrEnum):
     csv = "csv"
     jsonl = "jsonl"
     parquet = "parquet"
+
+
+class DetailOption(StrEnum):
+    ids = "ids"
+    full = "full"
 
 
 class ProgressMode(StrEnum):
@@ -650,6 +630,15 @@ def batch(
             "--executor", help="local processes, or dask (pip install 'miss-screen\\[dask]')."
         ),
     ] = Executor.local,
+    detail: Annotated[
+        DetailOption | None,
+        typer.Option(
+            "--detail",
+            help="JSONL: ids (rule ids, questions; rule texts once in OUT.rules.json) "
+            "or full (the whole result per line). Default: ids.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -659,20 +648,37 @@ def batch(
         from engine.batch.startup import start_fork_server
 
         start_fork_server(str(rules))  # its workers' imports and rules, while this one starts
-    from engine.batch.run import BatchOptions, default_errors_path, run_batch  # heavy: pyarrow
-    from engine.batch.worker import OutputFormat
+    from engine.batch.run import (  # heavy: pyarrow
+        BatchOptions,
+        default_errors_path,
+        estimate_total_rows,
+        rules_sidecar_path,
+        run_batch,
+    )
+    from engine.batch.worker import Detail, OutputFormat
     from engine.io.tables import InputFormat
 
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
+    if detail is DetailOption.full and fmt is not OutputFormat.jsonl:
+        raise UsageError("--detail full applies to JSONL output; CSV and Parquet rows are flat")
+    detail_level = Detail(detail.value) if detail else Detail.ids
+    rules_path = rules_sidecar_path(out, fmt, detail_level)
     if errors == "-":  # stderr, as with --out -
         errors_path = None
     else:
         errors_path = errors if errors is not None else default_errors_path(out)
     errors_option = "--errors" if errors is not None else "--errors (default OUT.errors.jsonl)"
     check_outputs(
-        inputs, {"--out": out, errors_option: errors_path, "--summary": summary, "--report": report}
+        inputs,
+        {
+            "--out": out,
+            errors_option: errors_path,
+            "--summary": summary,
+            "--report": report,
+            "--detail ids (OUT.rules.json)": rules_path,
+        },
     )
     ruleset = load_ruleset(rules)
     options = BatchOptions(
@@ -689,9 +695,14 @@ def batch(
         executor=executor.value,
         summary=summary,
         report=report,
+        detail=detail_level,
     )
-    show_bar = progress is ProgressMode.bar or (
-        progress is ProgressMode.auto and sys.stderr.isatty()
+    progress_style = (
+        "none"
+        if progress is ProgressMode.none
+        else "bar"
+        if sys.stderr.isatty()
+        else "lines"  # a log or a notebook cell: plain lines, never a bar's blank line
     )
     render = render_batch_report if report else None
     if executor is Executor.dask:
@@ -699,7 +710,8 @@ def batch(
 
         result = run_batch_dask(options, ruleset, render)
     else:
-        with batch_progress(show_bar) as advance:
+        total = estimate_total_rows(options) if progress_style != "none" else None
+        with batch_progress(progress_style, total) as advance:
             result = run_batch(options, ruleset, advance, render)
     rec = result.reconciliation
     balanced = "balanced" if rec.balanced else "NOT BALANCED"
@@ -779,25 +791,87 @@ def output_format_for(out: str) -> OutputFormat:
     raise UsageError(f"cannot tell the output format of {out}; use --format jsonl|csv|parquet")
 
 
+PROGRESS_INTERVAL_ENV = "MISS_SCREEN_PROGRESS_INTERVAL"  # seconds between plain lines (10)
+
+
 @contextlib.contextmanager
-def batch_progress(show: bool) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on stderr counting rows, or nothing."""
-    if not show:
+def batch_progress(
+    style: str, total: tuple[int, bool] | None = None
+) -> Iterator[Callable[[int], None] | None]:
+    """Progress on stderr: a rich bar on a terminal, periodic plain lines otherwise, or nothing.
+
+    `total`: the rows expected and whether that is exact (Parquet metadata) or an estimate
+    (CSV and JSONL by bytes); with it the bar and the lines show a share and the time left.
+    """
+    if style == "none":
         yield None
+        return
+    if style == "lines":
+        yield progress_lines(total, float(os.environ.get(PROGRESS_INTERVAL_ENV) or 10))
         return
     # imported here: `screen`, the command timed cold, never shows a bar
     from rich.progress import (
+        BarColumn,
         MofNCompleteColumn,
         Progress,
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
-    columns = (SpinnerColumn(), TextColumn("screening"), MofNCompleteColumn(), TimeElapsedColumn())
+    label = "screening" if total is None or total[1] else "screening (total estimated)"
+    columns = [SpinnerColumn(), TextColumn(label), MofNCompleteColumn(), TimeElapsedColumn()]
+    if total is not None:
+        columns[2:2] = [BarColumn()]
+        columns.append(TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True) as bar:
-        task = bar.add_task("rows", total=None)
-        yield lambda rows: bar.advance(task, rows)
+        expected = total[0] if total else None
+        task = bar.add_task("rows", total=expected)
+        done = 0
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            if expected is not None and done > expected:  # an estimate ran short
+                bar.update(task, total=done)
+            bar.advance(task, rows)
+
+        yield advance
+
+
+def progress_lines(total: tuple[int, bool] | None, interval_s: float) -> Callable[[int], None]:
+    """A progress callback writing one plain line to stderr at most every `interval_s`:
+    rows done, of how many (~ when estimated), the share, elapsed and time left."""
+    import time
+
+    started = last = time.monotonic()
+    done = 0
+
+    def advance(rows: int) -> None:
+        nonlocal done, last
+        done += rows
+        now = time.monotonic()
+        if now - last < interval_s:
+            return
+        last = now
+        elapsed = now - started
+        line = f"screening: {done} rows"
+        if total is not None:
+            expected = max(total[0], done)
+            share = done / expected if expected else 1.0
+            line += f" of {'' if total[1] else '~'}{expected} ({share:.0%})"
+            if 0 < share < 1:
+                line += (
+                    f", {elapsed:.0f} s elapsed, about {elapsed * (1 - share) / share:.0f} s left"
+                )
+            else:
+                line += f", {elapsed:.0f} s elapsed"
+        else:
+            line += f", {elapsed:.0f} s elapsed"
+        print(line, file=sys.stderr, flush=True)
+
+    return advance
 
 
 @app.command()
@@ -1026,8 +1100,8 @@ def rules_check(
     Example: miss-screen rules check --rules my-rules/
     """
     ruleset = load_ruleset(rules_dir_of(directory, rules))
-    DurableEvaluator(ruleset)  # compiles every rule and checks durable-rules' limits
-    goldens = run_goldens(ruleset, {"reference": ReferenceEvaluator(ruleset)})
+    Screener.from_ruleset(ruleset)  # compiles every rule and checks durable-rules' limits
+    goldens = screen_goldens({"reference": Screener.from_ruleset(ruleset, "reference")})
     invalid = [g for g in goldens if g.actual == "invalid case"]
     for bad in invalid:
         for detail in bad.details:
@@ -1081,8 +1155,8 @@ def rules_test(
         from engine.research.coverage import coverage
 
         covered = coverage(ruleset)
-    results = run_goldens(
-        ruleset, {"durable": DurableEvaluator(ruleset), "reference": ReferenceEvaluator(ruleset)}
+    results = screen_goldens(
+        {engine: Screener.from_ruleset(ruleset, engine) for engine in ("durable", "reference")}
     )
     failed = [r for r in results if not r.ok]
     if output_format is ListFormat.json:

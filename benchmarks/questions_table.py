@@ -19,12 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.dictionary import FIELDS_BY_NAME
-from engine.evaluate.reference import ReferenceEvaluator
 from engine.io.cases import validate_case
 from engine.models import Result, SiteProfile, Verdict
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
-from engine.screen import screen_values
+from engine.screener import Screener
 from engine.synth import generate_rows
 
 PAGE = ROOT / "docs" / "questions.md"
@@ -96,12 +95,13 @@ def _red_flags(result: Result) -> int:
 
 def render(ruleset: Ruleset | None = None) -> str:
     ruleset = ruleset or load_ruleset(ROOT / "rules")
-    evaluator = ReferenceEvaluator(ruleset)
+    bare_screener = Screener.from_ruleset(ruleset, "reference")
+    sited_screener = bare_screener.with_site(SITE)
     by_diagnosis: dict[str, list[tuple[list[str], list[str], Verdict, int]]] = {}
     for case in bare_cases():
         case_id, values = validate_case({"case_id": "bare", **case}, "synth")
-        bare = screen_values(case_id, values, ruleset, evaluator).result
-        sited = screen_values(case_id, values, ruleset, evaluator, site=SITE).result
+        bare = bare_screener.screening(case_id, values).result
+        sited = sited_screener.screening(case_id, values).result
         by_diagnosis.setdefault(str(case["diagnosis"]), []).append(
             (bare.next_questions, sited.next_questions, sited.verdict, _red_flags(sited))
         )

@@ -15,19 +15,17 @@ import json
 from typing import Any
 
 from engine.evaluate.base import rule_status
-from engine.evaluate.durable import (
+from engine.evaluate.durable import DurableEvaluator
+from engine.evaluate.layout import STATUS_BITS, boolean_operators, group_test
+from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
+from engine.evaluate.patterns import (
     GUARD,
     MAX_GROUPS,
     MAX_PATTERN_OPERATORS,
     STACK_BUDGET,
-    STATUS_BITS,
-    DurableEvaluator,
     Pattern,
     PatternCompiler,
-    boolean_operators,
-    group_test,
 )
-from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.models import RuleStatus
 
 PARTS = ("s1", "s?", "w1", "w?")  # scope true / unknown, condition true / unknown

@@ -7,7 +7,7 @@ inferred and derived values by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from engine.dictionary import FIELDS_BY_NAME, FieldType
@@ -50,7 +50,7 @@ def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
     # the totals a points score left unknown can still reach, read only by later derived
     # attributes (a band is decided when every reachable total agrees); never a fact
     reachable: dict[str, frozenset[Scalar]] = {}
-    for name, derive in _derivers(ruleset.derived):
+    for name, derive in _derivers(ruleset):
         value = derive(known, {**possible, **reachable} if reachable else possible)
         if value is not None:
             known[name] = value
@@ -87,17 +87,15 @@ def _reachable_totals(
 
 
 Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
-# per list of derived rules (a ruleset's), each field with its compiled deriver, in file order
-_PLANS: dict[int, tuple[Sequence[DerivedRule], list[tuple[str, Deriver]]]] = {}
 
 
-def _derivers(rules: Sequence[DerivedRule]) -> list[tuple[str, Deriver]]:
-    """A ruleset's derived attributes, each compiled to one closure once (cached by identity,
-    like conditions: the entry keeps the list alive, so its id is not reused meanwhile)."""
-    hit = _PLANS.get(id(rules))
-    if hit is None:
-        hit = _PLANS[id(rules)] = (rules, [(r.field, _compile_deriver(r)) for r in rules])
-    return hit[1]
+def _derivers(ruleset: Ruleset) -> list[tuple[str, Deriver]]:
+    """A ruleset's derived attributes, each compiled to one closure once (kept by the ruleset)."""
+    memo = ruleset.memo
+    plan = memo.derivers
+    if plan is None:
+        plan = memo.derivers = [(r.field, _compile_deriver(r)) for r in ruleset.derived]
+    return plan
 
 
 def _compile_deriver(rule: DerivedRule) -> Deriver:
@@ -226,7 +224,7 @@ def _apply_constraints(
                 (value,) = now
                 known[name] = value
                 possible.pop(name, None)
-                inferred.append(_inferred(name, value, constraint.id))
+                inferred.append(_inferred(name, value, constraint.id, ruleset))
             else:
                 possible[name] = now
         pending, touched = waiting, narrowed
@@ -248,15 +246,13 @@ def _conflict_text(
     return "contradictory facts: " + ", but ".join(shown)
 
 
-_INFERRED: dict[tuple[str, type, Scalar, str], Inferred] = {}
-
-
-def _inferred(name: str, value: Scalar, constraint: str) -> Inferred:
+def _inferred(name: str, value: Scalar, constraint: str, ruleset: Ruleset) -> Inferred:
     """One shared (frozen) Inferred per field, value and constraint: cohorts repeat them."""
     key = (name, type(value), value, constraint)  # the type: True and 1 are equal keys
-    found = _INFERRED.get(key)
+    shared = ruleset.memo.inferred
+    found = shared.get(key)
     if found is None:
-        found = _INFERRED[key] = Inferred(field=name, value=value, constraint=constraint)
+        found = shared[key] = Inferred(field=name, value=value, constraint=constraint)
     return found
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from html import escape
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
@@ -486,3 +487,41 @@ class Result(BaseModel):
     possible_verdicts: list[Verdict]
     possible_verdicts_exact: bool  # false: a bound (every reachable verdict listed, maybe more)
     next_questions: list[str]  # fields that can change the verdict, most decisive first
+
+    def _repr_html_(self) -> str:
+        """A short view for Jupyter: verdict, red flags, findings, questions (all escaped)."""
+        red = [f for f in self.findings if f.severity is Severity.red_flag]
+        open_red = sorted(
+            {
+                m
+                for n in self.not_evaluable
+                if n.can_change_verdict and n.severity is Severity.red_flag
+                for m in n.missing
+            }
+        )
+        parts = [
+            f"<div><b>{escape(self.case_id)}</b>: <b>{escape(self.verdict.value)}</b>"
+            f" <small>({escape(self.ruleset.name)} {escape(self.ruleset.version)})</small>"
+            f"<br><small>{escape(self.summary)}</small>"
+        ]
+        if red or open_red:
+            items = [f"<li>{escape(f.rule_id)}: {escape(f.message)}</li>" for f in red]
+            if open_red:
+                items.append(f"<li>not yet excluded: {escape(', '.join(open_red))}</li>")
+            parts.append(f"<p><b>Red flags</b></p><ul>{''.join(items)}</ul>")
+        others = [f for f in self.findings if f.severity is not Severity.red_flag]
+        if others:
+            rows = "".join(
+                f"<tr><td>{escape(f.rule_id)}</td><td>{escape(f.severity.value)}</td>"
+                f"<td>{escape(f.message)}</td></tr>"
+                for f in others
+            )
+            parts.append(f"<p><b>Findings</b></p><table>{rows}</table>")
+        else:
+            parts.append("<p><b>Findings</b>: none</p>")
+        if self.next_questions:
+            parts.append(
+                "<p><b>Questions that can change the verdict</b> (ask first): "
+                f"{escape(', '.join(self.next_questions))}</p>"
+            )
+        return "".join(parts) + "</div>"

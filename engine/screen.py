@@ -1,4 +1,8 @@
-"""The one place that wires the steps: case values -> facts -> outcomes -> verdict -> Result."""
+"""The steps engine.Screener wires: case values -> facts -> outcomes -> verdict -> Result.
+
+Call them through a Screener (engine/screener.py), which owns the ruleset, evaluator, policy and
+site profile; the functions taking them as arguments are kept for callers not yet moved onto it.
+"""
 
 from __future__ import annotations
 

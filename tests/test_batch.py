@@ -138,7 +138,9 @@ def test_jsonl_output_is_the_full_single_case_result(tmp_path: Path) -> None:
     rows = cohort()
     source = write(tmp_path / "cohort.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    code, _, _ = batch(str(source), "--out", str(out), "--workers", "1", "--progress", "none")
+    code, _, _ = batch(
+        str(source), "--out", str(out), "--workers", "1", "--progress", "none", "--detail", "full"
+    )
     assert code == 0
     first = json.loads(out.read_text().splitlines()[1])
     case_id, values = validate_case(rows[1], "x")
@@ -651,7 +653,8 @@ def test_fields_blocking_a_verdict_are_counted_alike_for_every_output_format(
     for fmt in ("jsonl", "csv"):
         summary = tmp_path / f"{fmt}.json"
         out = tmp_path / f"o.{fmt}"
-        batch(str(source), "--out", str(out), "--summary", str(summary), "--workers", "1")
+        detail = ["--detail", "full"] if fmt == "jsonl" else []
+        batch(str(source), "--out", str(out), "--summary", str(summary), "--workers", "1", *detail)
         report = json.loads(summary.read_text())
         blocks[fmt] = {m["field"]: m["blocks_verdict"] for m in report["missingness"]}
         only_site[fmt] = report["insufficient_only_site"]

@@ -14,22 +14,23 @@ from engine.derive import build_facts
 from engine.dictionary import FIELDS_BY_NAME
 from engine.errors import RuleFileError
 from engine.evaluate.durable import (
-    SLOTS,
-    STACK_BUDGET,
     DurableEvaluator,
-    EngineError,
-    check_attributes,
     check_slot_ids,
     compared_with_fields,
+    rename,
+    value_codes,
+)
+from engine.evaluate.layout import (
+    CompiledRule,
+    check_attributes,
     compile_rules,
     conjunctions,
     fnv1a_32,
     layout,
-    rename,
     to_durable_json,
-    value_codes,
 )
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
+from engine.evaluate.patterns import SLOTS, STACK_BUDGET, EngineError
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.models import RuleStatus
 from engine.rules.condition import parse_condition
@@ -400,7 +401,7 @@ def test_a_rule_unknown_when_nothing_fires_is_refused(monkeypatch: pytest.Monkey
         compiled = real(ruleset)
         first = compiled.rules[0]  # "not evaluable" folded to always true
         unknown = (RuleStatus.not_evaluable, None)
-        compiled.rules[0] = durable.CompiledRule(first.index, {}, unknown)
+        compiled.rules[0] = CompiledRule(first.index, {}, unknown)
         return compiled
 
     monkeypatch.setattr(durable, "compile_rules", folded)

@@ -64,7 +64,7 @@ def _batch_args(source: Path, folder: Path, workers: int) -> list[str]:
     return [
         "batch", str(source), "--out", str(folder / "out.jsonl"), "--summary",
         str(folder / "s.json"), "--report", str(folder / "r.html"), "--workers", str(workers),
-        "--progress", "none",
+        "--progress", "none", "--detail", "full",  # full results: messages a pipe cannot hold
     ]  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from engine.batch import worker
 from engine.batch.startup import PRELOAD_RULES_ENV
 from engine.batch.worker import OutputFormat, WorkerConfig
 from engine.io.tables import Chunk
+from engine.screener import Screener
 from tests.conftest import ROOT, RULES_DIR, RULESET
 
 PROBE = (
@@ -50,7 +51,7 @@ def test_a_worker_builds_rules_only_when_the_ones_it_has_differ(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     built: list[str] = []
-    monkeypatch.setattr(worker._STATE, "ruleset", RULESET)
+    monkeypatch.setattr(worker._STATE, "loaded", Screener.from_ruleset(RULESET, "reference"))
     monkeypatch.setattr(worker, "build_rules", built.append)
     worker.init_worker(_config(RULESET.sha256))  # forked with the parent's rules: kept
     assert built == []
@@ -87,8 +88,7 @@ def test_rules_edited_during_a_run_stop_it_rather_than_mix(
 ) -> None:
     """A worker whose rules (built from the files now) differ from the ones the parent
     stamped refuses to screen: the run fails with a clear error and keeps no output."""
-    monkeypatch.setattr(worker._STATE, "ruleset", RULESET)
-    monkeypatch.setattr(worker._STATE, "evaluator", None, raising=False)  # never reached
+    monkeypatch.setattr(worker._STATE, "loaded", Screener.from_ruleset(RULESET, "reference"))
     monkeypatch.setattr(worker, "build_rules", lambda rules_dir: None)  # "the files now"
     worker.init_worker(_config("0" * 64))  # the parent stamped other rules
     chunk = Chunk(0, "cohort.csv", [(1, {"case_id": "c1", "levels": 1})])

@@ -12,6 +12,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -26,6 +27,7 @@ from engine.report.text import brief_line, render_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
 from engine.screen import screen_values
+from engine.screener import Screener
 from tests.conftest import RULES_DIR, RULESET
 
 REFERENCE = ReferenceEvaluator(RULESET)
@@ -269,6 +271,15 @@ def test_an_edited_policy_moves_verdict_report_and_batch_counts_together(tmp_pat
             v.value: sum(r["verdict"] == v.value for r in results) for v in Verdict
         }
         counts[name] = (report["verdicts"], report["insufficient_only_site"])
+        # the Screener (screen, screen_frame) and the text report say what the batch said
+        screener = Screener.load(directory, "reference")
+        verdicts = [r["verdict"] for r in results]
+        assert [screener.screen(row).verdict.value for row in rows] == verdicts
+        frame = screener.screen_frame(pd.DataFrame(rows))
+        assert frame["verdict"].tolist() == verdicts
+        assert frame["next_questions"].tolist() == [";".join(r["next_questions"]) for r in results]
+        for row, verdict in zip(rows, verdicts, strict=True):
+            assert f"({verdict})" in text_of(screener.screen(row)).splitlines()[1]
     assert counts["edited"][0]["insufficient_data"] == 0
     assert counts["edited"][1] == 0
     assert counts["bundled"][0]["insufficient_data"] == 2  # A: equipment; B: revision surgery
@@ -390,7 +401,7 @@ def test_batch_applies_a_per_technique_profile_and_stamps_it(tmp_path: Path) -> 
     ]
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
-    args = ["batch", str(source), "--out", str(out), "--summary", str(summary)]
+    args = ["batch", str(source), "--out", str(out), "--summary", str(summary), "--detail", "full"]
     done = runner.invoke(app, [*args, "--site", site, "--workers", "1", "--progress", "none"])
     assert done.exit_code == 0, done.stderr
     assumed = {r["case_id"]: r["assumed"] for r in map(json.loads, out.open())}

@@ -2,10 +2,12 @@
 
 Each command in a ```console block of README.md is followed by the output it must print. Every
 expected line other than `...` must appear in the output, in order (compared after .rstrip()); a
-`...` line stands for any number of lines. The exit code must be 0 unless the command ends with a
-`# exits N` comment. `miss-screen` lines run in-process through typer's CliRunner (a `< FILE`
-redirect becomes the runner's stdin); `python cli.py` lines run as a real process. Other `$` lines
-(`$ make demo`) are not run here.
+`...` line stands for any number of lines, and `…` inside a line for any text within it (a value
+that every rule edit changes, such as the ruleset's sha256 or its rule count). The exit code
+must be 0 unless the command ends with a `# exits N` comment. `miss-screen` lines run in-process
+through typer's CliRunner (a `< FILE` redirect becomes the runner's stdin); `python cli.py` lines
+run as a real process. Other `$` lines (`$ make demo`) are not run here. ```pycon blocks are run
+as doctests (see the end of this file).
 """
 
 from __future__ import annotations
@@ -129,9 +131,17 @@ def missing_line(expected: tuple[str, ...], output: str) -> str | None:
     for want in expected:
         if want == "...":
             continue
-        if not any(line == want for line in lines):
+        if not any(line_matches(line, want) for line in lines):
             return want
     return None
+
+
+def line_matches(line: str, want: str) -> bool:
+    """The whole line equals the expected one, each `…` in it standing for any text."""
+    if "…" not in want:
+        return line == want
+    pattern = ".*".join(re.escape(part) for part in want.split("…"))
+    return re.fullmatch(pattern, line) is not None
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
@@ -162,3 +172,40 @@ def test_missing_line_needs_order_and_whole_lines() -> None:
     assert missing_line(("c", "a"), output) == "a"
     assert missing_line(("b c",), output) == "b c"
     assert missing_line(("",), "a") == ""
+    assert missing_line(("sha256 …)",), "x\nsha256 0123abcd)\n") is None
+    assert missing_line(("a … c",), "a b c\n") is None
+    assert missing_line(("a … c",), "a b c d\n") == "a … c"  # still the whole line
+    assert missing_line(("a … c",), "x a b c\n") == "a … c"
+
+
+# --- Python examples ----------------------------------------------------------------------------
+# Every ```pycon block of README.md runs as a doctest in a fresh namespace, from the checkout's
+# root: each `>>>` line's output must match what follows it (ELLIPSIS: `...` in an output line
+# stands for any text; NORMALIZE_WHITESPACE: runs of spaces compare equal).
+
+PYCON = re.compile(r"^```pycon\n(.*?)^```", re.S | re.M)
+
+
+def readme_pycon_blocks(text: str) -> list[tuple[int, str]]:
+    """(line number, source) of every pycon block of the README."""
+    return [(text[: m.start()].count("\n") + 2, m.group(1)) for m in PYCON.finditer(text)]
+
+
+@pytest.mark.parametrize(
+    ("line", "block"), readme_pycon_blocks(README.read_text()), ids=lambda v: str(v)[:30]
+)
+@pytest.mark.timeout(120)
+def test_readme_python_example(line: int, block: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import doctest
+
+    monkeypatch.chdir(ROOT)
+    test = doctest.DocTestParser().get_doctest(block, {}, f"README.md:{line}", str(README), line)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    failures: list[str] = []
+    runner.run(test, out=failures.append)
+    assert runner.failures == 0, "".join(failures)
+    assert runner.tries >= 1
+
+
+def test_the_readme_has_a_python_example() -> None:
+    assert readme_pycon_blocks(README.read_text()), "the Python API section lost its example"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -37,18 +38,20 @@ from engine.batch.summary import (
 from engine.batch.worker import (
     CASE_FIELDS,
     ChunkResult,
+    Detail,
     OutputFormat,
     WorkerConfig,
     init_worker,
+    rules_sidecar,
     screen_chunk,
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
 from engine.errors import UserError
-from engine.evaluate.durable import DurableEvaluator
 from engine.io.columns import column_problems
-from engine.io.tables import Chunk, InputFormat, TableReader, detect_format
+from engine.io.tables import Chunk, InputFormat, TableReader, detect_format, estimated_rows
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
+from engine.screener import Screener
 
 REJECTED_EXAMPLES = 10  # first rejected rows shown in the summary: field, row, reason only
 
@@ -79,11 +82,32 @@ class BatchOptions:
     executor: str = "local"
     summary: str | None = None
     report: str | None = None
+    detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
+
+    @property
+    def rules_path(self) -> str | None:
+        """OUT.rules.json, the rule texts of a `--detail ids` JSONL output (none on stdout)."""
+        return rules_sidecar_path(self.out, self.output_format, self.detail)
 
 
 Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
 RenderReport = Callable[[BatchSummary], str]
+
+
+def estimate_total_rows(options: BatchOptions) -> tuple[int, bool] | None:
+    """The rows of every input together and whether that is exact (io.tables.estimated_rows);
+    None when any input's count cannot be told beforehand (standard input)."""
+    total, exact = 0, True
+    for path in options.inputs:
+        try:
+            found = estimated_rows(path, detect_format(path, options.input_format))
+        except UserError:  # reported when the inputs are opened
+            return None
+        if found is None:
+            return None
+        total, exact = total + found[0], exact and found[1]
+    return total, exact
 
 
 def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
@@ -213,7 +237,8 @@ class BatchRun:
         self.options, self.ruleset = options, ruleset
         self.started = datetime.now(UTC)
         self.clock = time.perf_counter()
-        DurableEvaluator(ruleset)  # a rule set durable-rules refuses fails here, not in a worker
+        # a rule set durable-rules refuses fails here, not in a worker
+        Screener.from_ruleset(ruleset, site=MappingProxyType(options.site))
         self.readers, self.ignored = open_inputs(options)
         # hashed before screening: what was read, even if something rewrites a file later
         self.hashes = {r.source: r.sha256() for r in self.readers if r.path != "-"}
@@ -223,6 +248,7 @@ class BatchRun:
             site=options.site,
             output_format=options.output_format,
             ignored_columns=frozenset(self.ignored),
+            detail=options.detail,
         )
         # every output is created now, before any screening: a folder that cannot take them
         # fails the run at once
@@ -232,6 +258,8 @@ class BatchRun:
             self.errors = ErrorWriter(options.errors, self.outputs)
             self.summary_file = self.outputs.add(options.summary) if options.summary else None
             self.report_file = self.outputs.add(options.report) if options.report else None
+            rules_path = options.rules_path
+            self.rules_file = self.outputs.add(rules_path) if rules_path else None
         except BaseException:
             self.outputs.abort()
             raise
@@ -260,6 +288,8 @@ class BatchRun:
             if render_report is None:
                 raise ValueError("a report path needs a report renderer")
             write_text(self.report_file, render_report(summary))
+        if self.rules_file is not None:
+            write_text(self.rules_file, rules_sidecar(self.ruleset))
         self.outputs.commit()
         return summary
 
@@ -379,6 +409,13 @@ def build_summary(
         subgroups=subgroup_table(totals.subgroups, screened),
         rejected_examples=totals.rejected_examples,
     )
+
+
+def rules_sidecar_path(out: str, fmt: OutputFormat, detail: Detail) -> str | None:
+    """Where a `--detail ids` JSONL output's rule texts go: OUT.rules.json (none for stdout)."""
+    if out == "-" or fmt is not OutputFormat.jsonl or detail is not Detail.ids:
+        return None
+    return str(Path(out).with_name(Path(out).name + ".rules.json"))
 
 
 def default_errors_path(out: str) -> str | None:

@@ -7,6 +7,7 @@ order and are a public contract: extend, never rename.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from html import escape
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -170,3 +171,30 @@ class BatchSummary(BaseModel):
     subgroups: list[Subgroup] = Field(default_factory=list)
     # the first rejected rows: field, row and reason, never the values
     rejected_examples: list[RejectedExample] = Field(default_factory=list)
+
+    def _repr_html_(self) -> str:
+        """A short view for Jupyter: rows read, screened and rejected, verdict counts, the
+        fields most often rejected and most often blocking a verdict (all escaped)."""
+        r = self.reconciliation
+        parts = [
+            f"<div><b>Batch</b>: {r.rows_read} rows read, {r.rows_screened} screened, "
+            f"{r.rows_rejected} rejected ({'balanced' if r.balanced else 'NOT balanced'})"
+            f" <small>({escape(self.stamp.ruleset.name)} {escape(self.stamp.ruleset.version)},"
+            f" sha256 {escape(self.stamp.ruleset.sha256[:12])})</small>"
+        ]
+        rows = "".join(
+            f"<tr><td>{escape(str(verdict))}</td><td>{count}</td></tr>"
+            for verdict, count in self.verdicts.items()
+        )
+        parts.append(f"<table><tr><th>verdict</th><th>rows</th></tr>{rows}</table>")
+        blocking = sorted(
+            (m for m in self.missingness if m.blocks_verdict), key=lambda m: -m.blocks_verdict
+        )[:5]
+        if blocking:
+            shown = ", ".join(f"{escape(m.field)} ({m.blocks_verdict})" for m in blocking)
+            parts.append(f"<p>Most often keeping a verdict open: {shown}</p>")
+        if self.rejected_by_field:
+            top = sorted(self.rejected_by_field.items(), key=lambda kv: -kv[1])[:5]
+            shown = ", ".join(f"{escape(name)} ({count})" for name, count in top)
+            parts.append(f"<p>Rejected rows by field: {shown}</p>")
+        return "".join(parts) + "</div>"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import math
 import operator
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
+from types import MappingProxyType
 from typing import Any
 
 import pyarrow as pa
@@ -35,23 +37,14 @@ from engine.batch.startup import die_with_parent
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
-from engine.evaluate.durable import DurableEvaluator
 from engine.io.cases import validate_case
 from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
 from engine.io.tables import Chunk, Row, RowProblem
-from engine.models import RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
-from engine.policy import policy_for
-from engine.rules.loader import load_ruleset
+from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
-from engine.screen import (
-    Decision,
-    Screening,
-    decide_many,
-    notable_outcomes,
-    prepare,
-    screening_of,
-)
+from engine.screen import Decision, notable_outcomes
+from engine.screener import Screener, flat_outcomes
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # test hook, "CASE_ID[@DIR]": a worker that meets this case_id is killed (with DIR: only the
@@ -95,6 +88,13 @@ class OutputFormat(StrEnum):
     parquet = "parquet"
 
 
+class Detail(StrEnum):
+    """How much of each result a JSONL batch output holds (README, "Batch screening")."""
+
+    ids = "ids"  # rule ids, missing fields, questions; rule texts once in OUT.rules.json
+    full = "full"  # the whole Result (the output contract), texts repeated on every line
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     rules_dir: str
@@ -103,6 +103,7 @@ class WorkerConfig:
     output_format: OutputFormat
     ignored_columns: frozenset[str]
     in_process: bool = False
+    detail: Detail = Detail.full
 
 
 @dataclass
@@ -149,8 +150,12 @@ class ChunkResult:
 
 class _State:
     config: WorkerConfig
-    ruleset: Ruleset | None = None
-    evaluator: DurableEvaluator
+    loaded: Screener | None = None  # built by build_rules (in the fork server: before forking)
+    screener: Screener  # loaded, with the run's site profile (init_worker)
+
+    @property
+    def ruleset(self) -> Ruleset | None:
+        return self.loaded.ruleset if self.loaded is not None else None
 
 
 _STATE = _State()
@@ -161,10 +166,8 @@ class RulesChanged(UserError):
 
 
 def build_rules(rules_dir: str) -> None:
-    """Build the ruleset and its durable-rules handles for this process (and its forks)."""
-    ruleset = load_ruleset(rules_dir)
-    evaluator = DurableEvaluator(ruleset)
-    _STATE.ruleset, _STATE.evaluator = ruleset, evaluator  # both or neither
+    """Build the Screener (ruleset and durable-rules handles) for this process and its forks."""
+    _STATE.loaded = Screener.load(rules_dir)
 
 
 def init_worker(config: WorkerConfig) -> None:
@@ -176,6 +179,9 @@ def init_worker(config: WorkerConfig) -> None:
     _STATE.config = config
     if _STATE.ruleset is None or _STATE.ruleset.sha256 != config.ruleset_sha256:
         build_rules(config.rules_dir)
+    assert _STATE.loaded is not None  # noqa: S101  # built just above
+    # the parent read and checked the profile (read_site); a read-only view is not re-checked
+    _STATE.screener = _STATE.loaded.with_site(MappingProxyType(config.site))
     # a chunk allocates thousands of short-lived dicts and lists, freed by reference counting;
     # at the default threshold (700) the cyclic collector ran every few rows and took about
     # 10 % of the batch time (benchmarks/results.md). Cycles are still collected, less often.
@@ -286,8 +292,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     one by one, then the evaluator screens the chunk's valid cases together (durable-rules
     takes them in batches), then records are built in row order.
     """
-    config, ruleset, evaluator = _STATE.config, _STATE.ruleset, _STATE.evaluator
-    assert ruleset is not None  # noqa: S101  # init_worker ran first
+    config, screener = _STATE.config, _STATE.screener
+    ruleset = screener.ruleset
     if ruleset.sha256 != config.ruleset_sha256:  # built from files edited since the parent read
         raise RulesChanged(
             f"the rules in {config.rules_dir} changed while the batch ran (sha256 "
@@ -321,20 +327,21 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                 valid_id, values = checked
             else:
                 valid_id, values = validate_case(raw, chunk.source, row=number)
-            prepared.append(
-                prepare(valid_id, values, ruleset, site=config.site, source=chunk.source)
-            )
+            prepared.append(screener.prepare(valid_id, values, source=chunk.source))
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
             reject(result, chunk.source, number, case_id, problems)
             continue
         valid.append((valid_id, values))
-    decisions = decide_many(prepared, ruleset, evaluator)
+    decisions = screener.decide_many(prepared)
     present: Counter[str] = Counter()
-    full = config.output_format is OutputFormat.jsonl  # the full result contract
+    jsonl = config.output_format is OutputFormat.jsonl
+    full = jsonl and config.detail is Detail.full  # the full result contract
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
-        screening = screening_of(valid_id, decision, ruleset) if full else None
-        record(result, valid_id, decision, screening, values, ruleset, present)
+        full_result = screener.result_of(valid_id, decision) if full else None
+        record(result, valid_id, decision, full_result, values, screener, present)
+        if jsonl and not full:
+            result.records[-1] = compact_record(result.records[-1], decision, screener)
     for name in CASE_FIELDS:  # counted as supplied, reported as missing
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
@@ -420,9 +427,9 @@ def record(
     result: ChunkResult,
     case_id: str,
     decision: Decision,
-    screening: Screening | None,
+    full_result: Result | None,
     values: dict[str, Scalar],
-    ruleset: Ruleset,
+    screener: Screener,
     present: Counter[str],
 ) -> None:
     """Add one screened case's output record and counts (`present`: fields it supplied).
@@ -438,17 +445,69 @@ def record(
     for name in SUBGROUP_FIELDS:
         given = known.get(name)
         result.subgroups[(name, UNKNOWN if given is None else str(given), verdict.value)] += 1
-    row = _flat_row(case_id, verdict, decision.notable, ruleset)
+    row = screener.flat_row(case_id, decision)
     if verdict is INSUFFICIENT_DATA:  # the fields whose answer can change the verdict
         blocking = {
             name
-            for outcome in policy_for(ruleset).changing(decision.outlook, decision.notable)
+            for outcome in screener.policy.changing(decision.outlook, decision.notable)
             for name in outcome.missing
         }
         result.blocks.update(blocking)
         if blocking and blocking <= SETTINGS:
             result.insufficient_only_site += 1
-    result.records.append(row if screening is None else screening.result.model_dump_json())
+    result.records.append(row if full_result is None else full_result.model_dump_json())
+
+
+COMPACT_KEYS = (
+    "case_id",
+    "verdict",
+    "fired",
+    "conditional",
+    "not_evaluable",
+    "missing_fields",
+    "possible_verdicts",
+    "next_questions",
+)
+
+
+def compact_record(row: tuple[str, ...], decision: Decision, screener: Screener) -> str:
+    """A case's `--detail ids` JSON line from its flat row: ids and field names only, lists as
+    JSON arrays; the rules' texts are in the OUT.rules.json sidecar, once."""
+    case_id, verdict, *severities, conditional, not_evaluable, missing = row
+    assessment = screener.policy.assess(decision.outlook, decision.notable)
+    fired = [i for ids in severities if ids for i in ids.split(";")]
+    values = (
+        case_id,
+        verdict,
+        fired,
+        conditional.split(";") if conditional else [],
+        not_evaluable.split(";") if not_evaluable else [],
+        missing.split(";") if missing else [],
+        list(assessment.possible),
+        list(assessment.next_questions),
+    )
+    return json.dumps(dict(zip(COMPACT_KEYS, values, strict=True)), separators=(",", ":"))
+
+
+def rules_sidecar(ruleset: Ruleset) -> str:
+    """OUT.rules.json of a `--detail ids` run: the ruleset stamp and every rule's texts, once."""
+    from engine import __version__
+
+    rules = {
+        rule.id: {
+            "name": rule.meta.name,
+            "category": rule.meta.category.value,
+            "severity": rule.meta.severity.value,
+            "message": rule.meta.message,
+            "rationale": " ".join(rule.meta.rationale.split()),
+            "evidence": rule.meta.evidence.value,
+            "provisional": rule.meta.provisional,
+            "sources": [s.model_dump(mode="json") for s in rule.meta.sources],
+        }
+        for rule in ruleset.rules
+    }
+    sidecar = {"ruleset": ruleset.stamp.model_dump(mode="json"), "tool_version": __version__}
+    return json.dumps({**sidecar, "rules": rules}, indent=2) + "\n"
 
 
 def count_baselines(result: ChunkResult, ruleset: Ruleset) -> None:
@@ -469,40 +528,4 @@ def flatten(
     case_id: str, verdict: Verdict, outcomes: list[RuleOutcome], ruleset: Ruleset
 ) -> tuple[str, ...]:
     """The CSV/Parquet row of a case (columns: FLAT_COLUMNS), straight from its outcomes."""
-    return _flat_row(case_id, verdict, notable_outcomes(outcomes, ruleset), ruleset)
-
-
-def _flat_row(
-    case_id: str, verdict: Verdict, notable: list[RuleOutcome], ruleset: Ruleset
-) -> tuple[str, ...]:
-    """The flattened row of a case.
-
-    `notable`: the case's outcomes in report order, every fired, conditional and
-    not-evaluable one among them (screen.notable_outcomes).
-    """
-    severity_of = ruleset.severity_of
-    by_severity: dict[str, list[str]] = {s: [] for s in SEVERITIES}
-    conditional: list[str] = []
-    not_evaluable: list[str] = []
-    missing: set[str] = set()
-    for outcome in notable:
-        status = outcome.status
-        if status is FIRED:
-            by_severity[severity_of[outcome.rule_id]].append(outcome.rule_id)
-        elif status is CONDITIONAL:
-            conditional.append(outcome.rule_id)
-        elif status is NOT_EVALUABLE:
-            not_evaluable.append(outcome.rule_id)
-            missing.update(outcome.missing)
-    row = (
-        case_id,
-        verdict.value,
-        ";".join(by_severity["red_flag"]),
-        ";".join(by_severity["major"]),
-        ";".join(by_severity["caution"]),
-        ";".join(by_severity["info"]),
-        ";".join(conditional),
-        ";".join(not_evaluable),
-        ";".join(sorted(missing)),
-    )
-    return row
+    return flat_outcomes(case_id, verdict, notable_outcomes(outcomes, ruleset), ruleset)

@@ -37,9 +37,8 @@ def rule_status(scope: bool | None, when: bool | None) -> RuleStatus:
 
 
 EXPLAINED_STATUSES = frozenset({RuleStatus.not_evaluable, RuleStatus.conditional})
-# outcomes with something missing, by rule, status and what the explanation reads: cohorts
-# repeat the same gaps, and outcomes are immutable
-_EXPLAINED: dict[tuple[object, ...], tuple[Rule, RuleOutcome]] = {}
+# outcomes with something missing are kept by the ruleset (Ruleset.memo.explained), by rule,
+# status and what the explanation reads: cohorts repeat the same gaps, and outcomes are immutable
 EXPLAINED_LIMIT = 20_000  # about 10 MB; a 100,000-row cohort made 17,779 distinct entries
 
 
@@ -58,19 +57,20 @@ def explained_outcome(
     """The outcome of a rule whose condition is unknown, with the fields that would settle it."""
     values, possible = facts.values, facts.possible
     inputs = ruleset.explanation_inputs[rule.id]
+    explained = ruleset.memo.explained
     gaps = (
-        id(rule),  # the entry keeps its rule alive, so the id cannot be reused meanwhile
+        rule.id,
         status,
         tuple(map(values.get, inputs)),  # a known value is never None
         tuple(map(possible.get, inputs)) if possible else None,
     )
-    hit = _EXPLAINED.get(gaps)
+    hit = explained.get(gaps)
     if hit is not None:
-        return hit[1]
+        return hit
     fields = unknown_fields(rule.when, values, possible)
     missing = tuple(missing_inputs(fields, ruleset, facts))
     outcome = RuleOutcome(rule_id=rule.id, status=status, missing=missing)
-    if len(_EXPLAINED) >= EXPLAINED_LIMIT:
-        _EXPLAINED.clear()
-    _EXPLAINED[gaps] = (rule, outcome)
+    if len(explained) >= EXPLAINED_LIMIT:
+        explained.clear()
+    explained[gaps] = outcome
     return outcome

@@ -358,7 +358,13 @@ def read_site(path: str) -> SiteProfile:
     (`{mis_tlif: 80, endoscopic_discectomy: 5}`); engine.screen.prepare picks the case's.
     """
     text = read_text(path, "site profile")
-    data = parse_mapping(text, path, "site profile")
+    return check_site(parse_mapping(text, path, "site profile"), path)
+
+
+def check_site(settings: Mapping[str, Any], source: str = "<site>") -> SiteProfile:
+    """Validate a site profile given as a mapping, as `--site FILE` is (read_site)."""
+    path = source
+    data = dict(settings)
     problems = [
         CaseProblem(
             None,

@@ -98,6 +98,34 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+ESTIMATE_BYTES = 1 << 20  # the head of a text input read to estimate its rows
+
+
+def estimated_rows(path: str, fmt: InputFormat) -> tuple[int, bool] | None:
+    """How many rows an input holds, and whether that is exact, for a progress bar.
+
+    Parquet: its metadata (exact). CSV and JSONL: counted when the file is small, else its size
+    over the mean line length of its first MiB (an estimate). Standard input: unknown (None).
+    """
+    if path == "-" or not Path(path).is_file():
+        return None
+    if fmt is InputFormat.parquet:
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows), True
+        except Exception:  # an unreadable file is reported when it is opened for reading
+            return None
+    size = Path(path).stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(ESTIMATE_BYTES)
+    lines = head.count(b"\n") + (1 if head and not head.endswith(b"\n") else 0)
+    header = 1 if fmt is InputFormat.csv else 0
+    if len(head) >= size:
+        return max(lines - header, 0), True
+    if not lines:
+        return None
+    return max(round(size * lines / len(head)) - header, 0), False
+
+
 class TableReader:
     """One input: its columns, a sample for the de-identification guard, then all its rows."""
 

@@ -48,8 +48,16 @@ Expr = FieldRef | Const | Arith
 # --- conditions -------------------------------------------------------------------------------
 
 
+class Node:
+    """Base of the condition nodes: their compiled forms (engine.rules.logic) are kept in the
+    node's own __dict__ under names starting with "_"; a pickled node leaves them out."""
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
 @dataclass(frozen=True)
-class Compare:
+class Compare(Node):
     """`field op rhs`; arithmetic comparisons are normalised so one field stands on the left."""
 
     op: str
@@ -58,7 +66,7 @@ class Compare:
 
 
 @dataclass(frozen=True)
-class Member:
+class Member(Node):
     """`field in [values]` (or `not in` when negated)."""
 
     field: str
@@ -67,7 +75,7 @@ class Member:
 
 
 @dataclass(frozen=True)
-class Known:
+class Known(Node):
     """`field is known` (or `is unknown` when negated). Never unknown itself."""
 
     field: str
@@ -75,22 +83,22 @@ class Known:
 
 
 @dataclass(frozen=True)
-class And:
+class And(Node):
     items: tuple[Cond, ...]
 
 
 @dataclass(frozen=True)
-class Or:
+class Or(Node):
     items: tuple[Cond, ...]
 
 
 @dataclass(frozen=True)
-class Not:
+class Not(Node):
     item: Cond
 
 
 @dataclass(frozen=True)
-class Truth:
+class Truth(Node):
     """The constant `true` or `false` used as a whole condition."""
 
     value: bool

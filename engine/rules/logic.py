@@ -64,7 +64,11 @@ def _same(test: Callable[[Scalar], bool], candidates: frozenset[Scalar]) -> bool
     return outcomes.pop() if len(outcomes) == 1 else None
 
 
-_COMPILED: dict[int, tuple[Cond, Kleene]] = {}
+# a node's compiled forms are kept in its own __dict__ under these keys (as cached_property
+# keeps a value): they live and die with the ruleset that holds the node, and no table keyed by
+# id() outlives it; condition.Node leaves them out when a node is pickled
+_KLEENE = "_kleene"
+_EXPLAIN = "_explain"
 # `value op constant` as `mirrored(constant, value)`: a C call with the constant bound first
 _MIRRORED: dict[str, Callable[[Scalar, Scalar], bool]] = {
     "==": operator.eq,
@@ -77,17 +81,16 @@ _MIRRORED: dict[str, Callable[[Scalar, Scalar], bool]] = {
 
 
 def compile_kleene(cond: Cond) -> Kleene:
-    """Compile a condition into a closure returning True, False or None (cached per node).
+    """Compile a condition into a closure returning True, False or None (kept on the node).
 
-    Cached by identity, not by value: hashing a frozen tree on every call cost more than
-    evaluating it. The cache keeps the node alive, so its id is never reused.
+    Kept on the node, not in a table keyed by value: hashing a frozen tree on every call cost
+    more than evaluating it. Two threads compiling the same node at once both store an
+    equivalent closure; either is right.
     """
-    hit = _COMPILED.get(id(cond))
-    if hit is not None:
-        return hit[1]
-    compiled = _compile(cond)
-    _COMPILED[id(cond)] = (cond, compiled)
-    return compiled
+    found: Kleene | None = cond.__dict__.get(_KLEENE)
+    if found is None:
+        found = cond.__dict__[_KLEENE] = _compile(cond)
+    return found
 
 
 def _compile(cond: Cond) -> Kleene:
@@ -153,15 +156,14 @@ def _compile(cond: Cond) -> Kleene:
 
 
 Explain = Callable[[Values, Possible], set[str]]
-_EXPLAINERS: dict[int, tuple[Cond, Explain]] = {}
 
 
 def unknown_fields(cond: Cond, values: Values, possible: Possible) -> set[str]:
     """The unknown fields that leave an unknown condition unknown: the data that would settle it."""
-    hit = _EXPLAINERS.get(id(cond))
-    if hit is None:
-        hit = _EXPLAINERS[id(cond)] = (cond, _explainer(cond))
-    return hit[1](values, possible)
+    found: Explain | None = cond.__dict__.get(_EXPLAIN)
+    if found is None:
+        found = cond.__dict__[_EXPLAIN] = _explainer(cond)
+    return found(values, possible)
 
 
 def _explainer(cond: Cond) -> Explain:

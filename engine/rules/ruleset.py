@@ -14,6 +14,7 @@ from engine.models import (
     SEVERITY_ORDER,
     ConstraintFile,
     DerivedFile,
+    Inferred,
     PolicyEntry,
     PolicyFile,
     RuleFile,
@@ -99,6 +100,23 @@ class Constraint:
         return self.meta.id
 
 
+@dataclass
+class Memo:
+    """The per-case caches later steps keep for one ruleset (engine.derive, engine.evaluate).
+
+    They belong to the ruleset they were filled from and go with it; nothing is keyed by id().
+    Entries are immutable and filled idempotently, so two threads racing on one key both store
+    an equal value (each dict operation is atomic under the GIL).
+    """
+
+    # engine.derive: each derived field with its compiled deriver, in file order
+    derivers: list[tuple[str, Callable[..., Scalar | None]]] | None = None
+    # engine.derive: one shared Inferred per (field, value type, value, constraint)
+    inferred: dict[tuple[str, type, Scalar, str], Inferred] = field(default_factory=dict)
+    # engine.evaluate.base: explained outcomes by rule id, status and what the explanation reads
+    explained: dict[tuple[object, ...], RuleOutcome] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Ruleset:
     """Everything the engine needs to screen a case, loaded from one rules directory."""
@@ -114,6 +132,11 @@ class Ruleset:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
+
+    @cached_property
+    def memo(self) -> Memo:
+        """The per-case caches of this ruleset (engine.derive, engine.evaluate.base)."""
+        return Memo()
 
     @cached_property
     def report_order(self) -> dict[str, tuple[int, str]]:

@@ -1,0 +1,408 @@
+"""`engine.Screener`: the one entry point for screening, from a notebook, a service or the CLI.
+
+```python
+from engine import Screener
+
+screener = Screener.load()                      # the bundled rules, durable-rules engine
+result = screener.screen({"case_id": "x", "age_years": 40})
+frame = screener.screen_frame(df)               # pandas or polars in, the same library out
+```
+
+A Screener is built once and never changes: it owns the compiled ruleset (whose per-case caches
+live on it, `Ruleset.memo` and the condition nodes), the evaluator, the verdict policy and the
+site profile. It can be called from several threads: the durable-rules handles are held by one
+thread at a time (engine.evaluate.durable.HandleSet), and every other step only reads shared
+state or fills caches idempotently. Threads give no speed-up (the C engine holds the GIL);
+for speed, batch runs use processes, each with its own Screener (engine.batch.worker).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from engine.derive import Facts
+from engine.errors import CaseInputError, CaseProblem, UsageError
+from engine.evaluate.base import Evaluator
+from engine.io.cases import check_site, read_site, validate_case
+from engine.io.deid import case_id_identifier_kinds
+from engine.models import (
+    Result,
+    RulesetStamp,
+    RuleStatus,
+    Scalar,
+    Severity,
+    SiteProfile,
+    SiteValue,
+    Verdict,
+)
+from engine.policy import VerdictPolicy, policy_for
+from engine.rules.bundled import bundled_rules_dir
+from engine.rules.loader import load_ruleset
+from engine.rules.ruleset import Ruleset
+from engine.screen import (
+    Decision,
+    Screening,
+    decide,
+    decide_many,
+    prepare,
+    screening_of,
+)
+
+EngineName = Literal["durable", "reference"]
+ENGINES: tuple[str, ...] = ("durable", "reference")
+CaseLike = Mapping[str, Any] | BaseModel
+BATCH = 512  # cases screened together by screen_many and screen_frame (durable-rules batches)
+SEVERITY_COLUMNS = tuple(f"fired_{s.value}" for s in Severity)
+# screen_frame's columns: batch --format csv's, then what a notebook needs without merging
+FRAME_COLUMNS = (
+    "case_id",
+    "verdict",
+    *SEVERITY_COLUMNS,
+    "conditional",
+    "not_evaluable",
+    "missing_fields",
+    "possible_verdicts",
+    "next_questions",
+    "rejected",
+)
+
+
+@dataclass(frozen=True)
+class InputError:
+    """A case that could not be screened: a value in the stream, never raised mid-stream.
+
+    `row` is the case's position in the input, counted from 0 (as `df.iloc`); `case_id` is
+    None when the id is missing, invalid or shaped like an identifier; `field` and `reason`
+    name the first problem, `problems` lists every one. No value that might identify someone
+    is ever carried: reasons withhold them as the CLI's error lines do.
+    """
+
+    row: int | None
+    case_id: str | None
+    field: str | None
+    reason: str
+    problems: tuple[CaseProblem, ...]
+    source: str = "<input>"
+
+    @classmethod
+    def from_error(cls, error: CaseInputError, row: int | None = None) -> InputError:
+        first = error.problems[0] if error.problems else CaseProblem(None, "invalid case")
+        case_id = (
+            error.case_id if error.case_id and not case_id_identifier_kinds(error.case_id) else None
+        )
+        return cls(
+            row=row if row is not None else error.row,
+            case_id=case_id,
+            field=first.field,
+            reason=first.message,
+            problems=tuple(error.problems),
+            source=error.source,
+        )
+
+    @property
+    def reasons(self) -> str:
+        """Every problem as `field: reason`, joined by "; " (the `rejected` column)."""
+        return "; ".join(f"{p.field}: {p.message}" if p.field else p.message for p in self.problems)
+
+    def __str__(self) -> str:
+        where = [self.source]
+        if self.row is not None:
+            where.append(f"row {self.row}" + (f" (case_id {self.case_id})" if self.case_id else ""))
+        elif self.case_id:
+            where.append(f"case_id {self.case_id}")
+        return f"{': '.join(where)}: {self.reasons}"
+
+
+def is_unknown(value: object) -> bool:
+    """None, NaN, pandas' NA and NaT, and empty text: a value not given (unknown, not false)."""
+    if value is None or (isinstance(value, str) and value == ""):
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")  # pandas, without importing it
+
+
+def plain_values(case: CaseLike) -> dict[str, Any]:
+    """A case as plain values with every unknown left out (numpy scalars made Python ones)."""
+    raw = case.model_dump(exclude_none=True) if isinstance(case, BaseModel) else case
+    plain: dict[str, Any] = {}
+    for name, value in raw.items():
+        if is_unknown(value):
+            continue
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):
+            value = value.item()
+            if is_unknown(value):
+                continue
+        plain[name] = value
+    return plain
+
+
+@dataclass(frozen=True, eq=False)
+class Screener:
+    """Screens cases with one ruleset, evaluator, verdict policy and site profile (immutable).
+
+    Build it with `Screener.load(...)`; every method can be called from several threads.
+    """
+
+    ruleset: Ruleset
+    evaluator: Evaluator
+    engine: str
+    _site: Mapping[str, SiteValue]
+
+    @classmethod
+    def load(
+        cls,
+        rules: str | Path | None = None,
+        engine: EngineName | str = "durable",
+        site: str | Path | Mapping[str, Any] | None = None,
+    ) -> Screener:
+        """Load and check a rules directory (default: the bundled rules), build its evaluator and
+        validate the site profile (a YAML/JSON file or a mapping, checked as `--site` is)."""
+        if str(engine) not in ENGINES:
+            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        ruleset = load_ruleset(rules if rules is not None else bundled_rules_dir())
+        return cls.from_ruleset(ruleset, engine=str(engine), site=site)
+
+    @classmethod
+    def from_ruleset(
+        cls,
+        ruleset: Ruleset,
+        engine: EngineName | str = "durable",
+        site: str | Path | Mapping[str, Any] | None = None,
+    ) -> Screener:
+        """A Screener for a ruleset already loaded (its caches are shared with other users)."""
+        profile = _site_profile(site)
+        if str(engine) == "reference":
+            from engine.evaluate.reference import ReferenceEvaluator
+
+            evaluator: Evaluator = ReferenceEvaluator(ruleset)
+        else:
+            from engine.evaluate.durable import DurableEvaluator
+
+            evaluator = DurableEvaluator(ruleset)
+        return cls(ruleset, evaluator, str(engine), profile)
+
+    def with_site(self, site: str | Path | Mapping[str, Any] | None) -> Screener:
+        """The same rules and evaluator with another site profile (nothing is rebuilt)."""
+        return Screener(self.ruleset, self.evaluator, self.engine, _site_profile(site))
+
+    # --- what it screens with ------------------------------------------------------------------
+
+    @property
+    def ruleset_stamp(self) -> RulesetStamp:
+        """Name, version and sha256 of the rules every result is stamped with."""
+        return self.ruleset.stamp
+
+    @property
+    def site(self) -> Mapping[str, SiteValue]:
+        """The site profile applied to cases that lack a setting (read-only)."""
+        return self._site
+
+    @property
+    def policy(self) -> VerdictPolicy:
+        """The verdict policy (rules/policy.yaml): the one place that decides verdicts."""
+        return policy_for(self.ruleset)
+
+    def __repr__(self) -> str:
+        stamp = self.ruleset.stamp
+        site = f", site={dict(self._site)!r}" if self._site else ""
+        return (
+            f"Screener(rules={stamp.name!r} {stamp.version} sha256 {stamp.sha256[:12]}, "
+            f"engine={self.engine!r}{site})"
+        )
+
+    # --- one case ------------------------------------------------------------------------------
+
+    def validate(
+        self, case: CaseLike, *, source: str = "<case>", row: int | None = None
+    ) -> tuple[str, dict[str, Scalar]]:
+        """The case_id and known values of a case (unknowns dropped); CaseInputError if invalid."""
+        return validate_case(plain_values(case), source, row=row)
+
+    def screen(self, case: CaseLike, *, source: str = "<case>") -> Result:
+        """Screen one case (a mapping of data-dictionary fields, or a Case); the JSON contract.
+
+        Raises CaseInputError (a UserError) when the case is invalid; screen_many never does.
+        """
+        case_id, values = self.validate(case, source=source)
+        return self.screening(case_id, values, source=source).result
+
+    def screening(
+        self, case_id: str, values: Mapping[str, Scalar], *, source: str = "<case>"
+    ) -> Screening:
+        """The result and every rule's outcome of one validated case."""
+        return screening_of(case_id, self.decide(case_id, values, source=source), self.ruleset)
+
+    def decide(
+        self, case_id: str, values: Mapping[str, Scalar], *, source: str = "<case>"
+    ) -> Decision:
+        """Facts, outcomes and verdict of one validated case, before any report is built."""
+        return decide(case_id, values, self.ruleset, self.evaluator, site=self._site, source=source)
+
+    def prepare(
+        self, case_id: str, values: Mapping[str, Scalar], *, source: str = "<case>"
+    ) -> tuple[Facts, dict[str, Scalar]]:
+        """A validated case's facts and assumed values (CaseInputError if they contradict)."""
+        return prepare(case_id, values, self.ruleset, site=self._site, source=source)
+
+    def decide_many(self, prepared: list[tuple[Facts, dict[str, Scalar]]]) -> list[Decision]:
+        """decide() for many prepared cases at once (durable-rules takes them in batches)."""
+        return decide_many(prepared, self.ruleset, self.evaluator)
+
+    def result_of(self, case_id: str, decision: Decision) -> Result:
+        """The full result (the JSON contract) of a decided case."""
+        return screening_of(case_id, decision, self.ruleset).result
+
+    # --- many cases ----------------------------------------------------------------------------
+
+    def screen_many(
+        self, cases: Iterable[CaseLike], *, source: str = "<input>"
+    ) -> Iterator[Result | InputError]:
+        """Screen cases lazily, in order: a Result per valid case, an InputError per invalid one.
+
+        Never raises for a bad case, so one bad row never stops a cohort.
+        """
+        for case_id_values in self._decided(enumerate(cases), source):
+            case_id, decided = case_id_values
+            yield decided if isinstance(decided, InputError) else self.result_of(case_id, decided)
+
+    def _decided(
+        self, numbered: Iterable[tuple[int, CaseLike]], source: str
+    ) -> Iterator[tuple[str, Decision | InputError]]:
+        """(case_id, Decision or InputError) per case in order, screened BATCH at a time."""
+        numbered = iter(numbered)
+        while chunk := list(islice(numbered, BATCH)):
+            slots: list[tuple[str, int | InputError]] = []
+            prepared: list[tuple[Facts, dict[str, Scalar]]] = []
+            for row, case in chunk:
+                try:
+                    case_id, values = self.validate(case, source=source, row=row)
+                    prepared.append(self.prepare(case_id, values, source=source))
+                except CaseInputError as exc:
+                    slots.append(("", InputError.from_error(exc, row)))
+                    continue
+                slots.append((case_id, len(prepared) - 1))
+            decisions = self.decide_many(prepared)
+            for case_id, slot in slots:
+                yield case_id, (slot if isinstance(slot, InputError) else decisions[slot])
+
+    def screen_frame(self, frame: Any, *, ignore: Sequence[str] = ()) -> Any:
+        """Screen every row of a pandas or polars DataFrame; a DataFrame of the same library.
+
+        One output row per input row, in order (columns: FRAME_COLUMNS). Rule ids are joined
+        with ";" as in `batch --format csv`; a row that failed validation has its reasons in
+        `rejected` and nothing else but its case_id (when valid), so nothing needs merging
+        back. NaN, None, pd.NA and empty strings are unknown. `ignore`: input columns that are
+        not case fields (a site name, a free-text note), left out of screening.
+        """
+        import pyarrow as pa
+
+        library = type(frame).__module__.split(".")[0]
+        if library not in ("pandas", "polars"):
+            raise UsageError(f"screen_frame takes a pandas or polars DataFrame, got {type(frame)}")
+        rows = _frame_rows(frame, library)
+        skipped = frozenset(ignore)
+        if skipped:
+            rows = [{k: v for k, v in row.items() if k not in skipped} for row in rows]
+        columns: dict[str, list[str | None]] = {name: [] for name in FRAME_COLUMNS}
+        for case_id, decided in self._decided(enumerate(rows), "<frame>"):
+            for name, value in zip(FRAME_COLUMNS, self._frame_row(case_id, decided), strict=True):
+                columns[name].append(value)
+        table = pa.table({name: pa.array(cells, pa.string()) for name, cells in columns.items()})
+        if library == "polars":
+            import polars
+
+            return polars.from_arrow(table)
+        return table.to_pandas()
+
+    def flat_row(self, case_id: str, decision: Decision) -> tuple[str, ...]:
+        """The `batch --format csv` row of a decided case (engine.batch.worker.FLAT_COLUMNS)."""
+        return flat_row(case_id, decision, self.ruleset)
+
+    def _frame_row(self, case_id: str, decided: Decision | InputError) -> tuple[str | None, ...]:
+        if isinstance(decided, InputError):
+            return (decided.case_id, *([None] * (len(FRAME_COLUMNS) - 2)), decided.reasons)
+        assessment = self.policy.assess(decided.outlook, decided.notable)
+        return (
+            *self.flat_row(case_id, decided),
+            ";".join(assessment.possible),
+            ";".join(assessment.next_questions),
+            None,
+        )
+
+
+def flat_row(case_id: str, decision: Decision, ruleset: Ruleset) -> tuple[str, ...]:
+    """A decided case as one flat row: id, verdict, fired rule ids by severity, conditional and
+    not-evaluable rule ids and the missing fields, each list joined by ";".
+
+    Reads the notable outcomes only (every fired, conditional and not-evaluable one).
+    """
+    return flat_outcomes(case_id, decision.policy.verdict, decision.notable, ruleset)
+
+
+def flat_outcomes(
+    case_id: str, verdict: Verdict, notable: Sequence[Any], ruleset: Ruleset
+) -> tuple[str, ...]:
+    """flat_row from a verdict and the notable outcomes (screen.notable_outcomes)."""
+    severity_of = ruleset.severity_of
+    by_severity: dict[str, list[str]] = {s.value: [] for s in Severity}  # the columns' order
+    conditional: list[str] = []
+    not_evaluable: list[str] = []
+    missing: set[str] = set()
+    for outcome in notable:
+        status = outcome.status
+        if status is RuleStatus.fired:
+            by_severity[severity_of[outcome.rule_id]].append(outcome.rule_id)
+        elif status is RuleStatus.conditional:
+            conditional.append(outcome.rule_id)
+        elif status is RuleStatus.not_evaluable:
+            not_evaluable.append(outcome.rule_id)
+            missing.update(outcome.missing)
+    return (
+        case_id,
+        verdict.value,
+        *(";".join(ids) for ids in by_severity.values()),
+        ";".join(conditional),
+        ";".join(not_evaluable),
+        ";".join(sorted(missing)),
+    )
+
+
+def _site_profile(site: str | Path | Mapping[str, Any] | None) -> Mapping[str, SiteValue]:
+    """A site profile from a file or a mapping, validated as `--site` is; read-only."""
+    if site is None:
+        profile: SiteProfile = {}
+    elif isinstance(site, MappingProxyType):
+        return site  # already checked (with_site of a Screener's own profile)
+    elif isinstance(site, str | Path):
+        profile = read_site(str(site))
+    else:
+        profile = check_site(site)
+    return MappingProxyType(profile)
+
+
+def _frame_rows(frame: Any, library: str) -> list[dict[str, Any]]:
+    """A DataFrame's rows as plain dicts, through Arrow (nulls and NaN become None).
+
+    A pandas column Arrow cannot type (mixed text and numbers, say) falls back to the frame's
+    own records, whose NaN and pd.NA plain_values drops.
+    """
+    import pyarrow as pa
+
+    if library == "polars":
+        table = frame.to_arrow()
+    else:
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return [dict(row) for row in frame.to_dict("records")]
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
