@@ -1015,18 +1015,17 @@ def rules_show(
         stdout.print(f"scope: {escape(to_text(rule.scope))}")
     stdout.print(f"when: {escape(to_text(rule.when))}")
     stdout.print(f"message: {escape(meta.message)}")
-    stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
-    for source in meta.sources:
-        label = evidence_label([source])
-        stdout.print(f"source: {escape(source_text(source))} \\[{escape(label)}]")
-    if meta.notes:
-        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
+    _show_why(meta.rationale, meta.sources, meta.notes)
 
 
-def _show_sources(sources: list[SourceRef]) -> None:
+def _show_why(rationale: str, sources: list[SourceRef], notes: str | None) -> None:
+    """The rationale, each source with its evidence label, and the rule-author notes."""
+    stdout.print(f"rationale: {escape(' '.join(rationale.split()))}")
     for source in sources:
         label = evidence_label([source])
         stdout.print(f"source: {escape(source_text(source))} \\[{escape(label)}]")
+    if notes:
+        stdout.print(f"notes: {escape(' '.join(notes.split()))}")
 
 
 def show_constraint(constraint: Constraint) -> None:
@@ -1040,10 +1039,7 @@ def show_constraint(constraint: Constraint) -> None:
     for narrowing in meta.narrowings:
         allowed = ", ".join(show_value(v) for v in narrowing.allowed)
         stdout.print(f"when {escape(narrowing.when)}: {meta.field} is one of {escape(allowed)}")
-    stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
-    _show_sources(meta.sources)
-    if meta.notes:
-        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
+    _show_why(meta.rationale, meta.sources, meta.notes)
 
 
 def show_derived(derived: DerivedRule) -> None:
@@ -1068,10 +1064,7 @@ def show_derived(derived: DerivedRule) -> None:
         stdout.print(f"points: {term.field}: {escape(points)}")
     if meta.supplied_total:
         stdout.print(f"otherwise the supplied total: {meta.supplied_total}")
-    stdout.print(f"rationale: {escape(' '.join(meta.rationale.split()))}")
-    _show_sources(meta.sources)
-    if meta.notes:
-        stdout.print(f"notes: {escape(' '.join(meta.notes.split()))}")
+    _show_why(meta.rationale, meta.sources, meta.notes)
 
 
 def rules_dir_of(positional: Path | None, option: Path | None) -> Path:

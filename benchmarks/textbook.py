@@ -39,10 +39,20 @@ def _true_and_unknown(compiler: PatternCompiler, cond: Any) -> tuple[Pattern, Pa
     unknown = patterns.unknown
     if boolean_operators(unknown) > MAX_PATTERN_OPERATORS:
         unknown = patterns.not_false
-    for pattern in (patterns.true, unknown):
-        if boolean_operators(pattern) > MAX_PATTERN_OPERATORS:
-            raise ValueError("a condition too long for one durable-rules pattern")
     return patterns.true, unknown
+
+
+def _as_rules(pattern: dict[str, Any]) -> list[dict[str, Any]]:
+    """A part pattern as durable-rules rules: one, or one per alternative of a top-level `$or`
+    too long for one pattern (as a rule author would split it)."""
+    if boolean_operators(pattern) <= MAX_PATTERN_OPERATORS:
+        return [pattern]
+    alternatives = pattern.get("$or")
+    if not alternatives or any(
+        boolean_operators(a) > MAX_PATTERN_OPERATORS for a in alternatives
+    ):
+        raise ValueError("a condition too long for one durable-rules pattern")
+    return list(alternatives)
 
 
 def _gated(gate: Pattern, part: Pattern) -> Pattern:
@@ -81,7 +91,12 @@ class TextbookRules:
                 gate = compiler.kleene(rule.scope).not_false
                 when = (_gated(gate, when[0]), _gated(gate, when[1]))
             parts = dict(zip(PARTS, (*scope, *when), strict=True))
-            patterns += [(f"{index}.{p}", v) for p, v in parts.items() if isinstance(v, dict)]
+            patterns += [
+                (f"{index}.{p}.{k}", alternative)
+                for p, v in parts.items()
+                if isinstance(v, dict)
+                for k, alternative in enumerate(_as_rules(v))
+            ]
             self.tables.append(
                 [
                     (rule_status(scope_value, when_value), when_value)
@@ -130,7 +145,7 @@ class TextbookRules:
         default), so that outcomes are built the same way for every contender."""
         parts: dict[int, int] = {}
         for name in matched:
-            index, part = name.split(".")
+            index, part, _ = name.split(".")
             parts[int(index)] = parts.get(int(index), 0) | BITS[part]
         found = {}
         for index, mask in parts.items():

@@ -77,3 +77,15 @@ class RuleFileError(UserError):
 
 class UsageError(UserError):
     """A command-line option or argument that does not make sense."""
+
+
+class LinesError(UserError):
+    """Several problems found at once, each printed on its own `error:` line (the first is the
+    message)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines[0])
+        self._lines = lines
+
+    def lines(self) -> list[str]:
+        return self._lines

@@ -46,7 +46,7 @@ from engine.batch.worker import (
     screen_chunk,
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
-from engine.errors import UserError
+from engine.errors import LinesError, UserError
 from engine.io.columns import column_problems
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format, estimated_rows
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
@@ -56,15 +56,8 @@ from engine.screener import Screener
 REJECTED_EXAMPLES = 10  # first rejected rows shown in the summary: field, row, reason only
 
 
-class InputColumnsError(UserError):
+class InputColumnsError(LinesError):
     """Input columns refused before screening: identifiers, derived, unknown or repeated."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__(lines[0])
-        self._lines = lines
-
-    def lines(self) -> list[str]:
-        return self._lines
 
 
 @dataclass

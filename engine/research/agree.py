@@ -33,7 +33,7 @@ from engine.batch.run import BatchOptions, run_batch
 from engine.batch.summary import BatchSummary
 from engine.batch.worker import OutputFormat
 from engine.dictionary import INPUT_FIELDS
-from engine.errors import UsageError
+from engine.errors import LinesError, UsageError
 from engine.models import SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 
@@ -50,15 +50,8 @@ DECIDING = {
 }
 
 
-class LabelsError(UsageError):
+class LabelsError(LinesError, UsageError):
     """A labels file that cannot be compared as given; every problem on its own line."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__(lines[0])
-        self._lines = lines
-
-    def lines(self) -> list[str]:
-        return self._lines
 
 
 @dataclass
