@@ -38,9 +38,15 @@ def start_fork_server(rules_dir: str) -> None:
     previous = {name: os.environ.get(name) for name in (PRELOAD_RULES_ENV, PRELOAD_PARENT_ENV)}
     os.environ[PRELOAD_RULES_ENV] = rules_dir  # read by the server as it starts
     os.environ[PRELOAD_PARENT_ENV] = str(os.getpid())
+    # The server is a fresh interpreter in our process group: a Ctrl-C while it initialises
+    # would print Python's own fatal error beside ours. It starts with SIGINT blocked (the mask
+    # survives exec) and keeps it so, as do the workers it forks: the batch process handles
+    # Ctrl-C and ends them. Blocked, not ignored, so a Ctrl-C meanwhile reaches us on unblocking.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         for name, value in previous.items():
             if value is None:
                 del os.environ[name]
