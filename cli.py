@@ -1359,6 +1359,65 @@ def agree(
         _write_report(out, agree_markdown(report))
 
 
+@app.command()
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Site profile (equipment, navigation, surgeon experience) applied to every case "
+            "and shown as assumptions; never taken from the EHR.",
+            show_default=False,
+        ),
+    ] = None,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Development mode: accept unauthenticated CDS Hooks calls and the public "
+            "sandbox key. Never in production.",
+        ),
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            metavar="ORIGIN",
+            help="An origin (e.g. https://sandbox.cds-hooks.org) allowed to call the CDS Hooks "
+            "endpoints from a browser; repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve the web form (/) and the CDS Hooks service (/cds-services) on one Screener.
+
+    Needs the optional extra: pip install 'miss-screen\\[service]'.
+
+    Example: miss-screen serve --site cases/sites/teaching-hospital.yaml
+    """
+    try:
+        import uvicorn
+
+        from engine.service.app import ServiceConfig, create_app
+    except ImportError as exc:
+        raise UsageError(
+            f"miss-screen serve needs the 'service' extra ({exc.name} is not installed): "
+            "pip install 'miss-screen[service]'"
+        ) from None
+    screener = Screener.load(rules, "durable", site)
+    config = ServiceConfig(
+        screener=screener, dev=dev, cors_origins=tuple(cors_origin or ())
+    )
+    application = create_app(config)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"miss-screen {__version__}: serving on http://{shown}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
 @rules_app.command("docs")
 @handle_errors
 def rules_docs(

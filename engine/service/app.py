@@ -1,0 +1,44 @@
+"""The ASGI application of `miss-screen serve`: one Screener for the process's lifetime.
+
+Every route reads its settings from `ServiceConfig` (on `app.state.config`), never from the
+command line or the environment, so tests build the same app that `serve` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+
+from engine import __version__
+from engine.screener import Screener
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What one service process serves with. The Screener is shared by every request."""
+
+    screener: Screener
+    dev: bool = False  # accept the CDS Hooks sandbox's public key; say so on every page
+    cors_origins: tuple[str, ...] = ()  # exact origins allowed to call the CDS Hooks endpoints
+    feedback_log: Path | None = None  # JSON lines of CDS Hooks card feedback; None: kept in memory
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def config_of(request: Request) -> ServiceConfig:
+    """The service's configuration (a FastAPI dependency)."""
+    config: ServiceConfig = request.app.state.config
+    return config
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """The web form at `/` and the CDS Hooks service at `/cds-services`, on one Screener."""
+    app = FastAPI(
+        title="miss-screen",
+        version=__version__,
+        description="Screening aid for a conversation about minimally invasive spine surgery, "
+        "never an order to operate.",
+    )
+    app.state.config = config
+    return app
