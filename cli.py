@@ -206,6 +206,24 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
 RulesOption = Annotated[
     Path, typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False)
 ]
+# `rules check|test [DIR]` take the directory either way
+RulesDirArgument = Annotated[
+    Path | None,
+    typer.Argument(metavar="[DIR]", help="Rules directory (or --rules DIR).", show_default=False),
+]
+OptionalRulesOption = Annotated[
+    Path | None,
+    typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False),
+]
+SiteOption = Annotated[
+    str | None,
+    typer.Option(
+        "--site",
+        metavar="FILE",
+        help="Site profile (YAML of setting fields) for values a case or row lacks.",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -245,15 +263,7 @@ def screen(
         ),
     ] = None,
     rules: RulesOption = DEFAULT_RULES_DIR,
-    site: Annotated[
-        str | None,
-        typer.Option(
-            "--site",
-            metavar="FILE",
-            help="Site profile (YAML of setting fields) for values the case lacks.",
-            show_default=False,
-        ),
-    ] = None,
+    site: SiteOption = None,
     fail_on: Annotated[
         Verdict | None,
         typer.Option(
@@ -590,15 +600,7 @@ def batch(
     progress: Annotated[
         ProgressMode, typer.Option("--progress", help="Progress bar on stderr.")
     ] = ProgressMode.auto,
-    site: Annotated[
-        str | None,
-        typer.Option(
-            "--site",
-            metavar="FILE",
-            help="Site profile (YAML of setting fields) for rows that lack them.",
-            show_default=False,
-        ),
-    ] = None,
+    site: SiteOption = None,
     input_format: Annotated[
         InputFormatOption | None,
         typer.Option(
@@ -1077,16 +1079,8 @@ def rules_dir_of(positional: Path | None, option: Path | None) -> Path:
 @rules_app.command("check")
 @handle_errors
 def rules_check(
-    directory: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="[DIR]", help="Rules directory (or --rules DIR).", show_default=False
-        ),
-    ] = None,
-    rules: Annotated[
-        Path | None,
-        typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False),
-    ] = None,
+    directory: RulesDirArgument = None,
+    rules: OptionalRulesOption = None,
 ) -> None:
     """Load and check every rule file; report each problem as file:line.
 
@@ -1114,16 +1108,8 @@ def rules_check(
 @rules_app.command("test")
 @handle_errors
 def rules_test(
-    directory: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="[DIR]", help="Rules directory (or --rules DIR).", show_default=False
-        ),
-    ] = None,
-    rules: Annotated[
-        Path | None,
-        typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False),
-    ] = None,
+    directory: RulesDirArgument = None,
+    rules: OptionalRulesOption = None,
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="Output format.")
     ] = ListFormat.text,
