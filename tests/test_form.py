@@ -526,3 +526,25 @@ def test_the_page_is_accessible_in_its_markup(client: TestClient) -> None:
         first = re.search(r"<button[^>]*>", html)
         assert first
         assert "formaction" not in first.group(0)
+
+
+def test_hostile_posts_are_refused_without_echo_or_crash(client: TestClient) -> None:
+    huge = post(client, {**DISC, "bmi": "9" * 1_000_000})
+    assert huge.status_code == 422
+    assert "withheld" in Page(huge.text).field_block("bmi")
+    assert len(huge.text) < 50_000  # the value is not sent back
+    crowded = post(client, {f"x{i}": "1" for i in range(300)})
+    assert crowded.status_code == 400  # more fields than the dictionary holds: not this form
+    binary = client.post(
+        "/", content=b"\xff\xfe=\x00", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert binary.status_code == 422
+    assert "\x00" not in binary.text
+
+
+def test_development_mode_says_so_on_every_page() -> None:
+    dev = TestClient(create_app(ServiceConfig(screener=SCREENER, dev=True)))
+    for response in (dev.get("/"), post(dev, DISC), post(dev, {**DISC, "bmi": "0"})):
+        assert 'id="dev-mode"' in response.text
+    plain = TestClient(create_app(ServiceConfig(screener=SCREENER)))
+    assert 'id="dev-mode"' not in plain.get("/").text
