@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,23 @@ def ruleset() -> Ruleset:
 @pytest.fixture(scope="session")
 def evaluators() -> dict[str, Evaluator]:
     return EVALUATORS
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The questions each web-form consultation answered (tests/test_form_browser.py), in the
+    run's own summary, passed or not."""
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            props = dict(getattr(report, "user_properties", ()))
+            if getattr(report, "when", "") == "call" and "questions_answered" in props:
+                name = report.nodeid.split("::", 1)[-1]
+                outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
+                rows.append(
+                    f"{props['questions_answered']:>2} questions  {props['verdict']:<21} "
+                    f"{outcome:<7} {name}: {props['questions']}"
+                )
+    if rows:
+        terminalreporter.section("web form: questions answered per consultation")
+        for row in rows:
+            terminalreporter.write_line(row)

@@ -41,4 +41,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         "never an order to operate.",
     )
     app.state.config = config
+    from engine.service.form import router as form_router  # form.py reads ServiceConfig from here
+
+    app.include_router(form_router)
     return app
