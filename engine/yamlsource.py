@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,36 @@ class _UniqueKeyLoader(_Loader):
                 raise DuplicateKeyError(key, line, first)
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads `045` as octal 37 and `1:30` as 90; a clinician typing an age or a BMI
+# means decimal. Numbers follow YAML 1.2's core schema instead; other 1.1 number forms stay text,
+# so validation names them as not a number.
+_DECIMAL_INT = re.compile(r"[-+]?[0-9]+")
+_CORE_INT = re.compile(r"0o[0-7]+|0x[0-9a-fA-F]+")
+_CORE_FLOAT = re.compile(
+    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+)
+
+
+def _construct_int(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> int | str:
+    value = str(loader.construct_scalar(node))
+    if _DECIMAL_INT.fullmatch(value):
+        return int(value, 10)
+    if _CORE_INT.fullmatch(value):
+        return int(value, 0)
+    return value
+
+
+def _construct_float(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> float | str:
+    value = str(loader.construct_scalar(node))
+    if _CORE_FLOAT.fullmatch(value):
+        return float(loader.construct_yaml_float(node))
+    return value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 def parse_yaml(text: str) -> YamlDocument:

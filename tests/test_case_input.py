@@ -158,3 +158,43 @@ def test_rows_the_fast_path_cannot_take_are_still_refused(raw: dict[object, obje
 
     with pytest.raises(CaseInputError, match=r"must be text|nested structure"):
         validate_case(raw, "rows.jsonl", row=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("045", 45), ("007.5", 7.5), ("-3", -3), ("0x1F", 31), ("12.5", 12.5)],
+)
+def test_numbers_are_read_as_a_clinician_types_them(text: str, expected: float) -> None:
+    """YAML 1.1 would read `045` as octal 37: a typed age or BMI is decimal (YAML 1.2 numbers)."""
+    from engine.yamlsource import parse_yaml
+
+    assert parse_yaml(f"age_years: {text}").data == {"age_years": expected}
+
+
+def test_a_leading_zero_age_is_screened_as_typed(tmp_path: Path) -> None:
+    """A woman of 056 is 56, past the pregnancy question (RAD-001 asks 10-55); octal would be 46."""
+    import json
+
+    from_set = runner.invoke(
+        app, ["screen", "--set", "sex=female", "--set", "age_years=056", "--format", "json"]
+    )
+    assert from_set.exit_code == 0, from_set.stderr
+    path = tmp_path / "case.yaml"
+    path.write_text("case_id: T-1\nsex: female\nage_years: 056\n")
+    from_file = runner.invoke(app, ["screen", str(path), "--format", "json"])
+    assert from_file.exit_code == 0, from_file.stderr
+    for output in (from_set.stdout, from_file.stdout):
+        open_fields = {f for item in json.loads(output)["not_evaluable"] for f in item["missing"]}
+        assert "pregnant" not in open_fields
+    asked = runner.invoke(
+        app, ["screen", "--set", "sex=female", "--set", "age_years=46", "--format", "json"]
+    )
+    assert "pregnant" in {f for i in json.loads(asked.stdout)["not_evaluable"] for f in i["missing"]}
+
+
+@pytest.mark.parametrize("text", ["1:30", "1_000", "1:30.5"])
+def test_yaml_1_1_number_forms_are_not_numbers(tmp_path: Path, text: str) -> None:
+    """Sexagesimal and underscored numbers stay text, so validation names them (not 90)."""
+    code, _, stderr = screen_file(tmp_path, f"case_id: T-1\nbmi: {text}\n")
+    assert code == 2
+    assert "bmi" in stderr
