@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
+from engine.synth.mix import NormalRange
 
 if TYPE_CHECKING:
     from engine.synth.corrupt import Corruption
@@ -84,6 +85,10 @@ class Draw:
 
     def normal(self, mean: float | Floats, sd: float) -> Floats:
         return mean + sd * self.rng.standard_normal(self.size)
+
+    def within(self, r: NormalRange) -> Floats:
+        """A normal draw clipped to the range."""
+        return np.clip(self.normal(r.mean, r.sd), r.lowest, r.highest)
 
     def pick(self, name: str, weights: Mapping[str, float]) -> Codes:
         """Enum codes of `name` for every row, drawn with the given weights."""

@@ -38,13 +38,11 @@ def draw_age(c: Chunk, mix: ClinicalMix) -> None:
     age = np.full(c.size, np.nan)
     for name, dx in mix.diagnoses.items():
         if dx.age is not None:
-            age[c.dx[name]] = np.clip(
-                c.g.normal(dx.age.mean, dx.age.sd), dx.age.lowest, dx.age.highest
-            )[c.dx[name]]
+            age[c.dx[name]] = c.g.within(dx.age)[c.dx[name]]
     for name, dx in mix.diagnoses.items():
         if dx.age_by_subtype is not None:
             (subtype, inside), (_, rest) = dx.age_by_subtype.items()
-            drawn = [np.clip(c.g.normal(r.mean, r.sd), r.lowest, r.highest) for r in (inside, rest)]
+            drawn = [c.g.within(inside), c.g.within(rest)]
             age[c.dx[name]] = np.where(c.groups[subtype], *drawn)[c.dx[name]]
     c.age = np.rint(age)  # 90 stands for 90 or older (HIPAA Safe Harbor)
     c.g.number("age_years", c.age, c.every)

@@ -71,27 +71,19 @@ def spondylolisthesis_findings(c: Chunk, dx: Diagnosis, mix: ClinicalMix) -> Non
     high_grade = isthmic & g.chance(dx.shares["high_grade_isthmic"]) | rows & ~isthmic & g.chance(
         dx.shares["high_grade_degenerative"]
     )
-    isthmic_slip, cervical_slip, slip = (
-        dx.ranges[name] for name in ("slip_isthmic", "slip_cervical", "slip_degenerative")
-    )
+    ranges = dx.ranges
     percent = np.where(
         isthmic,
-        _clipped(c, isthmic_slip.mean, isthmic_slip.sd, isthmic_slip.lowest, isthmic_slip.highest),
+        g.within(ranges["slip_isthmic"]),
         np.where(
             c.region["cervical"],
-            _clipped(
-                c, cervical_slip.mean, cervical_slip.sd, cervical_slip.lowest, cervical_slip.highest
-            ),
-            _clipped(c, slip.mean, slip.sd, slip.lowest, slip.highest),
+            g.within(ranges["slip_cervical"]),
+            g.within(ranges["slip_degenerative"]),
         ),
     )
     percent = np.where(high_grade, 51 + 59 * g.rng.random(c.size), percent)
     g.number("slip_percent", np.rint(percent), rows & g.chance(0.85))
     c.groups["high_grade"] = high_grade
-
-
-def _clipped(c: Chunk, mean: float, sd: float, lowest: float, highest: float) -> Floats:
-    return np.clip(c.g.normal(mean, sd), lowest, highest)
 
 
 # --- adult deformity -----------------------------------------------------------------------------

@@ -33,8 +33,8 @@ class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AgeRange(_Table):
-    """A normal(mean, sd) clipped to [lowest, highest]; also used for other measurements."""
+class NormalRange(_Table):
+    """A normal(mean, sd) clipped to [lowest, highest]: ages, slip percent."""
 
     mean: float
     sd: Annotated[float, Field(ge=0)]
@@ -42,7 +42,7 @@ class AgeRange(_Table):
     highest: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> AgeRange:
+    def _ordered(self) -> NormalRange:
         if self.lowest > self.highest:
             raise ValueError(f"lowest {self.lowest} is above highest {self.highest}")
         return self
@@ -78,8 +78,8 @@ class Diagnosis(_Table):
     share: Weight
     regions: Mix
     lowest_level: dict[str, Mix] = {}
-    age: AgeRange | None = None
-    age_by_subtype: dict[str, AgeRange] | None = None
+    age: NormalRange | None = None
+    age_by_subtype: dict[str, NormalRange] | None = None
     female_share: Share | None = None
     levels: dict[int, Weight]
     extra_level_if_cervical: Share | None = None
@@ -90,7 +90,7 @@ class Diagnosis(_Table):
     procedures: tuple[ProcedureRule, ...]
     shares: dict[str, Share] = {}
     mixes: dict[str, Mix] = {}
-    ranges: dict[str, AgeRange] = {}
+    ranges: dict[str, NormalRange] = {}
 
     @model_validator(mode="after")
     def _one_age(self) -> Diagnosis:
