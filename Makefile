@@ -45,6 +45,7 @@ wheel-check: setup
 	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet $(WHEEL_DIR)/*.whl
 	cd $(WHEEL_DIR) && venv/bin/miss-screen rules check
 	cd $(WHEEL_DIR) && venv/bin/miss-screen screen $(CURDIR)/cases/examples/*.yaml --format brief >/dev/null
+	cd $(WHEEL_DIR) && venv/bin/miss-screen synth 20 --out synth-check.csv  # engine/synth/mix.yaml ships
 	cd $(WHEEL_DIR) && venv/bin/python -c "from engine import Screener; print(Screener.load().screen({'case_id':'x','age_years':40}).verdict)"
 	cd $(WHEEL_DIR) && venv/bin/python -c 'from importlib.resources import files; s = files("engine.service"); \
 	    assert (s / "templates" / "form.html.j2").is_file() and (s / "static" / "form.css").is_file(), "web form files missing"'

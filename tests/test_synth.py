@@ -129,8 +129,9 @@ def test_typed_rows_keep_column_types_and_still_fail() -> None:
 
 
 def test_clean_rows_are_internally_consistent() -> None:
-    tlics = synth._TLICS_POINTS
-    sins = synth._SINS_POINTS
+    scores = synth.load_mix().scores
+    tlics = {name: scores[name] for name in ("tlics_morphology", "tlics_plc", "tlics_neuro")}
+    sins = {name: points for name, points in scores.items() if name.startswith("sins_")}
     for row in CLEAN:
         diagnosis = row["diagnosis"]
         if row["pregnant"] is True:
