@@ -47,8 +47,7 @@ def request_of(
             orders.append(resource)
         elif kind == "Condition":
             statuses = [
-                c.get("code")
-                for c in resource.get("verificationStatus", {}).get("coding", [])
+                c.get("code") for c in resource.get("verificationStatus", {}).get("coding", [])
             ]
             keys["refutedConditions" if "refuted" in statuses else "conditions"].append(resource)
         elif kind == "Observation":

@@ -341,9 +341,13 @@ def discovery(request: Request) -> Response:
 async def _json_body(request: Request) -> Any:
     body = await request.body()
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise CdsError(400, "invalid", "the request body is not JSON") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
 
 
 def _validation_error(exc: ValidationError | RequestValidationError, what: str) -> CdsError:
