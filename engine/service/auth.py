@@ -86,7 +86,7 @@ def read_jwks(source: str) -> str:
     text = Path(source).read_text(encoding="utf-8")
     try:
         jwt.PyJWKSet.from_json(text)
-    except (jwt.PyJWKError, ValueError, TypeError, KeyError):
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
         raise ValueError(f"{source}: not a JSON Web Key Set with usable keys") from None
     return text
 
@@ -173,7 +173,7 @@ class Verifier:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key,
+                key.key,  # the key itself: a JWK without "alg" would default RSA to RS256
                 algorithms=list(ALGORITHMS),
                 audience=list(audiences),
                 issuer=issuer_name,

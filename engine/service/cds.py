@@ -28,7 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import (
@@ -90,21 +90,33 @@ _REQUEST_FIELDS = frozenset(
     {"body", "hook", "hookInstance", "fhirServer", "fhirAuthorization", "context", "prefetch"}
     | {"feedback", "card", "outcome", "overrideReason", "reason", "code", "system"}
     | {"acceptedSuggestions", "outcomeTimestamp", "userComment", "id"}
+    | {"draftOrders", "selections", "patientId", "userId", "encounterId"}
 )
 
 
 # --- request and response models (the OpenAPI schema; bodies are parsed by hand) ------------
 
 
+class OrderContext(BaseModel):
+    """The context of order-select and order-sign (CDS Hooks 2.0 hook definitions)."""
+
+    model_config = ConfigDict(extra="allow")
+    userId: str | None = None
+    patientId: str | None = None
+    encounterId: str | None = None
+    selections: list[str] | None = Field(None, description="order-select: the orders chosen")
+    draftOrders: dict[str, Any] = Field(description="a FHIR Bundle of the draft orders")
+
+
 class CdsRequest(BaseModel):
     """A CDS Hooks call (CDS Hooks 2.0 "HTTP Request")."""
 
     model_config = ConfigDict(extra="allow")
-    hook: str = Field(description="order-select or order-sign")
-    hookInstance: str = Field(description="A UUID for this hook call; the case's id")
+    hook: Literal["order-select", "order-sign"]
+    hookInstance: str = Field(min_length=1, description="A UUID for this hook call; the case id")
     fhirServer: str | None = None
     fhirAuthorization: dict[str, Any] | None = None
-    context: dict[str, Any] = Field(description="userId, patientId, draftOrders (a Bundle)...")
+    context: OrderContext
     prefetch: dict[str, Any] | None = None
 
 
@@ -395,7 +407,7 @@ def _screen_call(
 ) -> dict[str, Any]:
     if call.hook not in HOOKS:
         raise CdsError(400, "not-supported", f"hook must be one of {', '.join(sorted(HOOKS))}")
-    context = call.context
+    context = call.context.model_dump(exclude_unset=True)
     patient_id = context.get("patientId")
     patient_id = patient_id if isinstance(patient_id, str) else None
     if "draftOrders" not in context:
@@ -569,7 +581,10 @@ def _doc_pages(screener: Screener) -> dict[str, str]:
 _DOC_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
 
 
-@router.get("/rules/", response_class=HTMLResponse, tags=["rule docs"])
+_HTML = {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "HTML page"}
+
+
+@router.get("/rules/", tags=["rule docs"], responses={200: _HTML}, response_model=None)
 def rules_index(request: Request) -> Response:
     """The index of the rules (by the points of MISS and by category), as HTML."""
     config: ServiceConfig = request.app.state.config
@@ -578,9 +593,9 @@ def rules_index(request: Request) -> Response:
 
 @router.get(
     "/rules/{name}",
-    response_class=HTMLResponse,
     tags=["rule docs"],
-    responses={404: {"model": OperationOutcome}},
+    responses={200: _HTML, 404: {"model": OperationOutcome}},
+    response_model=None,
 )
 def rule_page(name: str, request: Request) -> Response:
     """One rule's page (its id, e.g. ACC-008, or its page name), as HTML."""
