@@ -169,6 +169,7 @@ def test_nothing_identifying_reaches_responses_logs_or_feedback(server: Server) 
     for identifier in (*IDENTIFIERS, bearer_jwt, bearer_jwt.split(".")[1]):
         assert identifier not in written, identifier
     assert "Traceback" not in written
+    assert "POST /cds-services" not in server.stderr.read_text()  # no access log at all
 
 
 @pytest.mark.timeout(120)
