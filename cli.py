@@ -1378,6 +1378,46 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    trusted_issuer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-issuer",
+            metavar="ISS=JWKS",
+            help="A CDS Client whose JWTs are accepted: its iss and its JWKS (an https URL or a "
+            "local file); repeat for several. Required unless --dev.",
+            show_default=False,
+        ),
+    ] = None,
+    audience: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--audience",
+            metavar="URL",
+            help="The aud a JWT must carry (default: the URL of the endpoint called, as seen "
+            "through --public-url); repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            metavar="URL",
+            help="The service's URL as callers see it (behind a proxy): used in the cards' links "
+            "and as the expected JWT aud.",
+            show_default=False,
+        ),
+    ] = None,
+    feedback_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--feedback-log",
+            metavar="FILE",
+            help="Append CDS Hooks card feedback (card, outcome, reason code; no identifiers) "
+            "to FILE as JSON lines.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form (/) and the CDS Hooks service (/cds-services) on one Screener.
 
@@ -1394,14 +1434,52 @@ def serve(
             f"miss-screen serve needs the 'service' extra ({exc.name} is not installed): "
             "pip install 'miss-screen[service]'"
         ) from None
+    issuers = _trusted_issuers(trusted_issuer or [])
+    if not dev and not issuers:
+        raise UsageError(
+            "miss-screen serve needs --trusted-issuer ISS=JWKS to authenticate CDS Hooks calls "
+            "(or --dev for unauthenticated development use, never with patient data)"
+        )
+    if feedback_log is not None:
+        check_outputs([], {"--feedback-log": str(feedback_log)})
     screener = Screener.load(rules, "durable", site)
     config = ServiceConfig(
-        screener=screener, dev=dev, cors_origins=tuple(cors_origin or ())
+        screener=screener,
+        dev=dev,
+        cors_origins=tuple(cors_origin or ()),
+        feedback_log=feedback_log,
+        trusted_issuers=issuers,
+        audiences=tuple(audience or ()),
+        public_url=public_url,
     )
     application = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     print(f"miss-screen {__version__}: serving on http://{shown}:{port}/ (Ctrl-C stops)")
+    if dev:
+        print(
+            "warning: --dev: unauthenticated CDS Hooks calls and the public sandbox key are "
+            "accepted; never use it with patient data",
+            file=sys.stderr,
+        )
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _trusted_issuers(pairs: list[str]) -> dict[str, str]:
+    """--trusted-issuer ISS=JWKS pairs: iss -> a JWKS URL or the text of a JWKS file."""
+    from engine.service.auth import read_jwks
+
+    issuers: dict[str, str] = {}
+    for pair in pairs:
+        iss, sep, source = pair.partition("=")
+        if not sep or not iss or not source:
+            raise UsageError("--trusted-issuer expects ISS=JWKS_URL_OR_FILE")
+        try:
+            issuers[iss] = read_jwks(source)
+        except OSError as exc:
+            raise UsageError(f"--trusted-issuer: cannot read {source}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--trusted-issuer: {exc}") from None
+    return issuers
 
 
 @rules_app.command("docs")

@@ -27,6 +27,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.service_latency import bench_service
 from benchmarks.textbook import TextbookRules
 from engine.derive import build_facts
 from engine.evaluate.durable import DurableEvaluator
@@ -484,7 +485,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update results.md")
     parser.add_argument(
         "--only",
-        choices=["engine", "latency", "batch", "questions"],
+        choices=["engine", "latency", "service", "batch", "questions"],
         help="run one part (for profiling; implies --no-write)",
     )
     args = parser.parse_args()
@@ -499,6 +500,9 @@ def main() -> None:
         steadiness_probe(probes)
     if args.only in (None, "latency"):
         bench_latency(20)
+        steadiness_probe(probes)
+    if args.only in (None, "service"):
+        bench_service(report)
         steadiness_probe(probes)
     if args.only in (None, "questions"):
         bench_questions(args.engine_cases, args.runs)

@@ -61,6 +61,7 @@ class Mapped:
     case: dict[str, Scalar]
     provenance: dict[str, Source]
     warnings: list[str] = field(default_factory=list)
+    spine_orders: int = 0  # usable ServiceRequests for a spine operation (0: nothing to screen)
 
     def __iter__(self) -> Any:  # unpack as (case, provenance, warnings)
         return iter((self.case, self.provenance, self.warnings))
@@ -104,7 +105,7 @@ def fhir_to_case(
         digest = hashlib.sha256((salt or _PROCESS_SALT) + patient_key).hexdigest()
         m.case["case_id"] = f"fhir-{int(digest[:16], 16) % 10**12:012d}"
         m.prov["case_id"] = Source("salted hash")
-    return Mapped(m.case, m.prov, m.warnings)
+    return Mapped(m.case, m.prov, m.warnings, m.spine_orders)
 
 
 # --- the mapper ---------------------------------------------------------------------------------
@@ -152,6 +153,7 @@ class _Mapper:
         self.flags: dict[str, list[tuple[Scalar, Source]]] = {}
         self.diagnoses: dict[str, Source] = {}
         self.orders: list[tuple[int, Any]] = []
+        self.spine_orders = 0
 
     def read_all(self, resources: list[Any]) -> bytes:
         models = _models()
@@ -303,6 +305,7 @@ class _Mapper:
                 s == self.term.local for site in order.bodySite or [] for s, _ in _codings(site)
             ):
                 spine.append((index, order))
+        self.spine_orders = len(spine)
         if not spine:
             return
         if len(spine) > 1:

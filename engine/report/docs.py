@@ -55,8 +55,10 @@ def _case_text(case: object) -> str:
     return text.replace("|", "\\|")
 
 
-def render_docs(ruleset: Ruleset, root: Path) -> dict[str, str]:
-    """Every generated page, by file name, for the rules directory `root` is relative to."""
+def render_docs(ruleset: Ruleset, root: Path, *, notes: bool = True) -> dict[str, str]:
+    """Every generated page, by file name, for the rules directory `root` is relative to.
+
+    notes=False leaves out the rule authors' notes (pages served to clinicians)."""
     env = _environment()
     pages: dict[str, str] = {}
     rule_template = env.get_template("rule.md.j2")
@@ -77,7 +79,7 @@ def render_docs(ruleset: Ruleset, root: Path) -> dict[str, str]:
             citation_words=CITATION_WORDS[rule.meta.evidence.value],
             evidence_label=evidence_label(rule.meta.sources),
             source_label=lambda source: evidence_label([source]),
-            notes=" ".join((rule.meta.notes or "").split()),
+            notes=" ".join((rule.meta.notes or "").split()) if notes else "",
             examples=examples,
             source_text=source_text,
             case_text=_case_text,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.markup import escape
@@ -290,66 +291,86 @@ def possible_words(result: Result) -> str:
     )
 
 
+@dataclass(frozen=True)
+class QuestionPlan:
+    """What a report says about open questions, chosen and ranked once for every renderer
+    (the text report, the CDS Hooks card): the questions that can change the verdict, ranked as
+    the policy ranks them (next_questions), and the details that cannot."""
+
+    any_open: bool  # some rule is still open (False: every rule was decided)
+    shown: list[tuple[str, str]]  # (field, the rules that need it), most decisive first
+    rest: list[str]  # further ranked questions, named only
+    possible: str  # the verdicts still possible, in words
+    settings: list[str]  # ranked questions that are settings of the hospital
+    details_only: list[tuple[str, str]]  # (field, rules) that cannot change the verdict
+
+
+def question_plan(result: Result, *, details: bool = False) -> QuestionPlan:
+    """The open questions of a result as every report shows them (QUESTIONS_SHOWN ranked
+    questions on lines of their own unless `details`, the rest named on one line)."""
+    needed_by = questions_by_field(result)
+    ranked = result.next_questions
+    shown = ranked if details else ranked[:QUESTIONS_SHOWN]
+    return QuestionPlan(
+        any_open=bool(needed_by),
+        shown=[(name, needed_words(needed_by[name])) for name in shown],
+        rest=list(ranked[len(shown) :]),
+        possible=possible_words(result),
+        settings=[n for n in ranked if n in SETTING_FIELD_SET],
+        details_only=[
+            (name, needed_words(needed_by[name])) for name in sorted(set(needed_by) - set(ranked))
+        ],
+    )
+
+
+def settings_note(settings: list[str], option: str = "a site profile (--site FILE)") -> str:
+    """Why a setting among the questions is asked once for all cases, not per patient."""
+    one = len(settings) == 1
+    return (
+        f"{', '.join(settings)} {'is a setting' if one else 'are settings'} of the hospital, not "
+        f"of the patient: {option} sets {'it' if one else 'them'} once for all cases"
+    )
+
+
 def _questions(console: Console, result: Result, details: bool, traces: Traces | None) -> None:
     """(a) The questions that can change the verdict, ranked by the policy (next_questions),
     with the verdicts still possible; (b) details that cannot change it, on one line."""
-    needed_by = questions_by_field(result)
-    if not needed_by:
+    plan = question_plan(result, details=details)
+    if not plan.any_open:
         console.print("[bold]Open questions[/bold]: none; every rule was decided")
         return
-    ranked = result.next_questions
-    if ranked:
+    if plan.shown:
         _para(
             console,
             "[bold]Questions that could change the verdict[/bold], most decisive first"
-            f"; verdicts still possible: {escape(possible_words(result))}",
+            f"; verdicts still possible: {escape(plan.possible)}",
         )
-        shown = ranked if details else ranked[:QUESTIONS_SHOWN]
         rows = [
-            (f"{n}.", f"{escape(name)}: {needed_words(needed_by[name])}")
-            for n, name in enumerate(shown, 1)
+            (f"{n}.", f"{escape(name)}: {words}") for n, (name, words) in enumerate(plan.shown, 1)
         ]
         _rows(console, rows)
-        rest = ranked[len(shown) :]
-        if rest:
-            _rows(console, [("then:", escape(", ".join(rest)))])
+        if plan.rest:
+            _rows(console, [("then:", escape(", ".join(plan.rest)))])
     else:
         _para(
             console,
             f"[bold]Questions that could change the verdict[/bold]: none; "
             f"{escape(result.verdict.value)} stands",
         )
-    settings = [n for n in ranked if n in SETTING_FIELD_SET]
-    if settings:
-        one = len(settings) == 1
-        _rows(
-            console,
-            [
-                (
-                    "note:",
-                    f"{escape(', '.join(settings))} {'is a setting' if one else 'are settings'} of "
-                    "the hospital, not of the patient: a site profile (--site FILE) sets "
-                    f"{'it' if one else 'them'} once for all cases",
-                )
-            ],
-        )
+    if plan.settings:
+        _rows(console, [("note:", escape(settings_note(plan.settings)))])
     if details and traces is not None:
         _open_traces(console, result, traces)
-    detail_fields = sorted(set(needed_by) - set(ranked))
-    if detail_fields:
+    if plan.details_only:
         if details:
-            rows = [(f"{escape(name)}:", needed_words(needed_by[name])) for name in detail_fields]
+            rows = [(f"{escape(name)}:", words) for name, words in plan.details_only]
             console.print("  Details only (cannot change the verdict)")
             _rows(console, rows, indent=4)
         else:
+            names = ", ".join(name for name, _ in plan.details_only)
             _rows(
                 console,
-                [
-                    (
-                        "details only:",
-                        escape(", ".join(detail_fields)) + " (cannot change the verdict)",
-                    )
-                ],
+                [("details only:", escape(names) + " (cannot change the verdict)")],
             )
 
 

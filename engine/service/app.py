@@ -6,6 +6,7 @@ command line or the environment, so tests build the same app that `serve` runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,10 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ()  # exact origins allowed to call the CDS Hooks endpoints
     feedback_log: Path | None = None  # JSON lines of CDS Hooks card feedback; None: kept in memory
     extra: dict[str, object] = field(default_factory=dict)
+    # CDS Hooks JWT issuers trusted: iss -> JWKS URL or the JSON text of a JWKS file (auth.py)
+    trusted_issuers: Mapping[str, str] = field(default_factory=dict)
+    audiences: tuple[str, ...] = ()  # a token's aud must be one of these (else the URL called)
+    public_url: str | None = None  # the service's URL as callers see it (links, aud); None: Host
 
 
 def config_of(request: Request) -> ServiceConfig:
@@ -41,7 +46,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         "never an order to operate.",
     )
     app.state.config = config
+    from engine.service.cds import install  # CDS Hooks: routes, errors, CORS, request guard
     from engine.service.form import router as form_router  # form.py reads ServiceConfig from here
 
+    install(app, config)
     app.include_router(form_router)
     return app
