@@ -1435,11 +1435,6 @@ def serve(
             "pip install 'miss-screen[service]'"
         ) from None
     issuers = _trusted_issuers(trusted_issuer or [])
-    if not dev and not issuers:
-        raise UsageError(
-            "miss-screen serve needs --trusted-issuer ISS=JWKS to authenticate CDS Hooks calls "
-            "(or --dev for unauthenticated development use, never with patient data)"
-        )
     if feedback_log is not None:
         check_outputs([], {"--feedback-log": str(feedback_log)})
     screener = Screener.load(rules, "durable", site)
@@ -1459,6 +1454,13 @@ def serve(
         print(
             "warning: --dev: unauthenticated CDS Hooks calls and the public sandbox key are "
             "accepted; never use it with patient data",
+            file=sys.stderr,
+        )
+    elif not issuers:
+        # the web form needs no token; an EHR's call without a trusted issuer is always refused
+        print(
+            "note: no --trusted-issuer given: the web form is served, and every CDS Hooks call "
+            "is refused (401) until an issuer is trusted (or --dev, never with patient data)",
             file=sys.stderr,
         )
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

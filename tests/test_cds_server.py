@@ -1,6 +1,6 @@
 """The real `miss-screen serve` process on 127.0.0.1, called over HTTP: the README's curl
 example returns a card, and nothing identifying (nor a token) reaches its stderr, its responses
-or its feedback log. Also: serve refuses to start without --dev or a trusted issuer."""
+or its feedback log. Also: without --dev or a trusted issuer, serve serves the form and refuses CDS calls."""
 
 from __future__ import annotations
 
@@ -173,17 +173,37 @@ def test_nothing_identifying_reaches_responses_logs_or_feedback(server: Server) 
 
 
 @pytest.mark.timeout(120)
-def test_serve_refuses_to_start_without_dev_or_a_trusted_issuer() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+def test_serve_without_an_issuer_serves_the_form_and_refuses_every_cds_call() -> None:
+    """No --dev and no --trusted-issuer: the clinician's form works; an EHR's call is a 401."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
     )
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("error: ")
-    assert "--trusted-issuer" in lines[0]
-    assert "--dev" in lines[0]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                status, page = http("GET", url + "/")
+                break
+            except OSError:
+                assert process.poll() is None, "serve exited"
+                assert time.monotonic() < deadline, "the server did not start in 90 s"
+                time.sleep(0.2)
+        assert status == 200
+        assert "never an order to operate" in page
+        request = json.dumps(identifying_request()).encode()
+        status, body = http(
+            "POST", url + "/cds-services/miss-screen", request, {"Content-Type": "application/json"}
+        )
+        assert status == 401
+        assert json.loads(body)["resourceType"] == "OperationOutcome"
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    note = err.decode()
+    assert "--trusted-issuer" in note
+    assert "refused" in note

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from starlette.routing import Match
 
 from engine import __version__
 from engine.screener import Screener
@@ -35,6 +36,25 @@ def config_of(request: Request) -> ServiceConfig:
     """The service's configuration (a FastAPI dependency)."""
     config: ServiceConfig = request.app.state.config
     return config
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods every route of this path takes, for a 405's Allow header.
+
+    Starlette names only the first route whose path matched (GET / and POST / are two routes).
+    """
+    methods = [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.routes
+        )
+    ]
+    return ", ".join(methods)
 
 
 def create_app(config: ServiceConfig) -> FastAPI:

@@ -51,7 +51,7 @@ from engine.io.deid import case_id_identifier_kinds
 from engine.report.docs import page_name, render_docs
 from engine.report.markdown import md
 from engine.screener import Screener
-from engine.service.app import ServiceConfig
+from engine.service.app import ServiceConfig, allowed_methods
 from engine.service.auth import AuthError, Verifier
 from engine.service.cards import OVERRIDE_REASONS, clean, problem_card, result_card
 
@@ -636,6 +636,9 @@ def install(app: FastAPI, config: ServiceConfig) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+        if exc.status_code == 405:
+            allow = {"Allow": allowed_methods(request)}
+            exc = StarletteHTTPException(405, exc.detail, {**(exc.headers or {}), **allow})
         if not _ours(request):
             return await http_exception_handler(request, exc)
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")

@@ -483,6 +483,6 @@ async def result_json(request: Request, config: ServiceConfig = Depends(config_o
     )
 
 
-@router.get("/static/form.css")
+@router.get("/static/form.css", include_in_schema=False)
 def stylesheet() -> Response:
     return Response(_stylesheet(), media_type="text/css", headers=SECURITY_HEADERS)
