@@ -1,6 +1,7 @@
 """The real `miss-screen serve` process on 127.0.0.1, called over HTTP: the README's curl
 example returns a card, and nothing identifying (nor a token) reaches its stderr, its responses
-or its feedback log. Also: without --dev or a trusted issuer, serve serves the form and refuses CDS calls."""
+or its feedback log. Also: without --dev or a trusted issuer, serve serves the form and
+refuses CDS calls."""
 
 from __future__ import annotations
 
