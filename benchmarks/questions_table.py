@@ -33,6 +33,9 @@ SITE: SiteProfile = {
     "navigation_available": True,
     "surgeon_mis_cases": 50,
 }
+# Routine intake a clinic usually has on file: shown beside the targets, never counted in them
+# (the targets are for the bare case). A BMI of 25 and no operation at the level.
+INTAKE: dict[str, object] = {"bmi": 25, "prior_surgery_same_level": False}
 ROWS, SEED = 2000, 2026
 DEGENERATIVE = (
     "disc_herniation",
@@ -98,6 +101,7 @@ def render(ruleset: Ruleset | None = None) -> str:
     bare_screener = Screener.from_ruleset(ruleset, "reference")
     sited_screener = bare_screener.with_site(SITE)
     by_diagnosis: dict[str, list[tuple[list[str], list[str], Verdict, int]]] = {}
+    with_intake: dict[str, list[int]] = {}
     for case in bare_cases():
         case_id, values = validate_case({"case_id": "bare", **case}, "synth")
         bare = bare_screener.screening(case_id, values).result
@@ -105,8 +109,12 @@ def render(ruleset: Ruleset | None = None) -> str:
         by_diagnosis.setdefault(str(case["diagnosis"]), []).append(
             (bare.next_questions, sited.next_questions, sited.verdict, _red_flags(sited))
         )
+        _, intake_values = validate_case({"case_id": "bare", **case, **INTAKE}, "synth")
+        intake = sited_screener.screening(case_id, intake_values).result
+        with_intake.setdefault(str(case["diagnosis"]), []).append(len(intake.next_questions))
     limit, deformity_fields = deformity_limit(ruleset)
     site = ", ".join(f"{k}: {_show(v)}" for k, v in SITE.items())
+    intake = ", ".join(f"`{k}: {_show(v)}`" for k, v in INTAKE.items())
     lines = [
         "# Questions that can change the verdict, per diagnosis",
         "",
@@ -119,11 +127,13 @@ def render(ruleset: Ruleset | None = None) -> str:
         "(issue 21): with the site profile, on average at most 3 for a degenerative diagnosis, "
         "at most 6 for fracture, tumour and infection, and for adult deformity no more than "
         f"the inputs of the MISDEF classification plus the red flags ({limit}: "
-        f"{', '.join(deformity_fields)}).",
+        f"{', '.join(deformity_fields)}). For comparison only (not the target's case): the "
+        f"same cases with the site profile and routine intake recorded ({intake}).",
         "",
         "| diagnosis | cases | bare: mean (max) | with site: mean (max) | of which red flags "
-        "| target | met | insufficient_data with site | fields asked with site (share of cases) |",
-        "|---|---:|---:|---:|---:|---:|:-:|---:|---|",
+        "| target | met | insufficient_data with site | with site and intake: mean (max) "
+        "| fields asked with site (share of cases) |",
+        "|---|---:|---:|---:|---:|---:|:-:|---:|---:|---|",
     ]
     for diagnosis in FIELDS_BY_NAME["diagnosis"].values:
         found = by_diagnosis.get(diagnosis)
@@ -147,11 +157,13 @@ def render(ruleset: Ruleset | None = None) -> str:
         if len(asked) > TOP_FIELDS:
             fields += f", and {len(asked) - TOP_FIELDS} more"
         insufficient = sum(v is Verdict.insufficient_data for _, _, v, _ in found)
+        intake_counts = with_intake[diagnosis]
         lines.append(
             f"| {diagnosis} | {len(found)} | {statistics.fmean(bare_counts):.1f} "
             f"({max(bare_counts)}) | {mean:.1f} ({max(site_counts)}) | {flags:.1f} | "
             f"{'' if target is None else target} | {met} | "
-            f"{100 * insufficient / len(found):.0f} % | {fields or 'none'} |"
+            f"{100 * insufficient / len(found):.0f} % | {statistics.fmean(intake_counts):.1f} "
+            f"({max(intake_counts)}) | {fields or 'none'} |"
         )
     lines.append("")
     return "\n".join(lines)
