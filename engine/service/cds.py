@@ -515,9 +515,9 @@ def _service_routes(service_id: str) -> None:
         except ValidationError as exc:
             raise _validation_error(exc, "request") from None
         base = _base_url(request, config)
-        body = await run_in_threadpool(
-            _screen_call, config, parsed, base, state_of(request).feedback
-        )
+        # a call is ~2 ms of CPU under the GIL: run inline, first come first served, rather than
+        # hand it to a thread pool where 8 concurrent calls convoy on the GIL (p99 doubled)
+        body = _screen_call(config, parsed, base, state_of(request).feedback)
         return CleanJSONResponse(body)
 
     @router.post(
