@@ -270,6 +270,69 @@ def test_no_spine_order_gives_no_cards(dev: TestClient) -> None:
     assert response.json() == {"cards": []}
 
 
+SNOMED = "http://snomed.info/sct"
+LOCAL = "http://miss-screen.example.org/fhir/CodeSystem/spine"
+
+
+def coded_request(*codings: tuple[str, str], hook: str = "order-select") -> dict[str, Any]:
+    """The disc herniation request with its draft order coded only as given: no local code in
+    `code` or `bodySite` (the lumbar spine as SNOMED CT), as a real EHR's order would come."""
+    request = request_of(json.loads(DISC.read_text()), hook=hook)
+    draft = request["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["code"] = {"coding": [{"system": s, "code": c} for s, c in codings]}
+    draft["bodySite"] = [{"coding": [{"system": SNOMED, "code": "122496007"}]}]
+    return request
+
+
+def _questions(card: dict[str, Any]) -> str:
+    return card["detail"].split("**Questions that could change the verdict**", 1)[-1]
+
+
+@pytest.mark.parametrize("service_id", sorted(SERVICES))
+def test_a_draft_order_coded_only_in_snomed_gets_the_card_of_its_procedure(
+    dev: TestClient, service_id: str
+) -> None:
+    hook = SERVICES[service_id]
+    snomed = coded_request((SNOMED, "3418002"), hook=hook)  # Discectomy of spine
+    assert _mapped_case(snomed)["planned_procedure"] == "discectomy"
+    card = card_of(dev.post(f"/cds-services/{service_id}", json=snomed))
+    local = card_of(
+        dev.post(
+            f"/cds-services/{service_id}",
+            json=coded_request((LOCAL, "procedure-discectomy"), hook=hook),
+        )
+    )
+    assert (card["summary"], card["indicator"], card["detail"]) == (
+        local["summary"],
+        local["indicator"],
+        local["detail"],
+    )
+    assert "`planned_procedure`" not in _questions(card)  # known, so never asked
+    result = screener().screen(_mapped_case(snomed))
+    assert f"({result.verdict.value})" in card["summary"]
+
+
+def test_a_generic_snomed_spine_code_gets_a_card_asking_for_the_procedure(dev: TestClient) -> None:
+    request = coded_request((SNOMED, "392236004"))  # Operative procedure on spinal structure
+    assert "planned_procedure" not in _mapped_case(request)
+    card = card_of(dev.post(URL, json=request))
+    assert "`planned_procedure`" in _questions(card)
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        (SNOMED, "609588000"),  # Total knee replacement
+        (SNOMED, "118442004"),  # Drainage of abscess (no site)
+        ("http://www.ama-assn.org/go/cpt", "63030"),  # CPT is not mapped
+    ],
+)
+def test_a_non_spine_snomed_order_gets_no_cards(dev: TestClient, coding: tuple[str, str]) -> None:
+    response = dev.post(URL, json=coded_request(coding))
+    assert response.status_code == 200
+    assert response.json() == {"cards": []}
+
+
 def test_order_select_screens_only_the_selected_orders(dev: TestClient) -> None:
     request = disc_request()
     request["context"]["selections"] = ["ServiceRequest/not-there"]

@@ -393,3 +393,81 @@ def test_cli_writes_nothing_identifying(output_format: str, tmp_path: Path) -> N
     if output_format == "text":
         assert "Observation LOINC 39156-5" in done.stdout
         assert "region" in done.stdout
+
+
+# --- SNOMED CT procedure codes on the ServiceRequest ---------------------------------------------
+
+SNOMED = "http://snomed.info/sct"
+CODES = yaml.safe_load((ROOT / "rules" / "terminology" / "codes.yaml").read_text())
+PROCEDURE_CODES = [
+    (str(s["code"]), p["value"]) for p in CODES["procedures"] for s in p.get("snomed", [])
+]
+
+
+def order(*codings: tuple[str, str], status: str = "draft") -> dict[str, Any]:
+    """A ServiceRequest with these (system, code) codings and no local code anywhere."""
+    return {
+        "resourceType": "ServiceRequest",
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p"},
+        "code": {"coding": [{"system": s, "code": c} for s, c in codings]},
+        "bodySite": [{"coding": [{"system": SNOMED, "code": "122496007"}]}],  # lumbar spine
+    }
+
+
+@pytest.mark.parametrize(("code", "value"), PROCEDURE_CODES)
+def test_an_order_coded_only_in_snomed_is_a_spine_order_with_its_procedure(
+    code: str, value: str
+) -> None:
+    mapped = fhir_to_case([order((SNOMED, code))], REF)
+    assert mapped.spine_orders == 1
+    assert mapped.case["planned_procedure"] == value
+    assert str(mapped.provenance["planned_procedure"]) == f"ServiceRequest.code SNOMED CT {code}"
+    assert mapped.case["region"] == "lumbar"
+    assert mapped.warnings == []
+
+
+@pytest.mark.parametrize("code", [str(s["code"]) for s in CODES["spine_procedures"]])
+def test_a_generic_spine_code_is_a_spine_order_with_the_procedure_left_unknown(code: str) -> None:
+    mapped = fhir_to_case([order((SNOMED, code))], REF)
+    assert mapped.spine_orders == 1
+    assert "planned_procedure" not in mapped.case
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        (SNOMED, "609588000"),  # Total knee replacement (IPS Free Set): not a spine operation
+        (SNOMED, "118442004"),  # Drainage of abscess: names no site
+        (SNOMED, "not-a-code"),
+        (LOINC, "55705006"),  # a spinal fusion code under another system is not one
+        (ICD, "3418002"),
+        ("http://www.ama-assn.org/go/cpt", "22630"),  # CPT is not mapped (AMA-licensed)
+    ],
+)
+def test_an_order_without_a_mapped_spine_code_is_not_screened(coding: tuple[str, str]) -> None:
+    mapped = fhir_to_case([order(coding)], REF)
+    assert mapped.spine_orders == 0
+    assert "planned_procedure" not in mapped.case
+    assert "region" not in mapped.case
+
+
+@pytest.mark.parametrize("status", ["completed", "revoked", "entered-in-error"])
+def test_a_snomed_coded_order_no_longer_planned_is_not_screened(status: str) -> None:
+    mapped = fhir_to_case([order((SNOMED, "55705006"), status=status)], REF)
+    assert mapped.spine_orders == 0
+    assert "planned_procedure" not in mapped.case
+
+
+def test_codes_that_disagree_on_the_procedure_keep_the_first_with_a_warning() -> None:
+    local = "http://miss-screen.example.org/fhir/CodeSystem/spine"
+    mapped = fhir_to_case([order((local, "procedure-fusion"), (SNOMED, "3418002"))], REF)
+    assert mapped.case["planned_procedure"] == "fusion"
+    assert (
+        str(mapped.provenance["planned_procedure"]) == "ServiceRequest.code local procedure-fusion"
+    )
+    assert any("SNOMED CT 3418002 disagrees" in w for w in mapped.warnings)
+    agreeing = fhir_to_case([order((SNOMED, "55705006"), (SNOMED, "50172003"))], REF)
+    assert agreeing.case["planned_procedure"] == "fusion"
+    assert agreeing.warnings == []

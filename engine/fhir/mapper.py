@@ -301,8 +301,13 @@ class _Mapper:
         for index, order in self.orders:
             if order.status not in _SR_USE:
                 continue
-            if any(s == self.term.local for s, _ in _codings(order.code)) or any(
-                s == self.term.local for site in order.bodySite or [] for s, _ in _codings(site)
+            codes = _codings(order.code)
+            if (
+                any(s == self.term.local for s, _ in codes)
+                or any(self.term.spine_procedure(s, c)[0] for s, c in codes)
+                or any(
+                    s == self.term.local for site in order.bodySite or [] for s, _ in _codings(site)
+                )
             ):
                 spine.append((index, order))
         self.spine_orders = len(spine)
@@ -313,6 +318,10 @@ class _Mapper:
         index, order = spine[0]
         for system, code in _codings(order.code):
             if system != self.term.local:
+                _, procedure = self.term.spine_procedure(system, code)
+                if procedure is not None:  # a confirmed SNOMED CT code, safe to name
+                    src = Source("ServiceRequest.code", "SNOMED CT", code)
+                    self._set("planned_procedure", procedure, src)
                 continue
             src = Source("ServiceRequest.code", "local", code)
             kind, _, value = code.partition("-")

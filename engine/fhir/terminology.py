@@ -10,10 +10,14 @@ from typing import Any
 
 import yaml
 
+from engine.dictionary import FIELDS_BY_NAME
+from engine.errors import RuleFileError
+
 _PACKAGE = Path(__file__).resolve().parent.parent
 SYSTEM_NAMES = {"loinc": "LOINC", "snomed": "SNOMED CT", "icd10cm": "ICD-10-CM", "local": "local"}
 UCUM = "http://unitsofmeasure.org"
 _ICD10CM = re.compile(r"[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?")
+_SCTID = re.compile(r"[1-9][0-9]{5,17}")  # a SNOMED CT identifier: 6 to 18 digits
 
 
 def default_terminology_dir() -> Path:
@@ -48,6 +52,9 @@ class Terminology:
     icd10cm: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)  # code -> [(field, v)]
     snomed_conditions: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
     body_sites: dict[tuple[str, str], str] = field(default_factory=dict)
+    procedures: dict[str, str] = field(default_factory=dict)  # SNOMED CT code -> planned_procedure
+    spine_procedures: frozenset[str] = frozenset()  # SNOMED CT: a spine operation of unsaid kind
+    uncovered_procedures: dict[str, str] = field(default_factory=dict)  # value -> why no code
 
     @property
     def local(self) -> str:
@@ -58,6 +65,14 @@ class Terminology:
             if known == url:
                 return SYSTEM_NAMES[short]
         return "unknown system"
+
+    def spine_procedure(self, url: str, code: str) -> tuple[bool, str | None]:
+        """(is this ServiceRequest.code a spine operation, the planned_procedure it says)."""
+        if url != self.urls["snomed"]:
+            return False, None
+        if code in self.procedures:
+            return True, self.procedures[code]
+        return code in self.spine_procedures, None
 
     def condition_values(self, url: str, code: str) -> list[tuple[str, Any]]:
         """The (field, value) pairs a condition code sets; ICD-10-CM matches descendants too."""
@@ -97,4 +112,50 @@ def load_terminology(folder: Path | None = None) -> Terminology:
             term.snomed_conditions.setdefault(str(entry["code"]), []).append(pair)
     for site in doc["body_sites"]:
         term.body_sites[(urls[site["system"]], str(site["code"]))] = site["value"]
+    _load_procedures(term, doc, path)
     return term
+
+
+def _load_procedures(term: Terminology, doc: dict[str, Any], path: Path) -> None:
+    """The `procedures` and `spine_procedures` sections, checked: every planned_procedure value
+    once, either with confirmed SNOMED CT codes or a reason it has none; no code twice."""
+    values = FIELDS_BY_NAME["planned_procedure"].values
+    problems: list[str] = []
+    seen: set[str] = set()
+
+    def code_of(entry: Any, where: str) -> str | None:
+        if not isinstance(entry, dict) or not isinstance(entry.get("code"), str):
+            problems.append(f"{where}: each code is a quoted string under `code`")
+            return None
+        code = str(entry["code"])
+        if not _SCTID.fullmatch(code):
+            problems.append(f"{where}: {code!r} is not a SNOMED CT identifier")
+        if not str(entry.get("confirmed") or "").strip():
+            problems.append(f"{where}: {code} does not say where it was confirmed")
+        if code in seen:
+            problems.append(f"{where}: {code} is listed twice")
+        seen.add(code)
+        return code
+
+    listed: list[str] = []
+    for entry in doc.get("procedures") or []:
+        value = entry.get("value") if isinstance(entry, dict) else None
+        if value not in values:
+            problems.append(f"procedures: {value!r} is not a planned_procedure value")
+            continue
+        listed.append(value)
+        codes, why = entry.get("snomed") or [], str(entry.get("uncovered") or "").strip()
+        if bool(codes) == bool(why):
+            problems.append(f"procedures {value}: give either `snomed` codes or `uncovered`")
+        if why:
+            term.uncovered_procedures[value] = why
+        for item in codes:
+            code = code_of(item, f"procedures {value}")
+            if code:
+                term.procedures[code] = value
+    if sorted(listed) != sorted(values):
+        problems.append(f"procedures: list each planned_procedure value once ({', '.join(values)})")
+    spine = {code_of(e, "spine_procedures") for e in doc.get("spine_procedures") or []}
+    term.spine_procedures = frozenset(c for c in spine if c)
+    if problems:
+        raise RuleFileError("; ".join(problems), path=str(path))
