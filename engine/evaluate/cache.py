@@ -9,38 +9,27 @@ that does not stand for exactly the rule statuses the compiled rules have, is ig
 layout is computed again and the file rewritten). Only a layout that passed every limit check
 is ever written.
 
-Where: `$MISS_SCREEN_CACHE_DIR` if set (empty: no cache at all), else
-`$XDG_CACHE_HOME/miss-screen`, else `~/.cache/miss-screen`. Nothing in it identifies a case or a
-person: it holds rule patterns only.
+Where: engine.cachedir (`$MISS_SCREEN_CACHE_DIR`, empty for none).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from engine.cachedir import CACHE_ENV, cache_dir, prune, read_json, write_json
 from engine.evaluate.layout import Layout
 
-CACHE_ENV = "MISS_SCREEN_CACHE_DIR"
+__all__ = ["CACHE_ENV", "cache_dir", "cached_layout", "code_digest", "layout_key"]
+
 FORMAT = 1  # bump when the file's shape changes
+KEEP = 8  # layouts kept (other rules directories, other versions of the code)
 ENGINE = Path(__file__).resolve().parent.parent  # the engine package
 # the code a layout depends on: the pattern compiler, layout, network model and evaluator
 # (aliases, value codes), the condition trees and rules they read, and the data dictionary
 SOURCES = ("evaluate", "rules", "dictionary.py", "models.py")
-
-
-def cache_dir() -> Path | None:
-    """The layout cache directory, or None when caching is switched off."""
-    given = os.environ.get(CACHE_ENV)
-    if given is not None:
-        return Path(given) if given else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "miss-screen"
 
 
 def code_digest() -> str:
@@ -87,12 +76,13 @@ def cached_layout(
         return found
     made = compute()
     _write(path, key, made)
+    prune(folder, "layout-*.json", KEEP)
     return made
 
 
 def _read(path: Path, key: str, expected: set[tuple[int, int]]) -> Layout | None:
+    data = read_json(path)
     try:
-        data = json.loads(path.read_bytes())
         if data["format"] != FORMAT or data["key"] != key:
             return None
         texts, groups, bounds = data["texts"], data["groups"], data["bounds"]
@@ -109,7 +99,7 @@ def _read(path: Path, key: str, expected: set[tuple[int, int]]) -> Layout | None
             and all(isinstance(b, int) for b in bounds)
             and {pair for pairs in targets.values() for pair in pairs} <= expected
         )
-    except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable or damaged
+    except (ValueError, KeyError, TypeError):  # damaged, or not what this code writes
         return None
     if not ok:
         return None
@@ -117,24 +107,16 @@ def _read(path: Path, key: str, expected: set[tuple[int, int]]) -> Layout | None
 
 
 def _write(path: Path, key: str, made: Layout) -> None:
-    """Write atomically (a reader sees the old file or the whole new one); failures ignored."""
-    data = {
-        "format": FORMAT,
-        "key": key,
-        "texts": made.texts,
-        "targets": {name: [list(pair) for pair in pairs] for name, pairs in made.targets.items()},
-        "groups": made.groups,
-        "bounds": made.bounds,
-    }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=".layout-", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(data, out, separators=(",", ":"))
-            os.replace(temp, path)
-        except BaseException:
-            os.unlink(temp)
-            raise
-    except OSError:
-        return
+    write_json(
+        path,
+        {
+            "format": FORMAT,
+            "key": key,
+            "texts": made.texts,
+            "targets": {
+                name: [list(pair) for pair in pairs] for name, pairs in made.targets.items()
+            },
+            "groups": made.groups,
+            "bounds": made.bounds,
+        },
+    )
