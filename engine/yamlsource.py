@@ -139,7 +139,11 @@ class ParsedCache:
 
     def __init__(self, folder: Path | None = None) -> None:
         folder = cache_dir() if folder is None else folder
-        self.path = None if folder is None else folder / f"yaml-{_parser_digest()}.json"
+        try:
+            digest = _parser_digest()
+        except OSError:  # no source to key by (an install without .py files): no cache
+            folder = None
+        self.path = None if folder is None else folder / f"yaml-{digest}.json"
         found = read_json(self.path) if self.path is not None else None
         self.stored: dict[str, str] = {}
         if isinstance(found, dict) and all(isinstance(v, str) for v in found.values()):

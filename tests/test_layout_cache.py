@@ -161,3 +161,14 @@ def test_a_cache_that_cannot_be_written_is_no_error(
     monkeypatch.setenv(cache.CACHE_ENV, str(blocked / "cache"))
     assert _same(DurableEvaluator(RULESET).layout, _fresh())
     assert blocked.read_text() == "a file where the folder should be"
+
+
+def test_without_source_files_nothing_is_cached(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An install without .py files has no code to key by: the layout is computed each time."""
+    monkeypatch.setattr(cache, "ENGINE", tmp_path / "no-source")
+    with pytest.raises(FileNotFoundError, match=r"layout\.py"):
+        cache.layout_key(RULESET.sha256)
+    assert _same(DurableEvaluator(RULESET).layout, _fresh())
+    assert not folder.exists()

@@ -118,3 +118,19 @@ def test_an_empty_setting_switches_the_cache_off(
     assert cache.parse("a: 1\n").data == {"a": 1}
     cache.save()
     assert not list(tmp_path.iterdir())
+
+
+def test_without_its_source_the_parser_caches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.yamlsource as source
+
+    def missing() -> str:
+        raise FileNotFoundError("yamlsource.py")
+
+    monkeypatch.setattr(source, "_parser_digest", missing)
+    cache = ParsedCache(tmp_path)
+    assert cache.path is None
+    assert cache.parse("a: 1\n").data == {"a": 1}
+    cache.save()
+    assert not list(tmp_path.iterdir())

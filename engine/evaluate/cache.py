@@ -33,9 +33,13 @@ SOURCES = ("evaluate", "rules", "dictionary.py", "models.py")
 
 
 def code_digest() -> str:
-    """sha256 of every source file a layout depends on (SOURCES), by relative path."""
+    """sha256 of every source file a layout depends on (SOURCES), by relative path; OSError
+    when there is none to read (an install without .py files: nothing to key by)."""
     digest = hashlib.sha256()
-    for path in sorted(_sources(), key=lambda p: p.relative_to(ENGINE).as_posix()):
+    found = sorted(_sources(), key=lambda p: p.relative_to(ENGINE).as_posix())
+    if not any(p.name == "layout.py" for p in found):
+        raise FileNotFoundError(ENGINE / "evaluate" / "layout.py")
+    for path in found:
         digest.update(path.relative_to(ENGINE).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
