@@ -7,6 +7,7 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -52,6 +53,12 @@ def _on_interrupt(handler: signal.Handlers | object) -> None:
 # once the command is done it is ignored, so the exit code is the command's.
 PROGRAM = os.path.basename(sys.argv[0]) in ("miss-screen", "cli.py")
 _on_interrupt(_interrupted_while_starting)
+# Start-up allocates only objects that live as long as the process (modules, then the rules):
+# the cyclic collector would walk them again and again for nothing, about 60 ms of a cold
+# `screen` (benchmarks/results.md). It is paused until the command starts (handle_errors),
+# and those objects are then frozen out of its walks; load_screener does the same for the rules.
+if PROGRAM:
+    gc.disable()
 
 import errno
 import functools
@@ -175,6 +182,8 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if PROGRAM:
             _on_interrupt(signal.default_int_handler)
+            gc.freeze()  # what the imports built, out of the collector's walks (see the top)
+            gc.enable()
         try:
             return command(*args, **kwargs)
         except typer.Exit:
@@ -201,6 +210,20 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
                 _on_interrupt(signal.SIG_IGN)
 
     return wrapper
+
+
+def load_screener(rules: Path, engine: str, site: str | None) -> Screener:
+    """Screener.load; run as the program, with the collector paused while the rules are built
+    and their objects then frozen out of its walks (they live as long as the process)."""
+    if not PROGRAM:
+        return Screener.load(rules, engine, site)
+    gc.disable()
+    try:
+        screener = Screener.load(rules, engine, site)
+        gc.freeze()
+    finally:
+        gc.enable()
+    return screener
 
 
 RulesOption = Annotated[
@@ -343,7 +366,7 @@ def screen(
         raise UsageError("--format html makes the page of one case; give one case file")
     if out is not None:
         check_outputs(files, {"--out": out})
-    screener = Screener.load(rules, engine, site)
+    screener = load_screener(rules, engine, site)
     results = []
     traces: list[Traces | None] = []
     inputs: list[str | None] = list(files) or [None]
@@ -422,7 +445,7 @@ def screen_fhir(
         raw.update(overrides)
         provenance.update({name: "--set" for name in overrides})
     case_id, values = validate_case(raw, f"{source} (FHIR)" + (" with --set" if set_values else ""))
-    screener = Screener.load(rules, engine, site)
+    screener = load_screener(rules, engine, site)
     decision = screener.decide(case_id, values, source=source)
     result = screener.result_of(case_id, decision)
     for warning in mapped.warnings:

@@ -50,17 +50,18 @@ def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
     # the totals a points score left unknown can still reach, read only by later derived
     # attributes (a band is decided when every reachable total agrees); never a fact
     reachable: dict[str, frozenset[Scalar]] = {}
-    for name, derive in _derivers(ruleset):
-        value = derive(known, {**possible, **reachable} if reachable else possible)
+    seen = possible  # what a deriver reads: possible values, then the totals reachable so far
+    for name, derive, points in _derivers(ruleset):
+        value = derive(known, seen)
         if value is not None:
             known[name] = value
             derived[name] = value
             continue
-        rule = ruleset.derived_by_field[name]
-        if rule.points:
-            totals = _reachable_totals(rule, known, possible)
+        if points is not None:
+            totals = _reachable_totals(points, known, possible)
             if totals is not None:
                 reachable[name] = totals
+                seen = {**possible, **reachable}
     return Facts(values=known, possible=possible, inferred=tuple(inferred), derived=derived)
 
 
@@ -89,12 +90,15 @@ def _reachable_totals(
 Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
 
 
-def _derivers(ruleset: Ruleset) -> list[tuple[str, Deriver]]:
-    """A ruleset's derived attributes, each compiled to one closure once (kept by the ruleset)."""
+def _derivers(ruleset: Ruleset) -> list[tuple[str, Deriver, DerivedRule | None]]:
+    """A ruleset's derived attributes, each compiled to one closure once (kept by the ruleset),
+    with its rule where it is a points score."""
     memo = ruleset.memo
     plan = memo.derivers
     if plan is None:
-        plan = memo.derivers = [(r.field, _compile_deriver(r)) for r in ruleset.derived]
+        plan = memo.derivers = [
+            (r.field, _compile_deriver(r), r if r.points else None) for r in ruleset.derived
+        ]
     return plan
 
 

@@ -61,6 +61,14 @@ ENGINES: tuple[str, ...] = ("durable", "reference")
 CaseLike = Mapping[str, Any] | BaseModel
 BATCH = 512  # cases screened together by screen_many and screen_frame (durable-rules batches)
 SEVERITY_COLUMNS = tuple(f"fired_{s.value}" for s in Severity)
+# enum members and values as plain names: flat_outcomes runs once per batch row, and looking up
+# a member on its class or reading `.value` is a Python-level call each time
+_SEVERITIES = tuple(s.value for s in Severity)  # the columns' order
+_FIRED, _CONDITIONAL, _NOT_EVALUABLE = (
+    RuleStatus.fired,
+    RuleStatus.conditional,
+    RuleStatus.not_evaluable,
+)
 # screen_frame's columns: batch --format csv's, then what a notebook needs without merging
 FRAME_COLUMNS = (
     "case_id",
@@ -353,23 +361,23 @@ def flat_outcomes(
 ) -> tuple[str, ...]:
     """flat_row from a verdict and the notable outcomes (screen.notable_outcomes)."""
     severity_of = ruleset.severity_of
-    by_severity: dict[str, list[str]] = {s.value: [] for s in Severity}  # the columns' order
+    by_severity: dict[str, list[str]] = {s: [] for s in _SEVERITIES}
     conditional: list[str] = []
     not_evaluable: list[str] = []
     missing: set[str] = set()
     for outcome in notable:
         status = outcome.status
-        if status is RuleStatus.fired:
+        if status is _FIRED:
             by_severity[severity_of[outcome.rule_id]].append(outcome.rule_id)
-        elif status is RuleStatus.conditional:
+        elif status is _CONDITIONAL:
             conditional.append(outcome.rule_id)
-        elif status is RuleStatus.not_evaluable:
+        elif status is _NOT_EVALUABLE:
             not_evaluable.append(outcome.rule_id)
             missing.update(outcome.missing)
     return (
         case_id,
-        verdict.value,
-        *(";".join(ids) for ids in by_severity.values()),
+        verdict._value_,
+        *map(";".join, by_severity.values()),
         ";".join(conditional),
         ";".join(not_evaluable),
         ";".join(sorted(missing)),

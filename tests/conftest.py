@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,12 @@ from engine.evaluate.durable import DurableEvaluator
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
+
+# durable-rules layouts are cached on disk (engine/evaluate/cache.py): the tests and the CLI
+# processes they start use a cache of their own, empty when the session starts, never ~/.cache
+_CACHE = tempfile.mkdtemp(prefix="miss-screen-test-cache-")
+os.environ["MISS_SCREEN_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"

@@ -198,9 +198,8 @@ def test_handles_are_built_once_per_process() -> None:
 
 def test_every_conjunction_carries_the_case_guard_a_group_test_and_no_or() -> None:
     plan = layout(conjunctions(RULESET, compile_rules(RULESET).rules))
-    for rules, text in zip(plan.rulesets, plan.texts, strict=True):
-        assert json.loads(text) == rules  # the text durable-rules gets says the same
-        for rule in rules.values():
+    for text in plan.texts:  # what durable-rules gets
+        for rule in json.loads(text).values():
             guard, group, *tests = rule["all"][0]["m"]["$and"]
             assert guard == {"kind": "case"}
             assert group["$neq"]["kind"].startswith("g")

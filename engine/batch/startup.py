@@ -32,7 +32,7 @@ def start_fork_server(rules_dir: str) -> None:
     thread: the server dies with the thread that starts it.
     """
     import multiprocessing
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     multiprocessing.set_forkserver_preload(["engine.batch.preload"])
     previous = {name: os.environ.get(name) for name in (PRELOAD_RULES_ENV, PRELOAD_PARENT_ENV)}
@@ -42,6 +42,10 @@ def start_fork_server(rules_dir: str) -> None:
     # would print Python's own fatal error beside ours. It starts with SIGINT blocked (the mask
     # survives exec) and keeps it so, as do the workers it forks: the batch process handles
     # Ctrl-C and ends them. Blocked, not ignored, so a Ctrl-C meanwhile reaches us on unblocking.
+    # The resource tracker starts first, on its own: starting it (which ensure_running does
+    # before it starts the server) unblocks SIGINT and SIGTERM in this thread when done, so the
+    # server would start with SIGINT open (Python 3.11 multiprocessing/resource_tracker.py).
+    resource_tracker.ensure_running()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()

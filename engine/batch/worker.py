@@ -42,9 +42,10 @@ from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
 from engine.io.tables import Chunk, Row, RowProblem
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
+from engine.policy import policy_for
 from engine.rules.ruleset import Ruleset
 from engine.screen import Decision, notable_outcomes
-from engine.screener import Screener, flat_outcomes
+from engine.screener import Screener, flat_outcomes, flat_row
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # test hook, "CASE_ID[@DIR]": a worker that meets this case_id is killed (with DIR: only the
@@ -437,19 +438,21 @@ def record(
     Rule counts come from the case's notable outcomes only; count_baselines adds the rest.
     """
     verdict = decision.policy.verdict
+    named = verdict._value_  # `.value` is a Python-level call
     result.screened += 1
-    result.verdicts[verdict.value] += 1
+    result.verdicts[named] += 1
     result.rule_status.update(map(_RULE_STATUS, decision.notable))  # StrEnum: equal to value
     present.update(values.keys())
     known = decision.facts.values  # inferred values included (a region from the level)
+    subgroups = result.subgroups
     for name in SUBGROUP_FIELDS:
         given = known.get(name)
-        result.subgroups[(name, UNKNOWN if given is None else str(given), verdict.value)] += 1
-    row = screener.flat_row(case_id, decision)
+        subgroups[(name, UNKNOWN if given is None else str(given), named)] += 1
+    row = flat_row(case_id, decision, screener.ruleset)
     if verdict is INSUFFICIENT_DATA:  # the fields whose answer can change the verdict
         blocking = {
             name
-            for outcome in screener.policy.changing(decision.outlook, decision.notable)
+            for outcome in policy_for(screener.ruleset).changing(decision.outlook, decision.notable)
             for name in outcome.missing
         }
         result.blocks.update(blocking)

@@ -41,8 +41,10 @@ from engine.evaluate.base import (
     EXPLAINED_STATUSES,
     explained_outcome,
 )
+from engine.evaluate.cache import cached_layout
 from engine.evaluate.layout import (
     STATUS_BITS,
+    Layout,
     _blame,
     _scalar,
     check_attributes,
@@ -173,10 +175,17 @@ class DurableEvaluator:
             return found[1]
 
         check_rule_attributes(ruleset, len(self.aliases))
-        try:
-            self.layout = layout(conjunctions(ruleset, self.compiled, short))
-        except LayoutError as exc:
-            raise _blame(ruleset, exc.rules, str(exc)) from None
+
+        def laid_out() -> Layout:
+            try:
+                return layout(conjunctions(ruleset, self.compiled, short))
+            except LayoutError as exc:
+                raise _blame(ruleset, exc.rules, str(exc)) from None
+
+        # expanding and laying out took about 120 ms of a cold `screen`: kept on disk by the
+        # ruleset's content and the compiling code (cache.py)
+        statuses = {(rule.index, bit) for rule in self.compiled for bit in rule.patterns}
+        self.layout = cached_layout(ruleset.sha256, statuses, laid_out)
         check_attributes(list(self.aliases.values()))
         check_slot_ids(SLOTS)
         with _REGISTRY:

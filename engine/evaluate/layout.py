@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +175,19 @@ def group_test(group: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Layout:
-    """The rulesets to create (as rules by name, and as durable-rules JSON text), what each
-    rule name stands for, the group count and each ruleset's worst-case stack."""
+    """The rulesets to create (as durable-rules JSON text), what each rule name stands for,
+    the group count and each ruleset's worst-case stack."""
 
-    rulesets: list[dict[str, dict[str, Any]]]
     texts: list[str]
     targets: dict[str, tuple[tuple[int, int], ...]]
     groups: int
     bounds: list[int]
+
+    @cached_property
+    def rulesets(self) -> list[dict[str, dict[str, Any]]]:
+        """The rulesets as rules by name, read from the texts durable-rules gets (for tests and
+        benchmarks: reading them takes tens of milliseconds, which screening never spends)."""
+        return [json.loads(text) for text in self.texts]
 
 
 class _Tests:
@@ -214,7 +220,6 @@ def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tup
     heads = [f"{to_durable_json(GUARD)}, {to_durable_json(group_test(g))}" for g in range(groups)]
     root = Node(("", "root", ""))
     guard = root.child(alpha_key(GUARD))
-    rules: dict[str, dict[str, Any]] = {}
     rule_texts: list[str] = []
     targets: dict[str, tuple[tuple[int, int], ...]] = {}
     for n, item in enumerate(order):
@@ -224,12 +229,11 @@ def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tup
         for test in conjunction:  # a part kept whole brings its $or join nodes
             node = add_pattern(node, test) if whole(test) else node.child(tests.node(test))
         name = f"r{first + n}"
-        rules[name] = {"all": [{"m": {"$and": [GUARD, flag, *conjunction]}}], "cap": CAP}
         chain = f"{heads[n // size]}, {texts[item]}"
         rule_texts.append(f'"{name}": {{"all": [{{"m": {{"$and": [{chain}]}}}}], "cap": {CAP}}}')
         targets[name] = stands_for
     text = "{" + ", ".join(rule_texts) + "}"
-    return Layout([rules], [text], targets, groups, [stack_bound(root)]), root
+    return Layout([text], targets, groups, [stack_bound(root)]), root
 
 
 def _fits_alone(item: tuple[list[dict[str, Any]], Any], budget: int, tests: _Tests) -> bool:
@@ -246,7 +250,7 @@ def layout(items: Conjunctions, budget: int = STACK_BUDGET) -> Layout:
     rather than searched around.
     """
     if not items:  # every rule folded to a constant: nothing for durable-rules to match
-        return Layout(rulesets=[], texts=[], targets={}, groups=0, bounds=[])
+        return Layout(texts=[], targets={}, groups=0, bounds=[])
     tests = _Tests()
     first = -(-len(items) // MAX_ACTIONS) or 1
     for count in range(first, min(first + MAX_RULESETS, len(items) + 1)):
@@ -273,7 +277,6 @@ def layout(items: Conjunctions, budget: int = STACK_BUDGET) -> Layout:
                 break
         if len(found) == len(chunks):
             return Layout(
-                rulesets=[part.rulesets[0] for part in found],
                 texts=[part.texts[0] for part in found],
                 targets={name: t for part in found for name, t in part.targets.items()},
                 groups=max(part.groups for part in found),

@@ -25,7 +25,7 @@ from engine.models import (
 )
 from engine.rules.condition import Cond, fields_of, parse_condition, parse_expression
 from engine.rules.ruleset import Constraint, DerivedRule, Rule, Ruleset, points_key
-from engine.yamlsource import YamlDocument, YamlError, parse_yaml
+from engine.yamlsource import ParsedCache, YamlDocument, YamlError, parse_yaml
 
 Model = TypeVar("Model", bound=BaseModel)
 MAX_RULE_FILE_BYTES = 1_000_000
@@ -39,6 +39,7 @@ class _Collector:
 
     def __init__(self) -> None:
         self.errors: list[RuleFileError] = []
+        self.parsed = ParsedCache()  # the files of one load, parsed once across processes
 
     def add(self, error: RuleFileError) -> None:
         self.errors.append(error)
@@ -49,8 +50,9 @@ class _Collector:
             raise RuleFileError(first.message, first.path, first.line, first.key, extra=rest)
 
 
-def read_yaml_file(path: Path) -> YamlDocument:
-    """Read a YAML file, turning unreadable, binary, empty or malformed files into errors."""
+def read_yaml_file(path: Path, parsed: ParsedCache | None = None) -> YamlDocument:
+    """Read a YAML file, turning unreadable, binary, empty or malformed files into errors
+    (`parsed`: documents parsed before, by their text)."""
     where = str(path)
     try:  # never more than the limit: a rule file that is /dev/zero must not fill the memory
         with open(path, "rb") as handle:
@@ -68,7 +70,7 @@ def read_yaml_file(path: Path) -> YamlDocument:
     if not text.strip():
         raise RuleFileError("file is empty", where)
     try:
-        return parse_yaml(text)
+        return parse_yaml(text) if parsed is None else parsed.parse(text)
     except YamlError as exc:
         raise RuleFileError(str(exc), where, exc.line) from None
     except (RecursionError, ValueError):
@@ -128,6 +130,7 @@ def load_ruleset(directory: str | Path) -> Ruleset:
     derived = _load_derived(root / "derived", errors)
     rules = _load_rules(root, derived, errors)
     errors.raise_if_any()
+    errors.parsed.save()
     if meta is None or policy is None:  # pragma: no cover - raise_if_any raised already
         raise RuleFileError("ruleset.yaml or policy.yaml could not be loaded", str(root))
     return Ruleset(
@@ -146,7 +149,7 @@ def _load_model(path: Path, model: type[Model], errors: _Collector) -> Model | N
         errors.add(RuleFileError("required file is missing", str(path)))
         return None
     try:
-        doc = read_yaml_file(path)
+        doc = read_yaml_file(path, errors.parsed)
     except RuleFileError as exc:
         errors.add(exc)
         return None
@@ -180,7 +183,7 @@ def _load_constraints(path: Path, errors: _Collector) -> list[Constraint]:
     if not path.is_file():
         return []
     try:
-        doc = read_yaml_file(path)
+        doc = read_yaml_file(path, errors.parsed)
     except RuleFileError as exc:
         errors.add(exc)
         return []
@@ -242,7 +245,7 @@ def _load_derived(folder: Path, errors: _Collector) -> list[DerivedRule]:
     for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
         where = str(path)
         try:
-            doc = read_yaml_file(path)
+            doc = read_yaml_file(path, errors.parsed)
         except RuleFileError as exc:
             errors.add(exc)
             continue
@@ -419,7 +422,7 @@ def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> l
             continue
         where = str(path)
         try:
-            doc = read_yaml_file(path)
+            doc = read_yaml_file(path, errors.parsed)
         except RuleFileError as exc:
             errors.add(exc)
             continue
@@ -468,7 +471,7 @@ def _merge_case_file(path: Path, doc: YamlDocument, errors: _Collector) -> None:
         )
         return
     try:
-        cases_doc = read_yaml_file(case_path)
+        cases_doc = read_yaml_file(case_path, errors.parsed)
     except RuleFileError as exc:
         errors.add(exc)
         return

@@ -109,8 +109,9 @@ class Memo:
     an equal value (each dict operation is atomic under the GIL).
     """
 
-    # engine.derive: each derived field with its compiled deriver, in file order
-    derivers: list[tuple[str, Callable[..., Scalar | None]]] | None = None
+    # engine.derive: each derived field with its compiled deriver and, for a points score,
+    # its rule (whose reachable totals are computed when the score is unknown), in file order
+    derivers: list[tuple[str, Callable[..., Scalar | None], DerivedRule | None]] | None = None
     # engine.derive: one shared Inferred per (field, value type, value, constraint)
     inferred: dict[tuple[str, type, Scalar, str], Inferred] = field(default_factory=dict)
     # engine.evaluate.base: explained outcomes by rule id, status and what the explanation reads

@@ -1,0 +1,126 @@
+"""The durable-rules layout of a ruleset, kept on disk between processes.
+
+Expanding every status pattern into conjunctions and searching a layout whose match stack fits
+(layout.py) took about 120 ms of a cold `screen` with the bundled rules: a third of the time
+after the imports. The result depends only on the ruleset's content and on the code that
+compiles it, so it is written once, as JSON, under a key made of both, and read back by later
+processes. A file that is missing, unreadable, truncated, from other rules or other code, or
+that does not stand for exactly the rule statuses the compiled rules have, is ignored (the
+layout is computed again and the file rewritten). Only a layout that passed every limit check
+is ever written.
+
+Where: engine.cachedir (`$MISS_SCREEN_CACHE_DIR`, empty for none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from engine.cachedir import CACHE_ENV, cache_dir, prune, read_json, write_json
+from engine.evaluate.layout import Layout
+
+__all__ = ["CACHE_ENV", "cache_dir", "cached_layout", "code_digest", "layout_key"]
+
+FORMAT = 1  # bump when the file's shape changes
+KEEP = 8  # layouts kept (other rules directories, other versions of the code)
+ENGINE = Path(__file__).resolve().parent.parent  # the engine package
+# the code a layout depends on: the pattern compiler, layout, network model and evaluator
+# (aliases, value codes), the condition trees and rules they read, and the data dictionary
+SOURCES = ("evaluate", "rules", "dictionary.py", "models.py")
+
+
+def code_digest() -> str:
+    """sha256 of every source file a layout depends on (SOURCES), by relative path; OSError
+    when there is none to read (an install without .py files: nothing to key by)."""
+    digest = hashlib.sha256()
+    found = sorted(_sources(), key=lambda p: p.relative_to(ENGINE).as_posix())
+    if not any(p.name == "layout.py" for p in found):
+        raise FileNotFoundError(ENGINE / "evaluate" / "layout.py")
+    for path in found:
+        digest.update(path.relative_to(ENGINE).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _sources() -> Iterable[Path]:
+    for name in SOURCES:
+        path = ENGINE / name
+        yield from path.rglob("*.py") if path.is_dir() else [path]
+
+
+def layout_key(ruleset_sha256: str) -> str:
+    """The cache key of a ruleset's layout: its content, the compiling code, the Python."""
+    parts = [str(FORMAT), ruleset_sha256, code_digest(), "{}.{}".format(*sys.version_info[:2])]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def cached_layout(
+    ruleset_sha256: str,
+    expected: set[tuple[int, int]],
+    compute: Callable[[], Layout],
+) -> Layout:
+    """The layout from the cache if a sound one is there, else `compute()` (then cached).
+
+    `expected`: every (rule index, status bit) the compiled rules have a pattern for; a cached
+    layout must stand for none other (a pattern with no possible conjunction stands nowhere).
+    """
+    folder = cache_dir()
+    if folder is None:
+        return compute()
+    try:
+        key = layout_key(ruleset_sha256)
+    except OSError:  # a source file unreadable: no key we can trust
+        return compute()
+    path = folder / f"layout-{key}.json"
+    found = _read(path, key, expected)
+    if found is not None:
+        return found
+    made = compute()
+    _write(path, key, made)
+    prune(folder, "layout-*.json", KEEP)
+    return made
+
+
+def _read(path: Path, key: str, expected: set[tuple[int, int]]) -> Layout | None:
+    data = read_json(path)
+    try:
+        if data["format"] != FORMAT or data["key"] != key:
+            return None
+        texts, groups, bounds = data["texts"], data["groups"], data["bounds"]
+        targets = {
+            name: tuple((index, bit) for index, bit in pairs)
+            for name, pairs in data["targets"].items()
+        }
+        ok = (
+            isinstance(texts, list)
+            and all(isinstance(t, str) for t in texts)
+            and isinstance(groups, int)
+            and isinstance(bounds, list)
+            and len(bounds) == len(texts)
+            and all(isinstance(b, int) for b in bounds)
+            and {pair for pairs in targets.values() for pair in pairs} <= expected
+        )
+    except (ValueError, KeyError, TypeError):  # damaged, or not what this code writes
+        return None
+    if not ok:
+        return None
+    return Layout(texts=texts, targets=targets, groups=groups, bounds=bounds)
+
+
+def _write(path: Path, key: str, made: Layout) -> None:
+    write_json(
+        path,
+        {
+            "format": FORMAT,
+            "key": key,
+            "texts": made.texts,
+            "targets": {
+                name: [list(pair) for pair in pairs] for name, pairs in made.targets.items()
+            },
+            "groups": made.groups,
+            "bounds": made.bounds,
+        },
+    )
