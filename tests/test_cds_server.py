@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.serving import free_port, stop
 from tests.test_cds_hooks import IDENTIFIERS, assert_card_invariants, identifying_request
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "cases" / "sites" / "teaching-hospital.yaml"
 README = ROOT / "README.md"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -90,12 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.2)
         yield Server(url, process, stderr, feedback)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop(process)
 
 
 def readme_curl() -> tuple[str, Path]:

@@ -40,6 +40,7 @@ from typer.testing import CliRunner
 
 from cli import app as cli_app
 from tests.conftest import ROOT, RULESET
+from tests.serving import free_port, stop
 
 SITE = ROOT / "cases" / "sites" / "teaching-hospital.yaml"
 # the README's screenshots: rewritten only when asked, so a test run leaves the checkout clean
@@ -60,13 +61,6 @@ pytestmark = pytest.mark.timeout(300)
 # --- the server and the browser ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _executable(name: str) -> str:
     found = shutil.which(name) or (
         f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
@@ -79,7 +73,7 @@ def _executable(name: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real `miss-screen serve` process, on a free port, with the bundled site profile."""
-    port = _free_port()
+    port = free_port()
     script = Path(sys.executable).with_name("miss-screen")
     command = [str(script)] if script.exists() else [sys.executable, str(ROOT / "cli.py")]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -100,12 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process, timeout=10)
 
 
 def _answers(port: int) -> bool:
