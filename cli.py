@@ -427,7 +427,7 @@ def screen_fhir(
     if files:
         raise UsageError("--fhir screens one Bundle; give no case files with it")
     try:
-        from engine.fhir import fhir_to_case, read_bundle
+        from engine.fhir import MAX_FHIR_BYTES, fhir_to_case, read_bundle
     except ImportError:
         raise UsageError("--fhir needs the fhir extra: pip install 'miss-screen[fhir]'") from None
     try:
@@ -435,7 +435,7 @@ def screen_fhir(
     except ValueError:
         raise UsageError("--reference-date expects a date as YYYY-MM-DD") from None
     source = "<stdin>" if path == "-" else path
-    mapped = fhir_to_case(read_bundle(read_text(path, "FHIR"), source), when)
+    mapped = fhir_to_case(read_bundle(read_text(path, "FHIR", MAX_FHIR_BYTES), source), when)
     raw: dict[str, object] = dict(mapped.case)
     provenance = {name: str(src) for name, src in mapped.provenance.items()}
     if set_values:

@@ -15,7 +15,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from cli import app
 from engine.errors import UserError
 from engine.fhir import FhirInputError, fhir_to_case, read_bundle
 from engine.fhir.export import case_to_bundle, mapped_fields
@@ -471,3 +473,20 @@ def test_codes_that_disagree_on_the_procedure_keep_the_first_with_a_warning() ->
     agreeing = fhir_to_case([order((SNOMED, "55705006"), (SNOMED, "50172003"))], REF)
     assert agreeing.case["planned_procedure"] == "fusion"
     assert agreeing.warnings == []
+
+
+def test_a_bundle_larger_than_a_case_file_is_read(tmp_path: Path) -> None:
+    """An EHR export outgrows a case file's 1 MB: a 2 MB Bundle (padded with unrelated
+    resources) is screened, not refused."""
+    bundle = json.loads((SAMPLES / "disc-herniation-l4-l5.json").read_text())
+    filler = {"resource": {"resourceType": "Basic", "code": {"text": "x" * 1000}}}
+    bundle["entry"] += [filler] * 2000
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(bundle))
+    assert path.stat().st_size > 2_000_000
+    done = CliRunner().invoke(
+        app,
+        ["screen", "--fhir", str(path), "--reference-date", REF.isoformat(), "--format", "brief"],
+    )
+    assert "larger than" not in done.stderr
+    assert done.exit_code == 0, done.stderr

@@ -365,6 +365,9 @@ def test_a_jsonl_row_with_a_repeated_key_is_rejected(tmp_path: Path) -> None:
             "/dev/zero: site profile file is larger than 1 MB",
             id="site",
         ),
+        pytest.param(
+            ["screen", "--fhir", "/dev/zero"], "/dev/zero: FHIR file is larger than 5 MB", id="fhir"
+        ),
     ],
 )
 def test_an_endless_file_fails_fast(tmp_path: Path, args: list[str], expected: str) -> None:

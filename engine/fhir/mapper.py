@@ -28,6 +28,9 @@ from engine.errors import UserError
 from engine.fhir.terminology import UCUM, Terminology, load_terminology
 
 Scalar = bool | int | float | str
+# A patient's Bundle (or a CDS Hooks request) is read at most this large: an EHR export of one
+# patient's conditions and observations outgrows a case file's 1 MB
+MAX_FHIR_BYTES = 5 * 2**20
 MAX_AGE = 90  # HIPAA Safe Harbor: ages over 89 are reported as 90
 BUNDLE_TYPES = ("collection", "searchset", "transaction")
 _PROCESS_SALT = secrets.token_bytes(16)

@@ -244,22 +244,24 @@ def _show(value: Any, name: str | None, choices: tuple[str, ...]) -> str | None:
     return str(value)
 
 
-def read_text(path: str, what: str = "case") -> str:
-    """Read a file (or stdin for '-') as UTF-8 text, refusing binary, huge and empty input."""
+def read_text(path: str, what: str = "case", limit: int = MAX_CASE_BYTES) -> str:
+    """Read a file (or stdin for '-') as UTF-8 text, refusing binary, empty input and input
+    larger than `limit` bytes (a case: 1 MB; a FHIR Bundle may pass a larger limit)."""
     source = "<stdin>" if path == "-" else path
     try:  # never more than the limit: /dev/zero or a huge file must not fill the memory
         if path == "-":
-            raw = sys.stdin.buffer.read(MAX_CASE_BYTES + 1)
+            raw = sys.stdin.buffer.read(limit + 1)
         else:
             with open(path, "rb") as handle:
-                raw = handle.read(MAX_CASE_BYTES + 1)
+                raw = handle.read(limit + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise CaseInputError(
             source, [CaseProblem(None, f"cannot read {what} file: {reason}")]
         ) from None
-    if len(raw) > MAX_CASE_BYTES:
-        raise CaseInputError(source, [CaseProblem(None, f"{what} file is larger than 1 MB")])
+    if len(raw) > limit:
+        shown = f"{limit // 2**20} MB" if limit % 2**20 == 0 else f"{round(limit / 1e6)} MB"
+        raise CaseInputError(source, [CaseProblem(None, f"{what} file is larger than {shown}")])
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise CaseInputError(
             source,

@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine import __version__
 from engine.dictionary import SETTING_FIELDS
 from engine.errors import CaseInputError
-from engine.fhir import fhir_to_case
+from engine.fhir import MAX_FHIR_BYTES, fhir_to_case
 from engine.io.deid import case_id_identifier_kinds
 from engine.report.docs import page_name, render_docs
 from engine.report.markdown import md
@@ -60,7 +60,7 @@ log = logging.getLogger("miss_screen.service")
 SERVICES = {"miss-screen": "order-select", "miss-screen-order-sign": "order-sign"}
 HOOKS = frozenset(SERVICES.values())
 PREFIX = "/cds-services"
-MAX_BODY = 5 * 2**20  # bytes of a request body read at most
+MAX_BODY = MAX_FHIR_BYTES  # bytes of a request body read at most (a patient's Bundle's cap)
 EXT = "org.example.miss-screen"
 LOINC = "http://loinc.org"
 LOCAL = "http://miss-screen.example.org/fhir/CodeSystem/spine"
