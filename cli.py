@@ -1460,7 +1460,7 @@ def serve(
     issuers = _trusted_issuers(trusted_issuer or [])
     if feedback_log is not None:
         check_outputs([], {"--feedback-log": str(feedback_log)})
-    screener = Screener.load(rules, "durable", site)
+    screener = load_screener(rules, "durable", site)  # its objects frozen out of the GC's walks
     config = ServiceConfig(
         screener=screener,
         dev=dev,
