@@ -1458,6 +1458,11 @@ def serve(
             "pip install 'miss-screen[service]'"
         ) from None
     issuers = _trusted_issuers(trusted_issuer or [])
+    if issuers and not (audience or public_url):
+        raise UsageError(
+            "--trusted-issuer needs --public-url URL (or --audience URL): a token's aud is checked "
+            "against it, never against the Host header a caller sends"
+        )
     if feedback_log is not None:
         check_outputs([], {"--feedback-log": str(feedback_log)})
     screener = load_screener(rules, "durable", site)  # its objects frozen out of the GC's walks

@@ -3,6 +3,7 @@ RS384 accepted, everything else refused with a 401 OperationOutcome that names n
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -237,3 +238,46 @@ def test_read_jwks_checks_a_file_at_once(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="JSON Web Key Set"):
         read_jwks(str(bad))
     assert read_jwks("https://ehr.example.org/jwks.json") == "https://ehr.example.org/jwks.json"
+
+
+def _forged(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """A token with any header and claims and a signature that is not one."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(claims)}.AAAA"
+
+
+def test_an_alg_that_does_not_match_the_keys_type_is_a_401_not_a_500(secured: TestClient) -> None:
+    """RS384 naming the EC key (or ES384 naming the RSA key) once made PyJWT raise TypeError."""
+    now = int(time.time())
+    claims = {"iss": ISS, "aud": BASE + PATH, "iat": now, "exp": now + 300, "jti": "x"}
+    for alg, kid in (("RS384", "ec"), ("ES384", "rsa")):
+        forged = _forged({"alg": alg, "kid": kid}, claims)
+        assert "alg" in refused(call(secured, f"Bearer {forged}"))
+    # a real signature by the RSA key, presented under the EC key's kid
+    assert "alg" in refused(call(secured, f"Bearer {token(RSA_KEY, 'RS384', 'ec')}"))
+
+
+def test_exp_and_iat_given_as_strings_are_a_401_not_a_500(secured: TestClient) -> None:
+    now = int(time.time())
+    bad = token(iat=str(now), exp=str(now + 300))
+    refused(call(secured, f"Bearer {bad}"))
+
+
+def test_an_issuer_whose_key_set_is_unusable_is_a_401() -> None:
+    """A JWKS URL that answers with no usable key: the call is refused, never a 500."""
+    verifier = Verifier({ISS: "http://127.0.0.1:9/jwks.json"})  # nothing listens on port 9
+    with pytest.raises(AuthError):
+        verifier.check(f"Bearer {token()}", BASE + PATH)
+
+
+def test_cds_responses_are_never_cached(secured: TestClient) -> None:
+    response = call(secured, f"Bearer {token()}")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    refusal = call(secured, None)
+    refused(refusal)
+    assert refusal.headers["cache-control"] == "no-store"

@@ -27,7 +27,7 @@ from engine.dictionary import SETTING_FIELDS
 from engine.screener import Screener
 from engine.service.app import ServiceConfig, create_app
 from engine.service.auth import sandbox_jwks
-from engine.service.cards import INDICATOR, SUMMARY_LIMIT
+from engine.service.cards import INDICATOR, SUMMARY_LIMIT, indicator_of
 from engine.service.cds import PREFETCH, REQUIRED_PREFETCH, SERVICES
 from tests.cds_requests import request_of, searchset
 from tests.conftest import RULESET
@@ -189,7 +189,7 @@ def test_a_spine_order_gets_one_card_on_either_service(dev: TestClient, service_
     card = card_of(dev.post(f"/cds-services/{service_id}", json=request))
     result = screener().screen(_mapped_case(request))
     assert f"({result.verdict.value})" in card["summary"]
-    assert card["indicator"] == INDICATOR[result.verdict]
+    assert card["indicator"] == indicator_of(result)
     assert card["source"]["label"] == f"{RULESET.stamp.name} {RULESET.stamp.version}"
     assert "never an order to operate" in card["detail"]
     assert card["summary"].startswith("DEV ")
@@ -249,6 +249,19 @@ def test_indicator_follows_the_verdict(
     request = request_of(json.loads((ROOT / "cases" / "fhir" / verdict_bundle).read_text()))
     card = card_of(dev.post(URL, json=request))
     assert card["indicator"] == indicator
+
+
+def test_an_open_red_flag_is_never_an_info_card(dev: TestClient) -> None:
+    """insufficient_data with urgent_review still possible: a warning that says a red flag is
+    not yet excluded, never a quiet info card."""
+    request = disc_request()
+    card = card_of(dev.post(URL, json=request))
+    result = screener().screen(_mapped_case(request))
+    assert result.verdict.value == "insufficient_data"
+    assert "urgent_review" in [v.value for v in result.possible_verdicts]
+    assert INDICATOR[result.verdict] == "info"  # what the verdict alone would give
+    assert card["indicator"] == "warning"
+    assert "red flag is not yet excluded" in card["summary"]
 
 
 def test_no_spine_order_gives_no_cards(dev: TestClient) -> None:

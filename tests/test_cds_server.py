@@ -196,3 +196,29 @@ def test_serve_without_an_issuer_serves_the_form_and_refuses_every_cds_call() ->
     note = err.decode()
     assert "--trusted-issuer" in note
     assert "refused" in note
+
+
+@pytest.mark.timeout(120)
+def test_a_trusted_issuer_needs_the_services_own_url() -> None:
+    """Without --public-url or --audience the token's aud would be checked against the Host
+    header a caller chooses: serve refuses to start, in one line."""
+    jwks = ROOT / "engine" / "service" / "cds-hooks-sandbox-jwks.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "serve",
+            "--port",
+            str(free_port()),
+            "--trusted-issuer",
+            f"https://ehr.example.org={jwks}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: --trusted-issuer needs --public-url")

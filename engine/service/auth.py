@@ -49,6 +49,9 @@ def sandbox_jwks() -> str:
     return resources.files("engine.service").joinpath("cds-hooks-sandbox-jwks.json").read_text()
 
 
+KEY_ALGORITHMS = {"EC": "ES384", "RSA": "RS384"}  # JWK kty -> the one algorithm accepted
+
+
 @dataclass
 class _Issuer:
     """One trusted issuer: its keys from a JWKS file (read once) or URL (fetched, cached)."""
@@ -72,7 +75,7 @@ class _Issuer:
                 return self._client.get_signing_key(kid)
             assert self._keys is not None  # noqa: S101  # set in __post_init__
             keys = [k for k in self._keys.keys if kid is None or k.key_id == kid]
-        except jwt.PyJWKClientError:
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):  # a fetch failed or no usable key
             raise AuthError("no key of the issuer matches the token's kid") from None
         if len(keys) != 1:
             raise AuthError("no key of the issuer matches the token's kid")
@@ -169,12 +172,17 @@ class Verifier:
             raise AuthError("the token's issuer is not trusted by this service")
         kid = header.get("kid")
         key = self.issuers[issuer_name].key(kid if isinstance(kid, str) else None)
+        # the one algorithm this key's type can verify: an RS384 token naming an EC key (or the
+        # other way round) is refused here, not by a TypeError deep inside PyJWT
+        algorithm = KEY_ALGORITHMS.get(key.key_type or "")
+        if algorithm is None or header.get("alg") != algorithm:
+            raise AuthError("the token's alg does not match the issuer's key")
         audiences = self.audiences or (endpoint_url,)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,  # the key itself: a JWK without "alg" would default RSA to RS256
-                algorithms=list(ALGORITHMS),
+                algorithms=[algorithm],
                 audience=list(audiences),
                 issuer=issuer_name,
                 leeway=LEEWAY,
@@ -186,9 +194,11 @@ class Verifier:
             raise AuthError("the token's aud is not this service's URL") from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"the token lacks the {exc.claim} claim") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError("the token's signature or claims are not valid") from None
         exp, iat, jti = claims["exp"], claims["iat"], claims["jti"]
+        if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (exp, iat)):
+            raise AuthError("the token's exp and iat must be numbers")
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise AuthError("the token's jti must be a non-empty string")
         if exp - iat > MAX_LIFETIME:

@@ -58,10 +58,26 @@ def clean(value: Any, key: str | None = None) -> Any:
     return value
 
 
+def urgent_still_possible(result: Result) -> bool:
+    """An open question (a red flag not yet excluded) could still make this an urgent review."""
+    return (
+        result.verdict is not Verdict.urgent_review
+        and Verdict.urgent_review in result.possible_verdicts
+    )
+
+
+def indicator_of(result: Result) -> str:
+    """The verdict's indicator, never below warning while urgent review is still possible."""
+    found = INDICATOR[result.verdict]
+    return "warning" if found == "info" and urgent_still_possible(result) else found
+
+
 def summary_of(result: Result, *, dev: bool = False) -> str:
     """One sentence under 140 characters: the verdict and what is left to settle."""
     head = f"miss-screen: {SUMMARY_WORDS[result.verdict]} ({result.verdict.value})"
-    if result.verdict is Verdict.insufficient_data and result.next_questions:
+    if urgent_still_possible(result):
+        tail = "; a red flag is not yet excluded"
+    elif result.verdict is Verdict.insufficient_data and result.next_questions:
         count = len(result.next_questions)
         tail = f"; {count} question{'s' if count > 1 else ''} could change it"
     elif result.verdict is Verdict.urgent_review:
@@ -87,7 +103,7 @@ def result_card(
     return {
         "uuid": str(uuid.uuid4()),
         "summary": summary_of(result, dev=dev),
-        "indicator": INDICATOR[result.verdict],
+        "indicator": indicator_of(result),
         "detail": result_markdown(
             result, site_option="the service's site profile (serve --site)", notes=extra
         ),

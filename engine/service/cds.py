@@ -199,7 +199,13 @@ class FeedbackAck(BaseModel):
 
 
 class CleanJSONResponse(JSONResponse):
-    """JSON with no null and no empty value anywhere (cards.clean), compact, UTF-8."""
+    """JSON with no null and no empty value anywhere (cards.clean), compact, UTF-8; never
+    cached (a card holds clinical detail) nor sniffed as another type."""
+
+    def __init__(self, content: Any, status_code: int = 200, **kwargs: Any) -> None:
+        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+        headers.update(kwargs.pop("headers", None) or {})
+        super().__init__(content, status_code=status_code, headers=headers, **kwargs)
 
     def render(self, content: Any) -> bytes:
         cleaned = clean(content)
@@ -293,11 +299,14 @@ def _base_url(request: Request, config: ServiceConfig) -> str:
     return public.rstrip("/")
 
 
-def _authenticate(request: Request, config: ServiceConfig) -> None:
+async def _authenticate(request: Request, config: ServiceConfig) -> None:
     state = state_of(request)
     endpoint = _base_url(request, config) + request.url.path
     try:
-        state.verifier.check(request.headers.get("authorization"), endpoint)
+        # in a thread: an issuer's JWKS URL may be fetched (up to 5 s), never on the event loop
+        await run_in_threadpool(
+            state.verifier.check, request.headers.get("authorization"), endpoint
+        )
     except AuthError as exc:
         raise CdsError(
             exc.status, "login" if exc.status == 401 else "throttled", exc.reason
@@ -509,7 +518,7 @@ def _service_routes(service_id: str) -> None:
     )
     async def call(request: Request) -> Response:
         config: ServiceConfig = request.app.state.config
-        _authenticate(request, config)
+        await _authenticate(request, config)
         raw = await _json_body(request)
         try:
             parsed = CdsRequest.model_validate(raw)
@@ -531,7 +540,7 @@ def _service_routes(service_id: str) -> None:
     )
     async def feedback(request: Request) -> Response:
         config: ServiceConfig = request.app.state.config
-        _authenticate(request, config)
+        await _authenticate(request, config)
         raw = await _json_body(request)
         try:
             parsed = FeedbackRequest.model_validate(raw)
