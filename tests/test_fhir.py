@@ -490,3 +490,14 @@ def test_a_bundle_larger_than_a_case_file_is_read(tmp_path: Path) -> None:
     )
     assert "larger than" not in done.stderr
     assert done.exit_code == 0, done.stderr
+
+
+def test_made_up_resource_types_are_never_named_in_a_warning() -> None:
+    """A resourceType is text the sender chose: only real R4B types are named, at most 10."""
+    made_up = [{"resourceType": f"JaneDoeMrn{chr(65 + i)}"} for i in range(20)]
+    real = [{"resourceType": name} for name in ("MedicationRequest", "Basic", "Encounter")]
+    _, _, warnings = fhir_to_case(made_up + real, REF)
+    text = " ".join(warnings)
+    assert "JaneDoe" not in text
+    assert "MedicationRequest" in text
+    assert "other" in text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.util
 import json
 import re
 import secrets
@@ -114,6 +115,21 @@ def fhir_to_case(
 # --- the mapper ---------------------------------------------------------------------------------
 
 
+MAX_TYPES_SHOWN = 10
+
+
+def _known_type(kind: str) -> str:
+    """A resource type as a warning may name it: a real R4B type, else "other" (a made-up type
+    name is free text a sender chose, and may identify someone)."""
+    if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", kind):
+        return "other"
+    try:
+        found = importlib.util.find_spec(f"fhir.resources.R4B.{kind.lower()}")
+    except (ImportError, ValueError):
+        return "other"
+    return kind if found is not None else "other"
+
+
 def _models() -> dict[str, Any]:
     from fhir.resources.R4B.condition import Condition
     from fhir.resources.R4B.observation import Observation
@@ -168,7 +184,7 @@ class _Mapper:
                 self.warnings.append(f"entry {index}: not a FHIR resource; skipped")
                 continue
             if kind not in _USED:
-                ignored.add(kind if re.fullmatch(r"[A-Z][A-Za-z]{1,63}", kind) else "other")
+                ignored.add(_known_type(kind))
                 continue
             try:
                 resource = models[kind].model_validate(dict(raw))
@@ -187,7 +203,9 @@ class _Mapper:
             except (ValueError, TypeError, AttributeError, ArithmeticError):
                 self.warnings.append(f"entry {index} ({kind}): could not be read; skipped")
         if ignored:
-            self.warnings.append(f"ignored resource types not used: {', '.join(sorted(ignored))}")
+            shown = sorted(ignored)[:MAX_TYPES_SHOWN]
+            more = f" and {len(ignored) - len(shown)} more" if len(ignored) > len(shown) else ""
+            self.warnings.append(f"ignored resource types not used: {', '.join(shown)}{more}")
         key = self._patient(patients)
         self._orders()
         self._settle()
