@@ -51,7 +51,7 @@ def bmi(value: float, unit: str = "kg/m2", when: str = "2025-06-01") -> dict[str
     }
 
 
-def condition(code: str, status: str | None = None) -> dict[str, Any]:
+def condition(code: str, status: str | None = None, recorded: str | None = None) -> dict[str, Any]:
     cond: dict[str, Any] = {
         "resourceType": "Condition",
         "code": {"coding": [{"system": ICD, "code": code}]},
@@ -59,6 +59,8 @@ def condition(code: str, status: str | None = None) -> dict[str, Any]:
     }
     if status:
         cond["verificationStatus"] = {"coding": [{"system": VER, "code": status}]}
+    if status == "refuted":  # ruled out at this encounter unless a test says otherwise
+        cond["recordedDate"] = recorded or REF.isoformat()
     return cond
 
 
@@ -124,6 +126,30 @@ def test_missing_condition_stays_unknown_and_refuted_sets_false() -> None:
     assert "cauda_equina_syndrome" not in case
     case, _, _ = fhir_to_case([condition("E11.9", "confirmed")], REF)  # a descendant of E11
     assert case["diabetes"] is True
+
+
+@pytest.mark.parametrize("recorded", ["2009-03-01", "2025-06-10", "2025-06-16", None])
+def test_an_old_or_undated_refutation_excludes_no_red_flag(recorded: str | None) -> None:
+    """A cauda equina syndrome ruled out years (or days) ago, or undated, says nothing of
+    today: the red flag stays unknown, to be asked, with a warning that names no date."""
+    cond = condition("G83.4", "refuted")
+    cond.pop("recordedDate")
+    if recorded:
+        cond["recordedDate"] = recorded
+    case, _, warnings = fhir_to_case([cond], REF)
+    assert "cauda_equina_syndrome" not in case
+    assert any("cauda_equina_syndrome" in w and "left unknown" in w for w in warnings)
+    assert not any(recorded in w for w in warnings if recorded)
+
+
+def test_a_refutation_the_day_before_still_counts_and_stable_conditions_need_no_date() -> None:
+    case, _, warnings = fhir_to_case([condition("G83.4", "refuted", "2025-06-14")], REF)
+    assert case["cauda_equina_syndrome"] is False
+    assert warnings == []
+    diabetes = condition("E11", "refuted")
+    diabetes.pop("recordedDate")
+    case, _, _ = fhir_to_case([diabetes], REF)
+    assert case["diabetes"] is False  # a chronic condition ruled out stays ruled out
 
 
 def test_confirmed_wins_over_refuted_with_a_warning() -> None:

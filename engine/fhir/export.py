@@ -106,6 +106,8 @@ def case_to_bundle(
                 "verificationStatus": {"coding": [{"system": _VERIFIED, "code": status}]},
                 "code": {"coding": [{"system": urls["icd10cm"], "code": code}]},
                 "subject": subject,
+                # ruled out at this encounter: an old refutation excludes no acute condition
+                **({"recordedDate": reference_date.isoformat()} if refuted else {}),
             }
         )
 

@@ -116,6 +116,14 @@ def fhir_to_case(
 
 
 MAX_TYPES_SHOWN = 10
+# Conditions that can begin within days (red flags and acute infection): a "ruled out" Condition
+# excludes one only when recorded at this encounter (the reference date or the day before). An
+# undated or older refutation leaves the field unknown, to be asked: unknown is not false. A
+# design choice of this mapper, not a clinical threshold from a source.
+ACUTE_FIELDS = frozenset(
+    {"cauda_equina_syndrome", "epidural_abscess", "sepsis", "spondylodiscitis", "myelopathy"}
+)
+REFUTATION_DAYS = 1
 
 
 def _known_type(kind: str) -> str:
@@ -170,6 +178,7 @@ class _Mapper:
         # field -> (time key, value, source) of the latest observation
         self.latest: dict[tuple[str, str], tuple[tuple[int, dt.datetime], Scalar, Source]] = {}
         self.flags: dict[str, list[tuple[Scalar, Source]]] = {}
+        self.stale_refutations: set[str] = set()  # acute fields ruled out long ago, or undated
         self.diagnoses: dict[str, Source] = {}
         self.orders: list[tuple[int, Any]] = []
         self.spine_orders = 0
@@ -297,6 +306,15 @@ class _Mapper:
         if old is None or when >= old[0]:
             self.latest[key] = (when, value, src)
 
+    def _recent(self, recorded: Any) -> bool:
+        """Whether a Condition was recorded within REFUTATION_DAYS before the reference date."""
+        if recorded is None:
+            return False
+        day = recorded.date() if isinstance(recorded, dt.datetime) else recorded
+        if not isinstance(day, dt.date):
+            return False
+        return 0 <= (self.ref - day).days <= REFUTATION_DAYS
+
     def _condition(self, cond: Any) -> None:
         verification = {c for _, c in _codings(cond.verificationStatus)}
         clinical = {c for _, c in _codings(cond.clinicalStatus)}
@@ -313,6 +331,9 @@ class _Mapper:
                     if not refuted:
                         self.diagnoses.setdefault(str(value), src)
                 elif refuted:
+                    if name in ACUTE_FIELDS and not self._recent(cond.recordedDate):
+                        self.stale_refutations.add(name)
+                        continue
                     self.flags.setdefault(name, []).append((False, src))
                 else:
                     self.flags.setdefault(name, []).append((value, src))
@@ -401,6 +422,11 @@ class _Mapper:
                 self.warnings.append(f"{name}: confirmed and refuted Conditions; taken as true")
             flag, flag_src = next(((v, s) for v, s in stated if v is True), stated[0])
             self._set(name, flag, flag_src)
+        for name in sorted(self.stale_refutations - self.flags.keys()):
+            self.warnings.append(
+                f"{name}: ruled out by a Condition not recorded at this encounter (undated or "
+                f"older than {REFUTATION_DAYS} day); left unknown, to be asked now"
+            )
         if "diagnosis" not in self.case and self.diagnoses:
             if len(self.diagnoses) == 1:
                 ((value, src),) = self.diagnoses.items()
