@@ -28,7 +28,7 @@ from engine.screener import Screener
 from engine.service.app import ServiceConfig, create_app
 from engine.service.auth import sandbox_jwks
 from engine.service.cards import INDICATOR, SUMMARY_LIMIT, indicator_of
-from engine.service.cds import PREFETCH, REQUIRED_PREFETCH, SERVICES
+from engine.service.cds import INLINE_BODY, PREFETCH, REQUIRED_PREFETCH, SERVICES
 from tests.cds_requests import request_of, searchset
 from tests.conftest import RULESET
 
@@ -451,6 +451,30 @@ def test_required_prefetch_not_sent_is_412(dev: TestClient, key: str) -> None:
     del request["prefetch"][key]
     body = assert_operation_outcome(dev.post(URL, json=request), 412)
     assert key in body["issue"][0]["diagnostics"]
+
+
+def test_a_patient_sent_as_null_is_412_but_no_conditions_is_a_card(dev: TestClient) -> None:
+    """null prefetch means "the record has none": possible for Conditions, never for the
+    Patient, whose age and sex every screen needs."""
+    request = disc_request()
+    request["prefetch"]["patient"] = None
+    body = assert_operation_outcome(dev.post(URL, json=request), 412)
+    assert "patient" in body["issue"][0]["diagnostics"]
+    request = disc_request()
+    request["prefetch"]["conditions"] = None
+    assert card_of(dev.post(URL, json=request))["summary"]
+
+
+def test_a_large_record_is_screened_like_a_small_one(dev: TestClient) -> None:
+    """Over INLINE_BODY the call runs in a thread (off the event loop): the same card."""
+    small = disc_request(hookInstance="d0c5a1e2-0000-4000-8000-000000000001")
+    large = copy.deepcopy(small)
+    filler = {"resource": {"resourceType": "Basic", "code": {"text": "x" * 1000}}}
+    large["prefetch"]["conditions"]["entry"] += [filler] * 400
+    assert len(json.dumps(large)) > INLINE_BODY
+    cards = [card_of(dev.post(URL, json=r)) for r in (small, large)]
+    assert cards[0]["summary"] == cards[1]["summary"]
+    assert cards[0]["indicator"] == cards[1]["indicator"]
 
 
 def test_validation_errors_name_fields_never_values(dev: TestClient) -> None:

@@ -85,6 +85,7 @@ PREFETCH = {
     "alignment": f"Observation?patient={_PATIENT}&code={LOCAL}|&_sort=-date&_count=50",
 }
 REQUIRED_PREFETCH = ("patient", "conditions")
+INLINE_BODY = 256 * 2**10  # bytes: a larger request is screened in a thread, off the event loop
 _UUID = re.compile(r"^(urn:uuid:)?[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _REQUEST_FIELDS = frozenset(
     {"body", "hook", "hookInstance", "fhirServer", "fhirAuthorization", "context", "prefetch"}
@@ -432,7 +433,12 @@ def _screen_call(
     for order in orders:
         _same_patient(order, patient_id, "context.draftOrders")
     prefetch = call.prefetch or {}
-    missing = [key for key in REQUIRED_PREFETCH if key not in prefetch]
+    # a key sent as null means "the record has none": for the Patient that cannot be
+    missing = [
+        key
+        for key in REQUIRED_PREFETCH
+        if key not in prefetch or (key == "patient" and prefetch[key] is None)
+    ]
     if missing:
         raise CdsError(
             412,
@@ -525,9 +531,13 @@ def _service_routes(service_id: str) -> None:
         except ValidationError as exc:
             raise _validation_error(exc, "request") from None
         base = _base_url(request, config)
-        # a call is ~2 ms of CPU under the GIL: run inline, first come first served, rather than
-        # hand it to a thread pool where 8 concurrent calls convoy on the GIL (p99 doubled)
-        body = _screen_call(config, parsed, base, state_of(request).feedback)
+        store = state_of(request).feedback
+        if len(await request.body()) <= INLINE_BODY:
+            # an ordinary call is ~2 ms of CPU under the GIL: run inline, first come first
+            # served, rather than in a thread pool where 8 concurrent calls convoy on the GIL
+            body = _screen_call(config, parsed, base, store)
+        else:  # a large record (up to a second): never block every other caller meanwhile
+            body = await run_in_threadpool(_screen_call, config, parsed, base, store)
         return CleanJSONResponse(body)
 
     @router.post(
