@@ -453,18 +453,6 @@ def test_required_prefetch_not_sent_is_412(dev: TestClient, key: str) -> None:
     assert key in body["issue"][0]["diagnostics"]
 
 
-def test_a_patient_sent_as_null_is_412_but_no_conditions_is_a_card(dev: TestClient) -> None:
-    """null prefetch means "the record has none": possible for Conditions, never for the
-    Patient, whose age and sex every screen needs."""
-    request = disc_request()
-    request["prefetch"]["patient"] = None
-    body = assert_operation_outcome(dev.post(URL, json=request), 412)
-    assert "patient" in body["issue"][0]["diagnostics"]
-    request = disc_request()
-    request["prefetch"]["conditions"] = None
-    assert card_of(dev.post(URL, json=request))["summary"]
-
-
 def test_a_large_record_is_screened_like_a_small_one(dev: TestClient) -> None:
     """Over INLINE_BODY the call runs in a thread (off the event loop): the same card."""
     small = disc_request(hookInstance="d0c5a1e2-0000-4000-8000-000000000001")

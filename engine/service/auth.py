@@ -67,6 +67,10 @@ class _Issuer:
         else:
             self._keys = jwt.PyJWKSet.from_json(self.source)
 
+    @property
+    def remote(self) -> bool:
+        return self._client is not None
+
     def key(self, kid: str | None) -> jwt.PyJWK:
         try:
             if self._client is not None:
@@ -138,6 +142,11 @@ class Verifier:
             # the sandbox's own algorithm is ES384 in its published key set
             self.issuers[SANDBOX_ISSUER] = _Issuer(sandbox_jwks())
         self.replay = ReplayCache(replay_limit)
+
+    @property
+    def fetches(self) -> bool:
+        """Whether checking a token may fetch an issuer's JWKS over the network."""
+        return any(issuer.remote for issuer in self.issuers.values())
 
     @property
     def enabled(self) -> bool:

@@ -304,10 +304,12 @@ async def _authenticate(request: Request, config: ServiceConfig) -> None:
     state = state_of(request)
     endpoint = _base_url(request, config) + request.url.path
     try:
-        # in a thread: an issuer's JWKS URL may be fetched (up to 5 s), never on the event loop
-        await run_in_threadpool(
-            state.verifier.check, request.headers.get("authorization"), endpoint
-        )
+        authorization = request.headers.get("authorization")
+        if authorization and state.verifier.fetches:
+            # an issuer's JWKS URL may be fetched (up to 5 s): in a thread, off the event loop
+            await run_in_threadpool(state.verifier.check, authorization, endpoint)
+        else:  # local keys only: a signature check of about a millisecond, inline
+            state.verifier.check(authorization, endpoint)
     except AuthError as exc:
         raise CdsError(
             exc.status, "login" if exc.status == 401 else "throttled", exc.reason
@@ -433,12 +435,9 @@ def _screen_call(
     for order in orders:
         _same_patient(order, patient_id, "context.draftOrders")
     prefetch = call.prefetch or {}
-    # a key sent as null means "the record has none": for the Patient that cannot be
-    missing = [
-        key
-        for key in REQUIRED_PREFETCH
-        if key not in prefetch or (key == "patient" and prefetch[key] is None)
-    ]
+    # a key sent as null means "the record has none": missing data, a card (age and sex
+    # unknown), not an error; a key not sent at all cannot be fetched here
+    missing = [key for key in REQUIRED_PREFETCH if key not in prefetch]
     if missing:
         raise CdsError(
             412,
