@@ -32,6 +32,19 @@ def test_no_authoring_note_reaches_a_report(rule: object) -> None:
         assert found is None, f"{meta.id} {where}: move '{found.group(0)}' ... to notes:"
 
 
+@pytest.mark.parametrize(
+    "item", [*RULESET.derived, *RULESET.constraints], ids=lambda item: item.meta.id
+)
+def test_no_authoring_note_in_a_derived_attribute_or_constraint(item: object) -> None:
+    """Their rationale and sources reach `--details` traces and the reports' inferred lines."""
+    meta = item.meta  # type: ignore[attr-defined]
+    texts = {"rationale": meta.rationale}
+    texts.update({f"source {i}": s.citation for i, s in enumerate(meta.sources, 1)})
+    for where, text in texts.items():
+        found = AUTHOR_PHRASES.search(text)
+        assert found is None, f"{meta.id} {where}: move '{found.group(0)}' ... to notes:"
+
+
 def test_the_phrase_test_catches_what_it_is_meant_to() -> None:
     for phrase in [
         "Deviation from catalogue ACC-05: x",
