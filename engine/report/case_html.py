@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
 from engine.models import Finding, Result, SourceRef, Verdict, evidence_label
+from engine.report.html import report_environment
 from engine.report.text import (
     SETTING_FIELD_SET,
     SEVERITY_WORDS,
@@ -72,13 +71,7 @@ def _finding_row(finding: Finding) -> dict[str, object]:
 
 def render_case_html(result: Result) -> str:
     """The page of one case; the same result always gives the same bytes."""
-    env = Environment(
-        loader=PackageLoader("engine.report", "templates"),
-        undefined=StrictUndefined,
-        autoescape=select_autoescape(["html", "html.j2"], default_for_string=True, default=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = report_environment()
     needed_by = questions_by_field(result)
     groups, apart = technique_groups(result)
     considerations = [(f"If {_display(t)} is considered", cs) for t, cs in groups.items()]

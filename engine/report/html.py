@@ -8,6 +8,7 @@ readers can trace it back to the JSON. The same summary always gives byte-identi
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Sequence
@@ -96,7 +97,7 @@ def render_html(summary: BatchSummary) -> str:
     rules = sorted(summary.rules, key=lambda r: (SEVERITY_ORDER[r.severity], -r.fired, r.rule_id))
     fields = sorted(summary.missingness, key=lambda f: (-f.blocks_verdict, -f.missing, f.field))
     rejected = sorted(summary.rejected_by_field.items(), key=lambda item: (-item[1], item[0]))
-    template = _environment().get_template("batch.html.j2")
+    template = report_environment().get_template("batch.html.j2")
     return template.render(
         summary=summary,
         stamp=summary.stamp,
@@ -128,7 +129,9 @@ def _site_value(value: bool | int | float | str | dict[str, int]) -> str:
     return show_value(value)
 
 
-def _environment() -> Environment:
+@functools.cache
+def report_environment() -> Environment:
+    """The Jinja environment of the report templates, built once (templates compiled once)."""
     env = Environment(
         loader=PackageLoader("engine.report", "templates"),
         undefined=StrictUndefined,

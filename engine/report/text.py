@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -274,13 +274,18 @@ def questions_by_field(result: Result) -> dict[str, list[NotEvaluable]]:
 
 def needed_words(items: list[NotEvaluable]) -> str:
     """'red flag RED-001; major ACC-012, IND-004; caution EQP-002' (severity, then ids)."""
+    return ids_by_severity(items, SEVERITY_WORDS.__getitem__)
+
+
+def ids_by_severity(
+    items: Sequence[NotEvaluable | ConditionalFinding], label: Callable[[str], str]
+) -> str:
+    """Rule ids grouped by severity, worst first, each group under its label."""
     by_severity: dict[str, list[str]] = defaultdict(list)
     for item in items:
         by_severity[item.severity.value].append(item.rule_id)
     return "; ".join(
-        f"{SEVERITY_WORDS[s]} {', '.join(by_severity[s])}"
-        for s in SEVERITY_WORDS
-        if s in by_severity
+        f"{label(s)} {', '.join(by_severity[s])}" for s in SEVERITY_WORDS if s in by_severity
     )
 
 
@@ -433,14 +438,7 @@ def technique_groups(
 
 
 def _ids_by_severity(conds: list[ConditionalFinding]) -> str:
-    by_severity: dict[str, list[str]] = defaultdict(list)
-    for cond in conds:
-        by_severity[cond.severity.value].append(cond.rule_id)
-    return "; ".join(
-        f"{_severity_label(s)} {', '.join(by_severity[s])}"
-        for s in SEVERITY_WORDS
-        if s in by_severity
-    )
+    return ids_by_severity(conds, _severity_label)
 
 
 def _considerations(console: Console, result: Result, details: bool, traces: Traces | None) -> None:
