@@ -13,8 +13,16 @@ from dataclasses import dataclass, field
 from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.errors import CaseProblem
 from engine.models import Inferred, Scalar
-from engine.rules.condition import Cond, evaluate_expr, fields_of, to_text
-from engine.rules.logic import compile_kleene, unknown_fields
+from engine.rules.condition import (
+    Compare,
+    Cond,
+    Const,
+    Member,
+    evaluate_expr,
+    fields_of,
+    to_text,
+)
+from engine.rules.logic import Kleene, compile_kleene, unknown_fields
 from engine.rules.ruleset import Constraint, DerivedRule, Ruleset, points_key
 
 DERIVED_DECIMALS = 6
@@ -51,7 +59,13 @@ def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
     # attributes (a band is decided when every reachable total agrees); never a fact
     reachable: dict[str, frozenset[Scalar]] = {}
     seen = possible  # what a deriver reads: possible values, then the totals reachable so far
-    for name, derive, points in _derivers(ruleset):
+    for name, derive, points, inputs, unread in _derivers(ruleset):
+        if inputs.isdisjoint(known) and inputs.isdisjoint(seen):
+            # none of its inputs known or narrowed (most cases lack most scores' inputs): the
+            # value it takes with nothing known, computed once
+            if unread is not None:
+                known[name] = derived[name] = unread
+            continue
         value = derive(known, seen)
         if value is not None:
             known[name] = value
@@ -88,17 +102,30 @@ def _reachable_totals(
 
 
 Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
+# a derived field, its deriver, its rule where it is a points score, the fields it reads, and
+# its value when none of them is known or narrowed
+DeriverPlan = tuple[str, Deriver, DerivedRule | None, frozenset[str], Scalar | None]
 
 
-def _derivers(ruleset: Ruleset) -> list[tuple[str, Deriver, DerivedRule | None]]:
-    """A ruleset's derived attributes, each compiled to one closure once (kept by the ruleset),
-    with its rule where it is a points score."""
+def _derivers(ruleset: Ruleset) -> list[DeriverPlan]:
+    """A ruleset's derived attributes in file order, each compiled to one closure once (kept by
+    the ruleset)."""
     memo = ruleset.memo
-    plan = memo.derivers
+    plan: list[DeriverPlan] | None = memo.derivers
     if plan is None:
-        plan = memo.derivers = [
-            (r.field, _compile_deriver(r), r if r.points else None) for r in ruleset.derived
-        ]
+        plan = []
+        for rule in ruleset.derived:
+            derive = _compile_deriver(rule)
+            plan.append(
+                (
+                    rule.field,
+                    derive,
+                    rule if rule.points else None,
+                    frozenset(rule.inputs),
+                    derive({}, {}),
+                )
+            )
+        memo.derivers = plan
     return plan
 
 
@@ -184,55 +211,191 @@ def missing_inputs(names: set[str], ruleset: Ruleset, facts: Facts) -> list[str]
     return sorted(result)
 
 
+Narrowing = tuple[Constraint, str, Cond, Kleene, frozenset[Scalar], frozenset[str]]
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """Consecutive narrowings whose conditions test one enumerated or boolean field against
+    constants (`planned_procedure == "fusion"`, `lowest_level in [...]`) and narrow another
+    field: which of them hold depends on that field alone, so a known value looks them up."""
+
+    field: str
+    positions: tuple[int, ...]
+    by_value: dict[Scalar, frozenset[int]]  # the positions that hold for each value
+    unread: frozenset[int]  # those that hold with the field unknown and not narrowed
+
+
+@dataclass(frozen=True)
+class _ConstraintPlan:
+    narrowings: list[Narrowing]  # Ruleset.compiled_narrowings, in order
+    first_pass: tuple[_Lookup | int, ...]  # a lookup, or a narrowing tested on its own
+    readers: dict[str, tuple[int, ...]]  # field -> the narrowings whose condition reads it
+
+
+def _constraint_plan(ruleset: Ruleset) -> _ConstraintPlan:
+    memo = ruleset.memo
+    plan: _ConstraintPlan | None = memo.constraint_plan
+    if plan is None:
+        plan = memo.constraint_plan = _plan_constraints(ruleset.compiled_narrowings)
+    return plan
+
+
+def _plan_constraints(narrowings: list[Narrowing]) -> _ConstraintPlan:
+    def looked_up(item: Narrowing) -> str | None:
+        _, name, when, _, _, reads = item
+        if len(reads) != 1 or name in reads:
+            return None
+        (read,) = reads
+        if FIELDS_BY_NAME[read].type not in (FieldType.enum, FieldType.boolean):
+            return None
+        plain = isinstance(when, Member) or (
+            isinstance(when, Compare) and isinstance(when.rhs, Const)
+        )
+        return read if plain else None
+
+    steps: list[_Lookup | int] = []
+    run: list[int] = []
+
+    def close_run() -> None:
+        if run:
+            read = looked_up(narrowings[run[0]])
+            assert read is not None  # noqa: S101  # only looked-up narrowings join a run
+            holds = [(p, narrowings[p][3]) for p in run]
+            steps.append(
+                _Lookup(
+                    read,
+                    tuple(run),
+                    {
+                        value: frozenset(p for p, test in holds if test({read: value}, {}) is True)
+                        for value in FIELDS_BY_NAME[read].domain
+                    },
+                    frozenset(p for p, test in holds if test({}, {}) is True),
+                )
+            )
+            run.clear()
+
+    for position, item in enumerate(narrowings):
+        read = looked_up(item)
+        if run and read != looked_up(narrowings[run[0]]):
+            close_run()
+        if read is None:
+            steps.append(position)
+        else:
+            run.append(position)
+    close_run()
+    readers: dict[str, set[int]] = {}
+    for position, item in enumerate(narrowings):
+        for name in item[5]:
+            readers.setdefault(name, set()).add(position)
+    return _ConstraintPlan(
+        narrowings, tuple(steps), {name: tuple(sorted(p)) for name, p in readers.items()}
+    )
+
+
 def _apply_constraints(
     known: dict[str, Scalar], ruleset: Ruleset
 ) -> tuple[dict[str, frozenset[Scalar]], list[Inferred]]:
-    possible: dict[str, frozenset[Scalar]] = {}
-    # per narrowed field, each narrowing that applied: its constraint, condition and allowed set
-    applied: dict[str, list[tuple[Constraint, Cond, frozenset[Scalar]]]] = {}
-    inferred: list[Inferred] = []
-    pending = ruleset.compiled_narrowings
-    touched: set[str] | None = None  # fields narrowed in the last pass (None: first pass)
-    while touched is None or touched:
-        narrowed: set[str] = set()
-        waiting = []  # narrowings whose condition is not (yet) true
-        for item in pending:
-            constraint, name, when, holds, allowed, reads = item
-            # a condition none of whose fields changed since it was found untrue stays so
-            unchanged = touched is not None and reads.isdisjoint(touched)
-            if unchanged or holds(known, possible) is not True:
-                waiting.append(item)
-                continue
-            earlier = applied.setdefault(name, [])
-            earlier.append((constraint, when, allowed))
-            if name in known:
-                if known[name] in allowed:
-                    continue
-                if any(name == i.field for i in inferred):
-                    raise InconsistentInput(CaseProblem(name, _conflict_text(earlier, known)))
-                raise InconsistentInput(
-                    CaseProblem(
-                        name,
-                        f"{_show(known[name])} is ruled out by {constraint.id} "
-                        f"({constraint.meta.name}) because {_facts_text(when, known)}; "
-                        f"possible: {', '.join(_show(v) for v in sorted(allowed, key=str))}",
-                        known[name],
-                    )
-                )
-            before = possible.get(name, frozenset(constraint.spec.domain))
-            now = before & allowed
-            if not now:
-                raise InconsistentInput(CaseProblem(name, _conflict_text(earlier, known)))
-            narrowed.add(name)
-            if len(now) == 1:
-                (value,) = now
-                known[name] = value
-                possible.pop(name, None)
-                inferred.append(_inferred(name, value, constraint.id, ruleset))
+    """Narrow the possible values of constrained fields until nothing changes.
+
+    Narrowings apply in file order. The first pass tests each of them once; each later pass
+    re-tests only those whose condition reads a field the pass before narrowed (a chain of
+    constraints written back to front still settles).
+    """
+    plan = _constraint_plan(ruleset)
+    items = plan.narrowings
+    narrowing = _Narrowing(known, ruleset)
+    waiting: set[int] = set()  # narrowings whose condition is not (yet) true
+    for step in plan.first_pass:
+        if type(step) is int:
+            if items[step][3](known, narrowing.possible) is True:
+                narrowing.apply(items[step])
             else:
-                possible[name] = now
-        pending, touched = waiting, narrowed
-    return possible, inferred
+                waiting.add(step)
+            continue
+        assert isinstance(step, _Lookup)  # noqa: S101  # for the type checker
+        value = known.get(step.field)
+        holding = None if value is None else step.by_value.get(value)
+        if holding is None:
+            if value is None and step.field not in narrowing.possible:
+                holding = step.unread
+            else:  # narrowed, or a value outside the field's domain: test each
+                holding = frozenset(
+                    p for p in step.positions if items[p][3](known, narrowing.possible) is True
+                )
+        if not holding:
+            waiting.update(step.positions)
+            continue
+        for position in step.positions:
+            if position in holding:
+                narrowing.apply(items[position])
+            else:
+                waiting.add(position)
+    touched = narrowing.take_narrowed()
+    while touched and waiting:
+        # a condition none of whose fields changed since it was found untrue stays so
+        if len(touched) == 1:
+            retest = plan.readers.get(next(iter(touched)), ())
+        else:
+            retest = tuple(sorted({p for name in touched for p in plan.readers.get(name, ())}))
+        for position in retest:  # in file order
+            if position in waiting and items[position][3](known, narrowing.possible) is True:
+                waiting.discard(position)
+                narrowing.apply(items[position])
+        touched = narrowing.take_narrowed()
+    return narrowing.possible, narrowing.inferred
+
+
+class _Narrowing:
+    """One case's constraint passes: the possible values so far and what was inferred."""
+
+    __slots__ = ("applied", "inferred", "known", "narrowed", "possible", "ruleset")
+
+    def __init__(self, known: dict[str, Scalar], ruleset: Ruleset) -> None:
+        self.known = known
+        self.ruleset = ruleset
+        self.possible: dict[str, frozenset[Scalar]] = {}
+        # per narrowed field, each narrowing that applied: its constraint, condition, allowed set
+        self.applied: dict[str, list[tuple[Constraint, Cond, frozenset[Scalar]]]] = {}
+        self.inferred: list[Inferred] = []
+        self.narrowed: set[str] = set()  # fields narrowed in this pass
+
+    def take_narrowed(self) -> set[str]:
+        narrowed, self.narrowed = self.narrowed, set()
+        return narrowed
+
+    def apply(self, item: Narrowing) -> None:
+        """A narrowing whose condition holds: its field keeps only the values it allows."""
+        constraint, name, when, _, allowed, _ = item
+        known, possible = self.known, self.possible
+        earlier = self.applied.setdefault(name, [])
+        earlier.append((constraint, when, allowed))
+        if name in known:
+            if known[name] in allowed:
+                return
+            if any(name == i.field for i in self.inferred):
+                raise InconsistentInput(CaseProblem(name, _conflict_text(earlier, known)))
+            raise InconsistentInput(
+                CaseProblem(
+                    name,
+                    f"{_show(known[name])} is ruled out by {constraint.id} "
+                    f"({constraint.meta.name}) because {_facts_text(when, known)}; "
+                    f"possible: {', '.join(_show(v) for v in sorted(allowed, key=str))}",
+                    known[name],
+                )
+            )
+        before = possible.get(name, frozenset(constraint.spec.domain))
+        now = before & allowed
+        if not now:
+            raise InconsistentInput(CaseProblem(name, _conflict_text(earlier, known)))
+        self.narrowed.add(name)
+        if len(now) == 1:
+            (value,) = now
+            known[name] = value
+            possible.pop(name, None)
+            self.inferred.append(_inferred(name, value, constraint.id, self.ruleset))
+        else:
+            possible[name] = now
 
 
 def _conflict_text(

@@ -121,6 +121,17 @@ def test_constraints_chain_whatever_their_order_in_the_file(tmp_path: Path) -> N
         ("herniation_migrated", False, "CON-901"),
         ("herniation_migration_grade", "none", "CON-008"),  # and on into the real rule base
     ]
+    # two fields narrowed in the first pass (technique and region): the same chain
+    both = build_facts(
+        {"planned_procedure": "vertebral_augmentation", "lowest_level": "L1-L2"}, ruleset
+    )
+    assert [(i.field, i.constraint) for i in both.inferred] == [
+        ("mis_technique", "CON-002"),
+        ("region", "CON-003"),
+        ("herniation_calcified", "CON-900"),
+        ("herniation_migrated", "CON-901"),
+        ("herniation_migration_grade", "CON-008"),
+    ]
     untouched = build_facts({"planned_procedure": "discectomy"}, ruleset)
     assert "herniation_calcified" not in untouched.values
 

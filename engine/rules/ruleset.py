@@ -8,6 +8,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from engine.dictionary import FIELDS_BY_NAME, FieldSpec
 from engine.models import (
@@ -109,9 +110,11 @@ class Memo:
     an equal value (each dict operation is atomic under the GIL).
     """
 
-    # engine.derive: each derived field with its compiled deriver and, for a points score,
-    # its rule (whose reachable totals are computed when the score is unknown), in file order
-    derivers: list[tuple[str, Callable[..., Scalar | None], DerivedRule | None]] | None = None
+    # engine.derive: each derived field with its compiled deriver, its rule where it is a points
+    # score, its inputs and its value with none of them known, in file order (DeriverPlan)
+    derivers: Any = None
+    # engine.derive: the narrowings of every constraint, arranged for the constraint passes
+    constraint_plan: Any = None
     # engine.derive: one shared Inferred per (field, value type, value, constraint)
     inferred: dict[tuple[str, type, Scalar, str], Inferred] = field(default_factory=dict)
     # engine.evaluate.base: explained outcomes by rule id, status and what the explanation reads
