@@ -59,23 +59,31 @@ def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
     # attributes (a band is decided when every reachable total agrees); never a fact
     reachable: dict[str, frozenset[Scalar]] = {}
     seen = possible  # what a deriver reads: possible values, then the totals reachable so far
-    for name, derive, points, inputs, unread in _derivers(ruleset):
-        if inputs.isdisjoint(known) and inputs.isdisjoint(seen):
+    plan = _derivers(ruleset)
+    # the fields derivers read that are known, narrowed or reachable (a set, so that testing a
+    # deriver's few inputs against it walks those, not every known field)
+    read = set(plan.inputs.intersection(known))
+    read.update(possible)
+    for name, derive, points, inputs, unread in plan.derivers:
+        if inputs.isdisjoint(read):
             # none of its inputs known or narrowed (most cases lack most scores' inputs): the
             # value it takes with nothing known, computed once
             if unread is not None:
                 known[name] = derived[name] = unread
+                read.add(name)
             continue
         value = derive(known, seen)
         if value is not None:
             known[name] = value
             derived[name] = value
+            read.add(name)
             continue
         if points is not None:
             totals = _reachable_totals(points, known, possible)
             if totals is not None:
                 reachable[name] = totals
                 seen = {**possible, **reachable}
+                read.add(name)
     return Facts(values=known, possible=possible, inferred=tuple(inferred), derived=derived)
 
 
@@ -107,16 +115,22 @@ Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | N
 DeriverPlan = tuple[str, Deriver, DerivedRule | None, frozenset[str], Scalar | None]
 
 
-def _derivers(ruleset: Ruleset) -> list[DeriverPlan]:
+@dataclass(frozen=True)
+class _DeriverPlan:
+    derivers: list[DeriverPlan]
+    inputs: frozenset[str]  # every field some deriver reads
+
+
+def _derivers(ruleset: Ruleset) -> _DeriverPlan:
     """A ruleset's derived attributes in file order, each compiled to one closure once (kept by
     the ruleset)."""
     memo = ruleset.memo
-    plan: list[DeriverPlan] | None = memo.derivers
+    plan: _DeriverPlan | None = memo.derivers
     if plan is None:
-        plan = []
+        derivers = []
         for rule in ruleset.derived:
             derive = _compile_deriver(rule)
-            plan.append(
+            derivers.append(
                 (
                     rule.field,
                     derive,
@@ -125,7 +139,8 @@ def _derivers(ruleset: Ruleset) -> list[DeriverPlan]:
                     derive({}, {}),
                 )
             )
-        memo.derivers = plan
+        inputs = frozenset(name for *_, read, _ in derivers for name in read)
+        plan = memo.derivers = _DeriverPlan(derivers, inputs)
     return plan
 
 
@@ -214,7 +229,7 @@ def missing_inputs(names: set[str], ruleset: Ruleset, facts: Facts) -> list[str]
 Narrowing = tuple[Constraint, str, Cond, Kleene, frozenset[Scalar], frozenset[str]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Lookup:
     """Consecutive narrowings whose conditions test one enumerated or boolean field against
     constants (`planned_procedure == "fusion"`, `lowest_level in [...]`) and narrow another
@@ -307,13 +322,12 @@ def _apply_constraints(
     narrowing = _Narrowing(known, ruleset)
     waiting: set[int] = set()  # narrowings whose condition is not (yet) true
     for step in plan.first_pass:
-        if type(step) is int:
+        if isinstance(step, int):
             if items[step][3](known, narrowing.possible) is True:
                 narrowing.apply(items[step])
             else:
                 waiting.add(step)
             continue
-        assert isinstance(step, _Lookup)  # noqa: S101  # for the type checker
         value = known.get(step.field)
         holding = None if value is None else step.by_value.get(value)
         if holding is None:

@@ -62,7 +62,7 @@ def plain_facts(
         return found
     possible, inferred = found
     seen: dict[str, frozenset[Scalar]] = dict(possible)
-    for name, derive, points, _, _ in _derivers(RULESET):  # every deriver, no shortcut
+    for name, derive, points, _, _ in _derivers(RULESET).derivers:  # every deriver, no shortcut
         try:
             value = derive(known, seen)
         except InconsistentInput as exc:  # a supplied score total its components contradict
