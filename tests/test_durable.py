@@ -10,9 +10,10 @@ from typing import Any
 import durable_rules_engine as dre
 import pytest
 
-from engine.derive import build_facts
+from engine.derive import InconsistentInput, build_facts
 from engine.dictionary import FIELDS_BY_NAME
-from engine.errors import RuleFileError
+from engine.errors import CaseInputError, RuleFileError
+from engine.evaluate import durable as durable_module
 from engine.evaluate.durable import (
     DurableEvaluator,
     check_slot_ids,
@@ -32,10 +33,12 @@ from engine.evaluate.layout import (
 from engine.evaluate.network import Node, add_pattern, limit_problems, stack_bound
 from engine.evaluate.patterns import SLOTS, STACK_BUDGET, EngineError
 from engine.evaluate.reference import ReferenceEvaluator
+from engine.io.cases import validate_case
 from engine.models import RuleStatus
 from engine.rules.condition import parse_condition
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
+from engine.synth import generate_rows
 from tests.conftest import RULES_DIR, RULESET
 
 RULE_TEMPLATE = """\
@@ -353,6 +356,31 @@ def test_facts_travel_under_short_names_and_come_back_whole() -> None:
     assert {k: v for k, v in sent.items() if not k.startswith("__ro__")} == {
         k: v for k, v in facts.values.items() if k in RULESET.fields_read
     }
+
+
+def test_every_cohort_fact_travels_whole_with_its_types_first_time_and_from_kept_texts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """body() splices kept texts: enumerated values made at start, numbers kept as they come
+    (up to a bound, past which they are made each time); each way gives the fact back."""
+    monkeypatch.setattr(durable_module, "FACT_TEXTS", 400)  # reached within the cohort
+    evaluator = DurableEvaluator(RULESET)
+    cases = []
+    for number, row in enumerate(generate_rows(1500, seed=5), 1):
+        try:
+            cases.append(build_facts(validate_case(row, "synthetic", row=number)[1], RULESET))
+        except (CaseInputError, InconsistentInput):
+            continue
+    for _ in range(2):
+        for facts in cases:
+            sent = evaluator.encode(facts)
+            expected = {k: v for k, v in facts.values.items() if k in RULESET.fields_read}
+            shown = {k: v for k, v in sent.items() if not k.startswith("__ro__")}
+            assert shown == expected
+            assert {k: type(v) for k, v in shown.items()} == {
+                k: type(v) for k, v in expected.items()
+            }
+    assert len(evaluator._texts) >= 400  # the bound was reached: later numbers made each time
 
 
 def test_enum_and_boolean_constants_travel_as_codes() -> None:

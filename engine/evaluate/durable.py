@@ -204,12 +204,21 @@ class DurableEvaluator:
             for field, sets in compiled.value_sets.items()
         ]
         self._keys = {name: f',"{alias[name]}":' for name in self.fields}
-        # the text of every enumerated and boolean value, ready to splice in
-        self._texts: dict[tuple[str, Scalar], str] = {
-            (name, value): self._keys[name] + str(self.codes.get((name, value), _scalar(value)))
-            for name in self.fields
-            for value in FIELDS_BY_NAME[name].domain
-        }
+        # the text of every enumerated and boolean value, ready to splice in; nothing for a
+        # field no rule reads; numbers as cases bring them
+        read = set(self.fields)
+        self._texts = _FactTexts(self._keys)
+        self._texts.update(
+            {
+                (name, value): (
+                    self._keys[name] + str(self.codes.get((name, value), _scalar(value)))
+                    if name in read
+                    else ""
+                )
+                for name in FIELDS_BY_NAME
+                for value in FIELDS_BY_NAME[name].domain
+            }
+        )
         ids = [f'{{"sid": "{SID}", "id": {slot}}}' for slot in range(1, SLOTS + 1)]
         # the text retracting slots 1..n, made when a batch of n first needs it
         self._retract = _Texts(lambda n: "[" + ", ".join(ids[:n]) + "]")
@@ -233,21 +242,14 @@ class DurableEvaluator:
 
     def body(self, facts: Facts) -> str:
         """The fact's attributes as durable-rules JSON text (short names), each after a comma."""
-        keys, texts = self._keys, self._texts
-        parts = []
-        for item in facts.values.items():  # (name, value): the key of texts as it comes
-            text = texts.get(item)
-            if text is None:
-                key = keys.get(item[0])
-                if key is None:  # a field no rule reads
-                    continue
-                text = key + _scalar(item[1])
-            parts.append(text)
-        if facts.possible:
-            for field, flags in self._flag_keys:
-                possible = facts.possible.get(field)
-                if possible is not None:
-                    parts.extend(key for values, key in flags if not values & possible)
+        text = "".join(map(self._texts.__getitem__, facts.values.items()))  # (name, value) keys
+        if not facts.possible:
+            return text
+        parts = [text]
+        for field, flags in self._flag_keys:
+            possible = facts.possible.get(field)
+            if possible is not None:
+                parts.extend(key for values, key in flags if not values & possible)
         return "".join(parts)
 
     def encode(self, facts: Facts) -> dict[str, Scalar]:
@@ -355,6 +357,27 @@ class DurableEvaluator:
                 raise EngineError(f"{rules[index].id} matched two statuses at once: bits {mask}")
             outcomes[index] = outcome
         return outcomes
+
+
+FACT_TEXTS = 100_000  # (field, value) texts kept, at most: numbers repeat across a cohort
+
+
+class _FactTexts(dict[tuple[str, Scalar], str]):
+    """(field, value) -> its text in a fact: `,"<alias>":<value>`, or "" for a field no rule
+    reads. Enumerated and boolean values are filled in at start; a number is made the first
+    time a case brings it and kept (up to FACT_TEXTS), so that body() is one C-level pass."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        super().__init__()
+        self.field_keys = keys
+
+    def __missing__(self, item: tuple[str, Scalar]) -> str:
+        name, value = item
+        key = self.field_keys.get(name)
+        text = "" if key is None else key + _scalar(value)
+        if len(self) < FACT_TEXTS:  # two threads may both store it: the same text
+            self[item] = text
+        return text
 
 
 def rename(
