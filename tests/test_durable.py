@@ -383,6 +383,14 @@ def test_every_cohort_fact_travels_whole_with_its_types_first_time_and_from_kept
     assert len(evaluator._texts) >= 400  # the bound was reached: later numbers made each time
 
 
+def test_a_negative_zero_and_a_zero_each_travel_with_their_own_sign() -> None:
+    """-0.0 == 0.0 (one dict key), but their texts differ: neither is kept for the other."""
+    evaluator = DurableEvaluator(RULESET)
+    for sva in (0.0, -0.0, 0.0, -0.0):
+        facts = build_facts({"sva_mm": sva, "levels": 2}, RULESET)
+        assert repr(evaluator.encode(facts)["sva_mm"]) == repr(sva)
+
+
 def test_enum_and_boolean_constants_travel_as_codes() -> None:
     """Codes replace the constants compared with coded fields, never `$ex`/`$nex`'s dummy 1."""
     codes = value_codes(["diagnosis", "diabetes", "levels"])

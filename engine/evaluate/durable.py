@@ -375,8 +375,9 @@ class _FactTexts(dict[tuple[str, Scalar], str]):
         name, value = item
         key = self.field_keys.get(name)
         text = "" if key is None else key + _scalar(value)
-        if len(self) < FACT_TEXTS:  # two threads may both store it: the same text
-            self[item] = text
+        # -0.0 and 0.0 are one key with two texts: a zero is made each time, keeping its sign
+        if len(self) < FACT_TEXTS and not (value == 0 and type(value) is float):
+            self[item] = text  # two threads may both store it: the same text
         return text
 
 
