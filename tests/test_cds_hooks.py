@@ -179,6 +179,16 @@ def test_discovery_says_nothing_of_dev_mode_when_not_in_it(tmp_path: Path) -> No
         assert service["extension"]["org.example.miss-screen"]["devMode"] is False
 
 
+def test_the_interactive_api_pages_are_served_in_dev_mode_only(dev: TestClient) -> None:
+    """/docs and /redoc run scripts from a CDN on the service's origin: a developer's aid. The
+    OpenAPI JSON stays, in either mode (it runs nothing)."""
+    production = client(trusted_issuers={"https://ehr.example.org": sandbox_jwks()})
+    for path in ("/docs", "/redoc"):
+        assert production.get(path).status_code == 404
+        assert dev.get(path).status_code == 200
+    assert production.get("/openapi.json").json()["info"]["title"] == "miss-screen"
+
+
 # --- the card ------------------------------------------------------------------------------
 
 

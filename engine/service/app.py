@@ -64,6 +64,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         version=__version__,
         description="Screening aid for a conversation about minimally invasive spine surgery, "
         "never an order to operate.",
+        # the interactive API pages run scripts from a CDN on this origin: a developer's aid,
+        # served with --dev only (the OpenAPI JSON itself stays at /openapi.json)
+        docs_url="/docs" if config.dev else None,
+        redoc_url="/redoc" if config.dev else None,
     )
     app.state.config = config
     from engine.service.cds import install  # CDS Hooks: routes, errors, CORS, request guard
