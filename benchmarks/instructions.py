@@ -27,28 +27,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 1_000  # engine.io.tables.CHUNK_ROWS
 
-# run under callgrind: screen the first `chunks` chunks of the cohort, in process
-CHILD = f"""
-import sys
-import pyarrow.parquet as pq
-from engine.batch.worker import OutputFormat, WorkerConfig, init_worker, screen_chunk
-from engine.io.tables import Chunk
-from engine.screener import Screener
 
-rules, cohort, chunks = sys.argv[1], sys.argv[2], int(sys.argv[3])
-table = pq.read_table(cohort).slice(0, {ROWS} * chunks)
-sha = Screener.load(rules).ruleset.sha256
-init_worker(WorkerConfig(rules, sha, {{}}, OutputFormat.parquet, frozenset(), True))
-first = 1
-for index, batch in enumerate(table.to_batches(max_chunksize={ROWS})):
-    screen_chunk(Chunk(index, "cohort", [], batch, first))
-    first += batch.num_rows
-"""
+def screen_chunks(rules: str, cohort: str, chunks: int) -> None:
+    """What callgrind counts (run as `--child`): the first `chunks` chunks of the cohort
+    screened in process, as `batch --workers 1` screens them."""
+    import pyarrow.parquet as pq
+
+    from engine.batch.worker import OutputFormat, WorkerConfig, init_worker, screen_chunk
+    from engine.io.tables import Chunk
+    from engine.screener import Screener
+
+    table = pq.read_table(cohort).slice(0, ROWS * chunks)
+    sha = Screener.load(rules).ruleset.sha256
+    init_worker(WorkerConfig(rules, sha, {}, OutputFormat.parquet, frozenset(), True))
+    first = 1
+    for index, batch in enumerate(table.to_batches(max_chunksize=ROWS)):
+        screen_chunk(Chunk(index, "cohort", [], batch, first))
+        first += batch.num_rows
 
 
-def counted(
-    valgrind: str, script: Path, rules: str, cohort: Path, chunks: int, folder: Path
-) -> int:
+def counted(valgrind: str, rules: str, cohort: Path, chunks: int, folder: Path) -> int:
     out = folder / f"callgrind.{chunks}.out"
     run = subprocess.run(
         [
@@ -56,7 +54,9 @@ def counted(
             "--tool=callgrind",
             f"--callgrind-out-file={out}",
             sys.executable,
-            str(script),
+            "-m",
+            "benchmarks.instructions",
+            "--child",
             rules,
             str(cohort),
             str(chunks),
@@ -76,7 +76,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rules", default=str(ROOT / "rules"))
     parser.add_argument("--chunks", type=int, default=5, help="chunks counted (1,000 rows each)")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # RULES COHORT CHUNKS
     args = parser.parse_args()
+    if args.child:
+        rules, cohort, chunks = args.child
+        screen_chunks(rules, cohort, int(chunks))
+        return
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind not found: apt-get install valgrind")
@@ -88,12 +93,10 @@ def main() -> None:
         folder = Path(name)
         cohort = folder / "cohort.parquet"
         write_cohort(cohort, ROWS * (args.chunks + 1), seed=7, missing=0.05, corrupt=0.01)
-        script = folder / "child.py"
-        script.write_text(CHILD)
         if os.environ.get("MISS_SCREEN_CACHE_DIR") == "":
             print("note: MISS_SCREEN_CACHE_DIR is empty (cache off): each run builds the layout")
-        one = counted(valgrind, script, args.rules, cohort, 1, folder)
-        many = counted(valgrind, script, args.rules, cohort, 1 + args.chunks, folder)
+        one = counted(valgrind, args.rules, cohort, 1, folder)
+        many = counted(valgrind, args.rules, cohort, 1 + args.chunks, folder)
     rows = ROWS * args.chunks
     print(f"instructions per batch row: {(many - one) // rows:,} ({rows:,} rows counted)")
 

@@ -22,8 +22,8 @@ from engine.rules.condition import (
     fields_of,
     to_text,
 )
-from engine.rules.logic import Kleene, compile_kleene, unknown_fields
-from engine.rules.ruleset import Constraint, DerivedRule, Ruleset, points_key
+from engine.rules.logic import compile_kleene, unknown_fields
+from engine.rules.ruleset import Constraint, DerivedRule, Narrowing, Ruleset, points_key
 
 DERIVED_DECIMALS = 6
 
@@ -112,12 +112,12 @@ def _reachable_totals(
 Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | None]
 # a derived field, its deriver, its rule where it is a points score, the fields it reads, and
 # its value when none of them is known or narrowed
-DeriverPlan = tuple[str, Deriver, DerivedRule | None, frozenset[str], Scalar | None]
+DeriverEntry = tuple[str, Deriver, DerivedRule | None, frozenset[str], Scalar | None]
 
 
 @dataclass(frozen=True)
 class _DeriverPlan:
-    derivers: list[DeriverPlan]
+    derivers: list[DeriverEntry]
     inputs: frozenset[str]  # every field some deriver reads
 
 
@@ -226,9 +226,6 @@ def missing_inputs(names: set[str], ruleset: Ruleset, facts: Facts) -> list[str]
     return sorted(result)
 
 
-Narrowing = tuple[Constraint, str, Cond, Kleene, frozenset[Scalar], frozenset[str]]
-
-
 @dataclass(frozen=True, slots=True)
 class _Lookup:
     """Consecutive narrowings whose conditions test one enumerated or boolean field against
@@ -270,12 +267,10 @@ def _plan_constraints(narrowings: list[Narrowing]) -> _ConstraintPlan:
         return read if plain else None
 
     steps: list[_Lookup | int] = []
-    run: list[int] = []
+    run: list[int] = []  # consecutive narrowings looked up by the same field, run_field
 
-    def close_run() -> None:
-        if run:
-            read = looked_up(narrowings[run[0]])
-            assert read is not None  # noqa: S101  # only looked-up narrowings join a run
+    def close_run(read: str | None) -> None:
+        if run and read is not None:
             holds = [(p, narrowings[p][3]) for p in run]
             steps.append(
                 _Lookup(
@@ -290,15 +285,17 @@ def _plan_constraints(narrowings: list[Narrowing]) -> _ConstraintPlan:
             )
             run.clear()
 
+    run_field: str | None = None
     for position, item in enumerate(narrowings):
         read = looked_up(item)
-        if run and read != looked_up(narrowings[run[0]]):
-            close_run()
+        if read != run_field:
+            close_run(run_field)
+            run_field = read
         if read is None:
             steps.append(position)
         else:
             run.append(position)
-    close_run()
+    close_run(run_field)
     readers: dict[str, set[int]] = {}
     for position, item in enumerate(narrowings):
         for name in item[5]:
@@ -319,33 +316,33 @@ def _apply_constraints(
     """
     plan = _constraint_plan(ruleset)
     items = plan.narrowings
-    narrowing = _Narrowing(known, ruleset)
+    passes = _Passes(known, ruleset)
     waiting: set[int] = set()  # narrowings whose condition is not (yet) true
     for step in plan.first_pass:
         if isinstance(step, int):
-            if items[step][3](known, narrowing.possible) is True:
-                narrowing.apply(items[step])
+            if items[step][3](known, passes.possible) is True:
+                passes.apply(items[step])
             else:
                 waiting.add(step)
             continue
         value = known.get(step.field)
         holding = None if value is None else step.by_value.get(value)
         if holding is None:
-            if value is None and step.field not in narrowing.possible:
+            if value is None and step.field not in passes.possible:
                 holding = step.unread
             else:  # narrowed, or a value outside the field's domain: test each
                 holding = frozenset(
-                    p for p in step.positions if items[p][3](known, narrowing.possible) is True
+                    p for p in step.positions if items[p][3](known, passes.possible) is True
                 )
         if not holding:
             waiting.update(step.positions)
             continue
         for position in step.positions:
             if position in holding:
-                narrowing.apply(items[position])
+                passes.apply(items[position])
             else:
                 waiting.add(position)
-    touched = narrowing.take_narrowed()
+    touched = passes.take_narrowed()
     while touched and waiting:
         # a condition none of whose fields changed since it was found untrue stays so
         if len(touched) == 1:
@@ -353,14 +350,14 @@ def _apply_constraints(
         else:
             retest = tuple(sorted({p for name in touched for p in plan.readers.get(name, ())}))
         for position in retest:  # in file order
-            if position in waiting and items[position][3](known, narrowing.possible) is True:
+            if position in waiting and items[position][3](known, passes.possible) is True:
                 waiting.discard(position)
-                narrowing.apply(items[position])
-        touched = narrowing.take_narrowed()
-    return narrowing.possible, narrowing.inferred
+                passes.apply(items[position])
+        touched = passes.take_narrowed()
+    return passes.possible, passes.inferred
 
 
-class _Narrowing:
+class _Passes:
     """One case's constraint passes: the possible values so far and what was inferred."""
 
     __slots__ = ("applied", "inferred", "known", "narrowed", "possible", "ruleset")

@@ -101,6 +101,11 @@ class Constraint:
         return self.meta.id
 
 
+# one narrowing of a constraint: the constraint, the field it narrows, its condition and that
+# condition compiled, the values it allows, and the fields the condition reads
+Narrowing = tuple[Constraint, str, Cond, Kleene, frozenset[Scalar], frozenset[str]]
+
+
 @dataclass
 class Memo:
     """The per-case caches later steps keep for one ruleset (engine.derive, engine.evaluate).
@@ -111,7 +116,7 @@ class Memo:
     """
 
     # engine.derive: each derived field with its compiled deriver, its rule where it is a points
-    # score, its inputs and its value with none of them known, in file order (DeriverPlan)
+    # score, its inputs and its value with none of them known, in file order (derive._DeriverPlan)
     derivers: Any = None
     # engine.derive: the narrowings of every constraint, arranged for the constraint passes
     constraint_plan: Any = None
@@ -217,9 +222,7 @@ class Ruleset:
         return frozenset(c.spec.name for c in self.constraints)
 
     @cached_property
-    def compiled_narrowings(
-        self,
-    ) -> list[tuple[Constraint, str, Cond, Kleene, frozenset[Scalar], frozenset[str]]]:
+    def compiled_narrowings(self) -> list[Narrowing]:
         """Every narrowing of every constraint: constraint, field, condition and its compiled
         form, the values it allows, and the fields the condition reads."""
         return [
