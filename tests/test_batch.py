@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.dictionary import SETTING_FIELDS
 from engine.io.cases import validate_case
 from engine.screen import screen_values

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.synth import corrupt_row_numbers, write_cohort
 
 ROWS, SEED, MISSING, CORRUPT = 2000, 11, 0.05, 0.01

@@ -13,7 +13,7 @@ from markupsafe import escape
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.io.cases import read_case
 from engine.models import Result

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from tests.conftest import ROOT
 
 runner = CliRunner()
@@ -331,7 +331,7 @@ def test_real_process_screens_and_maps_errors(command: list[str], tmp_path: Path
 
 
 def test_internal_error_exits_2_with_a_report_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    import cli
+    import engine.cli as cli
 
     def boom(*_: object, **__: object) -> None:
         raise RuntimeError("simulated bug")

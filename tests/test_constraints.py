@@ -261,7 +261,7 @@ def test_consistent_facts_are_inferred_not_refused() -> None:
 def test_a_contradictory_case_file_is_an_input_error_on_the_command_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli import app
+    from engine.cli import app
 
     case = tmp_path / "case.yaml"
     case.write_text("case_id: C-1\nregion: cervical\nlowest_level: L4-L5\n")

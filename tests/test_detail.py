@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from tests.conftest import ROOT, RULESET
 
 runner = CliRunner()

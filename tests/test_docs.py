@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.report.docs import render_docs
 from tests.conftest import ROOT, RULESET
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.errors import UserError
 from engine.fhir import FhirInputError, fhir_to_case, read_bundle
 from engine.fhir.export import case_to_bundle, mapped_fields

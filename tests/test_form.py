@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from cli import app as cli_app
 from engine import Screener
+from engine.cli import app as cli_app
 from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.models import DISCLAIMER, Case
 from engine.service.app import ServiceConfig, create_app

@@ -38,7 +38,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 from typer.testing import CliRunner
 
-from cli import app as cli_app
+from engine.cli import app as cli_app
 from tests.conftest import ROOT, RULESET
 from tests.serving import free_port, stop
 

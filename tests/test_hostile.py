@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.io.deid import scan_columns
 from engine.rules.loader import load_ruleset
 from tests.conftest import ROOT, RULES_DIR

@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_plain_lines_give_rows_total_and_time_left(
     tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cli import app
+    from engine.cli import app
 
     source = tmp_path / f"cohort{suffix}"
     write_cohort(source, 60, seed=1)
@@ -39,7 +39,7 @@ def test_plain_lines_give_rows_total_and_time_left(
 
 @pytest.mark.timeout(120)
 def test_progress_none_writes_no_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli import app
+    from engine.cli import app
 
     source = tmp_path / "cohort.csv"
     write_cohort(source, 30, seed=1)

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.errors import CaseInputError, RuleFileError
 from engine.evaluate.reference import ReferenceEvaluator
 from engine.io.cases import read_site

@@ -161,7 +161,7 @@ def test_a_hostile_case_id_is_printed_as_text() -> None:
 def test_one_bad_file_among_several_is_reported_and_the_others_screened(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli import app
+    from engine.cli import app
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("case_id: B-1\nslip_pct: 3\n")
@@ -182,7 +182,7 @@ def test_one_bad_file_among_several_is_reported_and_the_others_screened(tmp_path
 def test_rules_show_names_constraints_and_derived_attributes() -> None:
     from typer.testing import CliRunner
 
-    from cli import app
+    from engine.cli import app
 
     shown = CliRunner().invoke(app, ["rules", "show", "CON-001"])
     assert shown.exit_code == 0, shown.stderr
@@ -286,7 +286,7 @@ COMMANDS = [
 def test_every_command_help_has_an_example_and_word_types(command: list[str]) -> None:
     from typer.testing import CliRunner
 
-    from cli import app
+    from engine.cli import app
 
     done = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
     assert done.exit_code == 0
@@ -300,7 +300,7 @@ def test_every_command_help_has_an_example_and_word_types(command: list[str]) ->
 def test_batch_help_keeps_the_dask_extra() -> None:
     from typer.testing import CliRunner
 
-    from cli import app
+    from engine.cli import app
 
     done = CliRunner().invoke(app, ["batch", "--help"], env={"COLUMNS": "200"})
     assert "pip install 'miss-screen[dask]'" in done.stdout

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.dictionary import FIELDS_BY_NAME
 from engine.research.coverage import coverage, leaves
 from engine.rules.condition import parse_condition, to_text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 COHORT = ROOT / "cases" / "cohort" / "synthetic-500.csv"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from engine.cli import app
 from engine.errors import RuleFileError
 from engine.rules.loader import load_ruleset
 from tests.conftest import RULES_DIR

@@ -252,8 +252,8 @@ def test_a_result_renders_as_short_escaped_html(screener: Screener) -> None:
 def test_the_batch_summary_renders_as_html(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli import app
     from engine.batch.summary import BatchSummary
+    from engine.cli import app
 
     source = tmp_path / "cohort.jsonl"
     rows = [STENOSIS, {**STENOSIS, "case_id": "S-2", "cauda_equina_syndrome": True}]

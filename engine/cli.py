@@ -1,0 +1,1587 @@
+"""miss-screen command line: screen a case, inspect and test the rules, print the schemas.
+
+Thin by design: parse options, call engine, pick a renderer, map errors to exit codes
+(0 screened, 1 --fail-on met or a golden case failed, 2 bad input, rules, usage or internal error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import sys
+
+# SIGTERM (`timeout`, a scheduler) and SIGHUP (a closed terminal) end a command as Ctrl-C does
+OTHER_INTERRUPTS = (signal.SIGTERM, signal.SIGHUP)
+_PREVIOUS = {s: signal.getsignal(s) for s in (signal.SIGINT, *OTHER_INTERRUPTS)}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a command runs: unwinds like Ctrl-C, so every cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.exit_code = 128 + signum  # as a shell reports a process that signal ended
+
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C before the command runs: nothing to clean up, so no traceback, only a line."""
+    sys.stderr.write("error: interrupted\n")
+    os._exit(128 + signum)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _on_interrupt(handler: signal.Handlers | object) -> None:
+    """Set the SIGINT handler, and SIGTERM's and SIGHUP's alike (only the main thread may;
+    elsewhere Python's stay). While a command runs (Python's default_int_handler for SIGINT),
+    SIGTERM and SIGHUP raise Interrupted. A signal ignored from the start (nohup) stays so."""
+    other = _raise_interrupted if handler is signal.default_int_handler else handler
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, handler)  # type: ignore[arg-type]  # a handler or a constant
+        for signum in OTHER_INTERRUPTS:
+            if _PREVIOUS[signum] is not signal.SIG_IGN:
+                signal.signal(signum, other)  # type: ignore[arg-type]  # a handler or a constant
+
+
+# Run as the program (not imported by tests or other code), Ctrl-C never shows a traceback:
+# before the heavy imports below (typer, rich, pydantic, the rules) it ends the process with one
+# line; while a command runs it is KeyboardInterrupt, which handle_errors turns into that line;
+# once the command is done it is ignored, so the exit code is the command's.
+PROGRAM = os.path.basename(sys.argv[0]) in ("miss-screen", "cli.py")  # console script or shim
+_on_interrupt(_interrupted_while_starting)
+# Start-up allocates only objects that live as long as the process (modules, then the rules):
+# the cyclic collector would walk them again and again for nothing, about 60 ms of a cold
+# `screen` (benchmarks/results.md). It is paused until the command starts (handle_errors),
+# and those objects are then frozen out of its walks; load_screener does the same for the rules.
+if PROGRAM:
+    gc.disable()
+
+import errno
+import functools
+import json
+import re
+import traceback
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from engine import __version__
+from engine.errors import UsageError, UserError
+from engine.goldens import screen_goldens
+from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
+from engine.models import (
+    CITATION_WORDS,
+    Case,
+    Result,
+    Scalar,
+    SourceRef,
+    Verdict,
+    evidence_label,
+)
+from engine.policy import verdict_rank
+from engine.report.text import Traces, brief_line, render_text, show_value, source_text
+from engine.rules.bundled import bundled_rules_dir
+from engine.rules.condition import to_text
+from engine.rules.loader import load_ruleset
+from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
+from engine.screener import Screener
+
+if TYPE_CHECKING:
+    from engine.batch.summary import BatchSummary
+    from engine.batch.worker import OutputFormat
+    from engine.derive import Facts
+
+DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
+
+app = typer.Typer(
+    name="miss-screen",
+    help="Screen whether minimally invasive spine surgery (MISS) is worth discussing. "
+    "A screening aid for a conversation, never an order to operate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+rules_app = typer.Typer(help="List, show, check and test the rules.", no_args_is_help=True)
+schema_app = typer.Typer(
+    help="Print the JSON Schema of a case or of a result.", no_args_is_help=True
+)
+app.add_typer(rules_app, name="rules")
+app.add_typer(schema_app, name="schema")
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ScreenFormat(StrEnum):
+    text = "text"
+    json = "json"
+    brief = "brief"
+    html = "html"
+
+
+class ListFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class Engine(StrEnum):
+    durable = "durable"
+    reference = "reference"
+
+
+# what a full disk, a read-only folder or a folder in place of a file raise: never our bug
+USER_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EISDIR,
+        errno.ENOTDIR,
+    }
+)
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")  # writers' temp files: .NAME.PID.tmp
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError the user can fix, naming the file (not its temp name)."""
+    name = exc.filename2 if exc.errno == errno.EISDIR and exc.filename2 else exc.filename
+    where = ""
+    if name is not None:
+        path = Path(os.fsdecode(name))
+        temp = _TEMP_NAME.fullmatch(path.name)
+        where = f"{path.with_name(temp['name']) if temp else path}: "
+    return f"{where}{exc.strerror or exc}; nothing was written under that name"
+
+
+def print_user_error(exc: UserError) -> None:
+    lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+
+
+def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """User errors become one-line messages and exit 2; anything else is our bug (also exit 2)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if PROGRAM:
+            _on_interrupt(signal.default_int_handler)
+            gc.freeze()  # what the imports built, out of the collector's walks (see the top)
+            gc.enable()
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except UserError as exc:
+            print_user_error(exc)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in USER_ERRNOS:
+                print("internal error, please report:", file=sys.stderr)
+                traceback.print_exc()
+                raise typer.Exit(2) from None
+            print(f"error: {os_error_line(exc)}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or Interrupted: SIGTERM, SIGHUP
+            print("error: interrupted", file=sys.stderr)
+            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
+        except Exception:
+            print("internal error, please report:", file=sys.stderr)
+            traceback.print_exc()
+            raise typer.Exit(2) from None
+        finally:
+            if PROGRAM:
+                _on_interrupt(signal.SIG_IGN)
+
+    return wrapper
+
+
+def load_screener(rules: Path, engine: str, site: str | None) -> Screener:
+    """Screener.load; run as the program, with the collector paused while the rules are built
+    and their objects then frozen out of its walks (they live as long as the process)."""
+    if not PROGRAM:
+        return Screener.load(rules, engine, site)
+    gc.disable()
+    try:
+        screener = Screener.load(rules, engine, site)
+        gc.freeze()
+    finally:
+        gc.enable()
+    return screener
+
+
+RulesOption = Annotated[
+    Path, typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False)
+]
+# `rules check|test [DIR]` take the directory either way
+RulesDirArgument = Annotated[
+    Path | None,
+    typer.Argument(metavar="[DIR]", help="Rules directory (or --rules DIR).", show_default=False),
+]
+OptionalRulesOption = Annotated[
+    Path | None,
+    typer.Option("--rules", metavar="DIR", help="Rules directory.", show_default=False),
+]
+SiteOption = Annotated[
+    str | None,
+    typer.Option(
+        "--site",
+        metavar="FILE",
+        help="Site profile (YAML of setting fields) for values a case or row lacks.",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+@handle_errors
+def screen(
+    case_files: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="CASE",
+            help="Case files (YAML or JSON), or - for stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="FIELD=VALUE",
+            help="FIELD=VALUE; repeat for a quick case without a file.",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        ScreenFormat,
+        typer.Option(
+            "--format",
+            help="text report, json result, one brief line per case, or a printable html page.",
+        ),
+    ] = ScreenFormat.text,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Write the output to this file instead of stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    site: SiteOption = None,
+    fail_on: Annotated[
+        Verdict | None,
+        typer.Option(
+            "--fail-on",
+            metavar="VERDICT",
+            help="Exit 1 when a verdict is this one or higher.",
+            show_default=False,
+        ),
+    ] = None,
+    engine: Annotated[
+        Engine, typer.Option("--engine", help="Evaluator (reference is the test oracle).")
+    ] = Engine.durable,
+    fhir: Annotated[
+        str | None,
+        typer.Option(
+            "--fhir",
+            metavar="FILE",
+            help="A FHIR R4 Bundle (collection, searchset or transaction; JSON), or - for stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    reference_date: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-date",
+            metavar="DATE",
+            help="With --fhir: the date ages and observations are taken at (YYYY-MM-DD; today).",
+            show_default=False,
+        ),
+    ] = None,
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details",
+            metavar="",
+            help="Text report: add each finding's rationale and sources, and why each rule "
+            "fired or is still open (its condition, part by part), with a legend.",
+        ),
+    ] = False,
+    legend: Annotated[
+        bool,
+        typer.Option(
+            "--legend", metavar="", help="Text report: explain severity and evidence labels."
+        ),
+    ] = False,
+) -> None:
+    """Screen a case and print its verdict with every finding and its source.
+
+    Example: miss-screen screen cases/examples/stenosis-l4-l5.yaml --details
+
+    Example: miss-screen screen case.yaml --format html --out case.html
+    """
+    if fhir is not None:
+        screen_fhir(
+            fhir,
+            case_files or [],
+            set_values or [],
+            output_format,
+            rules,
+            site,
+            fail_on,
+            engine,
+            reference_date,
+            out=out,
+            details=details,
+            legend=legend,
+        )
+        return
+    if reference_date is not None:
+        raise UsageError("--reference-date applies to --fhir input only")
+    files = case_files or []
+    if not files and not set_values:
+        raise UsageError("give a case file, - for stdin, or --set FIELD=VALUE")
+    if set_values and len(files) > 1:
+        raise UsageError("--set applies to one case; give at most one case file with it")
+    if output_format is ScreenFormat.html and len(files) > 1:
+        raise UsageError("--format html makes the page of one case; give one case file")
+    if out is not None:
+        check_outputs(files, {"--out": out})
+    screener = load_screener(rules, engine, site)
+    results = []
+    traces: list[Traces | None] = []
+    inputs: list[str | None] = list(files) or [None]
+    failed = 0
+    for case_file in inputs:
+        try:
+            case_id, values, source = read_screen_case(case_file, set_values or [])
+            decision = screener.decide(case_id, values, source=source)
+        except UserError as exc:
+            if len(inputs) == 1:
+                raise
+            print_user_error(exc)  # as linters do: say it, screen the other files, exit 2
+            failed += 1
+            continue
+        results.append(screener.result_of(case_id, decision))
+        traces.append(case_traces(decision.facts, screener.ruleset) if details else None)
+    if out is not None and out != "-" and results:
+        write_results(out, results, output_format)
+    for index, result in enumerate(results if out is None or out == "-" else []):
+        if output_format is ScreenFormat.text and index:
+            stdout.rule()
+        print_result(
+            result,
+            output_format,
+            compact=len(results) > 1,
+            details=details,
+            legend=legend,
+            traces=traces[index],
+        )
+    if failed:
+        stderr.print(f"{failed} of {len(inputs)} case files could not be screened")
+        raise typer.Exit(2)
+    if fail_on is not None and any(
+        verdict_rank(r.verdict) <= verdict_rank(fail_on) for r in results
+    ):
+        raise typer.Exit(1)
+
+
+def screen_fhir(
+    path: str,
+    files: list[str],
+    set_values: list[str],
+    output_format: ScreenFormat,
+    rules: Path,
+    site: str | None,
+    fail_on: Verdict | None,
+    engine: Engine,
+    reference_date: str | None,
+    *,
+    out: str | None = None,
+    details: bool = False,
+    legend: bool = False,
+) -> None:
+    """screen --fhir: map a Bundle to one case (--set overrides), screen it, say where values
+    came from. Warnings go to stderr; they name resource types and codes, never content."""
+    import datetime as dt
+
+    if files:
+        raise UsageError("--fhir screens one Bundle; give no case files with it")
+    try:
+        from engine.fhir import MAX_FHIR_BYTES, fhir_to_case, read_bundle
+    except ImportError:
+        raise UsageError("--fhir needs the fhir extra: pip install 'miss-screen[fhir]'") from None
+    try:
+        when = dt.date.fromisoformat(reference_date) if reference_date else dt.date.today()
+    except ValueError:
+        raise UsageError("--reference-date expects a date as YYYY-MM-DD") from None
+    source = "<stdin>" if path == "-" else path
+    mapped = fhir_to_case(read_bundle(read_text(path, "FHIR", MAX_FHIR_BYTES), source), when)
+    raw: dict[str, object] = dict(mapped.case)
+    provenance = {name: str(src) for name, src in mapped.provenance.items()}
+    if set_values:
+        overrides = parse_set_options(set_values)
+        if overrides["case_id"] == "cli-case":
+            del overrides["case_id"]
+        raw.update(overrides)
+        provenance.update({name: "--set" for name in overrides})
+    case_id, values = validate_case(raw, f"{source} (FHIR)" + (" with --set" if set_values else ""))
+    screener = load_screener(rules, engine, site)
+    decision = screener.decide(case_id, values, source=source)
+    result = screener.result_of(case_id, decision)
+    for warning in mapped.warnings:
+        print(f"warning: {source}: {warning}", file=sys.stderr)
+    if out is not None and out != "-":
+        check_outputs([path] if path != "-" else [], {"--out": out})
+        write_results(out, [result], output_format)
+    else:
+        traces = case_traces(decision.facts, screener.ruleset) if details else None
+        print_result(result, output_format, details=details, legend=legend, traces=traces)
+        if output_format is ScreenFormat.text:
+            print_provenance(provenance)
+    if fail_on is not None and verdict_rank(result.verdict) <= verdict_rank(fail_on):
+        raise typer.Exit(1)
+
+
+def print_provenance(provenance: dict[str, str]) -> None:
+    """Where each value of a FHIR-mapped case came from: one line per field."""
+    stdout.rule("Where the values came from (FHIR)")
+    width = max(map(len, provenance), default=0)
+    for name, src in provenance.items():
+        stdout.print(f"  {name:<{width}}  {escape(src)}")
+
+
+def read_screen_case(
+    case_file: str | None, set_values: list[str]
+) -> tuple[str, dict[str, Scalar], str]:
+    """A case from a file, stdin or --set pairs; --set values override the file's."""
+    if case_file is None:
+        case_id, values = validate_case(parse_set_options(set_values), "--set", typed=True)
+        return case_id, values, "--set"
+    source = "<stdin>" if case_file == "-" else case_file
+    case_id, values = read_case(case_file)
+    if set_values:
+        overrides = parse_set_options(set_values)
+        if overrides["case_id"] == "cli-case":
+            overrides["case_id"] = case_id
+        case_id, values = validate_case({**values, **overrides}, f"{source} with --set", typed=True)
+    return case_id, values, source
+
+
+def case_traces(facts: Facts, ruleset: Ruleset) -> Traces:
+    """Each reported rule's condition traced on the case's facts (for --details)."""
+    from engine.report.trace import trace_rule
+
+    return {rule.id: trace_rule(rule, facts) for rule in ruleset.rules}
+
+
+def write_results(out: str, results: list[Result], output_format: ScreenFormat) -> None:
+    """Write the results to a file (atomically): the HTML page, JSON, brief lines or plain text."""
+    from engine.batch.writers import write_text_atomically
+
+    if output_format is ScreenFormat.html:
+        from engine.report.case_html import render_case_html
+
+        text = render_case_html(results[0])
+    elif output_format is ScreenFormat.json:
+        compact = len(results) > 1
+        text = "".join(r.model_dump_json(indent=None if compact else 2) + "\n" for r in results)
+    elif output_format is ScreenFormat.brief:
+        text = "".join(brief_line(r) + "\n" for r in results)
+    else:
+        console = Console(record=True, file=open(os.devnull, "w"), width=100, highlight=False)  # noqa: SIM115
+        for index, result in enumerate(results):
+            if index:
+                console.rule()
+            render_text(result, console)
+        text = console.export_text()
+    write_text_atomically(out, text)
+
+
+def print_result(
+    result: Result,
+    output_format: ScreenFormat,
+    *,
+    compact: bool = False,
+    details: bool = False,
+    legend: bool = False,
+    traces: Traces | None = None,
+) -> None:
+    """Write one result; several JSON results are written one per line (JSON Lines)."""
+    if output_format is ScreenFormat.json:
+        sys.stdout.write(result.model_dump_json(indent=None if compact else 2) + "\n")
+    elif output_format is ScreenFormat.brief:
+        sys.stdout.write(brief_line(result) + "\n")
+    elif output_format is ScreenFormat.html:
+        from engine.report.case_html import render_case_html
+
+        sys.stdout.write(render_case_html(result))
+    else:
+        render_text(result, stdout, details=details, legend=legend, traces=traces)
+
+
+class BatchFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
+class InputFormatOption(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+class DetailOption(StrEnum):
+    ids = "ids"
+    full = "full"
+
+
+class ProgressMode(StrEnum):
+    auto = "auto"
+    bar = "bar"
+    none = "none"
+
+
+class Executor(StrEnum):
+    local = "local"
+    dask = "dask"
+
+
+@app.command()
+@handle_errors
+def batch(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT",
+            help="Cohort files (CSV, JSONL, Parquet), or - for JSONL on stdin.",
+        ),
+    ],
+    out: Annotated[
+        str, typer.Option("--out", metavar="FILE", help="Output file, or - for stdout.")
+    ],
+    output_format: Annotated[
+        BatchFormat | None,
+        typer.Option(
+            "--format",
+            help="jsonl (full results), csv or parquet (flattened); default from --out.",
+            show_default=False,
+        ),
+    ] = None,
+    summary: Annotated[
+        str | None,
+        typer.Option(
+            "--summary", metavar="FILE", help="Write the summary JSON here.", show_default=False
+        ),
+    ] = None,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report", metavar="FILE", help="Write the HTML report here.", show_default=False
+        ),
+    ] = None,
+    errors: Annotated[
+        str | None,
+        typer.Option(
+            "--errors",
+            metavar="FILE",
+            help="Errors JSONL (default: OUT.errors.jsonl; stderr when OUT is -).",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            min=1,
+            help="Worker processes (default: CPU count).",
+            show_default=False,
+        ),
+    ] = None,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    progress: Annotated[
+        ProgressMode, typer.Option("--progress", help="Progress bar on stderr.")
+    ] = ProgressMode.auto,
+    site: SiteOption = None,
+    input_format: Annotated[
+        InputFormatOption | None,
+        typer.Option(
+            "--input-format",
+            help="Override the format taken from the extension.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column",
+            metavar="COLUMN",
+            help="A column the identifier guard flags wrongly; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    ignore_unknown_columns: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-unknown-columns",
+            metavar="",
+            help="Skip columns the data dictionary does not know.",
+        ),
+    ] = False,
+    executor: Annotated[
+        Executor,
+        typer.Option(
+            "--executor", help="local processes, or dask (pip install 'miss-screen\\[dask]')."
+        ),
+    ] = Executor.local,
+    detail: Annotated[
+        DetailOption | None,
+        typer.Option(
+            "--detail",
+            help="JSONL: ids (rule ids, questions; rule texts once in OUT.rules.json) "
+            "or full (the whole result per line). Default: ids.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
+
+    Example: miss-screen batch cohort.csv --out results.jsonl --report report.html
+    """
+    if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
+        from engine.batch.startup import start_fork_server
+
+        start_fork_server(str(rules))  # its workers' imports and rules, while this one starts
+    from engine.batch.run import (  # heavy: pyarrow
+        BatchOptions,
+        default_errors_path,
+        estimate_total_rows,
+        rules_sidecar_path,
+        run_batch,
+    )
+    from engine.batch.worker import Detail, OutputFormat
+    from engine.io.tables import InputFormat
+
+    fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
+    if out == "-" and fmt is OutputFormat.parquet:
+        raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
+    if detail is DetailOption.full and fmt is not OutputFormat.jsonl:
+        raise UsageError("--detail full applies to JSONL output; CSV and Parquet rows are flat")
+    detail_level = Detail(detail.value) if detail else Detail.ids
+    rules_path = rules_sidecar_path(out, fmt, detail_level)
+    if errors == "-":  # stderr, as with --out -
+        errors_path = None
+    else:
+        errors_path = errors if errors is not None else default_errors_path(out)
+    errors_option = "--errors" if errors is not None else "--errors (default OUT.errors.jsonl)"
+    check_outputs(
+        inputs,
+        {
+            "--out": out,
+            errors_option: errors_path,
+            "--summary": summary,
+            "--report": report,
+            "--detail ids (OUT.rules.json)": rules_path,
+        },
+    )
+    ruleset = load_ruleset(rules)
+    options = BatchOptions(
+        inputs=inputs,
+        out=out,
+        output_format=fmt,
+        rules_dir=str(rules),
+        errors=errors_path,
+        workers=workers or os.cpu_count() or 1,
+        site=read_site(site) if site else {},
+        input_format=InputFormat(input_format.value) if input_format else None,
+        allow_columns=frozenset(allow_column or []),
+        ignore_unknown_columns=ignore_unknown_columns,
+        executor=executor.value,
+        summary=summary,
+        report=report,
+        detail=detail_level,
+    )
+    progress_style = (
+        "none"
+        if progress is ProgressMode.none
+        else "bar"
+        if sys.stderr.isatty()
+        else "lines"  # a log or a notebook cell: plain lines, never a bar's blank line
+    )
+    render = render_batch_report if report else None
+    if executor is Executor.dask:
+        from engine.batch.dask_executor import run_batch_dask  # optional extra
+
+        result = run_batch_dask(options, ruleset, render)
+    else:
+        total = estimate_total_rows(options) if progress_style != "none" else None
+        with batch_progress(progress_style, total) as advance:
+            result = run_batch(options, ruleset, advance, render)
+    rec = result.reconciliation
+    balanced = "balanced" if rec.balanced else "NOT BALANCED"
+    stderr.print(
+        f"rows read {rec.rows_read} = screened {rec.rows_screened} + rejected {rec.rows_rejected} "
+        f"({balanced}); verdicts: "
+        + ", ".join(f"{v.value} {n}" for v, n in result.verdicts.items())
+    )
+    if result.stamp.worker_restarts:
+        stderr.print(
+            f"warning: a worker process died; its chunks were screened again "
+            f"({result.stamp.worker_restarts} worker restarts, nothing lost)"
+        )
+    if result.duplicates:
+        stderr.print(
+            f"warning: {len(result.duplicates)} case_ids occur more than once (see the summary)"
+        )
+    if not rec.balanced:
+        raise RuntimeError("reconciliation does not balance: rows were lost")
+
+
+def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
+    """Before any work, refuse outputs that would overwrite an input or one another (symlinks
+    and hard links seen through), that are folders, devices or pipes, or that go to a folder
+    that does not exist.
+
+    `outputs`: option name -> path (None: not written; "-": a standard stream).
+    """
+    sources = {_file_identity(Path(i)): i for i in inputs if i != "-"}
+    seen: dict[tuple[object, ...], str] = {}
+    for option, output in outputs.items():
+        if output is None or output == "-":
+            continue
+        target = Path(output).resolve()
+        if target.is_dir():
+            raise UsageError(f"{option} {output} is a folder; give a file name")
+        if not target.parent.is_dir():
+            raise UsageError(f"{option} {output}: the folder {target.parent} does not exist")
+        if target.exists() and not target.is_file():  # a device, a pipe: never replaced
+            raise UsageError(f"{option} {output} is not a regular file; give a file name")
+        identity = _file_identity(target)
+        if identity in sources:
+            raise UsageError(
+                f"{option} {output} is also an input; write the output to another file"
+            )
+        if identity in seen:
+            raise UsageError(
+                f"{seen[identity]} and {option} are the same file ({output}); "
+                "give each output its own path"
+            )
+        seen[identity] = option
+
+
+def _file_identity(path: Path) -> tuple[object, ...]:
+    """What makes two paths one file: device and inode if it exists, else the resolved path."""
+    try:
+        info = path.stat()
+    except OSError:
+        return ("path", str(path.resolve()))
+    return ("inode", info.st_dev, info.st_ino)
+
+
+def render_batch_report(summary: BatchSummary) -> str:
+    from engine.report.html import render_html
+
+    return render_html(summary)
+
+
+def output_format_for(out: str) -> OutputFormat:
+    from engine.batch.worker import OutputFormat
+
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if out == "-" or suffix in ("jsonl", "ndjson", "json"):
+        return OutputFormat.jsonl
+    if suffix in ("csv", "parquet"):
+        return OutputFormat(suffix)
+    raise UsageError(f"cannot tell the output format of {out}; use --format jsonl|csv|parquet")
+
+
+PROGRESS_INTERVAL_ENV = "MISS_SCREEN_PROGRESS_INTERVAL"  # seconds between plain lines (10)
+
+
+@contextlib.contextmanager
+def batch_progress(
+    style: str, total: tuple[int, bool] | None = None
+) -> Iterator[Callable[[int], None] | None]:
+    """Progress on stderr: a rich bar on a terminal, periodic plain lines otherwise, or nothing.
+
+    `total`: the rows expected and whether that is exact (Parquet metadata) or an estimate
+    (CSV and JSONL by bytes); with it the bar and the lines show a share and the time left.
+    """
+    if style == "none":
+        yield None
+        return
+    if style == "lines":
+        yield progress_lines(total, float(os.environ.get(PROGRESS_INTERVAL_ENV) or 10))
+        return
+    # imported here: `screen`, the command timed cold, never shows a bar
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    label = "screening" if total is None or total[1] else "screening (total estimated)"
+    columns = [SpinnerColumn(), TextColumn(label), MofNCompleteColumn(), TimeElapsedColumn()]
+    if total is not None:
+        columns[2:2] = [BarColumn()]
+        columns.append(TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        expected = total[0] if total else None
+        task = bar.add_task("rows", total=expected)
+        done = 0
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            if expected is not None and done > expected:  # an estimate ran short
+                bar.update(task, total=done)
+            bar.advance(task, rows)
+
+        yield advance
+
+
+def progress_lines(total: tuple[int, bool] | None, interval_s: float) -> Callable[[int], None]:
+    """A progress callback writing one plain line to stderr at most every `interval_s`:
+    rows done, of how many (~ when estimated), the share, elapsed and time left."""
+    import time
+
+    started = last = time.monotonic()
+    done = 0
+
+    def advance(rows: int) -> None:
+        nonlocal done, last
+        done += rows
+        now = time.monotonic()
+        if now - last < interval_s:
+            return
+        last = now
+        elapsed = now - started
+        line = f"screening: {done} rows"
+        if total is not None:
+            expected = max(total[0], done)
+            share = done / expected if expected else 1.0
+            line += f" of {'' if total[1] else '~'}{expected} ({share:.0%})"
+            if 0 < share < 1:
+                line += (
+                    f", {elapsed:.0f} s elapsed, about {elapsed * (1 - share) / share:.0f} s left"
+                )
+            else:
+                line += f", {elapsed:.0f} s elapsed"
+        else:
+            line += f", {elapsed:.0f} s elapsed"
+        print(line, file=sys.stderr, flush=True)
+
+    return advance
+
+
+@app.command()
+@handle_errors
+def synth(
+    rows: Annotated[int, typer.Argument(min=1, metavar="N", help="Number of cases.")],
+    out: Annotated[
+        str, typer.Option("--out", metavar="FILE", help="File to write (.csv, .jsonl or .parquet).")
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Random seed; same seed, same cohort.")
+    ] = 0,
+    missing: Annotated[
+        float,
+        typer.Option("--missing", metavar="SHARE", min=0, max=1, help="Share of values blanked."),
+    ] = 0.05,
+    corrupt: Annotated[
+        float,
+        typer.Option(
+            "--corrupt", metavar="SHARE", min=0, max=1, help="Share of rows with one corrupt value."
+        ),
+    ] = 0.01,
+) -> None:
+    """Write a synthetic, consistent anonymised cohort for tests, demos and benchmarks.
+
+    Example: miss-screen synth 1000 --out cohort.csv --seed 7
+    """
+    from engine.synth import cohort_format, write_cohort
+
+    cohort_format(Path(out))  # an unknown extension is refused before any work
+    check_outputs([], {"--out": out})
+    written = write_cohort(Path(out), rows, seed, missing=missing, corrupt=corrupt)
+    stderr.print(f"wrote {written} synthetic cases to {out}")
+
+
+@rules_app.command("list")
+@handle_errors
+def rules_list(
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    output_format: Annotated[
+        ListFormat, typer.Option("--format", help="Output format.")
+    ] = ListFormat.text,
+    include_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", metavar="", help="Also list the constraints and the derived attributes."
+        ),
+    ] = False,
+) -> None:
+    """List every rule with its category, severity and message.
+
+    Example: miss-screen rules list --all
+    """
+    ruleset = load_ruleset(rules)
+    others = (
+        [
+            {"id": c.id, "name": c.meta.name, "kind": "constraint", "field": c.meta.field}
+            for c in ruleset.constraints
+        ]
+        + [
+            {"id": d.meta.id, "name": d.meta.name, "kind": "derived", "field": d.field}
+            for d in ruleset.derived
+        ]
+        if include_all
+        else []
+    )
+    if output_format is ListFormat.json:
+        rows = [
+            {
+                "id": r.id,
+                "name": r.meta.name,
+                "version": r.meta.version,
+                "category": r.meta.category.value,
+                "severity": r.meta.severity.value,
+                "provisional": r.meta.provisional,
+                "evidence": r.meta.evidence.value,
+                "scope": to_text(r.scope) if r.scope else None,
+                "when": to_text(r.when),
+                "message": r.meta.message,
+            }
+            for r in ruleset.rules
+        ]
+        sys.stdout.write(json.dumps([*rows, *others], indent=2, ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules")
+    for column in ("id", "category", "severity", "name"):
+        table.add_column(column)
+    for r in ruleset.rules:
+        name = r.meta.name + (" (provisional)" if r.meta.provisional else "")
+        table.add_row(r.id, r.meta.category.value, r.meta.severity.value, name)
+    for other in others:
+        table.add_row(other["id"], other["kind"], "", f"{other['name']} ({other['field']})")
+    stdout.print(table)
+
+
+@rules_app.command("show")
+@handle_errors
+def rules_show(
+    rule_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Rule id, e.g. ACC-007, CON-001 or DER-004.")
+    ],
+    rules: RulesOption = DEFAULT_RULES_DIR,
+) -> None:
+    """Show one rule: condition, message, rationale and sources.
+
+    Example: miss-screen rules show ACC-008 (or a constraint, CON-001, or DER-004)
+    """
+    ruleset = load_ruleset(rules)
+    wanted = rule_id.upper()
+    rule = ruleset.by_id.get(wanted) or next(
+        (r for r in ruleset.rules if wanted in (a.upper() for a in r.meta.aliases)), None
+    )
+    if rule is None:
+        constraint = next((c for c in ruleset.constraints if c.id == wanted), None)
+        derived = next(
+            (
+                d
+                for d in ruleset.derived
+                if wanted in (d.meta.id, *(a.upper() for a in d.meta.aliases))
+            ),
+            None,
+        )
+        if constraint is not None:
+            show_constraint(constraint)
+            return
+        if derived is not None:
+            show_derived(derived)
+            return
+        raise UsageError(f"no rule with id {rule_id}; see 'miss-screen rules list --all'")
+    meta = rule.meta
+    stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({rule.path})")
+    stdout.print(
+        f"category: {meta.category.value}   severity: {meta.severity.value}   "
+        f"evidence: {meta.evidence.value}   provisional: {'yes' if meta.provisional else 'no'}"
+    )
+    stdout.print(
+        f"level of evidence: {escape(evidence_label(meta.sources))}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
+    if rule.scope:
+        stdout.print(f"scope: {escape(to_text(rule.scope))}")
+    stdout.print(f"when: {escape(to_text(rule.when))}")
+    stdout.print(f"message: {escape(meta.message)}")
+    _show_why(meta.rationale, meta.sources, meta.notes)
+
+
+def _show_why(rationale: str, sources: list[SourceRef], notes: str | None) -> None:
+    """The rationale, each source with its evidence label, and the rule-author notes."""
+    stdout.print(f"rationale: {escape(' '.join(rationale.split()))}")
+    for source in sources:
+        label = evidence_label([source])
+        stdout.print(f"source: {escape(source_text(source))} \\[{escape(label)}]")
+    if notes:
+        stdout.print(f"notes: {escape(' '.join(notes.split()))}")
+
+
+def show_constraint(constraint: Constraint) -> None:
+    """`rules show CON-...`: what a constraint narrows, when, and why."""
+    meta = constraint.meta
+    stdout.print(f"[bold]{meta.id} {meta.name}[/bold] (rules/constraints.yaml)")
+    stdout.print(
+        f"kind: constraint   narrows: {meta.field}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
+    for narrowing in meta.narrowings:
+        allowed = ", ".join(show_value(v) for v in narrowing.allowed)
+        stdout.print(f"when {escape(narrowing.when)}: {meta.field} is one of {escape(allowed)}")
+    _show_why(meta.rationale, meta.sources, meta.notes)
+
+
+def show_derived(derived: DerivedRule) -> None:
+    """`rules show DER-...`: how a derived attribute is computed, and why."""
+    meta = derived.meta
+    stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({derived.path})")
+    stdout.print(
+        f"kind: derived attribute   field: {meta.field}   "
+        f"provisional: {'yes' if meta.provisional else 'no'}   "
+        f"citation: {CITATION_WORDS[meta.evidence.value]}"
+    )
+    stdout.print(f"description: {escape(' '.join(meta.description.split()))}")
+    stdout.print(f"inputs: {', '.join(derived.inputs)}")
+    if meta.expression:
+        stdout.print(f"expression: {escape(meta.expression)}")
+    if meta.condition:
+        stdout.print(f"condition: {escape(meta.condition)}")
+    for band in meta.bands or []:
+        stdout.print(f"band: {escape(show_value(band.value))} when {escape(band.when)}")
+    for term in meta.points or []:
+        points = ", ".join(f"{k} {v}" for k, v in term.values.items())
+        stdout.print(f"points: {term.field}: {escape(points)}")
+    if meta.supplied_total:
+        stdout.print(f"otherwise the supplied total: {meta.supplied_total}")
+    _show_why(meta.rationale, meta.sources, meta.notes)
+
+
+def rules_dir_of(positional: Path | None, option: Path | None) -> Path:
+    """The rules directory of `rules check/test`: DIR or --rules DIR (not two different ones)."""
+    if positional is not None and option is not None and positional != option:
+        raise UsageError("give the rules directory once: DIR or --rules DIR")
+    return positional or option or DEFAULT_RULES_DIR
+
+
+@rules_app.command("check")
+@handle_errors
+def rules_check(
+    directory: RulesDirArgument = None,
+    rules: OptionalRulesOption = None,
+) -> None:
+    """Load and check every rule file; report each problem as file:line.
+
+    Example: miss-screen rules check --rules my-rules/
+    """
+    ruleset = load_ruleset(rules_dir_of(directory, rules))
+    Screener.from_ruleset(ruleset)  # compiles every rule and checks durable-rules' limits
+    goldens = screen_goldens({"reference": Screener.from_ruleset(ruleset, "reference")})
+    invalid = [g for g in goldens if g.actual == "invalid case"]
+    for bad in invalid:
+        for detail in bad.details:
+            print(
+                f"error: {bad.golden.path}: golden case {bad.golden.name}: {detail}",
+                file=sys.stderr,
+            )
+    if invalid:
+        raise typer.Exit(2)
+    stdout.print(
+        f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules, "
+        f"{len(ruleset.derived)} derived attributes, {len(ruleset.constraints)} constraints "
+        f"OK (sha256 {ruleset.sha256[:12]})"
+    )
+
+
+@rules_app.command("test")
+@handle_errors
+def rules_test(
+    directory: RulesDirArgument = None,
+    rules: OptionalRulesOption = None,
+    output_format: Annotated[
+        ListFormat, typer.Option("--format", help="Output format.")
+    ] = ListFormat.text,
+    show_coverage: Annotated[
+        bool,
+        typer.Option(
+            "--coverage",
+            help="Also list, per rule, the parts of scope and condition the golden cases never "
+            "make true, false or unknown.",
+        ),
+    ] = False,
+) -> None:
+    """Run every golden case on both evaluators; exit 1 on any mismatch.
+
+    Example: miss-screen rules test --format json
+
+    Example: miss-screen rules test --coverage
+    """
+    ruleset = load_ruleset(rules_dir_of(directory, rules))
+    covered = None
+    if show_coverage:
+        from engine.research.coverage import coverage
+
+        covered = coverage(ruleset)
+    results = screen_goldens(
+        {engine: Screener.from_ruleset(ruleset, engine) for engine in ("durable", "reference")}
+    )
+    failed = [r for r in results if not r.ok]
+    if output_format is ListFormat.json:
+        rows = [
+            {
+                "rule_id": r.golden.rule_id,
+                "kind": r.golden.kind,
+                "name": r.golden.name,
+                "backend": r.backend,
+                "ok": r.ok,
+                "expected": r.expected,
+                "actual": r.actual,
+                "details": r.details,
+            }
+            for r in results
+        ]
+        data: dict[str, object] = {
+            "passed": len(results) - len(failed),
+            "failed": len(failed),
+            "results": rows,
+        }
+        if covered is not None:
+            data["coverage"] = [
+                {
+                    "rule_id": c.rule_id,
+                    "golden_cases": c.cases,
+                    "complete": c.complete,
+                    "parts": [p.as_json() for p in c.parts],
+                }
+                for c in covered
+            ]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        for r in results:
+            if not r.ok:
+                stdout.print(
+                    f"[red]FAIL[/red] {r.golden.rule_id}::{r.golden.name} \\[{r.backend}] "
+                    f"expected {escape(r.expected)}, got {escape(r.actual)}"
+                )
+                for detail in r.details:
+                    stdout.print(f"     {escape(detail)}")
+        if covered is not None:
+            for c in covered:
+                for part in c.parts:
+                    if part.never:
+                        stdout.print(
+                            f"{c.rule_id} {part.where} never {'/'.join(part.never)}: "
+                            f"{escape(part.text)}"
+                        )
+            gaps = sum(bool(p.never) for c in covered for p in c.parts)
+            stdout.print(
+                f"coverage: {sum(c.complete for c in covered)} of {len(covered)} rules have every "
+                f"part of scope and condition seen true, false and unknown; {gaps} of "
+                f"{sum(len(c.parts) for c in covered)} parts miss a state"
+            )
+        stdout.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+class ReportFormat(StrEnum):
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+@rules_app.command("diff")
+@handle_errors
+def rules_diff(
+    old: Annotated[
+        str, typer.Argument(help="Old rules: a folder, or a git revision (HEAD~1:rules).")
+    ],
+    new: Annotated[str, typer.Argument(help="New rules: a folder, or a git revision.")],
+    cohort: Annotated[str, typer.Option("--cohort", help="Cohort file (CSV, JSONL, Parquet).")],
+    site: Annotated[
+        str | None, typer.Option("--site", help="Site profile for both runs.", show_default=False)
+    ] = None,
+    out: Annotated[
+        str, typer.Option("--out", help="Report file, or - for stdout.")
+    ] = "-",
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--format", help="md, html or json; default from --out (md on stdout).",
+                     show_default=False),
+    ] = None,
+    changes: Annotated[
+        str | None,
+        typer.Option(
+            "--changes",
+            help="Cases whose verdict changed, with the rules responsible (.csv or .jsonl); "
+            "default OUT.changes.csv beside a report file.",
+            show_default=False,
+        ),
+    ] = None,
+    all_outcomes: Annotated[
+        bool,
+        typer.Option("--all-outcomes", help="List in --changes every case a rule outcome moved."),
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes per run.")
+    ] = 1,
+    fail_on_change: Annotated[
+        bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
+    ] = False,
+) -> None:
+    """Screen a cohort with two rule sets and report what changed, rule by rule and case by case."""
+    from engine.research.diff import diff_cohort
+    from engine.research.render import diff_html, diff_markdown
+
+    fmt = output_format or _report_format(out)
+    if changes is None and out != "-":
+        changes = str(Path(out).with_name(Path(out).name + ".changes.csv"))
+    check_outputs([cohort], {"--out": out, "--changes": changes})
+    report = diff_cohort(
+        old,
+        new,
+        cohort,
+        site=read_site(site) if site else None,
+        workers=workers,
+        changes_out=changes,
+        all_outcome_changes=all_outcomes,
+    )
+    if fmt is ReportFormat.json:
+        text = json.dumps(report.as_json(), indent=2) + "\n"
+    elif fmt is ReportFormat.html:
+        text = diff_html(report)
+    else:
+        text = diff_markdown(report)
+    _write_report(out, text)
+    stderr.print(
+        f"verdict changed in {report.changed} of {report.compared} rows "
+        f"({report.share_changed} %); rule outcomes moved in {report.outcome_changed}"
+    )
+    if fail_on_change and report.changed:
+        raise typer.Exit(1)
+
+
+def _report_format(out: str) -> ReportFormat:
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if out == "-" or suffix in ("md", "markdown", "txt"):
+        return ReportFormat.md
+    if suffix in ("html", "htm"):
+        return ReportFormat.html
+    if suffix == "json":
+        return ReportFormat.json
+    raise UsageError(f"cannot tell the report format of {out}; use --format md|html|json")
+
+
+def _write_report(out: str, text: str) -> None:
+    if out == "-":
+        sys.stdout.write(text)
+        return
+    from engine.batch.writers import write_text_atomically
+
+    write_text_atomically(out, text)
+
+
+@app.command()
+@handle_errors
+def agree(
+    labels: Annotated[
+        str, typer.Option("--labels", help="CSV: case_id and one column per rater.")
+    ],
+    cohort: Annotated[
+        str | None,
+        typer.Option(
+            "--cohort", help="Cases (default: the labels file's case fields).", show_default=False
+        ),
+    ] = None,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Site profile.", show_default=False)
+    ] = None,
+    out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--format", help="md or json; default from --out.", show_default=False),
+    ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option("--allow-missing", help="Count and name blank labels instead of refusing."),
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 2026,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
+    from engine.research.agree import agreement
+    from engine.research.render import agree_markdown
+
+    fmt = output_format or _report_format(out)
+    if fmt is ReportFormat.html:
+        raise UsageError("agree writes md or json")
+    check_outputs([labels, *([cohort] if cohort else [])], {"--out": out})
+    report = agreement(
+        labels,
+        load_ruleset(rules),
+        str(rules),
+        cohort=cohort,
+        site=read_site(site) if site else None,
+        workers=workers,
+        allow_missing=allow_missing,
+        seed=seed,
+    )
+    if fmt is ReportFormat.json:
+        _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")
+    else:
+        _write_report(out, agree_markdown(report))
+
+
+@app.command()
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Site profile (equipment, navigation, surgeon experience) applied to every case "
+            "and shown as assumptions; never taken from the EHR.",
+            show_default=False,
+        ),
+    ] = None,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Development mode: accept unauthenticated CDS Hooks calls and the public "
+            "sandbox key. Never in production.",
+        ),
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            metavar="ORIGIN",
+            help="An origin (e.g. https://sandbox.cds-hooks.org) allowed to call the CDS Hooks "
+            "endpoints from a browser; repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
+    trusted_issuer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-issuer",
+            metavar="ISS=JWKS",
+            help="A CDS Client whose JWTs are accepted: its iss and its JWKS (an https URL or a "
+            "local file); repeat for several. Required unless --dev.",
+            show_default=False,
+        ),
+    ] = None,
+    audience: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--audience",
+            metavar="URL",
+            help="The aud a JWT must carry (default: the URL of the endpoint called, as seen "
+            "through --public-url); repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            metavar="URL",
+            help="The service's URL as callers see it (behind a proxy): used in the cards' links "
+            "and as the expected JWT aud.",
+            show_default=False,
+        ),
+    ] = None,
+    feedback_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--feedback-log",
+            metavar="FILE",
+            help="Append CDS Hooks card feedback (card, outcome, reason code; no identifiers) "
+            "to FILE as JSON lines.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve the web form (/) and the CDS Hooks service (/cds-services) on one Screener.
+
+    Needs the optional extra: pip install 'miss-screen\\[service]'.
+
+    Example: miss-screen serve --site cases/sites/teaching-hospital.yaml
+    """
+    try:
+        import uvicorn
+
+        from engine.service.app import ServiceConfig, create_app
+    except ImportError as exc:
+        raise UsageError(
+            f"miss-screen serve needs the 'service' extra ({exc.name} is not installed): "
+            "pip install 'miss-screen[service]'"
+        ) from None
+    issuers = _trusted_issuers(trusted_issuer or [])
+    if issuers and not (audience or public_url):
+        raise UsageError(
+            "--trusted-issuer needs --public-url URL (or --audience URL): a token's aud is checked "
+            "against it, never against the Host header a caller sends"
+        )
+    if feedback_log is not None:
+        check_outputs([], {"--feedback-log": str(feedback_log)})
+    screener = load_screener(rules, "durable", site)  # its objects frozen out of the GC's walks
+    config = ServiceConfig(
+        screener=screener,
+        dev=dev,
+        cors_origins=tuple(cors_origin or ()),
+        feedback_log=feedback_log,
+        trusted_issuers=issuers,
+        audiences=tuple(audience or ()),
+        public_url=public_url,
+    )
+    application = create_app(config)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"miss-screen {__version__}: serving on http://{shown}:{port}/ (Ctrl-C stops)")
+    if dev:
+        print(
+            "warning: --dev: unauthenticated CDS Hooks calls and the public sandbox key are "
+            "accepted; never use it with patient data",
+            file=sys.stderr,
+        )
+    elif not issuers:
+        # the web form needs no token; an EHR's call without a trusted issuer is always refused
+        print(
+            "note: no --trusted-issuer given: the web form is served, and every CDS Hooks call "
+            "is refused (401) until an issuer is trusted (or --dev, never with patient data)",
+            file=sys.stderr,
+        )
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _trusted_issuers(pairs: list[str]) -> dict[str, str]:
+    """--trusted-issuer ISS=JWKS pairs: iss -> a JWKS URL or the text of a JWKS file."""
+    from engine.service.auth import read_jwks
+
+    issuers: dict[str, str] = {}
+    for pair in pairs:
+        iss, sep, source = pair.partition("=")
+        if not sep or not iss or not source:
+            raise UsageError("--trusted-issuer expects ISS=JWKS_URL_OR_FILE")
+        try:
+            issuers[iss] = read_jwks(source)
+        except OSError as exc:
+            raise UsageError(f"--trusted-issuer: cannot read {source}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--trusted-issuer: {exc}") from None
+    return issuers
+
+
+@rules_app.command("docs")
+@handle_errors
+def rules_docs(
+    out: Annotated[
+        Path, typer.Option("--out", metavar="FILE", help="Folder for the generated pages.")
+    ] = Path("docs/rules"),
+    rules: RulesOption = DEFAULT_RULES_DIR,
+) -> None:
+    """Write one Markdown page per rule and an index, generated from the rule files.
+
+    Example: miss-screen rules docs --out docs/rules
+    """
+    from engine.report.docs import write_docs
+
+    ruleset = load_ruleset(rules)
+    written = write_docs(ruleset, out, Path(rules).resolve().parent)
+    stderr.print(f"wrote {len(written)} pages to {out}")
+
+
+@schema_app.command("case")
+@handle_errors
+def schema_case() -> None:
+    """Print the JSON Schema of a case file.
+
+    Example: miss-screen schema case > case.schema.json
+    """
+    sys.stdout.write(json.dumps(Case.model_json_schema(), indent=2) + "\n")
+
+
+@schema_app.command("result")
+@handle_errors
+def schema_result() -> None:
+    """Print the JSON Schema of a screening result (the output contract).
+
+    Example: miss-screen schema result
+    """
+    sys.stdout.write(json.dumps(Result.model_json_schema(), indent=2) + "\n")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"miss-screen {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            metavar="",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version.",
+        ),
+    ] = False,
+) -> None:
+    """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
+
+
+if not PROGRAM:  # imported: every signal as usual from here on
+    with contextlib.suppress(ValueError):
+        for _signum, _handler in _PREVIOUS.items():
+            signal.signal(_signum, _handler)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
