@@ -1596,7 +1596,7 @@ def _trusted_issuers(pairs: list[str]) -> dict[str, str]:
 @handle_errors
 def rules_docs(
     out: Annotated[
-        Path, typer.Option("--out", metavar="FILE", help="Folder for the generated pages.")
+        Path, typer.Option("--out", metavar="DIR", help="Folder for the generated pages.")
     ] = Path("docs/rules"),
     rules: RulesOption = DEFAULT_RULES_DIR,
 ) -> None:
