@@ -122,7 +122,7 @@ DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_di
 # and a pipe see the same), no placeholder after a flag, -h as well as --help.
 CLI_SETTINGS: dict[str, object] = {
     "rich_markup_mode": None,
-    "context_settings": {"help_option_names": ["-h", "--help"]},
+    "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": 100},
 }
 app = typer.Typer(
     name="miss-screen",
