@@ -48,8 +48,6 @@ def _on_interrupt(handler: signal.Handlers | object) -> None:
                 signal.signal(signum, other)  # type: ignore[arg-type]  # a handler or a constant
 
 
-
-
 def _is_program() -> bool:
     """Run as the program: the console script or the shim, in its own process. A worker that
     multiprocessing starts imports the program's main module again (as __mp_main__, with the

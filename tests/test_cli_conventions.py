@@ -208,3 +208,27 @@ def test_no_color_leaves_no_escape_sequence_on_a_terminal(args: list[str]) -> No
     plain = _on_a_terminal(args, {**env, "NO_COLOR": "1"})
     assert plain.strip(), "the program wrote nothing"
     assert "\x1b" not in plain, repr(plain[:300])
+
+
+# --- batch --help says what the default JSONL holds ----------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_batch_help_says_what_the_default_jsonl_holds(tmp_path: Path) -> None:
+    """The help once said JSONL holds full results while the default is compact (ids, with the
+    rule texts once in OUT.rules.json): the help and a default run now agree."""
+    text = " ".join(runner.invoke(app, ["batch", "-h"]).output.split())
+    assert "full results" not in text
+    assert "jsonl (one result per line; see --detail)" in text
+    assert "or full (the whole result per line). Default: ids." in text
+    out = tmp_path / "r.jsonl"
+    done = runner.invoke(app, ["batch", COHORT, "--out", str(out), "--workers", "1",
+                               "--progress", "none"])
+    assert done.exit_code == 0, done.stderr
+    assert (tmp_path / "r.jsonl.rules.json").is_file()  # the rule texts, once
+    first = out.read_text().splitlines()[0]
+    full = tmp_path / "f.jsonl"
+    done = runner.invoke(app, ["batch", COHORT, "--out", str(full), "--workers", "1",
+                               "--progress", "none", "--detail", "full"])
+    assert done.exit_code == 0, done.stderr
+    assert len(first) < len(full.read_text().splitlines()[0])  # ids: the compact line
