@@ -143,6 +143,7 @@ def test_a_missing_module_deep_in_a_command_is_the_same_one_line(
     )
 
 
+@pytest.mark.timeout(60)
 def test_every_extra_is_declared_and_all_holds_them() -> None:
     """engine/extras.py and pyproject.toml name the same extras; `all` installs every one."""
     declared = PYPROJECT["project"]["optional-dependencies"]
@@ -155,6 +156,7 @@ def test_every_extra_is_declared_and_all_holds_them() -> None:
         assert module not in core.lower(), module
 
 
+@pytest.mark.timeout(60)
 def test_the_version_is_the_metadata_one(tmp_path: Path) -> None:
     """Written once, in pyproject.toml: --version, engine.__version__ and the metadata agree,
     and no module of the package writes a version of its own."""
@@ -172,6 +174,7 @@ def test_the_version_is_the_metadata_one(tmp_path: Path) -> None:
     assert assignments == []
 
 
+@pytest.mark.timeout(60)
 def test_the_wheel_holds_only_the_engine_package() -> None:
     """Only `engine` goes into site-packages (the cli.py shim stays in the checkout)."""
     wheel = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]
