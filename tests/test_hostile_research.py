@@ -7,11 +7,9 @@ Run alone with `pytest -m hostile`.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, RULES_DIR
-from tests.test_hostile import Run, check, invoke
+from tests.test_hostile import check, invoke
 
 pytestmark = pytest.mark.hostile
 
@@ -142,3 +140,145 @@ def test_a_cds_hooks_request_with_a_repeated_key_or_nan_is_a_400() -> None:
         )
         assert response.status_code == 400, response.text
         assert words in response.text
+
+
+# --- item 7: rule files through the bounded loader; rules diff on git revisions ----------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+SHADOW = "rootuser:$6$Q1xq$hashedsecret:19000:0:99999:7:::\njohnsmith: hunter2-password\n"
+
+
+def bounded(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child limited to 2 GB of address space (a bomb that goes off fails fast)."""
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=limit,  # a resource limit, no threads started yet
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def copied_rules(tmp_path: Path) -> Path:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    return rules
+
+
+@pytest.mark.timeout(90)
+def test_an_alias_bomb_in_a_rule_file_is_stopped(tmp_path: Path) -> None:
+    rules = copied_rules(tmp_path)
+    (rules / "access" / "ACC-099-bomb.yaml").write_text(BOMB)
+    started = time.monotonic()
+    done = bounded(["rules", "check", str(rules)], tmp_path)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: {rules / 'access' / 'ACC-099-bomb.yaml'}:6: aliases expand to more than "
+        "100,000 values (an alias bomb?); write the values out"
+    ]
+
+
+@pytest.mark.timeout(90)
+def test_an_alias_bomb_in_a_case_file_is_stopped_by_the_same_loader(tmp_path: Path) -> None:
+    (tmp_path / "case.yaml").write_text("case_id: A\n" + BOMB)
+    done = bounded(["screen", "case.yaml"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "aliases expand to more than 100,000 values" in done.stderr
+    assert done.stderr.count("error: ") == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_rule_file_linked_outside_the_folder_is_not_read(tmp_path: Path) -> None:
+    rules = copied_rules(tmp_path)
+    (tmp_path / "shadow").write_text(SHADOW)
+    (rules / "access" / "ACC-099-shadow.yaml").symlink_to(tmp_path / "shadow")
+    (rules / "derived" / "DER-099-shadow.yaml").symlink_to("../../shadow")
+    check(
+        invoke(["rules", "check", str(rules)], tmp_path),
+        errors=2,
+        expected=("a link to a file outside the rules folder; not read",),
+        secrets=("rootuser", "hashedsecret", "johnsmith", "hunter2"),
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_file_that_is_not_a_rule_file_echoes_nothing(tmp_path: Path) -> None:
+    rules = copied_rules(tmp_path)
+    (rules / "access" / "ACC-099-patients.yaml").write_text(
+        "patient_name: John Smith\ndob: 1961-03-12\n" + SHADOW
+    )
+    check(
+        invoke(["rules", "check", str(rules)], tmp_path),
+        expected=("ACC-099-patients.yaml: not a rules file", "its content is not shown"),
+        secrets=("patient_name", "John", "1961", "rootuser", "hunter2"),
+    )
+
+
+@pytest.mark.timeout(60)
+def test_an_unknown_key_shaped_like_data_is_not_named(tmp_path: Path) -> None:
+    rules = copied_rules(tmp_path)
+    rule = rules / "access" / "ACC-003-severe-sagittal-imbalance.yaml"
+    rule.write_text(rule.read_text() + "John Smith 1961-03-12: x\n")
+    check(
+        invoke(["rules", "check", str(rules)], tmp_path),
+        expected=("unknown key (name not shown: it is not shaped like a key)",),
+        secrets=("John", "1961"),
+    )
+
+
+def git_repo(tmp_path: Path) -> Path:
+    """A git repository whose committed rules folder holds a link to a file outside it."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    rules = repo / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    (rules / "access" / "ACC-099-shadow.yaml").symlink_to("/etc/passwd")
+    (repo / "cohort.csv").write_text("case_id,bmi\nA-1,25\n")
+    for command in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "rules"],
+    ):
+        subprocess.run([git, *command], cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+@pytest.mark.timeout(120)
+def test_rules_diff_refuses_a_revision_holding_a_link_out(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path)
+    (repo / "rules" / "access" / "ACC-099-shadow.yaml").unlink()
+    run = invoke(["rules", "diff", "HEAD:rules", "rules", "--cohort", "cohort.csv"], repo)
+    check(
+        run,
+        expected=(
+            "error: HEAD:rules: access/ACC-099-shadow.yaml is a link leading outside the rules "
+            "folder; not read",
+        ),
+        secrets=("root:",),
+    )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "option", ["--output=evil.tar:rules", "--remote=/nowhere:rules", "--exec=touch pwned:rules"]
+)
+def test_a_revision_spelt_like_an_option_is_only_a_revision(tmp_path: Path, option: str) -> None:
+    repo = git_repo(tmp_path)
+    (repo / "rules" / "access" / "ACC-099-shadow.yaml").unlink()
+    run = invoke(["rules", "diff", "rules", "--cohort", "cohort.csv", "--", option], repo)
+    check(run, expected=(f"error: {option}", "cannot read this git revision"))
+    assert run.written == {}  # no archive, no file made by an option

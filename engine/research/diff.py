@@ -29,6 +29,7 @@ from engine.batch.summary import BatchSummary
 from engine.batch.worker import FLAT_COLUMNS, OutputFormat
 from engine.batch.writers import FORMULA_START, AtomicPath
 from engine.errors import UsageError
+from engine.io.deid import escape_text
 from engine.models import SiteProfile, Verdict
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -59,30 +60,51 @@ class RulesSource:
             return
         if ":" not in spec:
             raise UsageError(f"{spec}: not a rules folder, nor a git revision such as HEAD~1:rules")
-        self._temp = tempfile.TemporaryDirectory(prefix="miss-screen-rules-")
-        self.path = Path(self._temp.name)
-        archive = self.path / "rules.tar"
         git = shutil.which("git")
         if git is None:
             raise UsageError(f"{spec}: git is not installed, so a revision cannot be read")
-        done = subprocess.run(  # noqa: S603  # fixed program, the revision as one argument
-            [git, "archive", "--format=tar", f"--output={archive}", spec],
-            cwd=repo or Path.cwd(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            reason = (done.stderr.strip().splitlines() or ["git archive failed"])[-1]
-            raise UsageError(f"{spec}: cannot read this git revision ({reason})")
-        with tarfile.open(archive) as tar:
-            tar.extractall(self.path / "rules", filter="data")
-        archive.unlink()
-        self.path = self.path / "rules"
+        self._temp = tempfile.TemporaryDirectory(prefix="miss-screen-rules-")
+        try:
+            self.path = _extract_revision(git, spec, Path(self._temp.name), repo or Path.cwd())
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._temp is not None:
             self._temp.cleanup()
+
+
+def _extract_revision(git: str, spec: str, work: Path, repo: Path) -> Path:
+    """The rules folder of a git revision (`HEAD~1:rules`), unpacked under `work`.
+
+    The revision follows `--`, so one spelt like an option (`--output=FILE`) is only ever a
+    revision; a link leaving the folder, or an archive tarfile cannot read, is one error line.
+    """
+    archive = work / "rules.tar"
+    done = subprocess.run(  # noqa: S603  # fixed program, the revision as one argument after --
+        [git, "archive", "--format=tar", f"--output={archive}", "--", spec],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["git archive failed"])[-1]
+        raise UsageError(f"{spec}: cannot read this git revision ({escape_text(reason, 200)})")
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(work / "rules", filter="data")
+    except tarfile.FilterError as exc:
+        name = escape_text(exc.tarinfo.name, 200)
+        raise UsageError(
+            f"{spec}: {name} is a link leading outside the rules folder; not read"
+        ) from None
+    except (tarfile.TarError, OSError) as exc:
+        reason = type(exc).__name__
+        raise UsageError(f"{spec}: cannot unpack this git revision ({reason})") from None
+    archive.unlink()
+    return work / "rules"
 
 
 @dataclass(frozen=True)
@@ -341,7 +363,12 @@ def diff_cohort(
     """
     if cohort == "-":
         raise UsageError("rules diff reads the cohort twice: give a file, not -")
-    old_src, new_src = RulesSource(old_spec, repo), RulesSource(new_spec, repo)
+    old_src = RulesSource(old_spec, repo)
+    try:
+        new_src = RulesSource(new_spec, repo)
+    except BaseException:
+        old_src.close()
+        raise
     try:
         old_rules, new_rules = load_ruleset(old_src.path), load_ruleset(new_src.path)
         with tempfile.TemporaryDirectory(prefix="miss-screen-diff-") as work:
