@@ -7,6 +7,7 @@ Run alone with `pytest -m hostile`.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, RULES_DIR
-from tests.test_hostile import check, invoke
+from tests.test_hostile import Run, check, invoke
 
 pytestmark = pytest.mark.hostile
 
@@ -38,7 +39,7 @@ def twice(first: str, second: str) -> str:
     assert ces["code"]["coding"][0]["code"] == "G83.4"
     ces["verificationStatus"] = "@@"
     text = json.dumps(bundle)
-    return text.replace('"@@"', f"{status(first)}, \"verificationStatus\": {status(second)}")
+    return text.replace('"@@"', f'{status(first)}, "verificationStatus": {status(second)}')
 
 
 # --- item 4: duplicate keys and NaN refused, naming the place ----------------------------------
@@ -86,9 +87,7 @@ def test_400000_empty_entries_are_one_warning(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        pytest.param(
-            '{"case_id": "A", "bmi": NaN}', "NaN is not a JSON number at bmi", id="nan"
-        ),
+        pytest.param('{"case_id": "A", "bmi": NaN}', "NaN is not a JSON number at bmi", id="nan"),
         pytest.param(
             '{"case_id": "A", "sva_mm": -Infinity}',
             "-Infinity is not a JSON number at sva_mm",
@@ -282,3 +281,202 @@ def test_a_revision_spelt_like_an_option_is_only_a_revision(tmp_path: Path, opti
     run = invoke(["rules", "diff", "rules", "--cohort", "cohort.csv", "--", option], repo)
     check(run, expected=(f"error: {option}", "cannot read this git revision"))
     assert run.written == {}  # no archive, no file made by an option
+
+
+# --- item 1: agree and rules diff read inputs as batch does -----------------------------------
+
+COHORT = ROOT / "cases" / "cohort" / "synthetic-500.csv"
+EXAMPLE_LABELS = ROOT / "cases" / "labels" / "example-labels.csv"
+SECRETS = ("john.smith@example.com", "555-867-5309", "1961-03-12", "john smith", "123456")
+
+
+def cohort_ids(count: int) -> list[str]:
+    with COHORT.open(encoding="utf-8", newline="") as handle:
+        return [row["case_id"] for row in csv.DictReader(handle)][:count]
+
+
+def agree(tmp_path: Path, labels: str, *more: str) -> Run:
+    (tmp_path / "l.csv").write_text(labels)
+    return invoke(["agree", "--labels", "l.csv", "--cohort", str(COHORT), *more], tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_identifier_columns_are_not_raters(tmp_path: Path) -> None:
+    ids = cohort_ids(3)
+    rows = "".join(f"{i},John Smith,1961-03-12,john.smith@example.com,yes\n" for i in ids)
+    run = agree(tmp_path, "case_id,patient_name,dob,email,surgeon_1\n" + rows)
+    check(
+        run,
+        errors=3,
+        expected=(
+            "l.csv: column 'patient_name' looks like a direct identifier (name)",
+            "l.csv: column 'dob' looks like a direct identifier (date)",
+            "l.csv: column 'email' looks like a direct identifier (email)",
+        ),
+        secrets=("John Smith", "1961-03-12", "john.smith@example.com"),
+    )
+
+
+@pytest.mark.timeout(120)
+def test_label_values_and_case_ids_that_could_identify_are_never_echoed(tmp_path: Path) -> None:
+    # past the guard's 1,000-row sample the per-row checks must hold (labels are checked
+    # before the cohort is read, so these ids need not be in it)
+    ids = [f"Q-{n:05d}" for n in range(1000)]
+    rows = [f"{i},yes" for i in ids]
+    rows += [f"{ids[n]}-x,{secret}" for n, secret in enumerate(SECRETS)]
+    rows += ["1961-03-12,yes", "john.smith@example.com,no", f"{ids[9]}-y,maybe"]
+    run = agree(tmp_path, "case_id,surgeon_1\n" + "\n".join(rows) + "\n")
+    check(
+        run,
+        errors=len(SECRETS) + 3,
+        expected=(
+            "row 1001 (case_id " + ids[0] + "-x): rater surgeon_1: the label given (value "
+            "withheld: it looks like an email address) is not a label",
+            "row 1006: case_id looks like a date, not an anonymised id (value withheld)",
+            "row 1007: case_id looks like an email address",
+            "rater surgeon_1: 'maybe' is not a label",  # a plain word is still shown
+        ),
+        secrets=SECRETS,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_a_case_id_missing_from_the_cohort_is_named_only_if_it_cannot_identify(
+    tmp_path: Path,
+) -> None:
+    run = agree(tmp_path, "case_id,surgeon_1\nNOPE-1,yes\n")
+    check(run, expected=("case_id NOPE-1 of l.csv is not in",))
+
+
+@pytest.mark.timeout(300)
+def test_two_million_label_rows_stop_at_the_cap_in_bounded_memory(tmp_path: Path) -> None:
+    """The 2M-row file of the issue (1.18 GB and 1,999,505 error lines before): refused after
+    100,001 rows, in one line, by a child whose peak memory is measured."""
+    with (tmp_path / "l.csv").open("w") as handle:
+        handle.write("case_id,surgeon_1\n")
+        handle.writelines(f"S-{n:07d},bogus_{n % 7}\n" for n in range(2_000_000))
+    before = resource_peak()
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "agree", "--labels", "l.csv", "--cohort", str(COHORT)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: l.csv: more than 100,000 rows; agree compares at most 100,000 labelled cases "
+        "at once (split the file)"
+    ]
+    assert max(resource_peak(), before) < 700 * 2**20
+
+
+def resource_peak() -> int:
+    """Peak resident memory of the finished children, in bytes."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+@pytest.mark.timeout(120)
+def test_bad_labels_are_capped_with_a_count(tmp_path: Path) -> None:
+    ids = cohort_ids(500)
+    rows = "".join(f"{i}-{n},bogus\n" for n in range(60) for i in ids)  # 30,000 bad labels
+    run = agree(tmp_path, "case_id,surgeon_1\n" + rows)
+    check(run, errors=21, expected=("error: ... and 29,980 more like these",))
+
+
+@pytest.mark.timeout(120)
+def test_a_rater_named_like_markup_is_refused_and_never_written(tmp_path: Path) -> None:
+    ids = cohort_ids(3)
+    run = agree(
+        tmp_path,
+        "case_id,<script>alert(1)</script>\n" + "".join(f"{i},yes\n" for i in ids),
+        "--out",
+        "r.md",
+    )
+    check(run, expected=("names look like data",), secrets=("<script>", "alert(1)"))
+
+
+@pytest.fixture(scope="module")
+def example_report() -> Any:
+    from engine.research.agree import agreement
+    from engine.rules.loader import load_ruleset
+
+    return agreement(
+        str(EXAMPLE_LABELS), load_ruleset(RULES_DIR), str(RULES_DIR), cohort=str(COHORT)
+    )
+
+
+@pytest.mark.timeout(300)
+def test_markdown_and_html_reports_escape_what_inputs_hold(example_report: Any) -> None:
+    from engine.research.render import agree_html, agree_markdown, md
+
+    hostile = "<script>alert(1)</script>[x](javascript:alert(2))|`"
+    report = example_report
+    report.per_rater = {hostile: next(iter(report.per_rater.values()))}
+    report.disagreements[0]["case_id"] = hostile
+    report.labels = hostile
+    text = agree_markdown(report)
+    assert "<script>" not in text
+    assert "[x](javascript" not in text  # escaped: \\[x\\](javascript
+    assert md(hostile) in text
+    assert md(hostile) == (
+        "&lt;script&gt;alert(1)&lt;/script&gt;\\[x\\](javascript:alert(2))\\|\\`"
+    )
+    page = agree_html(report)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+@pytest.fixture(scope="module")
+def positive_ids(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Cohort cases the bundled rules rate worth discussing (read from a batch run)."""
+    out = tmp_path_factory.mktemp("verdicts") / "v.csv"
+    done = invoke(["batch", str(COHORT), "--out", str(out), "--workers", "1"], out.parent)
+    assert done.code == 0, done.stderr
+    with out.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r["case_id"] for r in rows if r["verdict"] == "worth_discussing"]
+
+
+@pytest.mark.timeout(300)
+def test_library_warnings_are_said_once_in_our_words(
+    tmp_path: Path, positive_ids: list[str]
+) -> None:
+    labels = "".join(f"{i},yes,yes\n" for i in positive_ids[:5])
+    run = agree(tmp_path, "case_id,surgeon_1,surgeon_2\n" + labels)
+    check(run, code=0, errors=0)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "warning: a statistic is undefined for these labels (one answer given by every rater "
+        "or by the tool, or too few cases): it is shown as n/a"
+    ]
+    assert "Fleiss' kappa across 2 raters (worth discussing): n/a" in run.stdout
+
+
+@pytest.mark.timeout(300)
+def test_agree_writes_html(tmp_path: Path) -> None:
+    run = invoke(
+        ["agree", "--labels", str(EXAMPLE_LABELS), "--cohort", str(COHORT), "--out", "a.html"],
+        tmp_path,
+    )
+    check(run, code=0, errors=0)
+    page = run.written["a.html"]
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<h1>Agreement with raters</h1>" in page
+    assert page.count("<tr><th>surgeon_") == 3
+    assert "Cases labelled: 28; compared: 24" in page
+
+
+@pytest.mark.timeout(120)
+def test_rules_diff_refuses_an_identifier_column_in_the_cohort(tmp_path: Path) -> None:
+    (tmp_path / "c.csv").write_text("case_id,patient_name,bmi\nA-1,John Smith,25\n")
+    run = invoke(["rules", "diff", str(RULES_DIR), str(RULES_DIR), "--cohort", "c.csv"], tmp_path)
+    check(
+        run,
+        expected=("c.csv: column 'patient_name' looks like a direct identifier",),
+        secrets=("John Smith",),
+    )
