@@ -480,3 +480,26 @@ def test_rules_diff_refuses_an_identifier_column_in_the_cohort(tmp_path: Path) -
         expected=("c.csv: column 'patient_name' looks like a direct identifier",),
         secrets=("John Smith",),
     )
+
+
+@pytest.mark.timeout(300)
+def test_rows_rejected_by_one_rule_set_are_counted_and_listed_only_so_far(tmp_path: Path) -> None:
+    """A cohort of millions rejected by one side must not be held or printed row by row: the
+    report lists the first 20 and counts them all (30 here: CON-001's window narrowed to 45)."""
+    new = copied_rules(tmp_path)
+    constraints = new / "constraints.yaml"
+    text = constraints.read_text()
+    assert "age_years > 55 or age_years < 10" in text
+    constraints.write_text(text.replace("age_years > 55", "age_years > 45"))
+    rows = "".join(f"P-{n},female,50,true\n" for n in range(30))
+    (tmp_path / "c.csv").write_text("case_id,sex,age_years,pregnant\n" + rows)
+    args = ["rules", "diff", str(RULES_DIR), str(new), "--cohort", "c.csv"]
+    run = invoke([*args, "--format", "json"], tmp_path)
+    check(run, code=0, errors=0)
+    data = json.loads(run.stdout)
+    assert data["rejected_by_one_count"] == 30
+    assert [r["row"] for r in data["rejected_by_one"]] == list(range(1, 21))
+    assert {r["rejected_by"] for r in data["rejected_by_one"]} == {"new"}
+    markdown = invoke(args, tmp_path).stdout
+    assert "Rows rejected by one rule set only: 30" in markdown
+    assert "(first 20 of 30)" in markdown

@@ -240,7 +240,8 @@ class DiffReport:
     changed: int = 0  # rows whose verdict changed
     outcome_changed: int = 0  # rows where any rule's outcome changed
     compared: int = 0  # rows screened by both
-    rejected_by_one: list[dict[str, Any]] = field(default_factory=list)
+    rejected_by_one: list[dict[str, Any]] = field(default_factory=list)  # the first ones
+    rejected_by_one_count: int = 0  # all of them (a cohort may have millions)
     changes_file: str | None = None
     examples: list[dict[str, str]] = field(default_factory=list)
 
@@ -287,6 +288,7 @@ class DiffReport:
             "rule_outcome_changed": self.outcome_changed,
             "transitions": self.transitions,
             "rejected_by_one": self.rejected_by_one,
+            "rejected_by_one_count": self.rejected_by_one_count,
             "rule_counts": [c.__dict__ for c in self.rule_counts()],
             "changes_file": self.changes_file,
             "changed_examples": self.examples,
@@ -418,7 +420,9 @@ def _compare(
         )
         for (number, old), (_, new) in pairs:
             if old is None or new is None:
-                if (old is None) != (new is None):
+                one_side = (old is None) != (new is None)
+                report.rejected_by_one_count += one_side
+                if one_side and len(report.rejected_by_one) < keep:
                     report.rejected_by_one.append(
                         {
                             "row": number,

@@ -72,11 +72,13 @@ def diff_markdown(report: DiffReport) -> str:
         "",
     ]
     if report.rejected_by_one:
-        out += [f"Rows rejected by one rule set only: {len(report.rejected_by_one)}", ""]
+        out += [f"Rows rejected by one rule set only: {report.rejected_by_one_count}", ""]
         out += _table(
             ["row", "rejected by", "reason"],
             [[r["row"], r["rejected_by"], r["reason"]] for r in report.rejected_by_one],
         )
+        if report.rejected_by_one_count > len(report.rejected_by_one):
+            out.append(f"(first {len(report.rejected_by_one)} of {report.rejected_by_one_count})")
         out.append("")
     out += ["## Rule changes", ""]
     if not report.rules and not report.definitions:
