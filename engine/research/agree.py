@@ -43,7 +43,7 @@ from engine.io.deid import (
     showable,
     withheld_reason,
 )
-from engine.io.tables import Row, RowProblem, TableReader, detect_format
+from engine.io.tables import InputFormat, Row, RowProblem, TableReader, detect_format
 from engine.models import SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 
@@ -94,7 +94,11 @@ def read_labels(path: str, allow_columns: frozenset[str] = frozenset()) -> Label
     """Read and check a labels file through the batch's guarded reader: identifier columns
     (patient_name, dob, email) and identifier-shaped values are refused before any row is
     read, no value that could identify is echoed, and errors are capped with a count."""
-    reader = TableReader(path, detect_format(path))
+    try:
+        fmt = detect_format(path)
+    except UsageError:  # labels were always CSV: any other extension is read as CSV
+        fmt = InputFormat.csv
+    reader = TableReader(path, fmt)
     header = reader.columns
     problems, _ = column_problems(
         reader.source, header, reader.sample(), allow_columns, ignore_unknown=True
