@@ -132,7 +132,7 @@ def parse_yaml(text: str) -> YamlDocument:
     loader = _UniqueKeyLoader(text)
     try:
         node = loader.get_single_node()
-        if node is not None:
+        if node is not None and "&" in text:  # an alias needs an anchor: no &, no alias to count
             _check_expansion(node)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:

@@ -503,3 +503,18 @@ def test_rows_rejected_by_one_rule_set_are_counted_and_listed_only_so_far(tmp_pa
     markdown = invoke(args, tmp_path).stdout
     assert "Rows rejected by one rule set only: 30" in markdown
     assert "(first 20 of 30)" in markdown
+
+
+@pytest.mark.timeout(60)
+def test_an_alias_cycle_is_refused_and_small_aliases_still_parse(tmp_path: Path) -> None:
+    (tmp_path / "cycle.yaml").write_text("case_id: A\nbmi: &a [*a]\n")
+    check(
+        invoke(["screen", "cycle.yaml"], tmp_path),
+        expected=("an alias refers to a value that contains it",),
+    )
+    (tmp_path / "ok.yaml").write_text(
+        "case_id: A\ncauda_equina_syndrome: &no false\nmyelopathy: *no\n"
+    )
+    run = invoke(["screen", "ok.yaml", "--format", "json"], tmp_path)
+    check(run, code=0, errors=0)
+    assert json.loads(run.stdout)["case_id"] == "A"
