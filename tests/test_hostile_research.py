@@ -500,6 +500,10 @@ def test_rows_rejected_by_one_rule_set_are_counted_and_listed_only_so_far(tmp_pa
     assert data["rejected_by_one_count"] == 30
     assert [r["row"] for r in data["rejected_by_one"]] == list(range(1, 21))
     assert {r["rejected_by"] for r in data["rejected_by_one"]} == {"new"}
+    assert all(
+        r["reason"].startswith("pregnant: true is ruled out by CON-001")
+        for r in data["rejected_by_one"]
+    )
     markdown = invoke(args, tmp_path).stdout
     assert "Rows rejected by one rule set only: 30" in markdown
     assert "(first 20 of 30)" in markdown

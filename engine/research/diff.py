@@ -303,27 +303,38 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _rejected_rows(errors_path: Path) -> dict[int, str]:
-    """Row number to the first reason it was rejected (the errors file: one line per problem)."""
-    rows: dict[int, str] = {}
+def _rejections(errors_path: Path) -> Iterator[tuple[int, str]]:
+    """Each rejected row with its first reason, in row order (the errors file has one line per
+    problem, in input order), read as the outputs are: memory stays flat for any cohort."""
     if not errors_path.exists():
-        return rows
+        return
     with errors_path.open(encoding="utf-8") as handle:
+        last = 0
         for line in handle:
             error = json.loads(line)
+            row = int(error["row"])
+            if row == last:
+                continue
             where = f"{error['field']}: " if error.get("field") else ""
-            rows.setdefault(int(error["row"]), where + str(error["reason"]))
-    return rows
+            last = row
+            yield row, where + str(error["reason"])
 
 
 def _numbered(
-    output: Path, rejected: dict[int, str], rows_read: int
-) -> Iterator[tuple[int, dict[str, str] | None]]:
-    """Every input row number with its flattened output row, or None where it was rejected."""
+    output: Path, errors: Path, rows_read: int
+) -> Iterator[tuple[int, dict[str, str] | None, str]]:
+    """Every input row number with its flattened output row, or None and the reason where it
+    was rejected."""
+    rejected = _rejections(errors)
+    pending = next(rejected, None)
     with output.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         for number in range(1, rows_read + 1):
-            yield number, None if number in rejected else next(reader)
+            if pending is not None and pending[0] == number:
+                yield number, None, pending[1]
+                pending = next(rejected, None)
+            else:
+                yield number, next(reader), ""
 
 
 def outcomes(row: dict[str, str]) -> dict[str, str]:
@@ -408,17 +419,15 @@ def _compare(
     report: DiffReport, work: Path, changes_out: str | None, every: bool, keep: int
 ) -> None:
     rows_read = report.old_summary.reconciliation.rows_read
-    old_rejected = _rejected_rows(work / "old.errors.jsonl")
-    new_rejected = _rejected_rows(work / "new.errors.jsonl")
     transitions: collections.Counter[tuple[str, str]] = collections.Counter()
     sink = _ChangeSink(changes_out)
     try:
         pairs = zip(
-            _numbered(work / "old.csv", old_rejected, rows_read),
-            _numbered(work / "new.csv", new_rejected, rows_read),
+            _numbered(work / "old.csv", work / "old.errors.jsonl", rows_read),
+            _numbered(work / "new.csv", work / "new.errors.jsonl", rows_read),
             strict=True,
         )
-        for (number, old), (_, new) in pairs:
+        for (number, old, old_reason), (_, new, new_reason) in pairs:
             if old is None or new is None:
                 one_side = (old is None) != (new is None)
                 report.rejected_by_one_count += one_side
@@ -427,7 +436,7 @@ def _compare(
                         {
                             "row": number,
                             "rejected_by": "old" if old is None else "new",
-                            "reason": (old_rejected if old is None else new_rejected)[number],
+                            "reason": old_reason if old is None else new_reason,
                         }
                     )
                 continue
