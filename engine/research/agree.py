@@ -3,7 +3,9 @@
 The labels file (CSV) has `case_id` and one column per rater, each cell a verdict
 (worth_discussing, discuss_with_caution, not_favoured, urgent_review) or yes/no for "MIS worth
 discussing". Columns named like data-dictionary fields are case fields, not raters: without
---cohort, the labels file itself is the cohort. The cases are screened with the batch machinery.
+--cohort, the labels file itself is the cohort. The cases are screened with the batch machinery,
+and the labels file is read as a batch input is (engine.io.tables, the identifier guard of
+engine.io.columns): a column flagged as an identifier is refused, never taken as a rater.
 
 What a researcher gets, and how each case is counted:
 - a case the tool rates insufficient_data has no tool decision to compare: it is counted apart
