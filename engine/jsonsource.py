@@ -9,6 +9,7 @@ read as refuted without a word; a NaN compares false with every threshold. Every
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ class RepeatedKeyError(JsonInputError):
 
 
 class NonFiniteError(JsonInputError):
-    """NaN, Infinity or -Infinity, which are not JSON numbers."""
+    """NaN, Infinity or -Infinity, which are not JSON numbers, or a number beyond a float."""
 
 
 class _Repeated(dict[str, Any]):
@@ -41,8 +42,8 @@ class _Repeated(dict[str, Any]):
 class _NonFinite:
     """Where NaN or Infinity stood, found again by its path afterwards."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
 
 
 def loads_strict(text: str | bytes) -> Any:
@@ -66,9 +67,18 @@ def loads_strict(text: str | bytes) -> Any:
 
     def constant(name: str) -> _NonFinite:
         found.append(True)
-        return _NonFinite(name)
+        return _NonFinite(f"{name} is not a JSON number")
 
-    value = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=constant)
+    def number(literal: str) -> float | _NonFinite:
+        value = float(literal)
+        if math.isfinite(value):
+            return value
+        found.append(True)  # 1e400 would be read as Infinity
+        return _NonFinite("a number too large to read")
+
+    value = json.loads(
+        text, object_pairs_hook=pairs_hook, parse_constant=constant, parse_float=number
+    )
     if found:
         try:
             _raise_first(value, ())
@@ -84,7 +94,7 @@ def _raise_first(value: Any, path: JsonPath) -> None:
     while stack:
         node, where = stack.pop()
         if isinstance(node, _NonFinite):
-            raise NonFiniteError(f"{node.name} is not a JSON number", where)
+            raise NonFiniteError(node.problem, where)
         if isinstance(node, _Repeated):
             raise RepeatedKeyError("a key is given more than once", where, node.repeated)
         if isinstance(node, dict):

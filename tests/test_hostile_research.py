@@ -93,6 +93,11 @@ def test_400000_empty_entries_are_one_warning(tmp_path: Path) -> None:
             "-Infinity is not a JSON number at sva_mm",
             id="infinity",
         ),
+        pytest.param(
+            '{"case_id": "A", "bmi": 1e400}',
+            "a number too large to read at bmi",
+            id="overflow-to-infinity",
+        ),
     ],
 )
 def test_nan_in_a_json_case_file_is_refused(tmp_path: Path, text: str, expected: str) -> None:
