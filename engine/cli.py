@@ -1415,7 +1415,16 @@ def agree(
     out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
     output_format: Annotated[
         ReportFormat | None,
-        typer.Option("--format", help="md or json; default from --out.", show_default=False),
+        typer.Option("--format", help="md, html or json; default from --out.", show_default=False),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column",
+            metavar="COLUMN",
+            help="A column the identifier guard flags wrongly; repeatable.",
+            show_default=False,
+        ),
     ] = None,
     allow_missing: Annotated[
         bool,
@@ -1427,11 +1436,9 @@ def agree(
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
     require("research", "miss-screen agree")
     from engine.research.agree import agreement
-    from engine.research.render import agree_markdown
+    from engine.research.render import agree_html, agree_markdown
 
     fmt = output_format or _report_format(out)
-    if fmt is ReportFormat.html:
-        raise UsageError("agree writes md or json")
     check_outputs([labels, *([cohort] if cohort else [])], {"--out": out})
     report = agreement(
         labels,
@@ -1442,11 +1449,16 @@ def agree(
         workers=workers,
         allow_missing=allow_missing,
         seed=seed,
+        allow_columns=frozenset(allow_column or ()),
     )
     if fmt is ReportFormat.json:
         _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")
+    elif fmt is ReportFormat.html:
+        _write_report(out, agree_html(report))
     else:
         _write_report(out, agree_markdown(report))
+    for note in report.notes:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 @app.command()
