@@ -196,6 +196,23 @@ def test_a_slow_request_head_is_closed_after_the_header_timeout(limited: Served)
 
 
 @pytest.mark.timeout(60)
+def test_an_idle_keep_alive_connection_is_not_held_to_the_header_timeout(limited: Served) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", limited.port, timeout=10)
+    try:
+        for pause in (0, 3):  # 3 s idle: over --header-timeout 2, under the 5 s keep-alive
+            time.sleep(pause)
+            connection.request("GET", "/static/form.css")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            if pause == 0:
+                first = connection.sock
+        assert connection.sock is first  # the same connection served both
+    finally:
+        connection.close()
+
+
+@pytest.mark.timeout(60)
 def test_a_slow_request_body_is_closed_after_the_body_timeout(limited: Served) -> None:
     head = b"POST /cds-services/miss-screen HTTP/1.1\r\nHost: x\r\n"
     sock = raw(
@@ -270,9 +287,9 @@ def test_a_new_connection_closes_the_oldest_waiting_one_at_the_cap(tmp_path: Pat
         held = [raw(served.port, b"GET / HTTP/1.1\r\nHost: x\r\n") for _ in range(10)]
         time.sleep(0.5)
         assert timed_get(served.port) < 10  # the eleventh connection is served
-        answer, _ = answer_and_close(held[0])
-        assert answer.startswith(b"HTTP/1.1 503 ")  # the oldest made room
-        for sock in held[2:]:  # the others are still held
+        answer, waited = answer_and_close(held[0])
+        assert (answer, waited < 5) == (b"", True)  # the oldest made room: closed, no answer
+        for sock in held[1:]:  # the others are still held
             sock.settimeout(0.2)
             with pytest.raises(TimeoutError):
                 sock.recv(1)
@@ -310,7 +327,9 @@ def test_running_out_of_descriptors_is_one_line_and_the_form_answers_again(
         stop(served.process)
     log = served.stderr.read_text()
     print(log)
-    assert log.count("socket.accept() out of system resource") <= 1
+    said = [line for line in log.splitlines() if "accept() out of system resource" in line]
+    assert len(said) <= 2  # within a minute: once, then its count at exit ("N more of: ...")
+    assert all(line.startswith(("error: socket.accept()", "note: ")) for line in said)
     assert "Traceback" not in log
     assert len(log) < 2000
 
