@@ -563,6 +563,7 @@ def test_feedback_is_recorded_without_identifiers(tmp_path: Path) -> None:
 
 
 @pytest.mark.hostile
+@pytest.mark.timeout(120)
 def test_feedback_is_taken_once_and_only_for_cards_this_service_issued(tmp_path: Path) -> None:
     """Any made-up uuid used to be logged: the feedback log grew without bound (issue 26)."""
     log = tmp_path / "feedback.jsonl"
@@ -594,6 +595,8 @@ def test_feedback_is_taken_once_and_only_for_cards_this_service_issued(tmp_path:
     assert len(log.read_text().splitlines()) == 1
 
 
+@pytest.mark.hostile
+@pytest.mark.timeout(60)
 def test_feedback_cards_are_remembered_for_a_day_and_ten_thousand_at_most() -> None:
     from engine.service.cds import CARD_TTL, MAX_CARDS, CdsError, FeedbackStore
 

@@ -36,7 +36,7 @@ ATTACK_SECONDS = 30  # three default header timeouts: held connections are close
 FD_LIMIT = 1024
 ATTACK = [str(SLOW // ATTACKERS), str(ATTACK_SECONDS)]  # each attacker's count and seconds
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.timeout(60)]  # a test may set a longer one
 
 
 def timed_get(port: int, path: str = "/", headers: dict[str, str] | None = None) -> float:

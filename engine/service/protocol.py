@@ -26,6 +26,7 @@ import asyncio
 import logging
 import re
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any, ClassVar, Literal
 
@@ -60,9 +61,11 @@ class ConnectionBook:
         self.cap = cap
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
-        self.open: set[GuardedH11Protocol] = set()
+        # weak: a connection asyncio fails to set up after making its protocol is never told
+        # connection_lost, and must not hold a place for ever
+        self.open: weakref.WeakSet[GuardedH11Protocol] = weakref.WeakSet()
         self.waiting: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
-        self.closing: set[GuardedH11Protocol] = set()
+        self.closing: weakref.WeakSet[GuardedH11Protocol] = weakref.WeakSet()
         self._last_emergency = -SHED_PAUSE
         self._next_cap_note = 0.0
 
@@ -137,6 +140,7 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         if not self.admitted:
             log.warning("connection refused: all %d connections are busy", self.book.cap)
+            self.book.closing.add(self)
             self.close_for("full")
             return
         self.book.set_waiting(self, True)
