@@ -1591,7 +1591,7 @@ def serve(
     """
     require("service", "miss-screen serve")
     from engine.service.app import ServiceConfig, create_app
-    from engine.service.server import run
+    from engine.service.server import listen, run
 
     issuers = _trusted_issuers(trusted_issuer or [])
     if issuers and not (audience or public_url):
@@ -1615,9 +1615,11 @@ def serve(
     limits = Limits(max_connections, header_timeout, body_timeout, max_header_bytes, max_body_bytes)
     proxies = _proxies(forwarded_allow_ips or [])
     application = create_app(config)
+    listener = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
+    bound = listener.getsockname()[1]
     version = engine_package.__version__
-    print(f"miss-screen {version}: serving on http://{shown}:{port}/ (Ctrl-C stops)")
+    print(f"miss-screen {version}: serving on http://{shown}:{bound}/ (Ctrl-C stops)")
     if dev:
         print(
             "warning: --dev: unauthenticated CDS Hooks calls and the public sandbox key are "
@@ -1631,7 +1633,7 @@ def serve(
             "is refused (401) until an issuer is trusted (or --dev, never with patient data)",
             file=sys.stderr,
         )
-    run(application, host, port, limits, proxies)
+    run(application, listener, limits, proxies)
 
 
 def _proxies(given: list[str]) -> list[str]:

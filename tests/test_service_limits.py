@@ -343,6 +343,24 @@ def test_running_out_of_descriptors_is_one_line_and_the_form_answers_again(
     assert len(log) < 2000
 
 
+@pytest.mark.timeout(120)
+def test_a_port_in_use_is_one_error_line_and_exit_2() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert done.stdout == ""  # "serving on ..." is said only once listening
+    assert done.stderr.splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+
+
 # --- in-process ----------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ the guarded protocol (protocol.py) and the rate-limited log (logs.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import socket
 import sys
@@ -11,14 +12,27 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 
+from engine.errors import UsageError
 from engine.service.limits import BACKLOG, KEEP_ALIVE, LISTEN_QUEUE, Limits, connection_cap
 from engine.service.logs import configure, loop_exception_handler
 from engine.service.protocol import protocol_class
 
 
-def run(app: FastAPI, host: str, port: int, limits: Limits, forwarded: Sequence[str]) -> None:
-    """Serve `app` until SIGINT or SIGTERM. `forwarded`: the proxies whose X-Forwarded-For and
-    X-Forwarded-Proto are believed (none: those headers are ignored)."""
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is said (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=LISTEN_QUEUE)
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else None
+        reason = os.strerror(code) if code else (exc.strerror or str(exc))
+        raise UsageError(f"cannot listen on {shown}:{port}: {reason}") from None
+
+
+def run(app: FastAPI, listener: socket.socket, limits: Limits, forwarded: Sequence[str]) -> None:
+    """Serve `app` on `listener` until SIGINT or SIGTERM. `forwarded`: the proxies whose
+    X-Forwarded-For and X-Forwarded-Proto are believed (none: those headers are ignored)."""
     import uvicorn
 
     rate_limit = configure()
@@ -35,8 +49,6 @@ def run(app: FastAPI, host: str, port: int, limits: Limits, forwarded: Sequence[
     )
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         http=protocol,
         loop="asyncio",
         ws="none",
@@ -65,7 +77,6 @@ def run(app: FastAPI, host: str, port: int, limits: Limits, forwarded: Sequence[
         loop.set_exception_handler(loop_exception_handler(book.shed_for_descriptors))
         await Server(config).serve(sockets=[listener])
 
-    listener = config.bind_socket()
     try:
         asyncio.run(serve())
     finally:
