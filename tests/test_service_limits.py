@@ -462,6 +462,13 @@ def test_out_of_descriptors_the_book_closes_the_oldest_tenth_once_per_pause() ->
     assert [c.closed for c in connections] == ["cap"] * 5 + [None] * 45
 
 
+def test_the_default_body_limit_is_a_fhir_bundles() -> None:
+    from engine.fhir import MAX_FHIR_BYTES
+    from engine.service.limits import MAX_BODY_BYTES, Limits
+
+    assert Limits().max_body_bytes == MAX_BODY_BYTES == MAX_FHIR_BYTES
+
+
 def test_the_connection_cap_fits_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 

@@ -6,7 +6,7 @@ what the open-file limit allows: the soft limit is raised toward the hard one fi
 runtime does), and what is left below it is kept for accept() bursts (BACKLOG connections a
 turn of the event loop, a few turns before the oldest is closed) and the process's own files,
 up to half the limit.
-No import of the service's libraries here: the command line reads these defaults at start.
+Nothing heavy is imported here: the command line reads these defaults at start.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
-from engine.fhir.mapper import MAX_FHIR_BYTES
-
-MAX_BODY_BYTES = MAX_FHIR_BYTES  # a request body read at most, by default (a patient's Bundle's)
+# a request body read at most, by default: a patient's Bundle's cap, engine.fhir.MAX_FHIR_BYTES
+# (not imported: it would load the FHIR mapper into every command; a test holds them equal)
+MAX_BODY_BYTES = 5 * 2**20
 BACKLOG = 100  # connections accepted in one turn of the event loop
 LISTEN_QUEUE = 4096  # connections the kernel queues until they are accepted (net.core.somaxconn)
 RESERVED_FDS = 64  # descriptors kept for the process's own files, threads' and JWKS sockets
