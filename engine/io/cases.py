@@ -21,7 +21,7 @@ from engine.dictionary import (
 from engine.errors import CaseInputError, CaseProblem
 from engine.io.deid import (
     case_id_identifier_kinds,
-    kind_words,
+    identifier_id_message,
     showable,
     shown_case_id,
     shown_name,
@@ -96,12 +96,8 @@ def validate_case(
         problems.extend(_problem(err) for err in exc.errors())
     else:
         kinds = case_id_identifier_kinds(str(clean["case_id"]))
-        if kinds:  # a valid id in form, but shaped like a date or a phone number: not anonymised
-            message = (
-                f"looks like {kind_words(kinds)}, not an anonymised id (value withheld); "
-                "use a study code such as S-0193"
-            )
-            problems.append(CaseProblem("case_id", message))
+        if kinds:  # a valid id in form, but an identifier: a date, a phone number, a name...
+            problems.append(CaseProblem("case_id", identifier_id_message(kinds)))
     if problems:
         case_id = shown_case_id(raw.get("case_id"))
         raise CaseInputError(source, problems, row=row, case_id=case_id)
