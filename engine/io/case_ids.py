@@ -1,5 +1,5 @@
 """Whether a case_id is itself a direct identifier: a date, a telephone, NHS or social security
-number, an email address, a person's name or a medical record number.
+number, an email address, a person's name, a medical record number, a URL or an IP address.
 
 A registry that keys its rows by such a value has not de-identified them, whatever else it
 removed; the id would reach every output. The rule, its measured precision and recall and what
@@ -11,6 +11,7 @@ pseudonymises them (engine/io/pseudonymise.py, `--pseudonymise-ids KEYFILE`).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from functools import lru_cache
 
@@ -29,6 +30,8 @@ _PLAIN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # models.Case's pattern: only t
 
 _UUID = re.compile(r"\{?[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}\}?")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)", re.IGNORECASE)
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _MRN = re.compile(r"(?<![A-Za-z])mrn[-_.:# ]*\d", re.IGNORECASE)
 # the whole id is a number written with a telephone's separators: 555-867-5309, +44 20 7946 0958
 _PHONE_SHAPED = re.compile(r"\+?\s*\(?\d[\d ().-]*\d\)?")
@@ -72,6 +75,10 @@ def case_id_kinds(case_id: str) -> set[str]:
         kinds.add("email")
     if _MRN.search(text):
         kinds.add("mrn")
+    if _URL.search(text):
+        kinds.add("url")
+    if any(_ipv4(m[0]) for m in _IPV4.finditer(text)):
+        kinds.add("ip")
     if _has_date(text):
         kinds.add("date")
     if _PHONE_SHAPED.fullmatch(text):
@@ -139,6 +146,14 @@ def nhs_check_digit_ok(digits: str) -> bool:
     return check != 10 and check == int(digits[9])
 
 
+def _ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _ssn(digits: str) -> bool:
     """A possible US social security number: area not 000, 666 or 9xx; group and serial not 0."""
     area, group, serial = digits[:3], digits[3:5], digits[5:]
@@ -189,7 +204,7 @@ def _name_shaped(text: str) -> bool:
     words = _NAME_WORD.findall(text)
     if not 2 <= len(words) <= 4 or "".join(words) != re.sub(r"[-._ ,]", "", text):
         return False
-    if any(len(w) < 2 for w in words[1:]) or (len(words[0]) < 2 and not words[0].isupper()):
+    if any(len(w) < 2 and not w.isupper() for w in words):  # initials: J.Smith, LindaOBrien
         return False
     if _NAME_SEPARATORS.search(text):
         return True
