@@ -132,6 +132,10 @@ def _problem(err: Any) -> CaseProblem:
     if spec is not None and spec.values and isinstance(value, str) and len(value) <= 100:
         hint = _enum_hint(value, spec.values)
     shown = _show(value, name, spec.values if spec else ())
+    if name == "case_id" and shown is None and isinstance(value, str | int):
+        kinds = case_id_identifier_kinds(str(value)[:4096])  # a YAML or JSON integer too
+        if kinds:  # not an id in form, and an identifier: say how to pseudonymise it
+            return CaseProblem(name, f"the value given {words}; {identifier_id_message(kinds)}")
     if shown is None:  # the row is still refused: field and reason named, value withheld
         return CaseProblem(
             name, f"the value given {words}{expected}{hint} ({withheld_reason(value)})"
