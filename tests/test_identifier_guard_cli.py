@@ -198,3 +198,19 @@ def test_a_malformed_key_file_stops_the_run_without_showing_it(tmp_path: Path) -
     assert "not a key file" in err
     assert "JohnSmith" not in err
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.timeout(300)
+def test_screen_frame_pseudonymises_ids_with_the_same_key_as_batch(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    from engine import Screener
+
+    key = tmp_path / "study.key"
+    frame = pd.DataFrame({"case_id": ["5558675309", "JohnSmith"], "age_years": [50, 60]})
+    screener = Screener.load()
+    refused = screener.screen_frame(frame)
+    assert refused["rejected"].notna().all()
+    result = screener.screen_frame(frame, pseudonymise_ids=key)
+    assert result["rejected"].isna().all()
+    assert list(result["case_id"]) == [expected_pseudonym(key, i) for i in frame["case_id"]]
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600

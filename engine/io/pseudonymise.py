@@ -11,17 +11,18 @@ date of birth, as a plain hash of so few possible values could.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
 import secrets
 from collections.abc import Mapping
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import UsageError
-from engine.io.tables import Chunk
+
+if TYPE_CHECKING:  # pyarrow only where a batch runs: Screener imports this module
+    from engine.io.tables import Chunk
 
 __all__ = ["PREFIX", "load_key", "pseudonym", "pseudonymise_chunk", "pseudonymise_row"]
 
@@ -90,6 +91,8 @@ def pseudonymise_chunk(key: bytes, chunk: Chunk) -> Chunk:
     rows = [
         (n, pseudonymise_row(key, row) if isinstance(row, dict) else row) for n, row in chunk.rows
     ]
+    import pyarrow as pa
+
     batch = chunk.batch
     if batch is not None and "case_id" in batch.schema.names:
         position = batch.schema.get_field_index("case_id")
@@ -100,4 +103,4 @@ def pseudonymise_chunk(key: bytes, chunk: Chunk) -> Chunk:
                 for v in column.to_pylist()
             ]
             batch = batch.set_column(position, "case_id", pa.array(ids, pa.string()))
-    return Chunk(chunk.index, chunk.source, rows, batch, chunk.first)
+    return dataclasses.replace(chunk, rows=rows, batch=batch)
