@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
 from engine.dictionary import FIELDS  # noqa: E402
-from engine.io.clinical import SYNONYMS_FILE  # noqa: E402
+from engine.io import clinical  # noqa: E402
 from engine.io.deid import case_id_identifier_kinds, showable  # noqa: E402
 from engine.io.pseudonymise import pseudonym  # noqa: E402
 
@@ -461,8 +461,9 @@ def _clinical(rng: random.Random) -> Iterator[Entry]:
             yield Entry(value.replace("_", " ").title(), "clinical", "dictionary value")
             if len(value) >= 7 and value.isalpha():
                 yield Entry(_typo(rng, value).capitalize(), "clinical", "typo")
-    if SYNONYMS_FILE.exists():
-        for spellings in (yaml.safe_load(SYNONYMS_FILE.read_text(encoding="utf-8")) or {}).values():
+    synonyms = clinical.SYNONYMS_FILE
+    if synonyms.exists():
+        for spellings in (yaml.safe_load(synonyms.read_text(encoding="utf-8")) or {}).values():
             for spelling in spellings or {}:
                 yield Entry(str(spelling), "clinical", "synonym")
     yield from (Entry(a, "clinical", "abbreviation") for a in ABBREVIATIONS + PHRASES)

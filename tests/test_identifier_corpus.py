@@ -7,8 +7,11 @@ docs/identifier-guard.md is the one measured now.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from engine.io import clinical
 from engine.io.deid import case_id_identifier_kinds, showable, withheld_reason
 from tests.identifier_corpus import DOC, Entry, Measure, corpus, measure, rendered_doc, table
 
@@ -81,3 +84,22 @@ def test_ordinary_ids_pass(case_id: str) -> None:
 def test_an_nhs_number_with_a_wrong_check_digit_is_not_an_nhs_number() -> None:
     assert "nhs" in case_id_identifier_kinds("4010232137")
     assert "nhs" not in case_id_identifier_kinds("4010232138")
+
+
+def test_spellings_of_the_synonyms_table_are_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synonyms = tmp_path / "synonyms.yaml"
+    synonyms.write_text(
+        "diagnosis:\n  Qwertyvorfall: disc_herniation\n  PIVD: disc_herniation\n"
+    )
+    assert not showable("Qwertyvorfall")
+    monkeypatch.setattr(clinical, "SYNONYMS_FILE", synonyms)
+    clinical.clinical_vocabulary.cache_clear()
+    try:
+        assert showable("Qwertyvorfall")
+        assert showable("PIVD")
+        assert {e.value for e in corpus() if e.kind == "synonym"} == {"Qwertyvorfall", "PIVD"}
+    finally:
+        monkeypatch.undo()
+        clinical.clinical_vocabulary.cache_clear()
