@@ -214,3 +214,39 @@ def test_screen_frame_pseudonymises_ids_with_the_same_key_as_batch(tmp_path: Pat
     assert result["rejected"].isna().all()
     assert list(result["case_id"]) == [expected_pseudonym(key, i) for i in frame["case_id"]]
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_pseudonymise_ids_in_jsonl_and_parquet_integer_ids_too(tmp_path: Path, fmt: str) -> None:
+    ids: list[object] = [5558675309, 19610312, "smith.john", 42]
+    rows = [{"case_id": i, "age_years": 50} for i in ids]
+    if fmt == "jsonl":
+        cohort = tmp_path / "cohort.jsonl"
+        cohort.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cohort = tmp_path / "cohort.parquet"
+        table = pa.table({"case_id": [str(i) for i in ids], "age_years": [50] * len(ids)})
+        pq.write_table(table, cohort)
+    key = tmp_path / "study.key"
+    code, _, err = run(
+        [
+            "batch",
+            str(cohort),
+            "--out",
+            "out.csv",
+            "--workers",
+            "1",
+            "--pseudonymise-ids",
+            str(key),
+        ],
+        tmp_path,
+    )
+    assert code == 0, err
+    assert f"rows read {len(ids)} = screened {len(ids)} + rejected 0" in err
+    with (tmp_path / "out.csv").open() as handle:
+        got = [row["case_id"] for row in csv.DictReader(handle)]
+    assert got == [expected_pseudonym(key, str(i)) for i in ids]
