@@ -7,11 +7,13 @@ docs/identifier-guard.md is the one measured now.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from engine.io import clinical
+from engine.io.case_ids import CASE_ID_SUSPECT, suspect
 from engine.io.deid import case_id_identifier_kinds, showable, withheld_reason
 from tests.identifier_corpus import DOC, Entry, Measure, corpus, measure, rendered_doc, table
 
@@ -90,9 +92,7 @@ def test_spellings_of_the_synonyms_table_are_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synonyms = tmp_path / "synonyms.yaml"
-    synonyms.write_text(
-        "diagnosis:\n  Qwertyvorfall: disc_herniation\n  PIVD: disc_herniation\n"
-    )
+    synonyms.write_text("diagnosis:\n  Qwertyvorfall: disc_herniation\n  PIVD: disc_herniation\n")
     assert not showable("Qwertyvorfall")
     monkeypatch.setattr(clinical, "SYNONYMS_FILE", synonyms)
     clinical.clinical_vocabulary.cache_clear()
@@ -103,3 +103,19 @@ def test_spellings_of_the_synonyms_table_are_shown(
     finally:
         monkeypatch.undo()
         clinical.clinical_vocabulary.cache_clear()
+
+
+@pytest.mark.timeout(300)
+def test_the_suspect_test_is_the_same_in_python_and_in_arrow() -> None:
+    """engine.io.columnar clears ids in whole Arrow columns with CASE_ID_SUSPECT (RE2); the
+    row path with case_ids.suspect: an id one of them clears and the other not would be
+    judged differently by the two paths."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = [e.value for e in corpus()] + ["", "a" * 65, "ABC\u0663", "S-0193", "x@y", "Jun1"]
+    by_python = [suspect(v) for v in values]
+    by_re = [re.search(CASE_ID_SUSPECT, v) is not None for v in values]
+    by_arrow = pc.match_substring_regex(pa.array(values), CASE_ID_SUSPECT).to_pylist()
+    assert by_python == by_re == by_arrow
+    assert 1000 < sum(by_python) < len(values) - 20_000  # both kinds are there
