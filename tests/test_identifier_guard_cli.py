@@ -250,3 +250,19 @@ def test_pseudonymise_ids_in_jsonl_and_parquet_integer_ids_too(tmp_path: Path, f
     with (tmp_path / "out.csv").open() as handle:
         got = [row["case_id"] for row in csv.DictReader(handle)]
     assert got == [expected_pseudonym(key, str(i)) for i in ids]
+
+
+def test_the_key_holder_joins_back_with_read_key_which_never_creates_a_key(tmp_path: Path) -> None:
+    from engine.errors import UsageError
+    from engine.io.pseudonymise import load_key, pseudonym, read_key
+
+    key_file = tmp_path / "study.key"
+    with pytest.raises(UsageError, match="not a key file"):
+        read_key(str(key_file))
+    assert not key_file.exists()
+    created = load_key(str(key_file))
+    assert read_key(str(key_file)) == created
+    assert len(created) == 32
+    assert pseudonym(read_key(str(key_file)), "19610312") == expected_pseudonym(
+        key_file, "19610312"
+    )

@@ -24,7 +24,14 @@ from engine.errors import UsageError
 if TYPE_CHECKING:  # pyarrow only where a batch runs: Screener imports this module
     from engine.io.tables import Chunk
 
-__all__ = ["PREFIX", "load_key", "pseudonym", "pseudonymise_chunk", "pseudonymise_row"]
+__all__ = [
+    "PREFIX",
+    "load_key",
+    "pseudonym",
+    "pseudonymise_chunk",
+    "pseudonymise_row",
+    "read_key",
+]
 
 PREFIX = "p-"
 KEY_BYTES = 32
@@ -39,7 +46,7 @@ def load_key(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read_key(path)
+        return read_key(path)
     except OSError as exc:
         raise UsageError(f"{path}: cannot create the key file: {exc.strerror or exc}") from None
     key = secrets.token_bytes(KEY_BYTES)
@@ -48,7 +55,8 @@ def load_key(path: str) -> bytes:
     return key
 
 
-def _read_key(path: str) -> bytes:
+def read_key(path: str) -> bytes:
+    """The key in an existing KEYFILE (to join results back: pseudonym(read_key(path), id))."""
     try:
         with open(path, encoding="ascii") as handle:
             text = handle.read(4 * KEY_BYTES).strip()
