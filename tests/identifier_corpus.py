@@ -503,6 +503,8 @@ def _study_ids(rng: random.Random) -> Iterator[Entry]:
             yield Entry(shape, "study_id", "prefixed or padded")
     for _ in range(1000):
         yield Entry(str(uuid.UUID(int=rng.getrandbits(128), version=4)), "study_id", "UUID")
+        # the FHIR mapper's ids without a usable hookInstance (engine/fhir/mapper.py)
+        yield Entry(f"fhir-{rng.randrange(10**12):012d}", "study_id", "prefixed or padded")
     for _ in range(1000):
         yield Entry(_digits(rng, rng.randrange(2, 7)), "study_id", "short numeric code")
     key = rng.randbytes(32)

@@ -105,7 +105,7 @@ def case_id_kinds(case_id: str) -> set[str]:
             kinds.add("phone")
     else:
         for run in _DIGITS.findall(text):
-            kinds |= number_kinds(run, international=False)
+            kinds |= number_kinds(run, international=False, whole=False)
     if _name_shaped(text):
         kinds.add("name")
     return kinds
@@ -120,19 +120,21 @@ def suspect(case_id: str) -> bool:
     return any(word in lowered for word in _MONTHS_MRN)
 
 
-def number_kinds(digits: str, *, international: bool) -> set[str]:
+def number_kinds(digits: str, *, international: bool, whole: bool = True) -> set[str]:
     """What a string of digits is: a date (8 digits), an SSN (9), an NHS number (10, check
     digit), a telephone number; nothing for the digits of an ordinary id.
 
-    Telephone numbers: with a leading + (or 00), any number phonenumbers finds possible; a
-    0-led national number of 9 to 11 digits possible in one of TRUNK_REGIONS; ten digits
-    shaped as a North American number, valid or not (555 numbers are fictional, not
-    anonymous); eleven or more digits possible as an international number without its +.
+    Telephone numbers: with a leading + (or 00, `whole` ids only), any number phonenumbers
+    finds possible; a 0-led national number of 9 to 11 digits possible in one of
+    TRUNK_REGIONS; ten digits shaped as a North American number, valid or not (555 numbers
+    are fictional, not anonymous); an id of eleven or more digits alone (`whole`), possible
+    as an international number without its + (inside a prefixed id, such as the FHIR
+    mapper's fhir-<12 digits>, a long digit run is a hash or a counter).
     Eight or fewer digits without a + are never a telephone number: sequential ids live there.
     """
     kinds: set[str] = set()
     n = len(digits)
-    if international or (digits.startswith("00") and n >= 10 and digits[2] != "0"):
+    if international or (whole and digits.startswith("00") and n >= 10 and digits[2] != "0"):
         number = digits if international else digits[2:]
         if 7 <= len(number) <= 15 and _possible("+" + number, None):
             kinds.add("phone")
@@ -150,7 +152,7 @@ def number_kinds(digits: str, *, international: bool) -> set[str]:
     elif 9 <= n <= 11 and digits[0] == "0" and digits[1] != "0":
         if any(_possible(digits, region) for region in TRUNK_REGIONS):
             kinds.add("phone")
-    elif n >= 11 and digits[0] != "0" and _possible("+" + digits, None):
+    elif whole and n >= 11 and digits[0] != "0" and _possible("+" + digits, None):
         kinds.add("phone")
     return kinds
 
