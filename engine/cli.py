@@ -741,6 +741,16 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    pseudonymise_ids: Annotated[
+        str | None,
+        typer.Option(
+            "--pseudonymise-ids",
+            metavar="KEYFILE",
+            help="Replace each case id by a keyed hash (p-...), the key kept in KEYFILE "
+            "(created, mode 0600, if absent): for ids that are dates, phone numbers, names.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -762,6 +772,7 @@ def batch(
         run_batch,
     )
     from engine.batch.worker import Detail, OutputFormat
+    from engine.io.pseudonymise import load_key
     from engine.io.tables import InputFormat
 
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
@@ -784,6 +795,7 @@ def batch(
             "--summary": summary,
             "--report": report,
             "--detail ids (OUT.rules.json)": rules_path,
+            "--pseudonymise-ids": pseudonymise_ids,  # the key: never read as data, never replaced
         },
     )
     ruleset = load_ruleset(rules)
@@ -802,6 +814,7 @@ def batch(
         summary=summary,
         report=report,
         detail=detail_level,
+        pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
     )
     progress_style = (
         "none"

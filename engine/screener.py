@@ -33,6 +33,7 @@ from engine.errors import CaseInputError, CaseProblem, UsageError
 from engine.evaluate.base import Evaluator
 from engine.io.cases import check_site, read_site, validate_case
 from engine.io.deid import case_id_identifier_kinds
+from engine.io.pseudonymise import load_key, pseudonymise_row
 from engine.models import (
     Result,
     RulesetStamp,
@@ -302,7 +303,13 @@ class Screener:
             for case_id, slot in slots:
                 yield case_id, (slot if isinstance(slot, InputError) else decisions[slot])
 
-    def screen_frame(self, frame: Any, *, ignore: Sequence[str] = ()) -> Any:
+    def screen_frame(
+        self,
+        frame: Any,
+        *,
+        ignore: Sequence[str] = (),
+        pseudonymise_ids: str | Path | None = None,
+    ) -> Any:
         """Screen every row of a pandas or polars DataFrame; a DataFrame of the same library.
 
         One output row per input row, in order (columns: FRAME_COLUMNS). Rule ids are joined
@@ -310,6 +317,8 @@ class Screener:
         `rejected` and nothing else but its case_id (when valid), so nothing needs merging
         back. NaN, None, pd.NA and empty strings are unknown. `ignore`: input columns that are
         not case fields (a site name, a free-text note), left out of screening.
+        `pseudonymise_ids`: a key file, as `batch --pseudonymise-ids` takes (created if absent):
+        each case_id is replaced by its keyed pseudonym before it is checked.
         """
         import pyarrow as pa
 
@@ -317,6 +326,9 @@ class Screener:
         if library not in ("pandas", "polars"):
             raise UsageError(f"screen_frame takes a pandas or polars DataFrame, got {type(frame)}")
         rows = _frame_rows(frame, library)
+        if pseudonymise_ids is not None:
+            key = load_key(str(pseudonymise_ids))
+            rows = [pseudonymise_row(key, row) for row in rows]
         skipped = frozenset(ignore)
         if skipped:
             rows = [{k: v for k, v in row.items() if k not in skipped} for row in rows]

@@ -76,6 +76,7 @@ class BatchOptions:
     summary: str | None = None
     report: str | None = None
     detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
+    pseudonym_key: bytes | None = None  # --pseudonymise-ids (engine/io/pseudonymise.py)
 
     @property
     def rules_path(self) -> str | None:
@@ -113,7 +114,8 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
             reader.source,
             reader.columns,
             reader.sample(),
-            options.allow_columns,
+            # pseudonymised ids are checked by the workers, after hashing
+            options.allow_columns | ({"case_id"} if options.pseudonym_key else set()),
             ignore_unknown=options.ignore_unknown_columns,
         )
         problems.extend(found)
@@ -242,6 +244,7 @@ class BatchRun:
             output_format=options.output_format,
             ignored_columns=frozenset(self.ignored),
             detail=options.detail,
+            pseudonym_key=options.pseudonym_key,
         )
         # every output is created now, before any screening: a folder that cannot take them
         # fails the run at once

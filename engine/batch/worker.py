@@ -40,6 +40,7 @@ from engine.errors import CaseInputError, UserError
 from engine.io.cases import validate_case
 from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
+from engine.io.pseudonymise import pseudonymise_chunk
 from engine.io.tables import Chunk, Row, RowProblem
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
 from engine.policy import policy_for
@@ -105,6 +106,7 @@ class WorkerConfig:
     ignored_columns: frozenset[str]
     in_process: bool = False
     detail: Detail = Detail.full
+    pseudonym_key: bytes | None = None  # --pseudonymise-ids: case ids hashed before any check
 
 
 @dataclass
@@ -301,6 +303,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             f"{config.ruleset_sha256[:12]} when it started, {ruleset.sha256[:12]} now); "
             "no output was kept: run it again"
         )
+    if config.pseudonym_key is not None:
+        chunk = pseudonymise_chunk(config.pseudonym_key, chunk)
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
     rows = _checked_rows(chunk, config.ignored_columns)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
