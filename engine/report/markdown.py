@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from engine.models import Finding, Result, SourceRef, best_evidence
 from engine.report.text import (
+    CAUTIONS_HEADING,
+    CAUTIONS_NOTE,
     finding_summary,
     open_red_flags,
     question_plan,
@@ -77,7 +79,7 @@ def result_markdown(
     else:
         if plan.shown:
             lines = [
-                "**Questions that could change the verdict**, most decisive first; verdicts still "
+                "**Questions that decide the verdict**, most decisive first; verdicts still "
                 f"possible: {md(plan.possible)}",
                 "",
             ]
@@ -89,9 +91,15 @@ def result_markdown(
             parts.append("\n".join(lines))
         else:
             parts.append(
-                "**Questions that could change the verdict**: none; "
-                f"{md(result.verdict.value)} stands"
+                f"**Questions that decide the verdict**: none; {md(result.verdict.value)} stands"
             )
+        if plan.cautions:
+            lines = [f"**{CAUTIONS_HEADING}** ({CAUTIONS_NOTE})", ""]
+            lines += [
+                f"- {md(message)} Ask: {', '.join(map(code, fields))}."
+                for _, message, fields in plan.cautions
+            ]
+            parts.append("\n".join(lines))
         if plan.settings:
             parts.append(f"Note: {md(settings_note(plan.settings, site_option))}")
         if plan.details_only:

@@ -29,12 +29,13 @@ from engine.rules.logic import compile_kleene
 
 TECHNIQUE = "mis_technique"
 
+# each verdict in words, as every report and the form say it (the text report in capitals)
 VERDICT_WORDS = {
-    Verdict.urgent_review: ("URGENT REVIEW", "bold white on red"),
-    Verdict.not_favoured: ("MIS NOT FAVOURED", "bold red"),
-    Verdict.insufficient_data: ("INSUFFICIENT DATA", "bold yellow"),
-    Verdict.discuss_with_caution: ("MIS WORTH DISCUSSING, WITH CAUTION", "bold yellow"),
-    Verdict.worth_discussing: ("MIS WORTH DISCUSSING", "bold green"),
+    Verdict.urgent_review: ("Urgent review", "bold white on red"),
+    Verdict.not_favoured: ("MIS not favoured", "bold red"),
+    Verdict.insufficient_data: ("Insufficient data", "bold yellow"),
+    Verdict.discuss_with_caution: ("MIS worth discussing, with caution", "bold yellow"),
+    Verdict.worth_discussing: ("MIS worth discussing", "bold green"),
 }
 SEVERITY_STYLE = {"red_flag": "bold red", "major": "red", "caution": "yellow", "info": "cyan"}
 CATEGORY_TITLES = {
@@ -117,6 +118,9 @@ LEGEND = (
     "5 mechanism or expert opinion)."
 )
 QUESTIONS_SHOWN = 6  # ranked questions on lines of their own; the rest share one line
+# the reports' words for Result.open_cautions (rules/policy.yaml open_cautions)
+CAUTIONS_HEADING = "Cautions not yet excluded"
+CAUTIONS_NOTE = "they do not hold the verdict back"
 Traces = Mapping[str, list[tuple[str, list[TraceLine]]]]
 
 
@@ -163,6 +167,7 @@ def render_text(
     verdict, considerations of techniques not yet chosen, worked-out values, stamp, disclaimer.
     """
     words, style = VERDICT_WORDS[result.verdict]
+    words = words.upper()
     console.print(f"[bold]Case {escape(result.case_id)}[/bold]")
     _para(
         console,
@@ -291,9 +296,7 @@ def ids_by_severity(
 
 def possible_words(result: Result) -> str:
     words = ", ".join(v.value for v in result.possible_verdicts)
-    return words + (
-        "" if result.possible_verdicts_exact else "; a bound: some rules share a field"
-    )
+    return words + ("" if result.possible_verdicts_exact else "; a bound: some rules share a field")
 
 
 @dataclass(frozen=True)
@@ -303,8 +306,10 @@ class QuestionPlan:
     the policy ranks them (next_questions), and the details that cannot."""
 
     any_open: bool  # some rule is still open (False: every rule was decided)
-    shown: list[tuple[str, str]]  # (field, the rules that need it), most decisive first
-    rest: list[str]  # further ranked questions, named only
+    shown: list[tuple[str, str]]  # deciding (field, the rules that need it), most decisive first
+    rest: list[str]  # further deciding questions, named only
+    cautions: list[tuple[str, str, list[str]]]  # open cautions: (rule id, message, fields)
+    cautions_can_change: bool  # some open caution could still change the verdict
     possible: str  # the verdicts still possible, in words
     settings: list[str]  # ranked questions that are settings of the hospital
     details_only: list[tuple[str, str]]  # (field, rules) that cannot change the verdict
@@ -315,15 +320,19 @@ def question_plan(result: Result, *, details: bool = False) -> QuestionPlan:
     questions on lines of their own unless `details`, the rest named on one line)."""
     needed_by = questions_by_field(result)
     ranked = result.next_questions
-    shown = ranked if details else ranked[:QUESTIONS_SHOWN]
+    deciding = result.deciding_questions
+    asked = {*ranked, *(m for c in result.open_cautions for m in c.missing)}
+    shown = deciding if details else deciding[:QUESTIONS_SHOWN]
     return QuestionPlan(
         any_open=bool(needed_by),
         shown=[(name, needed_words(needed_by[name])) for name in shown],
-        rest=list(ranked[len(shown) :]),
+        rest=list(deciding[len(shown) :]),
+        cautions=[(c.rule_id, c.message, c.missing) for c in result.open_cautions],
+        cautions_can_change=any(c.can_change_verdict for c in result.open_cautions),
         possible=possible_words(result),
         settings=[n for n in ranked if n in SETTING_FIELD_SET],
         details_only=[
-            (name, needed_words(needed_by[name])) for name in sorted(set(needed_by) - set(ranked))
+            (name, needed_words(needed_by[name])) for name in sorted(set(needed_by) - asked)
         ],
     )
 
@@ -347,7 +356,7 @@ def _questions(console: Console, result: Result, details: bool, traces: Traces |
     if plan.shown:
         _para(
             console,
-            "[bold]Questions that could change the verdict[/bold], most decisive first"
+            "[bold]Questions that decide the verdict[/bold], most decisive first"
             f"; verdicts still possible: {escape(plan.possible)}",
         )
         rows = [
@@ -359,9 +368,21 @@ def _questions(console: Console, result: Result, details: bool, traces: Traces |
     else:
         _para(
             console,
-            f"[bold]Questions that could change the verdict[/bold]: none; "
+            f"[bold]Questions that decide the verdict[/bold]: none; "
             f"{escape(result.verdict.value)} stands",
         )
+    if plan.cautions and (details or plan.cautions_can_change):
+        _para(console, f"[bold]{CAUTIONS_HEADING}[/bold] ({CAUTIONS_NOTE})")
+        _rows(
+            console,
+            [
+                (rule_id, escape(f"{message} Ask: {', '.join(fields)}."))
+                for rule_id, message, fields in plan.cautions
+            ],
+        )
+    elif plan.cautions:  # under a verdict they cannot change: the questions on one line
+        asked = "; ".join(f"{', '.join(f)} ({i})" for i, _, f in plan.cautions)
+        _rows(console, [(f"{CAUTIONS_HEADING.lower()}:", escape(asked))])
     if plan.settings:
         _rows(console, [("note:", escape(settings_note(plan.settings)))])
     if details and traces is not None:

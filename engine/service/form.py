@@ -40,6 +40,8 @@ from engine.io.deid import showable
 from engine.models import DISCLAIMER, Finding, Result, Scalar, evidence_label
 from engine.report.case_html import render_case_html, source_link
 from engine.report.text import (
+    CAUTIONS_HEADING,
+    CAUTIONS_NOTE,
     SEVERITY_WORDS,
     VERDICT_WORDS,
     open_red_flags,
@@ -138,7 +140,8 @@ def widget(spec: FieldSpec, value: str = "", error: str | None = None) -> Widget
         # a select lists its values itself; numbers say their kind, unit and range
         hint={"boolean": "yes, no or not known", "enum": ""}.get(kind, spec.expected()),
         value=value,
-        options=tuple((v, value_words(v)) for v in spec.values),
+        # "unknown" is what the empty choice ("not known") already says: offered once
+        options=tuple((v, value_words(v)) for v in spec.values if v != "unknown"),
         inputmode=inputmode,
         error=error,
         setting=spec.name in SETTING_FIELDS,
@@ -340,20 +343,33 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
             if name in shown:
                 shown[name] = _form_text(value)
     asked: list[Widget] = []
+    cautions: list[Widget] = []
     details: list[Widget] = []
     if result is not None:
         known = {**screened.values, **result.assumed, **{i.field: i.value for i in result.inferred}}
-        ranked = asked_fields(screener, result.next_questions, known)
+        ranked = asked_fields(screener, result.deciding_questions, known)
+        caution_names = [
+            n
+            for n in asked_fields(
+                screener, [m for c in result.open_cautions for m in c.missing], known
+            )
+            if n not in ranked
+        ]
         detail_names = [
             n
             for n in asked_fields(screener, sorted(questions_by_field(result)), known)
-            if n not in ranked
+            if n not in ranked and n not in caution_names
         ]
         for name in ranked:
             shown.pop(name, None)  # an open question asked again ("not known" so far)
             w = widget(FIELDS_BY_NAME[name], texts.get(name, ""))
             w.why = _why(screener, result, name, verdict_only=True)
             asked.append(w)
+        for name in caution_names:
+            shown.pop(name, None)
+            w = widget(FIELDS_BY_NAME[name], texts.get(name, ""))
+            w.why = _why(screener, result, name, verdict_only=False)
+            cautions.append(w)
         order = {s.name: i for i, s in enumerate(FIELDS)}
         for name in sorted(detail_names, key=order.__getitem__):
             shown.pop(name, None)
@@ -387,6 +403,9 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
         red_flags=[(field_label(n), n, ids) for n, ids in red_flags.items()],
         findings=[_finding_line(f) for f in result.findings],
         questions=asked,
+        cautions=cautions,
+        cautions_heading=CAUTIONS_HEADING,
+        cautions_note=CAUTIONS_NOTE,
         details=details,
         settings=[field_label(n) for n in settings],
         conditional=[
