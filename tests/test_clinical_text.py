@@ -73,3 +73,61 @@ def test_every_bundled_source_names_its_study_design() -> None:
                 if "design" not in source:
                     lacking.append(f"{path.name}: {source['citation'][:60]}")
     assert not lacking, lacking
+
+
+# --- engine and authoring vocabulary (issue 28 item 4) ------------------------------------------
+
+# Whole words a clinician should never have to read: field names (underscored), rule syntax,
+# the rule author's words for how a rule is written, and rule ids (a report prints the id beside
+# the text where it needs one).
+ENGINE_WORDS = re.compile(
+    r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b"  # a field or value name with underscores
+    r"|==|!=|>=|<=|`"  # rule syntax and code quotes
+    r"|\bwhen:|\bscope[ds]?\b|\bscoping\b|\bsettles?\b|\bsettled\b"
+    r"|\brecords? the\b[^.;]{0,60}\bfield\b"
+    r"|\bdeviations?\b|\bcatalogue\b|\bverified\b|§"
+    r"|\b(?:ACC|CPX|RAD|EQP|EVD|BEN|RED|IND|DER|CON)-\d{3}\b",
+    re.IGNORECASE,
+)
+
+
+def clinical_texts() -> list[tuple[str, str]]:
+    """(where, text) for every text a clinician reads: each rule's message and rationale, each
+    derived attribute's description and rationale, each constraint's rationale."""
+    texts: list[tuple[str, str]] = []
+    for rule in RULESET.rules:
+        texts.append((f"{rule.id} message", rule.meta.message))
+        texts.append((f"{rule.id} rationale", rule.meta.rationale))
+    for derived in RULESET.derived:
+        texts.append((f"{derived.meta.id} description", derived.meta.description))
+        texts.append((f"{derived.meta.id} rationale", derived.meta.rationale))
+    for constraint in RULESET.constraints:
+        texts.append((f"{constraint.meta.id} rationale", constraint.meta.rationale))
+    return texts
+
+
+@pytest.mark.parametrize(("where", "text"), clinical_texts(), ids=lambda v: str(v)[:24])
+def test_clinical_text_has_no_engine_vocabulary(where: str, text: str) -> None:
+    found = sorted({m.group(0) for m in ENGINE_WORDS.finditer(" ".join(text.split()))})
+    assert not found, f"{where}: {found}"
+
+
+def test_the_vocabulary_test_catches_what_it_is_meant_to() -> None:
+    for phrase in [
+        "the fusion test in `when` keeps a case",
+        "Age is always recorded, so the rule needs no scope",
+        "a lumbar case settles it false",
+        "any case that records the abscess or spondylodiscitis field",
+        "now gets this rule as conditional (CON-002)",
+        "asked when herniation_migration_grade is unknown",
+        "class 3 when sva_mm >= 60",
+        "a deviation from the catalogue, verified (§8)",
+    ]:
+        assert ENGINE_WORDS.search(phrase), phrase
+    for clinical in [
+        "SVA of 60 mm or more (≥ 6 cm) is class 3",
+        "The role of MIS is unknown; open reduction is preferred.",
+        "Asked of infection cases, and read whenever an abscess is recorded.",
+        "PI-LL above 20 deg is the SRS-Schwab \"++\" modifier",
+    ]:
+        assert ENGINE_WORDS.search(clinical) is None, clinical
