@@ -223,6 +223,8 @@ class SourceRef(BaseModel):
     url: str | None = None
     design: Design = Design.unknown
     evidence_level: int | None = None
+    # the rule's message quotes this source's figures: its label is the rule's label
+    figures: bool = False
 
     @model_validator(mode="after")
     def _level_from_design(self) -> SourceRef:
@@ -244,7 +246,12 @@ def best_evidence(sources: list[SourceRef]) -> SourceRef | None:
 
 
 def evidence_label(sources: list[SourceRef]) -> str:
-    """A rule's evidence as a clinician reads it, from its best source: "RCT · level 2"."""
+    """A rule's evidence as a clinician reads it, from its best source: "RCT · level 2"; or
+    from the source its message's figures come from (`figures: true`), so that a figure and
+    the label beside it always belong to the same study."""
+    quoted = [s for s in sources if s.figures]
+    if quoted:
+        sources = quoted
     best = best_evidence(sources)
     if best is None:
         designs = {s.design for s in sources}
@@ -289,6 +296,13 @@ class RuleFile(BaseModel):
     notes: str | None = None
     aliases: list[str] = Field(default_factory=list)
     cases: GoldenCases | None = None
+
+    @model_validator(mode="after")
+    def _one_figures_source(self) -> RuleFile:
+        """The message's figures come from one source (`figures: true`), or none is named."""
+        if sum(source.figures for source in self.sources) > 1:
+            raise ValueError("sources: only one source may take figures: true")
+        return self
 
 
 class DerivedBand(BaseModel):

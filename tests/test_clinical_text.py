@@ -128,6 +128,62 @@ def test_the_vocabulary_test_catches_what_it_is_meant_to() -> None:
         "SVA of 60 mm or more (≥ 6 cm) is class 3",
         "The role of MIS is unknown; open reduction is preferred.",
         "Asked of infection cases, and read whenever an abscess is recorded.",
-        "PI-LL above 20 deg is the SRS-Schwab \"++\" modifier",
+        'PI-LL above 20 deg is the SRS-Schwab "++" modifier',
     ]:
         assert ENGINE_WORDS.search(clinical) is None, clinical
+
+
+# --- evidence labels (issue 28 item 3) -----------------------------------------------------------
+
+# a message that quotes a result: a percentage, a volume, a stay, a dose, a ratio or a comparison
+FIGURES = re.compile(r"\d+(?:\.\d+)?\s*(?:%|mL|days?|mGy|times)|\bvs\b")
+
+
+@pytest.mark.parametrize("rule", RULESET.rules, ids=lambda r: r.id)
+def test_a_message_figure_and_its_label_come_from_one_source(rule: object) -> None:
+    """When a message quotes figures and the rule's sources are of different levels, one source
+    is named as the figures' (`figures: true`) and the label a report prints is that source's:
+    a level-1 label beside a level-3 review's numbers is what this prevents (BEN-005)."""
+    from engine.models import evidence_label
+
+    meta = rule.meta  # type: ignore[attr-defined]
+    levels = {s.evidence_level for s in meta.sources if s.evidence_level is not None}
+    quoted = [s for s in meta.sources if s.figures]
+    if FIGURES.search(meta.message) and len(levels) > 1:
+        assert len(quoted) == 1, f"{meta.id}: name the source of the message's figures"
+    if quoted:
+        assert evidence_label(meta.sources) == evidence_label(quoted)
+
+
+def test_a_figures_source_sets_the_label_even_when_a_better_one_is_cited() -> None:
+    from engine.models import SourceRef, evidence_label
+
+    review = SourceRef(
+        citation="a meta-analysis of cohorts", design="systematic_review_observational"
+    )
+    trials = SourceRef(citation="a review of RCTs", design="systematic_review_rct")
+    assert evidence_label([review, trials]).endswith("level 1")
+    quoted = review.model_copy(update={"figures": True})
+    assert evidence_label([quoted, trials]) == evidence_label([review])
+
+
+def test_no_bundled_source_has_an_unknown_design() -> None:
+    """Every source's design was checked (issue 28); one that cannot be found is removed, so
+    no `design: unknown` is left in the bundled rules."""
+    unknown = [
+        f"{item.meta.id}: {s.citation[:50]}"
+        for item in [*RULESET.rules, *RULESET.derived, *RULESET.constraints]
+        for s in item.meta.sources
+        if s.design.value == "unknown"
+    ]
+    assert not unknown, unknown
+
+
+def test_one_citation_has_one_design() -> None:
+    """A paper cited by several rules is labelled the same in each (issue 28: "Luo 2024")."""
+    designs: dict[str, set[str]] = {}
+    for item in [*RULESET.rules, *RULESET.derived, *RULESET.constraints]:
+        for s in item.meta.sources:
+            key = s.doi or s.pmid or s.citation
+            designs.setdefault(key, set()).add(s.design.value)
+    assert {k: v for k, v in designs.items() if len(v) > 1} == {}
