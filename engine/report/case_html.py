@@ -23,6 +23,7 @@ from engine.report.text import (
     technique_groups,
     worked_out,
 )
+from engine.report.words import field_label
 
 VERDICT_COLOURS = {
     Verdict.urgent_review: "#8e1b1b",
@@ -84,15 +85,26 @@ def render_case_html(result: Result) -> str:
         red_flags=open_red_flags(result),
         findings=[_finding_row(f) for f in result.findings],
         questions=[(name, needed_words(needed_by[name])) for name in result.deciding_questions],
-        cautions=result.open_cautions,
+        cautions=[
+            {
+                "message": c.message,
+                "asked": ", ".join(map(field_label, c.missing)),
+                "rule_id": c.rule_id,
+            }
+            for c in result.open_cautions
+        ],
         cautions_heading=CAUTIONS_HEADING,
+        label=field_label,
         possible=possible_words(result),
-        details_only=sorted(
-            set(needed_by)
-            - set(result.next_questions)
-            - {m for c in result.open_cautions for m in c.missing}
-        ),
-        settings=[n for n in result.next_questions if n in SETTING_FIELD_SET],
+        details_only=[
+            field_label(n)
+            for n in sorted(
+                set(needed_by)
+                - set(result.next_questions)
+                - {m for c in result.open_cautions for m in c.missing}
+            )
+        ],
+        settings=[field_label(n) for n in result.next_questions if n in SETTING_FIELD_SET],
         considerations=[
             (
                 title,

@@ -21,6 +21,7 @@ from engine.report.text import (
     source_text,
     worked_out,
 )
+from engine.report.words import field_label
 
 # A screening aid for a conversation, never an order to operate: said on every card.
 CARD_DISCLAIMER = (
@@ -67,7 +68,9 @@ def result_markdown(
     parts: list[str] = []
     flags = open_red_flags(result)
     if flags:
-        listed = ", ".join(f"{code(name)} ({', '.join(ids)})" for name, ids in flags.items())
+        listed = ", ".join(
+            f"{md(field_label(name))} ({', '.join(ids)})" for name, ids in flags.items()
+        )
         parts.append(f"**Red flags not yet excluded**: supply {listed}")
     if result.findings:
         parts.append("**Findings**\n\n" + "\n".join(map(_finding_line, result.findings)))
@@ -84,7 +87,8 @@ def result_markdown(
                 "",
             ]
             lines += [
-                f"{n}. {code(name)}: {md(words)}" for n, (name, words) in enumerate(plan.shown, 1)
+                f"{n}. {md(field_label(name))} ({code(name)}): {md(words)}"
+                for n, (name, words) in enumerate(plan.shown, 1)
             ]
             if plan.rest:
                 lines.append(f"\nthen: {', '.join(map(code, plan.rest))}")
@@ -96,14 +100,14 @@ def result_markdown(
         if plan.cautions:
             lines = [f"**{CAUTIONS_HEADING}** ({CAUTIONS_NOTE})", ""]
             lines += [
-                f"- {md(message)} Ask: {', '.join(map(code, fields))}."
+                f"- {md(message)} Ask: {md(', '.join(map(field_label, fields)))}."
                 for _, message, fields in plan.cautions
             ]
             parts.append("\n".join(lines))
         if plan.settings:
             parts.append(f"Note: {md(settings_note(plan.settings, site_option))}")
         if plan.details_only:
-            names = ", ".join(code(name) for name, _ in plan.details_only)
+            names = ", ".join(md(field_label(name)) for name, _ in plan.details_only)
             parts.append(f"Details only (cannot change the verdict): {names}")
     worked = worked_out(result)
     if worked:

@@ -51,6 +51,7 @@ from engine.report.text import (
     show_value,
     worked_out,
 )
+from engine.report.words import field_label, value_words
 from engine.screener import Screener
 from engine.service.app import ServiceConfig, config_of
 
@@ -73,33 +74,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-
-# How field names read as labels: the unit, shown beside the field, is not repeated in it.
-_UNIT_SUFFIXES = ("_years", "_deg", "_mm", "_pct", "_weeks")
-_ACRONYMS = frozenset({"bmi", "asa", "sva", "mis", "tlics", "sins", "slic", "plc", "dlc", "dexa"})
-_SMALL_WORDS = frozenset({"of", "at", "to", "in", "for", "and", "or"})
-_VALUE_WORDS = {True: "yes", False: "no"}
-
-
-def field_label(name: str) -> str:
-    """A field name as a label: 'age_years' -> 'Age', 'sva_mm' -> 'SVA', 'bmi' -> 'BMI'."""
-    stem = name
-    for suffix in _UNIT_SUFFIXES:
-        if stem.endswith(suffix) and stem != suffix.lstrip("_"):
-            stem = stem[: -len(suffix)]
-            break
-    words = [w.upper() if w in _ACRONYMS else w for w in stem.split("_")]
-    text = " ".join(words)
-    return text[:1].upper() + text[1:]
-
-
-def value_words(value: object) -> str:
-    """A value as the page shows it: yes/no for booleans, words for enum codes."""
-    if isinstance(value, bool):
-        return _VALUE_WORDS[value]
-    if isinstance(value, str):
-        return value.replace("_", " ")
-    return show_value(value)  # type: ignore[arg-type]  # numbers
 
 
 @dataclass
