@@ -165,7 +165,8 @@ def test_ranking_puts_red_flags_then_the_fields_most_major_rules_need() -> None:
         tuple(-sum(1 for s in needed[name] if s == level) for level in range(4)) for name in ranked
     ]
     assert tallies == sorted(tallies)  # more red-flag, then more major rules first
-    assert brief_line(result).endswith("needs: " + ", ".join(ranked))
+    # the brief line names what keeps the verdict open: the deciding questions, ranked
+    assert brief_line(result).endswith("needs: " + ", ".join(result.deciding_questions))
 
 
 def test_shared_fields_make_the_possible_verdicts_a_bound() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from pathlib import Path
 
@@ -341,7 +342,7 @@ def test_details_keep_field_names_and_wrap_the_condition_tree_at_its_indent() ->
     trace = re.compile(r"^(\s+(?:\w+:)?\s+)(?:true|false|unknown)\s+")
     lines = text.splitlines()
     wrapped = 0
-    for line, following in zip(lines, lines[1:], strict=False):
+    for line, following in itertools.pairwise(lines):
         match = trace.match(line)
         if not match or not following.strip() or trace.match(following):
             continue

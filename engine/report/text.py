@@ -595,7 +595,7 @@ def brief_line(result: Result) -> str:
     if benefits:
         parts.append(f"benefits: {benefits}")
     if result.verdict is Verdict.insufficient_data:  # what keeps the verdict open, ranked
-        parts.append(f"needs: {', '.join(result.next_questions)}")
+        parts.append(f"needs: {', '.join(result.deciding_questions)}")
     else:
         open_flags = red_flags_open(result)
         if open_flags:
