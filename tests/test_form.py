@@ -338,6 +338,23 @@ def test_a_settled_case_says_the_verdict_can_no_longer_change(client: TestClient
     assert 'id="possible"' in open_html
 
 
+def test_with_only_cautions_open_the_form_says_the_verdict_is_given(client: TestClient) -> None:
+    """Red flags answered, a caution open (revision surgery, BMI): the verdict is given and the
+    form says so; the cautions are asked in their own section, no longer as deciding questions."""
+    answers = {**DISC, "cauda_equina_syndrome": "false", "progressive_neuro_deficit": "false"}
+    result = screen_of(answers)
+    assert result.deciding_questions == []
+    assert result.open_cautions
+    html = post(client, answers).text
+    page = Page(html)
+    assert 'id="given"' in html
+    assert 'id="decided"' not in html
+    assert page.fields_in("questions") == []
+    assert set(page.fields_in("open-cautions")) == {
+        m for c in result.open_cautions for m in c.missing
+    }
+
+
 def test_cauda_equina_is_urgent_review_at_once(client: TestClient) -> None:
     html = post(client, {**DISC, "cauda_equina_syndrome": "true"}).text
     assert "<code>urgent_review</code>" in html

@@ -366,6 +366,8 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
     if result is None:
         return context
     decided = len(result.possible_verdicts) == 1 and not result.next_questions
+    # no deciding question left: the verdict is given, open cautions can only add a caution
+    given = not decided and not result.deciding_questions and bool(result.open_cautions)
     settings = [w.name for w in asked if w.setting]
     red_flags = open_red_flags(result)
     context.update(
@@ -373,6 +375,7 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
         verdict_words=VERDICT_WORDS[result.verdict][0],
         verdict_class=result.verdict.value.replace("_", "-"),
         decided=decided,
+        given=given,
         possible=possible_words(result),
         red_flags=[(field_label(n), n, ids) for n, ids in red_flags.items()],
         findings=[_finding_line(f) for f in result.findings],
