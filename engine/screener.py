@@ -78,8 +78,10 @@ FRAME_COLUMNS = (
     "conditional",
     "not_evaluable",
     "missing_fields",
+    "open_cautions",
     "possible_verdicts",
     "next_questions",
+    "deciding_questions",
     "rejected",
 )
 
@@ -355,6 +357,7 @@ class Screener:
             *self.flat_row(case_id, decided),
             ";".join(assessment.possible),
             ";".join(assessment.next_questions),
+            ";".join(assessment.deciding_questions),
             None,
         )
 
@@ -371,8 +374,11 @@ def flat_row(case_id: str, decision: Decision, ruleset: Ruleset) -> tuple[str, .
 def flat_outcomes(
     case_id: str, verdict: Verdict, notable: Sequence[Any], ruleset: Ruleset
 ) -> tuple[str, ...]:
-    """flat_row from a verdict and the notable outcomes (screen.notable_outcomes)."""
+    """flat_row from a verdict and the notable outcomes (screen.notable_outcomes); the last
+    column lists the open rules of the severities the policy's open_cautions names."""
     severity_of = ruleset.severity_of
+    listed = policy_for(ruleset).listed
+    cautions: list[str] = []
     by_severity: dict[str, list[str]] = {s: [] for s in _SEVERITIES}
     conditional: list[str] = []
     not_evaluable: list[str] = []
@@ -386,6 +392,8 @@ def flat_outcomes(
         elif status is _NOT_EVALUABLE:
             not_evaluable.append(outcome.rule_id)
             missing.update(outcome.missing)
+            if severity_of[outcome.rule_id] in listed:
+                cautions.append(outcome.rule_id)
     return (
         case_id,
         verdict._value_,
@@ -393,6 +401,7 @@ def flat_outcomes(
         ";".join(conditional),
         ";".join(not_evaluable),
         ";".join(sorted(missing)),
+        ";".join(cautions),
     )
 
 

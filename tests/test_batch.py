@@ -178,7 +178,7 @@ def test_flattened_csv_has_the_documented_columns(tmp_path: Path) -> None:
     header, first, *_ = out.read_text().splitlines()
     assert header == (
         "case_id,verdict,fired_red_flag,fired_major,fired_caution,fired_info,"
-        "conditional,not_evaluable,missing_fields"
+        "conditional,not_evaluable,missing_fields,open_cautions"
     )
     assert first.startswith("B-001,")
     b003 = next(line for line in out.read_text().splitlines() if line.startswith("B-003,"))
@@ -467,6 +467,7 @@ def test_flattened_rows_match_the_full_result(evaluators: dict[str, Any]) -> Non
             ";".join(c.rule_id for c in full.conditional),
             ";".join(n.rule_id for n in full.not_evaluable),
             ";".join(sorted({m for n in full.not_evaluable for m in n.missing})),
+            ";".join(c.rule_id for c in full.open_cautions),
         )
         assert flatten(case_id, decision.policy.verdict, decision.outcomes, RULESET) == expected
 

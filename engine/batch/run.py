@@ -160,6 +160,7 @@ class Totals:
     blocks: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected_by_field: collections.Counter[str] = field(default_factory=collections.Counter)
     insufficient_only_site: int = 0
+    decided_with_cautions_open: int = 0
     subgroups: collections.Counter[tuple[str, str, str]] = field(
         default_factory=collections.Counter
     )
@@ -172,6 +173,7 @@ class Totals:
                 RejectedExample(field=error["field"], row=error["row"], reason=error["reason"])
             )
         self.insufficient_only_site += result.insufficient_only_site
+        self.decided_with_cautions_open += result.decided_with_cautions_open
         self.rows += result.rows
         self.screened += result.screened
         self.rejected += result.rejected
@@ -402,6 +404,7 @@ def build_summary(
         ignored_columns=ignored,
         disclaimer=DISCLAIMER,
         insufficient_only_site=totals.insufficient_only_site,
+        decided_with_cautions_open=totals.decided_with_cautions_open,
         subgroups=subgroup_table(totals.subgroups, screened),
         rejected_examples=totals.rejected_examples,
     )

@@ -167,6 +167,9 @@ class BatchSummary(BaseModel):
     # insufficient_data rows whose every verdict-changing question is a site setting
     # (surgeon_mis_cases, navigation_available, mis_equipment_available): --site settles them
     insufficient_only_site: int = 0
+    # rows given a verdict other than insufficient_data while cautions are not yet excluded
+    # (rules/policy.yaml open_cautions): decided with cautions open, the cautions listed per row
+    decided_with_cautions_open: int = 0
     # verdicts by diagnosis, planned procedure and region (inferred values included)
     subgroups: list[Subgroup] = Field(default_factory=list)
     # the first rejected rows: field, row and reason, never the values

@@ -66,6 +66,7 @@ FLAT_COLUMNS = (
     "conditional",
     "not_evaluable",
     "missing_fields",
+    "open_cautions",
 )
 FLAT_SCHEMA = pa.schema([(name, pa.string()) for name in FLAT_COLUMNS])
 SETTINGS = frozenset(SETTING_FIELDS)
@@ -126,6 +127,7 @@ class ChunkResult:
     blocks: Counter[str] = field(default_factory=Counter)
     rejected_by_field: Counter[str] = field(default_factory=Counter)
     insufficient_only_site: int = 0  # insufficient_data only for want of site settings
+    decided_with_cautions_open: int = 0  # a verdict given while cautions are not yet excluded
     # (field, value or "(unknown)", verdict) for the subgroup fields (summary.SUBGROUP_FIELDS)
     subgroups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # one line per valid case_id: "hash\tsource\trow\tcase_id\n" (see run.DuplicateFinder);
@@ -140,6 +142,7 @@ class ChunkResult:
         self.screened += other.screened
         self.rejected += other.rejected
         self.insufficient_only_site += other.insufficient_only_site
+        self.decided_with_cautions_open += other.decided_with_cautions_open
         for name in (
             "verdicts",
             "rule_status",
@@ -462,6 +465,8 @@ def record(
         result.blocks.update(blocking)
         if blocking and blocking <= SETTINGS:
             result.insufficient_only_site += 1
+    elif row[-1]:  # the open_cautions column
+        result.decided_with_cautions_open += 1
     result.records.append(row if full_result is None else full_result.model_dump_json())
 
 
@@ -474,13 +479,15 @@ COMPACT_KEYS = (
     "missing_fields",
     "possible_verdicts",
     "next_questions",
+    "deciding_questions",
+    "open_cautions",
 )
 
 
 def compact_record(row: tuple[str, ...], decision: Decision, screener: Screener) -> str:
     """A case's `--detail ids` JSON line from its flat row: ids and field names only, lists as
     JSON arrays; the rules' texts are in the OUT.rules.json sidecar, once."""
-    case_id, verdict, *severities, conditional, not_evaluable, missing = row
+    case_id, verdict, *severities, conditional, not_evaluable, missing, cautions = row
     assessment = screener.policy.assess(decision.outlook, decision.notable)
     fired = [i for ids in severities if ids for i in ids.split(";")]
     values = (
@@ -492,6 +499,8 @@ def compact_record(row: tuple[str, ...], decision: Decision, screener: Screener)
         missing.split(";") if missing else [],
         list(assessment.possible),
         list(assessment.next_questions),
+        list(assessment.deciding_questions),
+        cautions.split(";") if cautions else [],
     )
     return json.dumps(dict(zip(COMPACT_KEYS, values, strict=True)), separators=(",", ":"))
 
