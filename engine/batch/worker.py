@@ -37,7 +37,7 @@ from engine.batch.startup import die_with_parent
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
-from engine.io.cases import validate_case
+from engine.io.cases import validate_counted
 from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
 from engine.io.tables import Chunk, Row, RowProblem
@@ -123,6 +123,9 @@ class ChunkResult:
     missing: Counter[str] = field(default_factory=Counter)
     blocks: Counter[str] = field(default_factory=Counter)
     rejected_by_field: Counter[str] = field(default_factory=Counter)
+    # values the normaliser changed, per field, with the first example (never a case id)
+    normalised: Counter[str] = field(default_factory=Counter)
+    normalised_examples: dict[str, str] = field(default_factory=dict)
     insufficient_only_site: int = 0  # insufficient_data only for want of site settings
     # (field, value or "(unknown)", verdict) for the subgroup fields (summary.SUBGROUP_FIELDS)
     subgroups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
@@ -144,9 +147,12 @@ class ChunkResult:
             "missing",
             "blocks",
             "rejected_by_field",
+            "normalised",
             "subgroups",
         ):
             getattr(self, name).update(getattr(other, name))
+        for name, example in other.normalised_examples.items():
+            self.normalised_examples.setdefault(name, example)
 
 
 class _State:
@@ -327,7 +333,11 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             if checked is not None:
                 valid_id, values = checked
             else:
-                valid_id, values = validate_case(raw, chunk.source, row=number)
+                valid_id, values, changes = validate_counted(raw, chunk.source, row=number)
+                for change in changes:
+                    result.normalised[change.field] += 1
+                    if change.field not in result.normalised_examples and change.example:
+                        result.normalised_examples[change.field] = change.example
             prepared.append(screener.prepare(valid_id, values, source=chunk.source))
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
