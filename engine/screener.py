@@ -29,10 +29,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from engine.derive import Facts
+from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
 from engine.errors import CaseInputError, CaseProblem, UsageError
 from engine.evaluate.base import Evaluator
 from engine.io.cases import check_site, read_site, validate_case
-from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
 from engine.io.deid import case_id_identifier_kinds, escape_text, scan_columns, shown_name
 from engine.models import (
     Result,

@@ -7,7 +7,6 @@ and `batch`; what it cannot place stays a row error naming field and row.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,11 @@ def test_no_synonym_is_ambiguous_across_the_values_of_its_field(field: str) -> N
 def test_no_boolean_word_means_both() -> None:
     yes = {str(w).lower() for w in RAW_TABLE["booleans"]["true"]}
     no = {str(w).lower() for w in RAW_TABLE["booleans"]["false"]}
-    assert yes and no and not yes & no
-    assert synonyms().booleans["y"] is True and synonyms().booleans["n"] is False
+    assert yes
+    assert no
+    assert not yes & no
+    assert synonyms().booleans["y"] is True
+    assert synonyms().booleans["n"] is False
 
 
 def test_the_table_ships_inside_the_package() -> None:
@@ -167,7 +169,9 @@ def test_an_unplaceable_value_that_could_identify_someone_is_not_echoed() -> Non
     with pytest.raises(CaseInputError) as raised:
         validate_case({"case_id": "T-1", "diagnosis": "John Smith"}, "cohort.csv", row=3)
     text = " ".join(raised.value.lines())
-    assert "diagnosis" in text and "row 3" in text and "Smith" not in text
+    assert "diagnosis" in text
+    assert "row 3" in text
+    assert "Smith" not in text
 
 
 @pytest.mark.parametrize(
@@ -196,7 +200,8 @@ def test_level_spellings_and_spans(text: str, segments: tuple[str, ...] | None) 
 
 def test_a_span_states_levels_and_a_contradicting_levels_is_refused() -> None:
     _, values, changes = validate_counted({"case_id": "T-1", "lowest_level": "L3-L5"}, "t")
-    assert values["lowest_level"] == "L4-L5" and values["levels"] == 2
+    assert values["lowest_level"] == "L4-L5"
+    assert values["levels"] == 2
     assert {c.field for c in changes} == {"lowest_level", "levels"}
     _, values = validate_case({"case_id": "T-1", "lowest_level": "L3-L5", "levels": "2"}, "t")
     assert values["levels"] == 2
@@ -384,7 +389,8 @@ def test_set_and_the_web_form_read_the_same_spellings() -> None:
     form = pytest.importorskip("engine.service.form")
     texts = {"sex": "M", "lowest_level": "L5/S1", "smoker": "Y", "bmi": "31,5"}
     screened = form.screen_post(SCREENER, form.Posted(texts=texts))
-    assert screened.errors == {} and screened.values == expected
+    assert screened.errors == {}
+    assert screened.values == expected
 
 
 def test_fhir_text_values_go_through_the_normaliser() -> None:

@@ -19,7 +19,6 @@ from engine.dictionary import (
     FieldType,
 )
 from engine.errors import CaseInputError, CaseProblem
-from engine.io.normalise import Change, normalise_row, spelling_key
 from engine.io.deid import (
     case_id_identifier_kinds,
     kind_words,
@@ -28,6 +27,7 @@ from engine.io.deid import (
     shown_name,
     withheld_reason,
 )
+from engine.io.normalise import Change, normalise_row, spelling_key
 from engine.models import Case, Scalar, SiteProfile
 from engine.yamlsource import DuplicateKeyError, YamlError, parse_yaml
 

@@ -1,4 +1,4 @@
-"""The one value normaliser: what a clinician or a registry export writes, as the dictionary spells it.
+"""The one value normaliser: what a clinician or an export writes, as the dictionary spells it.
 
 Every way a case comes in (a case file, `--set`, a batch row, `Screener.screen`, `screen_many`,
 `screen_frame`, the web form, the FHIR mapper) reaches `cases.validate_case`, which calls
@@ -27,7 +27,7 @@ from engine.yamlsource import parse_yaml
 SYNONYMS_FILE = Path(__file__).with_name("synonyms.yaml")
 _SEPARATORS = re.compile(r"[\s/_\-\u2013.]+")
 _DECIMAL_COMMA = re.compile(r"\s*[+-]?\d+,\d+\s*")
-_THOUSANDS = re.compile(r"\s*[+-]?\d{1,3},\d{3}\s*")  # 1,234: a thousand or one point two: never read
+_THOUSANDS = re.compile(r"\s*[+-]?\d{1,3},\d{3}\s*")  # 1,234: a thousand, or 1.234? never read
 _ID_FLOAT_TEXT = re.compile(r"(\d+)\.0+")  # an id a spreadsheet wrote as a float: 101.0
 # one level or span: L4-L5, L4/5, l4l5, L45, L5S1, C5/6, T12-L1, L3-L5, L3 to L5
 _LEVEL = re.compile(r"([CTLS])(\d{1,2})(-|/|\u2013|TO)?([CTLS])?(\d{1,2})")

@@ -302,6 +302,7 @@ class TableReader:
         )
         number = 0
         encoding = self.encoding
+        label = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
         for batch in _arrow_errors(reader, self.source, "CSV"):
             for values in batch.to_pylist():
                 number += 1
@@ -314,7 +315,7 @@ class TableReader:
                         {k: None if v is None else v.decode(encoding) for k, v in values.items()},
                     )
                 except UnicodeDecodeError:
-                    yield number, RowProblem(f"not {encoding} text")
+                    yield number, RowProblem(f"not {label} text")
                 if limit is not None and number >= limit:
                     return
         for late in sorted(invalid):
@@ -383,7 +384,6 @@ class TableReader:
                 if limit is not None and number >= limit:
                     return
 
-
     # .xlsx ------------------------------------------------------------------------------------
 
     def _workbook_sheet(self) -> tuple[Any, Any]:
@@ -433,8 +433,9 @@ class TableReader:
                     continue  # an empty (perhaps only formatted) row holds no case
                 beyond = [v for v in values[width:] if v is not None and v != ""]
                 if beyond:
-                    yield number, RowProblem(
-                        f"{len(beyond)} values beyond the header's {width} columns"
+                    yield (
+                        number,
+                        RowProblem(f"{len(beyond)} values beyond the header's {width} columns"),
                     )
                     continue
                 row = dict(zip(self.columns, (_cell(value) for value in values), strict=False))
