@@ -201,6 +201,11 @@ def test_parquet_rows_with_other_spellings_leave_the_fast_path_and_are_read(
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["normalised_values"]["sex"]["count"] == 2
     assert summary["normalised_values"]["case_id"] == {"count": 1, "example": None}
+    plain = tmp_path / "plain.parquet"  # every column plain but an id written as a float
+    pq.write_table(pa.table({"case_id": ["S-1", "7.0"], "sex": ["male", "male"]}), plain)
+    rows, stderr, code = _batch(tmp_path, plain)
+    assert code == 0, stderr
+    assert [r["case_id"] for r in rows] == ["S-1", "7"]
     ints = tmp_path / "ints.parquet"
     pq.write_table(pa.table({"case_id": pa.array([101, 102]), "sex": ["F", "female"]}), ints)
     rows, stderr, code = _batch(tmp_path, ints)

@@ -7,7 +7,8 @@ allowed values), and a row every column of which passes becomes its values direc
 other row - a value out of range, a wrong type, an unknown or derived column with a value -
 goes back to validate_case, which stays the authority for what is valid and says why not,
 and the only place values are normalised (engine.io.normalise): a value not spelt as the
-dictionary spells it (`Male`, `Y`, `31,5`, an id `101.0` or an integer id) is never plain here.
+dictionary spells it (`Male`, `Y`, `31,5`, an integer id; an id `101.0` matches CASE_ID_SUSPECT) is
+never plain here.
 The values given here are exactly those validate_case would give (tested on corrupted
 cohorts): numbers in number fields as floats, nulls and empty text dropped, dictionary order.
 """
@@ -22,7 +23,6 @@ from engine.io.deid import CASE_ID_SUSPECT
 from engine.models import Scalar
 
 CASE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # as models.Case declares it
-ID_FLOAT_TEXT = r"^\d+\.0+$"  # an id written as a float, which engine.io.normalise shortens
 _ORDER = {name: n for n, name in enumerate(INPUT_FIELDS)}  # validate_case's key order
 
 Validated = tuple[str, dict[str, Scalar]]
@@ -47,8 +47,6 @@ def _checked(name: str, column: pa.Array) -> tuple[pa.Array, pa.Array]:
             pc.match_substring_regex(column, CASE_ID_PATTERN),
             pc.invert(pc.match_substring_regex(column, CASE_ID_SUSPECT)),
         )
-        if pc.any(pc.ends_with(column, "0")).as_py():  # 101.0: the normaliser's, row by row
-            matches = pc.and_(matches, pc.invert(pc.match_substring_regex(column, ID_FLOAT_TEXT)))
         return pc.fill_null(matches, False), column
     if spec.type is FieldType.enum and text:
         allowed = pc.is_in(column, value_set=pa.array(spec.values, column.type))
