@@ -27,6 +27,7 @@ ROWS = [
 def _batch(tmp_path: Path, cohort: Path, *extra: str) -> tuple[list[dict[str, str]], str, int]:
     out = tmp_path / "out.csv"
     summary = tmp_path / "summary.json"
+    report = tmp_path / "report.html"
     run = runner.invoke(
         app,
         [
@@ -38,6 +39,8 @@ def _batch(tmp_path: Path, cohort: Path, *extra: str) -> tuple[list[dict[str, st
             "1",
             "--summary",
             str(summary),
+            "--report",
+            str(report),
             *list(extra),
         ],
     )
@@ -85,11 +88,15 @@ def test_european_exports_screen_with_ids_kept_and_extra_columns_listed(
     assert "ignored columns (not in the data dictionary): surgeon" in stderr
     assert stderr.count("surgeon") == 1  # listed once, its values never shown
     assert "Müller" not in stderr
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "sex: 2 values normalised, e.g. Male → male" in html
     assert ("read as cp1252" in stderr) is note
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["normalised_values"]["sex"] == {"count": 2, "example": "Male → male"}
     assert summary["normalised_values"]["bmi"]["count"] == 2
     assert summary["reconciliation"]["rows_rejected"] == 0
+    assert "sex: 2 values normalised, e.g. Male → male" in stderr
+    assert "case_id: " not in stderr  # ids read as text are not normalised, nor ever shown
 
 
 @pytest.mark.timeout(120)
