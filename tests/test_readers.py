@@ -214,10 +214,14 @@ def test_parquet_rows_with_other_spellings_leave_the_fast_path_and_are_read(
     assert code == 0, stderr
     assert [r["case_id"] for r in rows] == ["S-1", "7"]
     ints = tmp_path / "ints.parquet"
-    pq.write_table(pa.table({"case_id": pa.array([101, 102]), "sex": ["F", "female"]}), ints)
+    table = pa.table({"case_id": pa.array([101, 102, 103]), "sex": ["F", "female", "2"]})
+    pq.write_table(table, ints)
     rows, stderr, code = _batch(tmp_path, ints)
     assert code == 0, stderr
     assert [r["case_id"] for r in rows] == ["101", "102"]
+    errors = (tmp_path / "out.csv.errors.jsonl").read_text().splitlines()
+    (error,) = [json.loads(line) for line in errors]
+    assert (error["case_id"], error["field"], error["row"]) == ("103", "sex", 3)
 
 
 @pytest.mark.timeout(120)

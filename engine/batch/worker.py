@@ -40,6 +40,7 @@ from engine.errors import CaseInputError, UserError
 from engine.io.cases import validate_counted
 from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
+from engine.io.normalise import normalise_value
 from engine.io.tables import Chunk, Row, RowProblem
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
 from engine.policy import policy_for
@@ -324,7 +325,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if checked is not None:  # its case_id matched the pattern in the batch check
             case_id: str | None = checked[0]
         else:
-            case_id = listed_case_id(raw.get("case_id"))
+            case_id = listed_case_id(normalise_value("case_id", raw.get("case_id")))
         if case_id:
             result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
             if fault is not None and case_id == fault.partition("@")[0]:
