@@ -100,6 +100,7 @@ if TYPE_CHECKING:
     from engine.batch.summary import BatchSummary
     from engine.batch.worker import OutputFormat
     from engine.derive import Facts
+    from engine.mapping import ColumnMapping
 
 DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
@@ -247,6 +248,25 @@ SiteOption = Annotated[
         show_default=False,
     ),
 ]
+MapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--map",
+        metavar="FILE",
+        help="Mapping file (YAML): the export's columns, codes and units as fields "
+        "(docs/mapping.md; `miss-screen inspect --write-map` drafts one).",
+        show_default=False,
+    ),
+]
+
+
+def read_mapping(path: str | None) -> ColumnMapping | None:
+    """The `--map` file, loaded and checked (None without the option)."""
+    if path is None:
+        return None
+    from engine.mapping import load_mapping
+
+    return load_mapping(path)
 
 
 @app.command()
@@ -664,6 +684,7 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    mapping: MapOption = None,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -721,6 +742,7 @@ def batch(
         summary=summary,
         report=report,
         detail=detail_level,
+        mapping=read_mapping(mapping),
     )
     progress_style = (
         "none"
@@ -1236,13 +1258,14 @@ def rules_diff(
     site: Annotated[
         str | None, typer.Option("--site", help="Site profile for both runs.", show_default=False)
     ] = None,
-    out: Annotated[
-        str, typer.Option("--out", help="Report file, or - for stdout.")
-    ] = "-",
+    out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
     output_format: Annotated[
         ReportFormat | None,
-        typer.Option("--format", help="md, html or json; default from --out (md on stdout).",
-                     show_default=False),
+        typer.Option(
+            "--format",
+            help="md, html or json; default from --out (md on stdout).",
+            show_default=False,
+        ),
     ] = None,
     changes: Annotated[
         str | None,
@@ -1257,12 +1280,11 @@ def rules_diff(
         bool,
         typer.Option("--all-outcomes", help="List in --changes every case a rule outcome moved."),
     ] = False,
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Worker processes per run.")
-    ] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes per run.")] = 1,
     fail_on_change: Annotated[
         bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
     ] = False,
+    mapping: MapOption = None,
 ) -> None:
     """Screen a cohort with two rule sets and report what changed, rule by rule and case by case."""
     from engine.research.diff import diff_cohort
@@ -1280,6 +1302,7 @@ def rules_diff(
         workers=workers,
         changes_out=changes,
         all_outcome_changes=all_outcomes,
+        mapping=read_mapping(mapping),
     )
     if fmt is ReportFormat.json:
         text = json.dumps(report.as_json(), indent=2) + "\n"
@@ -1319,9 +1342,7 @@ def _write_report(out: str, text: str) -> None:
 @app.command()
 @handle_errors
 def agree(
-    labels: Annotated[
-        str, typer.Option("--labels", help="CSV: case_id and one column per rater.")
-    ],
+    labels: Annotated[str, typer.Option("--labels", help="CSV: case_id and one column per rater.")],
     cohort: Annotated[
         str | None,
         typer.Option(
@@ -1343,6 +1364,7 @@ def agree(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 2026,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+    mapping: MapOption = None,
 ) -> None:
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
     from engine.research.agree import agreement
@@ -1361,6 +1383,7 @@ def agree(
         workers=workers,
         allow_missing=allow_missing,
         seed=seed,
+        mapping=read_mapping(mapping),
     )
     if fmt is ReportFormat.json:
         _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")

@@ -33,6 +33,7 @@ from engine.errors import CaseInputError, CaseProblem, UsageError
 from engine.evaluate.base import Evaluator
 from engine.io.cases import check_site, read_site, validate_case
 from engine.io.deid import case_id_identifier_kinds
+from engine.mapping import ColumnMapping, load_mapping
 from engine.models import (
     Result,
     RulesetStamp,
@@ -283,7 +284,7 @@ class Screener:
             yield decided if isinstance(decided, InputError) else self.result_of(case_id, decided)
 
     def _decided(
-        self, numbered: Iterable[tuple[int, CaseLike]], source: str
+        self, numbered: Iterable[tuple[int, CaseLike | InputError]], source: str
     ) -> Iterator[tuple[str, Decision | InputError]]:
         """(case_id, Decision or InputError) per case in order, screened BATCH at a time."""
         numbered = iter(numbered)
@@ -291,6 +292,9 @@ class Screener:
             slots: list[tuple[str, int | InputError]] = []
             prepared: list[tuple[Facts, dict[str, Scalar]]] = []
             for row, case in chunk:
+                if isinstance(case, InputError):  # refused before validation (by a mapping)
+                    slots.append(("", case))
+                    continue
                 try:
                     case_id, values = self.validate(case, source=source, row=row)
                     prepared.append(self.prepare(case_id, values, source=source))
@@ -302,14 +306,22 @@ class Screener:
             for case_id, slot in slots:
                 yield case_id, (slot if isinstance(slot, InputError) else decisions[slot])
 
-    def screen_frame(self, frame: Any, *, ignore: Sequence[str] = ()) -> Any:
+    def screen_frame(
+        self,
+        frame: Any,
+        *,
+        ignore: Sequence[str] = (),
+        mapping: str | Path | Mapping[str, Any] | ColumnMapping | None = None,
+    ) -> Any:
         """Screen every row of a pandas or polars DataFrame; a DataFrame of the same library.
 
         One output row per input row, in order (columns: FRAME_COLUMNS). Rule ids are joined
         with ";" as in `batch --format csv`; a row that failed validation has its reasons in
         `rejected` and nothing else but its case_id (when valid), so nothing needs merging
         back. NaN, None, pd.NA and empty strings are unknown. `ignore`: input columns that are
-        not case fields (a site name, a free-text note), left out of screening.
+        not case fields (a site name, a free-text note), left out of screening. `mapping`: a
+        mapping file (docs/mapping.md) as a path or the same structure as a dict, applied to
+        each row first, as `batch --map` does.
         """
         import pyarrow as pa
 
@@ -320,8 +332,12 @@ class Screener:
         skipped = frozenset(ignore)
         if skipped:
             rows = [{k: v for k, v in row.items() if k not in skipped} for row in rows]
+        cases: list[CaseLike | InputError] = list(rows)
+        if mapping is not None:
+            mapper = mapping if isinstance(mapping, ColumnMapping) else load_mapping(mapping)
+            cases = [_mapped(mapper, number, row) for number, row in enumerate(rows)]
         columns: dict[str, list[str | None]] = {name: [] for name in FRAME_COLUMNS}
-        for case_id, decided in self._decided(enumerate(rows), "<frame>"):
+        for case_id, decided in self._decided(enumerate(cases), "<frame>"):
             for name, value in zip(FRAME_COLUMNS, self._frame_row(case_id, decided), strict=True):
                 columns[name].append(value)
         table = pa.table({name: pa.array(cells, pa.string()) for name, cells in columns.items()})
@@ -382,6 +398,16 @@ def flat_outcomes(
         ";".join(not_evaluable),
         ";".join(sorted(missing)),
     )
+
+
+def _mapped(mapping: ColumnMapping, number: int, row: Mapping[str, Any]) -> CaseLike | InputError:
+    """A frame row through the mapping (unknowns first made None), or the rejection it makes."""
+    try:
+        return mapping.apply(
+            {k: None if is_unknown(v) else v for k, v in row.items()}, "<frame>", number
+        )
+    except CaseInputError as exc:
+        return InputError.from_error(exc, number)
 
 
 def _site_profile(site: str | Path | Mapping[str, Any] | None) -> Mapping[str, SiteValue]:

@@ -29,6 +29,7 @@ from engine.batch.summary import (
     Duplicate,
     FieldMissingness,
     InputStamp,
+    MappingStamp,
     Reconciliation,
     RejectedExample,
     RuleCounts,
@@ -49,6 +50,7 @@ from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_tex
 from engine.errors import LinesError, UserError
 from engine.io.columns import column_problems
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format, estimated_rows
+from engine.mapping import ColumnMapping
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 from engine.screener import Screener
@@ -76,6 +78,7 @@ class BatchOptions:
     summary: str | None = None
     report: str | None = None
     detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
+    mapping: ColumnMapping | None = None  # --map: applied to every raw row before validation
 
     @property
     def rules_path(self) -> str | None:
@@ -109,10 +112,18 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     problems: list[str] = []
     ignored: set[str] = set()
     for reader in readers:
+        columns, sample = reader.columns, reader.sample()
+        if options.mapping is not None:
+            problems.extend(
+                options.mapping.identifier_problems(
+                    reader.source, columns, sample, options.allow_columns
+                )
+            )
+            columns, sample = options.mapping.view(columns, sample)
         found, unknown = column_problems(
             reader.source,
-            reader.columns,
-            reader.sample(),
+            columns,
+            sample,
             options.allow_columns,
             ignore_unknown=options.ignore_unknown_columns,
         )
@@ -242,6 +253,7 @@ class BatchRun:
             output_format=options.output_format,
             ignored_columns=frozenset(self.ignored),
             detail=options.detail,
+            mapping=options.mapping,
         )
         # every output is created now, before any screening: a folder that cannot take them
         # fails the run at once
@@ -313,6 +325,9 @@ class BatchRun:
             executor=executor,
             worker_restarts=restarts,
             site=dict(self.options.site),
+            mapping=MappingStamp(path=mapping.source, sha256=mapping.sha256)
+            if (mapping := self.options.mapping) is not None
+            else None,
         )
         return build_summary(stamp, self.totals, self.ruleset, self.duplicates.find(), self.ignored)
 

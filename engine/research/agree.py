@@ -34,6 +34,7 @@ from engine.batch.summary import BatchSummary
 from engine.batch.worker import OutputFormat
 from engine.dictionary import INPUT_FIELDS
 from engine.errors import LinesError, UsageError
+from engine.mapping import ColumnMapping
 from engine.models import SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 
@@ -140,6 +141,7 @@ def screen_cohort(
     workers: int,
     *,
     rater_columns: bool = False,
+    mapping: ColumnMapping | None = None,
 ) -> tuple[dict[str, list[ToolCase]], BatchSummary, list[dict[str, Any]]]:
     """Every screened case's verdict and deciding rules (a case_id may occur twice), the batch
     summary, and the rejected rows' errors."""
@@ -154,6 +156,7 @@ def screen_cohort(
             workers=workers,
             site=site,
             ignore_unknown_columns=rater_columns,  # the labels file is the cohort
+            mapping=mapping,
         )
         summary = run_batch(options, ruleset)
         found: dict[str, list[ToolCase]] = collections.defaultdict(list)
@@ -245,6 +248,7 @@ def agreement(
     workers: int = 1,
     allow_missing: bool = False,
     seed: int = 2026,
+    mapping: ColumnMapping | None = None,
 ) -> AgreementReport:
     labels = read_labels(labels_path)
     if cohort is None and not labels.case_fields:
@@ -261,7 +265,13 @@ def agreement(
         )
     source = cohort or labels_path
     tool, summary, rejected = screen_cohort(
-        source, ruleset, rules_dir, site or {}, workers, rater_columns=cohort is None
+        source,
+        ruleset,
+        rules_dir,
+        site or {},
+        workers,
+        rater_columns=cohort is None,
+        mapping=mapping,
     )
     problems = []
     rejected_ids = {e["case_id"] for e in rejected if e.get("case_id")}

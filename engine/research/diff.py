@@ -29,6 +29,7 @@ from engine.batch.summary import BatchSummary
 from engine.batch.worker import FLAT_COLUMNS, OutputFormat
 from engine.batch.writers import FORMULA_START, AtomicPath
 from engine.errors import UsageError
+from engine.mapping import ColumnMapping
 from engine.models import SiteProfile, Verdict
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -333,6 +334,7 @@ def diff_cohort(
     all_outcome_changes: bool = False,
     repo: Path | None = None,
     examples: int = 20,
+    mapping: ColumnMapping | None = None,
 ) -> DiffReport:
     """Screen `cohort` with both rule sets and compare them row by row.
 
@@ -355,6 +357,7 @@ def diff_cohort(
                     errors=str(Path(work) / f"{name}.errors.jsonl"),
                     workers=workers,
                     site=site or {},
+                    mapping=mapping,
                 )
                 summaries.append(run_batch(options, rules))
             report = DiffReport(
@@ -440,9 +443,7 @@ class _ChangeSink:
     def __init__(self, target: str | None) -> None:
         self.atomic = AtomicPath(target) if target else None
         self.jsonl = bool(target) and Path(target or "").suffix.lower() in (".jsonl", ".json")
-        self.handle = (
-            self.atomic.open("w", encoding="utf-8", newline="") if self.atomic else None
-        )
+        self.handle = self.atomic.open("w", encoding="utf-8", newline="") if self.atomic else None
         self.writer: csv.DictWriter[str] | None = None
         if self.handle is not None and not self.jsonl:
             self.writer = csv.DictWriter(self.handle, fieldnames=CHANGE_COLUMNS)
