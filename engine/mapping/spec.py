@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from engine.dictionary import DERIVED_FIELDS, FIELDS_BY_NAME, INPUT_FIELDS
 from engine.errors import CaseInputError, CaseProblem, LinesError
-from engine.io.cases import read_text, validate_case
+from engine.io.cases import FIELD_ALIASES, read_text, validate_case
 from engine.io.deid import check_deidentified, escape_text, showable, shown_case_id
 from engine.yamlsource import DuplicateKeyError, YamlError, parse_yaml
 
@@ -54,7 +54,8 @@ class MappingError(LinesError):
 def _did_you_mean(name: str) -> str:
     import difflib
 
-    close = difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
+    alias = FIELD_ALIASES.get(name.strip().lower())
+    close = [alias] if alias else difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
@@ -156,7 +157,7 @@ class MappingFile(BaseModel):
     """A whole mapping file, as written (docs/mapping.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    columns: dict[str, str | ColumnSpec]
+    columns: dict[str, ColumnSpec]
     constants: dict[str, Scalar] = {}
     precedence: dict[str, list[str]] = {}
     ignore: list[str] = []
@@ -164,16 +165,24 @@ class MappingFile(BaseModel):
     @field_validator("columns", mode="before")
     @classmethod
     def _text_columns(cls, given: Any) -> Any:
-        if isinstance(given, dict):
-            for key in given:
-                if not isinstance(key, str):
-                    raise ValueError(f"column {key!r}: quote each column name")
-        return given
+        if not isinstance(given, dict):
+            return given
+        for key in given:
+            if not isinstance(key, str):
+                raise ValueError(f"column {key!r}: quote each column name")
+        # `Gender: sex` is short for `Gender: {field: sex}`
+        return {k: {"field": v} if isinstance(v, str) else v for k, v in given.items()}
 
     @field_validator("constants")
     @classmethod
     def _constant_values(cls, given: dict[str, Scalar]) -> dict[str, Scalar]:
-        return {_check_field(k): _checked_value(k, v) for k, v in given.items()}
+        checked = {}
+        for name, value in given.items():
+            try:
+                checked[_check_field(name)] = _checked_value(name, value)
+            except ValueError as exc:
+                raise ValueError(f"{escape_text(name)}: {exc}") from None
+        return checked
 
     @model_validator(mode="after")
     def _sources(self) -> MappingFile:
@@ -211,11 +220,8 @@ class MappingFile(BaseModel):
 
     @property
     def specs(self) -> dict[str, ColumnSpec]:
-        """Every column as a ColumnSpec (`Gender: sex` is `Gender: {field: sex}`)."""
-        return {
-            column: ColumnSpec(field=spec) if isinstance(spec, str) else spec
-            for column, spec in self.columns.items()
-        }
+        """Every source column and what it gives."""
+        return self.columns
 
 
 @dataclass(frozen=True)
@@ -388,11 +394,11 @@ class ColumnMapping:
         if match is None:
             return None
         plain = match[1] + (match[2] or "")
-        for end in range(len(plain), 2, -1):
-            found = self._icd.get(plain[:end])
-            if found:
-                return list(found)
-        return []
+        found: dict[str, Any] = {}  # a code is a descendant of every listed prefix of it
+        for end in range(len(plain), 2, -1):  # M80.08XA: fracture (M80.08), osteoporosis (M80)
+            for name, value in self._icd.get(plain[:end], ()):
+                found.setdefault(name, value)
+        return list(found.items())
 
 
 def _blank(value: object) -> bool:
@@ -491,9 +497,13 @@ def load_mapping(given: str | Path | Mapping[str, Any]) -> ColumnMapping:
         spec = MappingFile.model_validate(data)
     except ValidationError as exc:
         raise MappingError(
-            [f"{source}: {_where(err['loc'])}{err['msg']}" for err in exc.errors()]
+            [f"{source}: {_where(err['loc'])}{_message(err['msg'])}" for err in exc.errors()]
         ) from None
     return ColumnMapping(spec, hashlib.sha256(text.encode()).hexdigest(), source)
+
+
+def _message(text: str) -> str:
+    return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
 def _where(loc: tuple[Any, ...]) -> str:

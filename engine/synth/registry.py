@@ -7,7 +7,7 @@ spellings such as `L4/5`, `Y`/`N`, roman ASA grades, weight in pounds and height
 instead of the BMI, the SVA in centimetres, decimal commas, and columns no screen reads. Every
 fact of a twin row is in its export row and nothing more: screened with the shipped mapping
 (cases/registry/mapping.yaml), the two give the same verdict row for row
-(tests/test_registry_example.py). Regenerate with `python -m engine.synth.registry cases/registry`.
+(tests/test_mapping.py). Regenerate with `python -m engine.synth.registry cases/registry`.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ COMORBIDITY_CODE_SHARE = 0.5  # a comorbidity also coded under Secondary Dx
 
 def _diagnosis_code(row: dict[str, Any], rng: np.random.Generator) -> str | None:
     """An ICD-10-CM code for a lumbar case's diagnosis that says no more than the twin row
-    (checked against the release by tests/test_registry_example.py), or None for `other`."""
+    (checked against the release by tests/test_mapping.py), or None for `other`."""
     at_s1 = row["lowest_level"] == "L5-S1"
     dx = row["diagnosis"]
     options: tuple[str, ...]
@@ -289,22 +289,27 @@ def export_row(number: int, row: dict[str, Any], rng: np.random.Generator) -> li
     return [cells[name] for name in HEADER]
 
 
-def write_example(folder: Path) -> tuple[Path, Path]:
-    """Write export.csv and twin.csv into `folder`; return their paths."""
+def write_example(folder: Path) -> Path:
+    """Write the export (export.csv) into `folder`; the twin is twin_rows()."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = rng_for(SEED, STYLE_STREAM)
-    export, twin = folder / "export.csv", folder / "twin.csv"
-    with (
-        export.open("w", encoding="utf-8", newline="") as out,
-        twin.open("w", encoding="utf-8", newline="") as clean,
-    ):
-        messy, tidy = csv.writer(out, lineterminator="\n"), csv.writer(clean, lineterminator="\n")
-        messy.writerow(HEADER)
-        tidy.writerow(INPUT_FIELDS)
+    export = folder / "export.csv"
+    with export.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(HEADER)
         for number, row in enumerate(twin_rows(), 1):
-            messy.writerow(export_row(number, row, rng))
-            tidy.writerow(["" if row[f] is None else _twin_text(row[f]) for f in INPUT_FIELDS])
-    return export, twin
+            writer.writerow(export_row(number, row, rng))
+    return export
+
+
+def write_twin(path: Path) -> Path:
+    """The clean twin as a cohort CSV in the data dictionary's names (what `synth` writes)."""
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(INPUT_FIELDS)
+        for row in twin_rows():
+            writer.writerow(["" if row[f] is None else _twin_text(row[f]) for f in INPUT_FIELDS])
+    return path
 
 
 def _twin_text(value: Any) -> str:
@@ -314,5 +319,4 @@ def _twin_text(value: Any) -> str:
 
 
 if __name__ == "__main__":
-    for written in write_example(Path(sys.argv[1] if len(sys.argv) > 1 else "cases/registry")):
-        print(f"wrote {written}")
+    print(f"wrote {write_example(Path(sys.argv[1] if len(sys.argv) > 1 else 'cases/registry'))}")
