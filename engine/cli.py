@@ -780,6 +780,79 @@ def batch(
         raise RuntimeError("reconciliation does not balance: rows were lost")
 
 
+class InspectFormat(StrEnum):
+    text = "text"
+    json = "json"
+    html = "html"
+
+
+@app.command()
+@handle_errors
+def inspect(
+    cohort: Annotated[str, typer.Argument(help="Cohort file (CSV, JSONL, Parquet).")],
+    write_map: Annotated[
+        str | None,
+        typer.Option(
+            "--write-map",
+            metavar="FILE",
+            help="Write a draft mapping file (YAML) to edit, then use with batch --map.",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        InspectFormat, typer.Option("--format", help="Report on stdout: text, json or html.")
+    ] = InspectFormat.text,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    input_format: Annotated[
+        InputFormatOption | None,
+        typer.Option(
+            "--input-format",
+            help="Override the format taken from the extension.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column",
+            metavar="COLUMN",
+            help="A column the identifier guard flags wrongly; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Scan a cohort before screening it: what each column maps to and how its values place.
+
+    Example: miss-screen inspect export.csv --write-map mapping.yaml
+    """
+    from engine.io.tables import InputFormat
+    from engine.mapping.inspect import draft_mapping, render_html, render_text, scan
+
+    if cohort == "-":
+        raise UsageError("inspect reads a file, not standard input")
+    if write_map is not None:
+        check_outputs([cohort], {"--write-map": write_map})
+    report = scan(
+        cohort,
+        load_ruleset(rules),
+        input_format=InputFormat(input_format.value) if input_format else None,
+        allowed=frozenset(allow_column or []),
+    )
+    if output_format is InspectFormat.json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+    elif output_format is InspectFormat.html:
+        sys.stdout.write(render_html(report))
+    else:
+        sys.stdout.write(render_text(report))
+    if write_map is not None:
+        from engine.batch.writers import write_text_atomically
+
+        write_text_atomically(write_map, draft_mapping(report))
+        stderr.print(
+            f"wrote a draft mapping to {write_map}; check it, then: batch --map {write_map}"
+        )
+
+
 def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
     """Before any work, refuse outputs that would overwrite an input or one another (symlinks
     and hard links seen through), that are folders, devices or pipes, or that go to a folder

@@ -301,12 +301,7 @@ class ColumnMapping:
         """The identifier guard on the columns the mapping reads (an `MRN: case_id` line does
         not let a record number through): named, since the mapping file names them."""
         read = [c for c in columns if c in self._consumed]
-        return [
-            f"{source}: column '{escape_text(f.column)}' (read by the mapping) looks like a "
-            f"direct identifier ({f.kind}): {f.reason}; remove it, or pass --allow-column "
-            f"'{escape_text(f.column)}' if it is not one"
-            for f in check_deidentified(read, sample, allowed)
-        ]
+        return identifier_lines(source, read, sample, allowed, "read by the mapping")
 
     # --- applying it ------------------------------------------------------------------------------
 
@@ -326,7 +321,7 @@ class ColumnMapping:
                     found.setdefault(spec.field, []).append((column, spec.blank))
                 continue
             if spec.measure is not None:
-                number_ = _number(raw)
+                number_ = parse_number(raw)
                 if number_ is None:
                     problems.append(_not_a_number("bmi", column, raw))
                 elif spec.measure == "weight":
@@ -334,9 +329,9 @@ class ColumnMapping:
                 else:
                     height = number_ * TO_M[str(spec.unit)]
                 continue
-            for name, value in self._place(spec, raw):
+            for name, value in self.place(spec, raw):
                 if name == spec.field and spec.unit is not None:
-                    converted = _number(value)
+                    converted = parse_number(value)
                     if converted is None:
                         problems.append(_not_a_number(name, column, raw))
                         continue
@@ -365,7 +360,7 @@ class ColumnMapping:
             )
         return out
 
-    def _place(self, spec: ColumnSpec, raw: Any) -> list[tuple[str, Any]]:
+    def place(self, spec: ColumnSpec, raw: Any) -> list[tuple[str, Any]]:
         """(field, value) pairs one cell gives: from its values map, its code system, or as is."""
         parts = [p for p in str(raw).split(spec.split) if p.strip()] if spec.split else [raw]
         placed: list[tuple[str, Any]] = []
@@ -409,7 +404,7 @@ def _blank(value: object) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def _number(value: object) -> float | None:
+def parse_number(value: object) -> float | None:
     """A number from a cell: a decimal point or a decimal comma, nothing else."""
     if isinstance(value, bool):
         return None
@@ -464,6 +459,22 @@ def _disagreement(name: str, first: str, one: Any, second: str, other: Any) -> C
 def _not_a_number(name: str, column: str, raw: Any) -> CaseProblem:
     shown = _shown(name, raw) if showable(raw) else "the value given"
     return CaseProblem(name, f"{_label(column)}: {shown} is not a number")
+
+
+def identifier_lines(
+    source: str,
+    columns: Sequence[str],
+    sample: Sequence[Mapping[str, Any]],
+    allowed: Collection[str],
+    why: str,
+) -> list[str]:
+    """The identifier guard's findings on columns a mapping names, one error line each."""
+    return [
+        f"{source}: column '{escape_text(f.column)}' ({why}) looks like a direct identifier "
+        f"({f.kind}): {f.reason}; remove it, or pass --allow-column "
+        f"'{escape_text(f.column)}' if it is not one"
+        for f in check_deidentified(columns, sample, allowed)
+    ]
 
 
 # --- loading ---------------------------------------------------------------------------------
