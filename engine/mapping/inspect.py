@@ -458,7 +458,10 @@ def render_text(report: ScanReport) -> str:
             out.append(f"{'':<28}   not placed and not shown: {scan_.unplaced_other}")
     out += ["", "Fields no column feeds, by the red-flag and major rules left unevaluable:"]
     blocking = report.blocking
-    out += [f"  {f.field:<34} {f.verdict_rules} rules" for f in blocking] or ["  none"]
+    out += [
+        f"  {f.field:<34} {f.verdict_rules} rule{'s' if f.verdict_rules != 1 else ''}"
+        for f in blocking
+    ] or ["  none"]
     return "\n".join(out) + "\n"
 
 

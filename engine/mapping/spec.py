@@ -143,13 +143,18 @@ class ColumnSpec(BaseModel):
         if (self.values or self.blank is not None) and self.field is None:
             raise ValueError("values and blank need the field they give (field:)")
         if self.field is not None:
-            checked = {
-                k: None if v is None else _checked_value(self.field, v)
-                for k, v in self.values.items()
-            }
+            checked = {}
+            for key, value in self.values.items():
+                try:
+                    checked[key] = None if value is None else _checked_value(self.field, value)
+                except ValueError as exc:
+                    raise ValueError(f"values: {escape_text(key)}: {exc}") from None
             object.__setattr__(self, "values", checked)
             if self.blank is not None:
-                object.__setattr__(self, "blank", _checked_value(self.field, self.blank))
+                try:
+                    object.__setattr__(self, "blank", _checked_value(self.field, self.blank))
+                except ValueError as exc:
+                    raise ValueError(f"blank: {exc}") from None
         return self
 
 
