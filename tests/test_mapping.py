@@ -341,3 +341,50 @@ def test_the_summary_stamps_the_mapping(tmp_path: Path) -> None:
     _, summary = batch_verdicts(tmp_path, "out", cohort, mapping)
     stamp = json.loads(summary.model_dump_json())["stamp"]["mapping"]
     assert stamp == {"path": str(mapping), "sha256": load_mapping(mapping).sha256}
+
+
+SMALL_EXPORT = (
+    "Study,Gender,Dx,Level\nS-1,1,M51.16,L4-L5\nS-2,2,M48.061,L5-S1\nS-3,1,M43.16,L4-L5\n"
+)
+SMALL_MAP = (
+    "columns:\n  Study: case_id\n  Gender: {field: sex, values: {'1': male, '2': female}}\n"
+    "  Dx: {field: diagnosis, codes: icd10cm}\n  Level: lowest_level\n"
+)
+
+
+@pytest.mark.timeout(300)
+def test_rules_diff_and_agree_take_the_mapping(tmp_path: Path) -> None:
+    cohort, mapping = tmp_path / "export.csv", tmp_path / "map.yaml"
+    cohort.write_text(SMALL_EXPORT)
+    mapping.write_text(SMALL_MAP)
+    rules = RULESET.directory
+    args = ["rules", "diff", rules, rules, "--cohort", str(cohort), "--format", "json"]
+    unmapped = runner.invoke(app, args)
+    assert unmapped.exit_code == 2  # no case_id column without the mapping
+    mapped = runner.invoke(app, [*args, "--map", str(mapping)])
+    assert mapped.exit_code == 0, mapped.stderr
+    report = json.loads(mapped.stdout)
+    assert report["new"]["reconciliation"]["rows_screened"] == 3
+    assert report["verdict_changed"] == 0
+    labels = tmp_path / "labels.csv"
+    labels.write_text("case_id,surgeon_1\nS-1,yes\nS-2,no\nS-3,yes\n")
+    agreed = runner.invoke(
+        app,
+        [
+            "agree",
+            "--labels",
+            str(labels),
+            "--cohort",
+            str(cohort),
+            "--map",
+            str(mapping),
+            "--rules",
+            rules,
+            "--format",
+            "json",
+        ],
+    )
+    assert agreed.exit_code == 0, agreed.stderr
+    agreement = json.loads(agreed.stdout)
+    assert agreement["cases_labelled"] == 3
+    assert agreement["cohort_reconciliation"]["rows_screened"] == 3

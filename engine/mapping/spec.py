@@ -258,6 +258,12 @@ class ColumnMapping:
 
             self._icd = load_terminology().icd10cm
 
+    def __eq__(self, other: object) -> bool:  # a worker's config compares the mapping it holds
+        return isinstance(other, ColumnMapping) and other.sha256 == self.sha256
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
     # --- what it reads and gives -------------------------------------------------------------
 
     @property
