@@ -150,3 +150,19 @@ def test_html_and_json_hold_the_same_numbers(tmp_path: Path) -> None:
     first = data["columns"][0]
     assert f'id="column-1-values">{first["values"]}<' in html
     assert "<script" not in html
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(60)
+def test_unreadable_rows_and_nested_values_are_counted_not_fatal(tmp_path: Path) -> None:
+    cohort = tmp_path / "c.jsonl"
+    lines = [
+        '{"case_id": "S-1", "sex": ["male"]}',
+        "{not json",
+        '{"case_id": "S-2", "sex": "male"}',
+    ]
+    cohort.write_text("\n".join(lines) + "\n")
+    report = scan(str(cohort), RULESET)
+    assert (report.rows, report.unreadable) == (3, 1)
+    sex = next(c for c in report.columns if c.column == "sex")
+    assert (sex.values, sex.placed, sex.unplaced_other) == (2, 1, 1)

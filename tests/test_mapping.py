@@ -388,3 +388,14 @@ def test_rules_diff_and_agree_take_the_mapping(tmp_path: Path) -> None:
     agreement = json.loads(agreed.stdout)
     assert agreement["cases_labelled"] == 3
     assert agreement["cohort_reconciliation"]["rows_screened"] == 3
+
+
+def test_a_column_already_named_as_a_field_is_a_source_too() -> None:
+    """A `diabetes` column beside diabetes codes: checked against them, never overwritten."""
+    mapping = load_mapping({"columns": {"Dx": {"codes": "icd10cm", "split": ";"}}})
+    assert mapping.output_columns(["case_id", "diabetes", "Dx"]).count("diabetes") == 1
+    assert mapping.apply({"case_id": "S-1", "diabetes": True, "Dx": "E11.9"})["diabetes"] is True
+    assert mapping.apply({"case_id": "S-1", "diabetes": None, "Dx": "E11.9"})["diabetes"] is True
+    with pytest.raises(CaseInputError) as caught:
+        mapping.apply({"case_id": "S-1", "diabetes": False, "Dx": "E11.9"})
+    assert "column 'diabetes' gives false but column 'Dx' gives true" in str(caught.value)

@@ -182,11 +182,13 @@ class ScanReport:
     rows: int
     columns: list[ColumnScan]
     fields: list[FieldScan]
+    unreadable: int = 0  # rows that could not be parsed at all (batch would reject them)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "rows": self.rows,
+            "rows_unreadable": self.unreadable,
             "columns": [c.as_json() for c in self.columns],
             "fields": [f.as_json() for f in self.fields],
         }
@@ -243,8 +245,13 @@ def suggest(column: str, sample: list[Any]) -> tuple[NameMatch, ColumnSpec | Non
     return match, ColumnSpec(field=target, unit=unit)
 
 
+def _places_any(name: str, value: Any) -> bool:
+    """_places for any cell: a list or a mapping (JSONL, Parquet) is not a value of a field."""
+    return isinstance(value, str | int | float | bool) and _places(name, value)
+
+
 @functools.lru_cache(maxsize=65536)
-def _places(name: str, value: Any) -> bool:
+def _places(name: str, value: Any) -> bool:  # cached by (field, value): hashable values only
     """Whether a value is valid for a field once read as every input is (the normaliser)."""
     try:
         validate_case({"case_id": "inspect", name: value}, "<inspect>")
@@ -253,11 +260,11 @@ def _places(name: str, value: Any) -> bool:
     return True
 
 
-def _rows(reader: TableReader) -> Iterator[dict[str, Any]]:
+def _rows(reader: TableReader) -> Iterator[dict[str, Any] | None]:
+    """Every row, None for one that cannot be parsed (a malformed record)."""
     for chunk in reader.chunks(0):
         for _, row in chunk.materialized():
-            if isinstance(row, dict):
-                yield row
+            yield row if isinstance(row, dict) else None
 
 
 def scan(
@@ -281,12 +288,15 @@ def scan(
         scans.append(ColumnScan(column, match, spec))
     draft = _draft_specs(scans)
     mapping = ColumnMapping(MappingFile(columns=draft), "", "<draft>") if draft else None
-    rows = 0
+    rows = unreadable = 0
     for row in _rows(reader):
         rows += 1
+        if row is None:
+            unreadable += 1
+            continue
         for scan_ in scans:
             _count(scan_, row.get(scan_.column), mapping)
-    return ScanReport(reader.source, rows, scans, _field_scans(scans, ruleset))
+    return ScanReport(reader.source, rows, scans, _field_scans(scans, ruleset), unreadable)
 
 
 def _count(scan_: ColumnScan, raw: Any, mapping: ColumnMapping | None) -> None:
@@ -304,7 +314,7 @@ def _count(scan_: ColumnScan, raw: Any, mapping: ColumnMapping | None) -> None:
         if spec.unit is not None:
             ok = bool(pairs) and all(parse_number(v) is not None for _, v in pairs)
         else:
-            ok = bool(pairs) and all(_places(n, v) for n, v in pairs)
+            ok = bool(pairs) and all(_places_any(n, v) for n, v in pairs)
     if ok:
         scan_.placed += 1
         return
@@ -442,7 +452,10 @@ def _quote(text: str) -> str:
 
 def render_text(report: ScanReport) -> str:
     """The scan for a terminal: columns, then fields that verdict-changing rules miss."""
-    out = [f"{report.source}: {report.rows} rows, {len(report.columns)} columns", ""]
+    out = [f"{report.source}: {report.rows} rows, {len(report.columns)} columns"]
+    if report.unreadable:
+        out.append(f"{report.unreadable} rows cannot be read at all (batch rejects them)")
+    out.append("")
     out.append(f"{'column':<28} {'field':<32} {'match':<14} {'values':>7} {'placed':>7}")
     for scan_ in report.columns:
         match = f"{scan_.match.how} {scan_.match.confidence:.2f}" if scan_.spec else "-"

@@ -285,9 +285,9 @@ class ColumnMapping:
 
     def output_columns(self, columns: Sequence[str]) -> list[str]:
         """The columns a row has after mapping: unmapped ones as they are, then each field the
-        mapping gives. A field given both ways is listed twice, so the input is refused."""
+        mapping gives (a column already named as a field is a source of it, listed once)."""
         kept = [c for c in columns if c not in self._consumed]
-        return kept + list(self.fields)
+        return kept + [f for f in self.fields if f not in kept]
 
     def view(
         self, columns: Sequence[str], sample: Sequence[Mapping[str, Any]]
@@ -355,6 +355,8 @@ class ColumnMapping:
         for name, value in self.spec.constants.items():
             found.setdefault(name, []).append((CONSTANTS, value))
         for name, given in found.items():
+            if not _blank(out.get(name)):  # a column named as the field: a source like any
+                given.insert(0, (name, out[name]))
             first_column, first = given[0]
             for column, value in given[1:]:
                 if not _same(name, first, value):
