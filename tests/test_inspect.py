@@ -166,3 +166,15 @@ def test_unreadable_rows_and_nested_values_are_counted_not_fatal(tmp_path: Path)
     assert (report.rows, report.unreadable) == (3, 1)
     sex = next(c for c in report.columns if c.column == "sex")
     assert (sex.values, sex.placed, sex.unplaced_other) == (2, 1, 1)
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(60)
+def test_a_file_without_a_header_shows_none_of_its_first_line(tmp_path: Path) -> None:
+    cohort = tmp_path / "c.csv"
+    cohort.write_text("S-1,John Smith,1961-03-12\nS-2,Ann Lee,1970-01-02\n")
+    result = runner.invoke(app, ["inspect", str(cohort)])
+    assert result.exit_code == 2
+    assert "looks like a row of data, not a header" in result.stderr
+    assert "John" not in result.stderr + result.stdout
+    assert "1961" not in result.stderr + result.stdout

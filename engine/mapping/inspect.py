@@ -24,7 +24,7 @@ from typing import Any
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
 from engine.errors import CaseInputError, LinesError
 from engine.io.cases import FIELD_ALIASES, validate_case
-from engine.io.deid import escape_text, showable
+from engine.io.deid import escape_text, identifier_kinds, looks_like_person, showable
 from engine.io.tables import SAMPLE_ROWS, InputFormat, TableReader, detect_format
 from engine.mapping.spec import (
     TO_KG,
@@ -260,6 +260,13 @@ def _places(name: str, value: Any) -> bool:  # cached by (field, value): hashabl
     return True
 
 
+def _data_like(column: str, *, strict: bool = False) -> bool:
+    """A header cell that is a value (a date, a phone number, a number; with `strict`, a
+    name-shaped one too): never shown. Not strict alone: `Primary Dx` is shaped like a name."""
+    kinds = looks_like_person(column) if strict else identifier_kinds(column)
+    return bool(kinds) or parse_number(column) is not None
+
+
 def _rows(reader: TableReader) -> Iterator[dict[str, Any] | None]:
     """Every row, None for one that cannot be parsed (a malformed record)."""
     for chunk in reader.chunks(0):
@@ -277,6 +284,15 @@ def scan(
     """Scan a cohort (CSV, JSONL or Parquet), streaming; InspectError on identifier columns."""
     reader = TableReader(path, detect_format(path, input_format))
     sample = reader.sample(SAMPLE_ROWS)
+    data_like = [n for n, c in enumerate(reader.columns, 1) if _data_like(c)]
+    if data_like:  # then a name-shaped cell is data too (John Smith beside a birth date)
+        data_like = [n for n, c in enumerate(reader.columns, 1) if _data_like(c, strict=True)]
+        raise InspectError(
+            [
+                f"{reader.source}: the first line looks like a row of data, not a header "
+                f"(columns {', '.join(map(str, data_like[:5]))}); the file needs a header row"
+            ]
+        )
     problems = identifier_lines(
         reader.source, reader.columns, sample, allowed, "by its name or values"
     )
