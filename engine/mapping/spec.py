@@ -12,6 +12,7 @@ value normaliser) decides them and names the field when it cannot.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -27,10 +28,10 @@ from engine.dictionary import DERIVED_FIELDS, FIELDS_BY_NAME, INPUT_FIELDS
 from engine.errors import CaseInputError, CaseProblem, LinesError
 from engine.io.cases import FIELD_ALIASES, read_text, validate_case
 from engine.io.deid import check_deidentified, escape_text, showable, shown_case_id
+from engine.models import Scalar
 from engine.yamlsource import DuplicateKeyError, YamlError, parse_yaml
 
 MAX_MAPPING_BYTES = 1_000_000
-CODE_SYSTEMS = ("icd10cm",)
 MEASURES = ("weight", "height")
 # unit conversions: into the field's unit (lengths in mm), or into kg and m for the BMI
 TO_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "in": 25.4}
@@ -44,7 +45,6 @@ CONSTANTS = "constants"  # how a constant is named in a disagreement
 _ICD_CODE = re.compile(r"([A-Z][0-9][0-9A-Z])\.?([0-9A-Z]{1,4})?")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
 _SPACES = re.compile(r"\s+")
-Scalar = bool | int | float | str
 
 
 class MappingError(LinesError):
@@ -52,8 +52,6 @@ class MappingError(LinesError):
 
 
 def _did_you_mean(name: str) -> str:
-    import difflib
-
     alias = FIELD_ALIASES.get(name.strip().lower())
     close = [alias] if alias else difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
@@ -212,7 +210,7 @@ class MappingFile(BaseModel):
                     f"each column that feeds {name} once: {', '.join(map(repr, fed.get(name, [])))}"
                 )
         measures = [s.measure for s in specs.values() if s.measure]
-        if sorted(measures) not in ([], list(MEASURES[::-1])):
+        if measures and sorted(measures) != sorted(MEASURES):
             problems.append("give one weight column and one height column, or neither")
         if measures and "bmi" in fed:
             problems.append("bmi is given by a column and by weight and height: keep one of them")
@@ -265,11 +263,6 @@ class ColumnMapping:
         return hash(self.sha256)
 
     # --- what it reads and gives -------------------------------------------------------------
-
-    @property
-    def mapped_columns(self) -> tuple[str, ...]:
-        """The source columns the mapping reads (in the file's order)."""
-        return tuple(self.spec.columns)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -332,13 +325,13 @@ class ColumnMapping:
                     found.setdefault(spec.field, []).append((column, spec.blank))
                 continue
             if spec.measure is not None:
-                number_ = parse_number(raw)
-                if number_ is None:
+                measured = parse_number(raw)
+                if measured is None:
                     problems.append(_not_a_number("bmi", column, raw))
                 elif spec.measure == "weight":
-                    weight = number_ * TO_KG[str(spec.unit)]
+                    weight = measured * TO_KG[str(spec.unit)]
                 else:
-                    height = number_ * TO_M[str(spec.unit)]
+                    height = measured * TO_M[str(spec.unit)]
                 continue
             for name, value in self.place(spec, raw):
                 if name == spec.field and spec.unit is not None:
