@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import simple_icd_10_cm as icd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from engine.batch.run import BatchOptions, run_batch
@@ -107,6 +109,9 @@ SMALL: dict[str, Any] = {
     "constants": {"region": "lumbar"},
     "ignore": ["Surgeon"],
 }
+
+
+SMALL_MAPPING = load_mapping(SMALL)
 
 
 def test_each_part_of_a_mapping_places_its_values() -> None:
@@ -399,3 +404,56 @@ def test_a_column_already_named_as_a_field_is_a_source_too() -> None:
     with pytest.raises(CaseInputError) as caught:
         mapping.apply({"case_id": "S-1", "diabetes": False, "Dx": "E11.9"})
     assert "column 'diabetes' gives false but column 'Dx' gives true" in str(caught.value)
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "Record ID",
+                "Gender",
+                "Primary Dx",
+                "Other Dx",
+                "Diabetes",
+                "Weight (lb)",
+                "Height (in)",
+                "SVA (cm)",
+                "Surgeon",
+                "sex",
+                "x",
+            ]
+        ),
+        st.one_of(st.none(), st.text(max_size=20), st.integers(), st.floats(), st.booleans()),
+    )
+)
+def test_any_row_is_mapped_or_refused_with_a_case_error(row: dict[str, Any]) -> None:
+    """Whatever a row holds, apply gives a dict or raises CaseInputError: no other exception."""
+    problems: list[Any] | None = None
+    try:
+        mapped = SMALL_MAPPING.apply(row)
+    except CaseInputError as exc:
+        problems = list(exc.problems)
+    else:
+        assert isinstance(mapped, dict)
+    assert problems is None or problems
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+    ("weight", "height"),
+    [
+        ("0", "67"),
+        ("150", "0"),
+        ("-150", "67"),
+        ("1e5", "67"),
+        (10**400, "67"),
+        ("9" * 300, "0,0000001"),
+    ],
+)
+def test_a_weight_and_height_that_make_no_bmi_are_a_row_error(weight: Any, height: str) -> None:
+    with pytest.raises(CaseInputError) as caught:
+        SMALL_MAPPING.apply({"Record ID": "1", "Weight (lb)": weight, "Height (in)": height})
+    assert [p.field for p in caught.value.problems] == ["bmi"]

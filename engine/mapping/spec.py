@@ -341,10 +341,12 @@ class ColumnMapping:
                         continue
                     value = round(converted * TO_MM[spec.unit], CONVERTED_DIGITS)
                 found.setdefault(name, []).append((column, value))
-        if weight is not None and height is not None and height > 0:
-            found.setdefault("bmi", []).append(
-                ("weight and height", round(weight / height**2, BMI_DIGITS))
-            )
+        if weight is not None and height is not None:
+            bmi = _bmi(weight, height)
+            if bmi is None:
+                problems.append(CaseProblem("bmi", "the weight and height given make no BMI"))
+            else:
+                found.setdefault("bmi", []).append(("weight and height", bmi))
         for name, value in self.spec.constants.items():
             found.setdefault(name, []).append((CONSTANTS, value))
         for name, given in found.items():
@@ -402,6 +404,17 @@ class ColumnMapping:
         return list(found.items())
 
 
+def _bmi(kg: float, metres: float) -> float | None:
+    """kg / m², to one decimal; None for a height or weight no person has (0, negative, huge)."""
+    if kg <= 0 or metres <= 0:
+        return None
+    try:
+        bmi = kg / metres**2
+    except (OverflowError, ZeroDivisionError):  # 1e-200 m squared is 0.0
+        return None
+    return round(bmi, BMI_DIGITS) if math.isfinite(bmi) else None
+
+
 def _blank(value: object) -> bool:
     if value is None:
         return True
@@ -415,11 +428,16 @@ def parse_number(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    text = str(value).strip()
-    if not _NUMBER.fullmatch(text):
+        number = value
+    else:
+        text = str(value).strip()
+        if len(text) > 64 or not _NUMBER.fullmatch(text):
+            return None
+        number = float(text.replace(",", "."))
+    try:
+        return float(number) if math.isfinite(number) else None
+    except OverflowError:  # an integer beyond any float
         return None
-    return float(text.replace(",", "."))
 
 
 def _canonical(name: str, value: Any) -> Any:
