@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,15 +247,28 @@ class ColumnMapping:
             base = min(order[c] for c in stated)
             for rank, column in enumerate(stated):
                 order[column] = base + rank / (len(stated) + 1)
-        self._sources = tuple(
-            _Source(c, s) for c, s in sorted(specs.items(), key=lambda i: order[i[0]])
-        )
+        sources = tuple(_Source(c, s) for c, s in sorted(specs.items(), key=lambda i: order[i[0]]))
         self._consumed = frozenset(specs) | frozenset(spec.ignore)
         self._icd: dict[str, list[tuple[str, Any]]] = {}
         if any(s.codes for s in specs.values()):
             from engine.fhir.terminology import load_terminology  # only a coded column needs it
 
             self._icd = load_terminology().icd10cm
+        # the common line, a rename of the one source of its field, is copied as it is; every
+        # other source goes through found-and-compared (apply)
+        shared = {f for pairs in self._icd.values() for f, _ in pairs} | set(spec.constants)
+        fed = Counter(s.spec.field for s in sources if s.spec.field)
+        self._renames = tuple(
+            (s.column, s.spec.field)
+            for s in sources
+            if s.spec.field
+            and s.spec.field not in shared
+            and fed[s.spec.field] == 1
+            and s.spec == ColumnSpec(field=s.spec.field)
+        )
+        renamed = {column for column, _ in self._renames}
+        self._sources = tuple(s for s in sources if s.column not in renamed)
+        self._renamed_fields = frozenset(f for _, f in self._renames)
 
     def __eq__(self, other: object) -> bool:  # a worker's config compares the mapping it holds
         return isinstance(other, ColumnMapping) and other.sha256 == self.sha256
@@ -267,7 +281,7 @@ class ColumnMapping:
     @property
     def fields(self) -> tuple[str, ...]:
         """Fields the mapping can give, in data-dictionary order."""
-        given = {s.spec.field for s in self._sources if s.spec.field}
+        given = {s.spec.field for s in self._sources if s.spec.field} | self._renamed_fields
         given |= set(self.spec.constants)
         if any(s.spec.measure for s in self._sources):
             given.add("bmi")
@@ -317,6 +331,16 @@ class ColumnMapping:
         found: dict[str, list[tuple[str, Any]]] = {}
         problems: list[CaseProblem] = []
         weight = height = None
+        clash = not self._renamed_fields.isdisjoint(out)  # a column named as a renamed field
+        get = row.get
+        for column, name in self._renames:
+            raw = get(column)
+            if raw is None or raw == "" or _blank(raw):  # the first two: most blanks, fast
+                continue
+            if clash:
+                found.setdefault(name, []).append((column, raw))
+            else:
+                out[name] = raw
         for item in self._sources:
             column, spec = item.column, item.spec
             raw = row.get(column)
