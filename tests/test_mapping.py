@@ -457,3 +457,25 @@ def test_a_weight_and_height_that_make_no_bmi_are_a_row_error(weight: Any, heigh
     with pytest.raises(CaseInputError) as caught:
         SMALL_MAPPING.apply({"Record ID": "1", "Weight (lb)": weight, "Height (in)": height})
     assert [p.field for p in caught.value.problems] == ["bmi"]
+
+
+@pytest.mark.timeout(600)
+def test_typed_parquet_and_two_workers_map_as_csv_does(tmp_path: Path) -> None:
+    """Parquet holds the ids as int64 and weights as doubles; the pool pickles the mapping."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    text = {"Primary Dx": pa.string(), "Secondary Dx": pa.string()}
+    table = pacsv.read_csv(EXPORT, convert_options=pacsv.ConvertOptions(column_types=text))
+    assert table.schema.field("Record ID").type == pa.int64()
+    parquet = tmp_path / "export.parquet"
+    pq.write_table(table, parquet)
+    out = tmp_path / "p.csv"
+    args = ["batch", str(parquet), "--map", str(MAPPING), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--workers", "2", "--progress", "none"])
+    assert result.exit_code == 0, result.stderr
+    from_csv, _ = batch_verdicts(tmp_path, "csv", EXPORT, MAPPING)
+    with out.open(encoding="utf-8") as handle:
+        assert [row["verdict"] for row in csv.DictReader(handle)] == from_csv
+    assert "screened 2180 + rejected 0" in result.stderr
