@@ -435,8 +435,9 @@ def draft_mapping(report: ScanReport) -> str:
     if missing:
         lines.append("# Fields no column feeds that red-flag or major rules read (rules):")
         lines.append("#   " + ", ".join(f"{f.field} ({f.verdict_rules})" for f in missing[:12]))
-        lines.append("# A value true of every row (a lumbar registry) can be a constant:")
-        lines.append("# constants: {region: lumbar}")
+        if any(f.field == "region" for f in missing):
+            lines.append("# A value true of every row (a lumbar registry) can be a constant:")
+            lines.append("# constants: {region: lumbar}")
     return "\n".join(lines) + "\n"
 
 
