@@ -1,7 +1,8 @@
 """miss-screen command line: screen a case, inspect and test the rules, print the schemas.
 
 Thin by design: parse options, call engine, pick a renderer, map errors to exit codes
-(0 screened, 1 --fail-on met or a golden case failed, 2 bad input, rules, usage or internal error).
+(0 screened, 1 --fail-on met or a golden case failed, 2 bad input, rules, usage or internal error,
+141 standard output closed early, as `| head` does; 128 + N for signal N: 130, 143, 129).
 """
 
 from __future__ import annotations
@@ -47,11 +48,22 @@ def _on_interrupt(handler: signal.Handlers | object) -> None:
                 signal.signal(signum, other)  # type: ignore[arg-type]  # a handler or a constant
 
 
+def _is_program() -> bool:
+    """Run as the program: the console script or the shim, in its own process. A worker that
+    multiprocessing starts imports the program's main module again (as __mp_main__, with the
+    parent's argv): there this module is a library, so a signal to the whole process group
+    leaves the workers silent and only the program says `error: interrupted`, once."""
+    if os.path.basename(sys.argv[0]) not in ("miss-screen", "cli.py"):  # console script, shim
+        return False
+    mp = sys.modules.get("multiprocessing")  # never loaded yet in the program at this point
+    return mp is None or mp.current_process().name == "MainProcess"
+
+
 # Run as the program (not imported by tests or other code), Ctrl-C never shows a traceback:
 # before the heavy imports below (typer, rich, pydantic, the rules) it ends the process with one
 # line; while a command runs it is KeyboardInterrupt, which handle_errors turns into that line;
 # once the command is done it is ignored, so the exit code is the command's.
-PROGRAM = os.path.basename(sys.argv[0]) in ("miss-screen", "cli.py")  # console script or shim
+PROGRAM = _is_program()
 _on_interrupt(_interrupted_while_starting)
 # Start-up allocates only objects that live as long as the process (modules, then the rules):
 # the cyclic collector would walk them again and again for nothing, about 60 ms of a cold
@@ -75,8 +87,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine import __version__
+import engine as engine_package
 from engine.errors import UsageError, UserError
+from engine.extras import MissingExtra, extra_of, require
 from engine.goldens import screen_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
 from engine.models import (
@@ -104,6 +117,12 @@ if TYPE_CHECKING:
 
 DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
+# Help as the tools people know print it: plain text (no colour, boxes or markup, so NO_COLOR
+# and a pipe see the same), no placeholder after a flag, -h as well as --help.
+CLI_SETTINGS: dict[str, object] = {
+    "rich_markup_mode": None,
+    "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": 100},
+}
 app = typer.Typer(
     name="miss-screen",
     help="Screen whether minimally invasive spine surgery (MISS) is worth discussing. "
@@ -111,16 +130,44 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    **CLI_SETTINGS,  # type: ignore[arg-type]  # typer's keyword types, held in one dict
 )
-rules_app = typer.Typer(help="List, show, check and test the rules.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="List, show, check and test the rules.",
+    no_args_is_help=True,
+    **CLI_SETTINGS,  # type: ignore[arg-type]
+)
 schema_app = typer.Typer(
-    help="Print the JSON Schema of a case or of a result.", no_args_is_help=True
+    help="Print the JSON Schema of a case or of a result.",
+    no_args_is_help=True,
+    **CLI_SETTINGS,  # type: ignore[arg-type]
 )
 app.add_typer(rules_app, name="rules")
 app.add_typer(schema_app, name="schema")
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+CLOSED_PIPE_EXIT = 128 + signal.SIGPIPE  # 141: what a shell reports for `cmd | head`'s cmd
+
+
+class Terminal(Console):
+    """A rich console that honours NO_COLOR fully (no bold or underline either: no-color.org
+    asks for no ANSI styling at all, where rich drops only the colours) and lets a closed pipe
+    reach handle_errors like any other write, instead of exiting 1 on its own."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        plain = bool(os.environ.get("NO_COLOR"))  # set and not empty, as no-color.org says
+        super().__init__(
+            stderr=stderr,
+            highlight=False,
+            soft_wrap=True,
+            **({"color_system": None} if plain else {}),  # type: ignore[arg-type]
+        )
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+stdout = Terminal()
+stderr = Terminal(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -171,9 +218,29 @@ def os_error_line(exc: OSError) -> str:
 
 
 def print_user_error(exc: UserError) -> None:
+    """One `error:` line per problem: a message with line breaks in it (a library's, such as
+    PyYAML's "\\n  in <unicode string>") is joined into its one line."""
     lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
     for line in lines:
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {' '.join(line.split())}", file=sys.stderr)
+
+
+def closed_pipe() -> typer.Exit:
+    """Standard output was closed early (`| head`): stop quietly, as Python's documentation says
+    (signal module, "Note on SIGPIPE"): what is still buffered goes to /dev/null, so flushing at
+    exit cannot fail again, and the exit is 141, what a shell reports for such a command."""
+    with contextlib.suppress(OSError, ValueError):  # stdout may be gone or replaced (tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return typer.Exit(CLOSED_PIPE_EXIT)
+
+
+def internal_error() -> typer.Exit:
+    """Our bug: say so, with the traceback of the exception being handled (exit 2)."""
+    print("internal error, please report:", file=sys.stderr)
+    traceback.print_exc()
+    return typer.Exit(2)
 
 
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -186,26 +253,35 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
             gc.freeze()  # what the imports built, out of the collector's walks (see the top)
             gc.enable()
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            finally:
+                if sys.stdout is not None:  # a closed pipe seen here, not at exit ("ignored")
+                    sys.stdout.flush()
         except typer.Exit:
             raise
         except UserError as exc:
             print_user_error(exc)
             raise typer.Exit(2) from None
+        except BrokenPipeError:
+            raise closed_pipe() from None
+        except ModuleNotFoundError as exc:
+            extra = extra_of(exc)
+            if extra is None:  # a module of the core install: our bug
+                raise internal_error() from None
+            feature = f"miss-screen {command.__name__.replace('_', ' ')}"
+            print_user_error(MissingExtra(feature, extra, exc.name or ""))
+            raise typer.Exit(2) from None
         except OSError as exc:
             if exc.errno not in USER_ERRNOS:
-                print("internal error, please report:", file=sys.stderr)
-                traceback.print_exc()
-                raise typer.Exit(2) from None
+                raise internal_error() from None
             print(f"error: {os_error_line(exc)}", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or Interrupted: SIGTERM, SIGHUP
             print("error: interrupted", file=sys.stderr)
             raise typer.Exit(getattr(exc, "exit_code", 130)) from None
         except Exception:
-            print("internal error, please report:", file=sys.stderr)
-            traceback.print_exc()
-            raise typer.Exit(2) from None
+            raise internal_error() from None
         finally:
             if PROGRAM:
                 _on_interrupt(signal.SIG_IGN)
@@ -446,10 +522,9 @@ def screen_fhir(
 
     if files:
         raise UsageError("--fhir screens one Bundle; give no case files with it")
-    try:
-        from engine.fhir import MAX_FHIR_BYTES, fhir_to_case, read_bundle
-    except ImportError:
-        raise UsageError("--fhir needs the fhir extra: pip install 'miss-screen[fhir]'") from None
+    require("fhir", "miss-screen screen --fhir")
+    from engine.fhir import MAX_FHIR_BYTES, fhir_to_case, read_bundle
+
     try:
         when = dt.date.fromisoformat(reference_date) if reference_date else dt.date.today()
     except ValueError:
@@ -604,7 +679,8 @@ def batch(
         BatchFormat | None,
         typer.Option(
             "--format",
-            help="jsonl (full results), csv or parquet (flattened); default from --out.",
+            help="jsonl (one result per line; see --detail), csv or parquet (flattened); "
+            "default from --out.",
             show_default=False,
         ),
     ] = None,
@@ -672,7 +748,7 @@ def batch(
     executor: Annotated[
         Executor,
         typer.Option(
-            "--executor", help="local processes, or dask (pip install 'miss-screen\\[dask]')."
+            "--executor", help="local processes, or dask (pip install 'miss-screen[dask]')."
         ),
     ] = Executor.local,
     detail: Annotated[
@@ -690,6 +766,10 @@ def batch(
 
     Example: miss-screen batch cohort.csv --out results.jsonl --report report.html
     """
+    if report is not None:
+        require("report", "miss-screen batch --report")
+    if executor is Executor.dask:
+        require("dask", "miss-screen batch --executor dask")
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
         from engine.batch.startup import start_fork_server
 
@@ -1440,6 +1520,7 @@ def agree(
     mapping: MapOption = None,
 ) -> None:
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
+    require("research", "miss-screen agree")
     from engine.research.agree import agreement
     from engine.research.render import agree_markdown
 
@@ -1540,19 +1621,15 @@ def serve(
 ) -> None:
     """Serve the web form (/) and the CDS Hooks service (/cds-services) on one Screener.
 
-    Needs the optional extra: pip install 'miss-screen\\[service]'.
+    Needs the optional extra: pip install 'miss-screen[service]'.
 
     Example: miss-screen serve --site cases/sites/teaching-hospital.yaml
     """
-    try:
-        import uvicorn
+    require("service", "miss-screen serve")
+    import uvicorn
 
-        from engine.service.app import ServiceConfig, create_app
-    except ImportError as exc:
-        raise UsageError(
-            f"miss-screen serve needs the 'service' extra ({exc.name} is not installed): "
-            "pip install 'miss-screen[service]'"
-        ) from None
+    from engine.service.app import ServiceConfig, create_app
+
     issuers = _trusted_issuers(trusted_issuer or [])
     if issuers and not (audience or public_url):
         raise UsageError(
@@ -1573,7 +1650,8 @@ def serve(
     )
     application = create_app(config)
     shown = f"[{host}]" if ":" in host else host
-    print(f"miss-screen {__version__}: serving on http://{shown}:{port}/ (Ctrl-C stops)")
+    version = engine_package.__version__
+    print(f"miss-screen {version}: serving on http://{shown}:{port}/ (Ctrl-C stops)")
     if dev:
         print(
             "warning: --dev: unauthenticated CDS Hooks calls and the public sandbox key are "
@@ -1612,7 +1690,7 @@ def _trusted_issuers(pairs: list[str]) -> dict[str, str]:
 @handle_errors
 def rules_docs(
     out: Annotated[
-        Path, typer.Option("--out", metavar="FILE", help="Folder for the generated pages.")
+        Path, typer.Option("--out", metavar="DIR", help="Folder for the generated pages.")
     ] = Path("docs/rules"),
     rules: RulesOption = DEFAULT_RULES_DIR,
 ) -> None:
@@ -1649,7 +1727,7 @@ def schema_result() -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
-        print(f"miss-screen {__version__}")
+        print(f"miss-screen {engine_package.__version__}")
         raise typer.Exit(0)
 
 

@@ -137,8 +137,13 @@ def parse_yaml(text: str) -> YamlDocument:
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise YamlError(f"malformed YAML: {problem}", line) from None
+    except yaml.reader.ReaderError as exc:  # a control character; its str() has a second line
+        found = text.find(chr(exc.character)) if isinstance(exc.character, int) else -1
+        line = text.count("\n", 0, found) + 1 if found >= 0 else None
+        problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise YamlError(f"malformed YAML: {problem}", line) from None
     except yaml.YAMLError as exc:
-        raise YamlError(f"malformed YAML: {exc}", None) from None
+        raise YamlError(f"malformed YAML: {' '.join(str(exc).split())}", None) from None
     finally:
         loader.dispose()
     return YamlDocument(data, text)

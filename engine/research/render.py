@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from engine.models import DISCLAIMER, Verdict
-from engine.research.agree import AgreementReport
-from engine.research.diff import DiffReport
+
+if TYPE_CHECKING:  # agree needs the research extra (scipy, statsmodels); rules diff does not
+    from engine.research.agree import AgreementReport
+    from engine.research.diff import DiffReport
 
 VERDICTS = [v.value for v in Verdict]
 
