@@ -400,7 +400,9 @@ def flat_outcomes(
     )
 
 
-def _mapped(mapping: ColumnMapping, number: int, row: Mapping[str, Any]) -> CaseLike | InputError:
+def _mapped(
+    mapping: ColumnMapping, number: int, row: Mapping[str, Any]
+) -> dict[str, Any] | InputError:
     """A frame row through the mapping (unknowns first made None), or the rejection it makes."""
     try:
         return mapping.apply(

@@ -296,6 +296,10 @@ class ColumnMapping:
         kept = [c for c in columns if c not in self._consumed]
         return kept + [f for f in self.fields if f not in kept]
 
+    def read_columns(self, columns: Sequence[str]) -> list[str]:
+        """The columns of an input the mapping reads or ignores by name (the rest pass on)."""
+        return [c for c in columns if c in self._consumed]
+
     def view(
         self, columns: Sequence[str], sample: Sequence[Mapping[str, Any]]
     ) -> tuple[list[str], list[dict[str, Any]]]:
@@ -318,7 +322,7 @@ class ColumnMapping:
     ) -> list[str]:
         """The identifier guard on the columns the mapping reads (an `MRN: case_id` line does
         not let a record number through): named, since the mapping file names them."""
-        read = [c for c in columns if c in self._consumed]
+        read = self.read_columns(columns)
         return identifier_lines(source, read, sample, allowed, "read by the mapping")
 
     # --- applying it ------------------------------------------------------------------------------
