@@ -1411,14 +1411,13 @@ def rules_diff(
     site: Annotated[
         str | None, typer.Option("--site", help="Site profile for both runs.", show_default=False)
     ] = None,
-    out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
+    out: Annotated[
+        str, typer.Option("--out", help="Report file, or - for stdout.")
+    ] = "-",
     output_format: Annotated[
         ReportFormat | None,
-        typer.Option(
-            "--format",
-            help="md, html or json; default from --out (md on stdout).",
-            show_default=False,
-        ),
+        typer.Option("--format", help="md, html or json; default from --out (md on stdout).",
+                     show_default=False),
     ] = None,
     changes: Annotated[
         str | None,
@@ -1433,7 +1432,9 @@ def rules_diff(
         bool,
         typer.Option("--all-outcomes", help="List in --changes every case a rule outcome moved."),
     ] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes per run.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes per run.")
+    ] = 1,
     fail_on_change: Annotated[
         bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
     ] = False,
@@ -1495,7 +1496,9 @@ def _write_report(out: str, text: str) -> None:
 @app.command()
 @handle_errors
 def agree(
-    labels: Annotated[str, typer.Option("--labels", help="CSV: case_id and one column per rater.")],
+    labels: Annotated[
+        str, typer.Option("--labels", help="CSV: case_id and one column per rater.")
+    ],
     cohort: Annotated[
         str | None,
         typer.Option(
@@ -1509,7 +1512,16 @@ def agree(
     out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
     output_format: Annotated[
         ReportFormat | None,
-        typer.Option("--format", help="md or json; default from --out.", show_default=False),
+        typer.Option("--format", help="md, html or json; default from --out.", show_default=False),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column",
+            metavar="COLUMN",
+            help="A column the identifier guard flags wrongly; repeatable.",
+            show_default=False,
+        ),
     ] = None,
     allow_missing: Annotated[
         bool,
@@ -1522,11 +1534,9 @@ def agree(
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
     require("research", "miss-screen agree")
     from engine.research.agree import agreement
-    from engine.research.render import agree_markdown
+    from engine.research.render import agree_html, agree_markdown
 
     fmt = output_format or _report_format(out)
-    if fmt is ReportFormat.html:
-        raise UsageError("agree writes md or json")
     check_outputs([labels, *([cohort] if cohort else [])], {"--out": out})
     report = agreement(
         labels,
@@ -1538,11 +1548,16 @@ def agree(
         allow_missing=allow_missing,
         seed=seed,
         mapping=read_mapping(mapping),
+        allow_columns=frozenset(allow_column or ()),
     )
     if fmt is ReportFormat.json:
         _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")
+    elif fmt is ReportFormat.html:
+        _write_report(out, agree_html(report))
     else:
         _write_report(out, agree_markdown(report))
+    for note in report.notes:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 @app.command()

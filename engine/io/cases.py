@@ -27,6 +27,7 @@ from engine.io.deid import (
     shown_name,
     withheld_reason,
 )
+from engine.jsonsource import JsonInputError, RepeatedKeyError, loads_strict, place
 from engine.models import Case, Scalar, SiteProfile
 from engine.yamlsource import DuplicateKeyError, YamlError, parse_yaml
 
@@ -285,10 +286,9 @@ def read_text(path: str, what: str = "case", limit: int = MAX_CASE_BYTES) -> str
 def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
     """Parse YAML or JSON text that must hold one mapping of field names to values."""
     try:
-        if source.endswith(".json"):
-            data = json.loads(text, object_pairs_hook=unique_keys)
-        else:
-            data = parse_yaml(text).data
+        data = loads_strict(text) if source.endswith(".json") else parse_yaml(text).data
+    except JsonInputError as exc:
+        raise CaseInputError(source, [CaseProblem(None, json_problem(exc))]) from None
     except DuplicateKeyError as exc:
         key = shown_name(exc.key, INPUT_FIELDS)
         named = f"'{key}'" if key is not None else "(name withheld)"
@@ -313,16 +313,19 @@ def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
     return data
 
 
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json object_pairs_hook: a key given twice is an error, never silently the last value."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise DuplicateKeyError(key, None)
-            seen.add(key)
-    return found
+def json_problem(exc: JsonInputError) -> str:
+    """A refused JSON document in words: the place and the key by name only, never a value."""
+
+    def show(key: str) -> str | None:
+        return shown_name(key, INPUT_FIELDS)
+
+    if isinstance(exc, RepeatedKeyError):
+        where = f" at {place((*exc.path, exc.key or ''), show)}" if exc.path else ""
+        key = show(exc.key or "")
+        named = f"'{key}'" if key is not None else "(name withheld)"
+        return f"key {named} is given more than once{where}; give each field once"
+    where = f" at {place(exc.path, show)}" if exc.path else ""
+    return f"{exc}{where}; give a number or leave the field out"
 
 
 def read_case(path: str) -> tuple[str, dict[str, Scalar]]:

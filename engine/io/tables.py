@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from engine.dictionary import INPUT_FIELDS
 from engine.errors import UsageError
-from engine.io.deid import shown_name
+from engine.io.cases import json_problem
+from engine.jsonsource import JsonInputError, loads_strict
 
 CHUNK_ROWS = 1000
 SAMPLE_ROWS = 1000  # rows the de-identification guard looks at
@@ -286,16 +286,23 @@ class TableReader:
                 continue
             try:
                 text = line.decode("utf-8-sig")
-                value = json.loads(text)
+                value = json.loads(text, parse_constant=_non_finite)
                 # a key given twice leaves fewer keys than `":` marks: parse again to find it
                 # (the check costs far less than a hook on every row)
                 if isinstance(value, dict) and len(value) != text.count('":'):
-                    value = json.loads(text, object_pairs_hook=_unique_keys)
+                    value = loads_strict(text)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
                 yield number, RowProblem(f"not valid JSON ({message})")
-            except _RepeatedKey as exc:
-                yield number, RowProblem(str(exc))
+            except _NonFiniteRow:
+                yield (
+                    number,
+                    RowProblem(
+                        "holds NaN or Infinity, which are not JSON numbers; leave the field out"
+                    ),
+                )
+            except JsonInputError as exc:
+                yield number, RowProblem(json_problem(exc))
             except (RecursionError, ValueError):  # nested too deeply, or an integer too long
                 yield (
                     number,
@@ -339,20 +346,12 @@ class TableReader:
                     return
 
 
-class _RepeatedKey(ValueError):
-    """A JSON object that gives one key twice."""
+class _NonFiniteRow(ValueError):
+    """A JSONL row holding NaN or Infinity (found without the full strict parse)."""
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json object_pairs_hook: a key given twice makes the row a problem, never the last value."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        keys = [k for k, _ in pairs]
-        repeated = next(k for k in keys if keys.count(k) > 1)
-        shown = shown_name(repeated, INPUT_FIELDS)
-        named = f"'{shown}'" if shown is not None else "(name withheld)"
-        raise _RepeatedKey(f"key {named} is given more than once; give each field once")
-    return found
+def _non_finite(name: str) -> Any:
+    raise _NonFiniteRow(name)
 
 
 def _refuse_utf16(start: bytes, source: str) -> None:

@@ -48,6 +48,7 @@ from engine.dictionary import SETTING_FIELDS
 from engine.errors import CaseInputError
 from engine.fhir import MAX_FHIR_BYTES, fhir_to_case
 from engine.io.deid import case_id_identifier_kinds
+from engine.jsonsource import NonFiniteError, RepeatedKeyError, loads_strict
 from engine.report.docs import page_name, render_docs
 from engine.report.markdown import md
 from engine.screener import Screener
@@ -365,13 +366,13 @@ def discovery(request: Request) -> Response:
 async def _json_body(request: Request) -> Any:
     body = await request.body()
     try:
-        return json.loads(body, parse_constant=_not_json)
+        return loads_strict(body)
+    except RepeatedKeyError:
+        raise CdsError(400, "invalid", "the request body gives a key more than once") from None
+    except NonFiniteError:
+        raise CdsError(400, "invalid", "the request body holds NaN or Infinity") from None
     except (ValueError, RecursionError):
         raise CdsError(400, "invalid", "the request body is not JSON") from None
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError("NaN and Infinity are not JSON")
 
 
 def _validation_error(exc: ValidationError | RequestValidationError, what: str) -> CdsError:
