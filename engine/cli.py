@@ -108,6 +108,7 @@ from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
 from engine.screener import Screener
+from engine.service.limits import Limits
 
 if TYPE_CHECKING:
     from engine.batch.summary import BatchSummary
@@ -761,6 +762,16 @@ def batch(
         ),
     ] = None,
     mapping: MapOption = None,
+    pseudonymise_ids: Annotated[
+        str | None,
+        typer.Option(
+            "--pseudonymise-ids",
+            metavar="KEYFILE",
+            help="Replace each case id by a keyed hash (p-...), the key kept in KEYFILE "
+            "(created, mode 0600, if absent): for ids that are dates, phone numbers, names.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -782,6 +793,7 @@ def batch(
         run_batch,
     )
     from engine.batch.worker import Detail, OutputFormat
+    from engine.io.pseudonymise import load_key
     from engine.io.tables import InputFormat
 
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
@@ -804,6 +816,7 @@ def batch(
             "--summary": summary,
             "--report": report,
             "--detail ids (OUT.rules.json)": rules_path,
+            "--pseudonymise-ids": pseudonymise_ids,  # the key: never read as data, never replaced
         },
     )
     ruleset = load_ruleset(rules)
@@ -823,6 +836,7 @@ def batch(
         report=report,
         detail=detail_level,
         mapping=read_mapping(mapping),
+        pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
     )
     progress_style = (
         "none"
@@ -1633,6 +1647,53 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=1,
+            help="Connections open at once; a new one closes the oldest that waits on its client "
+            "(lowered to what the open-file limit allows).",
+        ),
+    ] = Limits().max_connections,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0.1,
+            help="Time for a request's line and headers; then the connection is closed (408).",
+        ),
+    ] = Limits().header_timeout,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0.1,
+            help="Time for a request's body once its headers are in; then it is closed (408).",
+        ),
+    ] = Limits().body_timeout,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=1024,
+            help="Size of a request's line and headers together; larger is refused (431).",
+        ),
+    ] = Limits().max_header_bytes,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(metavar="N", min=1, help="Size of a request body; larger is refused (413)."),
+    ] = Limits().max_body_bytes,
+    forwarded_allow_ips: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            metavar="ADDR",
+            help="A reverse proxy (IP address or network) whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed; repeat for several. Default: none, they are ignored.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form (/) and the CDS Hooks service (/cds-services) on one Screener.
 
@@ -1641,9 +1702,8 @@ def serve(
     Example: miss-screen serve --site cases/sites/teaching-hospital.yaml
     """
     require("service", "miss-screen serve")
-    import uvicorn
-
     from engine.service.app import ServiceConfig, create_app
+    from engine.service.server import listen, run
 
     issuers = _trusted_issuers(trusted_issuer or [])
     if issuers and not (audience or public_url):
@@ -1662,11 +1722,16 @@ def serve(
         trusted_issuers=issuers,
         audiences=tuple(audience or ()),
         public_url=public_url,
+        max_body_bytes=max_body_bytes,
     )
+    limits = Limits(max_connections, header_timeout, body_timeout, max_header_bytes, max_body_bytes)
+    proxies = _proxies(forwarded_allow_ips or [])
     application = create_app(config)
+    listener = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
+    bound = listener.getsockname()[1]
     version = engine_package.__version__
-    print(f"miss-screen {version}: serving on http://{shown}:{port}/ (Ctrl-C stops)")
+    print(f"miss-screen {version}: serving on http://{shown}:{bound}/ (Ctrl-C stops)")
     if dev:
         print(
             "warning: --dev: unauthenticated CDS Hooks calls and the public sandbox key are "
@@ -1680,7 +1745,22 @@ def serve(
             "is refused (401) until an issuer is trusted (or --dev, never with patient data)",
             file=sys.stderr,
         )
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    run(application, listener, limits, proxies)
+
+
+def _proxies(given: list[str]) -> list[str]:
+    """--forwarded-allow-ips values (repeated or comma-separated): addresses or networks."""
+    import ipaddress
+
+    proxies = [item.strip() for value in given for item in value.split(",") if item.strip()]
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise UsageError(
+                f"--forwarded-allow-ips: {proxy!r} is not an IP address or network"
+            ) from None
+    return proxies
 
 
 def _trusted_issuers(pairs: list[str]) -> dict[str, str]:

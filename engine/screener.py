@@ -33,6 +33,7 @@ from engine.errors import CaseInputError, CaseProblem, UsageError
 from engine.evaluate.base import Evaluator
 from engine.io.cases import check_site, read_site, validate_case
 from engine.io.deid import case_id_identifier_kinds
+from engine.io.pseudonymise import load_key, pseudonymise_row
 from engine.mapping import ColumnMapping, load_mapping
 from engine.models import (
     Result,
@@ -312,6 +313,7 @@ class Screener:
         *,
         ignore: Sequence[str] = (),
         mapping: str | Path | Mapping[str, Any] | ColumnMapping | None = None,
+        pseudonymise_ids: str | Path | None = None,
     ) -> Any:
         """Screen every row of a pandas or polars DataFrame; a DataFrame of the same library.
 
@@ -321,7 +323,9 @@ class Screener:
         back. NaN, None, pd.NA and empty strings are unknown. `ignore`: input columns that are
         not case fields (a site name, a free-text note), left out of screening. `mapping`: a
         mapping file (docs/mapping.md) as a path or the same structure as a dict, applied to
-        each row first, as `batch --map` does.
+        each row first, as `batch --map` does. `pseudonymise_ids`: a key file, as `batch
+        --pseudonymise-ids` takes (created if absent): each case_id (after the mapping) is
+        replaced by its keyed pseudonym before it is checked.
         """
         import pyarrow as pa
 
@@ -332,10 +336,14 @@ class Screener:
         skipped = frozenset(ignore)
         if skipped:
             rows = [{k: v for k, v in row.items() if k not in skipped} for row in rows]
-        cases: list[CaseLike | InputError] = list(rows)
+        mapped: list[dict[str, Any] | InputError] = list(rows)
         if mapping is not None:
             mapper = mapping if isinstance(mapping, ColumnMapping) else load_mapping(mapping)
-            cases = [_mapped(mapper, number, row) for number, row in enumerate(rows)]
+            mapped = [_mapped(mapper, number, row) for number, row in enumerate(rows)]
+        if pseudonymise_ids is not None:  # after the mapping, which may name the case_id
+            key = load_key(str(pseudonymise_ids))
+            mapped = [m if isinstance(m, InputError) else pseudonymise_row(key, m) for m in mapped]
+        cases: list[CaseLike | InputError] = list(mapped)
         columns: dict[str, list[str | None]] = {name: [] for name in FRAME_COLUMNS}
         for case_id, decided in self._decided(enumerate(cases), "<frame>"):
             for name, value in zip(FRAME_COLUMNS, self._frame_row(case_id, decided), strict=True):

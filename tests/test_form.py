@@ -425,6 +425,34 @@ def test_no_value_that_could_identify_someone_is_echoed(
     assert "withheld" in response.text or "unknown field" in response.text
 
 
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+    "name", ["mrn0012345", "john_smith", "patient_name", "age_years1961", "Mary Major", "nhs_no"]
+)
+def test_an_unknown_field_name_that_could_be_data_is_never_echoed(
+    client: TestClient, name: str
+) -> None:
+    """A hand-made post's field names may be values (issue 26: `mrn0012345` was echoed)."""
+    response = post(client, {**DISC, name: "1"})
+    assert response.status_code == 422
+    assert name not in response.text
+    assert name.replace(" ", "+") not in response.text
+    assert "unknown field (name withheld: it may be data)" in response.text
+    assert "Your answers" in response.text  # the page, with the answers kept
+    assert Page(response.text).value_of("diagnosis") == "disc_herniation"
+
+
+def test_an_unknown_field_name_close_to_a_field_is_shown_with_the_hint(
+    client: TestClient,
+) -> None:
+    response = post(client, {**DISC, "slip_pct": "20", "mrn0012345": "1", "x99": "2"})
+    assert response.status_code == 422
+    text = response.text.replace("&#39;", "'")
+    assert "unknown field 'slip_pct'; did you mean 'slip_percent'?" in text
+    assert "2 unknown fields (names withheld: they may be data)" in text
+    assert "mrn0012345" not in text
+
+
 def test_a_field_given_twice_is_refused_never_the_last_one_wins(client: TestClient) -> None:
     body = "&".join(f"{k}={v}" for k, v in DISC.items())
     body += "&cauda_equina_syndrome=true&cauda_equina_syndrome=false"

@@ -479,3 +479,46 @@ def test_typed_parquet_and_two_workers_map_as_csv_does(tmp_path: Path) -> None:
     with out.open(encoding="utf-8") as handle:
         assert [row["verdict"] for row in csv.DictReader(handle)] == from_csv
     assert "screened 2180 + rejected 0" in result.stderr
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(300)
+def test_ids_a_mapping_names_are_pseudonymised_after_it(tmp_path: Path) -> None:
+    """--pseudonymise-ids hashes the case_id the mapping gives (here from `Study`), in batch
+    and in screen_frame alike; a row the mapping refuses lists no id as it was read."""
+    cohort, mapping = tmp_path / "export.csv", tmp_path / "map.yaml"
+    rows = [f"{line}," for line in SMALL_EXPORT.splitlines()[1:]]
+    rows.append("S-4,1,M80.08XA,L4-L5,N")  # the code says osteoporosis, the column no
+    cohort.write_text("\n".join(["Study,Gender,Dx,Level,Osteo", *rows]) + "\n")
+    mapping.write_text(SMALL_MAP + "  Osteo: {field: osteoporosis, values: {'N': false}}\n")
+    key, out = tmp_path / "key", tmp_path / "out.csv"
+    result = runner.invoke(
+        app,
+        [
+            "batch",
+            str(cohort),
+            "--map",
+            str(mapping),
+            "--out",
+            str(out),
+            "--pseudonymise-ids",
+            str(key),
+            "--workers",
+            "1",
+            "--progress",
+            "none",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    with out.open(encoding="utf-8") as handle:
+        ids = [row["case_id"] for row in csv.DictReader(handle)]
+    assert len(ids) == 3
+    assert all(i.startswith("p-") for i in ids)
+    errors = (tmp_path / "out.csv.errors.jsonl").read_text()
+    assert '"case_id": null' in errors
+    assert "S-4" not in errors
+    frame = pd.read_csv(cohort, dtype=str, keep_default_na=False)
+    screened = Screener.load(engine="reference").screen_frame(
+        frame, mapping=mapping, pseudonymise_ids=key
+    )
+    assert list(screened["case_id"][:3]) == ids

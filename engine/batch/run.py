@@ -79,6 +79,7 @@ class BatchOptions:
     report: str | None = None
     detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
     mapping: ColumnMapping | None = None  # --map: applied to every raw row before validation
+    pseudonym_key: bytes | None = None  # --pseudonymise-ids (engine/io/pseudonymise.py)
 
     @property
     def rules_path(self) -> str | None:
@@ -113,18 +114,20 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     ignored: set[str] = set()
     for reader in readers:
         columns, sample = reader.columns, reader.sample()
+        # pseudonymised ids are checked by the workers, after hashing
+        allowed = options.allow_columns | ({"case_id"} if options.pseudonym_key else set())
         if options.mapping is not None:
+            if options.pseudonym_key:
+                allowed |= set(options.mapping.sources_of("case_id"))
             problems.extend(
-                options.mapping.identifier_problems(
-                    reader.source, columns, sample, options.allow_columns
-                )
+                options.mapping.identifier_problems(reader.source, columns, sample, allowed)
             )
             columns, sample = options.mapping.view(columns, sample)
         found, unknown = column_problems(
             reader.source,
             columns,
             sample,
-            options.allow_columns,
+            allowed,
             ignore_unknown=options.ignore_unknown_columns,
         )
         problems.extend(found)
@@ -254,6 +257,7 @@ class BatchRun:
             ignored_columns=frozenset(self.ignored),
             detail=options.detail,
             mapping=options.mapping,
+            pseudonym_key=options.pseudonym_key,
         )
         # every output is created now, before any screening: a folder that cannot take them
         # fails the run at once

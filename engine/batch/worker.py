@@ -40,6 +40,7 @@ from engine.errors import CaseInputError, UserError
 from engine.io.cases import validate_case
 from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
+from engine.io.pseudonymise import pseudonymise_chunk, pseudonymise_row
 from engine.io.tables import Chunk, Row, RowProblem
 from engine.mapping import ColumnMapping
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
@@ -107,6 +108,7 @@ class WorkerConfig:
     in_process: bool = False
     detail: Detail = Detail.full
     mapping: ColumnMapping | None = None
+    pseudonym_key: bytes | None = None  # --pseudonymise-ids: case ids hashed before any check
 
 
 @dataclass
@@ -303,6 +305,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             f"{config.ruleset_sha256[:12]} when it started, {ruleset.sha256[:12]} now); "
             "no output was kept: run it again"
         )
+    if config.pseudonym_key is not None and config.mapping is None:  # else after mapping
+        chunk = pseudonymise_chunk(config.pseudonym_key, chunk)
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
     rows = _checked_rows(chunk, config.ignored_columns, config.mapping)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
@@ -317,8 +321,12 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                 row = config.mapping.apply(row, chunk.source, number)
             except CaseInputError as exc:
                 problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
-                reject(result, chunk.source, number, exc.case_id, problems)
+                # an id to be pseudonymised is never listed as it was read
+                listed = None if config.pseudonym_key is not None else exc.case_id
+                reject(result, chunk.source, number, listed, problems)
                 continue
+            if config.pseudonym_key is not None:
+                row = pseudonymise_row(config.pseudonym_key, row)
         raw = (
             {k: v for k, v in row.items() if k not in config.ignored_columns}
             if config.ignored_columns

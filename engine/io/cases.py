@@ -21,7 +21,7 @@ from engine.dictionary import (
 from engine.errors import CaseInputError, CaseProblem
 from engine.io.deid import (
     case_id_identifier_kinds,
-    kind_words,
+    identifier_id_message,
     showable,
     shown_case_id,
     shown_name,
@@ -97,12 +97,8 @@ def validate_case(
         problems.extend(_problem(err) for err in exc.errors())
     else:
         kinds = case_id_identifier_kinds(str(clean["case_id"]))
-        if kinds:  # a valid id in form, but shaped like a date or a phone number: not anonymised
-            message = (
-                f"looks like {kind_words(kinds)}, not an anonymised id (value withheld); "
-                "use a study code such as S-0193"
-            )
-            problems.append(CaseProblem("case_id", message))
+        if kinds:  # a valid id in form, but an identifier: a date, a phone number, a name...
+            problems.append(CaseProblem("case_id", identifier_id_message(kinds)))
     if problems:
         case_id = shown_case_id(raw.get("case_id"))
         raise CaseInputError(source, problems, row=row, case_id=case_id)
@@ -137,6 +133,10 @@ def _problem(err: Any) -> CaseProblem:
     if spec is not None and spec.values and isinstance(value, str) and len(value) <= 100:
         hint = _enum_hint(value, spec.values)
     shown = _show(value, name, spec.values if spec else ())
+    if name == "case_id" and shown is None and isinstance(value, str | int):
+        kinds = case_id_identifier_kinds(str(value)[:4096])  # a YAML or JSON integer too
+        if kinds:  # not an id in form, and an identifier: say how to pseudonymise it
+            return CaseProblem(name, f"the value given {words}; {identifier_id_message(kinds)}")
     if shown is None:  # the row is still refused: field and reason named, value withheld
         return CaseProblem(
             name, f"the value given {words}{expected}{hint} ({withheld_reason(value)})"

@@ -296,6 +296,11 @@ class ColumnMapping:
         kept = [c for c in columns if c not in self._consumed]
         return kept + [f for f in self.fields if f not in kept]
 
+    def sources_of(self, name: str) -> list[str]:
+        """The columns that feed a field by name (`Record ID: case_id`), in precedence order."""
+        direct = [column for column, field in self._renames if field == name]
+        return direct + [s.column for s in self._sources if s.spec.field == name]
+
     def read_columns(self, columns: Sequence[str]) -> list[str]:
         """The columns of an input the mapping reads or ignores by name (the rest pass on)."""
         return [c for c in columns if c in self._consumed]

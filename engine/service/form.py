@@ -12,6 +12,7 @@ decided here.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -36,7 +37,7 @@ from engine.dictionary import (
     FieldType,
 )
 from engine.errors import CaseInputError, CaseProblem
-from engine.io.deid import showable
+from engine.io.deid import showable, shown_name
 from engine.models import DISCLAIMER, Finding, Result, Scalar, evidence_label
 from engine.report.case_html import render_case_html, source_link
 from engine.report.text import (
@@ -151,10 +152,25 @@ def widget(spec: FieldSpec, value: str = "", error: str | None = None) -> Widget
 @dataclass
 class Posted:
     """What one post of the form carries: the texts given per field, and problems found
-    before validation (a field given twice, a form too large)."""
+    before validation (a field given twice, a form too large, names that may be data)."""
 
     texts: dict[str, str] = field(default_factory=dict)
     problems: list[CaseProblem] = field(default_factory=list)
+    withheld: set[str] = field(default_factory=set)  # unknown names never shown nor validated
+
+
+def shown_field_name(name: str) -> bool:
+    """Whether an unknown posted field name may be echoed in an error.
+
+    This form posts only dictionary names; any other comes from a hand-made post and may be a
+    value (`mrn0012345`). It is shown only as the typo of a field ('slip_pct' for
+    'slip_percent'): close to a dictionary name, without a digit, and shaped like a field name
+    for engine/io/deid.py (`shown_name`)."""
+    return (
+        not any(c.isdigit() for c in name)
+        and shown_name(name, INPUT_FIELDS) is not None
+        and bool(difflib.get_close_matches(name.lower(), INPUT_FIELDS, 1, 0.6))
+    )
 
 
 def read_post(form: FormData) -> Posted:
@@ -164,6 +180,9 @@ def read_post(form: FormData) -> Posted:
     for name, item in form.multi_items():
         text = item if isinstance(item, str) else ""
         if name == "case_id":  # fixed: no identifier is ever taken from the form
+            continue
+        if name not in FIELDS_BY_NAME and not shown_field_name(name):
+            posted.withheld.add(name)
             continue
         text = text.strip()
         if name in posted.texts and posted.texts[name] != text:
@@ -223,6 +242,17 @@ def screen_post(screener: Screener, posted: Posted) -> Screened:
             result = screener.screening(case_id, values, source=SOURCE).result
         except CaseInputError as exc:
             problems = list(exc.problems)
+    if posted.withheld:  # never screened with a field left out
+        result = None
+        count = len(posted.withheld)
+        problems.append(
+            CaseProblem(
+                None,
+                "unknown field (name withheld: it may be data)"
+                if count == 1
+                else f"{count} unknown fields (names withheld: they may be data)",
+            )
+        )
     errors: dict[str, str] = {}
     general: list[str] = []
     for problem in problems:
