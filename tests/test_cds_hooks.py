@@ -234,15 +234,15 @@ def test_detail_orders_red_flags_then_findings_with_evidence_then_ranked_questio
     assert result.findings
     red = detail.index("**Red flags not yet excluded**")
     findings = detail.index("**Findings**")
-    questions = detail.index("**Questions that could change the verdict**")
+    questions = detail.index("**Questions that decide the verdict**")
     disclaimer = detail.index("never an order to operate")
     assert red < findings < questions < disclaimer
     for finding in result.findings:  # each with its CEBM label as the text report shows it
         assert f"`{finding.rule_id}`" in detail
     assert re.search(r"\\\[(RCT|cohort study|case series) · level \d\\\]", detail)
     assert "source: " in detail
-    ranked = [detail.index(f"`{name}`", questions) for name in result.next_questions]
-    assert ranked == sorted(ranked)  # ranked as next_questions ranks them
+    ranked = [detail.index(f"`{name}`", questions) for name in result.deciding_questions]
+    assert ranked == sorted(ranked)  # ranked as deciding_questions ranks them
     assert "Author notes" not in detail
 
 
@@ -308,7 +308,7 @@ def coded_request(*codings: tuple[str, str], hook: str = "order-select") -> dict
 
 
 def _questions(card: dict[str, Any]) -> str:
-    return card["detail"].split("**Questions that could change the verdict**", 1)[-1]
+    return card["detail"].split("**Questions that decide the verdict**", 1)[-1]
 
 
 @pytest.mark.parametrize("service_id", sorted(SERVICES))
@@ -339,7 +339,7 @@ def test_a_generic_snomed_spine_code_gets_a_card_asking_for_the_procedure(dev: T
     request = coded_request((SNOMED, "392236004"))  # Operative procedure on spinal structure
     assert "planned_procedure" not in _mapped_case(request)
     card = card_of(dev.post(URL, json=request))
-    assert "`planned_procedure`" in _questions(card)
+    assert "Planned procedure" in _questions(card)  # asked by its label
 
 
 @pytest.mark.parametrize(

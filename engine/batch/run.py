@@ -30,6 +30,7 @@ from engine.batch.summary import (
     FieldMissingness,
     InputStamp,
     MappingStamp,
+    NormalisedValues,
     Reconciliation,
     RejectedExample,
     RuleCounts,
@@ -73,7 +74,10 @@ class BatchOptions:
     site: SiteProfile = field(default_factory=dict)
     input_format: InputFormat | None = None
     allow_columns: frozenset[str] = frozenset()
-    ignore_unknown_columns: bool = False
+    ignore_unknown_columns: bool = True  # listed once and skipped; False: --strict-columns
+    delimiter: str | None = None  # CSV: sniffed from the header line when None
+    encoding: str | None = None  # CSV: UTF-8, else cp1252/latin-1 (said once) when None
+    sheet: str | None = None  # .xlsx: the first sheet when None
     executor: str = "local"
     summary: str | None = None
     report: str | None = None
@@ -109,7 +113,16 @@ def estimate_total_rows(options: BatchOptions) -> tuple[int, bool] | None:
 
 def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     """Open every input and refuse identifiers, derived or unknown columns before screening."""
-    readers = [TableReader(p, detect_format(p, options.input_format)) for p in options.inputs]
+    readers = [
+        TableReader(
+            p,
+            detect_format(p, options.input_format),
+            delimiter=options.delimiter,
+            encoding=options.encoding,
+            sheet=options.sheet,
+        )
+        for p in options.inputs
+    ]
     problems: list[str] = []
     ignored: set[str] = set()
     for reader in readers:
@@ -171,7 +184,10 @@ class Totals:
     missing: collections.Counter[str] = field(default_factory=collections.Counter)
     blocks: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected_by_field: collections.Counter[str] = field(default_factory=collections.Counter)
+    normalised: collections.Counter[str] = field(default_factory=collections.Counter)
+    normalised_examples: dict[str, str] = field(default_factory=dict)
     insufficient_only_site: int = 0
+    decided_with_cautions_open: int = 0
     subgroups: collections.Counter[tuple[str, str, str]] = field(
         default_factory=collections.Counter
     )
@@ -184,6 +200,7 @@ class Totals:
                 RejectedExample(field=error["field"], row=error["row"], reason=error["reason"])
             )
         self.insufficient_only_site += result.insufficient_only_site
+        self.decided_with_cautions_open += result.decided_with_cautions_open
         self.rows += result.rows
         self.screened += result.screened
         self.rejected += result.rejected
@@ -192,6 +209,9 @@ class Totals:
         self.missing.update(result.missing)
         self.blocks.update(result.blocks)
         self.rejected_by_field.update(result.rejected_by_field)
+        self.normalised.update(result.normalised)
+        for name, example in result.normalised_examples.items():
+            self.normalised_examples.setdefault(name, example)
 
 
 class DuplicateFinder:
@@ -414,10 +434,15 @@ def build_summary(
         attrition=attrition,
         missingness=missingness,
         rejected_by_field=dict(sorted(totals.rejected_by_field.items())),
+        normalised_values={
+            name: NormalisedValues(count=count, example=totals.normalised_examples.get(name))
+            for name, count in sorted(totals.normalised.items())
+        },
         duplicates=duplicates,
         ignored_columns=ignored,
         disclaimer=DISCLAIMER,
         insufficient_only_site=totals.insufficient_only_site,
+        decided_with_cautions_open=totals.decided_with_cautions_open,
         subgroups=subgroup_table(totals.subgroups, screened),
         rejected_examples=totals.rejected_examples,
     )
