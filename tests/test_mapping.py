@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from engine.batch.run import BatchOptions, run_batch
 from engine.batch.worker import OutputFormat
 from engine.cli import app
-from engine.errors import CaseInputError
+from engine.errors import CaseInputError, UsageError
 from engine.mapping import MappingError, load_mapping
 from engine.screener import Screener
 from engine.synth import registry
@@ -522,3 +522,18 @@ def test_ids_a_mapping_names_are_pseudonymised_after_it(tmp_path: Path) -> None:
         frame, mapping=mapping, pseudonymise_ids=key
     )
     assert list(screened["case_id"][:3]) == ids
+
+
+@pytest.mark.hostile
+def test_screen_frame_checks_the_mapped_columns_and_guards_the_names_it_reads() -> None:
+    screener = Screener.load(engine="reference")
+    frame = pd.DataFrame([{"Study": "S-1", "Gender": "1", "Surgeon grade": "Fellow"}])
+    mapping = {"columns": {"Study": "case_id", "Gender": {"field": "sex", "values": {"1": "male"}}}}
+    out = screener.screen_frame(frame, mapping=mapping)
+    assert out.loc[0, "case_id"] == "S-1"
+    assert pd.isna(out.loc[0, "rejected"])
+    assert out.attrs["ignored_columns"] == ["Surgeon grade"]
+    with pytest.raises(UsageError, match="look like direct identifiers"):
+        screener.screen_frame(
+            pd.DataFrame([{"MRN": "S-1"}]), mapping={"columns": {"MRN": "case_id"}}
+        )
