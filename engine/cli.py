@@ -114,6 +114,7 @@ if TYPE_CHECKING:
     from engine.batch.summary import BatchSummary
     from engine.batch.worker import OutputFormat
     from engine.derive import Facts
+    from engine.mapping import ColumnMapping
 
 DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
@@ -324,6 +325,25 @@ SiteOption = Annotated[
         show_default=False,
     ),
 ]
+MapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--map",
+        metavar="FILE",
+        help="Mapping file (YAML): the export's columns, codes and units as fields "
+        "(docs/mapping.md; `miss-screen inspect --write-map` drafts one).",
+        show_default=False,
+    ),
+]
+
+
+def read_mapping(path: str | None) -> ColumnMapping | None:
+    """The `--map` file, loaded and checked (None without the option)."""
+    if path is None:
+        return None
+    from engine.mapping import load_mapping
+
+    return load_mapping(path)
 
 
 @app.command()
@@ -778,6 +798,7 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    mapping: MapOption = None,
     pseudonymise_ids: Annotated[
         str | None,
         typer.Option(
@@ -856,6 +877,7 @@ def batch(
         summary=summary,
         report=report,
         detail=detail_level,
+        mapping=read_mapping(mapping),
         pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
     )
     progress_style = (
@@ -899,6 +921,79 @@ def batch(
         )
     if not rec.balanced:
         raise RuntimeError("reconciliation does not balance: rows were lost")
+
+
+class InspectFormat(StrEnum):
+    text = "text"
+    json = "json"
+    html = "html"
+
+
+@app.command()
+@handle_errors
+def inspect(
+    cohort: Annotated[str, typer.Argument(help="Cohort file (CSV, JSONL, Parquet).")],
+    write_map: Annotated[
+        str | None,
+        typer.Option(
+            "--write-map",
+            metavar="FILE",
+            help="Write a draft mapping file (YAML) to edit, then use with batch --map.",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        InspectFormat, typer.Option("--format", help="Report on stdout: text, json or html.")
+    ] = InspectFormat.text,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    input_format: Annotated[
+        InputFormatOption | None,
+        typer.Option(
+            "--input-format",
+            help="Override the format taken from the extension.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column",
+            metavar="COLUMN",
+            help="A column the identifier guard flags wrongly; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Scan a cohort before screening it: what each column maps to and how its values place.
+
+    Example: miss-screen inspect export.csv --write-map mapping.yaml
+    """
+    from engine.io.tables import InputFormat
+    from engine.mapping.inspect import draft_mapping, render_html, render_text, scan
+
+    if cohort == "-":
+        raise UsageError("inspect reads a file, not standard input")
+    if write_map is not None:
+        check_outputs([cohort], {"--write-map": write_map})
+    report = scan(
+        cohort,
+        load_ruleset(rules),
+        input_format=InputFormat(input_format.value) if input_format else None,
+        allowed=frozenset(allow_column or []),
+    )
+    if output_format is InspectFormat.json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+    elif output_format is InspectFormat.html:
+        sys.stdout.write(render_html(report))
+    else:
+        sys.stdout.write(render_text(report))
+    if write_map is not None:
+        from engine.batch.writers import write_text_atomically
+
+        write_text_atomically(write_map, draft_mapping(report))
+        stderr.print(
+            f"wrote a draft mapping to {write_map}; check it, then: batch --map {write_map}"
+        )
 
 
 def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
@@ -1406,6 +1501,7 @@ def rules_diff(
     fail_on_change: Annotated[
         bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
     ] = False,
+    mapping: MapOption = None,
 ) -> None:
     """Screen a cohort with two rule sets and report what changed, rule by rule and case by case."""
     from engine.research.diff import diff_cohort
@@ -1423,6 +1519,7 @@ def rules_diff(
         workers=workers,
         changes_out=changes,
         all_outcome_changes=all_outcomes,
+        mapping=read_mapping(mapping),
     )
     if fmt is ReportFormat.json:
         text = json.dumps(report.as_json(), indent=2) + "\n"
@@ -1495,6 +1592,7 @@ def agree(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 2026,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+    mapping: MapOption = None,
 ) -> None:
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
     require("research", "miss-screen agree")
@@ -1512,6 +1610,7 @@ def agree(
         workers=workers,
         allow_missing=allow_missing,
         seed=seed,
+        mapping=read_mapping(mapping),
         allow_columns=frozenset(allow_column or ()),
     )
     if fmt is ReportFormat.json:

@@ -30,6 +30,7 @@ from engine.batch.worker import FLAT_COLUMNS, OutputFormat
 from engine.batch.writers import FORMULA_START, AtomicPath
 from engine.errors import UsageError
 from engine.io.deid import escape_text
+from engine.mapping import ColumnMapping
 from engine.models import SiteProfile, Verdict
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -368,6 +369,7 @@ def diff_cohort(
     all_outcome_changes: bool = False,
     repo: Path | None = None,
     examples: int = 20,
+    mapping: ColumnMapping | None = None,
 ) -> DiffReport:
     """Screen `cohort` with both rule sets and compare them row by row.
 
@@ -395,6 +397,7 @@ def diff_cohort(
                     errors=str(Path(work) / f"{name}.errors.jsonl"),
                     workers=workers,
                     site=site or {},
+                    mapping=mapping,
                 )
                 summaries.append(run_batch(options, rules))
             report = DiffReport(
