@@ -1382,6 +1382,8 @@ def rules_diff(
     else:
         text = diff_markdown(report)
     _write_report(out, text)
+    for warning in report.version_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     stderr.print(
         f"verdict changed in {report.changed} of {report.compared} rows "
         f"({report.share_changed} %); rule outcomes moved in {report.outcome_changed}"
