@@ -2,21 +2,23 @@
 
 The sha256 pins below were computed with the generator before it was split per diagnosis (one
 469-line function, the tables in code) and again after: any change to a number, to the order of
-mix.yaml or to the order of the draws changes them. They depend on numpy's PCG64 stream and its
-uniform and normal draws, which numpy keeps stable; if a numpy upgrade alone breaks them, say so
-in the commit that updates them.
+mix.yaml or to the order of the draws changes them. Filling the SLIC fields (issue 29) changed
+them once, and only them: the late draws keep every other value (a test below holds this). They
+depend on numpy's PCG64 stream and its uniform and normal draws, which numpy keeps stable; if a
+numpy upgrade alone breaks them, say so in the commit that updates them.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 from pathlib import Path
 
 import pytest
 
 from engine import synth
-from engine.synth.diagnoses import check_against_generators
+from engine.synth.diagnoses import GENERATORS, check_against_generators
 from engine.synth.mix import MIX_FILE, MixError, parse_mix
 from tests.conftest import RULESET
 
@@ -33,7 +35,7 @@ PINNED = [
         0.05,
         0.01,
         "csv",
-        "1301fc24fad0b478ea98765f9ec09bfc86b15c8ccf38e4aef69f712539456c69",
+        "db86d2980abcab28a5f6c1546f8efed7a670f3eb7d2194b5e0178fb7ca987773",
     ),
     (
         11,
@@ -41,7 +43,7 @@ PINNED = [
         0.3,
         0.05,
         "jsonl",
-        "f3c79755f2e6e31d5ca7bec9907f316d5fad618662c3c14998f1e945aced0093",
+        "26ce93c1da979f80a9e0a512e5a2b32762110a8abedd7f866cff9cd445bc5385",
     ),
     # more than CHUNK_ROWS: the second chunk's stream too
     (
@@ -50,7 +52,7 @@ PINNED = [
         0.05,
         0.01,
         "csv",
-        "4e67d90dce7749b182b145eb03303bc500ad406212bdee9ff939a4682ddf9e1f",
+        "8cf445edfcac6f68815f20cf83c6386208c102ecf260f519d68802e95393934a",
     ),
 ]
 
@@ -65,6 +67,23 @@ def test_the_same_arguments_give_the_same_bytes_as_before(
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
 
 
+def test_late_fields_leave_every_other_value_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fields drawn by a generator's `late` step come from a stream of their own: without them
+    the rows are the rows seeds gave before they were added, value for value."""
+    with_late = list(synth.generate_rows(3000, 5, missing=0.2, corrupt=0.02))
+    late = {name for name, g in GENERATORS.items() if g.late is not None}
+    assert late == {"fracture"}
+    for name in late:
+        monkeypatch.setitem(GENERATORS, name, dataclasses.replace(GENERATORS[name], late=None))
+    without = list(synth.generate_rows(3000, 5, missing=0.2, corrupt=0.02))
+    slic = [name for name in with_late[0] if name.startswith("slic_")]
+    assert any(row[name] is not None for row in with_late for name in slic)
+    for a, b in zip(with_late, without, strict=True):
+        assert {k: v for k, v in a.items() if k not in slic} == {
+            k: v for k, v in b.items() if k not in slic
+        }
+
+
 def _csv(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -72,8 +91,9 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.timeout(60)
 def test_the_bundled_cohort_is_seed_2026_regenerated(tmp_path: Path) -> None:
-    """README: `miss-screen synth 500 --seed 2026`. The bundled file predates the SLIC columns,
-    which synth never fills; every column it has is regenerated exactly."""
+    """README: `miss-screen synth 500 --seed 2026`. The bundled file predates the SLIC columns
+    (drawn from a stream of their own since, so no other value moved); every column it has is
+    regenerated exactly."""
     fresh = tmp_path / "cohort.csv"
     synth.write_cohort(fresh, 500, 2026)
     bundled, regenerated = _csv(BUNDLED), _csv(fresh)
@@ -82,16 +102,22 @@ def test_the_bundled_cohort_is_seed_2026_regenerated(tmp_path: Path) -> None:
     assert kept == [name for name in regenerated[0] if name in kept]  # same order
     for old, new in zip(bundled, regenerated, strict=True):
         assert old == {name: new[name] for name in kept}
-        assert all(new[name] == "" for name in new if name not in kept)
+    assert [name for name in regenerated[0] if name not in kept] == [
+        "slic_morphology",
+        "slic_dlc",
+        "slic_neuro",
+        "slic_cord_compression",
+        "slic_score",
+    ]
 
 
 def test_score_points_are_the_rule_sets() -> None:
-    """A TLICS or SINS total the generator supplies is the sum the derived rules compute."""
+    """A TLICS, SINS or SLIC total the generator supplies is the sum the derived rules compute."""
     scores = synth.load_mix().scores
     derived = RULESET.derived_by_field
     rules_points = {
         name: points
-        for total in ("tlics_score_derived", "sins_score_derived")
+        for total in ("tlics_score_derived", "sins_score_derived", "slic_score_derived")
         for name, points in derived[total].points
     }
     assert scores == rules_points
