@@ -554,7 +554,7 @@ def read_screen_case(
 ) -> tuple[str, dict[str, Scalar], str]:
     """A case from a file, stdin or --set pairs; --set values override the file's."""
     if case_file is None:
-        case_id, values = validate_case(parse_set_options(set_values), "--set", typed=True)
+        case_id, values = validate_case(parse_set_options(set_values), "--set")
         return case_id, values, "--set"
     source = "<stdin>" if case_file == "-" else case_file
     case_id, values = read_case(case_file)
@@ -562,7 +562,7 @@ def read_screen_case(
         overrides = parse_set_options(set_values)
         if overrides["case_id"] == "cli-case":
             overrides["case_id"] = case_id
-        case_id, values = validate_case({**values, **overrides}, f"{source} with --set", typed=True)
+        case_id, values = validate_case({**values, **overrides}, f"{source} with --set")
     return case_id, values, source
 
 
@@ -628,6 +628,7 @@ class InputFormatOption(StrEnum):
     csv = "csv"
     jsonl = "jsonl"
     parquet = "parquet"
+    xlsx = "xlsx"
 
 
 class DetailOption(StrEnum):
@@ -726,9 +727,45 @@ def batch(
         typer.Option(
             "--ignore-unknown-columns",
             metavar="",
-            help="Skip columns the data dictionary does not know.",
+            help="Skip columns the data dictionary does not know (the default; listed once).",
         ),
     ] = False,
+    strict_columns: Annotated[
+        bool,
+        typer.Option(
+            "--strict-columns",
+            metavar="",
+            help="Refuse an input with columns the data dictionary does not know.",
+        ),
+    ] = False,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter",
+            metavar="CHAR",
+            help="CSV delimiter: , ; or tab (default: taken from the header line).",
+            show_default=False,
+        ),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            metavar="NAME",
+            help="CSV encoding, e.g. cp1252 or latin-1 (default: UTF-8; a file that is not "
+            "UTF-8 is read as cp1252, said once).",
+            show_default=False,
+        ),
+    ] = None,
+    sheet: Annotated[
+        str | None,
+        typer.Option(
+            "--sheet",
+            metavar="NAME",
+            help=".xlsx: the sheet to read (default: the first).",
+            show_default=False,
+        ),
+    ] = None,
     executor: Annotated[
         Executor,
         typer.Option(
@@ -778,6 +815,8 @@ def batch(
     from engine.io.pseudonymise import load_key
     from engine.io.tables import InputFormat
 
+    if strict_columns and ignore_unknown_columns:
+        raise UsageError("--strict-columns and --ignore-unknown-columns contradict; give one")
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
@@ -812,7 +851,10 @@ def batch(
         site=read_site(site) if site else {},
         input_format=InputFormat(input_format.value) if input_format else None,
         allow_columns=frozenset(allow_column or []),
-        ignore_unknown_columns=ignore_unknown_columns,
+        ignore_unknown_columns=not strict_columns,
+        delimiter={"tab": "\t", "\\t": "\t"}.get(delimiter or "", delimiter),
+        encoding=encoding,
+        sheet=sheet,
         executor=executor.value,
         summary=summary,
         report=report,
@@ -842,6 +884,13 @@ def batch(
         f"({balanced}); verdicts: "
         + ", ".join(f"{v.value} {n}" for v, n in result.verdicts.items())
     )
+    if result.ignored_columns:
+        stderr.print(
+            "ignored columns (not in the data dictionary): "
+            + escape(", ".join(result.ignored_columns))
+        )
+    for line in result.normalised_lines():
+        stderr.print(escape(line))
     if result.stamp.worker_restarts:
         stderr.print(
             f"warning: a worker process died; its chunks were screened again "

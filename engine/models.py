@@ -114,16 +114,12 @@ RESULT_SCHEMA_VERSION = "1.1"
 
 # --- the case ---------------------------------------------------------------------------------
 
-_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
-
-
 def _parse_bool(value: object) -> object:
+    """A boolean, or 0/1; words (`yes`, `Y`, `true`) were read before, by engine.io.normalise."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-        return _BOOL_WORDS[value.strip().lower()]
     raise ValueError("not a boolean")
 
 

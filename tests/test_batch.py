@@ -276,12 +276,20 @@ def test_allow_column_passes_a_false_positive(tmp_path: Path) -> None:
     assert code == 0, err
 
 
-def test_unknown_columns_are_refused_unless_ignored(tmp_path: Path) -> None:
+def test_unknown_columns_are_ignored_unless_strict(tmp_path: Path) -> None:
+    """Issue 27: an extra column is listed once and skipped by default; --strict-columns
+    refuses it; --ignore-unknown-columns (the old switch) stays accepted."""
     rows = [{**r, "favourite_colour": "blue"} for r in cohort()]
     source = write(tmp_path / "cohort.jsonl", rows)
-    code, _, err = batch(str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1")
+    code, _, err = batch(
+        str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1", "--strict-columns"
+    )
     assert code == 2
     assert "columns not in the data dictionary: favourite_colour" in err
+    code, _, err = batch(str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1")
+    assert code == 0, err
+    assert err.count("favourite_colour") == 1
+    assert "blue" not in err
     summary = tmp_path / "s.json"
     code, _, err = batch(
         str(source),
@@ -580,6 +588,21 @@ def test_bad_bytes_and_odd_values_become_row_errors_not_crashes(tmp_path: Path) 
     errors = tmp_path / "e.jsonl"
     code, _, err = batch(
         str(source), "--out", str(tmp_path / "o.jsonl"), "--errors", str(errors), "--workers", "1"
+    )
+    assert code == 0, err
+    assert err.count("is not UTF-8 text; read as cp1252") == 1  # said once
+    (problem,) = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert (problem["row"], problem["field"]) == (2, "bmi")  # 2é6 is no number
+    code, _, err = batch(
+        str(source),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "--errors",
+        str(errors),
+        "--workers",
+        "1",
+        "--encoding",
+        "utf-8",
     )
     assert code == 0, err
     (problem,) = [json.loads(line) for line in errors.read_text().splitlines()]

@@ -29,6 +29,7 @@ from engine.batch.summary import (
     Duplicate,
     FieldMissingness,
     InputStamp,
+    NormalisedValues,
     Reconciliation,
     RejectedExample,
     RuleCounts,
@@ -71,7 +72,10 @@ class BatchOptions:
     site: SiteProfile = field(default_factory=dict)
     input_format: InputFormat | None = None
     allow_columns: frozenset[str] = frozenset()
-    ignore_unknown_columns: bool = False
+    ignore_unknown_columns: bool = True  # listed once and skipped; False: --strict-columns
+    delimiter: str | None = None  # CSV: sniffed from the header line when None
+    encoding: str | None = None  # CSV: UTF-8, else cp1252/latin-1 (said once) when None
+    sheet: str | None = None  # .xlsx: the first sheet when None
     executor: str = "local"
     summary: str | None = None
     report: str | None = None
@@ -106,7 +110,16 @@ def estimate_total_rows(options: BatchOptions) -> tuple[int, bool] | None:
 
 def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     """Open every input and refuse identifiers, derived or unknown columns before screening."""
-    readers = [TableReader(p, detect_format(p, options.input_format)) for p in options.inputs]
+    readers = [
+        TableReader(
+            p,
+            detect_format(p, options.input_format),
+            delimiter=options.delimiter,
+            encoding=options.encoding,
+            sheet=options.sheet,
+        )
+        for p in options.inputs
+    ]
     problems: list[str] = []
     ignored: set[str] = set()
     for reader in readers:
@@ -159,6 +172,8 @@ class Totals:
     missing: collections.Counter[str] = field(default_factory=collections.Counter)
     blocks: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected_by_field: collections.Counter[str] = field(default_factory=collections.Counter)
+    normalised: collections.Counter[str] = field(default_factory=collections.Counter)
+    normalised_examples: dict[str, str] = field(default_factory=dict)
     insufficient_only_site: int = 0
     decided_with_cautions_open: int = 0
     subgroups: collections.Counter[tuple[str, str, str]] = field(
@@ -182,6 +197,9 @@ class Totals:
         self.missing.update(result.missing)
         self.blocks.update(result.blocks)
         self.rejected_by_field.update(result.rejected_by_field)
+        self.normalised.update(result.normalised)
+        for name, example in result.normalised_examples.items():
+            self.normalised_examples.setdefault(name, example)
 
 
 class DuplicateFinder:
@@ -400,6 +418,10 @@ def build_summary(
         attrition=attrition,
         missingness=missingness,
         rejected_by_field=dict(sorted(totals.rejected_by_field.items())),
+        normalised_values={
+            name: NormalisedValues(count=count, example=totals.normalised_examples.get(name))
+            for name, count in sorted(totals.normalised.items())
+        },
         duplicates=duplicates,
         ignored_columns=ignored,
         disclaimer=DISCLAIMER,

@@ -119,6 +119,14 @@ class RejectedExample(BaseModel):
     reason: str
 
 
+class NormalisedValues(BaseModel):
+    """Values of one field the normaliser read as the dictionary spells them (`M` as male)."""
+
+    model_config = _MODEL
+    count: int
+    example: str | None = None  # `M → male`; never a case id, never free text
+
+
 def _pct(count: int, total: int) -> float:
     return round(100 * count / total, 2) if total else 0.0
 
@@ -174,6 +182,16 @@ class BatchSummary(BaseModel):
     subgroups: list[Subgroup] = Field(default_factory=list)
     # the first rejected rows: field, row and reason, never the values
     rejected_examples: list[RejectedExample] = Field(default_factory=list)
+    # per field, how many values were given in another spelling and read (engine.io.normalise)
+    normalised_values: dict[str, NormalisedValues] = Field(default_factory=dict)
+
+    def normalised_lines(self) -> list[str]:
+        """`sex: 1,204 values normalised, e.g. M → male`, one line per field."""
+        return [
+            f"{name}: {entry.count:,} value{'s' if entry.count != 1 else ''} normalised"
+            + (f", e.g. {entry.example}" if entry.example else "")
+            for name, entry in self.normalised_values.items()
+        ]
 
     def _repr_html_(self) -> str:
         """A short view for Jupyter: rows read, screened and rejected, verdict counts, the

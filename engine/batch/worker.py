@@ -37,9 +37,10 @@ from engine.batch.startup import die_with_parent
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
-from engine.io.cases import validate_case
+from engine.io.cases import validate_counted
 from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
+from engine.io.normalise import normalise_value
 from engine.io.pseudonymise import pseudonymise_chunk
 from engine.io.tables import Chunk, Row, RowProblem
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
@@ -126,6 +127,9 @@ class ChunkResult:
     missing: Counter[str] = field(default_factory=Counter)
     blocks: Counter[str] = field(default_factory=Counter)
     rejected_by_field: Counter[str] = field(default_factory=Counter)
+    # values the normaliser changed, per field, with the first example (never a case id)
+    normalised: Counter[str] = field(default_factory=Counter)
+    normalised_examples: dict[str, str] = field(default_factory=dict)
     insufficient_only_site: int = 0  # insufficient_data only for want of site settings
     decided_with_cautions_open: int = 0  # a verdict given while cautions are not yet excluded
     # (field, value or "(unknown)", verdict) for the subgroup fields (summary.SUBGROUP_FIELDS)
@@ -149,9 +153,12 @@ class ChunkResult:
             "missing",
             "blocks",
             "rejected_by_field",
+            "normalised",
             "subgroups",
         ):
             getattr(self, name).update(getattr(other, name))
+        for name, example in other.normalised_examples.items():
+            self.normalised_examples.setdefault(name, example)
 
 
 class _State:
@@ -325,7 +332,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if checked is not None:  # its case_id matched the pattern in the batch check
             case_id: str | None = checked[0]
         else:
-            case_id = listed_case_id(raw.get("case_id"))
+            case_id = listed_case_id(normalise_value("case_id", raw.get("case_id")))
         if case_id:
             result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
             if fault is not None and case_id == fault.partition("@")[0]:
@@ -334,7 +341,11 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             if checked is not None:
                 valid_id, values = checked
             else:
-                valid_id, values = validate_case(raw, chunk.source, row=number)
+                valid_id, values, changes = validate_counted(raw, chunk.source, row=number)
+                for change in changes:
+                    result.normalised[change.field] += 1
+                    if change.field not in result.normalised_examples and change.example:
+                        result.normalised_examples[change.field] = change.example
             prepared.append(screener.prepare(valid_id, values, source=chunk.source))
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]

@@ -102,6 +102,6 @@ def column_problems(
     elif unknown and not ignore_unknown:
         problems.append(
             f"{source}: columns not in the data dictionary: {', '.join(unknown)}; "
-            "rename them, or pass --ignore-unknown-columns to skip them"
+            "rename them, or leave out --strict-columns to skip them"
         )
     return problems, unknown

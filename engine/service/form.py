@@ -382,11 +382,11 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
             details.append(w)
     answers = []
     for name, text in shown.items():
-        given = FIELDS_BY_NAME.get(name)
-        if given is None or given.group.value == "derived" or name == "case_id":
+        answered = FIELDS_BY_NAME.get(name)
+        if answered is None or answered.group.value == "derived" or name == "case_id":
             continue
         error = screened.errors.get(name)
-        answers.append(widget(given, kept_text(name, text) if error else text, error))
+        answers.append(widget(answered, kept_text(name, text) if error else text, error))
     labels = {w.name: w.label for w in answers}
     context["answers"] = answers
     context["errors"] = [
