@@ -5,8 +5,9 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 141 standard output closed early, as `| head` does; 128 + N for signal N: 130, 143, 129).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer reads the annotations of every command at
+# each start, and as strings it would compile and evaluate them all (about 20 ms of a cold
+# `screen`); names imported only for type checking are quoted instead.
 import contextlib
 import gc
 import os
@@ -71,6 +72,10 @@ _on_interrupt(_interrupted_while_starting)
 # and those objects are then frozen out of its walks; load_screener does the same for the rules.
 if PROGRAM:
     gc.disable()
+    # pydantic looks for plugins by reading the entry points of every installed distribution
+    # when it builds its first model (about 30 ms of a cold `screen`); the program uses none.
+    # Set PYDANTIC_DISABLE_PLUGINS to an empty string to have them loaded after all.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import errno
 import functools
@@ -85,12 +90,10 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 import engine as engine_package
 from engine.errors import UsageError, UserError
 from engine.extras import MissingExtra, extra_of, require
-from engine.goldens import screen_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
 from engine.models import (
     CITATION_WORDS,
@@ -583,7 +586,7 @@ def read_screen_case(
     return case_id, values, source
 
 
-def case_traces(facts: Facts, ruleset: Ruleset) -> Traces:
+def case_traces(facts: "Facts", ruleset: Ruleset) -> Traces:
     """Each reported rule's condition traced on the case's facts (for --details)."""
     from engine.report.trace import trace_rule
 
@@ -1037,13 +1040,13 @@ def _file_identity(path: Path) -> tuple[object, ...]:
     return ("inode", info.st_dev, info.st_ino)
 
 
-def render_batch_report(summary: BatchSummary) -> str:
+def render_batch_report(summary: "BatchSummary") -> str:
     from engine.report.html import render_html
 
     return render_html(summary)
 
 
-def output_format_for(out: str) -> OutputFormat:
+def output_format_for(out: str) -> "OutputFormat":
     from engine.batch.worker import OutputFormat
 
     suffix = Path(out).suffix.lower().lstrip(".")
@@ -1219,6 +1222,8 @@ def rules_list(
         ]
         sys.stdout.write(json.dumps([*rows, *others], indent=2, ensure_ascii=False) + "\n")
         return
+    from rich.table import Table  # only this listing draws a table
+
     table = Table(title=f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules")
     for column in ("id", "category", "severity", "name"):
         table.add_column(column)
@@ -1348,6 +1353,8 @@ def rules_check(
     Example: miss-screen rules check --rules my-rules/
     """
     ruleset = load_ruleset(rules_dir_of(directory, rules))
+    from engine.goldens import screen_goldens
+
     Screener.from_ruleset(ruleset)  # compiles every rule and checks durable-rules' limits
     goldens = screen_goldens({"reference": Screener.from_ruleset(ruleset, "reference")})
     invalid = [g for g in goldens if g.actual == "invalid case"]
@@ -1395,6 +1402,8 @@ def rules_test(
         from engine.research.coverage import coverage
 
         covered = coverage(ruleset)
+    from engine.goldens import screen_goldens
+
     results = screen_goldens(
         {engine: Screener.from_ruleset(ruleset, engine) for engine in ("durable", "reference")}
     )
@@ -1528,6 +1537,8 @@ def rules_diff(
     else:
         text = diff_markdown(report)
     _write_report(out, text)
+    for warning in report.version_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     stderr.print(
         f"verdict changed in {report.changed} of {report.compared} rows "
         f"({report.share_changed} %); rule outcomes moved in {report.outcome_changed}"
