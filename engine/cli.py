@@ -340,7 +340,7 @@ MapOption = Annotated[
 ]
 
 
-def read_mapping(path: str | None) -> ColumnMapping | None:
+def read_mapping(path: str | None) -> "ColumnMapping | None":
     """The `--map` file, loaded and checked (None without the option)."""
     if path is None:
         return None
