@@ -50,14 +50,13 @@ def _on_interrupt(handler: signal.Handlers | object) -> None:
 
 
 def _is_program() -> bool:
-    """Run as the program: the console script or the shim, in its own process. A worker that
-    multiprocessing starts imports the program's main module again (as __mp_main__, with the
-    parent's argv): there this module is a library, so a signal to the whole process group
-    leaves the workers silent and only the program says `error: interrupted`, once."""
-    if os.path.basename(sys.argv[0]) not in ("miss-screen", "cli.py"):  # console script, shim
-        return False
-    mp = sys.modules.get("multiprocessing")  # never loaded yet in the program at this point
-    return mp is None or mp.current_process().name == "MainProcess"
+    """Run as the program: the console script or the shim is the process's own __main__.
+    multiprocessing's fork server imports the program's script again (as __mp_main__, with the
+    parent's argv, while its own __main__ is a `-c` string), and forks the workers from there:
+    in them this module is a library, so a signal to the whole process group leaves the fork
+    server and the workers silent and only the program says `error: interrupted`, once."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is not None and os.path.basename(main_file) in ("miss-screen", "cli.py")
 
 
 # Run as the program (not imported by tests or other code), Ctrl-C never shows a traceback:
@@ -65,7 +64,8 @@ def _is_program() -> bool:
 # line; while a command runs it is KeyboardInterrupt, which handle_errors turns into that line;
 # once the command is done it is ignored, so the exit code is the command's.
 PROGRAM = _is_program()
-_on_interrupt(_interrupted_while_starting)
+if PROGRAM:  # imported (tests, a worker's re-import of the script): every signal as it was
+    _on_interrupt(_interrupted_while_starting)
 # Start-up allocates only objects that live as long as the process (modules, then the rules):
 # the cyclic collector would walk them again and again for nothing, about 60 ms of a cold
 # `screen` (benchmarks/results.md). It is paused until the command starts (handle_errors),
@@ -1901,11 +1901,6 @@ def main_options(
 ) -> None:
     """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
 
-
-if not PROGRAM:  # imported: every signal as usual from here on
-    with contextlib.suppress(ValueError):
-        for _signum, _handler in _PREVIOUS.items():
-            signal.signal(_signum, _handler)
 
 
 def main() -> None:
