@@ -59,6 +59,9 @@ _on_interrupt(_interrupted_while_starting)
 # and those objects are then frozen out of its walks; load_screener does the same for the rules.
 if PROGRAM:
     gc.disable()
+    from engine.batch.startup import forbid_core_dumps
+
+    forbid_core_dumps()  # no core file holding case data, whatever crashes (issue 26)
 
 import errno
 import functools
@@ -664,6 +667,18 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    stall_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--stall-timeout",
+            metavar="SECONDS",
+            min=0.1,
+            help="A worker that makes no progress on a chunk for this long (or longer, when "
+            "rows have proved slow) is killed and its rows screened again; a row that keeps "
+            "stalling is rejected. Default: 60.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -721,6 +736,7 @@ def batch(
         summary=summary,
         report=report,
         detail=detail_level,
+        stall_timeout=stall_timeout,
     )
     progress_style = (
         "none"
@@ -733,11 +749,11 @@ def batch(
     if executor is Executor.dask:
         from engine.batch.dask_executor import run_batch_dask  # optional extra
 
-        result = run_batch_dask(options, ruleset, render)
+        result = run_batch_dask(options, ruleset, render, batch_notice)
     else:
         total = estimate_total_rows(options) if progress_style != "none" else None
         with batch_progress(progress_style, total) as advance:
-            result = run_batch(options, ruleset, advance, render)
+            result = run_batch(options, ruleset, advance, render, batch_notice)
     rec = result.reconciliation
     balanced = "balanced" if rec.balanced else "NOT BALANCED"
     stderr.print(
@@ -746,9 +762,11 @@ def batch(
         + ", ".join(f"{v.value} {n}" for v, n in result.verdicts.items())
     )
     if result.stamp.worker_restarts:
+        stalled = result.stamp.worker_stalls
         stderr.print(
-            f"warning: a worker process died; its chunks were screened again "
-            f"({result.stamp.worker_restarts} worker restarts, nothing lost)"
+            f"warning: a worker process died{' or stalled' if stalled else ''}; its chunks "
+            f"were screened again ({result.stamp.worker_restarts} worker restarts"
+            f"{f', {stalled} for stalling' if stalled else ''}, nothing lost)"
         )
     if result.duplicates:
         stderr.print(
@@ -756,6 +774,12 @@ def batch(
         )
     if not rec.balanced:
         raise RuntimeError("reconciliation does not balance: rows were lost")
+
+
+def batch_notice(text: str) -> None:
+    """A line the user should see as it happens (a stalled worker, a stale lock taken over):
+    above the progress bar, or between the progress lines."""
+    stderr.print(f"warning: {escape(text)}")
 
 
 def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
@@ -1236,13 +1260,14 @@ def rules_diff(
     site: Annotated[
         str | None, typer.Option("--site", help="Site profile for both runs.", show_default=False)
     ] = None,
-    out: Annotated[
-        str, typer.Option("--out", help="Report file, or - for stdout.")
-    ] = "-",
+    out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
     output_format: Annotated[
         ReportFormat | None,
-        typer.Option("--format", help="md, html or json; default from --out (md on stdout).",
-                     show_default=False),
+        typer.Option(
+            "--format",
+            help="md, html or json; default from --out (md on stdout).",
+            show_default=False,
+        ),
     ] = None,
     changes: Annotated[
         str | None,
@@ -1257,9 +1282,7 @@ def rules_diff(
         bool,
         typer.Option("--all-outcomes", help="List in --changes every case a rule outcome moved."),
     ] = False,
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Worker processes per run.")
-    ] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes per run.")] = 1,
     fail_on_change: Annotated[
         bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
     ] = False,
@@ -1319,9 +1342,7 @@ def _write_report(out: str, text: str) -> None:
 @app.command()
 @handle_errors
 def agree(
-    labels: Annotated[
-        str, typer.Option("--labels", help="CSV: case_id and one column per rater.")
-    ],
+    labels: Annotated[str, typer.Option("--labels", help="CSV: case_id and one column per rater.")],
     cohort: Annotated[
         str | None,
         typer.Option(

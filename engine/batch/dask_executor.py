@@ -18,7 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.batch.pool import Notice
 from engine.batch.run import BatchOptions, BatchRun, RenderReport
+from engine.batch.startup import forbid_core_dumps
 from engine.batch.summary import BatchSummary
 from engine.batch.worker import ChunkResult, WorkerConfig, init_worker, screen_chunk
 from engine.errors import UsageError, UserError
@@ -43,6 +45,7 @@ def screen_partition(
     import pandas as pd
 
     if not _WORKER_CONFIG or _WORKER_CONFIG[0] != config:
+        forbid_core_dumps()  # a Dask worker holds case data too
         init_worker(config)
         _WORKER_CONFIG[:] = [config]
     number = partition_info["number"] if partition_info else 0
@@ -53,7 +56,10 @@ def screen_partition(
 
 
 def run_batch_dask(
-    options: BatchOptions, ruleset: Ruleset, render_report: RenderReport | None = None
+    options: BatchOptions,
+    ruleset: Ruleset,
+    render_report: RenderReport | None = None,
+    notice: Notice | None = None,
 ) -> BatchSummary:
     """Screen Parquet inputs on a local Dask cluster; outputs identical to the local runner."""
     try:

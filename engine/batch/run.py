@@ -9,10 +9,11 @@ that keeps killing workers until the offending row is isolated and reported reje
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from types import MappingProxyType
 import numpy as np
 
 from engine import __version__
-from engine.batch.pool import WorkerPool
+from engine.batch.pool import STALL_FLOOR_S, Notice, WorkerPool
 from engine.batch.startup import start_fork_server
 from engine.batch.summary import (
     AttritionStep,
@@ -76,6 +77,7 @@ class BatchOptions:
     summary: str | None = None
     report: str | None = None
     detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
+    stall_timeout: float | None = None  # the watchdog's floor (pool.STALL_FLOOR_S if None)
 
     @property
     def rules_path(self) -> str | None:
@@ -124,18 +126,36 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
 
 
 class ChunkRunner:
-    """Screens chunks in input order, in-process or on a pool that survives dying workers."""
+    """Screens chunks in input order, in-process or on a pool that survives dying workers.
 
-    def __init__(self, config: WorkerConfig, workers: int) -> None:
+    One worker screens in-process, unless a stall timeout is asked for: only a pool can watch
+    (and kill) a worker that stops making progress.
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        workers: int,
+        stall_timeout: float | None = None,
+        notice: Notice | None = None,
+    ) -> None:
         self.config = config
         self.workers = workers
-        self.pool = WorkerPool(config, workers) if workers > 1 else None
+        self.pool = (
+            WorkerPool(config, workers, stall_timeout or STALL_FLOOR_S, notice)
+            if workers > 1 or stall_timeout is not None
+            else None
+        )
         if self.pool is None:
             init_worker(WorkerConfig(**{**config.__dict__, "in_process": True}))
 
     @property
     def restarts(self) -> int:
         return self.pool.restarts if self.pool is not None else 0
+
+    @property
+    def stalls(self) -> int:
+        return self.pool.stalls if self.pool is not None else 0
 
     def run(self, chunks: Iterator[Chunk]) -> Iterator[ChunkResult]:
         if self.pool is not None:
@@ -269,12 +289,16 @@ class BatchRun:
         self.per_input[result.source] += result.rows
 
     def finish(
-        self, executor: str, restarts: int = 0, render_report: RenderReport | None = None
+        self,
+        executor: str,
+        restarts: int = 0,
+        render_report: RenderReport | None = None,
+        stalls: int = 0,
     ) -> BatchSummary:
         """Complete every output (results, errors, summary, report), then commit them together."""
         self.writer.finish()
         self.errors.finish()
-        summary = self.summary(executor, restarts)
+        summary = self.summary(executor, restarts, stalls)
         if self.summary_file is not None:
             write_text(self.summary_file, summary.model_dump_json(indent=2) + "\n")
         if self.report_file is not None:
@@ -293,7 +317,7 @@ class BatchRun:
         self.outputs.abort()
         self.duplicates.close()
 
-    def summary(self, executor: str, restarts: int = 0) -> BatchSummary:
+    def summary(self, executor: str, restarts: int = 0, stalls: int = 0) -> BatchSummary:
         inputs = [
             InputStamp(
                 path=r.source,
@@ -312,6 +336,7 @@ class BatchRun:
             workers=self.options.workers,
             executor=executor,
             worker_restarts=restarts,
+            worker_stalls=stalls,
             site=dict(self.options.site),
         )
         return build_summary(stamp, self.totals, self.ruleset, self.duplicates.find(), self.ignored)
@@ -322,24 +347,31 @@ def run_batch(
     ruleset: Ruleset,
     progress: Progress | None = None,
     render_report: RenderReport | None = None,
+    notice: Notice | None = None,
 ) -> BatchSummary:
-    """Screen every row of every input; write and commit every output; return the summary."""
-    if options.workers > 1:
+    """Screen every row of every input; write and commit every output; return the summary.
+
+    `notice`: told in one line of anything the user should know as it happens (a stalled
+    worker, a stale lock taken over).
+    """
+    if options.workers > 1 or options.stall_timeout is not None:
         start_fork_server(options.rules_dir)
     run = BatchRun(options, ruleset)
     try:
-        runner = ChunkRunner(run.config, options.workers)
-        for result in runner.run(_all_chunks(run.readers)):
-            run.consume(result)
-            if progress is not None:
-                progress(result.rows)
-        return run.finish("local", runner.restarts, render_report)
+        runner = ChunkRunner(run.config, options.workers, options.stall_timeout, notice)
+        # closed on every path, not when a traceback that holds it is freed (issue 26)
+        with contextlib.closing(_all_chunks(run.readers)) as chunks:
+            for result in runner.run(chunks):
+                run.consume(result)
+                if progress is not None:
+                    progress(result.rows)
+        return run.finish("local", runner.restarts, render_report, runner.stalls)
     except BaseException:
         run.discard()
         raise
 
 
-def _all_chunks(readers: list[TableReader]) -> Iterator[Chunk]:
+def _all_chunks(readers: list[TableReader]) -> Generator[Chunk, None, None]:
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
     index = 0
     for reader in readers:

@@ -39,6 +39,7 @@ class RunStamp(BaseModel):
     executor: str
     worker_restarts: int = 0  # pools restarted after a worker process died
     site: dict[str, bool | int | float | str | dict[str, int]] = Field(default_factory=dict)
+    worker_stalls: int = 0  # of those restarts, workers killed for making no progress
 
 
 class Reconciliation(BaseModel):
