@@ -776,6 +776,39 @@ def batch(
         raise RuntimeError("reconciliation does not balance: rows were lost")
 
 
+@app.command()
+@handle_errors
+def verify(
+    summary: Annotated[Path, typer.Argument(help="The summary JSON of a batch (--summary).")],
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", metavar="FILE", help="Check this HTML report too.", show_default=False
+        ),
+    ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Write the HTML report of the verified set.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Check that a batch output set is one run's: each file has the sha256 its summary records.
+
+    Example: miss-screen verify summary.json --html report.html
+    """
+    from engine.batch.verify import verify_output_set
+    from engine.batch.writers import write_text_atomically
+
+    verified = verify_output_set(summary, report)
+    if html is not None:
+        write_text_atomically(html, render_batch_report(verified.summary))
+    print(f"run {verified.run_id}: {len(verified.files)} files, all as the run committed them")
+
+
 def batch_notice(text: str) -> None:
     """A line the user should see as it happens (a stalled worker, a stale lock taken over):
     above the progress bar, or between the progress lines."""

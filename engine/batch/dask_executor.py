@@ -71,7 +71,7 @@ def run_batch_dask(
         raise UsageError(
             "--executor dask needs the extra: pip install 'miss-screen[dask]'"
         ) from None
-    run = BatchRun(options, ruleset)
+    run = BatchRun(options, ruleset, notice)
     if any(r.format is not InputFormat.parquet for r in run.readers):
         run.discard()
         raise UsageError("--executor dask reads Parquet inputs only")

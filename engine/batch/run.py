@@ -13,6 +13,7 @@ import contextlib
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from types import MappingProxyType
 import numpy as np
 
 from engine import __version__
+from engine.batch.lock import OutputLocks
 from engine.batch.pool import STALL_FLOOR_S, Notice, WorkerPool
 from engine.batch.startup import start_fork_server
 from engine.batch.summary import (
@@ -30,6 +32,7 @@ from engine.batch.summary import (
     Duplicate,
     FieldMissingness,
     InputStamp,
+    OutputStamp,
     Reconciliation,
     RejectedExample,
     RuleCounts,
@@ -246,10 +249,23 @@ class DuplicateFinder:
 class BatchRun:
     """One run's inputs, outputs and running totals, whichever executor screens the chunks."""
 
-    def __init__(self, options: BatchOptions, ruleset: Ruleset) -> None:
+    def __init__(
+        self, options: BatchOptions, ruleset: Ruleset, notice: Notice | None = None
+    ) -> None:
         self.options, self.ruleset = options, ruleset
         self.started = datetime.now(UTC)
         self.clock = time.perf_counter()
+        self.run_id = uuid.uuid4().hex
+        # the output set is this run's before anything is read: a second run refuses now
+        self.locks = OutputLocks(self.run_id, self.started.isoformat(timespec="seconds"), notice)
+        self.locks.take([target for _, target in output_targets(options)])
+        try:
+            self._open(options, ruleset)
+        except BaseException:
+            self.locks.release()
+            raise
+
+    def _open(self, options: BatchOptions, ruleset: Ruleset) -> None:
         # a rule set durable-rules refuses fails here, not in a worker
         Screener.from_ruleset(ruleset, site=MappingProxyType(options.site))
         self.readers, self.ignored = open_inputs(options)
@@ -295,19 +311,31 @@ class BatchRun:
         render_report: RenderReport | None = None,
         stalls: int = 0,
     ) -> BatchSummary:
-        """Complete every output (results, errors, summary, report), then commit them together."""
+        """Complete every output (results, errors, rule texts, summary, report), then commit
+        them together; the summary records the others' hashes, the report the run id."""
         self.writer.finish()
         self.errors.finish()
+        if self.rules_file is not None:
+            write_text(self.rules_file, rules_sidecar(self.ruleset))
         summary = self.summary(executor, restarts, stalls)
+        summary.outputs = [
+            OutputStamp(option=option, path=str(atomic.target), sha256=atomic.sha256(),
+                        bytes=atomic.size())
+            for option, atomic in (
+                ("--out", self.writer.atomic),
+                ("--errors", self.errors.atomic),
+                ("--detail ids (OUT.rules.json)", self.rules_file),
+            )
+            if atomic is not None
+        ]  # fmt: skip
         if self.summary_file is not None:
             write_text(self.summary_file, summary.model_dump_json(indent=2) + "\n")
         if self.report_file is not None:
             if render_report is None:
                 raise ValueError("a report path needs a report renderer")
             write_text(self.report_file, render_report(summary))
-        if self.rules_file is not None:
-            write_text(self.rules_file, rules_sidecar(self.ruleset))
         self.outputs.commit()
+        self.locks.release()
         return summary
 
     def discard(self) -> None:
@@ -316,6 +344,7 @@ class BatchRun:
         self.errors.discard()
         self.outputs.abort()
         self.duplicates.close()
+        self.locks.release()
 
     def summary(self, executor: str, restarts: int = 0, stalls: int = 0) -> BatchSummary:
         inputs = [
@@ -337,6 +366,7 @@ class BatchRun:
             executor=executor,
             worker_restarts=restarts,
             worker_stalls=stalls,
+            run_id=self.run_id,
             site=dict(self.options.site),
         )
         return build_summary(stamp, self.totals, self.ruleset, self.duplicates.find(), self.ignored)
@@ -356,7 +386,7 @@ def run_batch(
     """
     if options.workers > 1 or options.stall_timeout is not None:
         start_fork_server(options.rules_dir)
-    run = BatchRun(options, ruleset)
+    run = BatchRun(options, ruleset, notice)
     try:
         runner = ChunkRunner(run.config, options.workers, options.stall_timeout, notice)
         # closed on every path, not when a traceback that holds it is freed (issue 26)
@@ -441,6 +471,18 @@ def rules_sidecar_path(out: str, fmt: OutputFormat, detail: Detail) -> str | Non
     if out == "-" or fmt is not OutputFormat.jsonl or detail is not Detail.ids:
         return None
     return str(Path(out).with_name(Path(out).name + ".rules.json"))
+
+
+def output_targets(options: BatchOptions) -> list[tuple[str, str]]:
+    """(option, path) of every file a run writes (standard streams are not files)."""
+    named = [
+        ("--out", options.out),
+        ("--errors", options.errors),
+        ("--summary", options.summary),
+        ("--report", options.report),
+        ("--detail ids (OUT.rules.json)", options.rules_path),
+    ]
+    return [(option, path) for option, path in named if path is not None and path != "-"]
 
 
 def default_errors_path(out: str) -> str | None:

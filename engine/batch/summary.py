@@ -40,6 +40,17 @@ class RunStamp(BaseModel):
     worker_restarts: int = 0  # pools restarted after a worker process died
     site: dict[str, bool | int | float | str | dict[str, int]] = Field(default_factory=dict)
     worker_stalls: int = 0  # of those restarts, workers killed for making no progress
+    run_id: str = ""  # this run's id: the summary, the report and the lock files carry it
+
+
+class OutputStamp(BaseModel):
+    """A file of the run's output set as it was committed (engine/batch/verify.py checks it)."""
+
+    model_config = _MODEL
+    option: str  # the batch option that named it: --out, --errors, --detail ids (rules)
+    path: str  # as given on the command line
+    sha256: str
+    bytes: int
 
 
 class Reconciliation(BaseModel):
@@ -172,6 +183,9 @@ class BatchSummary(BaseModel):
     subgroups: list[Subgroup] = Field(default_factory=list)
     # the first rejected rows: field, row and reason, never the values
     rejected_examples: list[RejectedExample] = Field(default_factory=list)
+    # the run's other files (results, errors, rule texts), hashed as committed; the report,
+    # written after the summary, carries stamp.run_id instead
+    outputs: list[OutputStamp] = Field(default_factory=list)
 
     def _repr_html_(self) -> str:
         """A short view for Jupyter: rows read, screened and rejected, verdict counts, the
