@@ -106,6 +106,7 @@ class Worker:
         result_writer.close()  # is an end of file here and a broken pipe there
         self.jobs: collections.deque[Job] = collections.deque()  # sent, in order, no result yet
         self.since = 0.0  # when the first of self.jobs became the one the worker screens
+        self.warm = False  # has it sent a result (its first chunk's time includes its start)?
         self._outbox: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
         self._feeder = threading.Thread(target=self._feed, daemon=True)
         self._feeder.start()
@@ -278,8 +279,10 @@ class WorkerPool:
             raise payload  # type: ignore[misc]  # an exception, as worker.serve sends it
         job = worker.jobs.popleft()
         now = time.monotonic()
-        cost = (now - worker.since) / max(1, job.rows)
-        self.row_cost_s += COST_WEIGHT * (cost - self.row_cost_s) if self.row_cost_s else cost
+        if worker.warm:  # a first chunk's time is mostly the worker's start: not a row cost
+            cost = (now - worker.since) / max(1, job.rows)
+            self.row_cost_s += COST_WEIGHT * (cost - self.row_cost_s) if self.row_cost_s else cost
+        worker.warm = True
         worker.since = now
         job.slot.result = payload  # type: ignore[assignment]  # a ChunkResult, as serve sends
         self._fruitless = 0

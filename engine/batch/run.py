@@ -319,8 +319,8 @@ class BatchRun:
             write_text(self.rules_file, rules_sidecar(self.ruleset))
         summary = self.summary(executor, restarts, stalls)
         summary.outputs = [
-            OutputStamp(option=option, path=str(atomic.target), sha256=atomic.sha256(),
-                        bytes=atomic.size())
+            OutputStamp(option=option, path=self._recorded(atomic.target),
+                        sha256=atomic.sha256(), bytes=atomic.size())
             for option, atomic in (
                 ("--out", self.writer.atomic),
                 ("--errors", self.errors.atomic),
@@ -337,6 +337,13 @@ class BatchRun:
         self.outputs.commit()
         self.locks.release()
         return summary
+
+    def _recorded(self, target: Path) -> str:
+        """An output's path as the summary records it: from the summary's folder, so that a
+        set verifies wherever it is moved as a whole (engine/batch/verify.py)."""
+        if self.options.summary is None:
+            return str(target)
+        return os.path.relpath(target.absolute(), Path(self.options.summary).absolute().parent)
 
     def discard(self) -> None:
         """The run did not finish: remove every new output; the previous ones stay."""

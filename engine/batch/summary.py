@@ -48,7 +48,7 @@ class OutputStamp(BaseModel):
 
     model_config = _MODEL
     option: str  # the batch option that named it: --out, --errors, --detail ids (rules)
-    path: str  # as given on the command line
+    path: str  # relative to the summary's folder
     sha256: str
     bytes: int
 

@@ -48,8 +48,8 @@ def verify_output_set(
     """The summary of a set, once every file it records has the recorded sha256 (and the report,
     if given, names the same run); OutputSetMismatch (one line) otherwise.
 
-    A recorded path that is not found as given is looked for beside the summary, so a set
-    moved to another folder as a whole still verifies.
+    Recorded paths are taken from the summary's folder: the files checked are those beside
+    this summary, wherever the set was moved as a whole.
     """
     summary_file = Path(summary_path)
     summary = _read_summary(summary_file)
@@ -61,8 +61,8 @@ def verify_output_set(
         )
     files = [summary_file]
     for output in summary.outputs:
-        path = _locate(output.path, summary_file)
-        if path is None:
+        path = summary_file.parent / output.path
+        if not path.is_file():
             raise OutputSetMismatch(
                 f"{output.path} ({output.option}) of run {run_id} is missing; "
                 "the output set is incomplete"
@@ -99,13 +99,6 @@ def _read_summary(path: Path) -> BatchSummary:
         return BatchSummary.model_validate_json(raw)
     except ValidationError:
         raise OutputSetMismatch(f"{path}: not a batch summary this miss-screen can read") from None
-
-
-def _locate(recorded: str, summary_file: Path) -> Path | None:
-    for path in (Path(recorded), summary_file.parent / Path(recorded).name):
-        if path.is_file():
-            return path
-    return None
 
 
 def _sha256(path: Path) -> str:

@@ -240,9 +240,9 @@ class TableReader:
         if Path(self.path).stat().st_size <= self._header_bytes:
             return  # a header and nothing else (perhaps without its final newline): no rows
         invalid: dict[int, RowProblem] = {}
-        with _csv_stream(self.path, self.columns, invalid) as reader:
+        with contextlib.closing(_CsvStream(self.path, self.columns, invalid)) as stream:
             number = 0
-            for batch in _arrow_errors(reader, self.source, "CSV"):
+            for batch in _arrow_errors(stream, self.source, "CSV"):
                 for values in batch.to_pylist():
                     number += 1
                     while number in invalid:
@@ -342,44 +342,51 @@ class _InvalidRows:
         return "skip"
 
 
-@contextlib.contextmanager
-def _csv_stream(
-    path: str, columns: list[str], invalid: dict[int, RowProblem]
-) -> Iterator[pacsv.CSVStreamingReader]:
-    """pyarrow's streaming CSV reader, closed on every path, its handler released before we go.
+class _CsvStream:
+    """pyarrow's streaming CSV reader, closed on every path, its handler released by `close`.
 
     The reader's read-ahead runs on an Arrow thread that may hold the last reference to the
     invalid-row handler (a Python object): freed there while the interpreter shuts down, it
     aborts the process ("terminate called without an active exception", exit 134; issue 26).
-    So the reader is closed and dropped here, and we wait (bounded) until the handler is gone.
+    So `close` closes and drops the reader (only this object refers to it: no caller gets it)
+    and waits, a bounded time, until the handler is gone.
     """
-    handler = _InvalidRows(len(columns), invalid)
-    released = threading.Event()
-    weakref.finalize(handler, released.set)
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(
-            use_threads=False,
-            block_size=_BLOCK,
-            skip_rows=1,
-            column_names=columns,
-            encoding="utf8",
-        ),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.binary() for c in columns},  # decoded per value by the caller
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-            null_values=[""],
-        ),
-    )
-    del handler
-    try:
-        yield reader
-    finally:
-        reader.close()
-        del reader
-        released.wait(HANDLER_RELEASE_S)
+
+    def __init__(self, path: str, columns: list[str], invalid: dict[int, RowProblem]) -> None:
+        handler = _InvalidRows(len(columns), invalid)
+        self._released = threading.Event()
+        weakref.finalize(handler, self._released.set)
+        self._reader: pacsv.CSVStreamingReader | None = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                use_threads=False,
+                block_size=_BLOCK,
+                skip_rows=1,
+                column_names=columns,
+                encoding="utf8",
+            ),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.binary() for c in columns},  # decoded per value by the caller
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while self._reader is not None:  # read through self each time: no frame keeps it
+            try:
+                batch = self._reader.read_next_batch()
+            except StopIteration:
+                return
+            yield batch
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+            self._released.wait(HANDLER_RELEASE_S)
 
 
 class _RepeatedKey(ValueError):
