@@ -20,10 +20,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from engine.batch.dask_executor import PartitionBound
 from engine.batch.pool import STALL_FACTOR, Job, Slot, WorkerPool
 from engine.batch.run import CHUNK_ROWS_ENV
 from engine.batch.worker import FAULT_STALL_ENV, OutputFormat, WorkerConfig
 from engine.io.tables import Chunk
+from tests.test_batch import cohort, write
 from tests.test_faults import (
     RUN_TIMEOUT_S,
     _batch_args,
@@ -31,8 +33,11 @@ from tests.test_faults import (
     _cli,
     _cohort,
     _env,
+    _one_error_line,
     _outputs,
+    _previous_intact,
     _run,
+    _with_previous,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
@@ -132,3 +137,29 @@ def test_the_bound_is_the_floor_until_rows_prove_slow() -> None:
     pool.row_cost_s = 0.01  # 10 s per 1000 rows
     assert pool.bound_s(_job(1000)) == pytest.approx(STALL_FACTOR * 10.0)
     assert pool.bound_s(_job(1)) == 5.0
+
+
+def test_a_dask_partition_that_never_finishes_ends_the_run_in_one_line(tmp_path: Path) -> None:
+    """Dask would wait for ever; the partition's bound ends the run, no output kept."""
+    pytest.importorskip("distributed")
+    rows = [dict(r) for r in cohort() * 5]
+    for i, row in enumerate(rows):
+        row["case_id"] = f"D-{i:05d}"
+    source = write(tmp_path / "c.parquet", rows)
+    folder = _with_previous(tmp_path / "outputs")
+    args = [*_batch_args(source, folder, 2), "--executor", "dask", "--stall-timeout", STALL_S]
+    done = _run(args, **{FAULT_STALL_ENV: "D-00100"})
+    assert done.returncode == 2, done.stderr
+    line = _one_error_line(done.stderr)
+    assert re.search(r"partition \d+ \(rows \d+-\d+\) made no progress for \d+ s", line), line
+    _previous_intact(folder)
+
+
+def test_a_dask_partition_is_bounded_by_its_rows_before_any_result() -> None:
+    """A partition of a million rows is not stalled at the floor: rows are assumed slow until
+    results say otherwise."""
+    bound = PartitionBound(5.0)
+    assert bound.bound_s(10) == 5.0
+    assert bound.bound_s(1_000_000) > 1_000
+    bound.observe(1.0, 10_000)  # 0.1 ms per row
+    assert bound.bound_s(1_000_000) == pytest.approx(STALL_FACTOR * 100.0)
