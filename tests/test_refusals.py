@@ -32,7 +32,7 @@ from engine.batch.startup import forbid_core_dumps
 from tests.conftest import ROOT
 from tests.test_faults import RUN_TIMEOUT_S, _busy_workers, _cohort, _env, _pool_processes
 
-pytestmark = [pytest.mark.faults, pytest.mark.hostile]
+pytestmark = pytest.mark.faults
 
 PR_GET_DUMPABLE = 3
 ROWS = 40_000  # about 1.7 MB of CSV: the reader stops at the guard's sample mid-read-ahead
@@ -105,6 +105,7 @@ def _refuse(source: Path, out: Path, workers: int) -> tuple[int, str]:
     "runs", [pytest.param(20, id="20"), pytest.param(200, id="200", marks=pytest.mark.slow)]
 )
 @pytest.mark.parametrize("path", sorted(REFUSALS))
+@pytest.mark.hostile
 @pytest.mark.timeout(1800)
 def test_every_refusal_path_exits_2_every_time(tmp_path: Path, path: str, runs: int) -> None:
     """Half the runs start the pool's fork server first (--workers 2), which then dies with us."""
