@@ -22,7 +22,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from engine.batch.lock import lock_path, process_start_ticks
+from engine.batch.lock import OutputLocked, OutputLocks, lock_path, process_start_ticks
 from engine.batch.verify import OutputSetMismatch, verify_output_set
 from engine.cli import app
 from tests.test_faults import (
@@ -210,3 +210,41 @@ def test_a_report_of_another_run_is_refused(two_sets: tuple[Path, Path]) -> None
     assert code == 2
     run_b = json.loads((b / "s.json").read_text())["stamp"]["run_id"]
     assert f"is the report of run {run_b}" in _one_error_line(err)
+
+
+def test_a_file_system_that_cannot_lock_lets_the_run_go_on_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some network file systems refuse flock (ENOLCK): the run is not stopped, the user is
+    told that nothing keeps a second run out, and verify is what remains."""
+    import errno
+    import fcntl
+
+    def refuse(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    notes: list[str] = []
+    locks = OutputLocks("0" * 32, "2026-01-01T00:00:00+00:00", notes.append)
+    target = str(tmp_path / "out.jsonl")
+    locks.take([target])
+    assert len(notes) == 1
+    assert "cannot lock" in notes[0]
+    assert "miss-screen verify" in notes[0]
+    assert json.loads(lock_path(target).read_text())["pid"] == os.getpid()
+    locks.release()
+    assert not lock_path(target).exists()
+
+
+def test_a_lock_held_in_this_process_keeps_a_second_taker_out(tmp_path: Path) -> None:
+    """flock locks belong to the open file: a second open, even here, is refused."""
+    target = str(tmp_path / "out.jsonl")
+    first = OutputLocks("1" * 32, "2026-01-01T00:00:00+00:00", None)
+    first.take([target, str(tmp_path / "s.json")])
+    second = OutputLocks("2" * 32, "2026-01-01T00:00:01+00:00", None)
+    with pytest.raises(OutputLocked, match=f"pid {os.getpid()} on "):
+        second.take([str(tmp_path / "s.json")])
+    first.release()
+    second.take([str(tmp_path / "s.json")])  # free once released
+    second.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ the committed set is also verifiable (engine/batch/verify.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -29,6 +30,8 @@ from engine.errors import UserError
 
 LOCK_SUFFIX = ".lock"
 MAX_LOCK_BYTES = 4096  # what is read of a lock file someone else wrote
+# flock refused by the file system itself (some network file systems): the run goes on, unlocked
+UNLOCKABLE = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
 class OutputLocked(UserError):
@@ -104,6 +107,16 @@ class OutputLocks:
                     f"{target} is being written by another run ({owner}); wait for it to "
                     "finish or write to another file"
                 ) from None
+            except OSError as exc:
+                if exc.errno not in UNLOCKABLE:
+                    os.close(fd)
+                    raise
+                if self._notice is not None:  # the lock file still names us, for people
+                    self._notice(
+                        f"{target}: the file system cannot lock ({exc.strerror}); nothing "
+                        "stops a second run on this output set: check it afterwards with "
+                        "miss-screen verify"
+                    )
             except BaseException:
                 os.close(fd)
                 raise
