@@ -258,8 +258,8 @@ class BatchRun:
         self.run_id = uuid.uuid4().hex
         # the output set is this run's before anything is read: a second run refuses now
         self.locks = OutputLocks(self.run_id, self.started.isoformat(timespec="seconds"), notice)
-        self.locks.take([target for _, target in output_targets(options)])
         try:
+            self.locks.take([target for _, target in output_targets(options)])
             self._open(options, ruleset)
         except BaseException:
             self.locks.release()
