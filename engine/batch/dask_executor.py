@@ -115,7 +115,7 @@ def run_batch_dask(
             n_workers=options.workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # no dashboard port to collide with another run's
             silence_logs=logging.CRITICAL,  # a worker's death is reported below, in one line
         )
         watchdog = PartitionBound(options.stall_timeout or STALL_FLOOR_S)
