@@ -8,7 +8,7 @@ BIN = $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dask,fhir,notebook,service]'
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -37,14 +37,24 @@ lint: setup
 
 WHEEL_DIR = build/wheel-check
 
-# A wheel installed in a throwaway venv, run from outside the checkout, screens the bundled cases.
+# The wheel, core only (no extra), installed in a throwaway venv and run from outside the
+# checkout: it holds the one top-level package engine, screens the bundled cases and a CSV
+# cohort, reports its version from the metadata, and names the extra a feature lacks.
 wheel-check: setup
 	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEEL_DIR) .
+	$(BIN)/python -c 'import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
+	    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}; \
+	    assert tops == {"engine"}, f"top-level entries besides engine: {tops}"' $(WHEEL_DIR)/*.whl
 	$(PYTHON) -m venv $(WHEEL_DIR)/venv
 	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet $(WHEEL_DIR)/*.whl
+	cd $(WHEEL_DIR) && venv/bin/miss-screen --version | grep -qx "miss-screen $$(sed -n 's/^version = "\(.*\)"/\1/p' $(CURDIR)/pyproject.toml)"
 	cd $(WHEEL_DIR) && venv/bin/miss-screen rules check
 	cd $(WHEEL_DIR) && venv/bin/miss-screen screen $(CURDIR)/cases/examples/*.yaml --format brief >/dev/null
+	cd $(WHEEL_DIR) && venv/bin/miss-screen batch $(CURDIR)/cases/cohort/synthetic-500.csv --out cohort.csv \
+	    --summary summary.json --workers 2 --progress none
+	cd $(WHEEL_DIR) && ! venv/bin/miss-screen batch $(CURDIR)/cases/cohort/synthetic-500.csv --out r.jsonl \
+	    --report r.html 2>missing.txt && grep -q "pip install 'miss-screen\[report\]'" missing.txt
 	cd $(WHEEL_DIR) && venv/bin/miss-screen synth 20 --out synth-check.csv  # engine/synth/mix.yaml ships
 	cd $(WHEEL_DIR) && venv/bin/python -c "from engine import Screener; print(Screener.load().screen({'case_id':'x','age_years':40}).verdict)"
 	cd $(WHEEL_DIR) && venv/bin/python -c 'from importlib.resources import files; s = files("engine.service"); \

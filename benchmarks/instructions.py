@@ -1,12 +1,16 @@
 """Instructions a batch row costs, counted by callgrind: a measure the machine's noise leaves alone.
 
-    python benchmarks/instructions.py [--rules DIR] [--chunks 5]
+    python benchmarks/instructions.py [--rules DIR] [--chunks 5] [--text]
 
 Wall time on a shared 2-core machine varies by a third from run to run; instruction counts do
 not. This screens a synthetic Parquet cohort as `batch --workers 1` does (screen_chunk, chunks
 of 1,000 rows) under valgrind's callgrind twice, once with one chunk and once with 1 + CHUNKS,
 and prints the difference per row: start-up and imports cancel out. Needs valgrind (Debian:
 `apt-get install valgrind`); takes about three minutes. Compare two trees by running it in each.
+
+`--text` hands the rows over as a CSV reader gives them (every value text, as `batch` reads a CSV
+file): each row then takes the row-by-row path (engine.io.cases.validate_case, with the value
+normaliser) instead of the column-wise check of a Parquet batch.
 
 The durable-rules layout is cached on disk by the code that builds it, so the first process
 after a change to engine/evaluate/ builds it again (about 800M instructions): the cache is
@@ -28,9 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = 1_000  # engine.io.tables.CHUNK_ROWS
 
 
-def screen_chunks(rules: str, cohort: str, chunks: int) -> None:
+def _csv_text(value: object) -> str | None:
+    """A value as a CSV reader hands it over: text, booleans as true/false, null as None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def screen_chunks(rules: str, cohort: str, chunks: int, text: bool = False) -> None:
     """What callgrind counts (run as `--child`): the first `chunks` chunks of the cohort
-    screened in process, as `batch --workers 1` screens them."""
+    screened in process, as `batch --workers 1` screens them (as CSV text with `text`)."""
     import pyarrow.parquet as pq
 
     from engine.batch.worker import OutputFormat, WorkerConfig, init_worker, screen_chunk
@@ -42,11 +55,20 @@ def screen_chunks(rules: str, cohort: str, chunks: int) -> None:
     init_worker(WorkerConfig(rules, sha, {}, OutputFormat.parquet, frozenset(), True))
     first = 1
     for index, batch in enumerate(table.to_batches(max_chunksize=ROWS)):
-        screen_chunk(Chunk(index, "cohort", [], batch, first))
+        if text:
+            rows = [
+                (first + n, {k: _csv_text(v) for k, v in row.items()})
+                for n, row in enumerate(batch.to_pylist())
+            ]
+            screen_chunk(Chunk(index, "cohort", list(rows)))
+        else:
+            screen_chunk(Chunk(index, "cohort", [], batch, first))
         first += batch.num_rows
 
 
-def counted(valgrind: str, rules: str, cohort: Path, chunks: int, folder: Path) -> int:
+def counted(
+    valgrind: str, rules: str, cohort: Path, chunks: int, folder: Path, text: bool = False
+) -> int:
     out = folder / f"callgrind.{chunks}.out"
     run = subprocess.run(
         [
@@ -60,6 +82,7 @@ def counted(valgrind: str, rules: str, cohort: Path, chunks: int, folder: Path) 
             rules,
             str(cohort),
             str(chunks),
+            *(["--text"] if text else []),
         ],
         capture_output=True,
         text=True,
@@ -76,11 +99,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rules", default=str(ROOT / "rules"))
     parser.add_argument("--chunks", type=int, default=5, help="chunks counted (1,000 rows each)")
+    parser.add_argument("--text", action="store_true", help="rows as CSV text, row by row")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # RULES COHORT CHUNKS
     args = parser.parse_args()
     if args.child:
         rules, cohort, chunks = args.child
-        screen_chunks(rules, cohort, int(chunks))
+        screen_chunks(rules, cohort, int(chunks), args.text)
         return
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -95,8 +119,8 @@ def main() -> None:
         write_cohort(cohort, ROWS * (args.chunks + 1), seed=7, missing=0.05, corrupt=0.01)
         if os.environ.get("MISS_SCREEN_CACHE_DIR") == "":
             print("note: MISS_SCREEN_CACHE_DIR is empty (cache off): each run builds the layout")
-        one = counted(valgrind, args.rules, cohort, 1, folder)
-        many = counted(valgrind, args.rules, cohort, 1 + args.chunks, folder)
+        one = counted(valgrind, args.rules, cohort, 1, folder, args.text)
+        many = counted(valgrind, args.rules, cohort, 1 + args.chunks, folder, args.text)
     rows = ROWS * args.chunks
     print(f"instructions per batch row: {(many - one) // rows:,} ({rows:,} rows counted)")
 

@@ -1,7 +1,8 @@
 """miss-screen command line: screen a case, inspect and test the rules, print the schemas.
 
 Thin by design: parse options, call engine, pick a renderer, map errors to exit codes
-(0 screened, 1 --fail-on met or a golden case failed, 2 bad input, rules, usage or internal error).
+(0 screened, 1 --fail-on met or a golden case failed, 2 bad input, rules, usage or internal error,
+141 standard output closed early, as `| head` does; 128 + N for signal N: 130, 143, 129).
 """
 
 from __future__ import annotations
@@ -47,11 +48,22 @@ def _on_interrupt(handler: signal.Handlers | object) -> None:
                 signal.signal(signum, other)  # type: ignore[arg-type]  # a handler or a constant
 
 
+def _is_program() -> bool:
+    """Run as the program: the console script or the shim, in its own process. A worker that
+    multiprocessing starts imports the program's main module again (as __mp_main__, with the
+    parent's argv): there this module is a library, so a signal to the whole process group
+    leaves the workers silent and only the program says `error: interrupted`, once."""
+    if os.path.basename(sys.argv[0]) not in ("miss-screen", "cli.py"):  # console script, shim
+        return False
+    mp = sys.modules.get("multiprocessing")  # never loaded yet in the program at this point
+    return mp is None or mp.current_process().name == "MainProcess"
+
+
 # Run as the program (not imported by tests or other code), Ctrl-C never shows a traceback:
 # before the heavy imports below (typer, rich, pydantic, the rules) it ends the process with one
 # line; while a command runs it is KeyboardInterrupt, which handle_errors turns into that line;
 # once the command is done it is ignored, so the exit code is the command's.
-PROGRAM = os.path.basename(sys.argv[0]) in ("miss-screen", "cli.py")  # console script or shim
+PROGRAM = _is_program()
 _on_interrupt(_interrupted_while_starting)
 # Start-up allocates only objects that live as long as the process (modules, then the rules):
 # the cyclic collector would walk them again and again for nothing, about 60 ms of a cold
@@ -78,8 +90,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine import __version__
+import engine as engine_package
 from engine.errors import UsageError, UserError
+from engine.extras import MissingExtra, extra_of, require
 from engine.goldens import screen_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
 from engine.models import (
@@ -98,6 +111,7 @@ from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
 from engine.screener import Screener
+from engine.service.limits import Limits
 
 if TYPE_CHECKING:
     from engine.batch.summary import BatchSummary
@@ -106,6 +120,12 @@ if TYPE_CHECKING:
 
 DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
+# Help as the tools people know print it: plain text (no colour, boxes or markup, so NO_COLOR
+# and a pipe see the same), no placeholder after a flag, -h as well as --help.
+CLI_SETTINGS: dict[str, object] = {
+    "rich_markup_mode": None,
+    "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": 100},
+}
 app = typer.Typer(
     name="miss-screen",
     help="Screen whether minimally invasive spine surgery (MISS) is worth discussing. "
@@ -113,16 +133,44 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    **CLI_SETTINGS,  # type: ignore[arg-type]  # typer's keyword types, held in one dict
 )
-rules_app = typer.Typer(help="List, show, check and test the rules.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="List, show, check and test the rules.",
+    no_args_is_help=True,
+    **CLI_SETTINGS,  # type: ignore[arg-type]
+)
 schema_app = typer.Typer(
-    help="Print the JSON Schema of a case or of a result.", no_args_is_help=True
+    help="Print the JSON Schema of a case or of a result.",
+    no_args_is_help=True,
+    **CLI_SETTINGS,  # type: ignore[arg-type]
 )
 app.add_typer(rules_app, name="rules")
 app.add_typer(schema_app, name="schema")
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+CLOSED_PIPE_EXIT = 128 + signal.SIGPIPE  # 141: what a shell reports for `cmd | head`'s cmd
+
+
+class Terminal(Console):
+    """A rich console that honours NO_COLOR fully (no bold or underline either: no-color.org
+    asks for no ANSI styling at all, where rich drops only the colours) and lets a closed pipe
+    reach handle_errors like any other write, instead of exiting 1 on its own."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        plain = bool(os.environ.get("NO_COLOR"))  # set and not empty, as no-color.org says
+        super().__init__(
+            stderr=stderr,
+            highlight=False,
+            soft_wrap=True,
+            **({"color_system": None} if plain else {}),  # type: ignore[arg-type]
+        )
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+stdout = Terminal()
+stderr = Terminal(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -173,9 +221,29 @@ def os_error_line(exc: OSError) -> str:
 
 
 def print_user_error(exc: UserError) -> None:
+    """One `error:` line per problem: a message with line breaks in it (a library's, such as
+    PyYAML's "\\n  in <unicode string>") is joined into its one line."""
     lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
     for line in lines:
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {' '.join(line.split())}", file=sys.stderr)
+
+
+def closed_pipe() -> typer.Exit:
+    """Standard output was closed early (`| head`): stop quietly, as Python's documentation says
+    (signal module, "Note on SIGPIPE"): what is still buffered goes to /dev/null, so flushing at
+    exit cannot fail again, and the exit is 141, what a shell reports for such a command."""
+    with contextlib.suppress(OSError, ValueError):  # stdout may be gone or replaced (tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return typer.Exit(CLOSED_PIPE_EXIT)
+
+
+def internal_error() -> typer.Exit:
+    """Our bug: say so, with the traceback of the exception being handled (exit 2)."""
+    print("internal error, please report:", file=sys.stderr)
+    traceback.print_exc()
+    return typer.Exit(2)
 
 
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -188,26 +256,35 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
             gc.freeze()  # what the imports built, out of the collector's walks (see the top)
             gc.enable()
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            finally:
+                if sys.stdout is not None:  # a closed pipe seen here, not at exit ("ignored")
+                    sys.stdout.flush()
         except typer.Exit:
             raise
         except UserError as exc:
             print_user_error(exc)
             raise typer.Exit(2) from None
+        except BrokenPipeError:
+            raise closed_pipe() from None
+        except ModuleNotFoundError as exc:
+            extra = extra_of(exc)
+            if extra is None:  # a module of the core install: our bug
+                raise internal_error() from None
+            feature = f"miss-screen {command.__name__.replace('_', ' ')}"
+            print_user_error(MissingExtra(feature, extra, exc.name or ""))
+            raise typer.Exit(2) from None
         except OSError as exc:
             if exc.errno not in USER_ERRNOS:
-                print("internal error, please report:", file=sys.stderr)
-                traceback.print_exc()
-                raise typer.Exit(2) from None
+                raise internal_error() from None
             print(f"error: {os_error_line(exc)}", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or Interrupted: SIGTERM, SIGHUP
             print("error: interrupted", file=sys.stderr)
             raise typer.Exit(getattr(exc, "exit_code", 130)) from None
         except Exception:
-            print("internal error, please report:", file=sys.stderr)
-            traceback.print_exc()
-            raise typer.Exit(2) from None
+            raise internal_error() from None
         finally:
             if PROGRAM:
                 _on_interrupt(signal.SIG_IGN)
@@ -429,10 +506,9 @@ def screen_fhir(
 
     if files:
         raise UsageError("--fhir screens one Bundle; give no case files with it")
-    try:
-        from engine.fhir import MAX_FHIR_BYTES, fhir_to_case, read_bundle
-    except ImportError:
-        raise UsageError("--fhir needs the fhir extra: pip install 'miss-screen[fhir]'") from None
+    require("fhir", "miss-screen screen --fhir")
+    from engine.fhir import MAX_FHIR_BYTES, fhir_to_case, read_bundle
+
     try:
         when = dt.date.fromisoformat(reference_date) if reference_date else dt.date.today()
     except ValueError:
@@ -478,7 +554,7 @@ def read_screen_case(
 ) -> tuple[str, dict[str, Scalar], str]:
     """A case from a file, stdin or --set pairs; --set values override the file's."""
     if case_file is None:
-        case_id, values = validate_case(parse_set_options(set_values), "--set", typed=True)
+        case_id, values = validate_case(parse_set_options(set_values), "--set")
         return case_id, values, "--set"
     source = "<stdin>" if case_file == "-" else case_file
     case_id, values = read_case(case_file)
@@ -486,7 +562,7 @@ def read_screen_case(
         overrides = parse_set_options(set_values)
         if overrides["case_id"] == "cli-case":
             overrides["case_id"] = case_id
-        case_id, values = validate_case({**values, **overrides}, f"{source} with --set", typed=True)
+        case_id, values = validate_case({**values, **overrides}, f"{source} with --set")
     return case_id, values, source
 
 
@@ -552,6 +628,7 @@ class InputFormatOption(StrEnum):
     csv = "csv"
     jsonl = "jsonl"
     parquet = "parquet"
+    xlsx = "xlsx"
 
 
 class DetailOption(StrEnum):
@@ -587,7 +664,8 @@ def batch(
         BatchFormat | None,
         typer.Option(
             "--format",
-            help="jsonl (full results), csv or parquet (flattened); default from --out.",
+            help="jsonl (one result per line; see --detail), csv or parquet (flattened); "
+            "default from --out.",
             show_default=False,
         ),
     ] = None,
@@ -649,13 +727,49 @@ def batch(
         typer.Option(
             "--ignore-unknown-columns",
             metavar="",
-            help="Skip columns the data dictionary does not know.",
+            help="Skip columns the data dictionary does not know (the default; listed once).",
         ),
     ] = False,
+    strict_columns: Annotated[
+        bool,
+        typer.Option(
+            "--strict-columns",
+            metavar="",
+            help="Refuse an input with columns the data dictionary does not know.",
+        ),
+    ] = False,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter",
+            metavar="CHAR",
+            help="CSV delimiter: , ; or tab (default: taken from the header line).",
+            show_default=False,
+        ),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            metavar="NAME",
+            help="CSV encoding, e.g. cp1252 or latin-1 (default: UTF-8; a file that is not "
+            "UTF-8 is read as cp1252, said once).",
+            show_default=False,
+        ),
+    ] = None,
+    sheet: Annotated[
+        str | None,
+        typer.Option(
+            "--sheet",
+            metavar="NAME",
+            help=".xlsx: the sheet to read (default: the first).",
+            show_default=False,
+        ),
+    ] = None,
     executor: Annotated[
         Executor,
         typer.Option(
-            "--executor", help="local processes, or dask (pip install 'miss-screen\\[dask]')."
+            "--executor", help="local processes, or dask (pip install 'miss-screen[dask]')."
         ),
     ] = Executor.local,
     detail: Annotated[
@@ -664,6 +778,16 @@ def batch(
             "--detail",
             help="JSONL: ids (rule ids, questions; rule texts once in OUT.rules.json) "
             "or full (the whole result per line). Default: ids.",
+            show_default=False,
+        ),
+    ] = None,
+    pseudonymise_ids: Annotated[
+        str | None,
+        typer.Option(
+            "--pseudonymise-ids",
+            metavar="KEYFILE",
+            help="Replace each case id by a keyed hash (p-...), the key kept in KEYFILE "
+            "(created, mode 0600, if absent): for ids that are dates, phone numbers, names.",
             show_default=False,
         ),
     ] = None,
@@ -684,6 +808,10 @@ def batch(
 
     Example: miss-screen batch cohort.csv --out results.jsonl --report report.html
     """
+    if report is not None:
+        require("report", "miss-screen batch --report")
+    if executor is Executor.dask:
+        require("dask", "miss-screen batch --executor dask")
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
         from engine.batch.startup import start_fork_server
 
@@ -696,8 +824,11 @@ def batch(
         run_batch,
     )
     from engine.batch.worker import Detail, OutputFormat
+    from engine.io.pseudonymise import load_key
     from engine.io.tables import InputFormat
 
+    if strict_columns and ignore_unknown_columns:
+        raise UsageError("--strict-columns and --ignore-unknown-columns contradict; give one")
     fmt = OutputFormat(output_format.value) if output_format else output_format_for(out)
     if out == "-" and fmt is OutputFormat.parquet:
         raise UsageError("Parquet cannot go to stdout; give --out FILE.parquet")
@@ -718,6 +849,7 @@ def batch(
             "--summary": summary,
             "--report": report,
             "--detail ids (OUT.rules.json)": rules_path,
+            "--pseudonymise-ids": pseudonymise_ids,  # the key: never read as data, never replaced
         },
     )
     ruleset = load_ruleset(rules)
@@ -731,11 +863,15 @@ def batch(
         site=read_site(site) if site else {},
         input_format=InputFormat(input_format.value) if input_format else None,
         allow_columns=frozenset(allow_column or []),
-        ignore_unknown_columns=ignore_unknown_columns,
+        ignore_unknown_columns=not strict_columns,
+        delimiter={"tab": "\t", "\\t": "\t"}.get(delimiter or "", delimiter),
+        encoding=encoding,
+        sheet=sheet,
         executor=executor.value,
         summary=summary,
         report=report,
         detail=detail_level,
+        pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
         stall_timeout=stall_timeout,
     )
     progress_style = (
@@ -761,6 +897,13 @@ def batch(
         f"({balanced}); verdicts: "
         + ", ".join(f"{v.value} {n}" for v, n in result.verdicts.items())
     )
+    if result.ignored_columns:
+        stderr.print(
+            "ignored columns (not in the data dictionary): "
+            + escape(", ".join(result.ignored_columns))
+        )
+    for line in result.normalised_lines():
+        stderr.print(escape(line))
     if result.stamp.worker_restarts:
         stalled = result.stamp.worker_stalls
         stderr.print(
@@ -1389,7 +1532,16 @@ def agree(
     out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
     output_format: Annotated[
         ReportFormat | None,
-        typer.Option("--format", help="md or json; default from --out.", show_default=False),
+        typer.Option("--format", help="md, html or json; default from --out.", show_default=False),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column",
+            metavar="COLUMN",
+            help="A column the identifier guard flags wrongly; repeatable.",
+            show_default=False,
+        ),
     ] = None,
     allow_missing: Annotated[
         bool,
@@ -1399,12 +1551,11 @@ def agree(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
+    require("research", "miss-screen agree")
     from engine.research.agree import agreement
-    from engine.research.render import agree_markdown
+    from engine.research.render import agree_html, agree_markdown
 
     fmt = output_format or _report_format(out)
-    if fmt is ReportFormat.html:
-        raise UsageError("agree writes md or json")
     check_outputs([labels, *([cohort] if cohort else [])], {"--out": out})
     report = agreement(
         labels,
@@ -1415,11 +1566,16 @@ def agree(
         workers=workers,
         allow_missing=allow_missing,
         seed=seed,
+        allow_columns=frozenset(allow_column or ()),
     )
     if fmt is ReportFormat.json:
         _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")
+    elif fmt is ReportFormat.html:
+        _write_report(out, agree_html(report))
     else:
         _write_report(out, agree_markdown(report))
+    for note in report.notes:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 @app.command()
@@ -1495,22 +1651,64 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=1,
+            help="Connections open at once; a new one closes the oldest that waits on its client "
+            "(lowered to what the open-file limit allows).",
+        ),
+    ] = Limits().max_connections,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0.1,
+            help="Time for a request's line and headers; then the connection is closed (408).",
+        ),
+    ] = Limits().header_timeout,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0.1,
+            help="Time for a request's body once its headers are in; then it is closed (408).",
+        ),
+    ] = Limits().body_timeout,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=1024,
+            help="Size of a request's line and headers together; larger is refused (431).",
+        ),
+    ] = Limits().max_header_bytes,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(metavar="N", min=1, help="Size of a request body; larger is refused (413)."),
+    ] = Limits().max_body_bytes,
+    forwarded_allow_ips: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            metavar="ADDR",
+            help="A reverse proxy (IP address or network) whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed; repeat for several. Default: none, they are ignored.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form (/) and the CDS Hooks service (/cds-services) on one Screener.
 
-    Needs the optional extra: pip install 'miss-screen\\[service]'.
+    Needs the optional extra: pip install 'miss-screen[service]'.
 
     Example: miss-screen serve --site cases/sites/teaching-hospital.yaml
     """
-    try:
-        import uvicorn
+    require("service", "miss-screen serve")
+    from engine.service.app import ServiceConfig, create_app
+    from engine.service.server import listen, run
 
-        from engine.service.app import ServiceConfig, create_app
-    except ImportError as exc:
-        raise UsageError(
-            f"miss-screen serve needs the 'service' extra ({exc.name} is not installed): "
-            "pip install 'miss-screen[service]'"
-        ) from None
     issuers = _trusted_issuers(trusted_issuer or [])
     if issuers and not (audience or public_url):
         raise UsageError(
@@ -1528,10 +1726,16 @@ def serve(
         trusted_issuers=issuers,
         audiences=tuple(audience or ()),
         public_url=public_url,
+        max_body_bytes=max_body_bytes,
     )
+    limits = Limits(max_connections, header_timeout, body_timeout, max_header_bytes, max_body_bytes)
+    proxies = _proxies(forwarded_allow_ips or [])
     application = create_app(config)
+    listener = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
-    print(f"miss-screen {__version__}: serving on http://{shown}:{port}/ (Ctrl-C stops)")
+    bound = listener.getsockname()[1]
+    version = engine_package.__version__
+    print(f"miss-screen {version}: serving on http://{shown}:{bound}/ (Ctrl-C stops)")
     if dev:
         print(
             "warning: --dev: unauthenticated CDS Hooks calls and the public sandbox key are "
@@ -1545,7 +1749,22 @@ def serve(
             "is refused (401) until an issuer is trusted (or --dev, never with patient data)",
             file=sys.stderr,
         )
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    run(application, listener, limits, proxies)
+
+
+def _proxies(given: list[str]) -> list[str]:
+    """--forwarded-allow-ips values (repeated or comma-separated): addresses or networks."""
+    import ipaddress
+
+    proxies = [item.strip() for value in given for item in value.split(",") if item.strip()]
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise UsageError(
+                f"--forwarded-allow-ips: {proxy!r} is not an IP address or network"
+            ) from None
+    return proxies
 
 
 def _trusted_issuers(pairs: list[str]) -> dict[str, str]:
@@ -1570,7 +1789,7 @@ def _trusted_issuers(pairs: list[str]) -> dict[str, str]:
 @handle_errors
 def rules_docs(
     out: Annotated[
-        Path, typer.Option("--out", metavar="FILE", help="Folder for the generated pages.")
+        Path, typer.Option("--out", metavar="DIR", help="Folder for the generated pages.")
     ] = Path("docs/rules"),
     rules: RulesOption = DEFAULT_RULES_DIR,
 ) -> None:
@@ -1607,7 +1826,7 @@ def schema_result() -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
-        print(f"miss-screen {__version__}")
+        print(f"miss-screen {engine_package.__version__}")
         raise typer.Exit(0)
 
 

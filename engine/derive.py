@@ -64,6 +64,7 @@ def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
     # deriver's few inputs against it walks those, not every known field)
     read = set(plan.inputs.intersection(known))
     read.update(possible)
+    bounds: dict[str, frozenset[Scalar]] = {}  # band values left possible (Ruleset.bounded_fields)
     for name, derive, points, inputs, unread in plan.derivers:
         if inputs.isdisjoint(read):
             # none of its inputs known or narrowed (most cases lack most scores' inputs): the
@@ -82,9 +83,38 @@ def build_facts(values: Mapping[str, Scalar], ruleset: Ruleset) -> Facts:
             totals = _reachable_totals(points, known, possible)
             if totals is not None:
                 reachable[name] = totals
-                seen = {**possible, **reachable}
+                seen = {**possible, **reachable, **bounds}
                 read.add(name)
+        bound = plan.bounders.get(name)
+        if bound is not None:
+            left = bound(known, seen)
+            if left is not None:
+                bounds[name] = left
+                seen = {**possible, **reachable, **bounds}
+                read.add(name)
+    if bounds:
+        possible = {**possible, **bounds}
     return Facts(values=known, possible=possible, inferred=tuple(inferred), derived=derived)
+
+
+def _band_bounds(rule: DerivedRule) -> Bounder:
+    """The values an unknown banded field can still take: a band's value stays possible unless
+    its condition is false or an earlier band's is true (the last band is a catch-all, so one of
+    them holds); None when that leaves every value possible."""
+    bands = [(compile_kleene(cond), value) for cond, value in rule.bands]
+    every = frozenset(value for _, value in rule.bands)
+
+    def left(values: dict[str, Scalar], possible: Possible) -> frozenset[Scalar] | None:
+        found: set[Scalar] = set()
+        for decide, value in bands:
+            outcome = decide(values, possible)
+            if outcome is not False:
+                found.add(value)
+            if outcome is True:
+                break
+        return frozenset(found) if found != every else None
+
+    return left
 
 
 def _reachable_totals(
@@ -115,10 +145,16 @@ Deriver = Callable[[dict[str, Scalar], dict[str, frozenset[Scalar]]], Scalar | N
 DeriverEntry = tuple[str, Deriver, DerivedRule | None, frozenset[str], Scalar | None]
 
 
+Possible = dict[str, frozenset[Scalar]]
+Bounder = Callable[[dict[str, Scalar], Possible], frozenset[Scalar] | None]
+
+
 @dataclass(frozen=True)
 class _DeriverPlan:
     derivers: list[DeriverEntry]
     inputs: frozenset[str]  # every field some deriver reads
+    # per bounded field (Ruleset.bounded_fields): the band values it can still take when unknown
+    bounders: dict[str, Bounder]
 
 
 def _derivers(ruleset: Ruleset) -> _DeriverPlan:
@@ -140,7 +176,12 @@ def _derivers(ruleset: Ruleset) -> _DeriverPlan:
                 )
             )
         inputs = frozenset(name for *_, read, _ in derivers for name in read)
-        plan = memo.derivers = _DeriverPlan(derivers, inputs)
+        bounders = {
+            rule.field: _band_bounds(rule)
+            for rule in ruleset.derived
+            if rule.field in ruleset.bounded_fields
+        }
+        plan = memo.derivers = _DeriverPlan(derivers, inputs, bounders)
     return plan
 
 

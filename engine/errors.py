@@ -89,3 +89,25 @@ class LinesError(UserError):
 
     def lines(self) -> list[str]:
         return self._lines
+
+
+class ProblemLines:
+    """Error lines for a LinesError, at most `limit` kept and the rest only counted: a file with
+    two million bad rows gives 20 lines and "... and 1,999,980 more", in bounded memory."""
+
+    def __init__(self, limit: int = 20) -> None:
+        self.limit = limit
+        self.shown: list[str] = []
+        self.more = 0
+
+    def add(self, line: str) -> None:
+        if len(self.shown) < self.limit:
+            self.shown.append(line)
+        else:
+            self.more += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.shown)
+
+    def lines(self) -> list[str]:
+        return self.shown + ([f"... and {self.more:,} more like these"] if self.more else [])

@@ -108,19 +108,18 @@ CITATION_WORDS = {"V": "verified", "P": "partly verified (secondary)", "M": "rec
 
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+# the result's JSON contract; the minor number grows with each additive key (1.1: open_cautions,
+# deciding_questions, schema_version)
+RESULT_SCHEMA_VERSION = "1.1"
 
 # --- the case ---------------------------------------------------------------------------------
 
-_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
-
-
 def _parse_bool(value: object) -> object:
+    """A boolean, or 0/1; words (`yes`, `Y`, `true`) were read before, by engine.io.normalise."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-        return _BOOL_WORDS[value.strip().lower()]
     raise ValueError("not a boolean")
 
 
@@ -220,6 +219,8 @@ class SourceRef(BaseModel):
     url: str | None = None
     design: Design = Design.unknown
     evidence_level: int | None = None
+    # the rule's message quotes this source's figures: its label is the rule's label
+    figures: bool = False
 
     @model_validator(mode="after")
     def _level_from_design(self) -> SourceRef:
@@ -241,7 +242,12 @@ def best_evidence(sources: list[SourceRef]) -> SourceRef | None:
 
 
 def evidence_label(sources: list[SourceRef]) -> str:
-    """A rule's evidence as a clinician reads it, from its best source: "RCT · level 2"."""
+    """A rule's evidence as a clinician reads it, from its best source: "RCT · level 2"; or
+    from the source its message's figures come from (`figures: true`), so that a figure and
+    the label beside it always belong to the same study."""
+    quoted = [s for s in sources if s.figures]
+    if quoted:
+        sources = quoted
     best = best_evidence(sources)
     if best is None:
         designs = {s.design for s in sources}
@@ -286,6 +292,13 @@ class RuleFile(BaseModel):
     notes: str | None = None
     aliases: list[str] = Field(default_factory=list)
     cases: GoldenCases | None = None
+
+    @model_validator(mode="after")
+    def _one_figures_source(self) -> RuleFile:
+        """The message's figures come from one source (`figures: true`), or none is named."""
+        if sum(source.figures for source in self.sources) > 1:
+            raise ValueError("sources: only one source may take figures: true")
+        return self
 
 
 class DerivedBand(BaseModel):
@@ -374,9 +387,33 @@ class PolicyEntry(BaseModel):
     summary: str
 
 
+class OpenListing(BaseModel):
+    """Severities whose open rules never hold a verdict back; they are listed instead."""
+
+    model_config = _STRICT
+    severity: list[Severity] = Field(min_length=1)
+
+
 class PolicyFile(BaseModel):
     model_config = _STRICT
     verdicts: list[PolicyEntry]
+    # open rules of these severities are listed (Result.open_cautions); if_undecided ignores them
+    open_cautions: OpenListing | None = None
+
+    @model_validator(mode="after")
+    def _listed_never_select(self) -> PolicyFile:
+        """A severity whose open rules are only listed cannot also select a verdict when open."""
+        if self.open_cautions is not None:
+            listed = set(self.open_cautions.severity)
+            for entry in self.verdicts:
+                if entry.if_any and entry.if_any.status == "not_evaluable":
+                    both = sorted(s.value for s in listed & set(entry.if_any.severity))
+                    if both:
+                        raise ValueError(
+                            f"open_cautions lists {', '.join(both)}, which also selects "
+                            f"{entry.verdict.value} when not evaluable"
+                        )
+        return self
 
 
 class RulesetFile(BaseModel):
@@ -451,6 +488,18 @@ class NotEvaluable(BaseModel):
     can_change_verdict: bool  # settling it either way could give another verdict
 
 
+class OpenCaution(BaseModel):
+    """An open rule of a listed severity (rules/policy.yaml open_cautions): a caution not yet
+    excluded, which never holds the verdict back, with the fields that would settle it."""
+
+    model_config = _STRICT
+    rule_id: str
+    name: str
+    message: str
+    missing: list[str]
+    can_change_verdict: bool
+
+
 class Inferred(BaseModel):
     """A value the constraints left as the only one possible."""
 
@@ -487,6 +536,10 @@ class Result(BaseModel):
     possible_verdicts: list[Verdict]
     possible_verdicts_exact: bool  # false: a bound (every reachable verdict listed, maybe more)
     next_questions: list[str]  # fields that can change the verdict, most decisive first
+    # the next_questions a red-flag or major rule needs (the deciding ones), in the same order
+    deciding_questions: list[str] = Field(default_factory=list)
+    open_cautions: list[OpenCaution] = Field(default_factory=list)  # cautions not yet excluded
+    schema_version: str = RESULT_SCHEMA_VERSION
 
     def _repr_html_(self) -> str:
         """A short view for Jupyter: verdict, red flags, findings, questions (all escaped)."""

@@ -10,6 +10,11 @@ evaluable): the verdict of a settled case depends only on which (status, severit
 present, so each open rule adds its severity as fired or not, and the answers for one set of
 present pairs are computed once per ruleset and reused (at most a few dozen sets occur).
 Conditional considerations (scope unknown) never count toward the verdict, resolved or not.
+
+Open rules of the severities `open_cautions` lists (the bundled policy: caution) never hold a
+verdict back: the verdict is the one the settled rules give, and they are listed as cautions not
+yet excluded. The questions of the other open rules that can change the verdict (red flag and
+major) are the deciding ones, ranked first.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ class Assessment:
     possible: tuple[Verdict, ...]
     exact: bool
     changing: tuple[RuleOutcome, ...]  # not-evaluable outcomes that can change the verdict
-    next_questions: tuple[str, ...]  # their fields, most decisive first
+    next_questions: tuple[str, ...]  # their fields, most decisive first (deciding ones first)
+    deciding_questions: tuple[str, ...]  # the next_questions of non-listed (deciding) rules
+    open_cautions: tuple[RuleOutcome, ...]  # not-evaluable outcomes of a listed severity
 
 
 class VerdictPolicy:
@@ -56,6 +63,8 @@ class VerdictPolicy:
         self.ignores_inert = ruleset.policy_ignores_inert
         undecided = [i for i, (entry, _) in enumerate(self.triggers) if entry.if_undecided]
         self.undecided_at = undecided[0] if undecided else None
+        listing = ruleset.policy.open_cautions
+        self.listed = frozenset(s.value for s in listing.severity) if listing else frozenset()
         self._outlooks: dict[Present, Outlook] = {}
         self._group = _linked_fields(ruleset)
 
@@ -109,7 +118,7 @@ class VerdictPolicy:
         )
         index = self._first(present)
         at = self.undecided_at
-        if at is not None and index > at and len(possible) > 1:
+        if at is not None and index > at and changing - self.listed:
             index = at
         ordered = tuple(sorted(possible, key=verdict_rank, reverse=True))
         return Outlook(self.triggers[index][0], ordered, changing)
@@ -120,12 +129,23 @@ class VerdictPolicy:
         """Which open rules can change the verdict, whether the possible verdicts are exact,
         and the fields to ask first."""
         changing = self.changing(outlook, notable)
+        ranked = self.rank_questions(changing)
+        severity_of, listed = self.severity_of, self.listed
+        deciding = {
+            name for o in changing if severity_of[o.rule_id] not in listed for name in o.missing
+        }
         return Assessment(
             outlook.entry,
             outlook.possible,
             self.exact(changing),
             changing,
-            self.rank_questions(changing),
+            ranked,
+            tuple(name for name in ranked if name in deciding),
+            tuple(
+                o for o in notable if o.status is NOT_EVALUABLE and severity_of[o.rule_id] in listed
+            )
+            if listed
+            else (),
         )
 
     def changing(self, outlook: Outlook, notable: Sequence[RuleOutcome]) -> tuple[RuleOutcome, ...]:
@@ -154,19 +174,24 @@ class VerdictPolicy:
         return True
 
     def rank_questions(self, changing: Sequence[RuleOutcome]) -> tuple[str, ...]:
-        """Fields of the verdict-changing rules, most decisive first: a field needed by more
-        red-flag rules first, then by more major rules, then caution, ...; then by name."""
+        """Fields of the verdict-changing rules, most decisive first: the deciding ones (needed
+        by a rule of a severity open_cautions does not list) before the others; then a field
+        needed by more red-flag rules first, then by more major rules, then caution, ...; then
+        by name."""
         if not changing:
             return ()
         counts: dict[str, list[int]] = {}
-        severity_of, rank = self.severity_of, _SEVERITY_RANK
+        severity_of, rank, listed = self.severity_of, _SEVERITY_RANK, self.listed
         for outcome in changing:
-            position = rank[severity_of[outcome.rule_id]]
+            severity = severity_of[outcome.rule_id]
+            position = rank[severity] + 1
             for name in outcome.missing:
                 tally = counts.get(name)
                 if tally is None:
-                    tally = counts[name] = [0] * len(rank)
+                    tally = counts[name] = [0] * (len(rank) + 1)
                 tally[position] -= 1  # negative: more rules sort first
+                if severity not in listed:
+                    tally[0] = -1  # deciding: before every question only listed rules need
         return tuple(sorted(counts, key=lambda name: (counts[name], name)))
 
     def reports_open_questions(self, verdict: Verdict) -> bool:

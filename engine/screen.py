@@ -20,6 +20,7 @@ from engine.models import (
     ConditionalFinding,
     Finding,
     NotEvaluable,
+    OpenCaution,
     PolicyEntry,
     Result,
     RuleOutcome,
@@ -229,6 +230,17 @@ def screening_of(case_id: str, decision: Decision, ruleset: Ruleset) -> Screenin
         possible_verdicts=list(assessment.possible),
         possible_verdicts_exact=assessment.exact,
         next_questions=list(assessment.next_questions),
+        deciding_questions=list(assessment.deciding_questions),
+        open_cautions=[
+            OpenCaution(
+                rule_id=o.rule_id,
+                name=ruleset.by_id[o.rule_id].meta.name,
+                message=ruleset.by_id[o.rule_id].meta.message,
+                missing=list(o.missing),
+                can_change_verdict=o.rule_id in changing,
+            )
+            for o in sorted(assessment.open_cautions, key=lambda o: order[o.rule_id])
+        ],
     )
     return Screening(result=result, outcomes=outcomes)
 

@@ -29,10 +29,12 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from engine.derive import Facts
+from engine.dictionary import DERIVED_FIELDS, INPUT_FIELDS
 from engine.errors import CaseInputError, CaseProblem, UsageError
 from engine.evaluate.base import Evaluator
 from engine.io.cases import check_site, read_site, validate_case
-from engine.io.deid import case_id_identifier_kinds
+from engine.io.deid import case_id_identifier_kinds, escape_text, scan_columns, shown_name
+from engine.io.pseudonymise import load_key, pseudonymise_row
 from engine.models import (
     Result,
     RulesetStamp,
@@ -77,8 +79,10 @@ FRAME_COLUMNS = (
     "conditional",
     "not_evaluable",
     "missing_fields",
+    "open_cautions",
     "possible_verdicts",
     "next_questions",
+    "deciding_questions",
     "rejected",
 )
 
@@ -302,22 +306,39 @@ class Screener:
             for case_id, slot in slots:
                 yield case_id, (slot if isinstance(slot, InputError) else decisions[slot])
 
-    def screen_frame(self, frame: Any, *, ignore: Sequence[str] = ()) -> Any:
+    def screen_frame(
+        self,
+        frame: Any,
+        *,
+        ignore: Sequence[str] = (),
+        strict_columns: bool = False,
+        pseudonymise_ids: str | Path | None = None,
+    ) -> Any:
         """Screen every row of a pandas or polars DataFrame; a DataFrame of the same library.
 
-        One output row per input row, in order (columns: FRAME_COLUMNS). Rule ids are joined
-        with ";" as in `batch --format csv`; a row that failed validation has its reasons in
-        `rejected` and nothing else but its case_id (when valid), so nothing needs merging
-        back. NaN, None, pd.NA and empty strings are unknown. `ignore`: input columns that are
-        not case fields (a site name, a free-text note), left out of screening.
+        One output row per input row, in order, on the caller's index (pandas) (columns:
+        FRAME_COLUMNS). Rule ids are joined with ";" as in `batch --format csv`; a row that
+        failed validation has its reasons in `rejected` and nothing else but its case_id (when
+        valid), so nothing needs merging back. NaN, None, pd.NA and empty strings are unknown;
+        values are normalised as everywhere (`Male`, `L4/5`, ids read as 101 or 101.0 come back
+        as the text `101`). Columns the data dictionary does not know (a note, a surgeon) are
+        left out, listed in the result's `attrs["ignored_columns"]` (pandas); one whose name
+        says it identifies someone (a name, an MRN, a date of birth) refuses the frame.
+        `ignore`: columns to leave out without that check; `strict_columns`: refuse unknown
+        columns instead (as `batch --strict-columns`).
+        `pseudonymise_ids`: a key file, as `batch --pseudonymise-ids` takes (created if absent):
+        each case_id is replaced by its keyed pseudonym before it is checked.
         """
         import pyarrow as pa
 
         library = type(frame).__module__.split(".")[0]
         if library not in ("pandas", "polars"):
             raise UsageError(f"screen_frame takes a pandas or polars DataFrame, got {type(frame)}")
+        skipped = frozenset(ignore) | _unknown_columns(frame.columns, ignore, strict_columns)
         rows = _frame_rows(frame, library)
-        skipped = frozenset(ignore)
+        if pseudonymise_ids is not None:
+            key = load_key(str(pseudonymise_ids))
+            rows = [pseudonymise_row(key, row) for row in rows]
         if skipped:
             rows = [{k: v for k, v in row.items() if k not in skipped} for row in rows]
         columns: dict[str, list[str | None]] = {name: [] for name in FRAME_COLUMNS}
@@ -329,7 +350,10 @@ class Screener:
             import polars
 
             return polars.from_arrow(table)
-        return table.to_pandas()
+        result = table.to_pandas()
+        result.index = frame.index
+        result.attrs["ignored_columns"] = sorted(skipped - frozenset(ignore))
+        return result
 
     def flat_row(self, case_id: str, decision: Decision) -> tuple[str, ...]:
         """The `batch --format csv` row of a decided case (engine.batch.worker.FLAT_COLUMNS)."""
@@ -343,6 +367,7 @@ class Screener:
             *self.flat_row(case_id, decided),
             ";".join(assessment.possible),
             ";".join(assessment.next_questions),
+            ";".join(assessment.deciding_questions),
             None,
         )
 
@@ -359,8 +384,11 @@ def flat_row(case_id: str, decision: Decision, ruleset: Ruleset) -> tuple[str, .
 def flat_outcomes(
     case_id: str, verdict: Verdict, notable: Sequence[Any], ruleset: Ruleset
 ) -> tuple[str, ...]:
-    """flat_row from a verdict and the notable outcomes (screen.notable_outcomes)."""
+    """flat_row from a verdict and the notable outcomes (screen.notable_outcomes); the last
+    column lists the open rules of the severities the policy's open_cautions names."""
     severity_of = ruleset.severity_of
+    listed = policy_for(ruleset).listed
+    cautions: list[str] = []
     by_severity: dict[str, list[str]] = {s: [] for s in _SEVERITIES}
     conditional: list[str] = []
     not_evaluable: list[str] = []
@@ -374,6 +402,8 @@ def flat_outcomes(
         elif status is _NOT_EVALUABLE:
             not_evaluable.append(outcome.rule_id)
             missing.update(outcome.missing)
+            if severity_of[outcome.rule_id] in listed:
+                cautions.append(outcome.rule_id)
     return (
         case_id,
         verdict._value_,
@@ -381,6 +411,7 @@ def flat_outcomes(
         ";".join(conditional),
         ";".join(not_evaluable),
         ";".join(sorted(missing)),
+        ";".join(cautions),
     )
 
 
@@ -395,6 +426,36 @@ def _site_profile(site: str | Path | Mapping[str, Any] | None) -> Mapping[str, S
     else:
         profile = check_site(site)
     return MappingProxyType(profile)
+
+
+def _unknown_columns(
+    names: Iterable[object], ignore: Sequence[str], strict: bool
+) -> frozenset[str]:
+    """A frame's columns the dictionary does not know, to leave out; UsageError for one named
+    like an identifier (always) or for any (strict)."""
+    unknown = [
+        str(name)
+        for name in names
+        if name not in INPUT_FIELDS and name not in DERIVED_FIELDS and name not in ignore
+    ]
+    flagged = scan_columns(unknown)
+    if flagged:
+        shown = ", ".join(_column_label(f.column) for f in flagged)
+        raise UsageError(
+            f"screen_frame: columns that look like direct identifiers: {shown}; remove them"
+        )
+    if strict and unknown:
+        shown = ", ".join(_column_label(name) for name in unknown)
+        raise UsageError(f"screen_frame: columns not in the data dictionary: {shown}")
+    return frozenset(unknown)
+
+
+def _column_label(name: str) -> str:
+    """A column name as an error shows it: withheld when it might be a value (digits in it)."""
+    shown = shown_name(name, INPUT_FIELDS)
+    if shown is None and not any(ch.isdigit() for ch in name):
+        shown = escape_text(name)  # a name that names its kind ("Patient Name")
+    return f"'{shown}'" if shown is not None else "(name withheld: it may be data)"
 
 
 def _frame_rows(frame: Any, library: str) -> list[dict[str, Any]]:

@@ -131,17 +131,66 @@ def parse_yaml(text: str) -> YamlDocument:
     """
     loader = _UniqueKeyLoader(text)
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is not None and "&" in text:  # an alias needs an anchor: no &, no alias to count
+            _check_expansion(node)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise YamlError(f"malformed YAML: {problem}", line) from None
+    except yaml.reader.ReaderError as exc:  # a control character; its str() has a second line
+        found = text.find(chr(exc.character)) if isinstance(exc.character, int) else -1
+        line = text.count("\n", 0, found) + 1 if found >= 0 else None
+        problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise YamlError(f"malformed YAML: {problem}", line) from None
     except yaml.YAMLError as exc:
-        raise YamlError(f"malformed YAML: {exc}", None) from None
+        raise YamlError(f"malformed YAML: {' '.join(str(exc).split())}", None) from None
     finally:
         loader.dispose()
     return YamlDocument(data, text)
+
+
+# Aliases let a 1 KB file stand for a billion values ("billion laughs"): PyYAML shares them,
+# but anything that walks the data (validation, the JSON cache) expands them, for gigabytes and
+# minutes in C code that no signal interrupts. Aliases may add at most this many values.
+MAX_ALIAS_VALUES = 100_000
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand beyond MAX_ALIAS_VALUES values, or refer to an
+    enclosing node (a cycle). Counted over the node graph, each distinct node once."""
+    expanded: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
+    open_nodes: set[int] = set()
+    distinct = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if done:
+            open_nodes.discard(key)
+            expanded[key] = 1 + sum(expanded[id(c)] for c in children)
+            if expanded[key] - distinct > MAX_ALIAS_VALUES:
+                raise YamlError(
+                    f"aliases expand to more than {MAX_ALIAS_VALUES:,} values "
+                    "(an alias bomb?); write the values out",
+                    node.start_mark.line + 1,
+                )
+            continue
+        if key in expanded:
+            continue
+        if key in open_nodes:
+            raise YamlError("an alias refers to a value that contains it", node.start_mark.line + 1)
+        open_nodes.add(key)
+        distinct += 1
+        stack.append((node, True))
+        stack.extend((c, False) for c in reversed(children) if id(c) not in expanded)
 
 
 def _record(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:

@@ -8,8 +8,10 @@ field is defined here, independently of the rules' own scoping:
 - cord signs (myelopathy) only where the treated span may hold the cord or conus: cervical,
   thoracic, T12-L1, L1-L2, or a lumbar span reaching L1-L2 (conus range mid-T12 to upper L3,
   Saifuddin 1998);
-- cauda equina syndrome only at lumbar levels and the thoracolumbar junction (T12-L1 down);
-- disc calcification (the giant thoracic disc) only at thoracic levels, T1-T2 to T12-L1;
+- cauda equina syndrome only at lumbar levels, the thoracolumbar junction and the epiconus
+  (T11-T12 down: a lesion 1-2 vertebrae above the cord's end, Asada 2021; issue 28);
+- disc calcification (the giant thoracic disc) only at thoracic levels and both junctions, C7-T1
+  to T12-L1 (issue 28: a giant calcified C7-T1 disc is asked rather than passed);
 - SVA, pelvic incidence, lumbar lordosis and pelvic tilt never in the cervical spine, and outside
   adult deformity only for fusions;
 - TLICS components never for a cervical level (C1-C2 to C6-C7) and only for fractures; SLIC
@@ -28,7 +30,12 @@ from tests.conftest import RULESET
 DIAGNOSES = FIELDS_BY_NAME["diagnosis"].values
 PROCEDURES = FIELDS_BY_NAME["planned_procedure"].values
 INDEX = {segment: i for i, segment in enumerate(SEGMENTS)}
-C7_T1, T1_T2, T12_L1, L1_L2 = INDEX["C7-T1"], INDEX["T1-T2"], INDEX["T12-L1"], INDEX["L1-L2"]
+C7_T1, T11_T12, T12_L1, L1_L2 = (
+    INDEX["C7-T1"],
+    INDEX["T11-T12"],
+    INDEX["T12-L1"],
+    INDEX["L1-L2"],
+)
 TLICS = {"tlics_morphology", "tlics_plc", "tlics_neuro", "tlics_score"}
 SLIC = {"slic_morphology", "slic_dlc", "slic_neuro", "slic_cord_compression", "slic_score"}
 LUMBOPELVIC = {"sva_mm", "pelvic_incidence_deg", "lumbar_lordosis_deg", "pelvic_tilt_deg"}
@@ -42,9 +49,9 @@ def foreign_fields(level: str, levels: int, diagnosis: str, procedure: str) -> s
     foreign: set[str] = set()
     if min(low, top) > L1_L2 and top > L1_L2:
         foreign.add("myelopathy")
-    if low < T12_L1:
+    if low < T11_T12:
         foreign.add("cauda_equina_syndrome")
-    if not T1_T2 <= low <= T12_L1:
+    if not C7_T1 <= low <= T12_L1:
         foreign.add("herniation_calcified")
     cervical = low < C7_T1
     if cervical or (diagnosis != "adult_deformity" and procedure != "fusion"):

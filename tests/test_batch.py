@@ -178,7 +178,7 @@ def test_flattened_csv_has_the_documented_columns(tmp_path: Path) -> None:
     header, first, *_ = out.read_text().splitlines()
     assert header == (
         "case_id,verdict,fired_red_flag,fired_major,fired_caution,fired_info,"
-        "conditional,not_evaluable,missing_fields"
+        "conditional,not_evaluable,missing_fields,open_cautions"
     )
     assert first.startswith("B-001,")
     b003 = next(line for line in out.read_text().splitlines() if line.startswith("B-003,"))
@@ -276,12 +276,20 @@ def test_allow_column_passes_a_false_positive(tmp_path: Path) -> None:
     assert code == 0, err
 
 
-def test_unknown_columns_are_refused_unless_ignored(tmp_path: Path) -> None:
+def test_unknown_columns_are_ignored_unless_strict(tmp_path: Path) -> None:
+    """Issue 27: an extra column is listed once and skipped by default; --strict-columns
+    refuses it; --ignore-unknown-columns (the old switch) stays accepted."""
     rows = [{**r, "favourite_colour": "blue"} for r in cohort()]
     source = write(tmp_path / "cohort.jsonl", rows)
-    code, _, err = batch(str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1")
+    code, _, err = batch(
+        str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1", "--strict-columns"
+    )
     assert code == 2
     assert "columns not in the data dictionary: favourite_colour" in err
+    code, _, err = batch(str(source), "--out", str(tmp_path / "o.jsonl"), "--workers", "1")
+    assert code == 0, err
+    assert err.count("favourite_colour") == 1
+    assert "blue" not in err
     summary = tmp_path / "s.json"
     code, _, err = batch(
         str(source),
@@ -467,6 +475,7 @@ def test_flattened_rows_match_the_full_result(evaluators: dict[str, Any]) -> Non
             ";".join(c.rule_id for c in full.conditional),
             ";".join(n.rule_id for n in full.not_evaluable),
             ";".join(sorted({m for n in full.not_evaluable for m in n.missing})),
+            ";".join(c.rule_id for c in full.open_cautions),
         )
         assert flatten(case_id, decision.policy.verdict, decision.outcomes, RULESET) == expected
 
@@ -579,6 +588,21 @@ def test_bad_bytes_and_odd_values_become_row_errors_not_crashes(tmp_path: Path) 
     errors = tmp_path / "e.jsonl"
     code, _, err = batch(
         str(source), "--out", str(tmp_path / "o.jsonl"), "--errors", str(errors), "--workers", "1"
+    )
+    assert code == 0, err
+    assert err.count("is not UTF-8 text; read as cp1252") == 1  # said once
+    (problem,) = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert (problem["row"], problem["field"]) == (2, "bmi")  # 2é6 is no number
+    code, _, err = batch(
+        str(source),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "--errors",
+        str(errors),
+        "--workers",
+        "1",
+        "--encoding",
+        "utf-8",
     )
     assert code == 0, err
     (problem,) = [json.loads(line) for line in errors.read_text().splitlines()]

@@ -72,7 +72,7 @@ def screen_file(
         ),
         pytest.param("age_years: 40\n", "case_id: is required", id="no-case-id"),
         pytest.param(
-            "case_id: 'has space'\n", "case_id: 'has space' is not a valid id", id="bad-case-id"
+            "case_id: 'S 0193'\n", "case_id: 'S 0193' is not a valid id", id="bad-case-id"
         ),
         pytest.param("", "case file is empty", id="empty"),
         pytest.param("   \n\n", "case file is empty", id="blank"),

@@ -173,7 +173,8 @@ def test_refusals_never_echo_the_token(
 
 
 def test_feedback_needs_a_token_too(secured: TestClient) -> None:
-    feedback = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "accepted"}]}
+    card = call(secured, f"Bearer {token()}").json()["cards"][0]
+    feedback = {"feedback": [{"card": card["uuid"], "outcome": "accepted"}]}
     refused(secured.post(PATH + "/feedback", json=feedback))
     ok = secured.post(
         PATH + "/feedback",

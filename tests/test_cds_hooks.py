@@ -234,15 +234,15 @@ def test_detail_orders_red_flags_then_findings_with_evidence_then_ranked_questio
     assert result.findings
     red = detail.index("**Red flags not yet excluded**")
     findings = detail.index("**Findings**")
-    questions = detail.index("**Questions that could change the verdict**")
+    questions = detail.index("**Questions that decide the verdict**")
     disclaimer = detail.index("never an order to operate")
     assert red < findings < questions < disclaimer
     for finding in result.findings:  # each with its CEBM label as the text report shows it
         assert f"`{finding.rule_id}`" in detail
     assert re.search(r"\\\[(RCT|cohort study|case series) · level \d\\\]", detail)
     assert "source: " in detail
-    ranked = [detail.index(f"`{name}`", questions) for name in result.next_questions]
-    assert ranked == sorted(ranked)  # ranked as next_questions ranks them
+    ranked = [detail.index(f"`{name}`", questions) for name in result.deciding_questions]
+    assert ranked == sorted(ranked)  # ranked as deciding_questions ranks them
     assert "Author notes" not in detail
 
 
@@ -308,7 +308,7 @@ def coded_request(*codings: tuple[str, str], hook: str = "order-select") -> dict
 
 
 def _questions(card: dict[str, Any]) -> str:
-    return card["detail"].split("**Questions that could change the verdict**", 1)[-1]
+    return card["detail"].split("**Questions that decide the verdict**", 1)[-1]
 
 
 @pytest.mark.parametrize("service_id", sorted(SERVICES))
@@ -339,7 +339,7 @@ def test_a_generic_snomed_spine_code_gets_a_card_asking_for_the_procedure(dev: T
     request = coded_request((SNOMED, "392236004"))  # Operative procedure on spinal structure
     assert "planned_procedure" not in _mapped_case(request)
     card = card_of(dev.post(URL, json=request))
-    assert "`planned_procedure`" in _questions(card)
+    assert "Planned procedure" in _questions(card)  # asked by its label
 
 
 @pytest.mark.parametrize(
@@ -520,6 +520,7 @@ def test_feedback_is_recorded_without_identifiers(tmp_path: Path) -> None:
     app = create_app(ServiceConfig(screener=screener(), dev=True, feedback_log=log))
     test_client = TestClient(app)
     card = card_of(test_client.post(URL, json=disc_request()))
+    other = card_of(test_client.post(URL, json=disc_request()))
     entries = [
         {
             "card": card["uuid"],
@@ -534,7 +535,7 @@ def test_feedback_is_recorded_without_identifiers(tmp_path: Path) -> None:
             "outcomeTimestamp": "2024-03-01T10:00:00Z",
         },
         {
-            "card": str(uuid.uuid4()),
+            "card": other["uuid"],
             "outcome": "accepted",
             "overrideReason": {"reason": {"code": "Jane Doe"}},
         },
@@ -559,6 +560,65 @@ def test_feedback_is_recorded_without_identifiers(tmp_path: Path) -> None:
     text = log.read_text()
     assert "Jane" not in text
     assert "2024" not in text
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+def test_feedback_is_taken_once_and_only_for_cards_this_service_issued(tmp_path: Path) -> None:
+    """Any made-up uuid used to be logged: the feedback log grew without bound (issue 26)."""
+    log = tmp_path / "feedback.jsonl"
+    app = create_app(ServiceConfig(screener=screener(), dev=True, feedback_log=log))
+    test_client = TestClient(app)
+    card = card_of(test_client.post(URL, json=disc_request()))
+
+    def feedback(card_uuid: str, url: str = URL) -> Any:
+        entry = {"card": card_uuid, "outcome": "accepted"}
+        return test_client.post(f"{url}/feedback", json={"feedback": [entry]})
+
+    for _ in range(1000):  # made-up cards: refused, nothing written, nothing kept
+        assert_operation_outcome(feedback(str(uuid.uuid4())), 404)
+    assert not log.exists()
+    assert not app.state.cds.feedback.records
+    # a card of the other service, and one mixed with an unknown card in one post: refused whole
+    assert_operation_outcome(feedback(card["uuid"], "/cds-services/miss-screen-order-sign"), 404)
+    mixed = [
+        {"card": card["uuid"], "outcome": "accepted"},
+        {"card": str(uuid.uuid4()), "outcome": "accepted"},
+    ]
+    body = assert_operation_outcome(
+        test_client.post(f"{URL}/feedback", json={"feedback": mixed}), 404
+    )
+    assert body["issue"][0]["diagnostics"].startswith("feedback[1]: ")
+    assert feedback(card["uuid"].upper()).json() == {"recorded": 1}  # the uuid in any case
+    for _ in range(100):  # once only
+        assert_operation_outcome(feedback(card["uuid"]), 409)
+    assert len(log.read_text().splitlines()) == 1
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(60)
+def test_feedback_cards_are_remembered_for_a_day_and_ten_thousand_at_most() -> None:
+    from engine.service.cds import CARD_TTL, MAX_CARDS, CdsError, FeedbackStore
+
+    now = [0.0]
+    store = FeedbackStore(clock=lambda: now[0])
+    for number in range(MAX_CARDS + 1):
+        store.card_issued(f"card-{number}", "miss-screen", "rules 1")
+    assert len(store.issued) == MAX_CARDS
+    assert "card-0" not in store.issued  # the oldest forgotten first
+    with pytest.raises(CdsError) as refused:
+        store.add([{"service": "miss-screen", "card": "card-0", "outcome": "accepted"}])
+    assert refused.value.status == 404
+    now[0] = CARD_TTL + 1
+    with pytest.raises(CdsError) as expired:
+        store.add([{"service": "miss-screen", "card": "card-1", "outcome": "accepted"}])
+    assert expired.value.status == 404
+    store.card_issued("fresh", "miss-screen", "rules 1")
+    assert list(store.issued) == ["fresh"]  # the expired ones are let go
+    store.add([{"service": "miss-screen", "card": "fresh", "outcome": "accepted"}])
+    assert list(store.records) == [
+        {"service": "miss-screen", "card": "fresh", "outcome": "accepted", "ruleset": "rules 1"}
+    ]
 
 
 @pytest.mark.parametrize(

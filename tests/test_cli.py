@@ -33,6 +33,9 @@ CONTRACT_KEYS = [
     "possible_verdicts",
     "possible_verdicts_exact",
     "next_questions",
+    "deciding_questions",
+    "open_cautions",
+    "schema_version",
 ]
 NOT_EVALUABLE_KEYS = ["rule_id", "name", "severity", "missing", "can_change_verdict"]
 FINDING_KEYS = [
@@ -85,7 +88,14 @@ def test_json_output_follows_the_contract(example: Path, result_schema: dict[str
     assert set(result["next_questions"]) == {m for i in changing for m in i["missing"]}
     assert result["possible_verdicts"], "a settled case still has its own verdict"
     if result["verdict"] in ("worth_discussing", "discuss_with_caution"):
-        assert result["possible_verdicts"] == [result["verdict"]]
+        # only open cautions can be left, and they can only add a caution
+        assert set(result["possible_verdicts"]) <= {"worth_discussing", "discuss_with_caution"}
+        assert result["deciding_questions"] == []
+    deciding = result["deciding_questions"]
+    assert result["next_questions"][: len(deciding)] == deciding  # deciding ones first
+    cautions = {i["rule_id"] for i in result["not_evaluable"] if i["severity"] == "caution"}
+    assert {c["rule_id"] for c in result["open_cautions"]} == cautions
+    assert result["schema_version"] == "1.1"
     assert set(result["ruleset"]) == {"name", "version", "sha256"}
     assert "never" in result["disclaimer"] or "not" in result["disclaimer"]
 
@@ -126,19 +136,24 @@ def test_text_report_reads_in_order_verdict_findings_open_questions_disclaimer()
             "Verdict:",
             "Findings",
             "ACC-007",
-            "slip_percent = 62",
-            "Questions that could change the verdict",
+            "Slip percent: 62",
+            "Questions that decide the verdict",
+            "cautions not yet excluded",
             "Screening aid",
         )
     ]
     assert positions == sorted(positions)
-    assert "meyerding_grade = 3" in out or "meyerding_grade = 4" in out
+    assert "Meyerding grade: 3" in out or "Meyerding grade: 4" in out
 
 
 def test_open_questions_name_the_missing_fields() -> None:
     code, out, _ = invoke("screen", str(ROOT / "cases/examples/adult-deformity-sva-unknown.yaml"))
     assert code == 0
     assert "INSUFFICIENT DATA" in out
+    assert "SVA: major" in out
+    code, out, _ = invoke(
+        "screen", str(ROOT / "cases/examples/adult-deformity-sva-unknown.yaml"), "--details"
+    )
     assert "sva_mm: major ACC-001, ACC-003" in out
 
 
@@ -369,7 +384,7 @@ def test_a_not_favoured_verdict_says_which_red_flags_are_still_open() -> None:
     ]
     code, out, _ = invoke(*args)
     assert code == 0
-    assert "Red flags not yet excluded: supply cauda_equina_syndrome" in out
+    assert "Red flags not yet excluded: Cauda equina syndrome" in out
     code, out, _ = invoke(
         *args,
         "--set",

@@ -73,3 +73,117 @@ def test_every_bundled_source_names_its_study_design() -> None:
                 if "design" not in source:
                     lacking.append(f"{path.name}: {source['citation'][:60]}")
     assert not lacking, lacking
+
+
+# --- engine and authoring vocabulary (issue 28 item 4) ------------------------------------------
+
+# Whole words a clinician should never have to read: field names (underscored), rule syntax,
+# the rule author's words for how a rule is written, and rule ids (a report prints the id beside
+# the text where it needs one).
+ENGINE_WORDS = re.compile(
+    r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b"  # a field or value name with underscores
+    r"|==|!=|>=|<=|`"  # rule syntax and code quotes
+    r"|\bwhen:|\bscope[ds]?\b|\bscoping\b|\bsettles?\b|\bsettled\b"
+    r"|\brecords? the\b[^.;]{0,60}\bfield\b"
+    r"|\bdeviations?\b|\bcatalogue\b|\bverified\b|§"
+    r"|\b(?:ACC|CPX|RAD|EQP|EVD|BEN|RED|IND|DER|CON)-\d{3}\b",
+    re.IGNORECASE,
+)
+
+
+def clinical_texts() -> list[tuple[str, str]]:
+    """(where, text) for every text a clinician reads: each rule's message and rationale, each
+    derived attribute's description and rationale, each constraint's rationale."""
+    texts: list[tuple[str, str]] = []
+    for rule in RULESET.rules:
+        texts.append((f"{rule.id} message", rule.meta.message))
+        texts.append((f"{rule.id} rationale", rule.meta.rationale))
+    for derived in RULESET.derived:
+        texts.append((f"{derived.meta.id} description", derived.meta.description))
+        texts.append((f"{derived.meta.id} rationale", derived.meta.rationale))
+    for constraint in RULESET.constraints:
+        texts.append((f"{constraint.meta.id} rationale", constraint.meta.rationale))
+    return texts
+
+
+@pytest.mark.parametrize(("where", "text"), clinical_texts(), ids=lambda v: str(v)[:24])
+def test_clinical_text_has_no_engine_vocabulary(where: str, text: str) -> None:
+    found = sorted({m.group(0) for m in ENGINE_WORDS.finditer(" ".join(text.split()))})
+    assert not found, f"{where}: {found}"
+
+
+def test_the_vocabulary_test_catches_what_it_is_meant_to() -> None:
+    for phrase in [
+        "the fusion test in `when` keeps a case",
+        "Age is always recorded, so the rule needs no scope",
+        "a lumbar case settles it false",
+        "any case that records the abscess or spondylodiscitis field",
+        "now gets this rule as conditional (CON-002)",
+        "asked when herniation_migration_grade is unknown",
+        "class 3 when sva_mm >= 60",
+        "a deviation from the catalogue, verified (§8)",
+    ]:
+        assert ENGINE_WORDS.search(phrase), phrase
+    for clinical in [
+        "SVA of 60 mm or more (≥ 6 cm) is class 3",
+        "The role of MIS is unknown; open reduction is preferred.",
+        "Asked of infection cases, and read whenever an abscess is recorded.",
+        'PI-LL above 20 deg is the SRS-Schwab "++" modifier',
+    ]:
+        assert ENGINE_WORDS.search(clinical) is None, clinical
+
+
+# --- evidence labels (issue 28 item 3) -----------------------------------------------------------
+
+# a message that quotes a result: a percentage, a volume, a stay, a dose, a ratio or a comparison
+FIGURES = re.compile(r"\d+(?:\.\d+)?\s*(?:%|mL|days?|mGy|times)|\bvs\b")
+
+
+@pytest.mark.parametrize("rule", RULESET.rules, ids=lambda r: r.id)
+def test_a_message_figure_and_its_label_come_from_one_source(rule: object) -> None:
+    """When a message quotes figures and the rule's sources are of different levels, one source
+    is named as the figures' (`figures: true`) and the label a report prints is that source's:
+    a level-1 label beside a level-3 review's numbers is what this prevents (BEN-005)."""
+    from engine.models import evidence_label
+
+    meta = rule.meta  # type: ignore[attr-defined]
+    levels = {s.evidence_level for s in meta.sources if s.evidence_level is not None}
+    quoted = [s for s in meta.sources if s.figures]
+    if FIGURES.search(meta.message) and len(levels) > 1:
+        assert len(quoted) == 1, f"{meta.id}: name the source of the message's figures"
+    if quoted:
+        assert evidence_label(meta.sources) == evidence_label(quoted)
+
+
+def test_a_figures_source_sets_the_label_even_when_a_better_one_is_cited() -> None:
+    from engine.models import SourceRef, evidence_label
+
+    review = SourceRef(
+        citation="a meta-analysis of cohorts", design="systematic_review_observational"
+    )
+    trials = SourceRef(citation="a review of RCTs", design="systematic_review_rct")
+    assert evidence_label([review, trials]).endswith("level 1")
+    quoted = review.model_copy(update={"figures": True})
+    assert evidence_label([quoted, trials]) == evidence_label([review])
+
+
+def test_no_bundled_source_has_an_unknown_design() -> None:
+    """Every source's design was checked (issue 28); one that cannot be found is removed, so
+    no `design: unknown` is left in the bundled rules."""
+    unknown = [
+        f"{item.meta.id}: {s.citation[:50]}"
+        for item in [*RULESET.rules, *RULESET.derived, *RULESET.constraints]
+        for s in item.meta.sources
+        if s.design.value == "unknown"
+    ]
+    assert not unknown, unknown
+
+
+def test_one_citation_has_one_design() -> None:
+    """A paper cited by several rules is labelled the same in each (issue 28: "Luo 2024")."""
+    designs: dict[str, set[str]] = {}
+    for item in [*RULESET.rules, *RULESET.derived, *RULESET.constraints]:
+        for s in item.meta.sources:
+            key = s.doi or s.pmid or s.citation
+            designs.setdefault(key, set()).add(s.design.value)
+    assert {k: v for k, v in designs.items() if len(v) > 1} == {}

@@ -16,6 +16,7 @@ from engine.derive import InconsistentInput, _derivers, _reachable_totals, build
 from engine.errors import CaseInputError
 from engine.io.cases import validate_case
 from engine.models import Scalar
+from engine.rules.logic import compile_kleene
 from engine.synth import generate_rows
 from tests.conftest import RULESET
 
@@ -73,7 +74,26 @@ def plain_facts(
             totals = _reachable_totals(points, known, possible)
             if totals is not None:
                 seen = {**seen, name: totals}
+        elif name in RULESET.bounded_fields:  # the band values not excluded, in the plain way
+            left = plain_bounds(name, known, seen)
+            if left is not None:
+                seen = {**seen, name: left}
+                possible = {**possible, name: left}
     return known, possible, inferred
+
+
+def plain_bounds(
+    name: str, known: dict[str, Scalar], seen: dict[str, frozenset[Scalar]]
+) -> frozenset[Scalar] | None:
+    """Each band's value unless its condition is false or an earlier one is true."""
+    rule = RULESET.derived_by_field[name]
+    outcomes = [compile_kleene(cond)(known, seen) for cond, _ in rule.bands]
+    left = frozenset(
+        value
+        for index, (_, value) in enumerate(rule.bands)
+        if outcomes[index] is not False and True not in outcomes[:index]
+    )
+    return None if left == frozenset(v for _, v in rule.bands) else left
 
 
 def agree(values: dict[str, Scalar]) -> None:

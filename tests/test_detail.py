@@ -60,6 +60,8 @@ def test_compact_and_full_say_the_same_about_every_case(outputs: Path) -> None:
             "missing_fields",
             "possible_verdicts",
             "next_questions",
+            "deciding_questions",
+            "open_cautions",
         ]
         assert ids["case_id"] == full["case_id"]
         assert ids["verdict"] == full["verdict"]
@@ -75,6 +77,8 @@ def test_compact_and_full_say_the_same_about_every_case(outputs: Path) -> None:
         assert sorted(ids["conditional"]) == sorted(c["rule_id"] for c in conditional)  # type: ignore[arg-type]
         assert ids["possible_verdicts"] == full["possible_verdicts"]
         assert ids["next_questions"] == full["next_questions"]
+        assert ids["deciding_questions"] == full["deciding_questions"]
+        assert ids["open_cautions"] == [c["rule_id"] for c in full["open_cautions"]]
 
 
 @pytest.mark.timeout(300)

@@ -35,6 +35,7 @@ def test_example_verdict_and_findings(
     expected = EXPECTED[example.name]
     assert result.verdict == expected["verdict"]
     assert sorted(f.rule_id for f in result.findings) == sorted(expected["fires"])
+    assert [c.rule_id for c in result.open_cautions] == expected.get("open_cautions", [])
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

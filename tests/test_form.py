@@ -216,9 +216,10 @@ def test_step_one_asks_the_starting_facts_with_the_dictionary_values(client: Tes
         (control,) = page.named(name)
         if spec.type is FieldType.enum:
             assert control["tag"] == "select"
-            assert control["options"] == ["", *spec.values]  # "not known" first, then the values
+            # "not known" first, then the values ("unknown" is that same choice: offered once)
+            assert control["options"] == ["", *(v for v in spec.values if v != "unknown")]
             enum = next(item["enum"] for item in schema[name]["anyOf"] if "enum" in item)
-            assert control["options"][1:] == enum  # the JSON Schema agrees
+            assert control["options"][1:] == [v for v in enum if v != "unknown"]  # as the schema
             assert page.value_of(name) == ""  # "not known" until the clinician chooses
         else:
             assert control["tag"] == "input"
@@ -265,12 +266,17 @@ def test_only_the_questions_that_can_change_the_verdict_are_asked_in_rank_order(
     result = screen_of(DISC)
     page = Page(post(client, DISC).text)
     asked = page.fields_in("questions")
-    assert result.next_questions  # a bare clinic case is not settled
-    assert asked == asked_fields(SCREENER, result.next_questions, {})
+    assert result.deciding_questions  # a bare clinic case is not settled
+    assert asked == asked_fields(SCREENER, result.deciding_questions, {})
+    # the cautions not yet excluded: asked in their own section, after the deciding questions
+    cautions = page.fields_in("open-cautions")
+    caution_fields = {m for c in result.open_cautions for m in c.missing}
+    assert cautions
+    assert set(cautions) == caution_fields - set(asked)
     # details that cannot change the verdict: offered apart, collapsed
     details = page.fields_in("details")
     open_fields = {m for item in result.not_evaluable for m in item.missing}
-    assert set(details) == open_fields - set(result.next_questions)
+    assert set(details) == open_fields - set(result.next_questions) - caution_fields
     assert all(c["in_details"] for c in page.controls if c["section"] == "details")
     assert not set(asked) & set(details)
 
@@ -330,6 +336,23 @@ def test_a_settled_case_says_the_verdict_can_no_longer_change(client: TestClient
     open_html = post(client, DISC).text
     assert 'id="decided"' not in open_html
     assert 'id="possible"' in open_html
+
+
+def test_with_only_cautions_open_the_form_says_the_verdict_is_given(client: TestClient) -> None:
+    """Red flags answered, a caution open (revision surgery, BMI): the verdict is given and the
+    form says so; the cautions are asked in their own section, no longer as deciding questions."""
+    answers = {**DISC, "cauda_equina_syndrome": "false", "progressive_neuro_deficit": "false"}
+    result = screen_of(answers)
+    assert result.deciding_questions == []
+    assert result.open_cautions
+    html = post(client, answers).text
+    page = Page(html)
+    assert 'id="given"' in html
+    assert 'id="decided"' not in html
+    assert page.fields_in("questions") == []
+    assert set(page.fields_in("open-cautions")) == {
+        m for c in result.open_cautions for m in c.missing
+    }
 
 
 def test_cauda_equina_is_urgent_review_at_once(client: TestClient) -> None:
@@ -423,6 +446,34 @@ def test_no_value_that_could_identify_someone_is_echoed(
     assert text not in response.text
     assert text.replace("<", "&lt;").replace(">", "&gt;") not in response.text
     assert "withheld" in response.text or "unknown field" in response.text
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+    "name", ["mrn0012345", "john_smith", "patient_name", "age_years1961", "Mary Major", "nhs_no"]
+)
+def test_an_unknown_field_name_that_could_be_data_is_never_echoed(
+    client: TestClient, name: str
+) -> None:
+    """A hand-made post's field names may be values (issue 26: `mrn0012345` was echoed)."""
+    response = post(client, {**DISC, name: "1"})
+    assert response.status_code == 422
+    assert name not in response.text
+    assert name.replace(" ", "+") not in response.text
+    assert "unknown field (name withheld: it may be data)" in response.text
+    assert "Your answers" in response.text  # the page, with the answers kept
+    assert Page(response.text).value_of("diagnosis") == "disc_herniation"
+
+
+def test_an_unknown_field_name_close_to_a_field_is_shown_with_the_hint(
+    client: TestClient,
+) -> None:
+    response = post(client, {**DISC, "slip_pct": "20", "mrn0012345": "1", "x99": "2"})
+    assert response.status_code == 422
+    text = response.text.replace("&#39;", "'")
+    assert "unknown field 'slip_pct'; did you mean 'slip_percent'?" in text
+    assert "2 unknown fields (names withheld: they may be data)" in text
+    assert "mrn0012345" not in text
 
 
 def test_a_field_given_twice_is_refused_never_the_last_one_wins(client: TestClient) -> None:

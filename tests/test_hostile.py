@@ -380,7 +380,15 @@ def test_an_endless_rule_file_fails_fast(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(RULES_DIR, rules)
     (rules / "access" / "ACC-099-endless.yaml").symlink_to("/dev/zero")
-    check(invoke(["rules", "check", str(rules)], tmp_path), expected=("larger than 1 MB",))
+    (rules / "access" / "ACC-098-huge.yaml").write_text("# " + "x" * 1_000_000 + "\n")
+    check(
+        invoke(["rules", "check", str(rules)], tmp_path),
+        errors=2,
+        expected=(
+            "ACC-098-huge.yaml: file is larger than 1 MB",
+            "ACC-099-endless.yaml: a link to a file outside the rules folder; not read",
+        ),
+    )
 
 
 @pytest.mark.parametrize(

@@ -64,20 +64,59 @@ def changing(result: Result) -> set[str]:
 # --- the policy ---------------------------------------------------------------------------------
 
 
-def test_an_open_caution_keeps_worth_discussing_from_being_given() -> None:
-    """Nothing fired, and a caution (ACC-015, revision surgery) is open: the verdict could be
-    worth_discussing or discuss_with_caution, so it is insufficient_data, naming the field."""
+def test_an_open_caution_never_holds_the_verdict_back() -> None:
+    """Nothing fired, the red flags and majors are settled, a caution (ACC-015, revision
+    surgery) is open: the verdict is the settled one (issue 28), the caution is listed as not
+    yet excluded, and its question still counts as one that can change the verdict."""
     result = screen(SETTLED)
-    assert result.verdict is Verdict.insufficient_data
+    assert result.verdict is Verdict.worth_discussing
+    assert "cautions not yet excluded" in result.summary
     assert result.possible_verdicts == [Verdict.worth_discussing, Verdict.discuss_with_caution]
     assert result.possible_verdicts_exact
     assert changing(result) == {"ACC-015"}
     assert result.next_questions == ["prior_surgery_same_level"]
-    assert "could change the verdict" in result.summary
+    assert result.deciding_questions == []
+    assert [(c.rule_id, c.missing, c.can_change_verdict) for c in result.open_cautions] == [
+        ("ACC-015", ["prior_surgery_same_level"], True)
+    ]
     answered = screen({**SETTLED, "prior_surgery_same_level": False})
     assert answered.verdict is Verdict.worth_discussing
     assert answered.possible_verdicts == [Verdict.worth_discussing]
     assert answered.next_questions == []
+    assert answered.open_cautions == []
+
+
+def test_an_open_major_beside_an_open_caution_gives_insufficient_data() -> None:
+    """The boundary: the same case with a major question open (EQP-001, equipment) is
+    insufficient_data; its question is deciding and ranked before the caution's."""
+    values = dict(SETTLED)
+    del values["mis_equipment_available"]
+    result = screen(values)
+    assert result.verdict is Verdict.insufficient_data
+    assert "could change the verdict" in result.summary
+    assert result.next_questions == ["mis_equipment_available", "prior_surgery_same_level"]
+    assert result.deciding_questions == ["mis_equipment_available"]
+    assert [c.rule_id for c in result.open_cautions] == ["ACC-015"]
+
+
+def test_an_open_red_flag_alone_gives_insufficient_data() -> None:
+    values = {**SETTLED, "prior_surgery_same_level": False}
+    del values["cauda_equina_syndrome"]
+    result = screen(values)
+    assert result.verdict is Verdict.insufficient_data
+    assert result.deciding_questions == ["cauda_equina_syndrome"]
+    assert result.open_cautions == []
+
+
+def test_a_deciding_question_outranks_a_field_more_cautions_need() -> None:
+    """Ranking: any field a red-flag or major rule needs comes before one only cautions need,
+    however many cautions need it."""
+    result = screen({"diagnosis": "spondylolisthesis", "planned_procedure": "fusion"})
+    deciding = result.deciding_questions
+    assert deciding
+    assert result.next_questions[: len(deciding)] == deciding
+    caution_only = [q for q in result.next_questions if q not in deciding]
+    assert caution_only, result.next_questions
 
 
 def test_an_open_caution_under_a_fired_caution_cannot_change_it() -> None:
@@ -126,7 +165,8 @@ def test_ranking_puts_red_flags_then_the_fields_most_major_rules_need() -> None:
         tuple(-sum(1 for s in needed[name] if s == level) for level in range(4)) for name in ranked
     ]
     assert tallies == sorted(tallies)  # more red-flag, then more major rules first
-    assert brief_line(result).endswith("needs: " + ", ".join(ranked))
+    # the brief line names what keeps the verdict open: the deciding questions, ranked
+    assert brief_line(result).endswith("needs: " + ", ".join(result.deciding_questions))
 
 
 def test_shared_fields_make_the_possible_verdicts_a_bound() -> None:
@@ -178,8 +218,18 @@ def test_possible_verdicts_match_every_resolution_of_the_open_rules() -> None:
                     flips[item.rule_id] |= alone != verdict
         assert result.possible_verdicts == [v for v in BEST_FIRST if v in reachable], values
         assert {n.rule_id: n.can_change_verdict for n in open_items} == flips, values
-        if result.verdict in (Verdict.worth_discussing, Verdict.discuss_with_caution):
-            assert result.possible_verdicts == [result.verdict]
+        deciding_open = [
+            n for n in open_items if n.can_change_verdict and n.severity.value != "caution"
+        ]
+        settled = by_hand(fired)
+        if settled in (Verdict.worth_discussing, Verdict.discuss_with_caution):
+            # held back exactly when a red-flag or major rule could change the verdict
+            assert (result.verdict is Verdict.insufficient_data) is bool(deciding_open), values
+        if not deciding_open:  # the verdict is the one the settled rules give
+            assert result.verdict is settled, values
+        assert [c.rule_id for c in result.open_cautions] == [
+            n.rule_id for n in open_items if n.severity.value == "caution"
+        ], values
 
 
 def test_assessment_is_cached_per_kind_of_case_and_cheap_to_reuse() -> None:
@@ -270,7 +320,11 @@ def test_an_edited_policy_moves_verdict_report_and_batch_counts_together(tmp_pat
         assert report["verdicts"] == {
             v.value: sum(r["verdict"] == v.value for r in results) for v in Verdict
         }
-        counts[name] = (report["verdicts"], report["insufficient_only_site"])
+        counts[name] = (
+            report["verdicts"],
+            report["insufficient_only_site"],
+            report["decided_with_cautions_open"],
+        )
         # the Screener (screen, screen_frame) and the text report say what the batch said
         screener = Screener.load(directory, "reference")
         verdicts = [r["verdict"] for r in results]
@@ -282,8 +336,9 @@ def test_an_edited_policy_moves_verdict_report_and_batch_counts_together(tmp_pat
             assert f"({verdict})" in text_of(screener.screen(row)).splitlines()[1]
     assert counts["edited"][0]["insufficient_data"] == 0
     assert counts["edited"][1] == 0
-    assert counts["bundled"][0]["insufficient_data"] == 2  # A: equipment; B: revision surgery
-    assert counts["bundled"][1] == 1  # only A is open for want of a site setting alone
+    assert counts["bundled"][0]["insufficient_data"] == 1  # A: equipment
+    assert counts["bundled"][1] == 1  # A is open for want of a site setting alone
+    assert counts["bundled"][2] == 1  # B: worth_discussing, revision surgery not yet excluded
 
 
 # --- site settings ------------------------------------------------------------------------------

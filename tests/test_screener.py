@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engine import InputError, Screener
-from engine.errors import CaseInputError
+from engine.errors import CaseInputError, UsageError
 from engine.models import Result
 from engine.screen import screen_values
 from engine.synth import generate_rows
@@ -213,13 +213,22 @@ def test_screen_frame_polars_in_polars_out(screener: Screener) -> None:
     ]
 
 
-def test_screen_frame_ignores_named_columns_and_refuses_other_objects(
+def test_screen_frame_ignores_unknown_columns_and_refuses_other_objects(
     screener: Screener,
 ) -> None:
+    """Issue 27: an extra column is left out (and listed), not fatal; --strict-columns'
+    counterpart refuses it; `ignore=` keeps working."""
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame([{**STENOSIS, "ward": "B2"}])
-    assert "ward" in screener.screen_frame(frame)["rejected"][0]
+    out = screener.screen_frame(frame)
+    assert pd.isna(out["rejected"][0])
+    assert out.attrs["ignored_columns"] == ["ward"]
+    assert out["verdict"][0] == screener.screen(STENOSIS).verdict.value
     assert pd.isna(screener.screen_frame(frame, ignore=["ward"])["rejected"][0])
+    with pytest.raises(UsageError, match="not in the data dictionary: 'ward'"):
+        screener.screen_frame(frame, strict_columns=True)
+    with pytest.raises(UsageError, match="direct identifiers"):
+        screener.screen_frame(pd.DataFrame([{**STENOSIS, "patient_name": "x"}]))
     with pytest.raises(Exception, match="pandas or polars DataFrame"):
         screener.screen_frame([STENOSIS])
 

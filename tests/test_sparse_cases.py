@@ -75,6 +75,8 @@ DIAGNOSES: dict[str, tuple[dict[str, Any], list[str]]] = {
             "tlics_morphology": "burst",
             "tlics_plc": "injured",
             "tlics_neuro": "intact",
+            # an augmentation asks infection of the level whatever the diagnosis (ACC-018 1.1.0)
+            "spondylodiscitis": False,
         },
         ["fusion", "vertebral_augmentation"],
     ),

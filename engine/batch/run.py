@@ -32,6 +32,7 @@ from engine.batch.summary import (
     Duplicate,
     FieldMissingness,
     InputStamp,
+    NormalisedValues,
     OutputStamp,
     Reconciliation,
     RejectedExample,
@@ -75,11 +76,15 @@ class BatchOptions:
     site: SiteProfile = field(default_factory=dict)
     input_format: InputFormat | None = None
     allow_columns: frozenset[str] = frozenset()
-    ignore_unknown_columns: bool = False
+    ignore_unknown_columns: bool = True  # listed once and skipped; False: --strict-columns
+    delimiter: str | None = None  # CSV: sniffed from the header line when None
+    encoding: str | None = None  # CSV: UTF-8, else cp1252/latin-1 (said once) when None
+    sheet: str | None = None  # .xlsx: the first sheet when None
     executor: str = "local"
     summary: str | None = None
     report: str | None = None
     detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
+    pseudonym_key: bytes | None = None  # --pseudonymise-ids (engine/io/pseudonymise.py)
     stall_timeout: float | None = None  # the watchdog's floor (pool.STALL_FLOOR_S if None)
 
     @property
@@ -110,7 +115,16 @@ def estimate_total_rows(options: BatchOptions) -> tuple[int, bool] | None:
 
 def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     """Open every input and refuse identifiers, derived or unknown columns before screening."""
-    readers = [TableReader(p, detect_format(p, options.input_format)) for p in options.inputs]
+    readers = [
+        TableReader(
+            p,
+            detect_format(p, options.input_format),
+            delimiter=options.delimiter,
+            encoding=options.encoding,
+            sheet=options.sheet,
+        )
+        for p in options.inputs
+    ]
     problems: list[str] = []
     ignored: set[str] = set()
     for reader in readers:
@@ -118,7 +132,8 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
             reader.source,
             reader.columns,
             reader.sample(),
-            options.allow_columns,
+            # pseudonymised ids are checked by the workers, after hashing
+            options.allow_columns | ({"case_id"} if options.pseudonym_key else set()),
             ignore_unknown=options.ignore_unknown_columns,
         )
         problems.extend(found)
@@ -180,7 +195,10 @@ class Totals:
     missing: collections.Counter[str] = field(default_factory=collections.Counter)
     blocks: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected_by_field: collections.Counter[str] = field(default_factory=collections.Counter)
+    normalised: collections.Counter[str] = field(default_factory=collections.Counter)
+    normalised_examples: dict[str, str] = field(default_factory=dict)
     insufficient_only_site: int = 0
+    decided_with_cautions_open: int = 0
     subgroups: collections.Counter[tuple[str, str, str]] = field(
         default_factory=collections.Counter
     )
@@ -193,6 +211,7 @@ class Totals:
                 RejectedExample(field=error["field"], row=error["row"], reason=error["reason"])
             )
         self.insufficient_only_site += result.insufficient_only_site
+        self.decided_with_cautions_open += result.decided_with_cautions_open
         self.rows += result.rows
         self.screened += result.screened
         self.rejected += result.rejected
@@ -201,6 +220,9 @@ class Totals:
         self.missing.update(result.missing)
         self.blocks.update(result.blocks)
         self.rejected_by_field.update(result.rejected_by_field)
+        self.normalised.update(result.normalised)
+        for name, example in result.normalised_examples.items():
+            self.normalised_examples.setdefault(name, example)
 
 
 class DuplicateFinder:
@@ -278,6 +300,7 @@ class BatchRun:
             output_format=options.output_format,
             ignored_columns=frozenset(self.ignored),
             detail=options.detail,
+            pseudonym_key=options.pseudonym_key,
         )
         # every output is created now, before any screening: a folder that cannot take them
         # fails the run at once
@@ -464,10 +487,15 @@ def build_summary(
         attrition=attrition,
         missingness=missingness,
         rejected_by_field=dict(sorted(totals.rejected_by_field.items())),
+        normalised_values={
+            name: NormalisedValues(count=count, example=totals.normalised_examples.get(name))
+            for name, count in sorted(totals.normalised.items())
+        },
         duplicates=duplicates,
         ignored_columns=ignored,
         disclaimer=DISCLAIMER,
         insufficient_only_site=totals.insufficient_only_site,
+        decided_with_cautions_open=totals.decided_with_cautions_open,
         subgroups=subgroup_table(totals.subgroups, screened),
         rejected_examples=totals.rejected_examples,
     )

@@ -131,6 +131,14 @@ class RejectedExample(BaseModel):
     reason: str
 
 
+class NormalisedValues(BaseModel):
+    """Values of one field the normaliser read as the dictionary spells them (`M` as male)."""
+
+    model_config = _MODEL
+    count: int
+    example: str | None = None  # `M → male`; never a case id, never free text
+
+
 def _pct(count: int, total: int) -> float:
     return round(100 * count / total, 2) if total else 0.0
 
@@ -179,13 +187,26 @@ class BatchSummary(BaseModel):
     # insufficient_data rows whose every verdict-changing question is a site setting
     # (surgeon_mis_cases, navigation_available, mis_equipment_available): --site settles them
     insufficient_only_site: int = 0
+    # rows given a verdict other than insufficient_data while cautions are not yet excluded
+    # (rules/policy.yaml open_cautions): decided with cautions open, the cautions listed per row
+    decided_with_cautions_open: int = 0
     # verdicts by diagnosis, planned procedure and region (inferred values included)
     subgroups: list[Subgroup] = Field(default_factory=list)
     # the first rejected rows: field, row and reason, never the values
     rejected_examples: list[RejectedExample] = Field(default_factory=list)
+    # per field, how many values were given in another spelling and read (engine.io.normalise)
+    normalised_values: dict[str, NormalisedValues] = Field(default_factory=dict)
     # the run's other files (results, errors, rule texts), hashed as committed; the report,
     # written after the summary, carries stamp.run_id instead
     outputs: list[OutputStamp] = Field(default_factory=list)
+
+    def normalised_lines(self) -> list[str]:
+        """`sex: 1,204 values normalised, e.g. M → male`, one line per field."""
+        return [
+            f"{name}: {entry.count:,} value{'s' if entry.count != 1 else ''} normalised"
+            + (f", e.g. {entry.example}" if entry.example else "")
+            for name, entry in self.normalised_values.items()
+        ]
 
     def _repr_html_(self) -> str:
         """A short view for Jupyter: rows read, screened and rejected, verdict counts, the

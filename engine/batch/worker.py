@@ -37,9 +37,11 @@ from engine.batch.startup import die_with_parent, forbid_core_dumps
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
-from engine.io.cases import validate_case
+from engine.io.cases import validate_counted
 from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
+from engine.io.normalise import normalise_value
+from engine.io.pseudonymise import pseudonymise_chunk
 from engine.io.tables import Chunk, Row, RowProblem
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
 from engine.policy import policy_for
@@ -67,6 +69,7 @@ FLAT_COLUMNS = (
     "conditional",
     "not_evaluable",
     "missing_fields",
+    "open_cautions",
 )
 FLAT_SCHEMA = pa.schema([(name, pa.string()) for name in FLAT_COLUMNS])
 SETTINGS = frozenset(SETTING_FIELDS)
@@ -107,6 +110,7 @@ class WorkerConfig:
     ignored_columns: frozenset[str]
     in_process: bool = False
     detail: Detail = Detail.full
+    pseudonym_key: bytes | None = None  # --pseudonymise-ids: case ids hashed before any check
 
 
 @dataclass
@@ -125,7 +129,11 @@ class ChunkResult:
     missing: Counter[str] = field(default_factory=Counter)
     blocks: Counter[str] = field(default_factory=Counter)
     rejected_by_field: Counter[str] = field(default_factory=Counter)
+    # values the normaliser changed, per field, with the first example (never a case id)
+    normalised: Counter[str] = field(default_factory=Counter)
+    normalised_examples: dict[str, str] = field(default_factory=dict)
     insufficient_only_site: int = 0  # insufficient_data only for want of site settings
+    decided_with_cautions_open: int = 0  # a verdict given while cautions are not yet excluded
     # (field, value or "(unknown)", verdict) for the subgroup fields (summary.SUBGROUP_FIELDS)
     subgroups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # one line per valid case_id: "hash\tsource\trow\tcase_id\n" (see run.DuplicateFinder);
@@ -140,15 +148,19 @@ class ChunkResult:
         self.screened += other.screened
         self.rejected += other.rejected
         self.insufficient_only_site += other.insufficient_only_site
+        self.decided_with_cautions_open += other.decided_with_cautions_open
         for name in (
             "verdicts",
             "rule_status",
             "missing",
             "blocks",
             "rejected_by_field",
+            "normalised",
             "subgroups",
         ):
             getattr(self, name).update(getattr(other, name))
+        for name, example in other.normalised_examples.items():
+            self.normalised_examples.setdefault(name, example)
 
 
 class _State:
@@ -310,6 +322,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             f"{config.ruleset_sha256[:12]} when it started, {ruleset.sha256[:12]} now); "
             "no output was kept: run it again"
         )
+    if config.pseudonym_key is not None:
+        chunk = pseudonymise_chunk(config.pseudonym_key, chunk)
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
     stall = None if config.in_process else os.environ.get(FAULT_STALL_ENV)
     rows = _checked_rows(chunk, config.ignored_columns)
@@ -328,7 +342,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if checked is not None:  # its case_id matched the pattern in the batch check
             case_id: str | None = checked[0]
         else:
-            case_id = listed_case_id(raw.get("case_id"))
+            case_id = listed_case_id(normalise_value("case_id", raw.get("case_id")))
         if case_id:
             result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
             if fault is not None and case_id == fault.partition("@")[0]:
@@ -339,7 +353,11 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             if checked is not None:
                 valid_id, values = checked
             else:
-                valid_id, values = validate_case(raw, chunk.source, row=number)
+                valid_id, values, changes = validate_counted(raw, chunk.source, row=number)
+                for change in changes:
+                    result.normalised[change.field] += 1
+                    if change.field not in result.normalised_examples and change.example:
+                        result.normalised_examples[change.field] = change.example
             prepared.append(screener.prepare(valid_id, values, source=chunk.source))
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
@@ -470,6 +488,8 @@ def record(
         result.blocks.update(blocking)
         if blocking and blocking <= SETTINGS:
             result.insufficient_only_site += 1
+    elif row[-1]:  # the open_cautions column
+        result.decided_with_cautions_open += 1
     result.records.append(row if full_result is None else full_result.model_dump_json())
 
 
@@ -482,13 +502,15 @@ COMPACT_KEYS = (
     "missing_fields",
     "possible_verdicts",
     "next_questions",
+    "deciding_questions",
+    "open_cautions",
 )
 
 
 def compact_record(row: tuple[str, ...], decision: Decision, screener: Screener) -> str:
     """A case's `--detail ids` JSON line from its flat row: ids and field names only, lists as
     JSON arrays; the rules' texts are in the OUT.rules.json sidecar, once."""
-    case_id, verdict, *severities, conditional, not_evaluable, missing = row
+    case_id, verdict, *severities, conditional, not_evaluable, missing, cautions = row
     assessment = screener.policy.assess(decision.outlook, decision.notable)
     fired = [i for ids in severities if ids for i in ids.split(";")]
     values = (
@@ -500,6 +522,8 @@ def compact_record(row: tuple[str, ...], decision: Decision, screener: Screener)
         missing.split(";") if missing else [],
         list(assessment.possible),
         list(assessment.next_questions),
+        list(assessment.deciding_questions),
+        cautions.split(";") if cautions else [],
     )
     return json.dumps(dict(zip(COMPACT_KEYS, values, strict=True)), separators=(",", ":"))
 

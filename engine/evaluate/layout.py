@@ -106,7 +106,7 @@ def status_patterns(
 
 
 def compile_rules(ruleset: Ruleset) -> Compiled:
-    compiler = PatternCompiler(ruleset.constrained_fields)
+    compiler = PatternCompiler(ruleset.constrained_fields, ruleset.bounded_fields)
     compiled = []
     for index, rule in enumerate(ruleset.rules):
         scope = compiler.kleene(rule.scope) if rule.scope is not None else None
@@ -400,7 +400,7 @@ def check_rule_attributes(ruleset: Ruleset, count: int) -> None:
         return
     reads: dict[int, int] = {}
     for index, rule in enumerate(ruleset.rules):
-        compiler = PatternCompiler(ruleset.constrained_fields)
+        compiler = PatternCompiler(ruleset.constrained_fields, ruleset.bounded_fields)
         for cond in (rule.scope, rule.when):
             if cond is not None:
                 compiler.kleene(cond)

@@ -13,6 +13,7 @@ from typing import Any
 from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.models import Scalar
 from engine.rules.condition import (
+    COMPARE,
     NEGATED_OP,
     And,
     Compare,
@@ -69,6 +70,8 @@ def ruled_out_key(field: str, values: frozenset[Scalar]) -> str:
     """Name of the flag asserted when constraints rule out every value of `values` for unknown
     `field` (e.g. `__ro__mis_technique__0_3`: the domain positions of the set)."""
     domain = FIELDS_BY_NAME[field].domain
+    if not domain:  # a bounded derived integer (Ruleset.bounded_fields): the values themselves
+        return f"__ro__{field}__" + "_".join(sorted(str(v) for v in values))
     return f"__ro__{field}__" + "_".join(str(i) for i in sorted(domain.index(v) for v in values))
 
 
@@ -130,8 +133,16 @@ class KleenePatterns:
 class PatternCompiler:
     """Kleene condition -> its durable-rules patterns (KleenePatterns)."""
 
-    def __init__(self, constrained: frozenset[str]) -> None:
-        self.constrained = constrained
+    def __init__(
+        self,
+        constrained: frozenset[str],
+        bounded: dict[str, tuple[Scalar, ...]] | None = None,
+    ) -> None:
+        # bounded: derived fields whose band values stand in for a finite domain (a comparison
+        # on one is the membership of the values it holds for); their bounds narrow like
+        # constraints do (Ruleset.bounded_fields)
+        self.bounded = bounded or {}
+        self.constrained = constrained | frozenset(self.bounded)
         # value sets whose ruled-out flag the patterns read, per field: the evaluator asserts
         # one flag per set rather than one per value, so "some of these is still possible" is
         # one `$nex` test instead of an `$or` that fires once for every possible value
@@ -203,6 +214,29 @@ class PatternCompiler:
         fails = _all([*present, _compare(cond.field, NEGATED_OP[cond.op], rhs)])
         missing = _any([_absent(f) for f in sorted({cond.field} | fields_of(cond.rhs))])
         spec = FIELDS_BY_NAME[cond.field]
+        if cond.field in self.bounded and isinstance(cond.rhs, Const):
+            test, bound = COMPARE[cond.op], cond.rhs.value
+            domain = self.bounded[cond.field]
+            holding = [v for v in domain if test(v, bound)]
+            failing = [v for v in domain if not test(v, bound)]
+            if holding and failing:  # else as any number: unknown while the field is unknown
+                # the comparison itself when known, the bounds' ruled-out flags when not
+                field, missing = cond.field, _absent(cond.field)
+                holds = _compare(field, cond.op, rhs)
+                fails = _compare(field, NEGATED_OP[cond.op], rhs)
+                return KleenePatterns(
+                    true=_any([holds, self._ruled_out(field, failing)]),
+                    false=_any([fails, self._ruled_out(field, holding)]),
+                    not_false=_all([_any([holds, missing]), self._still_possible(field, holding)]),
+                    not_true=_all([_any([fails, missing]), self._still_possible(field, failing)]),
+                    unknown=_all(
+                        [
+                            missing,
+                            self._still_possible(field, holding),
+                            self._still_possible(field, failing),
+                        ]
+                    ),
+                )
         if spec.type in (FieldType.enum, FieldType.boolean) and isinstance(cond.rhs, Const):
             value = cond.rhs.value
             equal = _compare(cond.field, "==", value)
@@ -222,8 +256,17 @@ class PatternCompiler:
     def _membership(self, cond: Member) -> KleenePatterns:
         spec = FIELDS_BY_NAME[cond.field]
         field, members = cond.field, list(cond.values)
-        others = [v for v in spec.domain if v not in set(members)]
-        finite = spec.type in (FieldType.enum, FieldType.boolean)
+        domain = self.bounded.get(field, spec.domain)
+        others = [v for v in domain if v not in set(members)]
+        finite = spec.type in (FieldType.enum, FieldType.boolean) or (
+            field in self.bounded and bool(others) and any(v in domain for v in members)
+        )
+        return self._member_patterns(field, members, others, finite=finite)
+
+    def _member_patterns(
+        self, field: str, members: list[Scalar], others: list[Scalar], *, finite: bool
+    ) -> KleenePatterns:
+        """`field in members`, `others` being the rest of its finite domain (if finite)."""
         any_equal = _any([_compare(field, "==", v) for v in members])
         all_unequal = _all([_compare(field, "!=", v) for v in members])
         missing = _absent(field)

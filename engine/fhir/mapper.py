@@ -10,10 +10,10 @@ negative coded Observation) sets a boolean false.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
 import importlib.util
-import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from engine.dictionary import FIELDS_BY_NAME, SEGMENTS, FieldType
 from engine.errors import UserError
 from engine.fhir.terminology import UCUM, Terminology, load_terminology
+from engine.jsonsource import JsonInputError, RepeatedKeyError, loads_strict, place
 
 Scalar = bool | int | float | str
 # A patient's Bundle (or a CDS Hooks request) is read at most this large: an EHR export of one
@@ -74,7 +75,9 @@ class Mapped:
 def read_bundle(text: str | bytes, source: str = "FHIR input") -> list[Any]:
     """The entry resources of a collection, searchset or transaction Bundle (JSON text)."""
     try:
-        doc = json.loads(text)
+        doc = loads_strict(text)
+    except JsonInputError as exc:
+        raise FhirInputError(f"{source}: {_json_place(exc)}: {_json_reason(exc)}") from None
     except (ValueError, RecursionError):
         raise FhirInputError(f"{source}: not valid JSON") from None
     if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
@@ -85,6 +88,73 @@ def read_bundle(text: str | bytes, source: str = "FHIR input") -> list[Any]:
     if not isinstance(entries, list):
         raise FhirInputError(f"{source}: Bundle.entry must be a list")
     return [e.get("resource") if isinstance(e, dict) else e for e in entries]
+
+
+_ELEMENT = re.compile(r"[a-z][A-Za-z]{0,63}|resourceType")  # FHIR element names: letters only
+
+
+def _element(key: str) -> str | None:
+    """An element name as a message may show it; a key of any other shape could be data."""
+    return key if _ELEMENT.fullmatch(key) else None
+
+
+def _json_place(exc: JsonInputError) -> str:
+    """Where in a Bundle: `entry 3 (Condition) verificationStatus`, by index, type and element
+    names only."""
+    path = (*exc.path, exc.key or "") if isinstance(exc, RepeatedKeyError) else exc.path
+    if len(path) >= 3 and path[0] == "entry" and isinstance(path[1], int):
+        entries = exc.document.get("entry") if isinstance(exc.document, dict) else None
+        entry = entries[path[1]] if isinstance(entries, list) else None
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        kind = resource.get("resourceType") if isinstance(resource, dict) else None
+        label = f"entry {path[1]}" + (f" ({_known_type(kind)})" if isinstance(kind, str) else "")
+        rest = path[3:] if path[2] == "resource" else path[2:]
+        return label + (f" {place(rest, _element)}" if rest else "")
+    return place(path, _element)
+
+
+def _json_reason(exc: JsonInputError) -> str:
+    if isinstance(exc, RepeatedKeyError):
+        return "given more than once (JSON would keep only the last); send each element once"
+    return f"{exc}; FHIR has no NaN or Infinity"
+
+
+class _Warnings:
+    """The mapper's warnings grouped by wording: one line per kind, with its count and first
+    entries (400,000 empty entries are one line, not 400,000)."""
+
+    SHOWN_ENTRIES = 5
+    MAX_LINES = 20
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str | None], list[int]] = {}
+        self.counts: collections.Counter[tuple[str, str | None]] = collections.Counter()
+
+    def add(self, text: str, entry: int | None = None, kind: str | None = None) -> None:
+        key = (text, kind)
+        self.counts[key] += 1
+        found = self.groups.setdefault(key, [])
+        if entry is not None and len(found) < self.SHOWN_ENTRIES:
+            found.append(entry)
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for (text, kind), entries in self.groups.items():
+            count = self.counts[(text, kind)]
+            label = f" ({kind})" if kind else ""
+            if not entries:
+                out.append(text + (f" ({count:,} times)" if count > 1 else ""))
+            elif count == 1:
+                out.append(f"entry {entries[0]}{label}: {text}")
+            else:
+                shown = ", ".join(str(e) for e in entries) + (
+                    ", ..." if count > len(entries) else ""
+                )
+                out.append(f"{count:,} entries ({shown}){label}: {text}")
+        if len(out) > self.MAX_LINES:
+            more = len(out) - self.MAX_LINES + 1
+            out = [*out[: self.MAX_LINES - 1], f"and {more:,} more kinds of warning"]
+        return out
 
 
 def fhir_to_case(
@@ -109,7 +179,7 @@ def fhir_to_case(
         digest = hashlib.sha256((salt or _PROCESS_SALT) + patient_key).hexdigest()
         m.case["case_id"] = f"fhir-{int(digest[:16], 16) % 10**12:012d}"
         m.prov["case_id"] = Source("salted hash")
-    return Mapped(m.case, m.prov, m.warnings, m.spine_orders)
+    return Mapped(m.case, m.prov, m.warnings.lines(), m.spine_orders)
 
 
 # --- the mapper ---------------------------------------------------------------------------------
@@ -174,7 +244,7 @@ class _Mapper:
         self.ref = reference_date
         self.case: dict[str, Scalar] = {}
         self.prov: dict[str, Source] = {}
-        self.warnings: list[str] = []
+        self.warnings = _Warnings()
         # field -> (time key, value, source) of the latest observation
         self.latest: dict[tuple[str, str], tuple[tuple[int, dt.datetime], Scalar, Source]] = {}
         self.flags: dict[str, list[tuple[Scalar, Source]]] = {}
@@ -190,7 +260,7 @@ class _Mapper:
         for index, raw in enumerate(resources):
             kind = raw.get("resourceType") if isinstance(raw, Mapping) else None
             if not isinstance(kind, str) or not kind:
-                self.warnings.append(f"entry {index}: not a FHIR resource; skipped")
+                self.warnings.add("not a FHIR resource; skipped", index)
                 continue
             if kind not in _USED:
                 ignored.add(_known_type(kind))
@@ -198,7 +268,7 @@ class _Mapper:
             try:
                 resource = models[kind].model_validate(dict(raw))
             except (ValidationError, ValueError, TypeError, RecursionError):
-                self.warnings.append(f"entry {index} ({kind}): not a valid R4 {kind}; skipped")
+                self.warnings.add(f"not a valid R4 {kind}; skipped", index, kind)
                 continue
             try:
                 if kind == "Patient":
@@ -210,11 +280,11 @@ class _Mapper:
                 else:
                     self.orders.append((index, resource))
             except (ValueError, TypeError, AttributeError, ArithmeticError):
-                self.warnings.append(f"entry {index} ({kind}): could not be read; skipped")
+                self.warnings.add("could not be read; skipped", index, kind)
         if ignored:
             shown = sorted(ignored)[:MAX_TYPES_SHOWN]
             more = f" and {len(ignored) - len(shown)} more" if len(ignored) > len(shown) else ""
-            self.warnings.append(f"ignored resource types not used: {', '.join(shown)}{more}")
+            self.warnings.add(f"ignored resource types not used: {', '.join(shown)}{more}")
         key = self._patient(patients)
         self._orders()
         self._settle()
@@ -223,7 +293,7 @@ class _Mapper:
     # Patient: age and sex only, at once
     def _patient(self, patients: list[Any]) -> bytes:
         if len(patients) > 1:
-            self.warnings.append(f"{len(patients)} Patient resources; age and sex left unknown")
+            self.warnings.add(f"{len(patients)} Patient resources; age and sex left unknown")
             return secrets.token_bytes(16)
         if not patients:
             return secrets.token_bytes(16)
@@ -246,7 +316,7 @@ class _Mapper:
             year, month, day = parts[0], parts[1] if len(parts) > 1 else 12, 31
         age = self.ref.year - year - ((self.ref.month, self.ref.day) < (month, day))
         if not 0 <= age <= 120:
-            self.warnings.append("Patient birthDate gives an age outside 0-120; age left unknown")
+            self.warnings.add("Patient birthDate gives an age outside 0-120; age left unknown")
             return None
         return age
 
@@ -255,12 +325,12 @@ class _Mapper:
             return
         when = _when(obs.effectiveDateTime or (obs.effectivePeriod and obs.effectivePeriod.end))
         if when[0] and when[1].date() > self.ref:
-            self.warnings.append(f"entry {index} (Observation): dated after the reference date")
+            self.warnings.add("dated after the reference date", index, "Observation")
             return
         for system, code in _codings(obs.code):
             quantity = self.term.quantities.get((system, code))
             if quantity is not None:
-                self._quantity(obs, index, quantity.field, quantity.units, when, system, code)
+                self._quantity(obs, quantity.field, quantity.units, when, system, code)
                 return
             coded = self.term.coded.get((system, code))
             if coded is not None:
@@ -274,7 +344,6 @@ class _Mapper:
     def _quantity(
         self,
         obs: Any,
-        index: int,
         name: str,
         units: tuple[str, ...],
         when: Any,
@@ -286,15 +355,14 @@ class _Mapper:
         if q is None or q.value is None:
             return
         if q.comparator:
-            self.warnings.append(f"{name}: {src} has a comparator (< or >); value not used")
+            self.warnings.add(f"{name}: {src} has a comparator (< or >); value not used")
             return
         unit = q.code if q.system == UCUM else None
         if unit is None and not q.system and units == ("{T-score}", "{SD}", "1"):
             unit = "1"  # a T-score sent without a unit is a plain number of SDs
         if unit not in units:
-            self.warnings.append(
-                f"{name}: {src} (entry {index}) has unit other than UCUM {' or '.join(units)}; "
-                "value not used"
+            self.warnings.add(
+                f"{name}: {src} has unit other than UCUM {' or '.join(units)}; value not used"
             )
             return
         value = float(Decimal(q.value))
@@ -356,7 +424,7 @@ class _Mapper:
         if not spine:
             return
         if len(spine) > 1:
-            self.warnings.append(f"{len(spine)} spine ServiceRequests; the first one is used")
+            self.warnings.add(f"{len(spine)} spine ServiceRequests; the first one is used")
         index, order = spine[0]
         for system, code in _codings(order.code):
             if system != self.term.local:
@@ -405,7 +473,7 @@ class _Mapper:
             ((value, src),) = reasons.items()
             self._set("diagnosis", value, src)
         elif len(reasons) > 1:
-            self.warnings.append("ServiceRequest.reasonCode names several diagnoses; left unknown")
+            self.warnings.add("ServiceRequest.reasonCode names several diagnoses; left unknown")
 
     def _settle(self) -> None:
         by_field: dict[str, list[tuple[Any, Scalar, Source]]] = {}
@@ -419,11 +487,11 @@ class _Mapper:
             self._set(name, value, src)
         for name, stated in self.flags.items():
             if len({v for v, _ in stated}) > 1:
-                self.warnings.append(f"{name}: confirmed and refuted Conditions; taken as true")
+                self.warnings.add(f"{name}: confirmed and refuted Conditions; taken as true")
             flag, flag_src = next(((v, s) for v, s in stated if v is True), stated[0])
             self._set(name, flag, flag_src)
         for name in sorted(self.stale_refutations - self.flags.keys()):
-            self.warnings.append(
+            self.warnings.add(
                 f"{name}: ruled out by a Condition not recorded at this encounter (undated or "
                 f"older than {REFUTATION_DAYS} day); left unknown, to be asked now"
             )
@@ -432,7 +500,7 @@ class _Mapper:
                 ((value, src),) = self.diagnoses.items()
                 self._set("diagnosis", value, src)
             else:
-                self.warnings.append(
+                self.warnings.add(
                     "diagnosis: several spine diagnoses among the Conditions and no "
                     "ServiceRequest.reasonCode; left unknown (give it with --set diagnosis=...)"
                 )
@@ -441,16 +509,16 @@ class _Mapper:
         spec = FIELDS_BY_NAME[name]
         if spec.type is FieldType.integer and isinstance(value, float):
             if not value.is_integer():
-                self.warnings.append(f"{name}: {src} is not a whole number; not used")
+                self.warnings.add(f"{name}: {src} is not a whole number; not used")
                 return
             value = int(value)
         if spec.is_numeric and not isinstance(value, bool):
             low, high = spec.minimum, spec.maximum
             if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
-                self.warnings.append(f"{name}: {src} is out of range ({spec.expected()}); not used")
+                self.warnings.add(f"{name}: {src} is out of range ({spec.expected()}); not used")
                 return
         if name in self.case and self.case[name] != value:
-            self.warnings.append(f"{name}: {src} disagrees with {self.prov[name]}; first kept")
+            self.warnings.add(f"{name}: {src} disagrees with {self.prov[name]}; first kept")
             return
         self.case.setdefault(name, value)
         self.prov.setdefault(name, src)

@@ -21,12 +21,14 @@ from engine.dictionary import (
 from engine.errors import CaseInputError, CaseProblem
 from engine.io.deid import (
     case_id_identifier_kinds,
-    kind_words,
+    identifier_id_message,
     showable,
     shown_case_id,
     shown_name,
     withheld_reason,
 )
+from engine.io.normalise import Change, normalise_row, spelling_key
+from engine.jsonsource import JsonInputError, RepeatedKeyError, loads_strict, place
 from engine.models import Case, Scalar, SiteProfile
 from engine.yamlsource import DuplicateKeyError, YamlError, parse_yaml
 
@@ -61,17 +63,24 @@ _TEXT = frozenset({str})
 
 
 def validate_case(
-    raw: Mapping[str, Any], source: str, row: int | None = None, *, typed: bool = False
+    raw: Mapping[str, Any], source: str, row: int | None = None
 ) -> tuple[str, dict[str, Scalar]]:
     """Validate raw case values; return the case_id and the known values (nulls dropped).
 
-    typed=True: a case a clinician typed (a case file, --set), whose enum values are read in
-    their obvious spellings (match_enum). Cohort rows stay exact: a dataset's coding is checked,
-    never silently recoded.
+    Values are normalised first (engine.io.normalise: `Male`, `HNP`, `L4/5`, `Y`, `31,5`), the
+    same for every entry point; what cannot be placed is refused with field and reason.
     """
+    case_id, values, _ = validate_counted(raw, source, row)
+    return case_id, values
+
+
+def validate_counted(
+    raw: Mapping[str, Any], source: str, row: int | None = None
+) -> tuple[str, dict[str, Scalar], list[Change]]:
+    """validate_case, with the values the normaliser changed (a batch counts them per field)."""
     problems: list[CaseProblem] = []
     # the common case, checked in one pass: text keys and plain scalar values
-    clean: dict[str, Any] = {
+    clean: Mapping[str, Any] = {
         k: v
         for k, v in raw.items()
         if v is not None and (type(v) is not str or v != "" or k == "case_id")
@@ -87,26 +96,21 @@ def validate_case(
                 isinstance(value, str) and value == "" and key != "case_id"
             ):
                 clean[key] = value
+    clean, changes, contradictions = normalise_row(clean)
+    problems.extend(contradictions)
     try:
         case = Case.model_validate(clean)
     except ValidationError as exc:
-        respelt = _respelt(exc.errors()) if typed else {}  # only after a failure
-        if respelt:
-            return validate_case({**clean, **respelt}, source, row, typed=True)
         problems.extend(_problem(err) for err in exc.errors())
     else:
         kinds = case_id_identifier_kinds(str(clean["case_id"]))
-        if kinds:  # a valid id in form, but shaped like a date or a phone number: not anonymised
-            message = (
-                f"looks like {kind_words(kinds)}, not an anonymised id (value withheld); "
-                "use a study code such as S-0193"
-            )
-            problems.append(CaseProblem("case_id", message))
+        if kinds:  # a valid id in form, but an identifier: a date, a phone number, a name...
+            problems.append(CaseProblem("case_id", identifier_id_message(kinds)))
     if problems:
-        case_id = shown_case_id(raw.get("case_id"))
+        case_id = shown_case_id(clean.get("case_id", raw.get("case_id")))
         raise CaseInputError(source, problems, row=row, case_id=case_id)
     values = case.model_dump(exclude_none=True)
-    return values.pop("case_id"), values
+    return values.pop("case_id"), values, changes
 
 
 def _problem(err: Any) -> CaseProblem:
@@ -136,6 +140,10 @@ def _problem(err: Any) -> CaseProblem:
     if spec is not None and spec.values and isinstance(value, str) and len(value) <= 100:
         hint = _enum_hint(value, spec.values)
     shown = _show(value, name, spec.values if spec else ())
+    if name == "case_id" and shown is None and isinstance(value, str | int):
+        kinds = case_id_identifier_kinds(str(value)[:4096])  # a YAML or JSON integer too
+        if kinds:  # not an id in form, and an identifier: say how to pseudonymise it
+            return CaseProblem(name, f"the value given {words}; {identifier_id_message(kinds)}")
     if shown is None:  # the row is still refused: field and reason named, value withheld
         return CaseProblem(
             name, f"the value given {words}{expected}{hint} ({withheld_reason(value)})"
@@ -162,52 +170,13 @@ FIELD_ALIASES = {
     "cauda_equina": "cauda_equina_syndrome",
     "ces": "cauda_equina_syndrome",
 }
-# Other spellings of one value, by field; each names exactly one meaning.
-VALUE_ALIASES: dict[str, dict[str, str]] = {
-    "sex": {"m": "male", "f": "female", "man": "male", "woman": "female"},
-    "diagnosis": {"stenosis": "spinal_stenosis", "herniated_disc": "disc_herniation"},
-    "mis_technique": {"tlif": "mis_tlif", "xlif": "llif", "dlif": "llif"},
-}
-_SPELLING = re.compile(r"[\s/_\-\u2013.]+")
 _SEGMENT = re.compile(r"^([a-z])(\d+)\1(\d+)$")  # l4l5: also typed L4-5
-
-
-def spelling_key(text: str) -> str:
-    """A value as compared: case, separators (space, -, /, _, .) and tumour/tumor ignored."""
-    return _SPELLING.sub("", text.strip().lower()).replace("tumour", "tumor")
 
 
 def _keys(choice: str) -> set[str]:
     key = spelling_key(choice)
     segment = _SEGMENT.match(key)
     return {key, f"{segment[1]}{segment[2]}{segment[3]}"} if segment else {key}
-
-
-def match_enum(field: str, value: str, choices: tuple[str, ...]) -> str | None:
-    """The one valid value a typed value obviously means (`Male`, `M`, `l4-l5`, `L4/L5`,
-    `L4-5`), or None: no match, or more than one (never a guess across meanings)."""
-    alias = VALUE_ALIASES.get(field, {}).get(spelling_key(value).replace(" ", "_"))
-    if alias is None:
-        alias = VALUE_ALIASES.get(field, {}).get(value.strip().lower().replace(" ", "_"))
-    if alias is not None:
-        return alias
-    key = spelling_key(value)
-    found = [c for c in choices if key in _keys(c)]
-    return found[0] if len(found) == 1 else None
-
-
-def _respelt(errors: list[Any]) -> dict[str, str]:
-    """Enum values that failed only for their spelling, each with the value it means."""
-    fixed: dict[str, str] = {}
-    for err in errors:
-        name = str(err["loc"][0]) if err["loc"] else ""
-        spec = FIELDS_BY_NAME.get(name)
-        value = err.get("input")
-        if err["type"] == "literal_error" and spec and isinstance(value, str) and len(value) <= 100:
-            match = match_enum(name, value, spec.values)
-            if match is not None and match != value:
-                fixed[name] = match
-    return fixed
 
 
 def _enum_hint(value: str, choices: tuple[str, ...]) -> str:
@@ -285,10 +254,9 @@ def read_text(path: str, what: str = "case", limit: int = MAX_CASE_BYTES) -> str
 def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
     """Parse YAML or JSON text that must hold one mapping of field names to values."""
     try:
-        if source.endswith(".json"):
-            data = json.loads(text, object_pairs_hook=unique_keys)
-        else:
-            data = parse_yaml(text).data
+        data = loads_strict(text) if source.endswith(".json") else parse_yaml(text).data
+    except JsonInputError as exc:
+        raise CaseInputError(source, [CaseProblem(None, json_problem(exc))]) from None
     except DuplicateKeyError as exc:
         key = shown_name(exc.key, INPUT_FIELDS)
         named = f"'{key}'" if key is not None else "(name withheld)"
@@ -313,22 +281,25 @@ def parse_mapping(text: str, source: str, what: str = "case") -> dict[str, Any]:
     return data
 
 
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json object_pairs_hook: a key given twice is an error, never silently the last value."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise DuplicateKeyError(key, None)
-            seen.add(key)
-    return found
+def json_problem(exc: JsonInputError) -> str:
+    """A refused JSON document in words: the place and the key by name only, never a value."""
+
+    def show(key: str) -> str | None:
+        return shown_name(key, INPUT_FIELDS)
+
+    if isinstance(exc, RepeatedKeyError):
+        where = f" at {place((*exc.path, exc.key or ''), show)}" if exc.path else ""
+        key = show(exc.key or "")
+        named = f"'{key}'" if key is not None else "(name withheld)"
+        return f"key {named} is given more than once{where}; give each field once"
+    where = f" at {place(exc.path, show)}" if exc.path else ""
+    return f"{exc}{where}; give a number or leave the field out"
 
 
 def read_case(path: str) -> tuple[str, dict[str, Scalar]]:
     """Read and validate one case file (YAML or JSON), or stdin for '-'."""
     source = "<stdin>" if path == "-" else path
-    return validate_case(parse_mapping(read_text(path), source), source, typed=True)
+    return validate_case(parse_mapping(read_text(path), source), source)
 
 
 def parse_set_options(pairs: list[str]) -> dict[str, Any]:

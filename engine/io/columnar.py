@@ -5,7 +5,10 @@ for values Parquet already types: an int64 age, a bool flag, a string that is on
 enum's values. Here each column is checked once per batch with Arrow compute (type, range,
 allowed values), and a row every column of which passes becomes its values directly. Every
 other row - a value out of range, a wrong type, an unknown or derived column with a value -
-goes back to validate_case, which stays the authority for what is valid and says why not.
+goes back to validate_case, which stays the authority for what is valid and says why not,
+and the only place values are normalised (engine.io.normalise): a value not spelt as the
+dictionary spells it (`Male`, `Y`, `31,5`, an integer id; an id `101.0` matches CASE_ID_SUSPECT) is
+never plain here.
 The values given here are exactly those validate_case would give (tested on corrupted
 cohorts): numbers in number fields as floats, nulls and empty text dropped, dictionary order.
 """

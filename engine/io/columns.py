@@ -76,6 +76,13 @@ def column_problems(
         if shown is None and scan_columns([finding.column]) and not _data_like(finding.column):
             shown = escape_text(finding.column)  # a name that names its kind ("Geburtsdatum")
         column = f"column '{shown}'" if shown else _label(finding.column, position[finding.column])
+        if finding.column == "case_id":  # the ids themselves: pseudonymise, never allow
+            problems.append(
+                f"{source}: column 'case_id' holds identifiers ({finding.kind}): "
+                f"{finding.reason}; use study codes, or pseudonymise the ids with a key you "
+                "keep: --pseudonymise-ids KEYFILE"
+            )
+            continue
         problems.append(
             f"{source}: {column} looks like a direct identifier ({finding.kind}): "
             f"{finding.reason}; remove it, or pass --allow-column {shown or 'NAME'} "
@@ -95,6 +102,6 @@ def column_problems(
     elif unknown and not ignore_unknown:
         problems.append(
             f"{source}: columns not in the data dictionary: {', '.join(unknown)}; "
-            "rename them, or pass --ignore-unknown-columns to skip them"
+            "rename them, or leave out --strict-columns to skip them"
         )
     return problems, unknown

@@ -16,12 +16,16 @@ import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.io.case_ids import CASE_ID_SUSPECT, case_id_kinds
+from engine.io.clinical import is_clinical
+
 __all__ = [
     "CASE_ID_SUSPECT",
     "IdentifierFinding",
     "case_id_identifier_kinds",
     "check_deidentified",
     "escape_text",
+    "identifier_id_message",
     "identifier_kinds",
     "kind_words",
     "looks_like_person",
@@ -678,62 +682,25 @@ def check_deidentified(
 # What a message may show
 # --------------------------------------------------------------------------------------------
 # Errors name the field, the row and the reason; a value is shown only when it cannot identify
-# anyone: a boolean, a short number, or a word of the data dictionary's vocabulary (a typo of one
-# included). Anything else - a name, an email, a date, a long number - is withheld, and the
-# message says what kind of identifier it looks like when it can tell.
+# anyone: a boolean, a number of at most four digits (a five-digit one may be a ZIP code), or
+# clinical vocabulary (engine/io/clinical.py: dictionary words, synonyms, abbreviations, codes,
+# levels, measures, and typos of them). Anything else - a name, an email, a date, a long
+# number - is withheld, and the message says what kind of identifier it looks like when it can.
 
 MAX_SHOWN_ID = 64  # case_ids are at most 64 characters (models.Case)
 _SHORT_NUMBER = re.compile(r"[+-]?\d{1,6}(?:[.,]\d{1,6})?")
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,31}")
 _FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}|[a-z]+(?:[A-Z][a-z0-9]*)+")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PERSON_NAME = re.compile(r"[A-Z][a-z'-]+(?:[ ,.]+[A-Z][a-z'-]*)+\.?")
-# words that are not in the data dictionary but say nothing about a person
-_HARMLESS_WORDS = _words(
-    "yes no true false y n t f on off none null nil na nan n/a missing unknown unk maybe "
-    "possibly probably unsure unclear pending tbd tba nd nk not known other others "
-    "zero one two three four five six seven eight nine ten eleven twelve twenty thirty forty "
-    "fifty sixty seventy eighty ninety hundred high low normal abnormal mild moderate severe "
-    "left right both bilateral positive negative"
-)
-# a case_id worth checking against every identifier pattern (digits on both sides of a separator,
-# a day before a month name, a month name): the common S-0193 or SYN-0000001 style never is.
-# Also used by engine.io.columnar (RE2 syntax).
-CASE_ID_SUSPECT = r"\d[-./ ]\d|\d[A-Za-z]{3}|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
-_ID_SUSPECT = re.compile(CASE_ID_SUSPECT)
+_SHOWN_NUMBER = 10_000  # numbers below this in size are shown
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _vocabulary() -> frozenset[str]:
-    from engine.dictionary import FIELDS  # the bottom layer; imported here, once
-
-    words = set(_HARMLESS_WORDS)
-    for spec in FIELDS:
-        words.add(spec.name.lower())
-        words.update(str(v).lower() for v in spec.values)
-    return frozenset(words)
-
-
-_VOCABULARY: list[frozenset[str]] = []
-
-
-def _vocabulary_words() -> frozenset[str]:
-    if not _VOCABULARY:
-        _VOCABULARY.append(_vocabulary())
-    return _VOCABULARY[0]
-
-
-def _in_vocabulary(word: str, choices: Sequence[str]) -> bool:
-    if word.lower() in _vocabulary_words():
-        return True
-
-    lowered = word.lower()
-    return bool(difflib.get_close_matches(lowered, [str(c).lower() for c in choices], 1, 0.75))
-
-
 def looks_like_person(value: object) -> set[str]:
-    """identifier_kinds, plus "name" for text shaped like a person's name (Jane Doe)."""
+    """identifier_kinds, plus "name" for text shaped like a person's name (Jane Doe) that is
+    not clinical vocabulary (Disc Herniation)."""
     kinds = identifier_kinds(value)
-    if isinstance(value, str) and _PERSON_NAME.fullmatch(value.strip()):
+    if isinstance(value, str) and _PERSON_NAME.fullmatch(value.strip()) and not is_clinical(value):
         kinds.add("name")
     return kinds
 
@@ -746,15 +713,12 @@ def showable(value: object, choices: Sequence[str] = ()) -> bool:
     if value is None or isinstance(value, bool):
         return True
     if isinstance(value, int):
-        return abs(value) < 1_000_000
+        return abs(value) < _SHOWN_NUMBER
     if isinstance(value, float):
-        return value != value or (abs(value) < 1_000_000 and len(repr(value)) <= 12)
-    if not isinstance(value, str) or len(value) > 32:
+        return value != value or (abs(value) < _SHOWN_NUMBER and len(repr(value)) <= 12)
+    if not isinstance(value, str) or identifier_kinds(value):
         return False
-    text = value.strip()
-    if _SHORT_NUMBER.fullmatch(text) or text.lower() in _vocabulary_words():
-        return True
-    return bool(_WORD.fullmatch(text)) and _in_vocabulary(text, choices)
+    return is_clinical(value, [str(c) for c in choices])
 
 
 _KIND_WORDS = {
@@ -767,6 +731,8 @@ _KIND_WORDS = {
     "date": "a date",
     "phone": "a telephone number",
     "name": "a person's name",
+    "nhs": "an NHS number",
+    "mrn": "a medical record number",
 }
 
 
@@ -791,11 +757,21 @@ def escape_text(text: str, limit: int = MAX_SHOWN_ID) -> str:
 
 
 def case_id_identifier_kinds(case_id: str) -> set[str]:
-    """The kinds of identifier a case_id looks like (a date, a phone number, ...); cheap for
-    ordinary ids, which skip the full scan."""
-    if _ID_SUSPECT.search(case_id) is None and "@" not in case_id and " " not in case_id:
-        return set()
+    """The kinds of identifier a case_id is (a date, a telephone number, a name...): the
+    rule of engine.io.case_ids, plus any identifier inside a longer text."""
+    kinds = case_id_kinds(case_id)
+    if kinds or (len(case_id) <= MAX_SHOWN_ID and _PLAIN_ID.fullmatch(case_id)):
+        return kinds
     return looks_like_person(case_id)
+
+
+def identifier_id_message(kinds: Collection[str]) -> str:
+    """Why a case_id is refused, and how to pseudonymise it (docs/identifier-guard.md)."""
+    return (
+        f"looks like {kind_words(kinds)}, not an anonymised id (value withheld); use a study "
+        "code such as S-0193, or pseudonymise the ids with a key you keep: "
+        "miss-screen batch --pseudonymise-ids KEYFILE"
+    )
 
 
 def shown_case_id(case_id: object) -> str | None:

@@ -1,17 +1,22 @@
-"""Stream cohort rows from CSV, JSONL or Parquet in chunks, numbering every row.
+"""Stream cohort rows from CSV, JSONL, Parquet or .xlsx in chunks, numbering every row.
 
-Rows come out as raw dicts (strings from CSV, typed values from JSONL and Parquet) or as a
-RowProblem when a row cannot even be parsed; validation happens later, per row. Row numbers are
-1-based data rows: the header is not a row (CSV: row N is the N-th record after the header;
-JSONL: row N is line N).
+Rows come out as raw dicts (strings from CSV, typed values from JSONL, Parquet and .xlsx) or as
+a RowProblem when a row cannot even be parsed; validation happens later, per row. Row numbers are
+1-based data rows: the header is not a row (CSV and .xlsx: row N is the N-th record after the
+header; JSONL: row N is line N). A CSV file's delimiter (`,` `;` tab) is taken from its header
+line unless given, and its encoding is UTF-8 unless given; a file that is not UTF-8 is read as
+cp1252 (or latin-1), said once on stderr, as European spreadsheets save them.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
+import datetime as dt
 import hashlib
 import json
+import re
 import sys
 import threading
 import weakref
@@ -25,9 +30,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from engine.dictionary import INPUT_FIELDS
 from engine.errors import UsageError
-from engine.io.deid import shown_name
+from engine.io.cases import json_problem
+from engine.jsonsource import JsonInputError, loads_strict
 
 CHUNK_ROWS = 1000
 SAMPLE_ROWS = 1000  # rows the de-identification guard looks at
@@ -42,6 +47,11 @@ class InputFormat(StrEnum):
     csv = "csv"
     jsonl = "jsonl"
     parquet = "parquet"
+    xlsx = "xlsx"
+
+
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
+FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # latin-1 decodes any byte: the last resort
 
 
 @dataclass(frozen=True)
@@ -83,14 +93,14 @@ def detect_format(path: str, given: InputFormat | None = None) -> InputFormat:
     if path == "-":
         return InputFormat.jsonl
     suffix = Path(path).suffix.lower().lstrip(".")
-    aliases = {"ndjson": "jsonl", "pq": "parquet", "tsv": ""}
+    aliases = {"ndjson": "jsonl", "pq": "parquet", "tsv": "csv"}
     suffix = aliases.get(suffix, suffix)
     try:
         return InputFormat(suffix)
     except ValueError:
         raise UsageError(
             f"{path}: cannot tell the format from the extension; "
-            "use --input-format csv|jsonl|parquet"
+            "use --input-format csv|jsonl|parquet|xlsx"
         ) from None
 
 
@@ -119,6 +129,8 @@ def estimated_rows(path: str, fmt: InputFormat) -> tuple[int, bool] | None:
                 return int(parquet.metadata.num_rows), True
         except Exception:  # an unreadable file is reported when it is opened for reading
             return None
+    if fmt is InputFormat.xlsx:
+        return None  # a zip of XML: its size says nothing of its rows
     size = Path(path).stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(ESTIMATE_BYTES)
@@ -134,10 +146,25 @@ def estimated_rows(path: str, fmt: InputFormat) -> tuple[int, bool] | None:
 class TableReader:
     """One input: its columns, a sample for the de-identification guard, then all its rows."""
 
-    def __init__(self, path: str, fmt: InputFormat) -> None:
+    def __init__(
+        self,
+        path: str,
+        fmt: InputFormat,
+        *,
+        delimiter: str | None = None,
+        encoding: str | None = None,
+        sheet: str | None = None,
+    ) -> None:
         self.path = path
         self.format = fmt
         self.source = "<stdin>" if path == "-" else path
+        self.delimiter = delimiter
+        self.encoding = encoding or "utf-8"
+        self.sheet = sheet
+        if delimiter is not None and delimiter not in DELIMITERS:
+            raise UsageError("--delimiter must be one of , ; or tab (\\t)")
+        if encoding is not None:
+            _check_encoding(encoding)
         self._stdin_digest = hashlib.sha256()
         self._stdin_head: list[bytes] = []
         self._stdin_lines: Iterator[bytes] | None = None
@@ -154,11 +181,17 @@ class TableReader:
             start = self._stdin_head[0][:4] if self._stdin_head else b""
         elif not Path(path).is_file():
             raise UsageError(f"{path}: no such file")
-        elif fmt is not InputFormat.parquet:
+        elif fmt not in (InputFormat.parquet, InputFormat.xlsx):
             with open(path, "rb") as handle:
                 start = handle.read(4)
-        if fmt is not InputFormat.parquet:
+        if fmt not in (InputFormat.parquet, InputFormat.xlsx):
             _refuse_utf16(start, self.source)
+        if fmt is InputFormat.csv and encoding is None and not _is_utf8(path):
+            self.encoding = _fallback_encoding(path)
+            sys.stderr.write(
+                f"note: {self.source} is not UTF-8 text; read as {self.encoding} "
+                "(pass --encoding to choose)\n"
+            )
         self.columns = self._columns()
 
     # columns and sample --------------------------------------------------------------------
@@ -170,14 +203,19 @@ class TableReader:
                     return list(parquet.schema_arrow.names)
             except (pa.ArrowException, OSError) as exc:
                 raise UsageError(f"{self.source}: not a readable Parquet file ({exc})") from None
+        if self.format is InputFormat.xlsx:
+            return self._xlsx_header()
         if self.format is InputFormat.csv:
             with open(self.path, "rb") as handle:  # the header only: later rows may be bad bytes
                 first = handle.readline(MAX_LINE_BYTES + 1)
             if len(first) > MAX_LINE_BYTES:
                 raise UsageError(f"{self.source}: the CSV header line is longer than 1 MB")
             self._header_bytes = len(first)
+            encoding = "utf-8-sig" if self.encoding.lower() in ("utf-8", "utf8") else self.encoding
             try:
-                header = next(csv.reader([first.decode("utf-8-sig")]), [])
+                text = first.decode(encoding)
+                self.delimiter = self.delimiter or sniff_delimiter(text)
+                header = next(csv.reader([text], delimiter=self.delimiter), [])
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise UsageError(f"{self.source}: cannot read the CSV header ({exc})") from None
             if not header:
@@ -224,6 +262,7 @@ class TableReader:
             InputFormat.csv: self._csv_rows,
             InputFormat.jsonl: self._jsonl_rows,
             InputFormat.parquet: self._parquet_rows,
+            InputFormat.xlsx: self._xlsx_rows,
         }[self.format](limit=limit)
         index = first_index
         batch: list[tuple[int, Row]] = []
@@ -240,8 +279,11 @@ class TableReader:
         if Path(self.path).stat().st_size <= self._header_bytes:
             return  # a header and nothing else (perhaps without its final newline): no rows
         invalid: dict[int, RowProblem] = {}
-        with contextlib.closing(_CsvStream(self.path, self.columns, invalid)) as stream:
-            number = 0
+        number = 0
+        encoding = self.encoding
+        label = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+        stream = _CsvStream(self.path, self.columns, invalid, self.delimiter or ",")
+        with contextlib.closing(stream):
             for batch in _arrow_errors(stream, self.source, "CSV"):
                 for values in batch.to_pylist():
                     number += 1
@@ -251,10 +293,13 @@ class TableReader:
                     try:
                         yield (
                             number,
-                            {k: None if v is None else v.decode() for k, v in values.items()},
+                            {
+                                k: None if v is None else v.decode(encoding)
+                                for k, v in values.items()
+                            },
                         )
                     except UnicodeDecodeError:
-                        yield number, RowProblem("not UTF-8 text")
+                        yield number, RowProblem(f"not {label} text")
                     if limit is not None and number >= limit:
                         return
         for late in sorted(invalid):
@@ -271,16 +316,23 @@ class TableReader:
                 continue
             try:
                 text = line.decode("utf-8-sig")
-                value = json.loads(text)
+                value = json.loads(text, parse_constant=_non_finite)
                 # a key given twice leaves fewer keys than `":` marks: parse again to find it
                 # (the check costs far less than a hook on every row)
                 if isinstance(value, dict) and len(value) != text.count('":'):
-                    value = json.loads(text, object_pairs_hook=_unique_keys)
+                    value = loads_strict(text)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
                 yield number, RowProblem(f"not valid JSON ({message})")
-            except _RepeatedKey as exc:
-                yield number, RowProblem(str(exc))
+            except _NonFiniteRow:
+                yield (
+                    number,
+                    RowProblem(
+                        "holds NaN or Infinity, which are not JSON numbers; leave the field out"
+                    ),
+                )
+            except JsonInputError as exc:
+                yield number, RowProblem(json_problem(exc))
             except (RecursionError, ValueError):  # nested too deeply, or an integer too long
                 yield (
                     number,
@@ -327,6 +379,65 @@ class TableReader:
                     if limit is not None and number >= limit:
                         return
 
+    # .xlsx ------------------------------------------------------------------------------------
+
+    def _workbook_sheet(self) -> tuple[Any, Any]:
+        """The workbook (read-only: rows streamed, not loaded) and its first or named sheet."""
+        try:
+            import openpyxl
+        except ImportError:  # pragma: no cover - a core dependency
+            raise UsageError("reading .xlsx needs openpyxl: pip install openpyxl") from None
+        try:
+            book = openpyxl.load_workbook(self.path, read_only=True, data_only=True)
+        except Exception as exc:  # a zip that is not a workbook, a damaged file: one line
+            raise UsageError(
+                f"{self.source}: not a readable .xlsx workbook ({type(exc).__name__})"
+            ) from None
+        if self.sheet is None:
+            return book, book.worksheets[0]
+        if self.sheet not in book.sheetnames:
+            book.close()
+            raise UsageError(
+                f"{self.source}: no sheet named {self.sheet!r}; "
+                f"its sheets: {', '.join(book.sheetnames)}"
+            )
+        return book, book[self.sheet]
+
+    def _xlsx_header(self) -> list[str]:
+        book, sheet = self._workbook_sheet()
+        try:
+            first = next(sheet.iter_rows(max_row=1, values_only=True), ())
+        finally:
+            book.close()
+        header = [_cell_text(cell) or "" for cell in first]
+        while header and not header[-1]:
+            header.pop()  # formatted but empty cells after the last column
+        if not header:
+            raise UsageError(f"{self.source}: the first row of the sheet is empty (no header)")
+        return [h.strip() for h in header]
+
+    def _xlsx_rows(self, limit: int | None = None) -> Generator[tuple[int, Row], None, None]:
+        book, sheet = self._workbook_sheet()
+        width = len(self.columns)
+        try:
+            cells = sheet.iter_rows(min_row=2, values_only=True)
+            for number, values in enumerate(cells, 1):
+                if limit is not None and number > limit:
+                    return
+                if all(value is None or value == "" for value in values):
+                    continue  # an empty (perhaps only formatted) row holds no case
+                beyond = [v for v in values[width:] if v is not None and v != ""]
+                if beyond:
+                    yield (
+                        number,
+                        RowProblem(f"{len(beyond)} values beyond the header's {width} columns"),
+                    )
+                    continue
+                row = dict(zip(self.columns, (_cell(value) for value in values), strict=False))
+                yield number, {column: row.get(column) for column in self.columns}
+        finally:
+            book.close()
+
 
 class _InvalidRows:
     """pyarrow's invalid-row handler: notes each malformed record as a RowProblem, skips it."""
@@ -352,7 +463,9 @@ class _CsvStream:
     and waits, a bounded time, until the handler is gone.
     """
 
-    def __init__(self, path: str, columns: list[str], invalid: dict[int, RowProblem]) -> None:
+    def __init__(
+        self, path: str, columns: list[str], invalid: dict[int, RowProblem], delimiter: str
+    ) -> None:
         handler = _InvalidRows(len(columns), invalid)
         self._released = threading.Event()
         weakref.finalize(handler, self._released.set)
@@ -365,7 +478,9 @@ class _CsvStream:
                 column_names=columns,
                 encoding="utf8",
             ),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=handler
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.binary() for c in columns},  # decoded per value by the caller
                 strings_can_be_null=True,
@@ -389,20 +504,65 @@ class _CsvStream:
             self._released.wait(HANDLER_RELEASE_S)
 
 
-class _RepeatedKey(ValueError):
-    """A JSON object that gives one key twice."""
+def _cell(value: object) -> object:
+    """A spreadsheet cell as a row value: dates and times as ISO text (for the guard to see)."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    return value
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json object_pairs_hook: a key given twice makes the row a problem, never the last value."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        keys = [k for k, _ in pairs]
-        repeated = next(k for k in keys if keys.count(k) > 1)
-        shown = shown_name(repeated, INPUT_FIELDS)
-        named = f"'{shown}'" if shown is not None else "(name withheld)"
-        raise _RepeatedKey(f"key {named} is given more than once; give each field once")
-    return found
+def _cell_text(value: object) -> str | None:
+    return None if value is None else str(_cell(value))
+
+
+def sniff_delimiter(header: str) -> str:
+    """The delimiter of a CSV header line: the most frequent of `,` `;` tab outside quotes."""
+    bare = re.sub(r'"[^"]*"', "", header)
+    counts = {delimiter: bare.count(delimiter) for delimiter in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _check_encoding(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UsageError(
+            f"--encoding: unknown encoding {encoding!r}; use utf-8, cp1252 or latin-1"
+        ) from None
+
+
+def _is_utf8(path: str) -> bool:
+    """Whether a file's bytes are UTF-8 throughout (read in blocks, never whole)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(_BLOCK):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _fallback_encoding(path: str) -> str:
+    """cp1252 when every byte of the file is a cp1252 character, else latin-1."""
+    decoder = codecs.getincrementaldecoder("cp1252")()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(_BLOCK):
+                decoder.decode(block)
+    except UnicodeDecodeError:
+        return FALLBACK_ENCODINGS[1]
+    return FALLBACK_ENCODINGS[0]
+
+
+class _NonFiniteRow(ValueError):
+    """A JSONL row holding NaN or Infinity (found without the full strict parse)."""
+
+
+def _non_finite(name: str) -> Any:
+    raise _NonFiniteRow(name)
 
 
 def _refuse_utf16(start: bytes, source: str) -> None:

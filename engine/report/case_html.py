@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from engine.models import Finding, Result, SourceRef, Verdict, evidence_label
 from engine.report.html import report_environment
 from engine.report.text import (
+    CAUTIONS_HEADING,
     SETTING_FIELD_SET,
     SEVERITY_WORDS,
     VERDICT_WORDS,
@@ -22,6 +23,7 @@ from engine.report.text import (
     technique_groups,
     worked_out,
 )
+from engine.report.words import field_label
 
 VERDICT_COLOURS = {
     Verdict.urgent_review: "#8e1b1b",
@@ -78,14 +80,31 @@ def render_case_html(result: Result) -> str:
     considerations += [(scope_words(c.scope), [c]) for c in apart]
     return env.get_template("case.html.j2").render(
         result=result,
-        verdict_words=VERDICT_WORDS[result.verdict][0],
+        verdict_words=VERDICT_WORDS[result.verdict][0].upper(),
         verdict_colour=VERDICT_COLOURS[result.verdict],
         red_flags=open_red_flags(result),
         findings=[_finding_row(f) for f in result.findings],
-        questions=[(name, needed_words(needed_by[name])) for name in result.next_questions],
+        questions=[(name, needed_words(needed_by[name])) for name in result.deciding_questions],
+        cautions=[
+            {
+                "message": c.message,
+                "asked": ", ".join(map(field_label, c.missing)),
+                "rule_id": c.rule_id,
+            }
+            for c in result.open_cautions
+        ],
+        cautions_heading=CAUTIONS_HEADING,
+        label=field_label,
         possible=possible_words(result),
-        details_only=sorted(set(needed_by) - set(result.next_questions)),
-        settings=[n for n in result.next_questions if n in SETTING_FIELD_SET],
+        details_only=[
+            field_label(n)
+            for n in sorted(
+                set(needed_by)
+                - set(result.next_questions)
+                - {m for c in result.open_cautions for m in c.missing}
+            )
+        ],
+        settings=[field_label(n) for n in result.next_questions if n in SETTING_FIELD_SET],
         considerations=[
             (
                 title,

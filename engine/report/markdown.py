@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from engine.models import Finding, Result, SourceRef, best_evidence
 from engine.report.text import (
+    CAUTIONS_HEADING,
+    CAUTIONS_NOTE,
     finding_summary,
     open_red_flags,
     question_plan,
@@ -19,6 +21,7 @@ from engine.report.text import (
     source_text,
     worked_out,
 )
+from engine.report.words import field_label
 
 # A screening aid for a conversation, never an order to operate: said on every card.
 CARD_DISCLAIMER = (
@@ -65,7 +68,9 @@ def result_markdown(
     parts: list[str] = []
     flags = open_red_flags(result)
     if flags:
-        listed = ", ".join(f"{code(name)} ({', '.join(ids)})" for name, ids in flags.items())
+        listed = ", ".join(
+            f"{md(field_label(name))} ({', '.join(ids)})" for name, ids in flags.items()
+        )
         parts.append(f"**Red flags not yet excluded**: supply {listed}")
     if result.findings:
         parts.append("**Findings**\n\n" + "\n".join(map(_finding_line, result.findings)))
@@ -77,25 +82,32 @@ def result_markdown(
     else:
         if plan.shown:
             lines = [
-                "**Questions that could change the verdict**, most decisive first; verdicts still "
+                "**Questions that decide the verdict**, most decisive first; verdicts still "
                 f"possible: {md(plan.possible)}",
                 "",
             ]
             lines += [
-                f"{n}. {code(name)}: {md(words)}" for n, (name, words) in enumerate(plan.shown, 1)
+                f"{n}. {md(field_label(name))} ({code(name)}): {md(words)}"
+                for n, (name, words) in enumerate(plan.shown, 1)
             ]
             if plan.rest:
                 lines.append(f"\nthen: {', '.join(map(code, plan.rest))}")
             parts.append("\n".join(lines))
         else:
             parts.append(
-                "**Questions that could change the verdict**: none; "
-                f"{md(result.verdict.value)} stands"
+                f"**Questions that decide the verdict**: none; {md(result.verdict.value)} stands"
             )
+        if plan.cautions:
+            lines = [f"**{CAUTIONS_HEADING}** ({CAUTIONS_NOTE})", ""]
+            lines += [
+                f"- {md(message)} Ask: {md(', '.join(map(field_label, fields)))}."
+                for _, message, fields in plan.cautions
+            ]
+            parts.append("\n".join(lines))
         if plan.settings:
             parts.append(f"Note: {md(settings_note(plan.settings, site_option))}")
         if plan.details_only:
-            names = ", ".join(code(name) for name, _ in plan.details_only)
+            names = ", ".join(md(field_label(name)) for name, _ in plan.details_only)
             parts.append(f"Details only (cannot change the verdict): {names}")
     worked = worked_out(result)
     if worked:

@@ -24,17 +24,19 @@ from engine.models import (
 )
 from engine.report.trace import TRUTH_WORDS, TraceLine
 from engine.report.trace import show_value as show_value  # re-exported: docs, html
+from engine.report.words import VERDICT_PHRASES, fact_words, field_label, verdicts_words
 from engine.rules.condition import And, Compare, Cond, Const, Known, Member, Or, parse_condition
 from engine.rules.logic import compile_kleene
 
 TECHNIQUE = "mis_technique"
 
+# each verdict in words, as every report and the form say it (the text report in capitals)
 VERDICT_WORDS = {
-    Verdict.urgent_review: ("URGENT REVIEW", "bold white on red"),
-    Verdict.not_favoured: ("MIS NOT FAVOURED", "bold red"),
-    Verdict.insufficient_data: ("INSUFFICIENT DATA", "bold yellow"),
-    Verdict.discuss_with_caution: ("MIS WORTH DISCUSSING, WITH CAUTION", "bold yellow"),
-    Verdict.worth_discussing: ("MIS WORTH DISCUSSING", "bold green"),
+    Verdict.urgent_review: ("Urgent review", "bold white on red"),
+    Verdict.not_favoured: ("MIS not favoured", "bold red"),
+    Verdict.insufficient_data: ("Insufficient data", "bold yellow"),
+    Verdict.discuss_with_caution: ("MIS worth discussing, with caution", "bold yellow"),
+    Verdict.worth_discussing: ("MIS worth discussing", "bold green"),
 }
 SEVERITY_STYLE = {"red_flag": "bold red", "major": "red", "caution": "yellow", "info": "cyan"}
 CATEGORY_TITLES = {
@@ -117,6 +119,9 @@ LEGEND = (
     "5 mechanism or expert opinion)."
 )
 QUESTIONS_SHOWN = 6  # ranked questions on lines of their own; the rest share one line
+# the reports' words for Result.open_cautions (rules/policy.yaml open_cautions)
+CAUTIONS_HEADING = "Cautions not yet excluded"
+CAUTIONS_NOTE = "they do not hold the verdict back"
 Traces = Mapping[str, list[tuple[str, list[TraceLine]]]]
 
 
@@ -163,17 +168,26 @@ def render_text(
     verdict, considerations of techniques not yet chosen, worked-out values, stamp, disclaimer.
     """
     words, style = VERDICT_WORDS[result.verdict]
+    words = words.upper()
     console.print(f"[bold]Case {escape(result.case_id)}[/bold]")
     _para(
         console,
         f"Verdict: [{style}]{words}[/{style}] ({result.verdict.value}): {escape(result.summary)}",
     )
     open_flags = open_red_flags(result)
-    if open_flags:
+    if open_flags and details:
         listed = ", ".join(f"{name} ({', '.join(ids)})" for name, ids in open_flags.items())
         _para(
             console,
             f"[bold red]Red flags not yet excluded[/bold red]: supply {escape(listed)}",
+        )
+    elif open_flags:
+        asked = [field_label(n) for n in open_flags if n not in CONTEXT_FIELDS] or [
+            field_label(n) for n in open_flags
+        ]
+        _para(
+            console,
+            f"[bold red]Red flags not yet excluded[/bold red]: {escape(', '.join(asked))}",
         )
     if details or legend:
         console.print(f"[dim]{escape(LEGEND)}[/dim]", soft_wrap=False)
@@ -185,7 +199,7 @@ def render_text(
     if result.conditional:
         console.print()
         _considerations(console, result, details, traces)
-    worked = worked_out(result)
+    worked = worked_out(result) if details else worked_out_words(result)
     if worked:
         console.print()
         _para(console, f"[bold]Worked out[/bold]: {escape(worked)}")
@@ -198,10 +212,13 @@ def render_text(
     _para(console, f"[bold]{escape(result.disclaimer if details else DISCLAIMER_LINE)}[/bold]")
 
 
-def finding_summary(finding: Finding) -> str:
-    """The message, the values that triggered it and the evidence label, as one plain line."""
+def finding_summary(finding: Finding, *, words: bool = False) -> str:
+    """The message, the values that triggered it and the evidence label, as one plain line
+    (`words`: the values as a clinician reads them, not as field names)."""
     text = finding.message
-    if finding.values:
+    if finding.values and words:
+        text += " (" + "; ".join(fact_words(k, v) for k, v in finding.values.items()) + ")"
+    elif finding.values:
         text += " (" + ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items()) + ")"
     text += f" [{evidence_label(finding.sources)}]"
     if finding.provisional:
@@ -233,7 +250,7 @@ def _findings(console: Console, result: Result, details: bool, traces: Traces | 
             [
                 (
                     f"{_finding_label(finding)} {finding.rule_id}",
-                    escape(finding_summary(finding)),
+                    escape(finding_summary(finding, words=not details)),
                 )
             ],
         )
@@ -253,14 +270,22 @@ def _finding_details(console: Console, finding: Finding, traces: Traces | None) 
 
 
 def _trace(console: Console, parts: list[tuple[str, list[TraceLine]]]) -> None:
-    rows: list[tuple[str, str]] = []
+    """Each part of a condition on its line, indented by its depth; a long part wraps under its
+    own text, so the tree keeps its shape at any width."""
+    width = max((len(name) + 1 for name, _ in parts), default=0)
+    indent = 6
     for name, lines in parts:
         for number, line in enumerate(lines):
             label = f"{name}:" if number == 0 else ""
             read = f"  ({line.values})" if line.values else ""
-            text = f"{'  ' * line.depth}{TRUTH_WORDS[line.truth]:<7} {line.text}{read}"
-            rows.append((label, escape(text)))
-    _rows(console, rows, indent=6)
+            lead = f"{'  ' * line.depth}{TRUTH_WORDS[line.truth]:<7} "
+            room = max(console.width - indent - width - 1 - len(lead), 20)
+            wrapped = Text(f"{line.text}{read}").wrap(console, room, overflow="fold")
+            for part, piece in enumerate(wrapped):
+                piece.rstrip()
+                head = f"{' ' * indent}{label if part == 0 else '':<{width}} "
+                body = lead if part == 0 else " " * len(lead)
+                console.print(Text.assemble(head, body, piece), soft_wrap=True)
 
 
 def questions_by_field(result: Result) -> dict[str, list[NotEvaluable]]:
@@ -289,11 +314,14 @@ def ids_by_severity(
     )
 
 
-def possible_words(result: Result) -> str:
-    words = ", ".join(v.value for v in result.possible_verdicts)
-    return words + (
-        "" if result.possible_verdicts_exact else "; a bound: some rules share a field"
-    )
+def possible_words(result: Result, *, words: bool = False) -> str:
+    """The verdicts still possible: as codes, or (`words`) as a clinician reads them."""
+    if words:
+        return verdicts_words(result.possible_verdicts) + (
+            "" if result.possible_verdicts_exact else " (perhaps not all of them)"
+        )
+    codes = ", ".join(v.value for v in result.possible_verdicts)
+    return codes + ("" if result.possible_verdicts_exact else "; a bound: some rules share a field")
 
 
 @dataclass(frozen=True)
@@ -303,8 +331,10 @@ class QuestionPlan:
     the policy ranks them (next_questions), and the details that cannot."""
 
     any_open: bool  # some rule is still open (False: every rule was decided)
-    shown: list[tuple[str, str]]  # (field, the rules that need it), most decisive first
-    rest: list[str]  # further ranked questions, named only
+    shown: list[tuple[str, str]]  # deciding (field, the rules that need it), most decisive first
+    rest: list[str]  # further deciding questions, named only
+    cautions: list[tuple[str, str, list[str]]]  # open cautions: (rule id, message, fields)
+    cautions_can_change: bool  # some open caution could still change the verdict
     possible: str  # the verdicts still possible, in words
     settings: list[str]  # ranked questions that are settings of the hospital
     details_only: list[tuple[str, str]]  # (field, rules) that cannot change the verdict
@@ -315,24 +345,31 @@ def question_plan(result: Result, *, details: bool = False) -> QuestionPlan:
     questions on lines of their own unless `details`, the rest named on one line)."""
     needed_by = questions_by_field(result)
     ranked = result.next_questions
-    shown = ranked if details else ranked[:QUESTIONS_SHOWN]
+    deciding = result.deciding_questions
+    asked = {*ranked, *(m for c in result.open_cautions for m in c.missing)}
+    shown = deciding if details else deciding[:QUESTIONS_SHOWN]
     return QuestionPlan(
         any_open=bool(needed_by),
         shown=[(name, needed_words(needed_by[name])) for name in shown],
-        rest=list(ranked[len(shown) :]),
+        rest=list(deciding[len(shown) :]),
+        cautions=[(c.rule_id, c.message, c.missing) for c in result.open_cautions],
+        cautions_can_change=any(c.can_change_verdict for c in result.open_cautions),
         possible=possible_words(result),
         settings=[n for n in ranked if n in SETTING_FIELD_SET],
         details_only=[
-            (name, needed_words(needed_by[name])) for name in sorted(set(needed_by) - set(ranked))
+            (name, needed_words(needed_by[name])) for name in sorted(set(needed_by) - asked)
         ],
     )
 
 
-def settings_note(settings: list[str], option: str = "a site profile (--site FILE)") -> str:
+def settings_note(
+    settings: list[str], option: str = "a site profile (--site FILE)", *, words: bool = False
+) -> str:
     """Why a setting among the questions is asked once for all cases, not per patient."""
     one = len(settings) == 1
+    names = [field_label(n) for n in settings] if words else settings
     return (
-        f"{', '.join(settings)} {'is a setting' if one else 'are settings'} of the hospital, not "
+        f"{', '.join(names)} {'is a setting' if one else 'are settings'} of the hospital, not "
         f"of the patient: {option} sets {'it' if one else 'them'} once for all cases"
     )
 
@@ -344,26 +381,53 @@ def _questions(console: Console, result: Result, details: bool, traces: Traces |
     if not plan.any_open:
         console.print("[bold]Open questions[/bold]: none; every rule was decided")
         return
+
+    def name_of(name: str) -> str:
+        return name if details else field_label(name)
+
     if plan.shown:
+        possible = plan.possible if details else possible_words(result, words=True)
         _para(
             console,
-            "[bold]Questions that could change the verdict[/bold], most decisive first"
-            f"; verdicts still possible: {escape(plan.possible)}",
+            "[bold]Questions that decide the verdict[/bold], most decisive first"
+            f"; {'verdicts still possible' if details else 'it could still be'}: "
+            f"{escape(possible)}",
         )
+        needed = questions_by_field(result)
         rows = [
-            (f"{n}.", f"{escape(name)}: {words}") for n, (name, words) in enumerate(plan.shown, 1)
+            (
+                f"{n}.",
+                f"{escape(name)}: {words}"
+                if details
+                else f"{escape(field_label(name))}: {_severities(needed[name])}",
+            )
+            for n, (name, words) in enumerate(plan.shown, 1)
         ]
         _rows(console, rows)
         if plan.rest:
-            _rows(console, [("then:", escape(", ".join(plan.rest)))])
+            _rows(console, [("then:", escape(", ".join(map(name_of, plan.rest))))])
     else:
+        stands = result.verdict.value if details else VERDICT_PHRASES[result.verdict]
         _para(
             console,
-            f"[bold]Questions that could change the verdict[/bold]: none; "
-            f"{escape(result.verdict.value)} stands",
+            f"[bold]Questions that decide the verdict[/bold]: none; {escape(stands)} stands",
         )
+    decided = result.verdict is not Verdict.insufficient_data
+    if plan.cautions and (details or (plan.cautions_can_change and decided)):
+        _para(console, f"[bold]{CAUTIONS_HEADING}[/bold] ({CAUTIONS_NOTE})")
+        _rows(
+            console,
+            [
+                (rule_id, escape(f"{message} Ask: {', '.join(map(name_of, fields))}."))
+                for rule_id, message, fields in plan.cautions
+            ],
+        )
+    elif plan.cautions:  # under a verdict they cannot change: the questions on one line
+        asked = "; ".join(f"{', '.join(map(name_of, f))} ({i})" for i, _, f in plan.cautions)
+        _rows(console, [(f"{CAUTIONS_HEADING.lower()}:", escape(asked))])
     if plan.settings:
-        _rows(console, [("note:", escape(settings_note(plan.settings)))])
+        note = settings_note(plan.settings, words=not details)
+        _rows(console, [("note:", escape(note))])
     if details and traces is not None:
         _open_traces(console, result, traces)
     if plan.details_only:
@@ -372,7 +436,7 @@ def _questions(console: Console, result: Result, details: bool, traces: Traces |
             console.print("  Details only (cannot change the verdict)")
             _rows(console, rows, indent=4)
         else:
-            names = ", ".join(name for name, _ in plan.details_only)
+            names = ", ".join(field_label(name) for name, _ in plan.details_only)
             _rows(
                 console,
                 [("details only:", escape(names) + " (cannot change the verdict)")],
@@ -464,6 +528,20 @@ def _considerations(console: Console, result: Result, details: bool, traces: Tra
             _rows(console, [("would also need:", escape(", ".join(cond.missing)))], indent=6)
 
 
+def _severities(items: list[NotEvaluable]) -> str:
+    """The severities of the open rules that ask a question, worst first: 'red flag, major'."""
+    present = {item.severity.value for item in items}
+    return ", ".join(SEVERITY_WORDS[s] for s in SEVERITY_WORDS if s in present)
+
+
+def worked_out_words(result: Result) -> str:
+    """Derived, inferred and assumed values as one line a clinician reads: labels and words."""
+    parts = [fact_words(k, v) for k, v in result.derived.items()]
+    parts += [f"{fact_words(i.field, i.value)} (from the other answers)" for i in result.inferred]
+    parts += [f"{fact_words(k, v)} (from the site profile)" for k, v in result.assumed.items()]
+    return "; ".join(parts)
+
+
 def worked_out(result: Result) -> str:
     """Derived, inferred and assumed values as one line."""
     parts = [f"{k} = {show_value(v)}" for k, v in result.derived.items()]
@@ -475,6 +553,9 @@ def worked_out(result: Result) -> str:
 
 
 SETTING_FIELD_SET = frozenset(SETTING_FIELDS)
+# what places the case, asked by a red flag only to know whether it applies: named among the
+# questions, not in the red-flag headline
+CONTEXT_FIELDS = frozenset({"diagnosis", "region", "lowest_level", "levels", "planned_procedure"})
 
 
 def open_red_flags(result: Result) -> dict[str, list[str]]:
@@ -514,7 +595,7 @@ def brief_line(result: Result) -> str:
     if benefits:
         parts.append(f"benefits: {benefits}")
     if result.verdict is Verdict.insufficient_data:  # what keeps the verdict open, ranked
-        parts.append(f"needs: {', '.join(result.next_questions)}")
+        parts.append(f"needs: {', '.join(result.deciding_questions)}")
     else:
         open_flags = red_flags_open(result)
         if open_flags:

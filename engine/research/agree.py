@@ -3,7 +3,9 @@
 The labels file (CSV) has `case_id` and one column per rater, each cell a verdict
 (worth_discussing, discuss_with_caution, not_favoured, urgent_review) or yes/no for "MIS worth
 discussing". Columns named like data-dictionary fields are case fields, not raters: without
---cohort, the labels file itself is the cohort. The cases are screened with the batch machinery.
+--cohort, the labels file itself is the cohort. The cases are screened with the batch machinery,
+and the labels file is read as a batch input is (engine.io.tables, the identifier guard of
+engine.io.columns): a column flagged as an identifier is refused, never taken as a rater.
 
 What a researcher gets, and how each case is counted:
 - a case the tool rates insufficient_data has no tool decision to compare: it is counted apart
@@ -18,9 +20,10 @@ What a researcher gets, and how each case is counted:
 from __future__ import annotations
 
 import collections
-import csv
 import json
+import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,16 @@ from engine.batch.run import BatchOptions, run_batch
 from engine.batch.summary import BatchSummary
 from engine.batch.worker import OutputFormat
 from engine.dictionary import INPUT_FIELDS
-from engine.errors import LinesError, UsageError
+from engine.errors import LinesError, ProblemLines, UsageError
+from engine.io.columns import column_problems
+from engine.io.deid import (
+    case_id_identifier_kinds,
+    escape_text,
+    kind_words,
+    showable,
+    withheld_reason,
+)
+from engine.io.tables import InputFormat, Row, RowProblem, TableReader, detect_format
 from engine.models import SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 
@@ -42,6 +54,10 @@ DECISIONS = [v.value for v in Verdict if v is not Verdict.insufficient_data]
 YES = frozenset({"yes", "y", "true", "1"})
 NO = frozenset({"no", "n", "false", "0"})
 BOOTSTRAP_RESAMPLES = 2000
+UNDEFINED_NOTE = (
+    "a statistic is undefined for these labels (one answer given by every rater or by the tool, "
+    "or too few cases): it is shown as n/a"
+)
 # the severities whose findings decide each verdict (rules/policy.yaml)
 DECIDING = {
     Verdict.urgent_review.value: ("fired", "red_flag"),
@@ -64,32 +80,58 @@ class Labels:
     case_fields: list[str]
 
 
-def read_labels(path: str) -> Labels:
-    """Read and check a labels CSV; every problem is collected before refusing."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or [])
-        if "case_id" not in header:
-            raise LabelsError([f"{path}: no case_id column (columns: {', '.join(header)})"])
-        case_fields = [c for c in header if c in INPUT_FIELDS and c != "case_id"]
-        raters = [c for c in header if c not in INPUT_FIELDS]
-        if not raters:
-            raise LabelsError([f"{path}: no rater column (every column is a case field)"])
-        problems: list[str] = []
-        by_case: dict[str, dict[str, str]] = {}
-        missing: list[tuple[str, str]] = []
-        kinds: dict[str, set[str]] = collections.defaultdict(set)
-        for number, row in enumerate(reader, start=1):
-            case_id = (row.get("case_id") or "").strip()
-            if not case_id:
-                problems.append(f"{path}: row {number}: case_id is blank")
+MAX_LABELLED_ROWS = 100_000  # a labels file is read into memory: beyond this, split it
+_LABEL_SHAPE = re.compile(r"[a-z][a-z_]{0,31}")
+
+
+def _shown_label(given: str) -> str:
+    """A label as an error shows it: a word near the vocabulary ('maybe', 'worth_discusing'),
+    never a name, a number, a date or an address (withheld, with its kind when known)."""
+    if _LABEL_SHAPE.fullmatch(given) and showable(given, [*DECISIONS, "yes", "no"]):
+        return repr(given)
+    return f"the label given ({withheld_reason(given)})"
+
+
+def read_labels(path: str, allow_columns: frozenset[str] = frozenset()) -> Labels:
+    """Read and check a labels file through the batch's guarded reader: identifier columns
+    (patient_name, dob, email) and identifier-shaped values are refused before any row is
+    read, no value that could identify is echoed, and errors are capped with a count."""
+    try:
+        fmt = detect_format(path)
+    except UsageError:  # labels were always CSV: any other extension is read as CSV
+        fmt = InputFormat.csv
+    reader = TableReader(path, fmt)
+    header = reader.columns
+    problems, _ = column_problems(
+        reader.source, header, reader.sample(), allow_columns, ignore_unknown=True
+    )
+    if problems:
+        raise LabelsError(problems)
+    case_fields = [c for c in header if c in INPUT_FIELDS and c != "case_id"]
+    raters = [c for c in header if c not in INPUT_FIELDS]
+    if not raters:
+        raise LabelsError([f"{path}: no rater column (every column is a case field)"])
+    found = ProblemLines()
+    by_case: dict[str, dict[str, str]] = {}
+    missing: list[tuple[str, str]] = []
+    kinds: dict[str, set[str]] = collections.defaultdict(set)
+    for chunk in reader.chunks(0):
+        for number, row in chunk.rows:
+            if number > MAX_LABELLED_ROWS:
+                raise LabelsError(
+                    [
+                        f"{path}: more than {MAX_LABELLED_ROWS:,} rows; agree compares at most "
+                        f"{MAX_LABELLED_ROWS:,} labelled cases at once (split the file)"
+                    ]
+                )
+            case_id = _labelled_case(path, number, row, by_case, found)
+            if case_id is None:
                 continue
-            if case_id in by_case:
-                problems.append(f"{path}: row {number}: case_id {case_id} is labelled twice")
-                continue
+            assert isinstance(row, dict)  # noqa: S101  # _labelled_case refused a RowProblem
             labels: dict[str, str] = {}
             for rater in raters:
-                given = (row.get(rater) or "").strip().lower()
+                value = row.get(rater)
+                given = "" if value is None else str(value).strip().lower()
                 if not given:
                     missing.append((case_id, rater))
                 elif given in YES or given in NO:
@@ -99,20 +141,45 @@ def read_labels(path: str) -> Labels:
                     labels[rater] = given
                     kinds[rater].add("verdict")
                 else:
-                    problems.append(
-                        f"{path}: row {number}: case_id {case_id}: rater {rater}: {given!r} is "
-                        f"not a label (one of {', '.join(DECISIONS)}, or yes/no)"
+                    found.add(
+                        f"{path}: row {number} (case_id {escape_text(case_id)}): rater {rater}: "
+                        f"{_shown_label(given)} is not a label (one of {', '.join(DECISIONS)}, "
+                        "or yes/no)"
                     )
             by_case[case_id] = labels
-    for rater, found in kinds.items():
-        if len(found) > 1:
-            problems.append(
-                f"{path}: rater {rater} mixes verdicts and yes/no; use one or the other"
-            )
-    if problems:
-        raise LabelsError(problems)
+    for rater, seen in kinds.items():
+        if len(seen) > 1:
+            found.add(f"{path}: rater {rater} mixes verdicts and yes/no; use one or the other")
+    if found:
+        raise LabelsError(found.lines())
     kind = {r: next(iter(kinds[r])) if kinds[r] else "yes_no" for r in raters}
     return Labels(raters, by_case, missing, kind, case_fields)
+
+
+def _labelled_case(
+    path: str, number: int, row: Row, by_case: dict[str, dict[str, str]], found: ProblemLines
+) -> str | None:
+    """The row's case_id, or None with the problem added: an unreadable row, a blank id, an id
+    shaped like a date or a phone number (withheld), or one labelled twice."""
+    if isinstance(row, RowProblem):
+        found.add(f"{path}: row {number}: {row.reason}")
+        return None
+    case_id = str(row.get("case_id") or "").strip()
+    if not case_id:
+        found.add(f"{path}: row {number}: case_id is blank")
+        return None
+    kinds = case_id_identifier_kinds(case_id[:4096])
+    if kinds:
+        found.add(
+            f"{path}: row {number}: case_id looks like {kind_words(kinds)}, not an anonymised "
+            "id (value withheld); use a study code such as S-0193"
+        )
+        return None
+    shown = escape_text(case_id)
+    if case_id in by_case:
+        found.add(f"{path}: row {number}: case_id {shown} is labelled twice")
+        return None
+    return case_id
 
 
 @dataclass
@@ -140,6 +207,7 @@ def screen_cohort(
     workers: int,
     *,
     rater_columns: bool = False,
+    allow_columns: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, list[ToolCase]], BatchSummary, list[dict[str, Any]]]:
     """Every screened case's verdict and deciding rules (a case_id may occur twice), the batch
     summary, and the rejected rows' errors."""
@@ -154,6 +222,7 @@ def screen_cohort(
             workers=workers,
             site=site,
             ignore_unknown_columns=rater_columns,  # the labels file is the cohort
+            allow_columns=allow_columns,
         )
         summary = run_batch(options, ruleset)
         found: dict[str, list[ToolCase]] = collections.defaultdict(list)
@@ -161,9 +230,10 @@ def screen_cohort(
             for line in handle:
                 result = json.loads(line)
                 found[result["case_id"]].append(ToolCase(result["verdict"], _deciding(result)))
-        rejected = (
-            [json.loads(line) for line in errors.open(encoding="utf-8")] if errors.exists() else []
-        )
+        rejected = []
+        if errors.exists():
+            with errors.open(encoding="utf-8") as handle:
+                rejected = [json.loads(line) for line in handle]
     return found, summary, rejected
 
 
@@ -215,6 +285,7 @@ class AgreementReport:
     per_rater: dict[str, dict[str, Any]] = field(default_factory=dict)
     fleiss: dict[str, Any] = field(default_factory=dict)
     disagreements: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # library warnings, in our words, once each
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -232,6 +303,7 @@ class AgreementReport:
             "per_rater": self.per_rater,
             "fleiss_kappa": self.fleiss,
             "disagreements": self.disagreements,
+            "notes": self.notes,
         }
 
 
@@ -245,39 +317,47 @@ def agreement(
     workers: int = 1,
     allow_missing: bool = False,
     seed: int = 2026,
+    allow_columns: frozenset[str] = frozenset(),
 ) -> AgreementReport:
-    labels = read_labels(labels_path)
+    labels = read_labels(labels_path, allow_columns)
     if cohort is None and not labels.case_fields:
         raise LabelsError([f"{labels_path} has no case fields: give the cases with --cohort FILE"])
     if labels.missing and not allow_missing:
-        shown = [f"case_id {c}: rater {r}" for c, r in labels.missing[:20]]
-        more = len(labels.missing) - len(shown)
+        blanks = [f"case_id {escape_text(c)}: rater {r}" for c, r in labels.missing[:20]]
+        more = len(labels.missing) - len(blanks)
         raise LabelsError(
             [
-                f"{labels_path}: {len(labels.missing)} labels are blank ({'; '.join(shown)}"
-                + (f"; and {more} more" if more else "")
+                f"{labels_path}: {len(labels.missing):,} labels are blank ({'; '.join(blanks)}"
+                + (f"; and {more:,} more" if more else "")
                 + "); fill them, or give --allow-missing to count them and leave them out"
             ]
         )
     source = cohort or labels_path
     tool, summary, rejected = screen_cohort(
-        source, ruleset, rules_dir, site or {}, workers, rater_columns=cohort is None
+        source,
+        ruleset,
+        rules_dir,
+        site or {},
+        workers,
+        rater_columns=cohort is None,
+        allow_columns=allow_columns,
     )
-    problems = []
+    problems = ProblemLines()
     rejected_ids = {e["case_id"] for e in rejected if e.get("case_id")}
     for case_id in labels.by_case:
         found = tool.get(case_id, [])
+        shown = escape_text(case_id)  # read_labels refused ids shaped like identifiers
         if len(found) > 1:
-            problems.append(f"case_id {case_id} occurs {len(found)} times in {source}")
+            problems.add(f"case_id {shown} occurs {len(found)} times in {source}")
         elif not found and case_id in rejected_ids:
-            problems.append(
-                f"case_id {case_id} is a row of {source} that was rejected (see why "
+            problems.add(
+                f"case_id {shown} is a row of {source} that was rejected (see why "
                 "with miss-screen batch)"
             )
         elif not found:
-            problems.append(f"case_id {case_id} of {labels_path} is not in {source}")
+            problems.add(f"case_id {shown} of {labels_path} is not in {source}")
     if problems:
-        raise LabelsError(problems)
+        raise LabelsError(problems.lines())
     report = AgreementReport(labels_path, source, labels.raters, labels.kind, summary, seed)
     report.missing_labels = [{"case_id": c, "rater": r} for c, r in labels.missing]
     for case_id in labels.by_case:
@@ -286,8 +366,26 @@ def agreement(
             report.insufficient.append({"case_id": case_id, "deciding_rules": case.deciding})
         else:
             report.compared.append(case_id)
-    _statistics(report, labels, tool)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _statistics(report, labels, tool)
+    report.notes = _notes(caught)
     return report
+
+
+def _notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    """What statsmodels, scipy or numpy warned about while computing, each kind said once in
+    our words (their text names their internals, and repeats for every rater)."""
+    notes: dict[str, None] = {}
+    for warning in caught:
+        if issubclass(warning.category, RuntimeWarning):
+            notes[UNDEFINED_NOTE] = None
+        else:
+            notes[
+                f"the statistics library warned ({warning.category.__name__}); the figures it "
+                "concerns may be unreliable"
+            ] = None
+    return list(notes)
 
 
 def _positive(label: str) -> bool:

@@ -29,6 +29,7 @@ from engine.batch.summary import BatchSummary
 from engine.batch.worker import FLAT_COLUMNS, OutputFormat
 from engine.batch.writers import FORMULA_START, AtomicPath
 from engine.errors import UsageError
+from engine.io.deid import escape_text
 from engine.models import SiteProfile, Verdict
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -59,30 +60,51 @@ class RulesSource:
             return
         if ":" not in spec:
             raise UsageError(f"{spec}: not a rules folder, nor a git revision such as HEAD~1:rules")
-        self._temp = tempfile.TemporaryDirectory(prefix="miss-screen-rules-")
-        self.path = Path(self._temp.name)
-        archive = self.path / "rules.tar"
         git = shutil.which("git")
         if git is None:
             raise UsageError(f"{spec}: git is not installed, so a revision cannot be read")
-        done = subprocess.run(  # noqa: S603  # fixed program, the revision as one argument
-            [git, "archive", "--format=tar", f"--output={archive}", spec],
-            cwd=repo or Path.cwd(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            reason = (done.stderr.strip().splitlines() or ["git archive failed"])[-1]
-            raise UsageError(f"{spec}: cannot read this git revision ({reason})")
-        with tarfile.open(archive) as tar:
-            tar.extractall(self.path / "rules", filter="data")
-        archive.unlink()
-        self.path = self.path / "rules"
+        self._temp = tempfile.TemporaryDirectory(prefix="miss-screen-rules-")
+        try:
+            self.path = _extract_revision(git, spec, Path(self._temp.name), repo or Path.cwd())
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._temp is not None:
             self._temp.cleanup()
+
+
+def _extract_revision(git: str, spec: str, work: Path, repo: Path) -> Path:
+    """The rules folder of a git revision (`HEAD~1:rules`), unpacked under `work`.
+
+    The revision follows `--`, so one spelt like an option (`--output=FILE`) is only ever a
+    revision; a link leaving the folder, or an archive tarfile cannot read, is one error line.
+    """
+    archive = work / "rules.tar"
+    done = subprocess.run(  # noqa: S603  # fixed program, the revision as one argument after --
+        [git, "archive", "--format=tar", f"--output={archive}", "--", spec],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["git archive failed"])[-1]
+        raise UsageError(f"{spec}: cannot read this git revision ({escape_text(reason, 200)})")
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(work / "rules", filter="data")
+    except tarfile.FilterError as exc:
+        name = escape_text(exc.tarinfo.name, 200)
+        raise UsageError(
+            f"{spec}: {name} is a link leading outside the rules folder; not read"
+        ) from None
+    except (tarfile.TarError, OSError) as exc:
+        reason = type(exc).__name__
+        raise UsageError(f"{spec}: cannot unpack this git revision ({reason})") from None
+    archive.unlink()
+    return work / "rules"
 
 
 @dataclass(frozen=True)
@@ -218,7 +240,8 @@ class DiffReport:
     changed: int = 0  # rows whose verdict changed
     outcome_changed: int = 0  # rows where any rule's outcome changed
     compared: int = 0  # rows screened by both
-    rejected_by_one: list[dict[str, Any]] = field(default_factory=list)
+    rejected_by_one: list[dict[str, Any]] = field(default_factory=list)  # the first ones
+    rejected_by_one_count: int = 0  # all of them (a cohort may have millions)
     changes_file: str | None = None
     examples: list[dict[str, str]] = field(default_factory=list)
 
@@ -265,6 +288,7 @@ class DiffReport:
             "rule_outcome_changed": self.outcome_changed,
             "transitions": self.transitions,
             "rejected_by_one": self.rejected_by_one,
+            "rejected_by_one_count": self.rejected_by_one_count,
             "rule_counts": [c.__dict__ for c in self.rule_counts()],
             "changes_file": self.changes_file,
             "changed_examples": self.examples,
@@ -279,27 +303,38 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _rejected_rows(errors_path: Path) -> dict[int, str]:
-    """Row number to the first reason it was rejected (the errors file: one line per problem)."""
-    rows: dict[int, str] = {}
+def _rejections(errors_path: Path) -> Iterator[tuple[int, str]]:
+    """Each rejected row with its first reason, in row order (the errors file has one line per
+    problem, in input order), read as the outputs are: memory stays flat for any cohort."""
     if not errors_path.exists():
-        return rows
+        return
     with errors_path.open(encoding="utf-8") as handle:
+        last = 0
         for line in handle:
             error = json.loads(line)
+            row = int(error["row"])
+            if row == last:
+                continue
             where = f"{error['field']}: " if error.get("field") else ""
-            rows.setdefault(int(error["row"]), where + str(error["reason"]))
-    return rows
+            last = row
+            yield row, where + str(error["reason"])
 
 
 def _numbered(
-    output: Path, rejected: dict[int, str], rows_read: int
-) -> Iterator[tuple[int, dict[str, str] | None]]:
-    """Every input row number with its flattened output row, or None where it was rejected."""
+    output: Path, errors: Path, rows_read: int
+) -> Iterator[tuple[int, dict[str, str] | None, str]]:
+    """Every input row number with its flattened output row, or None and the reason where it
+    was rejected."""
+    rejected = _rejections(errors)
+    pending = next(rejected, None)
     with output.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         for number in range(1, rows_read + 1):
-            yield number, None if number in rejected else next(reader)
+            if pending is not None and pending[0] == number:
+                yield number, None, pending[1]
+                pending = next(rejected, None)
+            else:
+                yield number, next(reader), ""
 
 
 def outcomes(row: dict[str, str]) -> dict[str, str]:
@@ -341,7 +376,12 @@ def diff_cohort(
     """
     if cohort == "-":
         raise UsageError("rules diff reads the cohort twice: give a file, not -")
-    old_src, new_src = RulesSource(old_spec, repo), RulesSource(new_spec, repo)
+    old_src = RulesSource(old_spec, repo)
+    try:
+        new_src = RulesSource(new_spec, repo)
+    except BaseException:
+        old_src.close()
+        raise
     try:
         old_rules, new_rules = load_ruleset(old_src.path), load_ruleset(new_src.path)
         with tempfile.TemporaryDirectory(prefix="miss-screen-diff-") as work:
@@ -379,24 +419,24 @@ def _compare(
     report: DiffReport, work: Path, changes_out: str | None, every: bool, keep: int
 ) -> None:
     rows_read = report.old_summary.reconciliation.rows_read
-    old_rejected = _rejected_rows(work / "old.errors.jsonl")
-    new_rejected = _rejected_rows(work / "new.errors.jsonl")
     transitions: collections.Counter[tuple[str, str]] = collections.Counter()
     sink = _ChangeSink(changes_out)
     try:
         pairs = zip(
-            _numbered(work / "old.csv", old_rejected, rows_read),
-            _numbered(work / "new.csv", new_rejected, rows_read),
+            _numbered(work / "old.csv", work / "old.errors.jsonl", rows_read),
+            _numbered(work / "new.csv", work / "new.errors.jsonl", rows_read),
             strict=True,
         )
-        for (number, old), (_, new) in pairs:
+        for (number, old, old_reason), (_, new, new_reason) in pairs:
             if old is None or new is None:
-                if (old is None) != (new is None):
+                one_side = (old is None) != (new is None)
+                report.rejected_by_one_count += one_side
+                if one_side and len(report.rejected_by_one) < keep:
                     report.rejected_by_one.append(
                         {
                             "row": number,
                             "rejected_by": "old" if old is None else "new",
-                            "reason": (old_rejected if old is None else new_rejected)[number],
+                            "reason": old_reason if old is None else new_reason,
                         }
                     )
                 continue

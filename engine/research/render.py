@@ -2,23 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
+import html
+import re
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from engine.models import DISCLAIMER, Verdict
-from engine.research.agree import AgreementReport
-from engine.research.diff import DiffReport
+
+if TYPE_CHECKING:  # agree needs the research extra (scipy, statsmodels); rules diff does not
+    from engine.research.agree import AgreementReport
+    from engine.research.diff import DiffReport
 
 VERDICTS = [v.value for v in Verdict]
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    def cell(value: Any) -> str:
-        return "" if value is None else str(value).replace("|", "\\|")
+# What Markdown would read as markup: HTML (a rater named <script>...), links and images, code
+# spans, table cells and escapes. Underscores and asterisks only ever change emphasis; left as
+# typed, surgeon_1 stays surgeon_1 in the raw text.
+_MARKUP = re.compile(r"[\\`\[\]|]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+
+def md(value: Any) -> str:
+    """Text from an input (a file name, a rater, a case_id, a rule's words) as Markdown that
+    renders it literally, on one line."""
+    text = "" if value is None else str(value)
+    text = _CONTROL.sub(" ", text)
+    text = html.escape(text, quote=False)
+    return _MARKUP.sub(lambda m: "\\" + m[0], text)
+
+
+def md_code(text: str) -> str:
+    """A code span holding `text` literally: fenced by more backticks than it holds in a row."""
+    text = _CONTROL.sub(" ", text)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(md(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in rows]
     return lines
 
 
@@ -41,18 +67,20 @@ def diff_markdown(report: DiffReport) -> str:
             for side in ("old", "new")
         ],
     )
-    out += ["", f"Cohort: {report.cohort} (sha256 {report.cohort_sha256})", ""]
+    out += ["", f"Cohort: {md(report.cohort)} (sha256 {report.cohort_sha256})", ""]
     out += [
         f"Verdict changed: {report.changed} of {report.compared} rows screened by both "
         f"({report.share_changed} %); any rule outcome changed: {report.outcome_changed} rows.",
         "",
     ]
     if report.rejected_by_one:
-        out += [f"Rows rejected by one rule set only: {len(report.rejected_by_one)}", ""]
+        out += [f"Rows rejected by one rule set only: {report.rejected_by_one_count}", ""]
         out += _table(
             ["row", "rejected by", "reason"],
             [[r["row"], r["rejected_by"], r["reason"]] for r in report.rejected_by_one],
         )
+        if report.rejected_by_one_count > len(report.rejected_by_one):
+            out.append(f"(first {len(report.rejected_by_one)} of {report.rejected_by_one_count})")
         out.append("")
     out += ["## Rule changes", ""]
     if not report.rules and not report.definitions:
@@ -61,21 +89,23 @@ def diff_markdown(report: DiffReport) -> str:
         if change.change != "changed":
             side = change.new or change.old
             out.append(
-                f"- **{change.rule_id}** {change.change} ({side['severity']}): "
-                f"`{side['condition']}`"
+                f"- **{md(change.rule_id)}** {change.change} ({md(side['severity'])}): "
+                f"{md_code(side['condition'])}"
             )
             continue
-        out.append(f"- **{change.rule_id}** changed: {', '.join(change.aspects)}")
+        out.append(f"- **{md(change.rule_id)}** changed: {', '.join(change.aspects)}")
         for part, text in change.diff.items():
-            out.append(f"  - {part}: `{text}`")
+            out.append(f"  - {part}: {md_code(text)}")
         if "severity" in change.aspects:
-            out.append(f"  - severity: {change.old['severity']} -> {change.new['severity']}")
+            out.append(
+                f"  - severity: {md(change.old['severity'])} -> {md(change.new['severity'])}"
+            )
         if change.thresholds:
             out.append(
-                f"  - thresholds: {', '.join(change.thresholds['old'])} -> "
-                f"{', '.join(change.thresholds['new'])}"
+                f"  - thresholds: {md(', '.join(change.thresholds['old']))} -> "
+                f"{md(', '.join(change.thresholds['new']))}"
             )
-    out += [f"- {d}" for d in report.definitions]
+    out += [f"- {md(d)}" for d in report.definitions]
     out += ["", "## Verdict transitions (rows: old, columns: new)", ""]
     out += _table(
         ["old \\ new", *VERDICTS],
@@ -100,7 +130,7 @@ def diff_markdown(report: DiffReport) -> str:
     )
     out += ["", "## Cases whose verdict changed", ""]
     if report.changes_file:
-        out += [f"All of them, with the rules responsible: {report.changes_file}", ""]
+        out += [f"All of them, with the rules responsible: {md(report.changes_file)}", ""]
     if report.examples:
         out += _table(
             ["row", "case_id", "old", "new", "rules responsible"],
@@ -154,8 +184,8 @@ def agree_markdown(report: AgreementReport) -> str:
     stamp = data["ruleset"]
     out = ["# Agreement with raters", ""]
     out += [
-        f"Labels {report.labels}; cases {report.cohort}; rules {stamp['name']} "
-        f"{stamp['version']} (sha256 {stamp['sha256']}).",
+        f"Labels {md(report.labels)}; cases {md(report.cohort)}; rules {md(stamp['name'])} "
+        f"{md(stamp['version'])} (sha256 {stamp['sha256']}).",
         f"Cases labelled: {data['cases_labelled']}; compared: {data['cases_compared']}; "
         f"tool insufficient_data (counted apart): {len(report.insufficient)}; "
         f"blank labels: {len(report.missing_labels)}.",
@@ -194,7 +224,7 @@ def agree_markdown(report: AgreementReport) -> str:
     ]
     for rater, entry in report.per_rater.items():
         confusion = entry["worth_discussing"]["confusion"]["rows_rater_columns_tool"]
-        out += [f"### {rater}: confusion (rows: rater, columns: tool)", ""]
+        out += [f"### {md(rater)}: confusion (rows: rater, columns: tool)", ""]
         out += _table(
             ["", "tool no", "tool yes"], [["rater no", *confusion[0]], ["rater yes", *confusion[1]]]
         )
@@ -242,5 +272,16 @@ def agree_markdown(report: AgreementReport) -> str:
         if report.disagreements
         else ["None."]
     )
+    if report.notes:
+        out += ["", "## Notes", "", *(f"- {md(note)}" for note in report.notes)]
     out += ["", DISCLAIMER, ""]
     return "\n".join(out)
+
+
+def agree_html(report: AgreementReport) -> str:
+    """The agreement report as one HTML page (jinja2, autoescaped: a rater or case_id is text)."""
+    return (
+        _environment()
+        .get_template("agree.html.j2")
+        .render(r=report, data=report.as_json(), estimate=_estimate, disclaimer=DISCLAIMER)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -37,9 +38,14 @@ INPUT_FIELDS: dict[str, FieldSpec] = {
 class _Collector:
     """Gathers every problem so one run of `rules check` shows them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
         self.errors: list[RuleFileError] = []
         self.parsed = ParsedCache()  # the files of one load, parsed once across processes
+        self.root = root
+
+    def read(self, path: Path) -> YamlDocument:
+        """A file of this rules folder, parsed (RuleFileError if it cannot be)."""
+        return read_yaml_file(path, self.parsed, self.root)
 
     def add(self, error: RuleFileError) -> None:
         self.errors.append(error)
@@ -50,10 +56,15 @@ class _Collector:
             raise RuleFileError(first.message, first.path, first.line, first.key, extra=rest)
 
 
-def read_yaml_file(path: Path, parsed: ParsedCache | None = None) -> YamlDocument:
+def read_yaml_file(
+    path: Path, parsed: ParsedCache | None = None, root: Path | None = None
+) -> YamlDocument:
     """Read a YAML file, turning unreadable, binary, empty or malformed files into errors
-    (`parsed`: documents parsed before, by their text)."""
+    (`parsed`: documents parsed before, by their text; `root`: the rules folder, which a
+    symbolic link may not leave: a rule file linked to /etc/shadow is not read at all)."""
     where = str(path)
+    if root is not None and not path.resolve().is_relative_to(root.resolve()):
+        raise RuleFileError("a link to a file outside the rules folder; not read", where)
     try:  # never more than the limit: a rule file that is /dev/zero must not fill the memory
         with open(path, "rb") as handle:
             raw = handle.read(MAX_RULE_FILE_BYTES + 1)
@@ -77,9 +88,22 @@ def read_yaml_file(path: Path, parsed: ParsedCache | None = None) -> YamlDocumen
         raise RuleFileError("file is nested too deeply or holds a value too long", where) from None
 
 
+_KEY_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,39}")  # how every key of a rules folder file looks
+
+
 def _validate(model: type[Model], doc: YamlDocument, path: str, errors: _Collector) -> Model | None:
     if not isinstance(doc.data, dict):
         errors.add(RuleFileError("expected a mapping of keys to values", path, 1))
+        return None
+    if doc.data and not set(doc.data) & set(model.model_fields):
+        # some other file (data, a password file) put here: refuse it whole, echoing nothing
+        errors.add(
+            RuleFileError(
+                "not a rules file: none of its keys is one of "
+                f"{', '.join(list(model.model_fields)[:4])}, ... (its content is not shown)",
+                path,
+            )
+        )
         return None
     try:
         return model.model_validate(doc.data)
@@ -92,6 +116,10 @@ def _validate(model: type[Model], doc: YamlDocument, path: str, errors: _Collect
                 known = list(model.model_fields)
                 close = difflib.get_close_matches(str(loc[-1]), known, n=1)
                 msg = "unknown key" + (f"; did you mean '{close[0]}'?" if close else "")
+                if not all(
+                    _KEY_SHAPE.fullmatch(str(part)) for part in loc if isinstance(part, str)
+                ):
+                    key, msg = None, msg + " (name not shown: it is not shaped like a key)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
             errors.add(RuleFileError(msg, path, doc.line_of(loc), key))
@@ -120,7 +148,7 @@ def load_ruleset(directory: str | Path) -> Ruleset:
     root = Path(directory)
     if not root.is_dir():
         raise RuleFileError("rules directory not found", str(root))
-    errors = _Collector()
+    errors = _Collector(root)
 
     meta = _load_model(root / "ruleset.yaml", RulesetFile, errors)
     policy = _load_model(root / "policy.yaml", PolicyFile, errors)
@@ -149,7 +177,7 @@ def _load_model(path: Path, model: type[Model], errors: _Collector) -> Model | N
         errors.add(RuleFileError("required file is missing", str(path)))
         return None
     try:
-        doc = read_yaml_file(path, errors.parsed)
+        doc = errors.read(path)
     except RuleFileError as exc:
         errors.add(exc)
         return None
@@ -183,7 +211,7 @@ def _load_constraints(path: Path, errors: _Collector) -> list[Constraint]:
     if not path.is_file():
         return []
     try:
-        doc = read_yaml_file(path, errors.parsed)
+        doc = errors.read(path)
     except RuleFileError as exc:
         errors.add(exc)
         return []
@@ -245,7 +273,7 @@ def _load_derived(folder: Path, errors: _Collector) -> list[DerivedRule]:
     for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
         where = str(path)
         try:
-            doc = read_yaml_file(path, errors.parsed)
+            doc = errors.read(path)
         except RuleFileError as exc:
             errors.add(exc)
             continue
@@ -422,7 +450,7 @@ def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> l
             continue
         where = str(path)
         try:
-            doc = read_yaml_file(path, errors.parsed)
+            doc = errors.read(path)
         except RuleFileError as exc:
             errors.add(exc)
             continue
@@ -471,7 +499,7 @@ def _merge_case_file(path: Path, doc: YamlDocument, errors: _Collector) -> None:
         )
         return
     try:
-        cases_doc = read_yaml_file(case_path, errors.parsed)
+        cases_doc = errors.read(case_path)
     except RuleFileError as exc:
         errors.add(exc)
         return

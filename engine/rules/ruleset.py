@@ -25,7 +25,7 @@ from engine.models import (
     Scalar,
     settled_outcome,
 )
-from engine.rules.condition import Cond, Expr, fields_of, to_text
+from engine.rules.condition import Cond, Expr, Truth, fields_of, to_text
 from engine.rules.logic import Kleene, compile_kleene
 
 
@@ -220,6 +220,18 @@ class Ruleset:
     @cached_property
     def constrained_fields(self) -> frozenset[str]:
         return frozenset(c.spec.name for c in self.constraints)
+
+    @cached_property
+    def bounded_fields(self) -> dict[str, tuple[Scalar, ...]]:
+        """Derived fields whose bands end with a catch-all (`when: 'true'`), with their band
+        values: when such a field is unknown, the values its bands leave possible are passed to
+        the screening rules as constraints' possible values are (derive.build_facts), so a
+        comparison true or false for all of them is decided (MISDEF class 1 or 2 cannot be 3)."""
+        return {
+            rule.field: tuple(dict.fromkeys(value for _, value in rule.bands))
+            for rule in self.derived
+            if rule.bands and rule.bands[-1][0] == Truth(True)
+        }
 
     @cached_property
     def compiled_narrowings(self) -> list[Narrowing]:

@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from engine import __version__
 from engine.screener import Screener
+from engine.service.limits import MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ServiceConfig:
     trusted_issuers: Mapping[str, str] = field(default_factory=dict)
     audiences: tuple[str, ...] = ()  # a token's aud must be one of these (else the URL called)
     public_url: str | None = None  # the service's URL as callers see it (links, aud); None: Host
+    max_body_bytes: int = MAX_BODY_BYTES  # a larger request body is refused (413)
 
 
 def config_of(request: Request) -> ServiceConfig:

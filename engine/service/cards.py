@@ -77,9 +77,12 @@ def summary_of(result: Result, *, dev: bool = False) -> str:
     head = f"miss-screen: {SUMMARY_WORDS[result.verdict]} ({result.verdict.value})"
     if urgent_still_possible(result):
         tail = "; a red flag is not yet excluded"
-    elif result.verdict is Verdict.insufficient_data and result.next_questions:
-        count = len(result.next_questions)
-        tail = f"; {count} question{'s' if count > 1 else ''} could change it"
+    elif result.verdict is Verdict.insufficient_data and result.deciding_questions:
+        count = len(result.deciding_questions)
+        tail = f"; {count} question{'s' if count > 1 else ''} decide{'' if count > 1 else 's'} it"
+    elif result.open_cautions and result.verdict is not Verdict.urgent_review:
+        count = len(result.open_cautions)
+        tail = f"; {count} caution{'s' if count > 1 else ''} not yet excluded"
     elif result.verdict is Verdict.urgent_review:
         tail = ", a red flag fired"
     else:

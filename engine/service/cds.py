@@ -5,8 +5,9 @@
   either hook and answer alike; the draft ServiceRequest is read from `context.draftOrders`.
 - `POST /cds-services/{id}`: prefetch + draft orders -> `fhir_to_case` -> `Screener.screen` ->
   one card. No draft order for a spine operation: `{"cards": []}`.
-- `POST /cds-services/{id}/feedback`: recorded in memory and, with a feedback log, as JSON lines
-  (service, card uuid, outcome, reason code, the card's verdict; nothing that identifies anyone).
+- `POST /cds-services/{id}/feedback`: for a card this service issued in the last day, once:
+  recorded in memory and, with a feedback log, as JSON lines (service, card uuid, outcome,
+  reason code, the card's verdict; nothing that identifies anyone); 404 for any other uuid.
 - `GET /rules/` and `GET /rules/{id}`: the rule docs (engine/report/docs.py) as HTML, without the
   rule authors' notes; the cards' `source.url` points here.
 
@@ -24,8 +25,9 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,13 +43,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import __version__
 from engine.dictionary import SETTING_FIELDS
 from engine.errors import CaseInputError
-from engine.fhir import MAX_FHIR_BYTES, fhir_to_case
+from engine.fhir import fhir_to_case
 from engine.io.deid import case_id_identifier_kinds
+from engine.jsonsource import NonFiniteError, RepeatedKeyError, loads_strict
 from engine.report.docs import page_name, render_docs
 from engine.report.markdown import md
 from engine.screener import Screener
@@ -60,7 +64,6 @@ log = logging.getLogger("miss_screen.service")
 SERVICES = {"miss-screen": "order-select", "miss-screen-order-sign": "order-sign"}
 HOOKS = frozenset(SERVICES.values())
 PREFIX = "/cds-services"
-MAX_BODY = MAX_FHIR_BYTES  # bytes of a request body read at most (a patient's Bundle's cap)
 EXT = "org.example.miss-screen"
 LOINC = "http://loinc.org"
 LOCAL = "http://miss-screen.example.org/fhir/CodeSystem/spine"
@@ -237,6 +240,8 @@ _ERRORS = {
     400: ("invalid", OperationOutcome),
     401: ("login", OperationOutcome),
     403: ("forbidden", OperationOutcome),
+    404: ("not-found", OperationOutcome),
+    409: ("conflict", OperationOutcome),
     412: ("incomplete", OperationOutcome),
     413: ("too-costly", OperationOutcome),
     500: ("exception", OperationOutcome),
@@ -251,27 +256,75 @@ _DOCUMENTED: dict[int | str, dict[str, Any]] = {
 # --- state ---------------------------------------------------------------------------------
 
 
+CARD_TTL = 24 * 3600.0  # seconds a card takes feedback after it was issued
+MAX_CARDS = 10_000  # cards remembered for feedback at once; the oldest are forgotten first
+
+
+@dataclass
+class IssuedCard:
+    """A card this service sent, as its feedback will be recorded."""
+
+    service: str
+    ruleset: str
+    issued: float  # time.monotonic()
+    verdict: str | None = None  # None: a card that could not screen (problem_card)
+    answered: bool = False
+
+
 @dataclass
 class FeedbackStore:
-    """Feedback records (no identifiers) in memory, bounded, and appended to a JSONL file."""
+    """Feedback on the cards this service issued (no identifiers): in memory, bounded, and
+    appended to a JSONL file. Only a card issued by this process, at most CARD_TTL ago and among
+    the MAX_CARDS latest, takes feedback, once: so the log grows by one line per card at most
+    and never for a uuid someone made up."""
 
     path: Path | None = None
-    records: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
-    issued: OrderedDict[str, tuple[str, str]] = field(default_factory=OrderedDict)
+    records: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=MAX_CARDS))
+    issued: OrderedDict[str, IssuedCard] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    clock: Callable[[], float] = time.monotonic
 
-    def card_issued(self, card_uuid: str, verdict: str, ruleset: str) -> None:
+    def card_issued(
+        self, card_uuid: str, service: str, ruleset: str, verdict: str | None = None
+    ) -> None:
         with self.lock:
-            self.issued[card_uuid] = (verdict, ruleset)
-            while len(self.issued) > 10_000:
+            now = self.clock()
+            self.issued[card_uuid.lower()] = IssuedCard(service, ruleset, now, verdict)
+            while self.issued and (
+                len(self.issued) > MAX_CARDS
+                or now - next(iter(self.issued.values())).issued > CARD_TTL
+            ):
                 self.issued.popitem(last=False)
 
     def add(self, records: list[dict[str, str]]) -> None:
+        """Record feedback on issued cards; refuse the whole post (404, 409) when one entry is
+        for a card not issued here (or forgotten) or already answered."""
         with self.lock:
-            for record in records:
-                known = self.issued.get(record["card"])
-                if known:
-                    record["verdict"], record["ruleset"] = known
+            now = self.clock()
+            cards: list[IssuedCard] = []
+            for number, record in enumerate(records):
+                card = self.issued.get(record["card"])
+                if (
+                    card is None
+                    or card.service != record["service"]
+                    or (now - card.issued > CARD_TTL)
+                ):
+                    raise CdsError(
+                        404,
+                        "not-found",
+                        f"feedback[{number}]: no card with this uuid was issued by this service "
+                        f"in the last {CARD_TTL / 3600:g} hours",
+                    )
+                if card.answered or any(card is other for other in cards):
+                    raise CdsError(
+                        409, "conflict", f"feedback[{number}]: this card's feedback is recorded"
+                    )
+                cards.append(card)
+            for record, card in zip(records, cards, strict=True):
+                card.answered = True
+                if card.verdict is not None:
+                    record["verdict"] = card.verdict
+                record["ruleset"] = card.ruleset
                 self.records.append(record)
             if self.path is not None:
                 with self.path.open("a", encoding="utf-8") as out:
@@ -365,13 +418,13 @@ def discovery(request: Request) -> Response:
 async def _json_body(request: Request) -> Any:
     body = await request.body()
     try:
-        return json.loads(body, parse_constant=_not_json)
+        return loads_strict(body)
+    except RepeatedKeyError:
+        raise CdsError(400, "invalid", "the request body gives a key more than once") from None
+    except NonFiniteError:
+        raise CdsError(400, "invalid", "the request body holds NaN or Infinity") from None
     except (ValueError, RecursionError):
         raise CdsError(400, "invalid", "the request body is not JSON") from None
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError("NaN and Infinity are not JSON")
 
 
 def _validation_error(exc: ValidationError | RequestValidationError, what: str) -> CdsError:
@@ -415,7 +468,7 @@ def _same_patient(resource: Any, patient_id: str | None, name: str) -> None:
 
 
 def _screen_call(
-    config: ServiceConfig, call: CdsRequest, base: str, store: FeedbackStore
+    config: ServiceConfig, call: CdsRequest, base: str, store: FeedbackStore, service_id: str
 ) -> dict[str, Any]:
     if call.hook not in HOOKS:
         raise CdsError(400, "not-supported", f"hook must be one of {', '.join(sorted(HOOKS))}")
@@ -475,6 +528,7 @@ def _screen_call(
         shown = "; ".join(mapped.warnings[:5]) + ("; ..." if len(mapped.warnings) > 5 else "")
         notes.append(f"Record notes: {shown}")
     stamp = config.screener.ruleset_stamp
+    ruleset = f"{stamp.name} {stamp.version} {stamp.sha256[:12]}"
     try:
         result = config.screener.screen(case, source="CDS Hooks")
     except CaseInputError as exc:
@@ -482,11 +536,10 @@ def _screen_call(
         card = problem_card(
             fields, label=f"{stamp.name} {stamp.version}", docs_url=docs_url, dev=config.dev
         )
+        store.card_issued(card["uuid"], service_id, ruleset)
         return {"cards": [card]}
     card = result_card(result, docs_url=docs_url, dev=config.dev, notes=[md(n) for n in notes])
-    store.card_issued(
-        card["uuid"], result.verdict.value, f"{stamp.name} {stamp.version} {stamp.sha256[:12]}"
-    )
+    store.card_issued(card["uuid"], service_id, ruleset, result.verdict.value)
     return {"cards": [card]}
 
 
@@ -534,9 +587,9 @@ def _service_routes(service_id: str) -> None:
         if len(await request.body()) <= INLINE_BODY:
             # an ordinary call is ~2 ms of CPU under the GIL: run inline, first come first
             # served, rather than in a thread pool where 8 concurrent calls convoy on the GIL
-            body = _screen_call(config, parsed, base, store)
+            body = _screen_call(config, parsed, base, store, service_id)
         else:  # a large record (up to a second): never block every other caller meanwhile
-            body = await run_in_threadpool(_screen_call, config, parsed, base, store)
+            body = await run_in_threadpool(_screen_call, config, parsed, base, store, service_id)
         return CleanJSONResponse(body)
 
     @router.post(
@@ -662,7 +715,7 @@ def install(app: FastAPI, config: ServiceConfig) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(PathCORS, origins=config.cors_origins)
-    app.add_middleware(Guard)
+    app.add_middleware(Guard, max_body=config.max_body_bytes)
 
 
 class PathCORS:
@@ -690,22 +743,23 @@ class _TooLarge(Exception):
 
 
 class Guard:
-    """The outermost layer: bodies over MAX_BODY get 413; any exception a 500 OperationOutcome
-    with no traceback, logged by its type and route only (never a token, resource or value)."""
+    """The outermost layer: bodies over `max_body` bytes get 413; a client gone before its
+    request was read is logged as such; any other exception is a 500 OperationOutcome with no
+    traceback, logged by its type and route only (never a token, resource or value)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
         self.app = app
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = f"the body is larger than {self.max_body} bytes"
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > MAX_BODY:
-            await _send(
-                send, outcome(413, "too-costly", f"the body is larger than {MAX_BODY} bytes")
-            )
+        if not length.isdigit() or int(length) > self.max_body:
+            await _send(send, outcome(413, "too-costly", too_large))
             return
         seen = 0
         started = False
@@ -714,7 +768,7 @@ class Guard:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > MAX_BODY:
+            if seen > self.max_body:
                 raise _TooLarge
             return message
 
@@ -723,16 +777,18 @@ class Guard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        path = str(scope.get("path", ""))
+        route = path if path in _KNOWN_PATHS else "another path"
         try:
             await self.app(scope, limited, tracked)
         except _TooLarge:
             if not started:
-                await _send(
-                    send, outcome(413, "too-costly", f"the body is larger than {MAX_BODY} bytes")
-                )
+                await _send(send, outcome(413, "too-costly", too_large))
+        except ClientDisconnect:
+            # the server's own deadline or cap closed it (protocol.py logs why), or the client
+            if "miss_screen.closed" not in (scope.get("extensions") or {}):
+                log.info("client disconnected before its request was read (%s)", route)
         except Exception as exc:  # the catch-all: never a traceback, never the request
-            path = str(scope.get("path", ""))
-            route = path if path in _KNOWN_PATHS else "another path"
             log.error("internal error on %s %s: %s", scope.get("method"), route, type(exc).__name__)
             if not started:
                 await _send(
@@ -742,7 +798,7 @@ class Guard:
 
 
 _KNOWN_PATHS = frozenset(
-    {PREFIX, "/rules/"}
+    {PREFIX, "/rules/", "/", "/report", "/result.json", "/static/form.css"}
     | {f"{PREFIX}/{s}" for s in SERVICES}
     | {f"{PREFIX}/{s}/feedback" for s in SERVICES}
 )

@@ -12,6 +12,7 @@ decided here.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -36,10 +37,12 @@ from engine.dictionary import (
     FieldType,
 )
 from engine.errors import CaseInputError, CaseProblem
-from engine.io.deid import showable
+from engine.io.deid import showable, shown_name
 from engine.models import DISCLAIMER, Finding, Result, Scalar, evidence_label
 from engine.report.case_html import render_case_html, source_link
 from engine.report.text import (
+    CAUTIONS_HEADING,
+    CAUTIONS_NOTE,
     SEVERITY_WORDS,
     VERDICT_WORDS,
     open_red_flags,
@@ -49,6 +52,7 @@ from engine.report.text import (
     show_value,
     worked_out,
 )
+from engine.report.words import field_label, value_words
 from engine.screener import Screener
 from engine.service.app import ServiceConfig, config_of
 
@@ -71,33 +75,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-
-# How field names read as labels: the unit, shown beside the field, is not repeated in it.
-_UNIT_SUFFIXES = ("_years", "_deg", "_mm", "_pct", "_weeks")
-_ACRONYMS = frozenset({"bmi", "asa", "sva", "mis", "tlics", "sins", "slic", "plc", "dlc", "dexa"})
-_SMALL_WORDS = frozenset({"of", "at", "to", "in", "for", "and", "or"})
-_VALUE_WORDS = {True: "yes", False: "no"}
-
-
-def field_label(name: str) -> str:
-    """A field name as a label: 'age_years' -> 'Age', 'sva_mm' -> 'SVA', 'bmi' -> 'BMI'."""
-    stem = name
-    for suffix in _UNIT_SUFFIXES:
-        if stem.endswith(suffix) and stem != suffix.lstrip("_"):
-            stem = stem[: -len(suffix)]
-            break
-    words = [w.upper() if w in _ACRONYMS else w for w in stem.split("_")]
-    text = " ".join(words)
-    return text[:1].upper() + text[1:]
-
-
-def value_words(value: object) -> str:
-    """A value as the page shows it: yes/no for booleans, words for enum codes."""
-    if isinstance(value, bool):
-        return _VALUE_WORDS[value]
-    if isinstance(value, str):
-        return value.replace("_", " ")
-    return show_value(value)  # type: ignore[arg-type]  # numbers
 
 
 @dataclass
@@ -138,7 +115,8 @@ def widget(spec: FieldSpec, value: str = "", error: str | None = None) -> Widget
         # a select lists its values itself; numbers say their kind, unit and range
         hint={"boolean": "yes, no or not known", "enum": ""}.get(kind, spec.expected()),
         value=value,
-        options=tuple((v, value_words(v)) for v in spec.values),
+        # "unknown" is what the empty choice ("not known") already says: offered once
+        options=tuple((v, value_words(v)) for v in spec.values if v != "unknown"),
         inputmode=inputmode,
         error=error,
         setting=spec.name in SETTING_FIELDS,
@@ -151,10 +129,25 @@ def widget(spec: FieldSpec, value: str = "", error: str | None = None) -> Widget
 @dataclass
 class Posted:
     """What one post of the form carries: the texts given per field, and problems found
-    before validation (a field given twice, a form too large)."""
+    before validation (a field given twice, a form too large, names that may be data)."""
 
     texts: dict[str, str] = field(default_factory=dict)
     problems: list[CaseProblem] = field(default_factory=list)
+    withheld: set[str] = field(default_factory=set)  # unknown names never shown nor validated
+
+
+def shown_field_name(name: str) -> bool:
+    """Whether an unknown posted field name may be echoed in an error.
+
+    This form posts only dictionary names; any other comes from a hand-made post and may be a
+    value (`mrn0012345`). It is shown only as the typo of a field ('slip_pct' for
+    'slip_percent'): close to a dictionary name, without a digit, and shaped like a field name
+    for engine/io/deid.py (`shown_name`)."""
+    return (
+        not any(c.isdigit() for c in name)
+        and shown_name(name, INPUT_FIELDS) is not None
+        and bool(difflib.get_close_matches(name.lower(), INPUT_FIELDS, 1, 0.6))
+    )
 
 
 def read_post(form: FormData) -> Posted:
@@ -164,6 +157,9 @@ def read_post(form: FormData) -> Posted:
     for name, item in form.multi_items():
         text = item if isinstance(item, str) else ""
         if name == "case_id":  # fixed: no identifier is ever taken from the form
+            continue
+        if name not in FIELDS_BY_NAME and not shown_field_name(name):
+            posted.withheld.add(name)
             continue
         text = text.strip()
         if name in posted.texts and posted.texts[name] != text:
@@ -223,6 +219,17 @@ def screen_post(screener: Screener, posted: Posted) -> Screened:
             result = screener.screening(case_id, values, source=SOURCE).result
         except CaseInputError as exc:
             problems = list(exc.problems)
+    if posted.withheld:  # never screened with a field left out
+        result = None
+        count = len(posted.withheld)
+        problems.append(
+            CaseProblem(
+                None,
+                "unknown field (name withheld: it may be data)"
+                if count == 1
+                else f"{count} unknown fields (names withheld: they may be data)",
+            )
+        )
     errors: dict[str, str] = {}
     general: list[str] = []
     for problem in problems:
@@ -340,20 +347,33 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
             if name in shown:
                 shown[name] = _form_text(value)
     asked: list[Widget] = []
+    cautions: list[Widget] = []
     details: list[Widget] = []
     if result is not None:
         known = {**screened.values, **result.assumed, **{i.field: i.value for i in result.inferred}}
-        ranked = asked_fields(screener, result.next_questions, known)
+        ranked = asked_fields(screener, result.deciding_questions, known)
+        caution_names = [
+            n
+            for n in asked_fields(
+                screener, [m for c in result.open_cautions for m in c.missing], known
+            )
+            if n not in ranked
+        ]
         detail_names = [
             n
             for n in asked_fields(screener, sorted(questions_by_field(result)), known)
-            if n not in ranked
+            if n not in ranked and n not in caution_names
         ]
         for name in ranked:
             shown.pop(name, None)  # an open question asked again ("not known" so far)
             w = widget(FIELDS_BY_NAME[name], texts.get(name, ""))
             w.why = _why(screener, result, name, verdict_only=True)
             asked.append(w)
+        for name in caution_names:
+            shown.pop(name, None)
+            w = widget(FIELDS_BY_NAME[name], texts.get(name, ""))
+            w.why = _why(screener, result, name, verdict_only=False)
+            cautions.append(w)
         order = {s.name: i for i, s in enumerate(FIELDS)}
         for name in sorted(detail_names, key=order.__getitem__):
             shown.pop(name, None)
@@ -362,11 +382,11 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
             details.append(w)
     answers = []
     for name, text in shown.items():
-        given = FIELDS_BY_NAME.get(name)
-        if given is None or given.group.value == "derived" or name == "case_id":
+        answered = FIELDS_BY_NAME.get(name)
+        if answered is None or answered.group.value == "derived" or name == "case_id":
             continue
         error = screened.errors.get(name)
-        answers.append(widget(given, kept_text(name, text) if error else text, error))
+        answers.append(widget(answered, kept_text(name, text) if error else text, error))
     labels = {w.name: w.label for w in answers}
     context["answers"] = answers
     context["errors"] = [
@@ -376,6 +396,8 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
     if result is None:
         return context
     decided = len(result.possible_verdicts) == 1 and not result.next_questions
+    # no deciding question left: the verdict is given, open cautions can only add a caution
+    given = not decided and not result.deciding_questions and bool(result.open_cautions)
     settings = [w.name for w in asked if w.setting]
     red_flags = open_red_flags(result)
     context.update(
@@ -383,10 +405,14 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
         verdict_words=VERDICT_WORDS[result.verdict][0],
         verdict_class=result.verdict.value.replace("_", "-"),
         decided=decided,
+        given=given,
         possible=possible_words(result),
         red_flags=[(field_label(n), n, ids) for n, ids in red_flags.items()],
         findings=[_finding_line(f) for f in result.findings],
         questions=asked,
+        cautions=cautions,
+        cautions_heading=CAUTIONS_HEADING,
+        cautions_note=CAUTIONS_NOTE,
         details=details,
         settings=[field_label(n) for n in settings],
         conditional=[

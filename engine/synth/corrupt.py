@@ -27,25 +27,21 @@ _OUT_OF_RANGE: dict[str, tuple[float, float]] = {
 }
 _WRONG_TYPE: dict[str, tuple[str, str]] = {
     "age_years": ("thirty", "forty-two"),
-    "bmi": ("27,5", "obese"),
+    "bmi": ("27.5 kg", "obese"),  # not a decimal comma (27,5), which the normaliser reads
     "asa_class": ("II", "III"),
     "levels": ("two", "L4-L5"),
     "surgeon_mis_cases": ("50+", "many"),
-    "dexa_t_score": ("-2,6", "low"),
+    "dexa_t_score": ("-2.6 SD", "low"),
 }
+# values no reader may place: other spellings of a value (Male, HNP, L4/L5, TLIF) are read as
+# it by engine.io.normalise, so they would not be corruptions
 _BAD_ENUM: dict[str, tuple[str, ...]] = {
-    "sex": ("Male", "Female", "M", "F", "woman"),
-    "diagnosis": (
-        "Disc_herniation",
-        "herniated disc",
-        "stenosis",
-        "Spondylolisthesis",
-        "scoliosis",
-    ),
-    "region": ("Lumbar", "Cervical", "sacral", "lumbosacral", "thoracolumbar"),
-    "lowest_level": ("L4/L5", "l5-s1", "L5-L6", "S1-S2", "C5C6"),
-    "planned_procedure": ("Discectomy", "laminectomy", "TLIF", "Fusion", "kyphoplasty"),
-    "mis_technique": ("XLIF", "Mis_tlif", "endoscopic", "tubular", "OLIF"),
+    "sex": ("1", "2", "9", "mal", "fem"),  # numeric codes differ by registry: never guessed
+    "diagnosis": ("sciatica", "back pain", "claudication", "asd", "scoliosis"),
+    "region": ("sacral", "thoracolumbar", "coccygeal", "pelvis", "spine"),
+    "lowest_level": ("L5-L6", "S1-S2", "L5", "C0-C1", "T12"),
+    "planned_procedure": ("surgery", "injection", "physiotherapy", "rhizotomy", "nerve block"),
+    "mis_technique": ("endoscopic", "tubular", "OLIF", "minimally invasive", "robotic"),
 }
 _COMBINATIONS: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (
     ("pregnant", (("sex", "male"), ("pregnant", True))),

@@ -1,0 +1,247 @@
+"""Cohort files as researchers save them (issue 27 items 2, 6): `;` and tab delimiters, cp1252,
+.xlsx, decimal commas, integer ids, extra columns; ids come back as given, as text."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from engine import Screener
+from engine.cli import app
+from engine.io.tables import InputFormat, TableReader, sniff_delimiter
+
+runner = CliRunner()
+HEADER = ["case_id", "sex", "diagnosis", "lowest_level", "bmi", "surgeon"]
+ROWS = [
+    ["101", "Male", "Disc Herniation", "L4-5", "31,5", "Müller"],
+    ["00042", "F", "HNP", "L5/S1", "27,0", "Šimek"],
+]
+
+
+def _batch(tmp_path: Path, cohort: Path, *extra: str) -> tuple[list[dict[str, str]], str, int]:
+    out = tmp_path / "out.csv"
+    summary = tmp_path / "summary.json"
+    report = tmp_path / "report.html"
+    run = runner.invoke(
+        app,
+        [
+            "batch",
+            str(cohort),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--summary",
+            str(summary),
+            "--report",
+            str(report),
+            *list(extra),
+        ],
+    )
+    if run.exit_code != 0:
+        return [], run.stderr, run.exit_code
+    with out.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle)), run.stderr, run.exit_code
+
+
+def _write(path: Path, delimiter: str, encoding: str) -> Path:
+    with path.open("w", newline="", encoding=encoding) as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(HEADER)
+        writer.writerows(ROWS)
+    return path
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("delimiter", "encoding", "note"),
+    [
+        (";", "utf-8", False),
+        ("\t", "utf-8", False),
+        (",", "utf-8", False),
+        (";", "cp1252", True),
+    ],
+    ids=["semicolon", "tab", "comma", "semicolon-cp1252"],
+)
+def test_european_exports_screen_with_ids_kept_and_extra_columns_listed(
+    tmp_path: Path, delimiter: str, encoding: str, note: bool
+) -> None:
+    if encoding == "cp1252":
+        rows_cp = [[cell.replace("Š", "S") for cell in row] for row in ROWS]  # not in cp1252
+        path = tmp_path / "cohort.csv"
+        with path.open("w", newline="", encoding="cp1252") as handle:
+            writer = csv.writer(handle, delimiter=delimiter)
+            writer.writerow(HEADER)
+            writer.writerows(rows_cp)
+    else:
+        path = _write(tmp_path / "cohort.csv", delimiter, encoding)
+    rows, stderr, code = _batch(tmp_path, path)
+    assert code == 0, stderr
+    assert [r["case_id"] for r in rows] == ["101", "00042"]  # leading zeros kept, as text
+    assert all(r["verdict"] for r in rows)
+    assert "ignored columns (not in the data dictionary): surgeon" in stderr
+    assert stderr.count("surgeon") == 1  # listed once, its values never shown
+    assert "Müller" not in stderr
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "sex: 2 values normalised, e.g. Male → male" in html
+    assert ("read as cp1252" in stderr) is note
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["normalised_values"]["sex"] == {"count": 2, "example": "Male → male"}
+    assert summary["normalised_values"]["bmi"]["count"] == 2
+    assert summary["reconciliation"]["rows_rejected"] == 0
+    assert "sex: 2 values normalised, e.g. Male → male" in stderr
+    assert "case_id: " not in stderr  # ids read as text are not normalised, nor ever shown
+
+
+@pytest.mark.timeout(120)
+def test_strict_columns_refuses_unknown_columns_and_ignore_stays_accepted(tmp_path: Path) -> None:
+    path = _write(tmp_path / "cohort.csv", ",", "utf-8")
+    _, stderr, code = _batch(tmp_path, path, "--strict-columns")
+    assert code == 2
+    assert "columns not in the data dictionary: surgeon" in stderr
+    rows, stderr, code = _batch(tmp_path, path, "--ignore-unknown-columns")
+    assert code == 0
+    assert len(rows) == 2
+
+
+@pytest.mark.timeout(120)
+def test_an_identifier_named_column_still_refuses_the_input(tmp_path: Path) -> None:
+    path = tmp_path / "cohort.csv"
+    path.write_text("case_id,patient_name,sex\nS-1,Jane Roe,F\n", encoding="utf-8")
+    _, stderr, code = _batch(tmp_path, path)
+    assert code == 2
+    assert "patient_name" in stderr
+    assert "Jane" not in stderr
+
+
+@pytest.mark.timeout(120)
+def test_encoding_and_delimiter_can_be_given(tmp_path: Path) -> None:
+    path = tmp_path / "cohort.txt"
+    path.write_bytes("case_id;sex;diagnosis\nS-1;F;Hernie discale é\n".encode("latin-1"))
+    _rows, stderr, code = _batch(
+        tmp_path, path, "--input-format", "csv", "--delimiter", ";", "--encoding", "latin-1"
+    )
+    assert code == 0, stderr
+    assert "read as" not in stderr  # given, so nothing to say
+    errors = [
+        json.loads(line) for line in (tmp_path / "out.csv.errors.jsonl").read_text().splitlines()
+    ]
+    assert errors[0]["field"] == "diagnosis"
+    assert errors[0]["row"] == 1
+    _, stderr, code = _batch(tmp_path, path, "--input-format", "csv", "--delimiter", "|")
+    assert code == 2
+    assert "--delimiter" in stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("case_id;sex;bmi", ";"),
+        ("case_id\tsex", "\t"),
+        ("case_id,sex", ","),
+        ('"a;b",c,d', ","),
+        ("case_id", ","),
+    ],
+)
+def test_the_delimiter_is_taken_from_the_header_line(header: str, expected: str) -> None:
+    assert sniff_delimiter(header) == expected
+
+
+@pytest.mark.timeout(120)
+def test_xlsx_first_sheet_or_a_named_one(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    first = book.active
+    first.title = "notes"
+    first.append(["about this export"])
+    data = book.create_sheet("cohort")
+    data.append(HEADER)
+    data.append([101, "Male", "HNP", "L4/5", 31.5, "A"])
+    data.append([102.0, "F", "DDD", "L5S1", "27,5", "B"])
+    data.append([None, None, None, None, None, None])  # a formatted, empty row
+    path = tmp_path / "cohort.xlsx"
+    book.save(path)
+    rows, stderr, code = _batch(tmp_path, path, "--sheet", "cohort")
+    assert code == 0, stderr
+    assert [r["case_id"] for r in rows] == ["101", "102"]
+    _, stderr, code = _batch(tmp_path, path)  # the first sheet has no case_id column
+    assert code == 2
+    assert "case_id" in stderr
+    _, stderr, code = _batch(tmp_path, path, "--sheet", "missing")
+    assert code == 2
+    assert "no sheet named 'missing'" in stderr
+    reader = TableReader(str(path), InputFormat.xlsx, sheet="cohort")
+    assert reader.columns == HEADER
+
+
+@pytest.mark.timeout(120)
+def test_parquet_rows_with_other_spellings_leave_the_fast_path_and_are_read(
+    tmp_path: Path,
+) -> None:
+    """The column-wise check takes only plainly valid rows; `Male`, an integer id column and
+    a text id `7.0` go row by row, through the normaliser, and screen like their clean twins."""
+    path = tmp_path / "cohort.parquet"
+    table = pa.table(
+        {
+            "case_id": pa.array(["S-1", "7.0", "S-3"]),
+            "sex": pa.array(["male", "Male", "M"]),
+            "smoker": pa.array(["Y", "false", None]),
+        }
+    )
+    pq.write_table(table, path)
+    rows, stderr, code = _batch(tmp_path, path)
+    assert code == 0, stderr
+    assert [r["case_id"] for r in rows] == ["S-1", "7", "S-3"]
+    screener = Screener.load()
+    clean = [
+        {"case_id": "S-1", "sex": "male", "smoker": True},
+        {"case_id": "7", "sex": "male", "smoker": False},
+        {"case_id": "S-3", "sex": "male"},
+    ]
+    assert [r["verdict"] for r in rows] == [screener.screen(c).verdict.value for c in clean]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["normalised_values"]["sex"]["count"] == 2
+    assert summary["normalised_values"]["case_id"] == {"count": 1, "example": None}
+    plain = tmp_path / "plain.parquet"  # every column plain but an id written as a float
+    pq.write_table(pa.table({"case_id": ["S-1", "7.0"], "sex": ["male", "male"]}), plain)
+    rows, stderr, code = _batch(tmp_path, plain)
+    assert code == 0, stderr
+    assert [r["case_id"] for r in rows] == ["S-1", "7"]
+    ints = tmp_path / "ints.parquet"
+    table = pa.table({"case_id": pa.array([101, 102, 103]), "sex": ["F", "female", "2"]})
+    pq.write_table(table, ints)
+    rows, stderr, code = _batch(tmp_path, ints)
+    assert code == 0, stderr
+    assert [r["case_id"] for r in rows] == ["101", "102"]
+    errors = (tmp_path / "out.csv.errors.jsonl").read_text().splitlines()
+    (error,) = [json.loads(line) for line in errors]
+    assert (error["case_id"], error["field"], error["row"]) == ("103", "sex", 3)
+
+
+@pytest.mark.timeout(120)
+def test_screen_frame_takes_pd_read_csv_as_it_comes(tmp_path: Path) -> None:
+    """Integer ids (and 101.0 where a gap made the column float), decimal commas, an extra
+    column and a caller's index: screened, ids as text, index and order kept."""
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "case_id;sex;bmi;note\n101;Male;31,5;first\n7;F;;x\n103;M;27,0;\n", encoding="utf-8"
+    )
+    frame = pd.read_csv(path, sep=";").set_index(pd.Index([30, 10, 20]))
+    assert frame["case_id"].dtype.kind == "i"
+    out = Screener.load().screen_frame(frame)
+    assert list(out.index) == [30, 10, 20]
+    assert list(out["case_id"]) == ["101", "7", "103"]
+    assert out["rejected"].isna().all()
+    assert out.attrs["ignored_columns"] == ["note"]
+    gaps = pd.DataFrame({"case_id": [101.0, None, 103.0], "sex": ["M", "F", "F"]})
+    out = Screener.load().screen_frame(gaps)
+    assert out["case_id"][0] == "101"
+    assert out["case_id"][2] == "103"
+    assert "case_id" in out["rejected"][1]  # no id: a row error, not a dropped row
