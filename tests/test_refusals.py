@@ -74,10 +74,10 @@ REFUSALS: dict[str, tuple[Callable[[Path], Path], str]] = {
                        lambda i: f"person{i}@example.com,{40 + i % 40}"),
         "look like email addresses",
     ),
-    "csv-unknown-column": (
-        lambda d: _csv(d / "c.csv", "case_id,age_years,favourite_colour",
-                       lambda i: f"C-{i:06d},{40 + i % 40},red"),
-        "not in the data dictionary",
+    "csv-no-case-id": (
+        lambda d: _csv(d / "c.csv", "age_years,diagnosis",
+                       lambda i: f"{40 + i % 40},spinal_stenosis"),
+        "no case_id column",
     ),
     "csv-first-line-is-data": (
         lambda d: _csv(d / "d.csv", "C-000000,50", lambda i: f"C-{i:06d},{40 + i % 40}",
