@@ -72,6 +72,9 @@ if PROGRAM:  # imported (tests, a worker's re-import of the script): every signa
 # and those objects are then frozen out of its walks; load_screener does the same for the rules.
 if PROGRAM:
     gc.disable()
+    from engine.batch.startup import forbid_core_dumps
+
+    forbid_core_dumps()  # no core file holding case data, whatever crashes (issue 26)
     # pydantic looks for plugins by reading the entry points of every installed distribution
     # when it builds its first model (about 30 ms of a cold `screen`); the program uses none.
     # Set PYDANTIC_DISABLE_PLUGINS to an empty string to have them loaded after all.
@@ -812,6 +815,18 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    stall_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--stall-timeout",
+            metavar="SECONDS",
+            min=0.1,
+            help="A worker that makes no progress on a chunk for this long (or longer, when "
+            "rows have proved slow) is killed and its rows screened again; a row that keeps "
+            "stalling is rejected. Default: 60.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -882,6 +897,7 @@ def batch(
         detail=detail_level,
         mapping=read_mapping(mapping),
         pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
+        stall_timeout=stall_timeout,
     )
     progress_style = (
         "none"
@@ -894,11 +910,11 @@ def batch(
     if executor is Executor.dask:
         from engine.batch.dask_executor import run_batch_dask  # optional extra
 
-        result = run_batch_dask(options, ruleset, render)
+        result = run_batch_dask(options, ruleset, render, batch_notice)
     else:
         total = estimate_total_rows(options) if progress_style != "none" else None
         with batch_progress(progress_style, total) as advance:
-            result = run_batch(options, ruleset, advance, render)
+            result = run_batch(options, ruleset, advance, render, batch_notice)
     rec = result.reconciliation
     balanced = "balanced" if rec.balanced else "NOT BALANCED"
     stderr.print(
@@ -914,9 +930,11 @@ def batch(
     for line in result.normalised_lines():
         stderr.print(escape(line))
     if result.stamp.worker_restarts:
+        stalled = result.stamp.worker_stalls
         stderr.print(
-            f"warning: a worker process died; its chunks were screened again "
-            f"({result.stamp.worker_restarts} worker restarts, nothing lost)"
+            f"warning: a worker process died{' or stalled' if stalled else ''}; its chunks "
+            f"were screened again ({result.stamp.worker_restarts} worker restarts"
+            f"{f', {stalled} for stalling' if stalled else ''}, nothing lost)"
         )
     if result.duplicates:
         stderr.print(
@@ -924,6 +942,45 @@ def batch(
         )
     if not rec.balanced:
         raise RuntimeError("reconciliation does not balance: rows were lost")
+
+
+@app.command()
+@handle_errors
+def verify(
+    summary: Annotated[Path, typer.Argument(help="The summary JSON of a batch (--summary).")],
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", metavar="FILE", help="Check this HTML report too.", show_default=False
+        ),
+    ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Write the HTML report of the verified set.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Check that a batch output set is one run's: each file has the sha256 its summary records.
+
+    Example: miss-screen verify summary.json --html report.html
+    """
+    from engine.batch.verify import verify_output_set
+    from engine.batch.writers import write_text_atomically
+
+    verified = verify_output_set(summary, report)
+    if html is not None:
+        write_text_atomically(html, render_batch_report(verified.summary))
+    print(f"run {verified.run_id}: {len(verified.files)} files, all as the run committed them")
+
+
+def batch_notice(text: str) -> None:
+    """A line the user should see as it happens (a stalled worker, a stale lock taken over):
+    above the progress bar, or between the progress lines."""
+    stderr.print(f"warning: {escape(text)}")
 
 
 class InspectFormat(StrEnum):
@@ -1483,13 +1540,14 @@ def rules_diff(
     site: Annotated[
         str | None, typer.Option("--site", help="Site profile for both runs.", show_default=False)
     ] = None,
-    out: Annotated[
-        str, typer.Option("--out", help="Report file, or - for stdout.")
-    ] = "-",
+    out: Annotated[str, typer.Option("--out", help="Report file, or - for stdout.")] = "-",
     output_format: Annotated[
         ReportFormat | None,
-        typer.Option("--format", help="md, html or json; default from --out (md on stdout).",
-                     show_default=False),
+        typer.Option(
+            "--format",
+            help="md, html or json; default from --out (md on stdout).",
+            show_default=False,
+        ),
     ] = None,
     changes: Annotated[
         str | None,
@@ -1504,9 +1562,7 @@ def rules_diff(
         bool,
         typer.Option("--all-outcomes", help="List in --changes every case a rule outcome moved."),
     ] = False,
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Worker processes per run.")
-    ] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes per run.")] = 1,
     fail_on_change: Annotated[
         bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
     ] = False,
@@ -1570,9 +1626,7 @@ def _write_report(out: str, text: str) -> None:
 @app.command()
 @handle_errors
 def agree(
-    labels: Annotated[
-        str, typer.Option("--labels", help="CSV: case_id and one column per rater.")
-    ],
+    labels: Annotated[str, typer.Option("--labels", help="CSV: case_id and one column per rater.")],
     cohort: Annotated[
         str | None,
         typer.Option(

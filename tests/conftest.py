@@ -60,3 +60,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("web form: questions answered per consultation")
         for row in rows:
             terminalreporter.write_line(row)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow run only when the -m expression names `slow` (-m slow,
+    -m "faults and slow"). Not an addopts -m "not slow": a -m given on the command line
+    replaces that one, so `pytest -m faults` would run every slow test too."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]

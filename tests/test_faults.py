@@ -90,9 +90,16 @@ def _with_previous(folder: Path) -> Path:
     return folder
 
 
-def _previous_intact(folder: Path) -> None:
-    """The previous run's outputs, exactly, and nothing else (no temp file, no new output)."""
-    assert _listing(folder) == sorted(PREVIOUS)
+def _previous_intact(folder: Path, *, locks_left: bool = False) -> None:
+    """The previous run's outputs, exactly, and nothing else (no temp file, no new output);
+    with `locks_left`, the lock files of a run killed with SIGKILL (the next run takes them
+    over, tests/test_output_lock.py), each naming that run."""
+    found = _listing(folder)
+    if locks_left:
+        locks = [f".{name}.lock" for name in PREVIOUS]
+        assert sorted(n for n in found if n.endswith(".lock")) == sorted(locks)
+        found = [n for n in found if n not in locks]
+    assert found == sorted(PREVIOUS)
     for name, text in PREVIOUS.items():
         assert (folder / name).read_text() == text, name
 
@@ -336,7 +343,7 @@ def test_a_killed_batch_takes_its_workers_and_fork_server_with_it(
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=RUN_TIMEOUT_S)
     _no_process_left(process.pid, pids)
-    _previous_intact(folder)  # a temp file has no name until commit: nothing to leave
+    _previous_intact(folder, locks_left=True)  # a temp file has no name until commit
 
 
 @pytest.mark.parametrize(

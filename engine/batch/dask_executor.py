@@ -7,18 +7,23 @@ byte-identical to a local run. Optional: `pip install 'miss-screen[dask]'`.
 
 A Dask worker that dies is restarted by its nanny and its partition screened again (Dask's own
 recovery): the run says so (`stamp.worker_restarts` counts the new workers). A partition that
-keeps killing its workers ends the run with one line naming it, and no output kept.
+keeps killing its workers ends the run with one line naming it, and no output kept; so does a
+partition that gives no result within its bound (PartitionBound: a stopped worker, a row that
+loops), where Dask would wait for ever.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import time
 from typing import Any
 
 import pyarrow as pa
 
+from engine.batch.pool import COST_WEIGHT, STALL_FACTOR, STALL_FLOOR_S, Notice
 from engine.batch.run import BatchOptions, BatchRun, RenderReport
+from engine.batch.startup import forbid_core_dumps
 from engine.batch.summary import BatchSummary
 from engine.batch.worker import ChunkResult, WorkerConfig, init_worker, screen_chunk
 from engine.errors import UsageError, UserError
@@ -26,10 +31,41 @@ from engine.io.tables import Chunk, InputFormat
 from engine.rules.ruleset import Ruleset
 
 _WORKER_CONFIG: list[WorkerConfig] = []
+PRIOR_ROW_COST_S = 0.001
 
 
 class DaskWorkersDied(UserError):
     """A partition killed every Dask worker that tried it (Dask's allowed failures)."""
+
+
+class DaskPartitionStalled(UserError):
+    """A partition gave no result within its bound (a stopped worker, a row that loops)."""
+
+
+class PartitionBound:
+    """How long a partition may take, as the local pool bounds a chunk (engine/batch/pool.py):
+    STALL_FACTOR times the mean observed cost of its rows, never less than the floor. Before
+    any result, rows are assumed to cost PRIOR_ROW_COST_S (ten times a typical row): a Dask
+    partition can hold a million rows, which no floor covers.
+
+    Dask itself would wait for ever; here a partition past its bound ends the run (no output
+    kept), as one that kills every worker does: Dask has no way to halve a partition.
+    """
+
+    def __init__(self, floor_s: float) -> None:
+        self.floor_s = floor_s
+        self.row_cost_s: float | None = None
+
+    def bound_s(self, rows: int) -> float:
+        cost = PRIOR_ROW_COST_S if self.row_cost_s is None else self.row_cost_s
+        return max(self.floor_s, STALL_FACTOR * cost * rows)
+
+    def observe(self, seconds: float, rows: int) -> None:
+        cost = seconds / max(1, rows)
+        if self.row_cost_s is None:
+            self.row_cost_s = cost
+        else:
+            self.row_cost_s += COST_WEIGHT * (cost - self.row_cost_s)
 
 
 def screen_partition(
@@ -43,6 +79,7 @@ def screen_partition(
     import pandas as pd
 
     if not _WORKER_CONFIG or _WORKER_CONFIG[0] != config:
+        forbid_core_dumps()  # a Dask worker holds case data too
         init_worker(config)
         _WORKER_CONFIG[:] = [config]
     number = partition_info["number"] if partition_info else 0
@@ -53,7 +90,10 @@ def screen_partition(
 
 
 def run_batch_dask(
-    options: BatchOptions, ruleset: Ruleset, render_report: RenderReport | None = None
+    options: BatchOptions,
+    ruleset: Ruleset,
+    render_report: RenderReport | None = None,
+    notice: Notice | None = None,
 ) -> BatchSummary:
     """Screen Parquet inputs on a local Dask cluster; outputs identical to the local runner."""
     try:
@@ -65,7 +105,7 @@ def run_batch_dask(
         raise UsageError(
             "--executor dask needs the extra: pip install 'miss-screen[dask]'"
         ) from None
-    run = BatchRun(options, ruleset)
+    run = BatchRun(options, ruleset, notice)
     if any(r.format is not InputFormat.parquet for r in run.readers):
         run.discard()
         raise UsageError("--executor dask reads Parquet inputs only")
@@ -75,9 +115,10 @@ def run_batch_dask(
             n_workers=options.workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # no dashboard port to collide with another run's
             silence_logs=logging.CRITICAL,  # a worker's death is reported below, in one line
         )
+        watchdog = PartitionBound(options.stall_timeout or STALL_FLOOR_S)
         with Client(cluster) as client:  # type: ignore[no-untyped-call]  # untyped library
             seen: set[str] = set()  # every worker address: a restarted worker has a new one
             client.wait_for_workers(options.workers)
@@ -90,13 +131,24 @@ def run_batch_dask(
                 screened = frame.map_partitions(
                     screen_partition, run.config, reader.source, offsets, meta=meta
                 )
-                parts = collections.deque(screened.to_delayed())
-                window: collections.deque[Any] = collections.deque()
+                parts = collections.deque(enumerate(screened.to_delayed()))
+                window: collections.deque[tuple[int, Any]] = collections.deque()
                 while parts or window:  # bounded: a few partitions in flight, taken in order
                     while parts and len(window) < 2 * options.workers:
-                        window.append(client.compute(parts.popleft()))
+                        number, part = parts.popleft()
+                        window.append((number, client.compute(part)))
+                    number, future = window.popleft()
+                    bound = watchdog.bound_s(lengths[number])
+                    waited = time.monotonic()
                     try:
-                        result: ChunkResult = window.popleft().result()["result"].iloc[0]
+                        result: ChunkResult = future.result(timeout=bound)["result"].iloc[0]
+                    except TimeoutError:
+                        raise DaskPartitionStalled(
+                            f"{reader.source}: partition {number} (rows {offsets[number] + 1}-"
+                            f"{offsets[number] + lengths[number]}) made no progress for "
+                            f"{bound:.0f} s; no output was kept. The local executor (without "
+                            "--executor dask) isolates and rejects a row that stalls"
+                        ) from None
                     except KilledWorker as exc:
                         task = exc.task
                         part = task[-1] if isinstance(task, tuple) else task
@@ -106,6 +158,7 @@ def run_batch_dask(
                             "was kept. The local executor (without --executor dask) isolates "
                             "and rejects a row that kills its worker"
                         ) from None
+                    watchdog.observe(time.monotonic() - waited, lengths[number])
                     run.consume(result)
                     seen.update(client.scheduler_info()["workers"])
             seen.update(client.scheduler_info()["workers"])

@@ -9,6 +9,13 @@ again. The chunk it was screening is blamed: one that has killed CRASH_RETRIES w
 halved, and halved again, until the row that kills is alone and rejected with that reason.
 Chunks it had not started are sent again unblamed.
 
+A watchdog bounds every chunk: a worker that sends nothing for longer than its chunk may take
+(STALL_FACTOR times the observed cost per row times the chunk's rows, never less than a floor:
+`--stall-timeout`) is stalled (stopped with SIGSTOP, looping on a row, stuck in a C call). It
+is killed and its chunk redone exactly as for a death, halved down to the row; a row that stalls
+its workers is rejected with that reason. A result half-received when the worker stops is bounded
+the same way (the parent reads it against the deadline, never blocking on a silent pipe).
+
 A task pipe is written by a thread of its own (a chunk can be larger than a pipe holds), so the
 parent never blocks on a worker while another waits for it. Results come back in input order.
 """
@@ -17,11 +24,16 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import queue
+import select
+import struct
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from engine.batch.startup import start_fork_server
@@ -33,6 +45,16 @@ DEPTH = 2  # chunks sent ahead to one worker: one screening, one ready to start
 CRASH_RETRIES = 2  # deaths a chunk may cause before it is halved (a row: before it is rejected)
 FRUITLESS_DEATHS = 50  # workers dying in a row with no result in between: stop, something is off
 STOP_TIMEOUT_S = 10.0
+STALL_FLOOR_S = 60.0  # the least time a chunk may go without a result (--stall-timeout)
+STALL_FACTOR = 20  # times the mean observed cost of its rows a chunk may take
+COST_WEIGHT = 0.2  # weight of the newest chunk in the running mean cost per row
+READ_BLOCK = 1 << 20
+
+Notice = Callable[[str], None]
+
+
+class Stalled(Exception):
+    """A worker sent nothing (or only part of a result) within its chunk's bound."""
 
 
 @dataclass
@@ -60,7 +82,13 @@ class Slot:
 class Job:
     chunk: Chunk
     slot: Slot
-    crashes: int = 0
+    crashes: int = 0  # workers it has killed or stalled
+    stalled_s: float | None = None  # set when the last of those stalled (the bound it passed)
+
+    @property
+    def rows(self) -> int:
+        chunk = self.chunk
+        return chunk.batch.num_rows if chunk.batch is not None else len(chunk.rows)
 
 
 class Worker:
@@ -77,6 +105,8 @@ class Worker:
         task_reader.close()  # the worker's ends: only the worker may hold them, so its death
         result_writer.close()  # is an end of file here and a broken pipe there
         self.jobs: collections.deque[Job] = collections.deque()  # sent, in order, no result yet
+        self.since = 0.0  # when the first of self.jobs became the one the worker screens
+        self.warm = False  # has it sent a result (its first chunk's time includes its start)?
         self._outbox: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
         self._feeder = threading.Thread(target=self._feed, daemon=True)
         self._feeder.start()
@@ -91,8 +121,24 @@ class Worker:
             self.tasks.close()  # end of file: a live worker exits
 
     def submit(self, job: Job) -> None:
+        if not self.jobs:
+            self.since = time.monotonic()
         self.jobs.append(job)
         self._outbox.put(job.chunk)
+
+    def receive(self, deadline: float) -> tuple[str, object]:
+        """The next message, read against `deadline` (Stalled if it is passed); EOFError or
+        OSError if the worker died, even half-way through the message.
+
+        multiprocessing's own recv would block for good on a worker stopped mid-message; this
+        reads the same framing (a 4-byte size, -1 and an 8-byte size for a huge one).
+        """
+        fd = self.results.fileno()
+        (size,) = struct.unpack("!i", _read_exact(fd, 4, deadline))
+        if size == -1:
+            (size,) = struct.unpack("!Q", _read_exact(fd, 8, deadline))
+        message: tuple[str, object] = ForkingPickler.loads(_read_exact(fd, size, deadline))
+        return message
 
     def stop(self, *, kill: bool) -> None:
         """End the worker: ask it to finish (or kill it), and wait a bounded time."""
@@ -107,15 +153,50 @@ class Worker:
         self.results.close()
 
 
-class WorkerPool:
-    """Screens chunks on `size` worker processes; yields results in input order."""
+def _read_exact(fd: int, size: int, deadline: float) -> bytes:
+    """`size` bytes from a pipe, or Stalled when they have not all come by `deadline`."""
+    data = bytearray()
+    while len(data) < size:
+        left = deadline - time.monotonic()
+        if not select.select([fd], [], [], max(0.0, left))[0]:
+            raise Stalled  # (bytes already there are read, even past the deadline)
+        block = os.read(fd, min(size - len(data), READ_BLOCK))
+        if not block:
+            raise EOFError
+        data += block
+    return bytes(data)
 
-    def __init__(self, config: WorkerConfig, size: int) -> None:
+
+class WorkerPool:
+    """Screens chunks on `size` worker processes; yields results in input order.
+
+    `stall_floor_s`: the least time a chunk may take before its worker counts as stalled;
+    `notice`: told, in one line, of every stalled worker (the progress line shows it).
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        size: int,
+        stall_floor_s: float = STALL_FLOOR_S,
+        notice: Notice | None = None,
+    ) -> None:
         self.config, self.size = config, size
-        self.restarts = 0  # workers replaced after dying
+        self.restarts = 0  # workers replaced after dying or stalling
+        self.stalls = 0  # of which stalled
+        self.stall_floor_s = stall_floor_s
+        self.row_cost_s = 0.0  # running mean seconds per row, from the results so far
+        self._notice = notice
         self._workers: list[Worker] = []
         self._waiting: collections.deque[Job] = collections.deque()  # to send, in input order
         self._fruitless = 0
+
+    def bound_s(self, job: Job) -> float:
+        """How long `job` may go without a result before its worker counts as stalled."""
+        return max(self.stall_floor_s, STALL_FACTOR * self.row_cost_s * job.rows)
+
+    def _deadline(self, worker: Worker) -> float:
+        return worker.since + self.bound_s(worker.jobs[0])
 
     def run(self, chunks: Iterator[Chunk]) -> Iterator[ChunkResult]:
         slots: collections.deque[Slot] = collections.deque()
@@ -159,12 +240,15 @@ class WorkerPool:
             worker.submit(self._waiting.popleft())
 
     def _watch(self) -> None:
-        """Wait until a worker sends a result or dies; take the result or replace the worker."""
+        """Wait until a worker sends a result or dies, or its chunk's bound passes; take the
+        result, or replace the worker (dead or stalled)."""
         owners: dict[Any, Worker] = {}
         for worker in self._workers:
             owners[worker.results] = worker
             owners[worker.process.sentinel] = worker
-        for ready in wait(list(owners)):
+        deadlines = [self._deadline(w) for w in self._workers if w.jobs]
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        for ready in wait(list(owners), timeout):
             worker = owners[ready]
             if worker not in self._workers:
                 continue  # replaced a moment ago, for its other handle
@@ -175,21 +259,51 @@ class WorkerPool:
                 self._receive(worker)  # results it sent in full before it died
             if worker in self._workers:
                 self._replace(worker)
+        now = time.monotonic()
+        for worker in list(self._workers):
+            if worker.jobs and now > self._deadline(worker):
+                self._stall(worker)
 
     def _receive(self, worker: Worker) -> None:
+        busy = bool(worker.jobs)  # an idle worker sends only an error (its start failed)
+        deadline = self._deadline(worker) if busy else time.monotonic() + self.stall_floor_s
         try:
-            kind, payload = worker.results.recv()
+            kind, payload = worker.receive(deadline)
         except (EOFError, OSError):  # died, maybe half-way through a message
             self._replace(worker)
             return
+        except Stalled:  # stopped half-way through a message
+            self._stall(worker)
+            return
         if kind == "error":
-            raise payload
+            raise payload  # type: ignore[misc]  # an exception, as worker.serve sends it
         job = worker.jobs.popleft()
-        job.slot.result = payload
+        now = time.monotonic()
+        if worker.warm:  # a first chunk's time is mostly the worker's start: not a row cost
+            cost = (now - worker.since) / max(1, job.rows)
+            self.row_cost_s += COST_WEIGHT * (cost - self.row_cost_s) if self.row_cost_s else cost
+        worker.warm = True
+        worker.since = now
+        job.slot.result = payload  # type: ignore[assignment]  # a ChunkResult, as serve sends
         self._fruitless = 0
 
-    def _replace(self, worker: Worker) -> None:
-        """A worker died: start another; send its chunks again, blaming the one it screened."""
+    def _stall(self, worker: Worker) -> None:
+        """A worker sent nothing within its chunk's bound: say so, and treat it as dead."""
+        job = worker.jobs[0]
+        bound = self.bound_s(job)
+        self.stalls += 1
+        if self._notice is not None:
+            first, last = _row_span(job.chunk)
+            rows = f"row {first}" if first == last else f"rows {first}-{last}"
+            self._notice(
+                f"a worker made no progress for {bound:.0f} s on {rows} of "
+                f"{job.chunk.source}; it was stopped and they are screened again"
+            )
+        self._replace(worker, stalled_s=bound)
+
+    def _replace(self, worker: Worker, stalled_s: float | None = None) -> None:
+        """A worker died (or stalled past `stalled_s`): start another; send its chunks again,
+        blaming the one it screened."""
         self._workers.remove(worker)
         worker.stop(kill=True)
         self.restarts += 1
@@ -201,6 +315,7 @@ class WorkerPool:
         lost = list(worker.jobs)
         if lost:
             lost[0].crashes += 1
+            lost[0].stalled_s = stalled_s
         again = [job for lost_job in lost for job in _after_crash(lost_job)]
         self._waiting.extendleft(reversed(again))  # before any chunk not yet sent: input order
         self._workers.append(self._start())
@@ -224,7 +339,13 @@ def _after_crash(job: Job) -> list[Job]:
     ((number, row),) = rows
     crashed = ChunkResult(chunk.index, chunk.source, rows=1)
     case_id = row.get("case_id") if isinstance(row, dict) else None
-    reason = f"a worker process died {CRASH_RETRIES} times screening this row; not screened"
+    if job.stalled_s is not None:
+        reason = (
+            f"a worker process made no progress for {job.stalled_s:.0f} s screening this row "
+            f"(stalled; {CRASH_RETRIES} workers stopped on it); not screened"
+        )
+    else:
+        reason = f"a worker process died {CRASH_RETRIES} times screening this row; not screened"
     reject(
         crashed,
         chunk.source,
@@ -234,3 +355,10 @@ def _after_crash(job: Job) -> list[Job]:
     )
     job.slot.result = crashed
     return []
+
+
+def _row_span(chunk: Chunk) -> tuple[int, int]:
+    """The first and last row numbers of a chunk."""
+    if chunk.batch is not None:
+        return chunk.first, chunk.first + chunk.batch.num_rows - 1
+    return chunk.rows[0][0], chunk.rows[-1][0]

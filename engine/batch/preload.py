@@ -16,8 +16,14 @@ import contextlib
 import os
 
 from engine.batch import worker
-from engine.batch.startup import PRELOAD_PARENT_ENV, PRELOAD_RULES_ENV, die_with_parent
+from engine.batch.startup import (
+    PRELOAD_PARENT_ENV,
+    PRELOAD_RULES_ENV,
+    die_with_parent,
+    forbid_core_dumps,
+)
 
+forbid_core_dumps()  # the server is a fresh interpreter: exec made it dumpable again
 _parent = os.environ.get(PRELOAD_PARENT_ENV)
 if _parent:
     die_with_parent(int(_parent))

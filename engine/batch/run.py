@@ -9,10 +9,12 @@ that keeps killing workers until the offending row is isolated and reported reje
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +23,8 @@ from types import MappingProxyType
 import numpy as np
 
 from engine import __version__
-from engine.batch.pool import WorkerPool
+from engine.batch.lock import OutputLocks
+from engine.batch.pool import STALL_FLOOR_S, Notice, WorkerPool
 from engine.batch.startup import start_fork_server
 from engine.batch.summary import (
     AttritionStep,
@@ -31,6 +34,7 @@ from engine.batch.summary import (
     InputStamp,
     MappingStamp,
     NormalisedValues,
+    OutputStamp,
     Reconciliation,
     RejectedExample,
     RuleCounts,
@@ -84,6 +88,7 @@ class BatchOptions:
     detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
     mapping: ColumnMapping | None = None  # --map: applied to every raw row before validation
     pseudonym_key: bytes | None = None  # --pseudonymise-ids (engine/io/pseudonymise.py)
+    stall_timeout: float | None = None  # the watchdog's floor (pool.STALL_FLOOR_S if None)
 
     @property
     def rules_path(self) -> str | None:
@@ -151,18 +156,36 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
 
 
 class ChunkRunner:
-    """Screens chunks in input order, in-process or on a pool that survives dying workers."""
+    """Screens chunks in input order, in-process or on a pool that survives dying workers.
 
-    def __init__(self, config: WorkerConfig, workers: int) -> None:
+    One worker screens in-process, unless a stall timeout is asked for: only a pool can watch
+    (and kill) a worker that stops making progress.
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        workers: int,
+        stall_timeout: float | None = None,
+        notice: Notice | None = None,
+    ) -> None:
         self.config = config
         self.workers = workers
-        self.pool = WorkerPool(config, workers) if workers > 1 else None
+        self.pool = (
+            WorkerPool(config, workers, stall_timeout or STALL_FLOOR_S, notice)
+            if workers > 1 or stall_timeout is not None
+            else None
+        )
         if self.pool is None:
             init_worker(WorkerConfig(**{**config.__dict__, "in_process": True}))
 
     @property
     def restarts(self) -> int:
         return self.pool.restarts if self.pool is not None else 0
+
+    @property
+    def stalls(self) -> int:
+        return self.pool.stalls if self.pool is not None else 0
 
     def run(self, chunks: Iterator[Chunk]) -> Iterator[ChunkResult]:
         if self.pool is not None:
@@ -260,10 +283,23 @@ class DuplicateFinder:
 class BatchRun:
     """One run's inputs, outputs and running totals, whichever executor screens the chunks."""
 
-    def __init__(self, options: BatchOptions, ruleset: Ruleset) -> None:
+    def __init__(
+        self, options: BatchOptions, ruleset: Ruleset, notice: Notice | None = None
+    ) -> None:
         self.options, self.ruleset = options, ruleset
         self.started = datetime.now(UTC)
         self.clock = time.perf_counter()
+        self.run_id = uuid.uuid4().hex
+        # the output set is this run's before anything is read: a second run refuses now
+        self.locks = OutputLocks(self.run_id, self.started.isoformat(timespec="seconds"), notice)
+        try:
+            self.locks.take([target for _, target in output_targets(options)])
+            self._open(options, ruleset)
+        except BaseException:
+            self.locks.release()
+            raise
+
+    def _open(self, options: BatchOptions, ruleset: Ruleset) -> None:
         # a rule set durable-rules refuses fails here, not in a worker
         Screener.from_ruleset(ruleset, site=MappingProxyType(options.site))
         self.readers, self.ignored = open_inputs(options)
@@ -305,22 +341,45 @@ class BatchRun:
         self.per_input[result.source] += result.rows
 
     def finish(
-        self, executor: str, restarts: int = 0, render_report: RenderReport | None = None
+        self,
+        executor: str,
+        restarts: int = 0,
+        render_report: RenderReport | None = None,
+        stalls: int = 0,
     ) -> BatchSummary:
-        """Complete every output (results, errors, summary, report), then commit them together."""
+        """Complete every output (results, errors, rule texts, summary, report), then commit
+        them together; the summary records the others' hashes, the report the run id."""
         self.writer.finish()
         self.errors.finish()
-        summary = self.summary(executor, restarts)
+        if self.rules_file is not None:
+            write_text(self.rules_file, rules_sidecar(self.ruleset))
+        summary = self.summary(executor, restarts, stalls)
+        summary.outputs = [
+            OutputStamp(option=option, path=self._recorded(atomic.target),
+                        sha256=atomic.sha256(), bytes=atomic.size())
+            for option, atomic in (
+                ("--out", self.writer.atomic),
+                ("--errors", self.errors.atomic),
+                ("--detail ids (OUT.rules.json)", self.rules_file),
+            )
+            if atomic is not None
+        ]  # fmt: skip
         if self.summary_file is not None:
             write_text(self.summary_file, summary.model_dump_json(indent=2) + "\n")
         if self.report_file is not None:
             if render_report is None:
                 raise ValueError("a report path needs a report renderer")
             write_text(self.report_file, render_report(summary))
-        if self.rules_file is not None:
-            write_text(self.rules_file, rules_sidecar(self.ruleset))
         self.outputs.commit()
+        self.locks.release()
         return summary
+
+    def _recorded(self, target: Path) -> str:
+        """An output's path as the summary records it: from the summary's folder, so that a
+        set verifies wherever it is moved as a whole (engine/batch/verify.py)."""
+        if self.options.summary is None:
+            return str(target)
+        return os.path.relpath(target.absolute(), Path(self.options.summary).absolute().parent)
 
     def discard(self) -> None:
         """The run did not finish: remove every new output; the previous ones stay."""
@@ -328,8 +387,9 @@ class BatchRun:
         self.errors.discard()
         self.outputs.abort()
         self.duplicates.close()
+        self.locks.release()
 
-    def summary(self, executor: str, restarts: int = 0) -> BatchSummary:
+    def summary(self, executor: str, restarts: int = 0, stalls: int = 0) -> BatchSummary:
         inputs = [
             InputStamp(
                 path=r.source,
@@ -348,6 +408,8 @@ class BatchRun:
             workers=self.options.workers,
             executor=executor,
             worker_restarts=restarts,
+            worker_stalls=stalls,
+            run_id=self.run_id,
             site=dict(self.options.site),
             mapping=MappingStamp(path=mapping.source, sha256=mapping.sha256)
             if (mapping := self.options.mapping) is not None
@@ -361,24 +423,31 @@ def run_batch(
     ruleset: Ruleset,
     progress: Progress | None = None,
     render_report: RenderReport | None = None,
+    notice: Notice | None = None,
 ) -> BatchSummary:
-    """Screen every row of every input; write and commit every output; return the summary."""
-    if options.workers > 1:
+    """Screen every row of every input; write and commit every output; return the summary.
+
+    `notice`: told in one line of anything the user should know as it happens (a stalled
+    worker, a stale lock taken over).
+    """
+    if options.workers > 1 or options.stall_timeout is not None:
         start_fork_server(options.rules_dir)
-    run = BatchRun(options, ruleset)
+    run = BatchRun(options, ruleset, notice)
     try:
-        runner = ChunkRunner(run.config, options.workers)
-        for result in runner.run(_all_chunks(run.readers)):
-            run.consume(result)
-            if progress is not None:
-                progress(result.rows)
-        return run.finish("local", runner.restarts, render_report)
+        runner = ChunkRunner(run.config, options.workers, options.stall_timeout, notice)
+        # closed on every path, not when a traceback that holds it is freed (issue 26)
+        with contextlib.closing(_all_chunks(run.readers)) as chunks:
+            for result in runner.run(chunks):
+                run.consume(result)
+                if progress is not None:
+                    progress(result.rows)
+        return run.finish("local", runner.restarts, render_report, runner.stalls)
     except BaseException:
         run.discard()
         raise
 
 
-def _all_chunks(readers: list[TableReader]) -> Iterator[Chunk]:
+def _all_chunks(readers: list[TableReader]) -> Generator[Chunk, None, None]:
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
     index = 0
     for reader in readers:
@@ -453,6 +522,18 @@ def rules_sidecar_path(out: str, fmt: OutputFormat, detail: Detail) -> str | Non
     if out == "-" or fmt is not OutputFormat.jsonl or detail is not Detail.ids:
         return None
     return str(Path(out).with_name(Path(out).name + ".rules.json"))
+
+
+def output_targets(options: BatchOptions) -> list[tuple[str, str]]:
+    """(option, path) of every file a run writes (standard streams are not files)."""
+    named = [
+        ("--out", options.out),
+        ("--errors", options.errors),
+        ("--summary", options.summary),
+        ("--report", options.report),
+        ("--detail ids (OUT.rules.json)", options.rules_path),
+    ]
+    return [(option, path) for option, path in named if path is not None and path != "-"]
 
 
 def default_errors_path(out: str) -> str | None:

@@ -11,6 +11,7 @@ started them (`die_with_parent`), so a killed batch leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ PRELOAD_RULES_ENV = "MISS_SCREEN_PRELOAD_RULES"
 # the process that starts the fork server: the server dies with it (engine/batch/preload.py)
 PRELOAD_PARENT_ENV = "MISS_SCREEN_PRELOAD_PARENT"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_DUMPABLE = 4
 
 
 def start_fork_server(rules_dir: str) -> None:
@@ -72,3 +74,22 @@ def die_with_parent(parent: int | None = None) -> None:
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != expected:
         os._exit(1)
+
+
+def forbid_core_dumps() -> None:
+    """Make sure this process never writes a core dump: its memory holds case data.
+
+    A crash (an abort in a C library, a signal) would otherwise leave a core file, or hand one
+    to systemd-coredump or apport, holding every row read so far, identifiers the guard refused
+    included (issue 26). RLIMIT_CORE 0 stops a plain core file; not dumpable stops a core handed
+    to a pipe too. Dumpability is reset by exec, so the fork server (a fresh interpreter) calls
+    this again, and the workers forked from it inherit both.
+    """
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)

@@ -48,6 +48,18 @@ class RunStamp(BaseModel):
     worker_restarts: int = 0  # pools restarted after a worker process died
     site: dict[str, bool | int | float | str | dict[str, int]] = Field(default_factory=dict)
     mapping: MappingStamp | None = None  # --map FILE; null when the columns were the fields
+    worker_stalls: int = 0  # of those restarts, workers killed for making no progress
+    run_id: str = ""  # this run's id: the summary, the report and the lock files carry it
+
+
+class OutputStamp(BaseModel):
+    """A file of the run's output set as it was committed (engine/batch/verify.py checks it)."""
+
+    model_config = _MODEL
+    option: str  # the batch option that named it: --out, --errors, --detail ids (rules)
+    path: str  # relative to the summary's folder
+    sha256: str
+    bytes: int
 
 
 class Reconciliation(BaseModel):
@@ -193,6 +205,9 @@ class BatchSummary(BaseModel):
     rejected_examples: list[RejectedExample] = Field(default_factory=list)
     # per field, how many values were given in another spelling and read (engine.io.normalise)
     normalised_values: dict[str, NormalisedValues] = Field(default_factory=dict)
+    # the run's other files (results, errors, rule texts), hashed as committed; the report,
+    # written after the summary, carries stamp.run_id instead
+    outputs: list[OutputStamp] = Field(default_factory=list)
 
     def normalised_lines(self) -> list[str]:
         """`sex: 1,204 values normalised, e.g. M → male`, one line per field."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.batch.startup import die_with_parent
+from engine.batch.startup import die_with_parent, forbid_core_dumps
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
@@ -57,6 +57,8 @@ FAULT_ENV = "MISS_SCREEN_FAULT_CASE_ID"
 # test hook, "INDEX[,INDEX...]@DIR": the first worker to send the result of one of those chunks
 # dies half-way through the message (DIR keeps a mark per chunk, so its redo goes through)
 FAULT_SEND_ENV = "MISS_SCREEN_FAULT_SEND"
+# test hook, "CASE_ID": a worker that meets this case_id never finishes it (a row that loops)
+FAULT_STALL_ENV = "MISS_SCREEN_FAULT_STALL_CASE_ID"
 STATUSES = list(RuleStatus)
 FLAT_COLUMNS = (
     "case_id",
@@ -217,6 +219,7 @@ def serve(tasks: Connection, results: Connection, config: WorkerConfig) -> None:
     that failed; the parent stops the run on an error.
     """
     die_with_parent()  # the fork server; it dies with the batch process
+    forbid_core_dumps()  # inherited from the server already; a worker holds case data
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent
     faults = _send_faults()  # decides, and stops the workers
     try:
@@ -289,6 +292,12 @@ def _fault_kill(fault: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _fault_stall() -> None:
+    """The FAULT_STALL_ENV hook: never return, as a row that loops or a stuck C call would."""
+    while True:
+        time.sleep(0.1)
+
+
 def _die_mid_send(results: Connection, data: bytes | memoryview) -> None:
     """The fault hook: write the header and half of a message, let the parent start reading
     it, and die as `kill -9` would."""
@@ -318,6 +327,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     if config.pseudonym_key is not None and config.mapping is None:  # else after mapping
         chunk = pseudonymise_chunk(config.pseudonym_key, chunk)
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
+    stall = None if config.in_process else os.environ.get(FAULT_STALL_ENV)
     rows = _checked_rows(chunk, config.ignored_columns, config.mapping)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
     valid: list[tuple[str, dict[str, Scalar]]] = []
@@ -350,6 +360,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
             if fault is not None and case_id == fault.partition("@")[0]:
                 _fault_kill(fault)
+            if case_id == stall:
+                _fault_stall()
         try:
             if checked is not None:
                 valid_id, values = checked

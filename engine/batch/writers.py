@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ from engine.errors import UserError
 
 PARQUET_ROW_GROUP = 20_000
 TEMP_SUFFIX = ".tmp"
+HASH_BLOCK = 1 << 20
 _NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT)
 AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400  # <fcntl.h>
 
@@ -84,6 +86,23 @@ class AtomicPath:
             except OSError as exc:
                 raise OutputError(self.target, exc) from None
             self.named = True
+
+    def sha256(self) -> str:
+        """The content hash of the file as written so far (call once it is complete)."""
+        digest = hashlib.sha256()
+        fd = os.open(self.temp, os.O_RDONLY | os.O_CLOEXEC) if self.named else self.fd
+        try:
+            offset = 0
+            while block := os.pread(fd, HASH_BLOCK, offset):
+                digest.update(block)
+                offset += len(block)
+        finally:
+            if fd != self.fd:
+                os.close(fd)
+        return digest.hexdigest()
+
+    def size(self) -> int:
+        return os.stat(self.temp).st_size if self.named else os.fstat(self.fd).st_size
 
     def open(self, mode: str, **kwargs: Any) -> IO[Any]:
         """A file object on the temp file (closing it leaves the file to commit or abort)."""

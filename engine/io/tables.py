@@ -11,13 +11,16 @@ cp1252 (or latin-1), said once on stderr, as European spreadsheets save them.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+import threading
+import weakref
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +39,7 @@ SAMPLE_ROWS = 1000  # rows the de-identification guard looks at
 _BLOCK = 1 << 20
 MAX_LINE_BYTES = 1 << 20  # a JSONL row or a CSV header line longer than this is not a case
 MAX_SKIPPED_BYTES = 64 << 20  # an overlong JSONL line is skipped up to here, then the input fails
+HANDLER_RELEASE_S = 10.0  # the longest wait for Arrow to drop the CSV reader's handler
 _UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 
@@ -121,7 +125,8 @@ def estimated_rows(path: str, fmt: InputFormat) -> tuple[int, bool] | None:
         return None
     if fmt is InputFormat.parquet:
         try:
-            return int(pq.ParquetFile(path).metadata.num_rows), True
+            with pq.ParquetFile(path) as parquet:
+                return int(parquet.metadata.num_rows), True
         except Exception:  # an unreadable file is reported when it is opened for reading
             return None
     if fmt is InputFormat.xlsx:
@@ -194,7 +199,8 @@ class TableReader:
     def _columns(self) -> list[str]:
         if self.format is InputFormat.parquet:
             try:
-                return list(pq.ParquetFile(self.path).schema_arrow.names)
+                with pq.ParquetFile(self.path) as parquet:
+                    return list(parquet.schema_arrow.names)
             except (pa.ArrowException, OSError) as exc:
                 raise UsageError(f"{self.source}: not a readable Parquet file ({exc})") from None
         if self.format is InputFormat.xlsx:
@@ -224,14 +230,16 @@ class TableReader:
     def sample(self, size: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
         """The first rows (parsed ones only), for the value patterns of the guard."""
         found: list[dict[str, Any]] = []
-        for chunk in self.chunks(0, chunk_rows=size, limit=size):
-            found.extend(row for _, row in chunk.rows if isinstance(row, dict))
+        with contextlib.closing(self.chunks(0, chunk_rows=size, limit=size)) as chunks:
+            for chunk in chunks:
+                found.extend(row for _, row in chunk.rows if isinstance(row, dict))
         return found
 
     @property
     def total_rows(self) -> int | None:
         if self.format is InputFormat.parquet:
-            return int(pq.ParquetFile(self.path).metadata.num_rows)
+            with pq.ParquetFile(self.path) as parquet:
+                return int(parquet.metadata.num_rows)
         return None
 
     def sha256(self) -> str:
@@ -244,7 +252,7 @@ class TableReader:
 
     def chunks(
         self, first_index: int, chunk_rows: int | None = None, limit: int | None = None
-    ) -> Iterator[Chunk]:
+    ) -> Generator[Chunk, None, None]:
         """Every row of the input, in order, in chunks of chunk_rows (default CHUNK_ROWS)."""
         chunk_rows = chunk_rows or CHUNK_ROWS
         if self.format is InputFormat.parquet and limit is None:
@@ -258,70 +266,46 @@ class TableReader:
         }[self.format](limit=limit)
         index = first_index
         batch: list[tuple[int, Row]] = []
-        for number, row in rows:
-            batch.append((number, row))
-            if len(batch) >= chunk_rows:
-                yield Chunk(index, self.source, batch)
-                index, batch = index + 1, []
+        with contextlib.closing(rows):  # an early stop closes the file reader at once
+            for number, row in rows:
+                batch.append((number, row))
+                if len(batch) >= chunk_rows:
+                    yield Chunk(index, self.source, batch)
+                    index, batch = index + 1, []
         if batch:
             yield Chunk(index, self.source, batch)
 
-    def _csv_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
+    def _csv_rows(self, limit: int | None = None) -> Generator[tuple[int, Row], None, None]:
         if Path(self.path).stat().st_size <= self._header_bytes:
             return  # a header and nothing else (perhaps without its final newline): no rows
         invalid: dict[int, RowProblem] = {}
-        expected = len(self.columns)
-
-        def on_invalid(row: Any) -> str:
-            number = int(row.number) - 1  # pyarrow counts the header as record 1
-            invalid[number] = RowProblem(
-                f"malformed CSV record: expected {expected} fields, found {row.actual_columns}"
-            )
-            return "skip"
-
-        reader = pacsv.open_csv(
-            self.path,
-            read_options=pacsv.ReadOptions(
-                use_threads=False,
-                block_size=_BLOCK,
-                skip_rows=1,
-                column_names=self.columns,
-                encoding="utf8",
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter=self.delimiter or ",",
-                newlines_in_values=True,
-                invalid_row_handler=on_invalid,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.binary() for c in self.columns},  # decoded per value below
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-                null_values=[""],
-            ),
-        )
         number = 0
         encoding = self.encoding
         label = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
-        for batch in _arrow_errors(reader, self.source, "CSV"):
-            for values in batch.to_pylist():
-                number += 1
-                while number in invalid:
-                    yield number, invalid.pop(number)
+        stream = _CsvStream(self.path, self.columns, invalid, self.delimiter or ",")
+        with contextlib.closing(stream):
+            for batch in _arrow_errors(stream, self.source, "CSV"):
+                for values in batch.to_pylist():
                     number += 1
-                try:
-                    yield (
-                        number,
-                        {k: None if v is None else v.decode(encoding) for k, v in values.items()},
-                    )
-                except UnicodeDecodeError:
-                    yield number, RowProblem(f"not {label} text")
-                if limit is not None and number >= limit:
-                    return
+                    while number in invalid:
+                        yield number, invalid.pop(number)
+                        number += 1
+                    try:
+                        yield (
+                            number,
+                            {
+                                k: None if v is None else v.decode(encoding)
+                                for k, v in values.items()
+                            },
+                        )
+                    except UnicodeDecodeError:
+                        yield number, RowProblem(f"not {label} text")
+                    if limit is not None and number >= limit:
+                        return
         for late in sorted(invalid):
             yield late, invalid[late]
 
-    def _jsonl_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
+    def _jsonl_rows(self, limit: int | None = None) -> Generator[tuple[int, Row], None, None]:
         for number, line in self._lines(limited=limit is not None):
             if limit is not None and number > limit:
                 return
@@ -376,20 +360,24 @@ class TableReader:
 
     def _parquet_chunks(self, first_index: int, chunk_rows: int) -> Iterator[Chunk]:
         number = 0
-        batches = pq.ParquetFile(self.path).iter_batches(batch_size=chunk_rows)
-        for index, batch in enumerate(_arrow_errors(batches, self.source, "Parquet"), first_index):
-            yield Chunk(index, self.source, [], batch=batch, first=number + 1)
-            number += batch.num_rows
+        with pq.ParquetFile(self.path) as parquet:
+            batches = parquet.iter_batches(batch_size=chunk_rows)
+            for index, batch in enumerate(
+                _arrow_errors(batches, self.source, "Parquet"), first_index
+            ):
+                yield Chunk(index, self.source, [], batch=batch, first=number + 1)
+                number += batch.num_rows
 
-    def _parquet_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
+    def _parquet_rows(self, limit: int | None = None) -> Generator[tuple[int, Row], None, None]:
         number = 0
-        batches = pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK_ROWS)
-        for batch in _arrow_errors(batches, self.source, "Parquet"):
-            for values in batch.to_pylist():
-                number += 1
-                yield number, values
-                if limit is not None and number >= limit:
-                    return
+        with pq.ParquetFile(self.path) as parquet:
+            batches = parquet.iter_batches(batch_size=CHUNK_ROWS)
+            for batch in _arrow_errors(batches, self.source, "Parquet"):
+                for values in batch.to_pylist():
+                    number += 1
+                    yield number, values
+                    if limit is not None and number >= limit:
+                        return
 
     # .xlsx ------------------------------------------------------------------------------------
 
@@ -428,7 +416,7 @@ class TableReader:
             raise UsageError(f"{self.source}: the first row of the sheet is empty (no header)")
         return [h.strip() for h in header]
 
-    def _xlsx_rows(self, limit: int | None = None) -> Iterator[tuple[int, Row]]:
+    def _xlsx_rows(self, limit: int | None = None) -> Generator[tuple[int, Row], None, None]:
         book, sheet = self._workbook_sheet()
         width = len(self.columns)
         try:
@@ -449,6 +437,71 @@ class TableReader:
                 yield number, {column: row.get(column) for column in self.columns}
         finally:
             book.close()
+
+
+class _InvalidRows:
+    """pyarrow's invalid-row handler: notes each malformed record as a RowProblem, skips it."""
+
+    def __init__(self, expected: int, found: dict[int, RowProblem]) -> None:
+        self.expected, self.found = expected, found
+
+    def __call__(self, row: Any) -> str:
+        number = int(row.number) - 1  # pyarrow counts the header as record 1
+        self.found[number] = RowProblem(
+            f"malformed CSV record: expected {self.expected} fields, found {row.actual_columns}"
+        )
+        return "skip"
+
+
+class _CsvStream:
+    """pyarrow's streaming CSV reader, closed on every path, its handler released by `close`.
+
+    The reader's read-ahead runs on an Arrow thread that may hold the last reference to the
+    invalid-row handler (a Python object): freed there while the interpreter shuts down, it
+    aborts the process ("terminate called without an active exception", exit 134; issue 26).
+    So `close` closes and drops the reader (only this object refers to it: no caller gets it)
+    and waits, a bounded time, until the handler is gone.
+    """
+
+    def __init__(
+        self, path: str, columns: list[str], invalid: dict[int, RowProblem], delimiter: str
+    ) -> None:
+        handler = _InvalidRows(len(columns), invalid)
+        self._released = threading.Event()
+        weakref.finalize(handler, self._released.set)
+        self._reader: pacsv.CSVStreamingReader | None = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                use_threads=False,
+                block_size=_BLOCK,
+                skip_rows=1,
+                column_names=columns,
+                encoding="utf8",
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=handler
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.binary() for c in columns},  # decoded per value by the caller
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while self._reader is not None:  # read through self each time: no frame keeps it
+            try:
+                batch = self._reader.read_next_batch()
+            except StopIteration:
+                return
+            yield batch
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+            self._released.wait(HANDLER_RELEASE_S)
 
 
 def _cell(value: object) -> object:
