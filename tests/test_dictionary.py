@@ -104,7 +104,8 @@ def test_every_field_has_a_clinical_label() -> None:
     labels = {}
     for spec in FIELDS:
         assert spec.label, spec.name
-        assert "_" not in spec.label and spec.label != spec.name, spec.name
+        assert "_" not in spec.label, spec.name
+        assert spec.label != spec.name, spec.name
         assert spec.label[0].isupper() or spec.label[0].isdigit(), spec.label
         assert "_" not in spec.question, spec.name
         labels.setdefault(spec.label, []).append(spec.name)

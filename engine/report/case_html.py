@@ -12,7 +12,9 @@ from engine.report.text import (
     SETTING_FIELD_SET,
     SEVERITY_WORDS,
     VERDICT_WORDS,
+    Reasons,
     _display,
+    field_reasons,
     finding_summary,
     needed_words,
     open_red_flags,
@@ -23,7 +25,7 @@ from engine.report.text import (
     technique_groups,
     worked_out,
 )
-from engine.report.words import field_label
+from engine.report.words import VERDICT_PHRASES, field_label
 
 VERDICT_COLOURS = {
     Verdict.urgent_review: "#8e1b1b",
@@ -71,10 +73,13 @@ def _finding_row(finding: Finding) -> dict[str, object]:
     }
 
 
-def render_case_html(result: Result) -> str:
-    """The page of one case; the same result always gives the same bytes."""
+def render_case_html(result: Result, *, reasons: Reasons | None = None) -> str:
+    """The page of one case; the same result always gives the same bytes. `reasons`
+    (Ruleset.asked_because) says why each open question is asked."""
     env = report_environment()
     needed_by = questions_by_field(result)
+    why = field_reasons(result, reasons, verdict_only=True)
+    said = reasons or {}
     groups, apart = technique_groups(result)
     considerations = [(f"If {_display(t)} is considered", cs) for t, cs in groups.items()]
     considerations += [(scope_words(c.scope), [c]) for c in apart]
@@ -84,10 +89,14 @@ def render_case_html(result: Result) -> str:
         verdict_colour=VERDICT_COLOURS[result.verdict],
         red_flags=open_red_flags(result),
         findings=[_finding_row(f) for f in result.findings],
-        questions=[(name, needed_words(needed_by[name])) for name in result.deciding_questions],
+        questions=[
+            (name, needed_words(needed_by[name]), why.get(name, []))
+            for name in result.deciding_questions
+        ],
+        stands=VERDICT_PHRASES[result.verdict],
         cautions=[
             {
-                "message": c.message,
+                "message": said.get(c.rule_id, c.message),
                 "asked": ", ".join(map(field_label, c.missing)),
                 "rule_id": c.rule_id,
             }

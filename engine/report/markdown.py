@@ -14,6 +14,7 @@ from engine.models import Finding, Result, SourceRef, best_evidence
 from engine.report.text import (
     CAUTIONS_HEADING,
     CAUTIONS_NOTE,
+    Reasons,
     finding_summary,
     open_red_flags,
     question_plan,
@@ -21,7 +22,7 @@ from engine.report.text import (
     source_text,
     worked_out,
 )
-from engine.report.words import field_label
+from engine.report.words import VERDICT_PHRASES, field_label
 
 # A screening aid for a conversation, never an order to operate: said on every card.
 CARD_DISCLAIMER = (
@@ -58,12 +59,17 @@ def _finding_line(finding: Finding) -> str:
 
 
 def result_markdown(
-    result: Result, *, site_option: str = "the service's site profile", notes: Sequence[str] = ()
+    result: Result,
+    *,
+    site_option: str = "the service's site profile",
+    notes: Sequence[str] = (),
+    reasons: Reasons | None = None,
 ) -> str:
     """The detail of one screen in GitHub-flavoured Markdown, ending with the disclaimer.
 
     `notes` are extra lines (already Markdown) said before the stamp, such as where the data
-    came from; `site_option` names what sets a hospital's settings in this context.
+    came from; `site_option` names what sets a hospital's settings in this context; `reasons`
+    (Ruleset.asked_because) say why each open question is asked.
     """
     parts: list[str] = []
     flags = open_red_flags(result)
@@ -76,7 +82,7 @@ def result_markdown(
         parts.append("**Findings**\n\n" + "\n".join(map(_finding_line, result.findings)))
     else:
         parts.append("**Findings**: none")
-    plan = question_plan(result)
+    plan = question_plan(result, reasons=reasons)
     if not plan.any_open:
         parts.append("**Open questions**: none; every rule was decided")
     else:
@@ -88,6 +94,7 @@ def result_markdown(
             ]
             lines += [
                 f"{n}. {md(field_label(name))} ({code(name)}): {md(words)}"
+                + (f" — {md(plan.reasons[name])}" if name in plan.reasons else "")
                 for n, (name, words) in enumerate(plan.shown, 1)
             ]
             if plan.rest:
@@ -95,7 +102,8 @@ def result_markdown(
             parts.append("\n".join(lines))
         else:
             parts.append(
-                f"**Questions that decide the verdict**: none; {md(result.verdict.value)} stands"
+                "**Questions that decide the verdict**: none; "
+                f"{md(VERDICT_PHRASES[result.verdict])} stands"
             )
         if plan.cautions:
             lines = [f"**{CAUTIONS_HEADING}** ({CAUTIONS_NOTE})", ""]

@@ -1,8 +1,8 @@
 """How fields and values read to a clinician: one place for every report, the form and the card.
 
 A field's label is the data dictionary's (engine/dictionary.py `FieldSpec.label`: 'sva_mm' ->
-'Sagittal vertical axis (SVA, mm)'), never made up from its name; a value reads as words ('tubular_discectomy' -> 'tubular discectomy', true -> yes);
-a derived yes/no attribute reads as what it means ('below the conus'). Field names and rule ids
+'Sagittal vertical axis (SVA, mm)'), never made up from its name; a value reads as words
+('tubular_discectomy' -> 'tubular discectomy', true -> yes); a derived yes/no attribute reads as what it means ('below the conus'). Field names and rule ids
 stay for `--details` and for machine outputs.
 """
 

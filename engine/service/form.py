@@ -85,11 +85,12 @@ class Widget:
     label: str
     kind: str  # "boolean" (yes / no / not known), "enum" (a select), "number" (text input)
     hint: str  # the allowed values in words, with unit and range (FieldSpec.expected)
+    question: str  # the dictionary's short question, where the label alone is terse
     value: str  # the value to show, as posted ('' = not known)
     options: tuple[tuple[str, str], ...] = ()  # (value, words) of an enum
     inputmode: str = ""
     error: str | None = None
-    why: tuple[str, ...] = ()  # the open rules that ask it, with their messages
+    why: tuple[str, ...] = ()  # the open rules that ask it, with why they ask it
     setting: bool = False  # a setting of the hospital, not of the patient
 
     @property
@@ -111,6 +112,7 @@ def widget(spec: FieldSpec, value: str = "", error: str | None = None) -> Widget
     return Widget(
         name=spec.name,
         label=field_label(spec.name),
+        question=spec.question,
         kind=kind,
         # a select lists its values itself; numbers say their kind, unit and range
         hint={"boolean": "yes, no or not known", "enum": ""}.get(kind, spec.expected()),
@@ -261,14 +263,15 @@ def _form_text(value: Scalar) -> str:
 
 
 def _why(screener: Screener, result: Result, name: str, verdict_only: bool) -> tuple[str, ...]:
-    """The open rules that ask a field: 'red flag RED-001: <message>' (clinical text only)."""
+    """The open rules that ask a field: 'red flag RED-001: <why it is asked>', from the rule
+    file's `asks_because` (else its message; Ruleset.asked_because), clinical text only."""
+    reasons = screener.ruleset.asked_because
     lines = []
     for item in questions_by_field(result).get(name, []):
         if verdict_only and not item.can_change_verdict:
             continue
-        rule = screener.ruleset.by_id.get(item.rule_id)
-        message = rule.meta.message if rule is not None else item.name
-        lines.append(f"{SEVERITY_WORDS[item.severity.value]} {item.rule_id}: {message}")
+        reason = reasons.get(item.rule_id, item.name)
+        lines.append(f"{SEVERITY_WORDS[item.severity.value]} {item.rule_id}: {reason}")
     return tuple(lines)
 
 
@@ -406,7 +409,7 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
         verdict_class=result.verdict.value.replace("_", "-"),
         decided=decided,
         given=given,
-        possible=possible_words(result),
+        possible=possible_words(result, words=True),
         red_flags=[(field_label(n), n, ids) for n, ids in red_flags.items()],
         findings=[_finding_line(f) for f in result.findings],
         questions=asked,
