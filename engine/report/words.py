@@ -2,8 +2,9 @@
 
 A field's label is the data dictionary's (engine/dictionary.py `FieldSpec.label`: 'sva_mm' ->
 'Sagittal vertical axis (SVA, mm)'), never made up from its name; a value reads as words
-('tubular_discectomy' -> 'tubular discectomy', true -> yes); a derived yes/no attribute reads as what it means ('below the conus'). Field names and rule ids
-stay for `--details` and for machine outputs.
+('tubular_discectomy' -> 'tubular discectomy', true -> yes); a derived yes/no attribute reads as
+what it means ('below the conus'). Field names and rule ids stay for `--details` and for machine
+outputs.
 """
 
 from __future__ import annotations
