@@ -627,9 +627,7 @@ def print_result(
 
         sys.stdout.write(render_case_html(result, reasons=reasons))
     else:
-        render_text(
-            result, stdout, details=details, legend=legend, traces=traces, reasons=reasons
-        )
+        render_text(result, stdout, details=details, legend=legend, traces=traces, reasons=reasons)
 
 
 class BatchFormat(StrEnum):

@@ -124,9 +124,10 @@ def test_reports_take_labels_from_the_dictionary() -> None:
     assert field_label("cauda_equina_syndrome") == "Cauda equina syndrome"
     assert field_label("bmi") == "Body mass index (BMI)"
     assert field_label("slip_percent") == "Slip (%)"
-    assert field_question("progressive_neuro_deficit") == FIELDS_BY_NAME[
-        "progressive_neuro_deficit"
-    ].question
+    assert (
+        field_question("progressive_neuro_deficit")
+        == FIELDS_BY_NAME["progressive_neuro_deficit"].question
+    )
     assert field_label("not_a_field") == "not_a_field"  # a rule base's own field, as it is
 
 
