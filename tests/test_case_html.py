@@ -164,3 +164,24 @@ def test_the_page_says_why_each_question_is_asked_and_the_verdict_in_words() -> 
     ).result
     assert settled.deciding_questions == []
     assert f"None: {escape(VERDICT_PHRASES[settled.verdict])} stands." in render_case_html(settled)
+
+
+def test_finding_values_read_as_labels_in_the_page_the_form_and_the_card() -> None:
+    """A finding's values are said with the dictionary's labels ('Slip (%): 62'), never as
+    field names ('slip_percent = 62'), in the printable page, the web form and the card."""
+    from engine.report.markdown import result_markdown
+    from engine.service.form import _finding_line
+
+    result = screen(ROOT / "cases/examples/high-grade-spondylolisthesis-l5-s1.yaml")
+    finding = next(f for f in result.findings if f.rule_id == "ACC-007")
+    assert "slip_percent" in finding.values
+    from engine.report.words import value_words
+
+    slip = value_words(finding.values["slip_percent"])  # 62, not 62.0
+    page = render_case_html(result)
+    assert f"Slip (%): {slip}" in page
+    assert "slip_percent =" not in page
+    assert f"Slip (%): {slip}" in _finding_line(finding).line
+    card = result_markdown(result)
+    assert f"Slip (%): {slip}" in card
+    assert "slip\\_percent" not in card

@@ -21,11 +21,10 @@ from engine.report.text import (
     possible_words,
     questions_by_field,
     scope_words,
-    show_value,
     technique_groups,
     worked_out,
 )
-from engine.report.words import VERDICT_PHRASES, field_label
+from engine.report.words import VERDICT_PHRASES, fact_words, field_label
 
 VERDICT_COLOURS = {
     Verdict.urgent_review: "#8e1b1b",
@@ -64,12 +63,12 @@ def _finding_row(finding: Finding) -> dict[str, object]:
             "benefit" if finding.category.value == "benefit" else SEVERITY_WORDS[finding.severity]
         ),
         "message": finding.message,
-        "shown_values": ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items()),
+        "shown_values": "; ".join(fact_words(k, v) for k, v in finding.values.items()),
         "evidence": evidence_label(finding.sources),
         "provisional": finding.provisional,
         "rationale": finding.rationale,
         "sources": [source_link(s) for s in finding.sources],
-        "summary": finding_summary(finding),
+        "summary": finding_summary(finding, words=True),
     }
 
 

@@ -49,9 +49,8 @@ def best_source(sources: Sequence[SourceRef]) -> SourceRef | None:
 
 def _finding_line(finding: Finding) -> str:
     severity = "benefit" if finding.category.value == "benefit" else finding.severity.value
-    line = (
-        f"- **{severity.replace('_', ' ')}** {code(finding.rule_id)} {md(finding_summary(finding))}"
-    )
+    summary = finding_summary(finding, words=True)  # the values in words, as the text report
+    line = f"- **{severity.replace('_', ' ')}** {code(finding.rule_id)} {md(summary)}"
     source = best_source(finding.sources)
     if source is not None:
         line += f"; source: {md(source_text(source))}"

@@ -38,13 +38,14 @@ from engine.dictionary import (
 )
 from engine.errors import CaseInputError, CaseProblem
 from engine.io.deid import showable, shown_name
-from engine.models import DISCLAIMER, Finding, Result, Scalar, evidence_label
+from engine.models import DISCLAIMER, Finding, Result, Scalar
 from engine.report.case_html import render_case_html, source_link
 from engine.report.text import (
     CAUTIONS_HEADING,
     CAUTIONS_NOTE,
     SEVERITY_WORDS,
     VERDICT_WORDS,
+    finding_summary,
     open_red_flags,
     possible_words,
     questions_by_field,
@@ -304,17 +305,11 @@ class FindingLine:
 
 def _finding_line(finding: Finding) -> FindingLine:
     words = "benefit" if finding.category.value == "benefit" else SEVERITY_WORDS[finding.severity]
-    text = finding.message
-    if finding.values:
-        text += " (" + ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items()) + ")"
-    text += f" [{evidence_label(finding.sources)}]" + (
-        " provisional" if finding.provisional else ""
-    )
     return FindingLine(
         id=finding.rule_id,
         severity=finding.severity.value,
         severity_words=words,
-        line=text,
+        line=finding_summary(finding, words=True),  # the values in words, as the text report
         rationale=finding.rationale,
         sources=tuple(source_link(s) for s in finding.sources),
     )
