@@ -380,7 +380,7 @@ def test_site_fields_come_from_the_site_profile_never_from_the_ehr(dev: TestClie
     assert "surgeon_mis_cases" in SETTING_FIELDS
     request = disc_request()
     card = card_of(dev.post(URL, json=request))
-    assert "surgeon\\_mis\\_cases = 50 (from the site profile)" in card["detail"]
+    assert "Surgeon's MIS cases of this type: 50 (from the site profile)" in card["detail"]
 
 
 def test_a_contradictory_record_is_a_warning_card(dev: TestClient) -> None:

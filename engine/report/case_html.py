@@ -22,7 +22,7 @@ from engine.report.text import (
     questions_by_field,
     scope_words,
     technique_groups,
-    worked_out,
+    worked_out_words,
 )
 from engine.report.words import VERDICT_PHRASES, fact_words, field_label
 
@@ -121,8 +121,12 @@ def render_case_html(result: Result, *, reasons: Reasons | None = None) -> str:
             for title, conds in considerations
         ],
         conditional=[
-            {**_finding_row(c), "scope": scope_words(c.scope), "missing": ", ".join(c.missing)}
+            {
+                **_finding_row(c),
+                "scope": scope_words(c.scope),
+                "missing": ", ".join(map(field_label, c.missing)),
+            }
             for c in result.conditional
         ],
-        worked=worked_out(result),
+        worked=worked_out_words(result),
     )

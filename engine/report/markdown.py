@@ -20,7 +20,7 @@ from engine.report.text import (
     question_plan,
     settings_note,
     source_text,
-    worked_out,
+    worked_out_words,
 )
 from engine.report.words import VERDICT_PHRASES, field_label
 
@@ -97,7 +97,7 @@ def result_markdown(
                 for n, (name, words) in enumerate(plan.shown, 1)
             ]
             if plan.rest:
-                lines.append(f"\nthen: {', '.join(map(code, plan.rest))}")
+                lines.append(f"\nthen: {md(', '.join(map(field_label, plan.rest)))}")
             parts.append("\n".join(lines))
         else:
             parts.append(
@@ -116,7 +116,7 @@ def result_markdown(
         if plan.details_only:
             names = ", ".join(md(field_label(name)) for name, _ in plan.details_only)
             parts.append(f"Details only (cannot change the verdict): {names}")
-    worked = worked_out(result)
+    worked = worked_out_words(result)
     if worked:
         parts.append(f"Worked out: {md(worked)}")
     parts.extend(notes)

@@ -51,7 +51,7 @@ from engine.report.text import (
     questions_by_field,
     scope_words,
     show_value,
-    worked_out,
+    worked_out_words,
 )
 from engine.report.words import field_label, value_words
 from engine.screener import Screener
@@ -417,7 +417,7 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
             (scope_words(c.scope), SEVERITY_WORDS[c.severity], c.rule_id, c.message)
             for c in result.conditional
         ],
-        worked=worked_out(result),
+        worked=worked_out_words(result),
     )
     return context
 
