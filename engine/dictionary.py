@@ -46,6 +46,13 @@ class FieldSpec:
     group: FieldGroup = FieldGroup.case
     label: str = field(kw_only=True)
     question: str = field(default="", kw_only=True)
+    # (value, words) for an enum value that reads wrongly with its underscores replaced
+    words: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
+
+    def value_words(self, value: str) -> str:
+        """An enum value as a clinician reads it: 'mis_tlif' -> 'MIS TLIF', else the value
+        with its underscores as spaces ('tubular_discectomy' -> 'tubular discectomy')."""
+        return dict(self.words).get(value, value.replace("_", " "))
 
     @property
     def is_numeric(self) -> bool:
@@ -149,6 +156,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         ),
         label="Diagnosis",
         question="The main indication for surgery",
+        words=(("tumor", "tumour"),),
     ),
     FieldSpec("region", _E, values=("cervical", "thoracic", "lumbar"), label="Spinal region"),
     FieldSpec(
@@ -176,6 +184,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         ),
         label="Planned procedure",
         question="The surgery being weighed",
+        words=(("tumor_resection", "tumour resection"), ("other", "another procedure")),
     ),
     FieldSpec(
         "prior_surgery_same_level",
@@ -329,6 +338,13 @@ FIELDS: tuple[FieldSpec, ...] = (
         values=MIS_TECHNIQUES,
         label="MIS technique",
         question="The minimally invasive technique being weighed",
+        words=(
+            ("mis_tlif", "MIS TLIF"),
+            ("llif", "LLIF"),
+            ("mis_tumor", "MIS tumour surgery"),
+            ("mis_deformity", "MIS deformity surgery"),
+            ("other", "another technique"),
+        ),
     ),
     FieldSpec(
         "thoracic_kyphosis_deg",
@@ -383,6 +399,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         _E,
         values=("mechanical", "occasional_nonmechanical", "none"),
         label="Pain (SINS)",
+        words=(("occasional_nonmechanical", "occasional, not mechanical"),),
     ),
     FieldSpec(
         "sins_bone_lesion", _E, values=("lytic", "mixed", "blastic"), label="Bone lesion (SINS)"
@@ -398,6 +415,12 @@ FIELDS: tuple[FieldSpec, ...] = (
         _E,
         values=("gt50", "lt50", "none_gt50_involved", "none"),
         label="Vertebral body collapse (SINS)",
+        words=(
+            ("gt50", "more than 50 % collapse"),
+            ("lt50", "less than 50 % collapse"),
+            ("none_gt50_involved", "no collapse, more than 50 % of the body involved"),
+            ("none", "none of these"),
+        ),
     ),
     FieldSpec(
         "sins_posterolateral",
@@ -538,6 +561,11 @@ FIELDS: tuple[FieldSpec, ...] = (
         values=("underweight", "normal", "overweight", "obese_1", "obese_2", "obese_3"),
         group=FieldGroup.derived,
         label="WHO BMI class",
+        words=(
+            ("obese_1", "obese class I"),
+            ("obese_2", "obese class II"),
+            ("obese_3", "obese class III"),
+        ),
     ),
     FieldSpec("osteoporotic", _B, group=FieldGroup.derived, label="Osteoporotic"),
     FieldSpec(

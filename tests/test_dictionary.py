@@ -98,6 +98,18 @@ def test_label_and_question_agree_with_the_document(spec: object) -> None:
     assert (cells[-3], cells[-2]) == (spec.label, spec.question)  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("spec", [s for s in FIELDS if s.words], ids=lambda s: s.name)
+def test_value_words_are_documented_and_name_real_values(spec: object) -> None:
+    """A value's words ('mis_tlif = MIS TLIF') stand in its row's notes, for values it has."""
+    _, cells = documented()[spec.name]  # type: ignore[attr-defined]
+    said = "said as: " + "; ".join(f"{v} = {w}" for v, w in spec.words)  # type: ignore[attr-defined]
+    assert said in " ".join(cells)
+    for value, words in spec.words:  # type: ignore[attr-defined]
+        assert value in spec.values, value  # type: ignore[attr-defined]
+        assert "_" not in words
+        assert spec.value_words(value) == words  # type: ignore[attr-defined]
+
+
 def test_every_field_has_a_clinical_label() -> None:
     """A label reads as clinical words: never the field name, no underscore, capitalised; a
     question ends with a question mark or is a plain description (no field names either)."""
@@ -129,6 +141,12 @@ def test_reports_take_labels_from_the_dictionary() -> None:
         == FIELDS_BY_NAME["progressive_neuro_deficit"].question
     )
     assert field_label("not_a_field") == "not_a_field"  # a rule base's own field, as it is
+    from engine.report.words import value_words
+
+    assert value_words("mis_tlif", "mis_technique") == "MIS TLIF"
+    assert value_words("tubular_discectomy", "mis_technique") == "tubular discectomy"
+    assert value_words("mis_tlif") == "mis tlif"  # no field named: spaces for underscores
+    assert value_words(True) == "yes"
 
 
 def test_lowest_level_lists_every_segment_from_c1_c2_to_l5_s1() -> None:

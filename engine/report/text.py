@@ -24,7 +24,13 @@ from engine.models import (
 )
 from engine.report.trace import TRUTH_WORDS, TraceLine
 from engine.report.trace import show_value as show_value  # re-exported: docs, html
-from engine.report.words import VERDICT_PHRASES, fact_words, field_label, verdicts_words
+from engine.report.words import (
+    VERDICT_PHRASES,
+    fact_words,
+    field_label,
+    value_words,
+    verdicts_words,
+)
 from engine.rules.condition import And, Compare, Cond, Const, Known, Member, Or, parse_condition
 from engine.rules.logic import compile_kleene
 
@@ -63,27 +69,21 @@ def _technique_words(cond: Cond) -> str | None:
         rest = [i for i in cond.items if _technique_words(i) is None and not isinstance(i, Known)]
         return words[0] if len(words) == 1 and not rest else None
     if isinstance(cond, Member) and cond.field in _SCOPE_FIELDS:
-        names = [_display(v) for v in cond.values]
+        names = [_display(v, cond.field) for v in cond.values]
         listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
         return f"{_SCOPE_FIELDS[cond.field]} other than {listed}" if cond.negated else listed
     if isinstance(cond, Compare) and cond.field in _SCOPE_FIELDS and isinstance(cond.rhs, Const):
-        name = _display(cond.rhs.value)
+        name = _display(cond.rhs.value, cond.field)
         return name if cond.op == "==" else f"{_SCOPE_FIELDS[cond.field]} other than {name}"
     return None
 
 
 _SCOPE_FIELDS = {"mis_technique": "a technique", "planned_procedure": "a procedure"}
-_DISPLAY = {
-    "llif": "LLIF",
-    "mis_tlif": "MIS TLIF",
-    "mis_tumor": "MIS tumour surgery",
-    "mis_deformity": "MIS deformity surgery",
-    "other": "another technique",
-}
 
 
-def _display(value: object) -> str:
-    return _DISPLAY.get(str(value), str(value).replace("_", " "))
+def _display(value: object, name: str = TECHNIQUE) -> str:
+    """A technique or procedure in the dictionary's words ('mis_tlif' -> 'MIS TLIF')."""
+    return value_words(value, name)
 
 
 def scope_words(scope: str) -> str:

@@ -47,12 +47,14 @@ def field_question(name: str) -> str:
     return spec.question if spec is not None else ""
 
 
-def value_words(value: object) -> str:
-    """A value as a clinician reads it: yes/no for booleans, words for enum codes."""
+def value_words(value: object, name: str | None = None) -> str:
+    """A value as a clinician reads it: yes/no for booleans, an enum code in the dictionary's
+    words for field `name` ('mis_tlif' -> 'MIS TLIF'), else with spaces for underscores."""
     if isinstance(value, bool):
         return _VALUE_WORDS[value]
     if isinstance(value, str):
-        return value.replace("_", " ")
+        spec = FIELDS_BY_NAME.get(name or "")
+        return spec.value_words(value) if spec is not None else value.replace("_", " ")
     return show_value(value)  # type: ignore[arg-type]  # numbers
 
 
@@ -61,7 +63,7 @@ def fact_words(name: str, value: Scalar) -> str:
     yes/no attribute as what it means ('below the conus ...')."""
     if name in DERIVED_WORDS and isinstance(value, bool):
         return DERIVED_WORDS[name][0 if value else 1]
-    return f"{field_label(name)}: {value_words(value)}"
+    return f"{field_label(name)}: {value_words(value, name)}"
 
 
 def verdicts_words(verdicts: list[Verdict]) -> str:

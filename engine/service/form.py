@@ -119,7 +119,7 @@ def widget(spec: FieldSpec, value: str = "", error: str | None = None) -> Widget
         hint={"boolean": "yes, no or not known", "enum": ""}.get(kind, spec.expected()),
         value=value,
         # "unknown" is what the empty choice ("not known") already says: offered once
-        options=tuple((v, value_words(v)) for v in spec.values if v != "unknown"),
+        options=tuple((v, value_words(v, spec.name)) for v in spec.values if v != "unknown"),
         inputmode=inputmode,
         error=error,
         setting=spec.name in SETTING_FIELDS,
@@ -424,7 +424,7 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
 
 def _site_words(value: object) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{value_words(k)}: {v}" for k, v in value.items())
+        return ", ".join(f"{value_words(k, 'mis_technique')}: {v}" for k, v in value.items())
     return value_words(value)
 
 
