@@ -5,8 +5,9 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 141 standard output closed early, as `| head` does; 128 + N for signal N: 130, 143, 129).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer reads the annotations of every command at
+# each start, and as strings it would compile and evaluate them all (about 20 ms of a cold
+# `screen`); names imported only for type checking are quoted instead.
 import contextlib
 import gc
 import os
@@ -71,6 +72,10 @@ _on_interrupt(_interrupted_while_starting)
 # and those objects are then frozen out of its walks; load_screener does the same for the rules.
 if PROGRAM:
     gc.disable()
+    # pydantic looks for plugins by reading the entry points of every installed distribution
+    # when it builds its first model (about 30 ms of a cold `screen`); the program uses none.
+    # Set PYDANTIC_DISABLE_PLUGINS to an empty string to have them loaded after all.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import errno
 import functools
@@ -85,12 +90,10 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 import engine as engine_package
 from engine.errors import UsageError, UserError
 from engine.extras import MissingExtra, extra_of, require
-from engine.goldens import screen_goldens
 from engine.io.cases import parse_set_options, read_case, read_site, read_text, validate_case
 from engine.models import (
     CITATION_WORDS,
@@ -114,6 +117,7 @@ if TYPE_CHECKING:
     from engine.batch.summary import BatchSummary
     from engine.batch.worker import OutputFormat
     from engine.derive import Facts
+    from engine.mapping import ColumnMapping
 
 DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
@@ -324,6 +328,25 @@ SiteOption = Annotated[
         show_default=False,
     ),
 ]
+MapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--map",
+        metavar="FILE",
+        help="Mapping file (YAML): the export's columns, codes and units as fields "
+        "(docs/mapping.md; `miss-screen inspect --write-map` drafts one).",
+        show_default=False,
+    ),
+]
+
+
+def read_mapping(path: str | None) -> "ColumnMapping | None":
+    """The `--map` file, loaded and checked (None without the option)."""
+    if path is None:
+        return None
+    from engine.mapping import load_mapping
+
+    return load_mapping(path)
 
 
 @app.command()
@@ -571,7 +594,7 @@ def read_screen_case(
     return case_id, values, source
 
 
-def case_traces(facts: Facts, ruleset: Ruleset) -> Traces:
+def case_traces(facts: "Facts", ruleset: Ruleset) -> Traces:
     """Each reported rule's condition traced on the case's facts (for --details)."""
     from engine.report.trace import trace_rule
 
@@ -793,6 +816,7 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    mapping: MapOption = None,
     pseudonymise_ids: Annotated[
         str | None,
         typer.Option(
@@ -871,6 +895,7 @@ def batch(
         summary=summary,
         report=report,
         detail=detail_level,
+        mapping=read_mapping(mapping),
         pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
     )
     progress_style = (
@@ -916,6 +941,79 @@ def batch(
         raise RuntimeError("reconciliation does not balance: rows were lost")
 
 
+class InspectFormat(StrEnum):
+    text = "text"
+    json = "json"
+    html = "html"
+
+
+@app.command()
+@handle_errors
+def inspect(
+    cohort: Annotated[str, typer.Argument(help="Cohort file (CSV, JSONL, Parquet).")],
+    write_map: Annotated[
+        str | None,
+        typer.Option(
+            "--write-map",
+            metavar="FILE",
+            help="Write a draft mapping file (YAML) to edit, then use with batch --map.",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        InspectFormat, typer.Option("--format", help="Report on stdout: text, json or html.")
+    ] = InspectFormat.text,
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    input_format: Annotated[
+        InputFormatOption | None,
+        typer.Option(
+            "--input-format",
+            help="Override the format taken from the extension.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column",
+            metavar="COLUMN",
+            help="A column the identifier guard flags wrongly; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Scan a cohort before screening it: what each column maps to and how its values place.
+
+    Example: miss-screen inspect export.csv --write-map mapping.yaml
+    """
+    from engine.io.tables import InputFormat
+    from engine.mapping.inspect import draft_mapping, render_html, render_text, scan
+
+    if cohort == "-":
+        raise UsageError("inspect reads a file, not standard input")
+    if write_map is not None:
+        check_outputs([cohort], {"--write-map": write_map})
+    report = scan(
+        cohort,
+        load_ruleset(rules),
+        input_format=InputFormat(input_format.value) if input_format else None,
+        allowed=frozenset(allow_column or []),
+    )
+    if output_format is InspectFormat.json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+    elif output_format is InspectFormat.html:
+        sys.stdout.write(render_html(report))
+    else:
+        sys.stdout.write(render_text(report))
+    if write_map is not None:
+        from engine.batch.writers import write_text_atomically
+
+        write_text_atomically(write_map, draft_mapping(report))
+        stderr.print(
+            f"wrote a draft mapping to {write_map}; check it, then: batch --map {write_map}"
+        )
+
+
 def check_outputs(inputs: list[str], outputs: dict[str, str | None]) -> None:
     """Before any work, refuse outputs that would overwrite an input or one another (symlinks
     and hard links seen through), that are folders, devices or pipes, or that go to a folder
@@ -957,13 +1055,13 @@ def _file_identity(path: Path) -> tuple[object, ...]:
     return ("inode", info.st_dev, info.st_ino)
 
 
-def render_batch_report(summary: BatchSummary) -> str:
+def render_batch_report(summary: "BatchSummary") -> str:
     from engine.report.html import render_html
 
     return render_html(summary)
 
 
-def output_format_for(out: str) -> OutputFormat:
+def output_format_for(out: str) -> "OutputFormat":
     from engine.batch.worker import OutputFormat
 
     suffix = Path(out).suffix.lower().lstrip(".")
@@ -1139,6 +1237,8 @@ def rules_list(
         ]
         sys.stdout.write(json.dumps([*rows, *others], indent=2, ensure_ascii=False) + "\n")
         return
+    from rich.table import Table  # only this listing draws a table
+
     table = Table(title=f"{ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules")
     for column in ("id", "category", "severity", "name"):
         table.add_column(column)
@@ -1270,6 +1370,8 @@ def rules_check(
     Example: miss-screen rules check --rules my-rules/
     """
     ruleset = load_ruleset(rules_dir_of(directory, rules))
+    from engine.goldens import screen_goldens
+
     Screener.from_ruleset(ruleset)  # compiles every rule and checks durable-rules' limits
     goldens = screen_goldens({"reference": Screener.from_ruleset(ruleset, "reference")})
     invalid = [g for g in goldens if g.actual == "invalid case"]
@@ -1317,6 +1419,8 @@ def rules_test(
         from engine.research.coverage import coverage
 
         covered = coverage(ruleset)
+    from engine.goldens import screen_goldens
+
     results = screen_goldens(
         {engine: Screener.from_ruleset(ruleset, engine) for engine in ("durable", "reference")}
     )
@@ -1423,6 +1527,7 @@ def rules_diff(
     fail_on_change: Annotated[
         bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
     ] = False,
+    mapping: MapOption = None,
 ) -> None:
     """Screen a cohort with two rule sets and report what changed, rule by rule and case by case."""
     from engine.research.diff import diff_cohort
@@ -1440,6 +1545,7 @@ def rules_diff(
         workers=workers,
         changes_out=changes,
         all_outcome_changes=all_outcomes,
+        mapping=read_mapping(mapping),
     )
     if fmt is ReportFormat.json:
         text = json.dumps(report.as_json(), indent=2) + "\n"
@@ -1448,6 +1554,8 @@ def rules_diff(
     else:
         text = diff_markdown(report)
     _write_report(out, text)
+    for warning in report.version_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     stderr.print(
         f"verdict changed in {report.changed} of {report.compared} rows "
         f"({report.share_changed} %); rule outcomes moved in {report.outcome_changed}"
@@ -1512,6 +1620,7 @@ def agree(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 2026,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+    mapping: MapOption = None,
 ) -> None:
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
     require("research", "miss-screen agree")
@@ -1529,6 +1638,7 @@ def agree(
         workers=workers,
         allow_missing=allow_missing,
         seed=seed,
+        mapping=read_mapping(mapping),
         allow_columns=frozenset(allow_column or ()),
     )
     if fmt is ReportFormat.json:

@@ -35,6 +35,7 @@ from engine.evaluate.base import Evaluator
 from engine.io.cases import check_site, read_site, validate_case
 from engine.io.deid import case_id_identifier_kinds, escape_text, scan_columns, shown_name
 from engine.io.pseudonymise import load_key, pseudonymise_row
+from engine.mapping import ColumnMapping, load_mapping
 from engine.models import (
     Result,
     RulesetStamp,
@@ -287,7 +288,7 @@ class Screener:
             yield decided if isinstance(decided, InputError) else self.result_of(case_id, decided)
 
     def _decided(
-        self, numbered: Iterable[tuple[int, CaseLike]], source: str
+        self, numbered: Iterable[tuple[int, CaseLike | InputError]], source: str
     ) -> Iterator[tuple[str, Decision | InputError]]:
         """(case_id, Decision or InputError) per case in order, screened BATCH at a time."""
         numbered = iter(numbered)
@@ -295,6 +296,9 @@ class Screener:
             slots: list[tuple[str, int | InputError]] = []
             prepared: list[tuple[Facts, dict[str, Scalar]]] = []
             for row, case in chunk:
+                if isinstance(case, InputError):  # refused before validation (by a mapping)
+                    slots.append(("", case))
+                    continue
                 try:
                     case_id, values = self.validate(case, source=source, row=row)
                     prepared.append(self.prepare(case_id, values, source=source))
@@ -311,6 +315,7 @@ class Screener:
         frame: Any,
         *,
         ignore: Sequence[str] = (),
+        mapping: str | Path | Mapping[str, Any] | ColumnMapping | None = None,
         strict_columns: bool = False,
         pseudonymise_ids: str | Path | None = None,
     ) -> Any:
@@ -326,23 +331,41 @@ class Screener:
         says it identifies someone (a name, an MRN, a date of birth) refuses the frame.
         `ignore`: columns to leave out without that check; `strict_columns`: refuse unknown
         columns instead (as `batch --strict-columns`).
+        `mapping`: a mapping file (docs/mapping.md) as a path or the same structure as a dict,
+        applied to each row first, as `batch --map` does; the columns checked are then the
+        mapped ones (the identifier guard also reads the names of those it maps).
         `pseudonymise_ids`: a key file, as `batch --pseudonymise-ids` takes (created if absent):
-        each case_id is replaced by its keyed pseudonym before it is checked.
+        each case_id (after the mapping) is replaced by its keyed pseudonym before it is
+        checked.
         """
         import pyarrow as pa
 
         library = type(frame).__module__.split(".")[0]
         if library not in ("pandas", "polars"):
             raise UsageError(f"screen_frame takes a pandas or polars DataFrame, got {type(frame)}")
-        skipped = frozenset(ignore) | _unknown_columns(frame.columns, ignore, strict_columns)
+        mapper = None
+        names: Iterable[object] = frame.columns
+        if mapping is not None:  # the columns checked are those the mapping gives
+            mapper = mapping if isinstance(mapping, ColumnMapping) else load_mapping(mapping)
+            raw = [str(name) for name in frame.columns if name not in ignore]
+            _unknown_columns(mapper.read_columns(raw), ignore, False)  # the guard, by name
+            names = mapper.output_columns(raw)
+        skipped = frozenset(ignore) | _unknown_columns(names, ignore, strict_columns)
         rows = _frame_rows(frame, library)
-        if pseudonymise_ids is not None:
+        mapped: list[dict[str, Any] | InputError] = list(rows)
+        if mapper is not None:
+            mapped = [_mapped(mapper, number, row) for number, row in enumerate(rows)]
+        if pseudonymise_ids is not None:  # after the mapping, which may name the case_id
             key = load_key(str(pseudonymise_ids))
-            rows = [pseudonymise_row(key, row) for row in rows]
-        if skipped:
-            rows = [{k: v for k, v in row.items() if k not in skipped} for row in rows]
+            mapped = [m if isinstance(m, InputError) else pseudonymise_row(key, m) for m in mapped]
+        cases: list[CaseLike | InputError] = [
+            m
+            if isinstance(m, InputError) or not skipped
+            else {k: v for k, v in m.items() if k not in skipped}
+            for m in mapped
+        ]
         columns: dict[str, list[str | None]] = {name: [] for name in FRAME_COLUMNS}
-        for case_id, decided in self._decided(enumerate(rows), "<frame>"):
+        for case_id, decided in self._decided(enumerate(cases), "<frame>"):
             for name, value in zip(FRAME_COLUMNS, self._frame_row(case_id, decided), strict=True):
                 columns[name].append(value)
         table = pa.table({name: pa.array(cells, pa.string()) for name, cells in columns.items()})
@@ -413,6 +436,18 @@ def flat_outcomes(
         ";".join(sorted(missing)),
         ";".join(cautions),
     )
+
+
+def _mapped(
+    mapping: ColumnMapping, number: int, row: Mapping[str, Any]
+) -> dict[str, Any] | InputError:
+    """A frame row through the mapping (unknowns first made None), or the rejection it makes."""
+    try:
+        return mapping.apply(
+            {k: None if is_unknown(v) else v for k, v in row.items()}, "<frame>", number
+        )
+    except CaseInputError as exc:
+        return InputError.from_error(exc, number)
 
 
 def _site_profile(site: str | Path | Mapping[str, Any] | None) -> Mapping[str, SiteValue]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import collections
 import csv
+import html
 import json
+import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
+from tests.test_html_report import run_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 COHORT = ROOT / "cases" / "cohort" / "synthetic-500.csv"
@@ -68,3 +72,56 @@ def test_subgroups_and_rejected_examples(tmp_path: Path) -> None:
         assert f"chart-subgroup-{field}" in html
     lumbar = next(r for r in groups["region"] if r["value"] == "lumbar")
     assert f'id="subgroup-region-lumbar-count" class="num">{lumbar["count"]}<' in html
+
+
+# Measured in the page after layout: every subgroup table's right edge against its section's
+# (the white page's content box), and the document's width against the window's.
+_MEASURE = """<script>window.addEventListener("load", () => {
+  const section = document.getElementById("subgroups").getBoundingClientRect();
+  const out = document.createElement("pre");
+  out.id = "fit-measure";
+  out.textContent = JSON.stringify({
+    window: window.innerWidth,
+    document: document.documentElement.scrollWidth,
+    section: section.right,
+    tables: [...document.querySelectorAll("#subgroups table")].map(
+      t => ({right: t.getBoundingClientRect().right, scroll: t.parentElement.scrollWidth,
+             client: t.parentElement.clientWidth})),
+  });
+  document.body.appendChild(out);
+});</script>"""
+
+
+@pytest.mark.timeout(300)
+def test_subgroup_tables_fit_a_1280_px_window(tmp_path: Path) -> None:
+    """Issue 29: the bundled cohort's subgroup tables (seven columns of 'n (p %)' under verdict
+    words) stay inside the page in a 1280 x 900 window, with nothing to scroll sideways."""
+    report = tmp_path / "r.html"
+    done = runner.invoke(
+        app,
+        [
+            "batch",
+            str(COHORT),
+            "--out",
+            str(tmp_path / "r.csv"),
+            "--report",
+            str(report),
+            "--progress",
+            "none",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    probe = tmp_path / "probe.html"
+    page = report.read_text(encoding="utf-8")
+    assert page.count("</body>") == 1
+    probe.write_text(page.replace("</body>", _MEASURE + "</body>"), encoding="utf-8")
+    shown = run_chromium(tmp_path, "--window-size=1280,900", "--dump-dom", probe.as_uri())
+    assert shown.returncode == 0, shown.stderr
+    found = re.search(r'<pre id="fit-measure">(.*?)</pre>', shown.stdout, re.S)
+    assert found, shown.stdout[-2000:]
+    fit = json.loads(html.unescape(found.group(1)))
+    assert len(fit["tables"]) == 3  # diagnosis, planned_procedure, region
+    assert fit["document"] <= fit["window"]
+    for table in fit["tables"]:
+        assert table["right"] <= fit["section"] + 0.5, fit
+        assert table["scroll"] <= table["client"], fit

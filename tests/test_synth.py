@@ -15,6 +15,7 @@ from engine.derive import InconsistentInput, build_facts
 from engine.dictionary import DERIVED_FIELDS, FIELDS_BY_NAME, INPUT_FIELDS, FieldType
 from engine.errors import CaseInputError
 from engine.io.cases import validate_case
+from engine.rules.condition import fields_of
 from engine.synth import (
     corrupt_row_numbers,
     corruption_plan,
@@ -132,6 +133,7 @@ def test_clean_rows_are_internally_consistent() -> None:
     scores = synth.load_mix().scores
     tlics = {name: scores[name] for name in ("tlics_morphology", "tlics_plc", "tlics_neuro")}
     sins = {name: points for name, points in scores.items() if name.startswith("sins_")}
+    slic = {name: points for name, points in scores.items() if name.startswith("slic_")}
     for row in CLEAN:
         diagnosis = row["diagnosis"]
         if row["pregnant"] is True:
@@ -159,10 +161,48 @@ def test_clean_rows_are_internally_consistent() -> None:
             assert row["tlics_score"] == sum(tlics[f][str(row[f])] for f in tlics)
         if row["sins_score"] is not None and all(row[f] is not None for f in sins):
             assert row["sins_score"] == sum(sins[f][str(row[f])] for f in sins)
+        if diagnosis != "fracture" or row["region"] not in ("cervical", None):
+            assert all(row[f] is None for f in (*slic, "slic_score"))
+        if row["slic_neuro"] == "intact":
+            assert row["slic_cord_compression"] is not True  # a deficit's modifier (CON-010)
+        if row["slic_score"] is not None and all(row[f] is not None for f in slic):
+            assert row["slic_score"] == sum(slic[f][str(row[f]).lower()] for f in slic)
         if row["myelopathy"] is True:
             assert row["region"] in ("cervical", "thoracic", None)
         if row["cauda_equina_syndrome"] is True:
             assert row["region"] in ("lumbar", None)
+
+
+def input_fields_the_rules_read() -> set[str]:
+    """Every input field some rule, derived attribute or constraint of the bundled rules reads,
+    a derived field standing for the inputs it is computed from, all the way down."""
+    pending: set[str] = set()
+    for rule in RULESET.rules:
+        pending |= set(rule.fields)
+    for derived in RULESET.derived:
+        pending |= set(derived.inputs)
+    for constraint in RULESET.constraints:
+        pending.add(constraint.spec.name)
+        for when, _ in constraint.narrowings:
+            pending |= fields_of(when)
+    derived_by_field, found = RULESET.derived_by_field, set()
+    while pending:
+        name = pending.pop()
+        if name in derived_by_field:
+            pending |= set(derived_by_field[name].inputs)
+        else:
+            found.add(name)
+    return found
+
+
+def test_every_field_a_rule_reads_is_filled_by_the_generator() -> None:
+    """Issue 29: a field the rules read that synth never fills (the SLIC fields were) leaves its
+    rules unexercised by every synthetic cohort and their verdicts open for want of it."""
+    read = input_fields_the_rules_read()
+    assert {"slic_neuro", "slic_cord_compression", "tlics_neuro", "bmi"} <= read
+    assert read <= set(INPUT_FIELDS)  # nothing read is neither an input nor a derived field
+    filled = {name for row in CLEAN for name, value in row.items() if value is not None}
+    assert sorted(read - filled) == []
 
 
 def test_clinical_mix_is_plausible() -> None:

@@ -29,6 +29,7 @@ from engine.batch.summary import (
     Duplicate,
     FieldMissingness,
     InputStamp,
+    MappingStamp,
     NormalisedValues,
     Reconciliation,
     RejectedExample,
@@ -50,6 +51,7 @@ from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_tex
 from engine.errors import LinesError, UserError
 from engine.io.columns import column_problems
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format, estimated_rows
+from engine.mapping import ColumnMapping
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 from engine.screener import Screener
@@ -80,6 +82,7 @@ class BatchOptions:
     summary: str | None = None
     report: str | None = None
     detail: Detail = Detail.full  # JSONL only; the CLI's default is ids
+    mapping: ColumnMapping | None = None  # --map: applied to every raw row before validation
     pseudonym_key: bytes | None = None  # --pseudonymise-ids (engine/io/pseudonymise.py)
 
     @property
@@ -123,12 +126,21 @@ def open_inputs(options: BatchOptions) -> tuple[list[TableReader], list[str]]:
     problems: list[str] = []
     ignored: set[str] = set()
     for reader in readers:
+        columns, sample = reader.columns, reader.sample()
+        # pseudonymised ids are checked by the workers, after hashing
+        allowed = options.allow_columns | ({"case_id"} if options.pseudonym_key else set())
+        if options.mapping is not None:
+            if options.pseudonym_key:
+                allowed |= set(options.mapping.sources_of("case_id"))
+            problems.extend(
+                options.mapping.identifier_problems(reader.source, columns, sample, allowed)
+            )
+            columns, sample = options.mapping.view(columns, sample)
         found, unknown = column_problems(
             reader.source,
-            reader.columns,
-            reader.sample(),
-            # pseudonymised ids are checked by the workers, after hashing
-            options.allow_columns | ({"case_id"} if options.pseudonym_key else set()),
+            columns,
+            sample,
+            allowed,
             ignore_unknown=options.ignore_unknown_columns,
         )
         problems.extend(found)
@@ -264,6 +276,7 @@ class BatchRun:
             output_format=options.output_format,
             ignored_columns=frozenset(self.ignored),
             detail=options.detail,
+            mapping=options.mapping,
             pseudonym_key=options.pseudonym_key,
         )
         # every output is created now, before any screening: a folder that cannot take them
@@ -336,6 +349,9 @@ class BatchRun:
             executor=executor,
             worker_restarts=restarts,
             site=dict(self.options.site),
+            mapping=MappingStamp(path=mapping.source, sha256=mapping.sha256)
+            if (mapping := self.options.mapping) is not None
+            else None,
         )
         return build_summary(stamp, self.totals, self.ruleset, self.duplicates.find(), self.ignored)
 

@@ -26,6 +26,14 @@ class InputStamp(BaseModel):
     rows: int
 
 
+class MappingStamp(BaseModel):
+    """The mapping file (`--map`) every row went through: where it was and its content hash."""
+
+    model_config = _MODEL
+    path: str
+    sha256: str
+
+
 class RunStamp(BaseModel):
     """What produced this summary: tool, rules, inputs, when and how long."""
 
@@ -39,6 +47,7 @@ class RunStamp(BaseModel):
     executor: str
     worker_restarts: int = 0  # pools restarted after a worker process died
     site: dict[str, bool | int | float | str | dict[str, int]] = Field(default_factory=dict)
+    mapping: MappingStamp | None = None  # --map FILE; null when the columns were the fields
 
 
 class Reconciliation(BaseModel):

@@ -41,8 +41,9 @@ from engine.io.cases import validate_counted
 from engine.io.columnar import Validated, validate_batch
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
 from engine.io.normalise import normalise_value
-from engine.io.pseudonymise import pseudonymise_chunk
+from engine.io.pseudonymise import pseudonymise_chunk, pseudonymise_row
 from engine.io.tables import Chunk, Row, RowProblem
+from engine.mapping import ColumnMapping
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
 from engine.policy import policy_for
 from engine.rules.ruleset import Ruleset
@@ -108,6 +109,7 @@ class WorkerConfig:
     ignored_columns: frozenset[str]
     in_process: bool = False
     detail: Detail = Detail.full
+    mapping: ColumnMapping | None = None
     pseudonym_key: bytes | None = None  # --pseudonymise-ids: case ids hashed before any check
 
 
@@ -313,10 +315,10 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             f"{config.ruleset_sha256[:12]} when it started, {ruleset.sha256[:12]} now); "
             "no output was kept: run it again"
         )
-    if config.pseudonym_key is not None:
+    if config.pseudonym_key is not None and config.mapping is None:  # else after mapping
         chunk = pseudonymise_chunk(config.pseudonym_key, chunk)
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
-    rows = _checked_rows(chunk, config.ignored_columns)
+    rows = _checked_rows(chunk, config.ignored_columns, config.mapping)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
@@ -324,6 +326,17 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
             continue
+        if config.mapping is not None:
+            try:
+                row = config.mapping.apply(row, chunk.source, number)
+            except CaseInputError as exc:
+                problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
+                # an id to be pseudonymised is never listed as it was read
+                listed = None if config.pseudonym_key is not None else exc.case_id
+                reject(result, chunk.source, number, listed, problems)
+                continue
+            if config.pseudonym_key is not None:
+                row = pseudonymise_row(config.pseudonym_key, row)
         raw = (
             {k: v for k, v in row.items() if k not in config.ignored_columns}
             if config.ignored_columns
@@ -371,9 +384,16 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     return result
 
 
-def _checked_rows(chunk: Chunk, ignored: frozenset[str]) -> list[tuple[int, Row, Validated | None]]:
+def _checked_rows(
+    chunk: Chunk, ignored: frozenset[str], mapping: ColumnMapping | None = None
+) -> list[tuple[int, Row, Validated | None]]:
     """Per row: its number, its raw values where validate_case must read them (else empty),
-    and its (case_id, values) where the record batch's columns showed it plainly valid."""
+    and its (case_id, values) where the record batch's columns showed it plainly valid.
+
+    With a mapping, rows are mapped (screen_chunk) and validated one by one: the record
+    batch's columns are the export's, not the fields."""
+    if mapping is not None:
+        return [(number, row, None) for number, row in chunk.materialized()]
     if chunk.batch is None:
         return [(number, row, None) for number, row in chunk.rows]
     checked = validate_batch(chunk.batch, ignored)

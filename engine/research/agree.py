@@ -46,6 +46,7 @@ from engine.io.deid import (
     withheld_reason,
 )
 from engine.io.tables import InputFormat, Row, RowProblem, TableReader, detect_format
+from engine.mapping import ColumnMapping
 from engine.models import SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
 
@@ -207,6 +208,7 @@ def screen_cohort(
     workers: int,
     *,
     rater_columns: bool = False,
+    mapping: ColumnMapping | None = None,
     allow_columns: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, list[ToolCase]], BatchSummary, list[dict[str, Any]]]:
     """Every screened case's verdict and deciding rules (a case_id may occur twice), the batch
@@ -222,6 +224,7 @@ def screen_cohort(
             workers=workers,
             site=site,
             ignore_unknown_columns=rater_columns,  # the labels file is the cohort
+            mapping=mapping,
             allow_columns=allow_columns,
         )
         summary = run_batch(options, ruleset)
@@ -317,6 +320,7 @@ def agreement(
     workers: int = 1,
     allow_missing: bool = False,
     seed: int = 2026,
+    mapping: ColumnMapping | None = None,
     allow_columns: frozenset[str] = frozenset(),
 ) -> AgreementReport:
     labels = read_labels(labels_path, allow_columns)
@@ -340,6 +344,7 @@ def agreement(
         site or {},
         workers,
         rater_columns=cohort is None,
+        mapping=mapping,
         allow_columns=allow_columns,
     )
     problems = ProblemLines()

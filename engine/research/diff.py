@@ -30,6 +30,7 @@ from engine.batch.worker import FLAT_COLUMNS, OutputFormat
 from engine.batch.writers import FORMULA_START, AtomicPath
 from engine.errors import UsageError
 from engine.io.deid import escape_text
+from engine.mapping import ColumnMapping
 from engine.models import SiteProfile, Verdict
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -46,6 +47,8 @@ STATUS_COLUMNS = {
 QUIET = "not_fired_or_not_applicable"  # the flattened output does not tell these two apart
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
 _TOKEN = re.compile(r'"[^"]*"|[()]|[^\s()]+')
+# what obliges a rule's author to bump its `version` (docs/style: when, scope, severity, threshold)
+VERSIONED_ASPECTS = ("condition", "scope", "severity", "thresholds")
 
 
 class RulesSource:
@@ -118,6 +121,25 @@ class RuleChange:
     new: dict[str, str]
     diff: dict[str, str]  # per changed text: a word diff, [-old-]{+new+}
     thresholds: dict[str, list[str]]  # numbers in the condition and scope, old and new
+    versions: dict[str, str] = field(default_factory=dict)  # old and new `version:`
+
+    @property
+    def version_not_bumped(self) -> list[str]:
+        """The aspects that oblige a new `version` (the style guide: when, scope, severity or a
+        threshold) which changed while the version stayed the same; empty when none did."""
+        if self.change != "changed" or self.versions["old"] != self.versions["new"]:
+            return []
+        return [a for a in self.aspects if a in VERSIONED_ASPECTS]
+
+    def version_warning(self) -> str | None:
+        """The one line `rules diff` prints (stderr, report) for a rule edited without a bump."""
+        aspects = self.version_not_bumped
+        if not aspects:
+            return None
+        return (
+            f"{self.rule_id}: {', '.join(aspects)} changed but its version is still "
+            f"{self.versions['new']}; bump the version when a rule's logic changes"
+        )
 
 
 def _rule_text(rule: Rule) -> dict[str, str]:
@@ -174,6 +196,7 @@ def rule_changes(old: Ruleset, new: Ruleset) -> list[RuleChange]:
                 after,
                 diffs,
                 numbers if "thresholds" in aspects else {},
+                {"old": old.by_id[rule_id].meta.version, "new": new.by_id[rule_id].meta.version},
             )
         )
     return changes
@@ -246,6 +269,11 @@ class DiffReport:
     examples: list[dict[str, str]] = field(default_factory=list)
 
     @property
+    def version_warnings(self) -> list[str]:
+        """A line per rule whose logic changed while its `version` did not."""
+        return [w for c in self.rules if (w := c.version_warning()) is not None]
+
+    @property
     def share_changed(self) -> float:
         return round(100 * self.changed / self.compared, 2) if self.compared else 0.0
 
@@ -282,6 +310,11 @@ class DiffReport:
             "new": run(self.new_spec, self.new_summary),
             "rule_changes": [c.__dict__ for c in self.rules],
             "definition_changes": self.definitions,
+            "version_not_bumped": [
+                {"rule_id": c.rule_id, "version": c.versions["new"], "aspects": aspects}
+                for c in self.rules
+                if (aspects := c.version_not_bumped)
+            ],
             "compared_rows": self.compared,
             "verdict_changed": self.changed,
             "verdict_changed_pct": self.share_changed,
@@ -368,6 +401,7 @@ def diff_cohort(
     all_outcome_changes: bool = False,
     repo: Path | None = None,
     examples: int = 20,
+    mapping: ColumnMapping | None = None,
 ) -> DiffReport:
     """Screen `cohort` with both rule sets and compare them row by row.
 
@@ -395,6 +429,7 @@ def diff_cohort(
                     errors=str(Path(work) / f"{name}.errors.jsonl"),
                     workers=workers,
                     site=site or {},
+                    mapping=mapping,
                 )
                 summaries.append(run_batch(options, rules))
             report = DiffReport(
@@ -480,9 +515,7 @@ class _ChangeSink:
     def __init__(self, target: str | None) -> None:
         self.atomic = AtomicPath(target) if target else None
         self.jsonl = bool(target) and Path(target or "").suffix.lower() in (".jsonl", ".json")
-        self.handle = (
-            self.atomic.open("w", encoding="utf-8", newline="") if self.atomic else None
-        )
+        self.handle = self.atomic.open("w", encoding="utf-8", newline="") if self.atomic else None
         self.writer: csv.DictWriter[str] | None = None
         if self.handle is not None and not self.jsonl:
             self.writer = csv.DictWriter(self.handle, fieldnames=CHANGE_COLUMNS)

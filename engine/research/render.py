@@ -83,6 +83,8 @@ def diff_markdown(report: DiffReport) -> str:
             out.append(f"(first {len(report.rejected_by_one)} of {report.rejected_by_one_count})")
         out.append("")
     out += ["## Rule changes", ""]
+    out += [f"**Warning:** {md(w)}" for w in report.version_warnings]
+    out += [""] if report.version_warnings else []
     if not report.rules and not report.definitions:
         out += ["No rule, derived attribute, constraint or policy differs.", ""]
     for change in report.rules:

@@ -21,7 +21,9 @@ Where things are:
 To add a diagnosis (it must first be a `diagnosis` value of the data dictionary): add its entry to
 `diagnoses` in mix.yaml (share, regions, age, levels, red-flag chances, procedure rules; see the
 comment there), and add it to GENERATORS in diagnoses.py, with a `findings` function if it records
-fields of its own and a `subtypes` function if age, sex or procedures depend on a subtype. Adding
+fields of its own and a `subtypes` function if age, sex or procedures depend on a subtype. A new
+field of an existing diagnosis goes in its `late` step, which keeps every other value of every
+cohort (tests/test_synth.py fails when the rules read a field the generator never fills). Adding
 it anywhere but last changes the cohort every seed gives: update the pinned hashes in
 tests/test_synth.py and regenerate cases/cohort/synthetic-500.csv (seed 2026, see README.md).
 

@@ -18,6 +18,7 @@ from engine.synth.treatment import draw_levels, draw_procedure, draw_technique
 
 BASE_STREAM = 0
 MISSING_STREAM = 1
+LATE_STREAM = 2  # fields added after the cohorts were pinned (diagnoses.Generator.late)
 
 
 def generate_chunk(
@@ -44,6 +45,11 @@ def generate_chunk(
     draw_red_flags(c, mix)
     draw_augmentation_screening(c)
     draw_site(c)
+    c.g = Draw(rng_for(seed, index, LATE_STREAM), cols)
+    for name, dx in mix.diagnoses.items():
+        late = GENERATORS[name].late
+        if late is not None:
+            late(c, dx, mix)
     blank(cols, rng_for(seed, index, MISSING_STREAM), missing)
     return cols
 

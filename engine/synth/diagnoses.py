@@ -1,6 +1,6 @@
 """One generator per diagnosis: its subtypes, and the findings recorded for it.
 
-A diagnosis generator has two optional steps, both drawn for every row of the chunk and written
+A diagnosis generator has three optional steps, each drawn for every row of the chunk and written
 only to the rows of the diagnosis:
 - `subtypes` runs right after the anatomy and before the demographics, because age, sex and bone
   depend on them (an osteoporotic fracture, an isthmic slip). It adds named row groups to
@@ -8,6 +8,9 @@ only to the rows of the diagnosis:
 - `findings` runs after the demographics: the fields only this diagnosis records (herniation
   location, TLICS, SINS...). It may add groups too (`high_grade`, `burst`) and set probabilities
   of shared draws (`chunk.set_probability`).
+- `late` runs after every other step, from a random stream of its own: fields recorded since the
+  cohorts were pinned (SLIC), added without moving any value a seed gave before. It reads the
+  facts drawn so far but must not change them or set probabilities.
 Steps run in the order of the diagnoses in mix.yaml. `GENERATORS` names, for each diagnosis, the
 keys of `shares`, `mixes` and `ranges` its code reads, so that mix.yaml is checked against it.
 """
@@ -20,9 +23,16 @@ from functools import cache
 
 import numpy as np
 
-from engine.dictionary import FIELDS_BY_NAME
+from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.synth.chunk import Chunk, Codes, Floats, code
-from engine.synth.mix import MIX_FILE, REGIONS, ClinicalMix, Diagnosis, MixError, load_mix
+from engine.synth.mix import (
+    MIX_FILE,
+    REGIONS,
+    ClinicalMix,
+    Diagnosis,
+    MixError,
+    load_mix,
+)
 
 Step = Callable[[Chunk, Diagnosis, ClinicalMix], None]
 
@@ -210,8 +220,37 @@ def _posterior_wall(c: Chunk, dx: Diagnosis, mix: ClinicalMix) -> None:
     )
 
 
+def fracture_slic(c: Chunk, dx: Diagnosis, mix: ClinicalMix) -> None:
+    """SLIC of cervical fractures: morphology, then the disco-ligamentous complex and neurology by
+    morphology; cord compression counts only with a deficit (CON-010); the total sometimes."""
+    g, mixes, cervical = c.g, dx.mixes, c.dx["fracture"] & c.region["cervical"]
+    morphology = g.pick("slic_morphology", mixes["slic_morphology"])
+    compression = morphology == code("slic_morphology", "compression")
+    burst = morphology == code("slic_morphology", "burst")
+    by_morphology: list[Codes] = []
+    for name, prefix in (("slic_dlc", "slic_dlc"), ("slic_neuro", "slic_neuro")):
+        drawn = [
+            g.pick(name, mixes[f"{prefix}_{kind}"]) for kind in ("compression", "burst", "other")
+        ]
+        by_morphology.append(
+            np.where(compression, drawn[0], np.where(burst, drawn[1], drawn[2])).astype(np.int16)
+        )
+    dlc, neuro = by_morphology
+    deficit = neuro != code("slic_neuro", "intact")
+    cord_compression = deficit & g.chance(dx.shares["slic_cord_compression_if_deficit"])
+    total = np.zeros(c.size)
+    for name, codes in (("slic_morphology", morphology), ("slic_dlc", dlc), ("slic_neuro", neuro)):
+        g.enum(name, codes, cervical & g.chance(0.9))
+        total += _points(mix, name)[codes]
+    g.boolean("slic_cord_compression", cord_compression, cervical & g.chance(0.8))
+    total += _points(mix, "slic_cord_compression")[cord_compression.astype(np.intp)]
+    g.number("slic_score", total, cervical & g.chance(0.45))
+
+
 def _points(mix: ClinicalMix, name: str) -> Floats:
-    """Points of each value of a scored field, indexed by its code."""
+    """Points of each value of a scored field, indexed by its code (a boolean: False, True)."""
+    if FIELDS_BY_NAME[name].type is FieldType.boolean:
+        return np.array([mix.scores[name]["false"], mix.scores[name]["true"]])
     return np.array([mix.scores[name][v] for v in FIELDS_BY_NAME[name].values])
 
 
@@ -291,6 +330,9 @@ class Generator:
 
     subtypes: Step | None = None
     findings: Step | None = None
+    # fields recorded since the cohorts were pinned: drawn after every other step, from a stream
+    # of their own (engine.synth.cohort), so the rows a seed gave before keep every value
+    late: Step | None = None
     groups: tuple[str, ...] = ()  # row groups it adds, for procedure rules (`when`)
     shares: tuple[str, ...] = ()
     mixes: Mapping[str, str] = field(default_factory=dict)  # mix name -> the enum field it draws
@@ -301,6 +343,14 @@ _TLICS_MIXES = {
     **dict.fromkeys(("morphology_osteoporotic", "morphology_trauma"), "tlics_morphology"),
     **{f"plc_{kind}": "tlics_plc" for kind in ("compression", "burst", "other")},
     **{f"neuro_{kind}": "tlics_neuro" for kind in ("compression", "burst", "other")},
+}
+_SLIC_MIXES = {
+    "slic_morphology": "slic_morphology",
+    **{
+        f"{name}_{kind}": name
+        for name in ("slic_dlc", "slic_neuro")
+        for kind in ("compression", "burst", "other")
+    },
 }
 
 GENERATORS: dict[str, Generator] = {
@@ -333,8 +383,10 @@ GENERATORS: dict[str, Generator] = {
             "wall_disrupted_burst",
             "wall_disrupted_compression",
             "wall_disrupted_other",
+            "slic_cord_compression_if_deficit",
         ),
-        mixes=_TLICS_MIXES,
+        mixes={**_TLICS_MIXES, **_SLIC_MIXES},
+        late=fracture_slic,
     ),
     "tumor": Generator(
         subtypes=tumor_subtypes,

@@ -168,17 +168,29 @@ def _check_values(mix: ClinicalMix, source: str) -> None:
             (f"techniques.{i}.diagnosis", "diagnosis", rule.diagnosis),
             (f"techniques.{i}.lowest_level", "lowest_level", _given(rule.lowest_level)),
         ]
-    named += [(f"scores.{name}", name, points) for name, points in mix.scores.items()]
     for key, field, values in named:
         allowed = FIELDS_BY_NAME[field].values if field in FIELDS_BY_NAME else ()
         unknown = [value for value in values if value not in allowed]
         if unknown:
             raise MixError(f"{source}: {key}: '{unknown[0]}' is not a {field} value")
+    for name, points in mix.scores.items():
+        unknown = [value for value in points if value not in score_keys(name)]
+        if unknown:
+            raise MixError(f"{source}: scores.{name}: '{unknown[0]}' is not a {name} value")
     if set(mix.levels_by_region) != set(REGIONS):
         raise MixError(f"{source}: levels_by_region: give a table for each of {', '.join(REGIONS)}")
     for name, points in mix.scores.items():
-        if set(points) != set(FIELDS_BY_NAME[name].values):
+        if set(points) != set(score_keys(name)):
             raise MixError(f"{source}: scores.{name}: give points for every value of {name}")
+
+
+def score_keys(name: str) -> tuple[str, ...]:
+    """The keys a score table of `name` gives points for: its enum values, or "true" and
+    "false" for a boolean (as the rules' `points:` spell them); none for an unknown field."""
+    spec = FIELDS_BY_NAME.get(name)
+    if spec is None:
+        return ()
+    return tuple(str(v).lower() if isinstance(v, bool) else v for v in spec.domain)
 
 
 def _given(value: str | None) -> tuple[str, ...]:
