@@ -85,7 +85,7 @@ import functools
 import json
 import re
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
@@ -487,7 +487,7 @@ def screen(
         results.append(screener.result_of(case_id, decision))
         traces.append(case_traces(decision.facts, screener.ruleset) if details else None)
     if out is not None and out != "-" and results:
-        write_results(out, results, output_format)
+        write_results(out, results, output_format, screener.ruleset.asked_because)
     for index, result in enumerate(results if out is None or out == "-" else []):
         if output_format is ScreenFormat.text and index:
             stdout.rule()
@@ -498,6 +498,7 @@ def screen(
             details=details,
             legend=legend,
             traces=traces[index],
+            reasons=screener.ruleset.asked_because,
         )
     if failed:
         stderr.print(f"{failed} of {len(inputs)} case files could not be screened")
@@ -554,10 +555,17 @@ def screen_fhir(
         print(f"warning: {source}: {warning}", file=sys.stderr)
     if out is not None and out != "-":
         check_outputs([path] if path != "-" else [], {"--out": out})
-        write_results(out, [result], output_format)
+        write_results(out, [result], output_format, screener.ruleset.asked_because)
     else:
         traces = case_traces(decision.facts, screener.ruleset) if details else None
-        print_result(result, output_format, details=details, legend=legend, traces=traces)
+        print_result(
+            result,
+            output_format,
+            details=details,
+            legend=legend,
+            traces=traces,
+            reasons=screener.ruleset.asked_because,
+        )
         if output_format is ScreenFormat.text:
             print_provenance(provenance)
     if fail_on is not None and verdict_rank(result.verdict) <= verdict_rank(fail_on):
@@ -596,14 +604,20 @@ def case_traces(facts: "Facts", ruleset: Ruleset) -> Traces:
     return {rule.id: trace_rule(rule, facts) for rule in ruleset.rules}
 
 
-def write_results(out: str, results: list[Result], output_format: ScreenFormat) -> None:
-    """Write the results to a file (atomically): the HTML page, JSON, brief lines or plain text."""
+def write_results(
+    out: str,
+    results: list[Result],
+    output_format: ScreenFormat,
+    reasons: Mapping[str, str] | None = None,
+) -> None:
+    """Write the results to a file (atomically): the HTML page, JSON, brief lines or plain text
+    (`reasons`, Ruleset.asked_because: why each open question is asked)."""
     from engine.batch.writers import write_text_atomically
 
     if output_format is ScreenFormat.html:
         from engine.report.case_html import render_case_html
 
-        text = render_case_html(results[0])
+        text = render_case_html(results[0], reasons=reasons)
     elif output_format is ScreenFormat.json:
         compact = len(results) > 1
         text = "".join(r.model_dump_json(indent=None if compact else 2) + "\n" for r in results)
@@ -614,7 +628,7 @@ def write_results(out: str, results: list[Result], output_format: ScreenFormat) 
         for index, result in enumerate(results):
             if index:
                 console.rule()
-            render_text(result, console)
+            render_text(result, console, reasons=reasons)
         text = console.export_text()
     write_text_atomically(out, text)
 
@@ -627,6 +641,7 @@ def print_result(
     details: bool = False,
     legend: bool = False,
     traces: Traces | None = None,
+    reasons: Mapping[str, str] | None = None,
 ) -> None:
     """Write one result; several JSON results are written one per line (JSON Lines)."""
     if output_format is ScreenFormat.json:
@@ -636,9 +651,9 @@ def print_result(
     elif output_format is ScreenFormat.html:
         from engine.report.case_html import render_case_html
 
-        sys.stdout.write(render_case_html(result))
+        sys.stdout.write(render_case_html(result, reasons=reasons))
     else:
-        render_text(result, stdout, details=details, legend=legend, traces=traces)
+        render_text(result, stdout, details=details, legend=legend, traces=traces, reasons=reasons)
 
 
 class BatchFormat(StrEnum):
@@ -1340,6 +1355,8 @@ def rules_show(
         stdout.print(f"scope: {escape(to_text(rule.scope))}")
     stdout.print(f"when: {escape(to_text(rule.when))}")
     stdout.print(f"message: {escape(meta.message)}")
+    if meta.asks_because:
+        stdout.print(f"asks because: {escape(meta.asks_because)}")
     _show_why(meta.rationale, meta.sources, meta.notes)
 
 

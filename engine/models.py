@@ -285,6 +285,9 @@ class RuleFile(BaseModel):
     scope: str | None = None
     when: str
     message: str = Field(min_length=3)
+    # why the rule's questions are asked, for the clinician (the form, the reports, the card);
+    # one or two sentences, so the form stays readable; the message stands in where absent
+    asks_because: str | None = Field(default=None, min_length=10, max_length=300)
     rationale: str = Field(min_length=3)
     sources: list[SourceRef] = Field(min_length=1)
     evidence: Evidence

@@ -129,3 +129,59 @@ def test_every_example_prints_to_pdf_with_its_verdict(tmp_path: Path) -> None:
         assert result.case_id in text, path.stem
         assert "the treating surgeon decides" in text, path.stem
         assert re.search(r"sha256 [0-9a-f]{12}", text), path.stem
+
+
+def test_the_page_says_why_each_question_is_asked_and_the_verdict_in_words() -> None:
+    """With the rule set's reasons, each deciding question and open caution carries its rules'
+    `asks_because` (escaped); a page with no deciding question names the verdict in words."""
+    from engine.report.words import VERDICT_PHRASES
+
+    sparse = screen_values(
+        "c", {"age_years": 45, "diagnosis": "disc_herniation"}, RULESET, EVALUATOR
+    ).result
+    reasons = RULESET.asked_because
+    page = render_case_html(sparse, reasons=reasons)
+    red = RULESET.by_id["RED-001"].meta.asks_because
+    assert red is not None
+    assert str(escape(red)) in page
+    assert str(escape(red)) not in render_case_html(sparse)
+    for caution in sparse.open_cautions:
+        assert str(escape(reasons[caution.rule_id])) in page
+    settled = screen_values(
+        "d",
+        {
+            "age_years": 45,
+            "diagnosis": "disc_herniation",
+            "lowest_level": "L4-L5",
+            "levels": 1,
+            "planned_procedure": "discectomy",
+            "cauda_equina_syndrome": False,
+            "progressive_neuro_deficit": False,
+            "mis_equipment_available": True,
+        },
+        RULESET,
+        EVALUATOR,
+    ).result
+    assert settled.deciding_questions == []
+    assert f"None: {escape(VERDICT_PHRASES[settled.verdict])} stands." in render_case_html(settled)
+
+
+def test_finding_values_read_as_labels_in_the_page_the_form_and_the_card() -> None:
+    """A finding's values are said with the dictionary's labels ('Slip (%): 62'), never as
+    field names ('slip_percent = 62'), in the printable page, the web form and the card."""
+    from engine.report.markdown import result_markdown
+    from engine.service.form import _finding_line
+
+    result = screen(ROOT / "cases/examples/high-grade-spondylolisthesis-l5-s1.yaml")
+    finding = next(f for f in result.findings if f.rule_id == "ACC-007")
+    assert "slip_percent" in finding.values
+    from engine.report.words import value_words
+
+    slip = value_words(finding.values["slip_percent"])  # 62, not 62.0
+    page = render_case_html(result)
+    assert f"Slip (%): {slip}" in page
+    assert "slip_percent =" not in page
+    assert f"Slip (%): {slip}" in _finding_line(finding).line
+    card = result_markdown(result)
+    assert f"Slip (%): {slip}" in card
+    assert "slip\\_percent" not in card

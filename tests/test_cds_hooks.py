@@ -380,7 +380,7 @@ def test_site_fields_come_from_the_site_profile_never_from_the_ehr(dev: TestClie
     assert "surgeon_mis_cases" in SETTING_FIELDS
     request = disc_request()
     card = card_of(dev.post(URL, json=request))
-    assert "surgeon\\_mis\\_cases = 50 (from the site profile)" in card["detail"]
+    assert "Surgeon's MIS cases of this type: 50 (from the site profile)" in card["detail"]
 
 
 def test_a_contradictory_record_is_a_warning_card(dev: TestClient) -> None:
@@ -886,3 +886,34 @@ def test_no_identifier_in_any_response_or_the_feedback_log(
     written = "\n".join([*bodies, log.read_text(), caplog.text])
     for identifier in IDENTIFIERS:
         assert identifier not in written, identifier
+
+
+# --- why a question is asked (issue 28 item 5) ---------------------------------------------
+
+
+def test_the_card_says_why_each_open_question_is_asked(dev: TestClient) -> None:
+    """The card explains an open question with the rule file's `asks_because`, as the form
+    does; without reasons (a result alone) a caution falls back to its message."""
+    from engine.models import SEVERITY_ORDER
+    from engine.report.markdown import md, result_markdown
+
+    result = screener().screen(
+        {"case_id": "c", "age_years": 45, "diagnosis": "disc_herniation"}, source="test"
+    )
+    first = result.deciding_questions[0]
+    worst = min(
+        (n for n in result.not_evaluable if first in n.missing and n.can_change_verdict),
+        key=lambda n: SEVERITY_ORDER[n.severity],
+    )
+    because = RULESET.by_id[worst.rule_id].meta.asks_because
+    assert because
+    detail = " ".join(result_markdown(result, reasons=RULESET.asked_because).split())
+    assert md(because) in detail
+    for caution in result.open_cautions:
+        assert md(RULESET.asked_because[caution.rule_id]) in detail
+    bare = " ".join(result_markdown(result).split())
+    assert md(because) not in bare
+    assert all(md(c.message) in bare for c in result.open_cautions)
+    # the service passes its rule set's reasons
+    said = " ".join(card_of(dev.post(URL, json=disc_request()))["detail"].split())
+    assert any(md(r.meta.asks_because) in said for r in RULESET.rules if r.meta.asks_because)

@@ -136,7 +136,7 @@ def test_text_report_reads_in_order_verdict_findings_open_questions_disclaimer()
             "Verdict:",
             "Findings",
             "ACC-007",
-            "Slip percent: 62",
+            "Slip (%): 62",
             "Questions that decide the verdict",
             "cautions not yet excluded",
             "Screening aid",
@@ -150,7 +150,7 @@ def test_open_questions_name_the_missing_fields() -> None:
     code, out, _ = invoke("screen", str(ROOT / "cases/examples/adult-deformity-sva-unknown.yaml"))
     assert code == 0
     assert "INSUFFICIENT DATA" in out
-    assert "SVA: major" in out
+    assert "Sagittal vertical axis (SVA, mm): major" in out
     code, out, _ = invoke(
         "screen", str(ROOT / "cases/examples/adult-deformity-sva-unknown.yaml"), "--details"
     )

@@ -26,6 +26,7 @@ AUTHOR_PHRASES = re.compile(
 def test_no_authoring_note_reaches_a_report(rule: object) -> None:
     meta = rule.meta  # type: ignore[attr-defined]
     texts = {"message": meta.message, "rationale": meta.rationale}
+    texts.update({"asks_because": meta.asks_because} if meta.asks_because else {})
     texts.update({f"source {i}": s.citation for i, s in enumerate(meta.sources, 1)})
     for where, text in texts.items():
         found = AUTHOR_PHRASES.search(text)
@@ -92,12 +93,21 @@ ENGINE_WORDS = re.compile(
 
 
 def clinical_texts() -> list[tuple[str, str]]:
-    """(where, text) for every text a clinician reads: each rule's message and rationale, each
-    derived attribute's description and rationale, each constraint's rationale."""
+    """(where, text) for every text a clinician reads: each rule's message, rationale and why
+    its questions are asked, each derived attribute's description and rationale, each
+    constraint's rationale, and each field's label and question (the data dictionary)."""
+    from engine.dictionary import FIELDS
+
     texts: list[tuple[str, str]] = []
     for rule in RULESET.rules:
         texts.append((f"{rule.id} message", rule.meta.message))
         texts.append((f"{rule.id} rationale", rule.meta.rationale))
+        if rule.meta.asks_because:
+            texts.append((f"{rule.id} asks_because", rule.meta.asks_because))
+    for spec in FIELDS:
+        texts.append((f"{spec.name} label", spec.label))
+        if spec.question:
+            texts.append((f"{spec.name} question", spec.question))
     for derived in RULESET.derived:
         texts.append((f"{derived.meta.id} description", derived.meta.description))
         texts.append((f"{derived.meta.id} rationale", derived.meta.rationale))
@@ -187,3 +197,21 @@ def test_one_citation_has_one_design() -> None:
             key = s.doi or s.pmid or s.citation
             designs.setdefault(key, set()).add(s.design.value)
     assert {k: v for k, v in designs.items() if len(v) > 1} == {}
+
+
+def test_every_rule_that_can_raise_a_deciding_question_says_why_it_is_asked() -> None:
+    """The form, the reports and the card explain a deciding question (red flag, major) with
+    the rule's `asks_because`; the message, what a fired rule concludes, is only the fallback.
+    Every red-flag and major rule that reads a field a clinician can answer has one, and so
+    does every caution (its questions are listed as cautions not yet excluded)."""
+    from engine.dictionary import INPUT_FIELDS
+
+    inputs = set(INPUT_FIELDS)
+    lacking = [
+        rule.id
+        for rule in RULESET.rules
+        if rule.meta.severity.value in ("red_flag", "major", "caution")
+        and inputs & {*rule.fields, *RULESET.explanation_inputs[rule.id]}
+        and not rule.meta.asks_because
+    ]
+    assert lacking == []

@@ -599,3 +599,37 @@ def test_development_mode_says_so_on_every_page() -> None:
         assert 'id="dev-mode"' in response.text
     plain = TestClient(create_app(ServiceConfig(screener=SCREENER)))
     assert 'id="dev-mode"' not in plain.get("/").text
+
+
+def test_why_a_question_is_asked_comes_from_the_rule_file(client: TestClient) -> None:
+    """'Why this is asked' under a question is the rule's `asks_because` (rules/**), never its
+    message where it has one; the field's label and question are the data dictionary's."""
+    html = post(client, DISC).text
+    page = Page(html)
+    assert "cauda_equina_syndrome" in page.fields_in("questions")
+    rule = SCREENER.ruleset.by_id["RED-001"].meta
+    assert rule.asks_because
+    assert f"red flag RED-001: {rule.asks_because}" in html
+    assert rule.message not in html
+    spec = FIELDS_BY_NAME["cauda_equina_syndrome"]
+    assert f"{spec.label} <code>cauda_equina_syndrome</code>" in html
+    assert f'id="f-cauda_equina_syndrome-question">{spec.question}</p>' in html
+    assert 'aria-describedby="f-cauda_equina_syndrome-question' in html
+
+
+def test_the_form_says_verdicts_in_their_own_words(client: TestClient) -> None:
+    """Headings and the verdicts still possible keep the verdict's wording ('MIS worth
+    discussing'), never a code with its underscores replaced ('worth discussing')."""
+    from engine.report.text import VERDICT_WORDS
+    from engine.report.words import verdicts_words
+
+    result = screen_of(DISC)
+    html = post(client, DISC).text
+    possible = re.search(r'id="possible">Verdicts still possible: (.*?)\.</p>', html)
+    assert possible is not None
+    assert possible.group(1) == verdicts_words(result.possible_verdicts) + (
+        "" if result.possible_verdicts_exact else " (perhaps not all of them)"
+    )
+    answered = post(client, {**DISC, **DISC_ANSWERS}).text
+    settled = screen_of({**DISC, **DISC_ANSWERS})
+    assert f'<span class="word">{VERDICT_WORDS[settled.verdict][0]}</span>' in answered

@@ -349,3 +349,39 @@ def test_details_keep_field_names_and_wrap_the_condition_tree_at_its_indent() ->
             assert indent == match.end(), (line, following)
             wrapped += 1
     assert wrapped  # the width forced some trace lines to wrap
+
+
+def test_a_deciding_question_says_why_it_is_asked_from_the_rule_file() -> None:
+    """With the rule set's reasons (as the CLI passes them), each numbered question says why it
+    is asked: its worst open rule's `asks_because`, said once ('as for N' after); the cautions
+    not yet excluded read the same way. A result alone falls back to the caution messages."""
+    sparse, _ = screen_set({"age_years": 45, "diagnosis": "disc_herniation"})
+    reasons = RULESET.asked_because
+    text = flat(report(sparse, width=200, reasons=reasons))
+    numbered = re.findall(r"\d+\. [^:]+: [a-z, ]+ — (.*?)(?= \d+\. | then: |$)", text)
+    assert numbered
+    because = {r.meta.asks_because for r in RULESET.rules if r.meta.asks_because}
+    said = [n for n in numbered if not n.startswith("as for ")]
+    assert said
+    assert all(n in because for n in said)
+    assert len(said) == len(set(said))  # each reason said once
+    red = RULESET.by_id["RED-001"].meta.asks_because
+    assert red is not None
+    assert red in text
+    assert red not in flat(report(sparse, width=200))  # no reasons given: none made up
+    detailed = flat(report(sparse, width=200, reasons=reasons, details=True))
+    assert red not in detailed.split("Questions that decide the verdict")[1].split("then:")[0]
+
+
+def test_the_cli_report_explains_questions_with_the_rule_files_reasons(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    case = tmp_path / "c.yaml"
+    case.write_text("case_id: c\nage_years: 45\ndiagnosis: disc_herniation\n")
+    out = CliRunner().invoke(app, ["screen", str(case)])
+    assert out.exit_code == 0, out.output
+    red = RULESET.by_id["RED-001"].meta.asks_because
+    assert red is not None
+    assert red in flat(out.stdout)

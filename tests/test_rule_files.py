@@ -15,6 +15,7 @@ from tests.conftest import RULES_DIR
 
 runner = CliRunner()
 RULE = RULES_DIR / "access" / "ACC-008-llif-blocked-at-l5-s1.yaml"
+ASKS = next(line for line in RULE.read_text().splitlines() if line.startswith("asks_because:"))
 
 
 @pytest.fixture
@@ -99,6 +100,11 @@ def check(rules_dir: Path) -> tuple[int, str]:
             "sources:\n", "sauces:\n", "unknown key; did you mean 'sources'?", id="misspelt-key"
         ),
         pytest.param("id: ACC-008", "id: ACC-007", "duplicate id ACC-007", id="duplicate-id"),
+        pytest.param(ASKS, 'asks_because: "short"', "asks_because", id="asks-too-short"),
+        pytest.param(ASKS, "asks_because: " + "x" * 301, "asks_because", id="asks-too-long"),
+        pytest.param(
+            "asks_because:", "asks_becuase:", "did you mean 'asks_because'?", id="asks-misspelt"
+        ),
     ],
 )
 def test_bad_rule_file_is_refused_with_file_and_line(

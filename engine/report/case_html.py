@@ -12,18 +12,19 @@ from engine.report.text import (
     SETTING_FIELD_SET,
     SEVERITY_WORDS,
     VERDICT_WORDS,
+    Reasons,
     _display,
+    field_reasons,
     finding_summary,
     needed_words,
     open_red_flags,
     possible_words,
     questions_by_field,
     scope_words,
-    show_value,
     technique_groups,
-    worked_out,
+    worked_out_words,
 )
-from engine.report.words import field_label
+from engine.report.words import VERDICT_PHRASES, fact_words, field_label
 
 VERDICT_COLOURS = {
     Verdict.urgent_review: "#8e1b1b",
@@ -62,19 +63,22 @@ def _finding_row(finding: Finding) -> dict[str, object]:
             "benefit" if finding.category.value == "benefit" else SEVERITY_WORDS[finding.severity]
         ),
         "message": finding.message,
-        "shown_values": ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items()),
+        "shown_values": "; ".join(fact_words(k, v) for k, v in finding.values.items()),
         "evidence": evidence_label(finding.sources),
         "provisional": finding.provisional,
         "rationale": finding.rationale,
         "sources": [source_link(s) for s in finding.sources],
-        "summary": finding_summary(finding),
+        "summary": finding_summary(finding, words=True),
     }
 
 
-def render_case_html(result: Result) -> str:
-    """The page of one case; the same result always gives the same bytes."""
+def render_case_html(result: Result, *, reasons: Reasons | None = None) -> str:
+    """The page of one case; the same result always gives the same bytes. `reasons`
+    (Ruleset.asked_because) says why each open question is asked."""
     env = report_environment()
     needed_by = questions_by_field(result)
+    why = field_reasons(result, reasons, verdict_only=True)
+    said = reasons or {}
     groups, apart = technique_groups(result)
     considerations = [(f"If {_display(t)} is considered", cs) for t, cs in groups.items()]
     considerations += [(scope_words(c.scope), [c]) for c in apart]
@@ -84,10 +88,14 @@ def render_case_html(result: Result) -> str:
         verdict_colour=VERDICT_COLOURS[result.verdict],
         red_flags=open_red_flags(result),
         findings=[_finding_row(f) for f in result.findings],
-        questions=[(name, needed_words(needed_by[name])) for name in result.deciding_questions],
+        questions=[
+            (name, needed_words(needed_by[name]), why.get(name, []))
+            for name in result.deciding_questions
+        ],
+        stands=VERDICT_PHRASES[result.verdict],
         cautions=[
             {
-                "message": c.message,
+                "message": said.get(c.rule_id, c.message),
                 "asked": ", ".join(map(field_label, c.missing)),
                 "rule_id": c.rule_id,
             }
@@ -113,8 +121,12 @@ def render_case_html(result: Result) -> str:
             for title, conds in considerations
         ],
         conditional=[
-            {**_finding_row(c), "scope": scope_words(c.scope), "missing": ", ".join(c.missing)}
+            {
+                **_finding_row(c),
+                "scope": scope_words(c.scope),
+                "missing": ", ".join(map(field_label, c.missing)),
+            }
             for c in result.conditional
         ],
-        worked=worked_out(result),
+        worked=worked_out_words(result),
     )

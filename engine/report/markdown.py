@@ -14,14 +14,15 @@ from engine.models import Finding, Result, SourceRef, best_evidence
 from engine.report.text import (
     CAUTIONS_HEADING,
     CAUTIONS_NOTE,
+    Reasons,
     finding_summary,
     open_red_flags,
     question_plan,
     settings_note,
     source_text,
-    worked_out,
+    worked_out_words,
 )
-from engine.report.words import field_label
+from engine.report.words import VERDICT_PHRASES, field_label
 
 # A screening aid for a conversation, never an order to operate: said on every card.
 CARD_DISCLAIMER = (
@@ -48,9 +49,8 @@ def best_source(sources: Sequence[SourceRef]) -> SourceRef | None:
 
 def _finding_line(finding: Finding) -> str:
     severity = "benefit" if finding.category.value == "benefit" else finding.severity.value
-    line = (
-        f"- **{severity.replace('_', ' ')}** {code(finding.rule_id)} {md(finding_summary(finding))}"
-    )
+    summary = finding_summary(finding, words=True)  # the values in words, as the text report
+    line = f"- **{severity.replace('_', ' ')}** {code(finding.rule_id)} {md(summary)}"
     source = best_source(finding.sources)
     if source is not None:
         line += f"; source: {md(source_text(source))}"
@@ -58,12 +58,17 @@ def _finding_line(finding: Finding) -> str:
 
 
 def result_markdown(
-    result: Result, *, site_option: str = "the service's site profile", notes: Sequence[str] = ()
+    result: Result,
+    *,
+    site_option: str = "the service's site profile",
+    notes: Sequence[str] = (),
+    reasons: Reasons | None = None,
 ) -> str:
     """The detail of one screen in GitHub-flavoured Markdown, ending with the disclaimer.
 
     `notes` are extra lines (already Markdown) said before the stamp, such as where the data
-    came from; `site_option` names what sets a hospital's settings in this context.
+    came from; `site_option` names what sets a hospital's settings in this context; `reasons`
+    (Ruleset.asked_because) say why each open question is asked.
     """
     parts: list[str] = []
     flags = open_red_flags(result)
@@ -76,7 +81,7 @@ def result_markdown(
         parts.append("**Findings**\n\n" + "\n".join(map(_finding_line, result.findings)))
     else:
         parts.append("**Findings**: none")
-    plan = question_plan(result)
+    plan = question_plan(result, reasons=reasons)
     if not plan.any_open:
         parts.append("**Open questions**: none; every rule was decided")
     else:
@@ -88,14 +93,16 @@ def result_markdown(
             ]
             lines += [
                 f"{n}. {md(field_label(name))} ({code(name)}): {md(words)}"
+                + (f" — {md(plan.reasons[name])}" if name in plan.reasons else "")
                 for n, (name, words) in enumerate(plan.shown, 1)
             ]
             if plan.rest:
-                lines.append(f"\nthen: {', '.join(map(code, plan.rest))}")
+                lines.append(f"\nthen: {md(', '.join(map(field_label, plan.rest)))}")
             parts.append("\n".join(lines))
         else:
             parts.append(
-                f"**Questions that decide the verdict**: none; {md(result.verdict.value)} stands"
+                "**Questions that decide the verdict**: none; "
+                f"{md(VERDICT_PHRASES[result.verdict])} stands"
             )
         if plan.cautions:
             lines = [f"**{CAUTIONS_HEADING}** ({CAUTIONS_NOTE})", ""]
@@ -109,7 +116,7 @@ def result_markdown(
         if plan.details_only:
             names = ", ".join(md(field_label(name)) for name, _ in plan.details_only)
             parts.append(f"Details only (cannot change the verdict): {names}")
-    worked = worked_out(result)
+    worked = worked_out_words(result)
     if worked:
         parts.append(f"Worked out: {md(worked)}")
     parts.extend(notes)

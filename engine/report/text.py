@@ -24,7 +24,13 @@ from engine.models import (
 )
 from engine.report.trace import TRUTH_WORDS, TraceLine
 from engine.report.trace import show_value as show_value  # re-exported: docs, html
-from engine.report.words import VERDICT_PHRASES, fact_words, field_label, verdicts_words
+from engine.report.words import (
+    VERDICT_PHRASES,
+    fact_words,
+    field_label,
+    value_words,
+    verdicts_words,
+)
 from engine.rules.condition import And, Compare, Cond, Const, Known, Member, Or, parse_condition
 from engine.rules.logic import compile_kleene
 
@@ -63,27 +69,21 @@ def _technique_words(cond: Cond) -> str | None:
         rest = [i for i in cond.items if _technique_words(i) is None and not isinstance(i, Known)]
         return words[0] if len(words) == 1 and not rest else None
     if isinstance(cond, Member) and cond.field in _SCOPE_FIELDS:
-        names = [_display(v) for v in cond.values]
+        names = [_display(v, cond.field) for v in cond.values]
         listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
         return f"{_SCOPE_FIELDS[cond.field]} other than {listed}" if cond.negated else listed
     if isinstance(cond, Compare) and cond.field in _SCOPE_FIELDS and isinstance(cond.rhs, Const):
-        name = _display(cond.rhs.value)
+        name = _display(cond.rhs.value, cond.field)
         return name if cond.op == "==" else f"{_SCOPE_FIELDS[cond.field]} other than {name}"
     return None
 
 
 _SCOPE_FIELDS = {"mis_technique": "a technique", "planned_procedure": "a procedure"}
-_DISPLAY = {
-    "llif": "LLIF",
-    "mis_tlif": "MIS TLIF",
-    "mis_tumor": "MIS tumour surgery",
-    "mis_deformity": "MIS deformity surgery",
-    "other": "another technique",
-}
 
 
-def _display(value: object) -> str:
-    return _DISPLAY.get(str(value), str(value).replace("_", " "))
+def _display(value: object, name: str = TECHNIQUE) -> str:
+    """A technique or procedure in the dictionary's words ('mis_tlif' -> 'MIS TLIF')."""
+    return value_words(value, name)
 
 
 def scope_words(scope: str) -> str:
@@ -123,6 +123,8 @@ QUESTIONS_SHOWN = 6  # ranked questions on lines of their own; the rest share on
 CAUTIONS_HEADING = "Cautions not yet excluded"
 CAUTIONS_NOTE = "they do not hold the verdict back"
 Traces = Mapping[str, list[tuple[str, list[TraceLine]]]]
+# rule id -> why its questions are asked, for the clinician (Ruleset.asked_because)
+Reasons = Mapping[str, str]
 
 
 def verdict_words(verdict: Verdict) -> str:
@@ -161,8 +163,10 @@ def render_text(
     details: bool = False,
     legend: bool = False,
     traces: Traces | None = None,
+    reasons: Reasons | None = None,
 ) -> None:
     """Print the report of one case: one screen by default, everything with details=True.
+    `reasons` (Ruleset.asked_because) says why each open question is asked.
 
     Order: verdict, red flags not yet excluded, findings, the questions that can change the
     verdict, considerations of techniques not yet chosen, worked-out values, stamp, disclaimer.
@@ -195,7 +199,7 @@ def render_text(
     console.print()
     _findings(console, result, details, traces)
     console.print()
-    _questions(console, result, details, traces)
+    _questions(console, result, details, traces, reasons)
     if result.conditional:
         console.print()
         _considerations(console, result, details, traces)
@@ -297,6 +301,26 @@ def questions_by_field(result: Result) -> dict[str, list[NotEvaluable]]:
     return needed_by
 
 
+def field_reasons(
+    result: Result, reasons: Reasons | None, *, verdict_only: bool = False
+) -> dict[str, list[str]]:
+    """Why each open field is asked: the reasons of the open rules that need it, worst severity
+    first, each said once (with `verdict_only`, only rules whose answer can change the verdict).
+    Empty without `reasons`: a result alone does not carry them."""
+    if not reasons:
+        return {}
+    out: dict[str, list[str]] = {}
+    for name, items in questions_by_field(result).items():
+        ordered = sorted(items, key=lambda item: SEVERITY_ORDER[item.severity])
+        said = [
+            reasons[i.rule_id]
+            for i in ordered
+            if i.rule_id in reasons and (i.can_change_verdict or not verdict_only)
+        ]
+        out[name] = list(dict.fromkeys(said))
+    return out
+
+
 def needed_words(items: list[NotEvaluable]) -> str:
     """'red flag RED-001; major ACC-012, IND-004; caution EQP-002' (severity, then ids)."""
     return ids_by_severity(items, SEVERITY_WORDS.__getitem__)
@@ -332,27 +356,37 @@ class QuestionPlan:
 
     any_open: bool  # some rule is still open (False: every rule was decided)
     shown: list[tuple[str, str]]  # deciding (field, the rules that need it), most decisive first
+    reasons: dict[str, str]  # deciding field -> why it is asked (its worst rule's), when known
     rest: list[str]  # further deciding questions, named only
-    cautions: list[tuple[str, str, list[str]]]  # open cautions: (rule id, message, fields)
+    cautions: list[tuple[str, str, list[str]]]  # open cautions: (rule id, why asked, fields)
     cautions_can_change: bool  # some open caution could still change the verdict
     possible: str  # the verdicts still possible, in words
     settings: list[str]  # ranked questions that are settings of the hospital
     details_only: list[tuple[str, str]]  # (field, rules) that cannot change the verdict
 
 
-def question_plan(result: Result, *, details: bool = False) -> QuestionPlan:
+def question_plan(
+    result: Result, *, details: bool = False, reasons: Reasons | None = None
+) -> QuestionPlan:
     """The open questions of a result as every report shows them (QUESTIONS_SHOWN ranked
-    questions on lines of their own unless `details`, the rest named on one line)."""
+    questions on lines of their own unless `details`, the rest named on one line), each with
+    why it is asked where `reasons` (Ruleset.asked_because) are given; an open caution falls
+    back to its message."""
     needed_by = questions_by_field(result)
     ranked = result.next_questions
     deciding = result.deciding_questions
     asked = {*ranked, *(m for c in result.open_cautions for m in c.missing)}
     shown = deciding if details else deciding[:QUESTIONS_SHOWN]
+    why = field_reasons(result, reasons, verdict_only=True)
+    said = reasons or {}
     return QuestionPlan(
         any_open=bool(needed_by),
         shown=[(name, needed_words(needed_by[name])) for name in shown],
+        reasons=_said_once(shown, why),
         rest=list(deciding[len(shown) :]),
-        cautions=[(c.rule_id, c.message, c.missing) for c in result.open_cautions],
+        cautions=[
+            (c.rule_id, said.get(c.rule_id, c.message), c.missing) for c in result.open_cautions
+        ],
         cautions_can_change=any(c.can_change_verdict for c in result.open_cautions),
         possible=possible_words(result),
         settings=[n for n in ranked if n in SETTING_FIELD_SET],
@@ -360,6 +394,19 @@ def question_plan(result: Result, *, details: bool = False) -> QuestionPlan:
             (name, needed_words(needed_by[name])) for name in sorted(set(needed_by) - asked)
         ],
     )
+
+
+def _said_once(shown: Sequence[str], why: Mapping[str, list[str]]) -> dict[str, str]:
+    """Each shown question's reason (its worst rule's), or 'as for N' when question N above
+    already gave that reason (a red flag asks its level and its sign alike)."""
+    out: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for number, name in enumerate(shown, 1):
+        if why.get(name):
+            reason = why[name][0]
+            out[name] = reason if reason not in first else f"as for {first[reason]}"
+            first.setdefault(reason, number)
+    return out
 
 
 def settings_note(
@@ -374,10 +421,17 @@ def settings_note(
     )
 
 
-def _questions(console: Console, result: Result, details: bool, traces: Traces | None) -> None:
+def _questions(
+    console: Console,
+    result: Result,
+    details: bool,
+    traces: Traces | None,
+    reasons: Reasons | None = None,
+) -> None:
     """(a) The questions that can change the verdict, ranked by the policy (next_questions),
-    with the verdicts still possible; (b) details that cannot change it, on one line."""
-    plan = question_plan(result, details=details)
+    with the verdicts still possible and why each is asked; (b) open cautions, with why they
+    are asked; (c) details that cannot change it, on one line."""
+    plan = question_plan(result, details=details, reasons=reasons)
     if not plan.any_open:
         console.print("[bold]Open questions[/bold]: none; every rule was decided")
         return
@@ -399,7 +453,8 @@ def _questions(console: Console, result: Result, details: bool, traces: Traces |
                 f"{n}.",
                 f"{escape(name)}: {words}"
                 if details
-                else f"{escape(field_label(name))}: {_severities(needed[name])}",
+                else f"{escape(field_label(name))}: {_severities(needed[name])}"
+                + (f" — {escape(plan.reasons[name])}" if name in plan.reasons else ""),
             )
             for n, (name, words) in enumerate(plan.shown, 1)
         ]

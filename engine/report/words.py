@@ -1,19 +1,18 @@
 """How fields and values read to a clinician: one place for every report, the form and the card.
 
-A field's label comes from its data-dictionary name ('sva_mm' -> 'SVA', the unit shown beside it,
-not repeated); a value reads as words ('tubular_discectomy' -> 'tubular discectomy', true -> yes);
-a derived yes/no attribute reads as what it means ('below the conus'). Field names and rule ids
-stay for `--details` and for machine outputs.
+A field's label is the data dictionary's (engine/dictionary.py `FieldSpec.label`: 'sva_mm' ->
+'Sagittal vertical axis (SVA, mm)'), never made up from its name; a value reads as words
+('tubular_discectomy' -> 'tubular discectomy', true -> yes); a derived yes/no attribute reads as
+what it means ('below the conus'). Field names and rule ids stay for `--details` and for machine
+outputs.
 """
 
 from __future__ import annotations
 
+from engine.dictionary import FIELDS_BY_NAME
 from engine.models import Scalar, Verdict
 from engine.report.trace import show_value
 
-# the unit, shown beside a field, is not repeated in its label
-_UNIT_SUFFIXES = ("_years", "_deg", "_mm", "_pct", "_weeks")
-_ACRONYMS = frozenset({"bmi", "asa", "sva", "mis", "tlics", "sins", "slic", "plc", "dlc", "dexa"})
 _VALUE_WORDS = {True: "yes", False: "no"}
 # derived yes/no attributes as what they mean, (when yes, when no)
 DERIVED_WORDS: dict[str, tuple[str, str]] = {
@@ -36,23 +35,26 @@ VERDICT_PHRASES = {
 
 
 def field_label(name: str) -> str:
-    """A field name as a label: 'age_years' -> 'Age', 'sva_mm' -> 'SVA', 'bmi' -> 'BMI'."""
-    stem = name
-    for suffix in _UNIT_SUFFIXES:
-        if stem.endswith(suffix) and stem != suffix.lstrip("_"):
-            stem = stem[: -len(suffix)]
-            break
-    words = [w.upper() if w in _ACRONYMS else w for w in stem.split("_")]
-    text = " ".join(words)
-    return text[:1].upper() + text[1:]
+    """A field as a clinician says it, from the data dictionary ('bmi' -> 'Body mass index
+    (BMI)'); a name the dictionary does not hold (a rule base's own) is shown as it is."""
+    spec = FIELDS_BY_NAME.get(name)
+    return spec.label if spec is not None else name
 
 
-def value_words(value: object) -> str:
-    """A value as a clinician reads it: yes/no for booleans, words for enum codes."""
+def field_question(name: str) -> str:
+    """The dictionary's short question for a field, or '' where its label says it all."""
+    spec = FIELDS_BY_NAME.get(name)
+    return spec.question if spec is not None else ""
+
+
+def value_words(value: object, name: str | None = None) -> str:
+    """A value as a clinician reads it: yes/no for booleans, an enum code in the dictionary's
+    words for field `name` ('mis_tlif' -> 'MIS TLIF'), else with spaces for underscores."""
     if isinstance(value, bool):
         return _VALUE_WORDS[value]
     if isinstance(value, str):
-        return value.replace("_", " ")
+        spec = FIELDS_BY_NAME.get(name or "")
+        return spec.value_words(value) if spec is not None else value.replace("_", " ")
     return show_value(value)  # type: ignore[arg-type]  # numbers
 
 
@@ -61,7 +63,7 @@ def fact_words(name: str, value: Scalar) -> str:
     yes/no attribute as what it means ('below the conus ...')."""
     if name in DERIVED_WORDS and isinstance(value, bool):
         return DERIVED_WORDS[name][0 if value else 1]
-    return f"{field_label(name)}: {value_words(value)}"
+    return f"{field_label(name)}: {value_words(value, name)}"
 
 
 def verdicts_words(verdicts: list[Verdict]) -> str:

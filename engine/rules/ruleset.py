@@ -153,6 +153,12 @@ class Ruleset:
         return {r.id: (SEVERITY_ORDER[r.meta.severity], r.id) for r in self.rules}
 
     @cached_property
+    def asked_because(self) -> dict[str, str]:
+        """Rule id to why its questions are asked, for the clinician: the rule file's
+        `asks_because`, else its message (the form, the reports and the card show it)."""
+        return {r.id: r.meta.asks_because or r.meta.message for r in self.rules}
+
+    @cached_property
     def report_positions(self) -> tuple[int, ...]:
         """Positions of the rules (and of their outcomes) in report order."""
         order = self.report_order

@@ -98,8 +98,10 @@ def result_card(
     docs_url: str,
     dev: bool = False,
     notes: Sequence[str] = (),
+    reasons: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The one card of a screen (a dict ready for JSON; run it through `clean`)."""
+    """The one card of a screen (a dict ready for JSON; run it through `clean`); `reasons`
+    (Ruleset.asked_because) say why each open question is asked."""
     extra = list(notes)
     if dev:
         extra.insert(0, f"**{md(DEV_NOTE)}**")
@@ -108,7 +110,10 @@ def result_card(
         "summary": summary_of(result, dev=dev),
         "indicator": indicator_of(result),
         "detail": result_markdown(
-            result, site_option="the service's site profile (serve --site)", notes=extra
+            result,
+            site_option="the service's site profile (serve --site)",
+            notes=extra,
+            reasons=reasons,
         ),
         "source": {
             "label": f"{result.ruleset.name} {result.ruleset.version}",

@@ -538,7 +538,13 @@ def _screen_call(
         )
         store.card_issued(card["uuid"], service_id, ruleset)
         return {"cards": [card]}
-    card = result_card(result, docs_url=docs_url, dev=config.dev, notes=[md(n) for n in notes])
+    card = result_card(
+        result,
+        docs_url=docs_url,
+        dev=config.dev,
+        notes=[md(n) for n in notes],
+        reasons=config.screener.ruleset.asked_because,
+    )
     store.card_issued(card["uuid"], service_id, ruleset, result.verdict.value)
     return {"cards": [card]}
 

@@ -38,19 +38,20 @@ from engine.dictionary import (
 )
 from engine.errors import CaseInputError, CaseProblem
 from engine.io.deid import showable, shown_name
-from engine.models import DISCLAIMER, Finding, Result, Scalar, evidence_label
+from engine.models import DISCLAIMER, Finding, Result, Scalar
 from engine.report.case_html import render_case_html, source_link
 from engine.report.text import (
     CAUTIONS_HEADING,
     CAUTIONS_NOTE,
     SEVERITY_WORDS,
     VERDICT_WORDS,
+    finding_summary,
     open_red_flags,
     possible_words,
     questions_by_field,
     scope_words,
     show_value,
-    worked_out,
+    worked_out_words,
 )
 from engine.report.words import field_label, value_words
 from engine.screener import Screener
@@ -85,11 +86,12 @@ class Widget:
     label: str
     kind: str  # "boolean" (yes / no / not known), "enum" (a select), "number" (text input)
     hint: str  # the allowed values in words, with unit and range (FieldSpec.expected)
+    question: str  # the dictionary's short question, where the label alone is terse
     value: str  # the value to show, as posted ('' = not known)
     options: tuple[tuple[str, str], ...] = ()  # (value, words) of an enum
     inputmode: str = ""
     error: str | None = None
-    why: tuple[str, ...] = ()  # the open rules that ask it, with their messages
+    why: tuple[str, ...] = ()  # the open rules that ask it, with why they ask it
     setting: bool = False  # a setting of the hospital, not of the patient
 
     @property
@@ -111,12 +113,13 @@ def widget(spec: FieldSpec, value: str = "", error: str | None = None) -> Widget
     return Widget(
         name=spec.name,
         label=field_label(spec.name),
+        question=spec.question,
         kind=kind,
         # a select lists its values itself; numbers say their kind, unit and range
         hint={"boolean": "yes, no or not known", "enum": ""}.get(kind, spec.expected()),
         value=value,
         # "unknown" is what the empty choice ("not known") already says: offered once
-        options=tuple((v, value_words(v)) for v in spec.values if v != "unknown"),
+        options=tuple((v, value_words(v, spec.name)) for v in spec.values if v != "unknown"),
         inputmode=inputmode,
         error=error,
         setting=spec.name in SETTING_FIELDS,
@@ -261,14 +264,15 @@ def _form_text(value: Scalar) -> str:
 
 
 def _why(screener: Screener, result: Result, name: str, verdict_only: bool) -> tuple[str, ...]:
-    """The open rules that ask a field: 'red flag RED-001: <message>' (clinical text only)."""
+    """The open rules that ask a field: 'red flag RED-001: <why it is asked>', from the rule
+    file's `asks_because` (else its message; Ruleset.asked_because), clinical text only."""
+    reasons = screener.ruleset.asked_because
     lines = []
     for item in questions_by_field(result).get(name, []):
         if verdict_only and not item.can_change_verdict:
             continue
-        rule = screener.ruleset.by_id.get(item.rule_id)
-        message = rule.meta.message if rule is not None else item.name
-        lines.append(f"{SEVERITY_WORDS[item.severity.value]} {item.rule_id}: {message}")
+        reason = reasons.get(item.rule_id, item.name)
+        lines.append(f"{SEVERITY_WORDS[item.severity.value]} {item.rule_id}: {reason}")
     return tuple(lines)
 
 
@@ -301,17 +305,11 @@ class FindingLine:
 
 def _finding_line(finding: Finding) -> FindingLine:
     words = "benefit" if finding.category.value == "benefit" else SEVERITY_WORDS[finding.severity]
-    text = finding.message
-    if finding.values:
-        text += " (" + ", ".join(f"{k} = {show_value(v)}" for k, v in finding.values.items()) + ")"
-    text += f" [{evidence_label(finding.sources)}]" + (
-        " provisional" if finding.provisional else ""
-    )
     return FindingLine(
         id=finding.rule_id,
         severity=finding.severity.value,
         severity_words=words,
-        line=text,
+        line=finding_summary(finding, words=True),  # the values in words, as the text report
         rationale=finding.rationale,
         sources=tuple(source_link(s) for s in finding.sources),
     )
@@ -406,7 +404,7 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
         verdict_class=result.verdict.value.replace("_", "-"),
         decided=decided,
         given=given,
-        possible=possible_words(result),
+        possible=possible_words(result, words=True),
         red_flags=[(field_label(n), n, ids) for n, ids in red_flags.items()],
         findings=[_finding_line(f) for f in result.findings],
         questions=asked,
@@ -419,14 +417,14 @@ def page_context(config: ServiceConfig, screened: Screened | None) -> dict[str, 
             (scope_words(c.scope), SEVERITY_WORDS[c.severity], c.rule_id, c.message)
             for c in result.conditional
         ],
-        worked=worked_out(result),
+        worked=worked_out_words(result),
     )
     return context
 
 
 def _site_words(value: object) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{value_words(k)}: {v}" for k, v in value.items())
+        return ", ".join(f"{value_words(k, 'mis_technique')}: {v}" for k, v in value.items())
     return value_words(value)
 
 
