@@ -180,6 +180,9 @@ def test_a_git_revision_is_read_and_a_bad_one_is_one_clear_line(tmp_path: Path) 
 RAD_005 = Path("radiation") / "RAD-005-bmi-40-radiation-dose.yaml"
 
 
+RAD_005_VERSION = load_ruleset(ROOT / "rules").by_id["RAD-005"].meta.version  # as bundled
+
+
 def _rad_005_edited(tmp_path: Path, *, version: str) -> Path:
     """A copy of the rules with RAD-005's BMI 40 moved to 35, its `version` set to `version`."""
     rules = tmp_path / f"rules-{version}"
@@ -187,27 +190,29 @@ def _rad_005_edited(tmp_path: Path, *, version: str) -> Path:
     path = rules / RAD_005
     text = path.read_text(encoding="utf-8")
     assert text.count("bmi >= 40") == 1
-    assert text.count("version: 1.0.0") == 1
-    text = text.replace("bmi >= 40", "bmi >= 35").replace("version: 1.0.0", f"version: {version}")
+    assert text.count(f"version: {RAD_005_VERSION}") == 1
+    text = text.replace("bmi >= 40", "bmi >= 35")
+    text = text.replace(f"version: {RAD_005_VERSION}", f"version: {version}")
     path.write_text(text, encoding="utf-8")
     return rules
 
 
 @pytest.mark.timeout(300)
 def test_a_threshold_moved_without_a_version_bump_is_warned(tmp_path: Path) -> None:
-    """The researcher's edit from issue 29: BMI 40 -> 35 keeping 1.0.0 is named on stderr, in
-    the report and in the JSON; the same edit with 1.1.0 is not."""
+    """The researcher's edit from issue 29: BMI 40 -> 35 keeping its version is named on stderr, in
+    the report and in the JSON; the same edit with a new version is not."""
     base = load_ruleset(ROOT / "rules")
-    (kept,) = rule_changes(base, load_ruleset(_rad_005_edited(tmp_path, version="1.0.0")))
-    assert kept.versions == {"old": "1.0.0", "new": "1.0.0"}
+    kept_version = RAD_005_VERSION
+    (kept,) = rule_changes(base, load_ruleset(_rad_005_edited(tmp_path, version=kept_version)))
+    assert kept.versions == {"old": kept_version, "new": kept_version}
     assert kept.version_not_bumped == ["condition", "thresholds"]
-    (bumped,) = rule_changes(base, load_ruleset(_rad_005_edited(tmp_path, version="1.1.0")))
+    (bumped,) = rule_changes(base, load_ruleset(_rad_005_edited(tmp_path, version="9.0.0")))
     assert bumped.version_not_bumped == []
     assert bumped.version_warning() is None
 
-    kept_rules = str(tmp_path / "rules-1.0.0")
+    kept_rules = str(tmp_path / f"rules-{kept_version}")
     line = (
-        "RAD-005: condition, thresholds changed but its version is still 1.0.0; "
+        f"RAD-005: condition, thresholds changed but its version is still {kept_version}; "
         "bump the version when a rule's logic changes"
     )
     out = tmp_path / "diff.json"
@@ -216,14 +221,14 @@ def test_a_threshold_moved_without_a_version_bump_is_warned(tmp_path: Path) -> N
     assert [w for w in done.stderr.splitlines() if w.startswith("warning:")] == [f"warning: {line}"]
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["version_not_bumped"] == [
-        {"rule_id": "RAD-005", "version": "1.0.0", "aspects": ["condition", "thresholds"]}
+        {"rule_id": "RAD-005", "version": kept_version, "aspects": ["condition", "thresholds"]}
     ]
     markdown = _cli("rules", kept_rules, "--cohort", str(COHORT))
     assert f"**Warning:** {line}" in markdown.stdout, markdown.stderr
     page = tmp_path / "diff.html"
     assert _cli("rules", kept_rules, "--cohort", str(COHORT), "--out", str(page)).returncode == 0
     assert f"<strong>Warning:</strong> {line}".replace("'", "&#39;") in page.read_text("utf-8")
-    bumped_run = _cli("rules", str(tmp_path / "rules-1.1.0"), "--cohort", str(COHORT))
+    bumped_run = _cli("rules", str(tmp_path / "rules-9.0.0"), "--cohort", str(COHORT))
     assert bumped_run.returncode == 0, bumped_run.stderr
     assert "warning:" not in bumped_run.stderr
     assert "Warning:" not in bumped_run.stdout
