@@ -838,7 +838,8 @@ def batch(
             min=0.1,
             help="A worker that makes no progress on a chunk for this long (or longer, when "
             "rows have proved slow) is killed and its rows screened again; a row that keeps "
-            "stalling is rejected. Default: 60.",
+            "stalling is rejected. Default: 60. With --workers 1 the rows are screened in "
+            "this process, unwatched, unless this option is given.",
             show_default=False,
         ),
     ] = None,

@@ -348,7 +348,11 @@ class Screener:
         if mapping is not None:  # the columns checked are those the mapping gives
             mapper = mapping if isinstance(mapping, ColumnMapping) else load_mapping(mapping)
             raw = [str(name) for name in frame.columns if name not in ignore]
-            _unknown_columns(mapper.read_columns(raw), ignore, False)  # the guard, by name
+            # the guard, by name; as in batch, a column that becomes the pseudonymised case_id
+            # is hashed before anything reads it, so its name (MRN, ...) does not refuse it
+            hashed = frozenset(mapper.sources_of("case_id")) if pseudonymise_ids else frozenset()
+            read = [name for name in mapper.read_columns(raw) if name not in hashed]
+            _unknown_columns(read, ignore, False)
             names = mapper.output_columns(raw)
         skipped = frozenset(ignore) | _unknown_columns(names, ignore, strict_columns)
         rows = _frame_rows(frame, library)

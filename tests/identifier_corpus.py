@@ -28,15 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import simple_icd_10_cm as icd
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
 from engine.dictionary import FIELDS  # noqa: E402
-from engine.io import clinical  # noqa: E402
 from engine.io.deid import case_id_identifier_kinds, showable  # noqa: E402
+from engine.io.normalise import synonym_words  # noqa: E402
 from engine.io.pseudonymise import pseudonym  # noqa: E402
 
 SEED = 20261207
@@ -461,11 +460,8 @@ def _clinical(rng: random.Random) -> Iterator[Entry]:
             yield Entry(value.replace("_", " ").title(), "clinical", "dictionary value")
             if len(value) >= 7 and value.isalpha():
                 yield Entry(_typo(rng, value).capitalize(), "clinical", "typo")
-    synonyms = clinical.SYNONYMS_FILE
-    if synonyms.exists():
-        for spellings in (yaml.safe_load(synonyms.read_text(encoding="utf-8")) or {}).values():
-            for spelling in spellings or {}:
-                yield Entry(str(spelling), "clinical", "synonym")
+    for spelling in sorted(synonym_words()):
+        yield Entry(spelling, "clinical", "synonym")
     yield from (Entry(a, "clinical", "abbreviation") for a in ABBREVIATIONS + PHRASES)
     for code in icd.get_all_codes():
         if re.fullmatch(r"[A-Z]\d\d(?:\.\w+)?", code) and code[:3] in _ICD_CHAPTERS:

@@ -8,13 +8,13 @@ docs/identifier-guard.md is the one measured now.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from engine.io import clinical
 from engine.io.case_ids import CASE_ID_SUSPECT, suspect
 from engine.io.deid import case_id_identifier_kinds, showable, withheld_reason
+from engine.io.normalise import synonym_words
 from tests.identifier_corpus import DOC, Entry, Measure, corpus, measure, rendered_doc, table
 
 pytestmark = pytest.mark.hostile
@@ -88,21 +88,25 @@ def test_an_nhs_number_with_a_wrong_check_digit_is_not_an_nhs_number() -> None:
     assert "nhs" not in case_id_identifier_kinds("4010232138")
 
 
-def test_spellings_of_the_synonyms_table_are_shown(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    synonyms = tmp_path / "synonyms.yaml"
-    synonyms.write_text("diagnosis:\n  Qwertyvorfall: disc_herniation\n  PIVD: disc_herniation\n")
-    assert not showable("Qwertyvorfall")
-    monkeypatch.setattr(clinical, "SYNONYMS_FILE", synonyms)
-    clinical.clinical_vocabulary.cache_clear()
-    try:
-        assert showable("Qwertyvorfall")
-        assert showable("PIVD")
-        assert {e.value for e in corpus() if e.kind == "synonym"} == {"Qwertyvorfall", "PIVD"}
-    finally:
-        monkeypatch.undo()
-        clinical.clinical_vocabulary.cache_clear()
+def test_spellings_of_the_synonyms_table_are_shown() -> None:
+    """The normaliser's table (engine/io/synonyms.yaml, read by engine.io.normalise) is the
+    vocabulary the guard shows: every spelling of it, and each one is in the corpus."""
+    spellings = synonym_words()
+    assert {"hnp", "paramedian", "microdiskectomy", "subarticular"} <= spellings
+    assert [s for s in sorted(spellings) if not showable(s)] == []
+    assert {e.value for e in corpus() if e.kind == "synonym"} == spellings
+
+
+def test_the_clinical_terms_do_not_repeat_the_synonyms_table() -> None:
+    """One place for each spelling: a synonym the normaliser reads is shown from its table."""
+    import yaml
+
+    from engine.io.normalise import spelling_key
+
+    terms = yaml.safe_load(clinical.TERMS_FILE.read_text(encoding="utf-8"))
+    spellings = {spelling_key(s) for s in synonym_words()}
+    repeated = [w for words in terms.values() for w in words if spelling_key(str(w)) in spellings]
+    assert repeated == []
 
 
 @pytest.mark.timeout(300)

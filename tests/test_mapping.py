@@ -537,3 +537,19 @@ def test_screen_frame_checks_the_mapped_columns_and_guards_the_names_it_reads() 
         screener.screen_frame(
             pd.DataFrame([{"MRN": "S-1"}]), mapping={"columns": {"MRN": "case_id"}}
         )
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+def test_an_identifier_column_mapped_to_the_pseudonymised_id_screens_in_a_frame_as_in_batch(
+    tmp_path: Path,
+) -> None:
+    """`MRN: case_id` refuses a frame, as it refuses a batch; with pseudonymise_ids the MRN is
+    hashed before anything reads it, so the frame screens, as `batch --pseudonymise-ids` does."""
+    frame = pd.DataFrame([{"MRN": "MRN0012345", "Dx": "HNP", "age_years": 45}])
+    mapping = {"columns": {"MRN": "case_id", "Dx": "diagnosis"}}
+    with pytest.raises(UsageError, match="'MRN'"):
+        Screener.load().screen_frame(frame, mapping=mapping)
+    out = Screener.load().screen_frame(frame, mapping=mapping, pseudonymise_ids=tmp_path / "key")
+    assert out.loc[0, "case_id"].startswith("p-")
+    assert "MRN0012345" not in out.to_csv()

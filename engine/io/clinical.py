@@ -26,7 +26,6 @@ __all__ = ["clinical_vocabulary", "is_clinical", "spelling_key"]
 
 _HERE = Path(__file__).parent
 TERMS_FILE = _HERE / "clinical_terms.yaml"
-SYNONYMS_FILE = _HERE / "synonyms.yaml"  # field -> {spelling: value}
 
 _SEPARATORS = re.compile(r"[\s/_\-\u2013.]+")
 _NUMBER = re.compile(
@@ -63,13 +62,9 @@ def clinical_vocabulary() -> frozenset[str]:
     terms = yaml.safe_load(TERMS_FILE.read_text(encoding="utf-8"))
     for words in terms.values():
         entries.update(str(w) for w in words)
-    if SYNONYMS_FILE.exists():
-        synonyms = yaml.safe_load(SYNONYMS_FILE.read_text(encoding="utf-8")) or {}
-        for field, spellings in synonyms.items():
-            entries.add(str(field))
-            if isinstance(spellings, dict):
-                entries.update(str(k) for k in spellings)
-                entries.update(str(v) for v in spellings.values())
+    from engine.io.normalise import synonym_words  # the normaliser's one table of spellings
+
+    entries.update(synonym_words())
     keys = {spelling_key(e) for e in entries}
     for entry in entries:  # the words of disc_herniation, herniated disc, ...
         keys.update(spelling_key(w) for w in re.split(r"[\s_]+", entry))
