@@ -132,14 +132,16 @@ def run_batch_dask(
                     screen_partition, run.config, reader.source, offsets, meta=meta
                 )
                 parts = collections.deque(enumerate(screened.to_delayed()))
-                window: collections.deque[tuple[int, Any]] = collections.deque()
+                # each future with the time it was handed to Dask: the cost a partition is seen
+                # to take counts from there (never too low, as counting from when it is awaited
+                # would be while the partitions before it run)
+                window: collections.deque[tuple[int, Any, float]] = collections.deque()
                 while parts or window:  # bounded: a few partitions in flight, taken in order
                     while parts and len(window) < 2 * options.workers:
                         number, part = parts.popleft()
-                        window.append((number, client.compute(part)))
-                    number, future = window.popleft()
+                        window.append((number, client.compute(part), time.monotonic()))
+                    number, future, submitted = window.popleft()
                     bound = watchdog.bound_s(lengths[number])
-                    waited = time.monotonic()
                     try:
                         result: ChunkResult = future.result(timeout=bound)["result"].iloc[0]
                     except TimeoutError:
@@ -158,7 +160,7 @@ def run_batch_dask(
                             "was kept. The local executor (without --executor dask) isolates "
                             "and rejects a row that kills its worker"
                         ) from None
-                    watchdog.observe(time.monotonic() - waited, lengths[number])
+                    watchdog.observe(time.monotonic() - submitted, lengths[number])
                     run.consume(result)
                     seen.update(client.scheduler_info()["workers"])
             seen.update(client.scheduler_info()["workers"])
