@@ -186,7 +186,7 @@ class TableReader:
                 start = handle.read(4)
         if fmt not in (InputFormat.parquet, InputFormat.xlsx):
             _refuse_utf16(start, self.source)
-        if fmt is InputFormat.csv and encoding is None and not _is_utf8(path):
+        if fmt is InputFormat.csv and encoding is None and not _decodes(path, "utf-8"):
             self.encoding = _fallback_encoding(path)
             sys.stderr.write(
                 f"note: {self.source} is not UTF-8 text; read as {self.encoding} "
@@ -532,9 +532,9 @@ def _check_encoding(encoding: str) -> None:
         ) from None
 
 
-def _is_utf8(path: str) -> bool:
-    """Whether a file's bytes are UTF-8 throughout (read in blocks, never whole)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+def _decodes(path: str, encoding: str) -> bool:
+    """Whether a file's bytes are text in `encoding` throughout (read in blocks, never whole)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
     try:
         with open(path, "rb") as handle:
             while block := handle.read(_BLOCK):
@@ -547,14 +547,7 @@ def _is_utf8(path: str) -> bool:
 
 def _fallback_encoding(path: str) -> str:
     """cp1252 when every byte of the file is a cp1252 character, else latin-1."""
-    decoder = codecs.getincrementaldecoder("cp1252")()
-    try:
-        with open(path, "rb") as handle:
-            while block := handle.read(_BLOCK):
-                decoder.decode(block)
-    except UnicodeDecodeError:
-        return FALLBACK_ENCODINGS[1]
-    return FALLBACK_ENCODINGS[0]
+    return FALLBACK_ENCODINGS[0] if _decodes(path, "cp1252") else FALLBACK_ENCODINGS[1]
 
 
 class _NonFiniteRow(ValueError):
