@@ -255,6 +255,15 @@ def evidence_label(sources: list[SourceRef]) -> str:
     return f"{DESIGN_WORDS[best.design]} · level {best.evidence_level}"
 
 
+class SafetyNet(BaseModel):
+    """A red flag's warning symptoms, as the patient summary lists them while the red flag's
+    question is still open: plain words, from a cited safety-netting source."""
+
+    model_config = _STRICT
+    symptoms: list[str] = Field(min_length=1)
+    sources: list[SourceRef] = Field(min_length=1)
+
+
 class GoldenCase(BaseModel):
     """A named case and what a rule is expected to conclude about it."""
 
@@ -288,6 +297,12 @@ class RuleFile(BaseModel):
     # why the rule's questions are asked, for the clinician (the form, the reports, the card);
     # one or two sentences, so the form stays readable; the message stands in where absent
     asks_because: str | None = Field(default=None, min_length=10, max_length=300)
+    # what the finding means for the patient, in everyday words (the patient summary, issue 30):
+    # no rule id, no field name, no advice on what to decide; a figure only if `message` and
+    # its source carry it. English; a translation overrides it by rule id (rules/patient/)
+    patient: str | None = Field(default=None, min_length=10, max_length=300)
+    # a red flag's warning symptoms to seek urgent care for while its question is open
+    safety_net: SafetyNet | None = None
     rationale: str = Field(min_length=3)
     sources: list[SourceRef] = Field(min_length=1)
     evidence: Evidence
@@ -301,6 +316,8 @@ class RuleFile(BaseModel):
         """The message's figures come from one source (`figures: true`), or none is named."""
         if sum(source.figures for source in self.sources) > 1:
             raise ValueError("sources: only one source may take figures: true")
+        if self.safety_net is not None and self.severity is not Severity.red_flag:
+            raise ValueError("safety_net: only a red_flag rule lists warning symptoms")
         return self
 
 
