@@ -174,6 +174,44 @@ def test_a_red_flag_is_said_plainly_as_urgent(rule_id: str) -> None:
     assert not softeners, f"{rule_id}: {softeners} soften a red flag"
 
 
+# --- safety nets: only, and always, on red flags ---------------------------------------------
+
+
+@pytest.mark.parametrize("rule", RULESET.rules, ids=lambda r: r.id)
+def test_safety_net_only_and_always_on_a_red_flag(rule: object) -> None:
+    meta = rule.meta  # type: ignore[attr-defined]
+    assert (meta.safety_net is not None) == (meta.severity is Severity.red_flag), meta.id
+
+
+def safety_symptoms() -> list[tuple[str, str]]:
+    return [
+        (rule.id, symptom)
+        for rule in RULESET.rules
+        if rule.meta.safety_net is not None
+        for symptom in rule.meta.safety_net.symptoms
+    ]
+
+
+@pytest.mark.parametrize(("rule_id", "symptom"), safety_symptoms())
+def test_each_warning_symptom_is_short_and_readable(rule_id: str, symptom: str) -> None:
+    assert words(symptom) <= MAX_SYMPTOM_WORDS, f"{rule_id}: {symptom!r}"
+    assert grade(symptom) <= MAX_GRADE, f"{rule_id}: {symptom!r} grade {grade(symptom)}"
+    assert not ABBREVIATION.findall(symptom), f"{rule_id}: {symptom!r}"
+    assert not UNDERSCORED.findall(symptom), f"{rule_id}: {symptom!r}"
+
+
+@pytest.mark.parametrize(
+    "rule", [r for r in RULESET.rules if r.meta.safety_net], ids=lambda r: r.id
+)
+def test_a_safety_net_cites_where_its_symptoms_come_from(rule: object) -> None:
+    net = rule.meta.safety_net  # type: ignore[attr-defined]
+    assert len(net.symptoms) >= 2
+    assert len(set(net.symptoms)) == len(net.symptoms)
+    for source in net.sources:
+        assert source.url or source.doi or source.pmid, source.citation
+        assert source.design.value != "unknown", source.citation
+
+
 # --- the checks catch what they are meant to --------------------------------------------------
 
 
