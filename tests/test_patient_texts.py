@@ -63,6 +63,8 @@ NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 PERCENT = re.compile(r"(\d+(?:\.\d+)?)(?:\s*-\s*(\d+(?:\.\d+)?))?\s*%")
 # "about 1 in 7", "1 to 4 in 1,000": a natural frequency, numerators and a denominator
 FREQUENCY = re.compile(r"(about )?(\d+)(?: to (\d+))? in (\d+(?:,\d{3})*)")
+# "about" covers rounding to a natural frequency: within a tenth of the share it stands for
+ABOUT = 0.1
 WORD_FIGURES = re.compile(r"\b(?:quarter|third|half|twice|double|triple)\b", re.IGNORECASE)
 # a fraction word a message may give as a percentage instead
 FRACTION_SHARE = {"quarter": 0.25, "half": 0.5}
@@ -86,7 +88,7 @@ def unsupported_figures(patient: str, message: str) -> list[str]:
     """The figures of a patient text that its rule's message does not carry.
 
     A number stands as the message has it, or in a natural frequency ("about 1 in 4") whose
-    ratio is a percentage of the message: exactly, or to the nearest count when "about" says so.
+    ratio is a percentage of the message: exactly, or within a tenth of it when "about" says so.
     A fraction word ("a quarter") needs the same word in the message, or its percentage.
     """
     shares = [
@@ -98,7 +100,9 @@ def unsupported_figures(patient: str, message: str) -> list[str]:
         about, low, high, per = m.group(1), m.group(2), m.group(3), int(m.group(4).replace(",", ""))
         for count in (int(n) for n in (low, high) if n):
             if not any(
-                round(share * per) == count if about else abs(share * per - count) < 1e-9
+                abs(count / per - share) <= ABOUT * share
+                if about
+                else abs(share * per - count) < 1e-9
                 for share in shares
             ):
                 wrong.append(m.group(0))
@@ -223,6 +227,7 @@ def test_the_figure_check_catches_what_it_is_meant_to() -> None:
     assert unsupported_figures("About a quarter of the risk.", message) == []
     assert unsupported_figures("1 in 7 failed.", message) == ["1 in 7"]  # not exact
     assert unsupported_figures("About 1 in 3 failed.", message) == ["about 1 in 3"]
+    assert unsupported_figures("About 1 in 10 had it.", "5.5 %") == ["about 1 in 10"]
     assert unsupported_figures("It took 44 operations.", message) == ["44"]
     assert unsupported_figures("About a third of the risk.", message) == ["third"]
     assert unsupported_figures("It fills more than half.", "more than 50 %") == []
@@ -243,3 +248,16 @@ def test_the_wording_checks_catch_what_they_are_meant_to() -> None:
         "intervention, predominantly via conventional posterior laminectomy approaches."
     )
     assert grade(hard) > MAX_GRADE
+
+
+def test_rule_pages_show_the_patient_text_and_warning_symptoms() -> None:
+    """The generated rule docs carry what the summary prints, so a reviewer reads it there."""
+    from engine.report.docs import page_name, render_docs
+    from tests.conftest import ROOT
+
+    pages = render_docs(RULESET, ROOT)
+    for rule in RULESET.rules:
+        page = pages[page_name(rule)]
+        assert f"## For the patient\n{rule.meta.patient}\n" in page, rule.id
+        for symptom in rule.meta.safety_net.symptoms if rule.meta.safety_net else []:
+            assert f"- {symptom}\n" in page, rule.id
