@@ -261,3 +261,19 @@ def test_rule_pages_show_the_patient_text_and_warning_symptoms() -> None:
         assert f"## For the patient\n{rule.meta.patient}\n" in page, rule.id
         for symptom in rule.meta.safety_net.symptoms if rule.meta.safety_net else []:
             assert f"- {symptom}\n" in page, rule.id
+
+
+@pytest.mark.timeout(60)
+def test_rules_show_prints_the_patient_text_and_warning_symptoms() -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    meta = RULES["RED-001"].meta
+    assert meta.safety_net is not None
+    result = CliRunner().invoke(app, ["rules", "show", "RED-001"], terminal_width=10_000)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert f"for the patient: {meta.patient}" in out
+    assert "warning symptoms: " + "; ".join(meta.safety_net.symptoms) in out
+    assert all(s.citation in out for s in meta.safety_net.sources)
