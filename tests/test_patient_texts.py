@@ -178,6 +178,22 @@ def test_a_red_flag_is_said_plainly_as_urgent(rule_id: str) -> None:
     assert not softeners, f"{rule_id}: {softeners} soften a red flag"
 
 
+# a benefit is said as its studies found it, not promised to this patient
+HEDGE = re.compile(
+    r"\bon average\b|\bmay\b|\bstud(?:y|ies)\b|\btrial\b|\babout\b",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize(
+    "rule_id", [r for r in SHOWABLE if RULES[r].meta.category is Category.benefit]
+)
+def test_a_benefit_is_not_oversold(rule_id: str) -> None:
+    text = patient_text(rule_id)
+    assert HEDGE.search(text), f"{rule_id}: say 'on average', 'may' or 'in studies'"
+    assert not re.search(r"\b(?:will|always|guarantee)", text, re.IGNORECASE), rule_id
+
+
 # --- safety nets: only, and always, on red flags ---------------------------------------------
 
 
@@ -238,6 +254,8 @@ def test_the_wording_checks_catch_what_they_are_meant_to() -> None:
     assert DECIDING.search("Most surgeons recommend open surgery here.")
     assert DECIDING.search("This may be the best option for you.")
     assert DECIDING.search("Your surgeon and you decide together.") is None
+    assert HEDGE.search("Keyhole fusion loses less blood.") is None
+    assert HEDGE.search("In studies, keyhole fusion lost less blood.")
     assert ABBREVIATION.findall("MIS TLIF loses less blood") == ["MIS", "TLIF"]
     assert UNDERSCORED.findall("your sva_mm is high") == ["sva_mm"]
     assert ASK_THE_TEAM.match("Ask your team whether they have the tools.")
