@@ -148,6 +148,18 @@ def test_patient_text_has_no_engine_words_or_jargon(rule_id: str) -> None:
     assert "%" not in text, f"{rule_id}: say a share as a natural frequency (about 1 in 4)"
 
 
+# medical words a patient may not know, each with the everyday words that must gloss it
+GLOSSES = {"fusion": "join", "osteoporosis": "thin", "endoscop": "camera"}
+
+
+@pytest.mark.parametrize("rule_id", SHOWABLE)
+def test_a_medical_word_comes_with_its_gloss(rule_id: str) -> None:
+    text = patient_text(rule_id).lower()
+    for word, gloss in GLOSSES.items():
+        if re.search(rf"\b{word}", text):
+            assert gloss in text, f"{rule_id}: say what '{word}' means ('{gloss}...')"
+
+
 @pytest.mark.parametrize("rule_id", SHOWABLE)
 def test_patient_text_does_not_say_what_to_decide(rule_id: str) -> None:
     found = DECIDING.search(patient_text(rule_id))
