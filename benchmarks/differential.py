@@ -159,9 +159,11 @@ def run_engine(
             f"batch on engine {engine} ({run.name}) exited {result.exit_code}: "
             f"{result.stderr[-2000:]}"
         )
-    used = worker._STATE.screener.engine
-    if used != engine:
-        raise RuntimeError(f"batch meant for engine {engine} screened with {used}")
+    used = {worker._STATE.screener.engine}  # the in-process worker's (--workers 1)
+    stamp = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["stamp"]
+    used.add(stamp.get("engine", engine))  # once the summary records it
+    if used != {engine}:
+        raise RuntimeError(f"batch meant for engine {engine} screened with {sorted(used)}")
     return took
 
 
@@ -196,7 +198,7 @@ def _row_differences(a: Path, b: Path, names: tuple[str, str]) -> list[str]:
             continue
         keys = list(dict.fromkeys([*left, *right]))
         cells = [
-            f"{key}: {names[0]} {_short(left.get(key))} vs {names[1]} {_short(right.get(key))}"
+            f"{key}: {names[0]} {short(left.get(key))} vs {names[1]} {short(right.get(key))}"
             for key in keys
             if left.get(key) != right.get(key)
         ]
@@ -243,8 +245,8 @@ def _summary_differences(a: Path, b: Path, names: tuple[str, str]) -> list[str]:
     """The summaries' differing fields, the volatile ones (VOLATILE) left out."""
     left, right = (_comparable_summary(p) for p in (a, b))
     found = [
-        f"  {path}: {names[0]} {_short(x)} vs {names[1]} {_short(y)}"
-        for path, x, y in _leaf_differences(left, right, "")
+        f"  {path}: {names[0]} {short(x)} vs {names[1]} {short(y)}"
+        for path, x, y in leaf_differences(left, right, "")
     ]
     return ["summary.json: the summaries differ", *found[:SHOWN]] if found else []
 
@@ -256,19 +258,26 @@ def _comparable_summary(path: Path) -> Any:
     return summary
 
 
-def _leaf_differences(x: Any, y: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+def leaf_differences(x: Any, y: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
     """(path, x value, y value) of every place two JSON values differ, depth first."""
     if isinstance(x, dict) and isinstance(y, dict):
         for key in dict.fromkeys([*x, *y]):
-            yield from _leaf_differences(x.get(key), y.get(key), f"{path}.{key}".lstrip("."))
-    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
-        for index, (i, j) in enumerate(zip(x, y, strict=True)):
-            yield from _leaf_differences(i, j, f"{path}[{index}]")
+            yield from leaf_differences(x.get(key), y.get(key), f"{path}.{key}".lstrip("."))
+    elif isinstance(x, list) and isinstance(y, list):
+        if len(x) == len(y):
+            for index, (i, j) in enumerate(zip(x, y, strict=True)):
+                yield from leaf_differences(i, j, f"{path}[{index}]")
+        else:  # items added or left out: shown by their first field (a rule id)
+            yield path, _named(x), _named(y)
     elif x != y:
         yield path, x, y
 
 
-def _short(value: object, limit: int = 160) -> str:
+def _named(items: list[Any]) -> list[Any]:
+    return [next(iter(i.values()), None) if isinstance(i, dict) else i for i in items]
+
+
+def short(value: object, limit: int = 160) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -37,7 +37,9 @@ from benchmarks.differential import (
     SHOWN,
     BatchRun,
     compare_runs,
+    leaf_differences,
     run_engine,
+    short,
     write_inputs,
 )
 from engine.dictionary import FIELDS_BY_NAME
@@ -96,9 +98,10 @@ def frame_results(screener: Screener, cases: list[Case]) -> list[str]:
     import pandas as pd
 
     frame = screener.screen_frame(pd.DataFrame.from_records(cases))
+    frame = frame[list(FRAME_COLUMNS)].astype(object).where(frame.notna(), None)
     return [
         json.dumps(dict(zip(FRAME_COLUMNS, row, strict=True)))
-        for row in frame[list(FRAME_COLUMNS)].itertuples(index=False)
+        for row in frame.itertuples(index=False)
     ]
 
 
@@ -110,15 +113,20 @@ PATHS: dict[str, Outputs] = {
 
 
 def engine_differences(
-    screeners: dict[str, Screener], cases: list[Case], path: str, labels: Sequence[str]
+    screeners: dict[str, Screener],
+    cases: list[Case],
+    path: str,
+    labels: Sequence[str],
+    comparable: Callable[[str], str] = str,
 ) -> list[str]:
-    """The first SHOWN cases on which an engine's output differs from ENGINES[0]'s, each with
-    the fields that differ and both values; empty when every engine agrees."""
-    first, *others = ENGINES
-    expected = PATHS[path](screeners[first], cases)
+    """The first SHOWN cases on which a screener's output (`comparable` of it) differs from
+    the first screener's, each with the fields that differ and both values; empty when every
+    screener agrees."""
+    (first, reference), *others = screeners.items()
+    expected = [comparable(output) for output in PATHS[path](reference, cases)]
     found: list[str] = []
-    for other in others:
-        got = PATHS[path](screeners[other], cases)
+    for other, screener in others:
+        got = [comparable(output) for output in PATHS[path](screener, cases)]
         assert len(got) == len(expected), f"{other} gave {len(got)} results for {len(cases)}"
         for label, want, have in zip(labels, expected, got, strict=True):
             if want != have and len(found) < SHOWN:
@@ -127,16 +135,13 @@ def engine_differences(
 
 
 def _field_differences(want: str, have: str, first: str, other: str) -> str:
+    """The first few places two outputs differ (`findings[0].rule_id: ...`), both values."""
     try:
         a, b = json.loads(want), json.loads(have)
     except json.JSONDecodeError:
-        return f"{first} {want[:300]!r} vs {other} {have[:300]!r}"
-    keys = dict.fromkeys([*a, *b])
-    return "; ".join(
-        f"{key}: {first} {json.dumps(a.get(key))[:300]} vs {other} {json.dumps(b.get(key))[:300]}"
-        for key in keys
-        if a.get(key) != b.get(key)
-    )
+        return f"{first} {short(want)} vs {other} {short(have)}"
+    places = list(itertools.islice(leaf_differences(a, b, ""), SHOWN))
+    return "; ".join(f"{path}: {first} {short(x)} vs {other} {short(y)}" for path, x, y in places)
 
 
 # --- 1. golden cases and the anatomy test's cases ----------------------------------------------
@@ -161,7 +166,7 @@ def test_every_anatomy_case_gives_the_same_result_on_every_engine(
     path: str, screeners: dict[str, Screener]
 ) -> None:
     cases = [{"case_id": f"A-{n}", **anatomy_case(*combo)} for n, combo in enumerate(ANATOMY)]
-    labels = [" x".join(map(str, combo)) for combo in ANATOMY]
+    labels = [f"{level} x{levels} {dx} {procedure}" for level, levels, dx, procedure in ANATOMY]
     found = engine_differences(screeners, cases, path, labels)
     assert not found, "engines differ on anatomy cases:\n" + "\n".join(found)
 
@@ -305,31 +310,21 @@ def test_the_threshold_cases_catch_an_engine_off_by_one_at_a_boundary(
     cases = [case.values for case in probed.cases]
     labels = [case.name for case in probed.cases]
     held = {ENGINES[0]: screeners[ENGINES[0]], "mutant": mutant}
-    first = engine_differences_between(held, cases, labels)
-    assert first, "the threshold cases did not tell bmi >= 40 from bmi > 40"
-    differing = {line.split(" ", 1)[0] for line in first}
+    found = engine_differences(held, cases, "screen_many", labels, _unstamped)
+    assert found, "the threshold cases did not tell bmi >= 40 from bmi > 40"
+    differing = {line.split(" ", 1)[0] for line in found}
     at_40 = {c.name for c in probed.cases if c.values.get("bmi") == 40}
     assert differing
     assert differing <= at_40
-    assert any("RAD-005" in line for line in first)
-
-
-def engine_differences_between(
-    held: dict[str, Screener], cases: list[Case], labels: list[str]
-) -> list[str]:
-    """Every case on which two screeners' results differ, but for the ruleset stamp (a moved
-    boundary is another ruleset)."""
-    (first, a), (other, b) = held.items()
-    found = []
-    pairs = zip(many_results(a, cases), many_results(b, cases), strict=True)
-    for label, (want, have) in zip(labels, pairs, strict=True):
-        want, have = _unstamped(want), _unstamped(have)
-        if want != have:
-            found.append(f"{label} {_field_differences(want, have, first, other)}")
-    return found
+    for case in probed.cases:  # what differs is RAD-005's finding, and only where bmi is 40
+        fired = [
+            {f.rule_id for f in screener.screen(case.values).findings} for screener in held.values()
+        ]
+        assert fired[0] ^ fired[1] == ({"RAD-005"} if case.name in at_40 else set())
 
 
 def _unstamped(result: str) -> str:
+    """A result but for its ruleset stamp (a moved boundary is another ruleset)."""
     found = json.loads(result)
     found.pop("ruleset")
     return json.dumps(found)
