@@ -50,7 +50,14 @@ SEED = 2029
 SUBSET_ROWS = 5_000
 SHOWN = 5  # differing rows shown per file
 # summary fields that differ between any two runs: the clock, the run's id, the engine's name
-VOLATILE = (("stamp", "started"), ("stamp", "duration_s"), ("stamp", "run_id"), ("stamp", "engine"))
+# (wherever the summary comes to record it)
+VOLATILE = (
+    ("stamp", "started"),
+    ("stamp", "duration_s"),
+    ("stamp", "run_id"),
+    ("stamp", "engine"),
+    ("engine",),
+)
 
 
 @dataclass(frozen=True)
@@ -253,8 +260,11 @@ def _summary_differences(a: Path, b: Path, names: tuple[str, str]) -> list[str]:
 
 def _comparable_summary(path: Path) -> Any:
     summary = json.loads(path.read_text(encoding="utf-8"))
-    for section, key in VOLATILE:
-        summary.get(section, {}).pop(key, None)
+    for *sections, key in VOLATILE:
+        place = summary
+        for section in sections:
+            place = place.get(section, {})
+        place.pop(key, None)
     return summary
 
 

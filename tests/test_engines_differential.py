@@ -408,7 +408,8 @@ def test_the_batch_comparison_finds_a_moved_threshold(tmp_path: Path) -> None:
 
 def test_the_batch_comparison_shows_at_most_a_few_rows(tmp_path: Path) -> None:
     """A difference in every row is shown as SHOWN rows; summaries that differ only in their
-    clock are equal; a file one engine wrote alone is named."""
+    clock (or engine name) are equal, any other field is not; a file one engine wrote alone is
+    named."""
     run = RUNS[0]
     a, b = tmp_path / "a", tmp_path / "b"
     sides = ((a, "worth_discussing", "10:00"), (b, "not_favoured", "11:00"))
@@ -416,7 +417,8 @@ def test_the_batch_comparison_shows_at_most_a_few_rows(tmp_path: Path) -> None:
         folder.mkdir()
         rows = [{"case_id": f"SYN-{n:07d}", "verdict": verdict} for n in range(1, 40)]
         (folder / run.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
-        summary = {"stamp": {"started": started, "duration_s": 1.0, "run_id": started}, "n": 1}
+        stamp = {"started": started, "duration_s": 1.0, "run_id": started, "engine": verdict}
+        summary = {"stamp": stamp, "engine": verdict, "n": 1}
         (folder / "summary.json").write_text(json.dumps(summary))
     (a / f"{run.out}.errors.jsonl").write_text("")
     found = compare_runs(a, b, run, ("x", "y"))
@@ -427,3 +429,8 @@ def test_the_batch_comparison_shows_at_most_a_few_rows(tmp_path: Path) -> None:
     assert len([line for line in found if "output row" in line]) == SHOWN
     assert f"{run.out}.errors.jsonl: written by x only" in found
     assert not any("summary" in line for line in found)
+    summary = json.loads((b / "summary.json").read_text())
+    summary["n"] = 2
+    (b / "summary.json").write_text(json.dumps(summary))
+    found = compare_runs(a, b, run, ("x", "y"))
+    assert found[-2:] == ["summary.json: the summaries differ", "  n: x 1 vs y 2"]
