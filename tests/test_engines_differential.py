@@ -54,7 +54,7 @@ from engine.synth.variants import corrupt_rows
 from tests.conftest import RULES_DIR, RULESET
 from tests.test_anatomy import CASES as ANATOMY
 from tests.test_anatomy import anatomy_case
-from tests.thresholds import Probed, Prober, probe, thresholds, valid_rows
+from tests.thresholds import Probed, Prober, probe, thresholds, valid_rows, values_around
 
 COHORT_ROWS = 50_000
 BASE_ROWS = 2_000  # synthetic rows the threshold cases are drawn from
@@ -249,8 +249,6 @@ def test_thresholds_are_read_from_the_parsed_rules() -> None:
 
 
 def test_values_around_a_threshold_follow_the_field_type() -> None:
-    from tests.thresholds import values_around
-
     assert values_around(FIELDS_BY_NAME["surgeon_mis_cases"], 44) == [43, 44, 45]
     bmi = values_around(FIELDS_BY_NAME["bmi"], 40)
     assert len(bmi) == 5

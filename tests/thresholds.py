@@ -154,6 +154,8 @@ class Prober:
         return self.reach(threshold.field, float(target), base)
 
     def reach(self, name: str, target: float, base: Values) -> list[Change] | None:
+        """The changes putting field `name` (an input, or derived from inputs) at, beside and
+        off `target` on `base`; None when the row cannot."""
         spec = self.ruleset.field_spec(name)
         if name in INPUTS:
             return [{name: _typed(spec, v)} for v in values_around(spec, target)] + [{name: None}]
