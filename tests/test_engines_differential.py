@@ -432,3 +432,71 @@ def test_the_batch_comparison_shows_at_most_a_few_rows(tmp_path: Path) -> None:
     (b / "summary.json").write_text(json.dumps(summary))
     found = compare_runs(a, b, run, ("x", "y"))
     assert found[-2:] == ["summary.json: the summaries differ", "  n: x 1 vs y 2"]
+
+
+# the identifier guard and the input errors come before any engine --------------------------
+
+ROW_IDENTIFIERS = ["5558675309", "19610312", "4010232137", "JohnSmith", "MRN0012345"]
+
+
+def _cohort_with(path: Path, rows: int, extra: dict[str, str] | None = None) -> Path:
+    """A small synthetic cohort as CSV whose first rows carry identifiers as case ids, and
+    `extra` columns (name: value on every row)."""
+    import csv
+
+    cases = list(generate_rows(rows, SEED, missing=0.05, corrupt=0.05))
+    for case, identifier in zip(cases, ROW_IDENTIFIERS, strict=False):
+        case["case_id"] = identifier
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, [*cases[0], *(extra or {})])
+        writer.writeheader()
+        for case in cases:
+            writer.writerow({**case, **(extra or {})})
+    return path
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(600)
+def test_identifier_case_ids_and_bad_rows_are_rejected_alike_on_every_engine(
+    tmp_path: Path,
+) -> None:
+    """Rows whose case id is an identifier (and corrupt rows) go to the error file with the
+    same records whatever the engine; the results around them are the same too."""
+    source = _cohort_with(tmp_path / "cohort.csv", 400)
+    run = BatchRun("identifiers", "ids", "results.jsonl", ("--detail", "ids"))
+    for engine in ENGINES:
+        run_engine(engine, run, {"ids": source}, tmp_path, RULES_DIR)
+    first = tmp_path / ENGINES[0] / run.name
+    errors = [json.loads(line) for line in (first / f"{run.out}.errors.jsonl").open()]
+    assert sum(e["field"] == "case_id" for e in errors) == len(ROW_IDENTIFIERS)
+    assert len(errors) > len(ROW_IDENTIFIERS)  # the corrupt rows too
+    for engine in OTHERS:
+        found = compare_runs(first, tmp_path / engine / run.name, run, (ENGINES[0], engine))
+        assert not found, "\n".join(found)
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(600)
+def test_an_identifier_column_refuses_the_input_alike_on_every_engine(tmp_path: Path) -> None:
+    """A column that names patients refuses the whole input before screening: the same exit
+    code and message on every engine, no value shown, nothing written."""
+    from typer.testing import CliRunner
+
+    from benchmarks.differential import engine_arguments
+    from engine.cli import app
+
+    source = _cohort_with(tmp_path / "cohort.csv", 50, {"patient_name": "Jane Doe"})
+    refusals = {}
+    for engine in ENGINES:
+        out = tmp_path / engine / "results.jsonl"
+        out.parent.mkdir()
+        args = ["batch", str(source), "--out", str(out), "--workers", "1", "--progress", "none"]
+        with engine_arguments(engine, RULES_DIR) as chosen:
+            result = CliRunner().invoke(app, [*args, *chosen])
+        refusals[engine] = (result.exit_code, result.stderr.replace(str(out.parent), "OUT"))
+        assert not list(out.parent.iterdir())
+    code, message = refusals[ENGINES[0]]
+    assert code == 2
+    assert "patient_name" in message
+    assert "Jane" not in message
+    assert all(refusal == (code, message) for refusal in refusals.values()), refusals

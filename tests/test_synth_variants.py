@@ -38,7 +38,7 @@ def test_each_variant_is_what_it_says(tmp_path: Path) -> None:
 
     def known_per_row(part: Part) -> float:
         chosen = rows[part.first_row - 1 : part.last_row]
-        return sum(row[name] != "" for row in chosen for name in OPTIONAL) / len(chosen)
+        return sum(1 for row in chosen for name in OPTIONAL if row[name]) / len(chosen)
 
     # half of the known values blanked, against 5 %: about 0.53 times as many known
     assert known_per_row(missing) < 0.65 * known_per_row(cohort)
