@@ -296,14 +296,15 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def load_screener(rules: Path, engine: str, site: str | None) -> Screener:
+def load_screener(rules: Path, engine: str, site: str | None, few_cases: bool = False) -> Screener:
     """Screener.load; run as the program, with the collector paused while the rules are built
-    and their objects then frozen out of its walks (they live as long as the process)."""
+    and their objects then frozen out of its walks (they live as long as the process).
+    `few_cases` (`screen`): the durable-rules layout quicker to build (Screener.load)."""
     if not PROGRAM:
-        return Screener.load(rules, engine, site)
+        return Screener.load(rules, engine, site, few_cases=few_cases)
     gc.disable()
     try:
-        screener = Screener.load(rules, engine, site)
+        screener = Screener.load(rules, engine, site, few_cases=few_cases)
         gc.freeze()
     finally:
         gc.enable()
@@ -469,7 +470,7 @@ def screen(
         raise UsageError("--format html makes the page of one case; give one case file")
     if out is not None:
         check_outputs(files, {"--out": out})
-    screener = load_screener(rules, engine, site)
+    screener = load_screener(rules, engine, site, few_cases=True)
     results = []
     traces: list[Traces | None] = []
     inputs: list[str | None] = list(files) or [None]
@@ -548,7 +549,7 @@ def screen_fhir(
         raw.update(overrides)
         provenance.update({name: "--set" for name in overrides})
     case_id, values = validate_case(raw, f"{source} (FHIR)" + (" with --set" if set_values else ""))
-    screener = load_screener(rules, engine, site)
+    screener = load_screener(rules, engine, site, few_cases=True)
     decision = screener.decide(case_id, values, source=source)
     result = screener.result_of(case_id, decision)
     for warning in mapped.warnings:
@@ -1978,7 +1979,6 @@ def main_options(
     ] = False,
 ) -> None:
     """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
-
 
 
 def main() -> None:

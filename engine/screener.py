@@ -177,13 +177,18 @@ class Screener:
         rules: str | Path | None = None,
         engine: EngineName | str = "durable",
         site: str | Path | Mapping[str, Any] | None = None,
+        *,
+        few_cases: bool = False,
     ) -> Screener:
         """Load and check a rules directory (default: the bundled rules), build its evaluator and
-        validate the site profile (a YAML/JSON file or a mapping, checked as `--site` is)."""
+        validate the site profile (a YAML/JSON file or a mapping, checked as `--site` is).
+
+        `few_cases`: the process screens a handful of cases (the `screen` command); durable-rules
+        gets a layout quicker to build and slower per case, with the same outcomes."""
         if str(engine) not in ENGINES:
             raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         ruleset = load_ruleset(rules if rules is not None else bundled_rules_dir())
-        return cls.from_ruleset(ruleset, engine=str(engine), site=site)
+        return cls.from_ruleset(ruleset, engine=str(engine), site=site, few_cases=few_cases)
 
     @classmethod
     def from_ruleset(
@@ -191,8 +196,11 @@ class Screener:
         ruleset: Ruleset,
         engine: EngineName | str = "durable",
         site: str | Path | Mapping[str, Any] | None = None,
+        *,
+        few_cases: bool = False,
     ) -> Screener:
-        """A Screener for a ruleset already loaded (its caches are shared with other users)."""
+        """A Screener for a ruleset already loaded (its caches are shared with other users);
+        `few_cases` as for load."""
         profile = _site_profile(site)
         if str(engine) == "reference":
             from engine.evaluate.reference import ReferenceEvaluator
@@ -201,7 +209,7 @@ class Screener:
         else:
             from engine.evaluate.durable import DurableEvaluator
 
-            evaluator = DurableEvaluator(ruleset)
+            evaluator = DurableEvaluator(ruleset, few_cases=few_cases)
         return cls(ruleset, evaluator, str(engine), profile)
 
     def with_site(self, site: str | Path | Mapping[str, Any] | None) -> Screener:

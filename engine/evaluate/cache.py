@@ -51,9 +51,11 @@ def _sources() -> Iterable[Path]:
         yield from path.rglob("*.py") if path.is_dir() else [path]
 
 
-def layout_key(ruleset_sha256: str) -> str:
-    """The cache key of a ruleset's layout: its content, the compiling code, the Python."""
+def layout_key(ruleset_sha256: str, kind: str = "") -> str:
+    """The cache key of a ruleset's layout: its content, the compiling code, the Python, and
+    the kind of layout ("" for the expanded one, "few" for the few-cases one: durable.py)."""
     parts = [str(FORMAT), ruleset_sha256, code_digest(), "{}.{}".format(*sys.version_info[:2])]
+    parts += [kind] if kind else []
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -61,6 +63,7 @@ def cached_layout(
     ruleset_sha256: str,
     expected: set[tuple[int, int]],
     compute: Callable[[], Layout],
+    kind: str = "",
 ) -> Layout:
     """The layout from the cache if a sound one is there, else `compute()` (then cached).
 
@@ -71,7 +74,7 @@ def cached_layout(
     if folder is None:
         return compute()
     try:
-        key = layout_key(ruleset_sha256)
+        key = layout_key(ruleset_sha256, kind)
     except OSError:  # a source file unreadable: no key we can trust
         return compute()
     path = folder / f"layout-{key}.json"

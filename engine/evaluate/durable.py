@@ -37,12 +37,14 @@ import durable_rules_engine as dre
 
 from engine.derive import Facts
 from engine.dictionary import FIELDS_BY_NAME, FieldType
+from engine.errors import RuleFileError
 from engine.evaluate.base import (
     EXPLAINED_STATUSES,
     explained_outcome,
 )
 from engine.evaluate.cache import cached_layout
 from engine.evaluate.layout import (
+    FEW_CASES_LIMITS,
     STATUS_BITS,
     Layout,
     _blame,
@@ -92,7 +94,8 @@ class HandleSet:
     lock: threading.Lock
 
 
-# ruleset sha256 -> its handles, built once per process; _REGISTRY guards building them
+# ruleset sha256 (and "few" for the few-cases layout) -> its handles, built once per process;
+# _REGISTRY guards building them
 _HANDLES: dict[str, HandleSet] = {}
 _REGISTRY = threading.Lock()
 _BROKEN: set[int] = set()  # handles durable-rules failed in: their state cannot be trusted
@@ -136,7 +139,12 @@ class DurableEvaluator:
     distinct) and nothing outlives its batch.
     """
 
-    def __init__(self, ruleset: Ruleset) -> None:
+    def __init__(self, ruleset: Ruleset, few_cases: bool = False) -> None:
+        """`few_cases`: for a process that screens a handful of cases (the `screen` command):
+        durable-rules gets each pattern expanded as little as it takes (FEW_CASES_LIMITS),
+        about a third of the rules to build, at some cost per case. The outcomes are the same
+        (tests/test_durable.py holds both layouts to each other)."""
+        self.few_cases = few_cases
         # building allocates some 100,000 small objects that all stay alive, and the cyclic
         # collector would walk the growing heap again and again for nothing: about 25 ms of
         # a cold `screen` (benchmarks/results.md)
@@ -177,6 +185,10 @@ class DurableEvaluator:
         check_rule_attributes(ruleset, len(self.aliases))
 
         def laid_out() -> Layout:
+            if self.few_cases:
+                # a rule base the few-cases layout cannot fit gets the expanded one
+                with contextlib.suppress(LayoutError, RuleFileError):
+                    return layout(conjunctions(ruleset, self.compiled, short, FEW_CASES_LIMITS))
             try:
                 return layout(conjunctions(ruleset, self.compiled, short))
             except LayoutError as exc:
@@ -185,13 +197,14 @@ class DurableEvaluator:
         # expanding and laying out took about 120 ms of a cold `screen`: kept on disk by the
         # ruleset's content and the compiling code (cache.py)
         statuses = {(rule.index, bit) for rule in self.compiled for bit in rule.patterns}
-        self.layout = cached_layout(ruleset.sha256, statuses, laid_out)
+        kind = "few" if self.few_cases else ""
+        self.layout = cached_layout(ruleset.sha256, statuses, laid_out, kind)
         check_attributes(list(self.aliases.values()))
         check_slot_ids(SLOTS)
         with _REGISTRY:
-            shared = _HANDLES.get(ruleset.sha256)
+            shared = _HANDLES.get(f"{ruleset.sha256}{kind}")
             if shared is None:
-                shared = _HANDLES[ruleset.sha256] = HandleSet(
+                shared = _HANDLES[f"{ruleset.sha256}{kind}"] = HandleSet(
                     self._create_handles(), threading.Lock()
                 )
         self.shared = shared
@@ -234,7 +247,9 @@ class DurableEvaluator:
         handles = []
         for n, text in enumerate(self.layout.texts):
             try:
-                handle = dre.create_ruleset(f"miss-{self.ruleset.sha256[:12]}-{n}", text)
+                kind = "few-" if self.few_cases else ""
+                name = f"miss-{kind}{self.ruleset.sha256[:12]}-{n}"
+                handle = dre.create_ruleset(name, text)
             except Exception as exc:  # the C extension raises its own error type
                 raise EngineError(f"durable-rules refused ruleset {n}: {exc}") from exc
             handles.append(handle)

@@ -124,32 +124,48 @@ def compile_rules(ruleset: Ruleset) -> Compiled:
 Conjunctions = list[tuple[list[dict[str, Any]], tuple[tuple[int, int], ...]]]
 
 
+# expansion limits tried in turn for the few-cases layout: each pattern expanded as little as
+# durable-rules takes (MAX_PATTERN_OPERATORS), so about a third as many rules to build
+FEW_CASES_LIMITS = tuple(2**n for n in range(MAX_ALTERNATIVES.bit_length()))
+
+
 def conjunctions(
     ruleset: Ruleset,
     compiled: list[CompiledRule],
     convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    limits: Sequence[int] = (MAX_ALTERNATIVES,),
 ) -> Conjunctions:
     """Every status pattern as conjunctions; one shared by several statuses only once.
 
-    A part too wide to expand (MAX_ALTERNATIVES) stays whole inside its conjunctions, with its
-    `$or`s, as long as durable-rules takes the result (MAX_PATTERN_OPERATORS); such a
-    conjunction may match a case once per true branch, which sets the same status bit.
-    `convert` rewrites each test (the evaluator gives attributes their short names).
+    A part too wide to expand (more alternatives than the limit) stays whole inside its
+    conjunctions, with its `$or`s, as long as durable-rules takes the result
+    (MAX_PATTERN_OPERATORS); such a conjunction may match a case once per true branch, which
+    sets the same status bit. Each pattern takes the first of `limits` whose conjunctions
+    durable-rules takes: MAX_ALTERNATIVES alone expands as far as it goes (fastest per case,
+    slowest to build), FEW_CASES_LIMITS as little as it may (the same outcomes: every
+    alternative of a pattern sets the same bit). `convert` rewrites each test (the evaluator
+    gives attributes their short names).
     """
     found: dict[frozenset[Key], tuple[list[dict[str, Any]], list[tuple[int, int]]]] = {}
     for rule in compiled:
         for bit, pattern in rule.patterns.items():
-            for tests in alternatives(pattern, MAX_ALTERNATIVES, convert):
-                operators = sum(boolean_operators(test) for test in tests.values())
-                if operators > MAX_PATTERN_OPERATORS:
-                    raise RuleFileError(
-                        f"scope and condition together need {operators} and/or operators in "
-                        f"one durable-rules pattern (at most {MAX_PATTERN_OPERATORS}), even "
-                        f"split into up to {MAX_ALTERNATIVES} alternatives; simplify the "
-                        "condition or split the rule",
-                        ruleset.rules[rule.index].path,
-                        key="when",
-                    )
+            for limit in limits:
+                options = alternatives(pattern, limit, convert)
+                operators = max(
+                    (sum(map(boolean_operators, tests.values())) for tests in options), default=0
+                )
+                if operators <= MAX_PATTERN_OPERATORS:
+                    break
+            else:
+                raise RuleFileError(
+                    f"scope and condition together need {operators} and/or operators in "
+                    f"one durable-rules pattern (at most {MAX_PATTERN_OPERATORS}), even "
+                    f"split into up to {limits[-1]} alternatives; simplify the "
+                    "condition or split the rule",
+                    ruleset.rules[rule.index].path,
+                    key="when",
+                )
+            for tests in options:
                 entry = found.setdefault(frozenset(tests), (list(tests.values()), []))
                 entry[1].append((rule.index, bit))
     return [(tests, tuple(targets)) for tests, targets in found.values()]
