@@ -157,7 +157,7 @@ def test_bundled_rules_fit_one_ruleset_within_the_stack_budget() -> None:
 
 def test_floats_are_written_so_durable_rules_can_read_them() -> None:
     assert to_durable_json({"x": 1e-05, "y": 2.5, "z": True, "s": "L5-S1"}) == (
-        '{"x": 1.0e-05, "y": 2.5, "z": true, "s": "L5-S1"}'
+        '{"x":1.0e-05,"y":2.5,"z":true,"s":"L5-S1"}'
     )
     evaluator = DurableEvaluator(RULESET)
     facts = build_facts({"slip_percent": 1e-05, "diagnosis": "spondylolisthesis"}, RULESET)

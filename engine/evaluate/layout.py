@@ -230,10 +230,10 @@ class _Tests:
 def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tuple[Layout, Node]:
     """Split conjunctions (similar ones together) into groups behind group tests; model the
     network. Rule names are numbers from `first` on: short, since each action carries one."""
-    texts = [", ".join(map(tests.text, conjunction)) for conjunction, _ in items]
+    texts = [",".join(map(tests.text, conjunction)) for conjunction, _ in items]
     order = sorted(range(len(items)), key=texts.__getitem__)
     size = -(-len(order) // groups)
-    heads = [f"{to_durable_json(GUARD)}, {to_durable_json(group_test(g))}" for g in range(groups)]
+    heads = [f"{to_durable_json(GUARD)},{to_durable_json(group_test(g))}" for g in range(groups)]
     root = Node(("", "root", ""))
     guard = root.child(alpha_key(GUARD))
     rule_texts: list[str] = []
@@ -245,10 +245,10 @@ def _grouped(items: Conjunctions, groups: int, first: int, tests: _Tests) -> tup
         for test in conjunction:  # a part kept whole brings its $or join nodes
             node = add_pattern(node, test) if whole(test) else node.child(tests.node(test))
         name = f"r{first + n}"
-        chain = f"{heads[n // size]}, {texts[item]}"
-        rule_texts.append(f'"{name}": {{"all": [{{"m": {{"$and": [{chain}]}}}}], "cap": {CAP}}}')
+        chain = f"{heads[n // size]},{texts[item]}"
+        rule_texts.append(f'"{name}":{{"all":[{{"m":{{"$and":[{chain}]}}}}],"cap":{CAP}}}')
         targets[name] = stands_for
-    text = "{" + ", ".join(rule_texts) + "}"
+    text = "{" + ",".join(rule_texts) + "}"
     return Layout([text], targets, groups, [stack_bound(root)]), root
 
 
@@ -341,13 +341,15 @@ def _scalar(value: Scalar) -> str:
 
 
 def to_durable_json(value: Any) -> str:
-    """Serialise patterns and facts (dicts, lists, scalars) for the C engine.
+    """Serialise patterns and facts (dicts, lists, scalars) for the C engine, with no spaces
+    (durable-rules parses the ruleset's text again at every level it walks into: fewer bytes,
+    a cheaper create_ruleset at each start).
 
     json.dumps writes the same text, except for floats with an exponent and no fraction
     (`1e-05`), which durable-rules misreads: any text with a digit before an `e` (perhaps
     only in a string) is written the slow way, which spells those `1.0e-05`.
     """
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if _DIGIT_E.search(text) is None:
         return text
     return _durable_json(value)
@@ -367,10 +369,10 @@ def _durable_json(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
         return (
-            "{" + ", ".join(f"{json.dumps(k)}: {_durable_json(v)}" for k, v in value.items()) + "}"
+            "{" + ",".join(f"{json.dumps(k)}:{_durable_json(v)}" for k, v in value.items()) + "}"
         )
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_durable_json(v) for v in value) + "]"
+        return "[" + ",".join(_durable_json(v) for v in value) + "]"
     raise TypeError(f"cannot serialise {type(value).__name__} for durable-rules")
 
 
