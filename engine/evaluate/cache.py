@@ -14,15 +14,19 @@ Where: engine.cachedir (`$MISS_SCREEN_CACHE_DIR`, empty for none).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from engine.cachedir import CACHE_ENV, cache_dir, prune, read_json, write_json
-from engine.evaluate.layout import Layout
+from engine.dictionary import FIELDS_BY_NAME
+from engine.evaluate.layout import STATUS_BITS, Layout, Outline
+from engine.evaluate.patterns import ruled_out_key
+from engine.models import RuleStatus
 
-__all__ = ["CACHE_ENV", "cache_dir", "cached_layout", "code_digest", "layout_key"]
+__all__ = ["CACHE_ENV", "cache_dir", "cached_layout", "cached_outline", "code_digest", "layout_key"]
 
 FORMAT = 1  # bump when the file's shape changes
 KEEP = 8  # layouts kept (other rules directories, other versions of the code)
@@ -32,9 +36,11 @@ ENGINE = Path(__file__).resolve().parent.parent  # the engine package
 SOURCES = ("evaluate", "rules", "dictionary.py", "models.py")
 
 
+@functools.cache
 def code_digest() -> str:
     """sha256 of every source file a layout depends on (SOURCES), by relative path; OSError
-    when there is none to read (an install without .py files: nothing to key by)."""
+    when there is none to read (an install without .py files: nothing to key by). Read once
+    per process: the code it stands for was imported once too."""
     digest = hashlib.sha256()
     found = sorted(_sources(), key=lambda p: p.relative_to(ENGINE).as_posix())
     if not any(p.name == "layout.py" for p in found):
@@ -127,3 +133,71 @@ def _write(path: Path, key: str, made: Layout) -> None:
             "bounds": made.bounds,
         },
     )
+
+
+# --- the outline of the compiled rules (layout.Outline), beside the layout ----------------------
+
+
+def cached_outline(ruleset_sha256: str, rules: int, compute: Callable[[], Outline]) -> Outline:
+    """The outline from the cache if a sound one for `rules` rules is there, else `compute()`
+    (then cached). Sound: one entry per rule, known status bits and statuses, and value sets
+    of known fields whose values the fields can take."""
+    folder = cache_dir()
+    if folder is None:
+        return compute()
+    try:
+        key = layout_key(ruleset_sha256, "outline")
+    except OSError:  # a source file unreadable: no key we can trust
+        return compute()
+    path = folder / f"outline-{key}.json"
+    found = _read_outline(path, key, rules)
+    if found is not None:
+        return found
+    made = compute()
+    write_json(
+        path,
+        {
+            "format": FORMAT,
+            "key": key,
+            "bits": [list(bits) for bits in made.bits],
+            "defaults": [[str(status), value] for status, value in made.defaults],
+            "value_sets": {
+                name: [sorted(values, key=repr) for values in sets]
+                for name, sets in made.value_sets.items()
+            },
+        },
+    )
+    prune(folder, "outline-*.json", KEEP)
+    return made
+
+
+def _read_outline(path: Path, key: str, rules: int) -> Outline | None:
+    data = read_json(path)
+    try:
+        if data["format"] != FORMAT or data["key"] != key:
+            return None
+        bits = [tuple(b) for b in data["bits"]]
+        defaults = [(RuleStatus(status), value) for status, value in data["defaults"]]
+        value_sets = {
+            name: [frozenset(values) for values in sets]
+            for name, sets in data["value_sets"].items()
+        }
+        ok = (
+            len(bits) == len(defaults) == rules
+            and all(type(bit) is int and bit in STATUS_BITS for b in bits for bit in b)
+            and all(value is None or type(value) is bool for _, value in defaults)
+            and all(name in FIELDS_BY_NAME for name in value_sets)
+            and all(
+                isinstance(v, str | int | float)
+                for sets in value_sets.values()
+                for values in sets
+                for v in values
+            )
+        )
+        if ok:  # every value one its field can take (raises ValueError otherwise)
+            for name, sets in value_sets.items():
+                for values in sets:
+                    ruled_out_key(name, values)
+    except (ValueError, KeyError, TypeError, AttributeError):  # damaged, or not ours
+        return None
+    return Outline(bits, defaults, value_sets) if ok else None

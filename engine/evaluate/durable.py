@@ -25,6 +25,7 @@ the whole fact's text.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import re
@@ -42,11 +43,12 @@ from engine.evaluate.base import (
     EXPLAINED_STATUSES,
     explained_outcome,
 )
-from engine.evaluate.cache import cached_layout
+from engine.evaluate.cache import cached_layout, cached_outline
 from engine.evaluate.layout import (
     FEW_CASES_LIMITS,
     STATUS_BITS,
     Layout,
+    Outline,
     _blame,
     _scalar,
     check_attributes,
@@ -153,19 +155,19 @@ class DurableEvaluator:
 
     def _build(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
-        compiled = compile_rules(ruleset)
-        self.compiled = compiled.rules
+        # the rules' patterns are compiled only when the layout or its outline is not cached
+        compiled = functools.cache(lambda: compile_rules(ruleset))
+        outline = cached_outline(ruleset.sha256, len(ruleset.rules), lambda: Outline.of(compiled()))
         self._ready: list[list[RuleOutcome | None]] = []  # per rule, outcome by status mask
         # a rule none of whose patterns matched takes its default outcome, shared by every case
         self._defaults: list[RuleOutcome] = []
-        for rule, compiled_rule in zip(ruleset.rules, self.compiled, strict=True):
-            status, when = compiled_rule.default
+        for rule, (status, when) in zip(ruleset.rules, outline.defaults, strict=True):
             if when is None and status in EXPLAINED_STATUSES:  # it would need the case
                 raise EngineError(f"{rule.id} is unknown when none of its patterns fires")
             self._defaults.append(settled_outcome(rule.id, status))
             self._ready.append(_outcome_table(rule.id, self._defaults[-1]))
         self.fields = sorted(ruleset.fields_read)
-        flags = [ruled_out_key(f, v) for f, sets in compiled.value_sets.items() for v in sets]
+        flags = [ruled_out_key(f, v) for f, sets in outline.value_sets.items() for v in sets]
         # durable-rules gets short attribute names: every match carries the whole fact's text,
         # which the C engine copies and we scan for ids, so its length costs twice per match
         self.aliases = {name: f"_{n:x}" for n, name in enumerate([*self.fields, *flags])}
@@ -188,15 +190,15 @@ class DurableEvaluator:
             if self.few_cases:
                 # a rule base the few-cases layout cannot fit gets the expanded one
                 with contextlib.suppress(LayoutError, RuleFileError):
-                    return layout(conjunctions(ruleset, self.compiled, short, FEW_CASES_LIMITS))
+                    return layout(conjunctions(ruleset, compiled().rules, short, FEW_CASES_LIMITS))
             try:
-                return layout(conjunctions(ruleset, self.compiled, short))
+                return layout(conjunctions(ruleset, compiled().rules, short))
             except LayoutError as exc:
                 raise _blame(ruleset, exc.rules, str(exc)) from None
 
         # expanding and laying out took about 120 ms of a cold `screen`: kept on disk by the
         # ruleset's content and the compiling code (cache.py)
-        statuses = {(rule.index, bit) for rule in self.compiled for bit in rule.patterns}
+        statuses = {(index, bit) for index, bits in enumerate(outline.bits) for bit in bits}
         kind = "few" if self.few_cases else ""
         self.layout = cached_layout(ruleset.sha256, statuses, laid_out, kind)
         check_attributes(list(self.aliases.values()))
@@ -214,7 +216,7 @@ class DurableEvaluator:
         # per constrained field, (value set, flag text) for each set the patterns read
         self._flag_keys = [
             (field, [(values, f',"{alias[ruled_out_key(field, values)]}":true') for values in sets])
-            for field, sets in compiled.value_sets.items()
+            for field, sets in outline.value_sets.items()
         ]
         self._keys = {name: f',"{alias[name]}":' for name in self.fields}
         # the text of every enumerated and boolean value, ready to splice in; nothing for a

@@ -75,6 +75,32 @@ class Compiled:
     value_sets: dict[str, list[frozenset[Scalar]]]
 
 
+class Outline:
+    """What screening needs of the compiled rules once their layout is known: each rule's
+    status bits that have a pattern, its status and value when none matches, and the value sets
+    whose ruled-out flags facts carry. Kept on disk beside the layout (cache.py): computing it
+    compiles every rule's patterns again, about 2 % of a cold `screen`."""
+
+    __slots__ = ("bits", "defaults", "value_sets")
+
+    def __init__(
+        self,
+        bits: list[tuple[int, ...]],
+        defaults: list[tuple[RuleStatus, bool | None]],
+        value_sets: dict[str, list[frozenset[Scalar]]],
+    ) -> None:
+        self.bits = bits
+        self.defaults = defaults
+        self.value_sets = value_sets
+
+    @classmethod
+    def of(cls, compiled: Compiled) -> Outline:
+        rules = compiled.rules
+        return cls(
+            [tuple(r.patterns) for r in rules], [r.default for r in rules], compiled.value_sets
+        )
+
+
 def status_patterns(
     scope: KleenePatterns | None, when: KleenePatterns
 ) -> tuple[dict[int, dict[str, Any]], tuple[RuleStatus, bool | None]]:
@@ -368,9 +394,7 @@ def _durable_json(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
-        return (
-            "{" + ",".join(f"{json.dumps(k)}:{_durable_json(v)}" for k, v in value.items()) + "}"
-        )
+        return "{" + ",".join(f"{json.dumps(k)}:{_durable_json(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(_durable_json(v) for v in value) + "]"
     raise TypeError(f"cannot serialise {type(value).__name__} for durable-rules")
