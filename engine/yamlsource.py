@@ -230,12 +230,14 @@ class ParsedCache:
             self.stored = found
         self.used: dict[str, str] = {}
         self.added = False
+        self.seen: list[str] = []  # the sha256 of every text parsed, in order (stamp.py)
 
     def parse(self, text: str) -> YamlDocument:
         """parse_yaml(text), from the cache when this text was parsed before."""
         if self.path is None:
             return parse_yaml(text)
         digest = hashlib.sha256(text.encode()).hexdigest()
+        self.seen.append(digest)
         kept = self.stored.get(digest)
         if kept is not None:
             self.used[digest] = kept

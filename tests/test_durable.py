@@ -440,6 +440,7 @@ def test_a_rule_unknown_when_nothing_fires_is_refused(monkeypatch: pytest.Monkey
         return compiled
 
     monkeypatch.setattr(durable, "compile_rules", folded)
+    monkeypatch.setenv("MISS_SCREEN_CACHE_DIR", "")  # compiled now, not read from the cache
     with pytest.raises(EngineError, match="unknown when none of its patterns fires"):
         DurableEvaluator(RULESET)
 

@@ -26,6 +26,7 @@ from engine.models import (
 )
 from engine.rules.condition import Cond, fields_of, parse_condition, parse_expression
 from engine.rules.ruleset import Constraint, DerivedRule, Rule, Ruleset, points_key
+from engine.rules.stamp import stamp_from_cache
 from engine.yamlsource import ParsedCache, YamlDocument, YamlError, parse_yaml
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -162,7 +163,7 @@ def load_ruleset(directory: str | Path) -> Ruleset:
     errors.parsed.save()
     if meta is None or policy is None:  # pragma: no cover - raise_if_any raised already
         raise RuleFileError("ruleset.yaml or policy.yaml could not be loaded", str(root))
-    return Ruleset(
+    ruleset = Ruleset(
         name=meta.name,
         version=meta.version,
         directory=str(root),
@@ -171,6 +172,8 @@ def load_ruleset(directory: str | Path) -> Ruleset:
         constraints=tuple(constraints),
         policy=policy,
     )
+    stamp_from_cache(ruleset, errors.parsed)
+    return ruleset
 
 
 def _load_model(path: Path, model: type[Model], errors: _Collector) -> Model | None:
