@@ -36,24 +36,30 @@ ENGINE = Path(__file__).resolve().parent.parent  # the engine package
 SOURCES = ("evaluate", "rules", "dictionary.py", "models.py")
 
 
-@functools.cache
 def code_digest() -> str:
     """sha256 of every source file a layout depends on (SOURCES), by relative path; OSError
-    when there is none to read (an install without .py files: nothing to key by). Read once
-    per process: the code it stands for was imported once too."""
+    when there is none to read (an install without .py files: nothing to key by)."""
+    return _digest_of(ENGINE)
+
+
+@functools.cache
+def _digest_of(engine: Path) -> str:
+    """code_digest of the engine package at `engine`, read once per process (the outline and
+    the layout both need it): the code it stands for was imported once too."""
     digest = hashlib.sha256()
-    found = sorted(_sources(), key=lambda p: p.relative_to(ENGINE).as_posix())
+    found = sorted(_sources(engine), key=lambda p: p.relative_to(engine).as_posix())
     if not any(p.name == "layout.py" for p in found):
-        raise FileNotFoundError(ENGINE / "evaluate" / "layout.py")
+        raise FileNotFoundError(engine / "evaluate" / "layout.py")
     for path in found:
-        digest.update(path.relative_to(ENGINE).as_posix().encode() + b"\0")
+        digest.update(path.relative_to(engine).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
-def _sources() -> Iterable[Path]:
+def _sources(engine: Path | None = None) -> Iterable[Path]:
+    engine = ENGINE if engine is None else engine
     for name in SOURCES:
-        path = ENGINE / name
+        path = engine / name
         yield from path.rglob("*.py") if path.is_dir() else [path]
 
 
