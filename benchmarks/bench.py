@@ -416,7 +416,9 @@ def cold_screens(commands: dict[str, list[str]], runs: int) -> dict[str, tuple[f
     shells, would have every run compile the engine's sources, about 0.1 s), and the rules
     cache warm, in a folder of its own: the shared one (~/.cache/miss-screen) keeps the parsed
     YAML of the last rules loaded only, so any other checkout's run in between would make the
-    next run here a cold one.
+    next run here a cold one. Warm, `screen` reads the parsed YAML, the ruleset's stamp, the
+    compiled rules' outline and its own few-cases durable-rules layout (about a third of the
+    batch layout's rules) from there, and builds durable-rules from that layout.
     """
     walls: dict[str, list[float]] = {name: [] for name in commands}
     cpus: dict[str, list[float]] = {name: [] for name in commands}
