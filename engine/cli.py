@@ -113,7 +113,7 @@ from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
-from engine.screener import Screener
+from engine.screener import COHORT_ENGINE, ENGINES, Screener
 from engine.service.limits import Limits
 
 if TYPE_CHECKING:
@@ -190,11 +190,6 @@ class ScreenFormat(StrEnum):
 class ListFormat(StrEnum):
     text = "text"
     json = "json"
-
-
-class Engine(StrEnum):
-    durable = "durable"
-    reference = "reference"
 
 
 # what a full disk, a read-only folder or a folder in place of a file raise: never our bug
@@ -331,6 +326,26 @@ SiteOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def engine_named(name: str) -> str:
+    """--engine's value if engine.screener.ENGINES lists it (the one list: a new engine is
+    offered by every command at once); otherwise a usage error (exit 2) before anything is read."""
+    if name not in ENGINES:
+        raise typer.BadParameter(f"expected one of {', '.join(ENGINES)}, not {name!r}")
+    return name
+
+
+ENGINE_METAVAR = "|".join(ENGINES)
+CohortEngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        parser=engine_named,
+        metavar=ENGINE_METAVAR,
+        help="Evaluator for every row; the same outputs on each (reference is the test oracle).",
+    ),
+]
 MapOption = Annotated[
     str | None,
     typer.Option(
@@ -400,8 +415,14 @@ def screen(
         ),
     ] = None,
     engine: Annotated[
-        Engine, typer.Option("--engine", help="Evaluator (reference is the test oracle).")
-    ] = Engine.durable,
+        str,
+        typer.Option(
+            "--engine",
+            parser=engine_named,
+            metavar=ENGINE_METAVAR,
+            help="Evaluator (reference is the test oracle).",
+        ),
+    ] = "durable",
     fhir: Annotated[
         str | None,
         typer.Option(
@@ -517,7 +538,7 @@ def screen_fhir(
     rules: Path,
     site: str | None,
     fail_on: Verdict | None,
-    engine: Engine,
+    engine: str,
     reference_date: str | None,
     *,
     out: str | None = None,
@@ -843,6 +864,7 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    engine: CohortEngineOption = COHORT_ENGINE,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -855,7 +877,7 @@ def batch(
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
         from engine.batch.startup import start_fork_server
 
-        start_fork_server(str(rules))  # its workers' imports and rules, while this one starts
+        start_fork_server(str(rules), engine)  # its workers' imports and rules, meanwhile
     from engine.batch.run import (  # heavy: pyarrow
         BatchOptions,
         default_errors_path,
@@ -914,6 +936,7 @@ def batch(
         mapping=read_mapping(mapping),
         pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
         stall_timeout=stall_timeout,
+        engine=engine,
     )
     progress_style = (
         "none"
@@ -1585,6 +1608,7 @@ def rules_diff(
         bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
     ] = False,
     mapping: MapOption = None,
+    engine: CohortEngineOption = COHORT_ENGINE,
 ) -> None:
     """Screen a cohort with two rule sets and report what changed, rule by rule and case by case."""
     from engine.research.diff import diff_cohort
@@ -1603,6 +1627,7 @@ def rules_diff(
         changes_out=changes,
         all_outcome_changes=all_outcomes,
         mapping=read_mapping(mapping),
+        engine=engine,
     )
     if fmt is ReportFormat.json:
         text = json.dumps(report.as_json(), indent=2) + "\n"
@@ -1676,6 +1701,7 @@ def agree(
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 2026,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
     mapping: MapOption = None,
+    engine: CohortEngineOption = COHORT_ENGINE,
 ) -> None:
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
     require("research", "miss-screen agree")
@@ -1695,6 +1721,7 @@ def agree(
         seed=seed,
         mapping=read_mapping(mapping),
         allow_columns=frozenset(allow_column or ()),
+        engine=engine,
     )
     if fmt is ReportFormat.json:
         _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")

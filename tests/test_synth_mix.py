@@ -98,7 +98,9 @@ def test_the_bundled_cohort_is_seed_2026_regenerated(tmp_path: Path) -> None:
     synth.write_cohort(fresh, 500, 2026)
     assert BUNDLED.read_bytes() == fresh.read_bytes()
     slic = [name for name in _csv(BUNDLED)[0] if name.startswith("slic_")]
-    assert slic == ["slic_morphology", "slic_dlc", "slic_neuro", "slic_cord_compression", "slic_score"]
+    assert slic == [
+        "slic_morphology", "slic_dlc", "slic_neuro", "slic_cord_compression", "slic_score"
+    ]
     assert all(any(row[name] for row in _csv(BUNDLED)) for name in slic)
 
 
