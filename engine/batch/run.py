@@ -441,7 +441,7 @@ def run_batch(
     try:
         runner = ChunkRunner(run.config, options.workers, options.stall_timeout, notice)
         # closed on every path, not when a traceback that holds it is freed (issue 26)
-        with contextlib.closing(_all_chunks(run.readers)) as chunks:
+        with contextlib.closing(all_chunks(run.readers)) as chunks:
             for result in runner.run(chunks):
                 run.consume(result)
                 if progress is not None:
@@ -452,7 +452,7 @@ def run_batch(
         raise
 
 
-def _all_chunks(readers: list[TableReader]) -> Generator[Chunk, None, None]:
+def all_chunks(readers: list[TableReader]) -> Generator[Chunk, None, None]:
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
     index = 0
     for reader in readers:

@@ -211,6 +211,12 @@ def init_worker(config: WorkerConfig) -> None:
     gc.set_threshold(GC_THRESHOLD)
 
 
+def use_screener(config: WorkerConfig, screener: Screener) -> None:
+    """Screen this process's chunks with a Screener built in memory, from rules no directory
+    holds (`rules sweep`'s copies with one constant moved); `config` carries their sha256."""
+    _STATE.config, _STATE.loaded, _STATE.screener = config, screener, screener
+
+
 def id_hash(case_id: str) -> int:
     """A stable signed 64-bit hash of a case_id, for finding duplicates without keeping ids."""
     return int.from_bytes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -436,9 +436,15 @@ def _value_fits(spec: FieldSpec, value: Scalar) -> bool:
     return isinstance(value, str)
 
 
-def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> list[Rule]:
+def condition_fields(derived: Sequence[DerivedRule]) -> dict[str, FieldSpec]:
+    """The fields a screening rule's condition may read: the inputs and the derived ones."""
     available: dict[str, FieldSpec] = dict(INPUT_FIELDS)
     available.update({d.field: d.spec for d in derived})
+    return available
+
+
+def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> list[Rule]:
+    available = condition_fields(derived)
     undefined_derived = {
         name for name, spec in FIELDS_BY_NAME.items() if spec.group is FieldGroup.derived
     } - set(available)
