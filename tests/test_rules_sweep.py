@@ -255,3 +255,19 @@ def test_an_identifier_column_in_the_cohort_is_refused_and_its_values_never_show
     assert "patient_name" in done.stderr
     assert "Lopez" not in done.stderr + done.stdout
     assert not out.exists()
+
+
+@pytest.mark.timeout(120)
+def test_each_value_is_screened_in_a_process_that_ends_with_it() -> None:
+    """durable-rules never frees a ruleset it built (about 50 MB each): a sweep that built one
+    per value in this process would grow with every value; none of them is built here."""
+    from engine.batch.run import BatchOptions
+    from engine.batch.worker import OutputFormat
+    from engine.evaluate import durable
+    from engine.research.sweep import sweep_cohort
+
+    options = BatchOptions([str(COHORT)], "-", OutputFormat.csv, str(RULES_DIR), engine="durable")
+    report = sweep_cohort(RULESET, "RAD-005", [38, 39], options)
+    built_here = set(durable._HANDLES)
+    assert [p.ruleset_sha256 in built_here for p in report.points] == [False, False]
+    assert report.points[0].rule_fired > report.points[1].rule_fired > 0

@@ -10,7 +10,10 @@ other rules (those that read the same field included) keep their own thresholds.
 The cohort is read once, through the batch readers and their identifier guard
 (engine.batch.run.open_inputs), and its chunks kept; each value's ruleset then screens them in
 this process through the batch worker's own path (engine.batch.worker.screen_chunk), with the
-engine asked, so a sweep sees exactly what `batch` would. Validation comes before evaluation, so
+engine asked, so a sweep sees exactly what `batch` would. Each value is screened in a process of
+its own, which ends with it: durable-rules never frees a ruleset it has built (about 50 MB each,
+engine/evaluate/durable.py HandleSet), so one process would grow with every value of a long
+sweep. Validation comes before evaluation, so
 every value rejects the same rows and the screened rows line up value by value: a row's verdict
 codes are compared between neighbouring values to count the cases that change. `_screen_point`
 is the one place that screens a point: an engine able to re-evaluate one rule alone on cached
@@ -22,7 +25,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import multiprocessing
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
@@ -32,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.batch.run import BatchOptions, all_chunks, open_inputs
+from engine.batch.startup import forbid_core_dumps
 from engine.batch.worker import OutputFormat, WorkerConfig, screen_chunk, use_screener
 from engine.errors import RuleFileError, UsageError
 from engine.io.deid import escape_text, shown_case_id
@@ -326,6 +332,20 @@ def _screen_point(
     )
 
 
+def _point_in_child(
+    chunks: Sequence[Chunk],
+    ruleset: Ruleset,
+    engine: str,
+    site: dict[str, Any],
+    config: WorkerConfig,
+    rule_id: str,
+) -> _Screened:
+    """_screen_point in a process of its own (ProcessPoolExecutor, one task per process)."""
+    forbid_core_dumps()  # it holds case data, as a batch worker does
+    screener = Screener.from_ruleset(ruleset, engine, MappingProxyType(site))
+    return _screen_point(chunks, screener, config, rule_id)
+
+
 def _step(low: Point, high: Point, before: _Screened, after: _Screened, keep: int) -> Step:
     if len(before.codes) != len(after.codes):  # validation precedes evaluation: cannot differ
         raise RuntimeError("the screened rows differ between two values of a sweep")
@@ -379,35 +399,56 @@ def sweep_cohort(
         ignored_columns=ignored,
         examples=examples,
     )
-    site = MappingProxyType(options.site)
     previous: tuple[Point, _Screened] | None = None
-    for value, swept in zip(values, rulesets, strict=True):
-        config = WorkerConfig(
-            rules_dir=options.rules_dir,
-            ruleset_sha256=swept.sha256,
-            site=options.site,
-            output_format=OutputFormat.csv,
-            ignored_columns=frozenset(ignored),
-            in_process=True,
-            mapping=options.mapping,
-            engine=engine,
-        )
-        screened = _screen_point(
-            chunks, Screener.from_ruleset(swept, engine, site), config, rule.id
-        )
-        moved = swept.by_id[rule.id]
-        point = Point(
-            value=value,
-            condition=(f"{to_text(moved.scope)} / " if moved.scope else "") + to_text(moved.when),
-            ruleset_sha256=swept.sha256,
-            verdicts={v: screened.verdicts[v] for v in VERDICTS},
-            rule_fired=screened.rule_fired,
-        )
-        report.points.append(point)
-        if previous is None:
-            report.rows_read, report.rows_rejected = screened.rows, screened.rejected
-            report.rows_screened = len(screened.codes)
-        else:
-            report.steps.append(_step(previous[0], point, previous[1], screened, examples))
-        previous = (point, screened)
+    points = ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("forkserver"), max_tasks_per_child=1
+    )
+    with points:
+        for value, swept in zip(values, rulesets, strict=True):
+            previous = _add_point(report, rule.id, value, swept, chunks, options, points, previous)
     return report
+
+
+def _add_point(
+    report: SweepReport,
+    rule_id: str,
+    value: int | float,
+    swept: Ruleset,
+    chunks: Sequence[Chunk],
+    options: BatchOptions,
+    points: ProcessPoolExecutor,
+    previous: tuple[Point, _Screened] | None,
+) -> tuple[Point, _Screened]:
+    """Screen the cohort at one value (in a fresh process) and add it, and its step from the
+    previous value, to the report."""
+    config = WorkerConfig(
+        rules_dir=options.rules_dir,
+        ruleset_sha256=swept.sha256,
+        site=options.site,
+        output_format=OutputFormat.csv,
+        ignored_columns=frozenset(report.ignored_columns),
+        in_process=True,
+        mapping=options.mapping,
+        engine=report.engine,
+    )
+    # a fresh copy: what a process computed from `swept` (compiled closures) does not pickle
+    fresh = dataclasses.replace(swept)
+    task = points.submit(
+        _point_in_child, chunks, fresh, report.engine, dict(options.site), config, rule_id
+    )
+    screened = task.result()
+    moved = swept.by_id[rule_id]
+    point = Point(
+        value=value,
+        condition=(f"{to_text(moved.scope)} / " if moved.scope else "") + to_text(moved.when),
+        ruleset_sha256=swept.sha256,
+        verdicts={v: screened.verdicts[v] for v in VERDICTS},
+        rule_fired=screened.rule_fired,
+    )
+    report.points.append(point)
+    if previous is None:
+        report.rows_read, report.rows_rejected = screened.rows, screened.rejected
+        report.rows_screened = len(screened.codes)
+    else:
+        report.steps.append(_step(previous[0], point, previous[1], screened, report.examples))
+    return point, screened
