@@ -188,6 +188,9 @@ BAD_ARGUMENTS = {
     "rule-file-path": (
         [str(RAD_005), "--from", "1", "--to", "2", "--step", "1"], "no rule"
     ),
+    "rule-id-of-100k-characters": (
+        ["RAD-005" * 15_000, "--from", "1", "--to", "2", "--step", "1"], "no rule 'RAD-005RAD"
+    ),
     "misspelt-rule": (["RAD-05", "--from", "1", "--to", "2", "--step", "1"], "no rule"),
     "no-numeric-constant": (
         ["ACC-013", "--from", "1", "--to", "2", "--step", "1"], "no numeric constant"

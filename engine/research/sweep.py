@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import difflib
 import math
 import multiprocessing
 from collections.abc import Iterator, Sequence
@@ -126,8 +127,6 @@ def pick_constant(ruleset: Ruleset, spec: str) -> tuple[Rule, Constant]:
     rule_id, colon, number_text = spec.rpartition(":") if ":" in spec else (spec, "", "")
     rule = ruleset.by_id.get(rule_id)
     if rule is None:
-        import difflib
-
         close = difflib.get_close_matches(rule_id.upper(), list(ruleset.by_id), n=1)
         hint = f"; did you mean {close[0]}?" if close else " (miss-screen rules list shows them)"
         raise UsageError(f"no rule {escape_text(rule_id, 40)!r} in {ruleset.directory}{hint}")
