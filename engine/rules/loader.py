@@ -88,6 +88,8 @@ def read_yaml_file(
         raise RuleFileError("file is nested too deeply or holds a value too long", where) from None
 
 
+# folders of a rules directory that hold no screening rule (patient: the patient summary's words)
+NOT_RULE_FOLDERS = ("derived", "terminology", "patient")
 _KEY_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,39}")  # how every key of a rules folder file looks
 
 
@@ -446,7 +448,7 @@ def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> l
     ids: dict[str, str] = {}
     names: dict[str, str] = {}
     for path in sorted(root.glob("*/*.yaml")):
-        if path.parent.name in ("derived", "terminology") or path.name.endswith(".cases.yaml"):
+        if path.parent.name in NOT_RULE_FOLDERS or path.name.endswith(".cases.yaml"):
             continue
         where = str(path)
         try:
