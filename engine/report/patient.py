@@ -15,6 +15,7 @@ back to the clinical message would not be plain.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import textwrap
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,7 @@ class Section:
     sources: tuple[Link, ...] = ()
     source_lead: str = ""
     urgent: bool = False
+    inline: bool = False  # short words: one paragraph on the printed page, a list in the text
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,6 @@ class PatientSummary:
     sections: tuple[Section, ...]
     disclaimer: str
     made_by: str
-
-    def texts(self) -> list[str]:
-        """Every piece of text a patient reads, one sentence unit each (a list item reads as a
-        sentence of its own): what the readability test measures."""
-        out = [self.title, self.intro]
-        for section in self.sections:
-            out += [section.heading, section.lead, *section.items]
-            out += [section.source_lead, *(s.text for s in section.sources)]
-        return [t for t in [*out, self.disclaimer, self.made_by] if t]
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -225,6 +218,7 @@ def build_patient_summary(
             if looked
             else words.looked_at.none,
             _field_words(looked, words),
+            inline=True,
         )
     )
     benefits = [f for f in result.findings if f.category is Category.benefit]
@@ -275,18 +269,7 @@ def build_patient_summary(
         language=words.language,
         title=words.title,
         intro=" ".join(words.intro.split()),
-        sections=tuple(
-            Section(
-                s.key,
-                s.heading,
-                " ".join(s.lead.split()),
-                s.items,
-                s.sources,
-                s.source_lead,
-                s.urgent,
-            )
-            for s in sections
-        ),
+        sections=tuple(dataclasses.replace(s, lead=" ".join(s.lead.split())) for s in sections),
         disclaimer=" ".join(words.disclaimer.split()),
         made_by=words.made_by.format(
             tool_version=result.tool_version,
