@@ -389,6 +389,8 @@ def test_a_translation_is_one_file_and_gives_every_rule_text(tmp_path: Path) -> 
         ({"fields": {"case_id": "your number"}}, "not a case field"),
         ({"rules": {"../etc": {"patient": "nothing at all here"}}}, "a rule id is expected"),
         ({"language": "de"}, "the file name says xx"),
+        ({"made_by": "miss-screen {tool_version.__class__}"}, "braces may hold only"),
+        ({"made_by": "miss-screen {version}"}, "braces may hold only"),
     ],
 )
 def test_a_bad_words_file_is_named_with_its_line(

@@ -271,10 +271,12 @@ def build_patient_summary(
         intro=" ".join(words.intro.split()),
         sections=tuple(dataclasses.replace(s, lead=" ".join(s.lead.split())) for s in sections),
         disclaimer=" ".join(words.disclaimer.split()),
-        made_by=words.made_by.format(
-            tool_version=result.tool_version,
-            ruleset=result.ruleset.name,
-            ruleset_version=result.ruleset.version,
+        made_by=words.made_by_line(
+            {
+                "tool_version": result.tool_version,
+                "ruleset": result.ruleset.name,
+                "ruleset_version": result.ruleset.version,
+            }
         ),
     )
 

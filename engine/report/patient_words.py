@@ -23,6 +23,7 @@ from engine.rules.loader import read_yaml_file
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Z]{2})?")  # en, de, pt-BR: never a path
 ENGLISH = "en"
+MADE_BY_FIELDS = ("tool_version", "ruleset", "ruleset_version")
 _Text = Field(min_length=3, max_length=600)
 
 
@@ -83,7 +84,7 @@ class PatientWords(BaseModel):
     ask_team: AskTeamWords
     closing: ClosingWords
     disclaimer: str = _Text
-    made_by: str = _Text  # {tool_version}, {ruleset} and {ruleset_version} are filled in
+    made_by: str = _Text  # its MADE_BY_FIELDS in braces are filled in (made_by_line)
     fields: dict[str, str]
     rules: dict[str, RuleWords] = Field(default_factory=dict)
 
@@ -97,6 +98,23 @@ class PatientWords(BaseModel):
         if short:
             raise ValueError(f"words of 3 to 120 characters expected for: {', '.join(short)}")
         return fields
+
+    @field_validator("made_by")
+    @classmethod
+    def _made_by_fields(cls, text: str) -> str:
+        """Only the names of MADE_BY_FIELDS in braces: filled by replacement, never str.format
+        (a words file is data; `{ruleset.__class__}` must not reach an attribute)."""
+        left = re.sub("|".join(f"\\{{{name}\\}}" for name in MADE_BY_FIELDS), "", text)
+        if "{" in left or "}" in left:
+            raise ValueError(f"braces may hold only {', '.join(MADE_BY_FIELDS)}")
+        return text
+
+    def made_by_line(self, values: dict[str, str]) -> str:
+        """`made_by` with each field's value in place of its name in braces."""
+        line = self.made_by
+        for name in MADE_BY_FIELDS:
+            line = line.replace(f"{{{name}}}", values[name])
+        return line
 
     @field_validator("rules")
     @classmethod
