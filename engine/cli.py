@@ -1419,6 +1419,12 @@ def rules_show(
     stdout.print(f"message: {escape(meta.message)}")
     if meta.asks_because:
         stdout.print(f"asks because: {escape(meta.asks_because)}")
+    if meta.patient:
+        stdout.print(f"for the patient: {escape(meta.patient)}")
+    if meta.safety_net:
+        stdout.print(f"warning symptoms: {escape('; '.join(meta.safety_net.symptoms))}")
+        for source in meta.safety_net.sources:
+            stdout.print(f"warning symptoms from: {escape(source_text(source))}")
     _show_why(meta.rationale, meta.sources, meta.notes)
 
 
