@@ -72,7 +72,7 @@ def reading_units(summary: PatientSummary) -> str:
     units = [summary.title, summary.intro]
     for section in summary.sections:
         units += [section.heading, section.lead, *section.items, section.source_lead]
-        units += [s.text for s in section.sources]
+        units += [s.citation for s in section.sources]
     units += [summary.disclaimer, summary.made_by]
     return " ".join(u if u[-1] in ".!?:" else u + "." for u in units if u)
 
@@ -156,9 +156,13 @@ def test_an_open_red_flag_lists_its_warning_signs_and_their_source() -> None:
             for symptom in safety.symptoms:
                 assert unwrapped(symptom) in net.items, (path.stem, symptom)
             for source in safety.sources:
-                assert source.citation in [s.text for s in net.sources], (path.stem, rule_id)
+                assert source.citation in [s.citation for s in net.sources], (path.stem, rule_id)
         text = unwrapped(render_patient_text(summary))
         assert net.source_lead in text
+        page = render_patient_html(summary)
+        for source in net.sources:
+            assert source.citation in text  # in full, with its address, in the text
+            assert f'title="{escape(source.citation)}">{escape(source.short)}</a>' in page
     assert seen_open >= 2
     assert seen_closed >= 10
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Literal
 from engine.dictionary import FIELDS, SETTING_FIELDS
 from engine.errors import RuleFileError, UsageError
 from engine.models import Category, Result, Severity, SourceRef
-from engine.report.case_html import Link, source_link
+from engine.report.case_html import source_link
 from engine.report.html import report_environment
 from engine.report.patient_words import ENGLISH, PatientWords, load_patient_words
 from engine.rules.bundled import bundled_rules_dir
@@ -40,6 +41,24 @@ _FIELD_ORDER = {spec.name: i for i, spec in enumerate(FIELDS)}
 
 
 @dataclass(frozen=True)
+class Source:
+    """A cited source as the page names it: the citation in full (the text output, the link's
+    title) and up to its first full stop or colon (its author or publisher: what the printed
+    page shows, so the warning signs of three open red flags and their five sources still fit
+    one page), with its address."""
+
+    citation: str
+    short: str
+    href: str | None
+
+
+def source_of(ref: SourceRef) -> Source:
+    """A source with the best address it has (engine/report/case_html.py source_link)."""
+    first = re.split(r"\. |: ", ref.citation, maxsplit=1)[0]
+    return Source(ref.citation, first if len(first) >= 3 else ref.citation, source_link(ref).href)
+
+
+@dataclass(frozen=True)
 class Section:
     """One block of the page: a heading (or none), a lead, items, and sources below them."""
 
@@ -47,7 +66,7 @@ class Section:
     heading: str
     lead: str = ""
     items: tuple[str, ...] = ()
-    sources: tuple[Link, ...] = ()
+    sources: tuple[Source, ...] = ()
     source_lead: str = ""
     urgent: bool = False
     inline: bool = False  # short words: one paragraph on the printed page, a list in the text
@@ -152,13 +171,10 @@ def _looked_at(
 
 
 def _open_fields(result: Result) -> list[str]:
-    """The questions still open: red flags' first, then those that can change the verdict, then
+    """The questions still open: those that can change the verdict, most decisive first, then
     the cautions not yet excluded; each field once."""
-    red = [m for n in result.not_evaluable if n.severity is Severity.red_flag for m in n.missing]
     cautions = [m for c in result.open_cautions for m in c.missing]
-    return list(
-        dict.fromkeys([*red, *result.deciding_questions, *result.next_questions, *cautions])
-    )
+    return list(dict.fromkeys([*result.deciding_questions, *result.next_questions, *cautions]))
 
 
 def build_patient_summary(
@@ -203,7 +219,7 @@ def build_patient_summary(
                 words.safety_net.heading,
                 words.safety_net.lead,
                 _unique(s for symptoms, _ in nets for s in symptoms),
-                tuple(source_link(s) for s in sources.values()),
+                tuple(map(source_of, sources.values())),
                 words.safety_net.source,
                 urgent=True,
             )
@@ -243,7 +259,9 @@ def build_patient_summary(
             _unique(_patient_text(by_id[f.rule_id], words) for f in limits),
         )
     )
-    still = _open_fields(result)
+    # a red flag's own questions are said by its warning signs above ("not yet ruled out")
+    covered = {m for n in result.not_evaluable if n.rule_id in open_ids for m in n.missing}
+    still = [n for n in _open_fields(result) if n not in covered]
     patient_side = [n for n in still if n not in SETTING_FIELDS]
     hospital_side = [n for n in still if n in SETTING_FIELDS]
     if patient_side:
@@ -305,10 +323,11 @@ def render_patient_text(summary: PatientSummary, width: int = TEXT_WIDTH) -> str
         if section.sources:
             lines.append(fill(section.source_lead))
             lines += [
-                fill(
-                    f"{s.text}{f' ({s.href})' if s.href else ''}",
+                fill(  # an address is never broken inside: it must still work when copied
+                    f"{s.citation}{f' ({s.href})' if s.href else ''}",
                     initial_indent="  ",
                     subsequent_indent="  ",
+                    break_long_words=False,
                 )
                 for s in section.sources
             ]
