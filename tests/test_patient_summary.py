@@ -292,6 +292,25 @@ def test_cli_prints_the_summary_and_writes_the_page(tmp_path: Path) -> None:
     assert "Case EX-002" in clinician.stdout
 
 
+def test_cli_summarises_a_fhir_bundle_and_keeps_fail_on(tmp_path: Path) -> None:
+    """--fhir --for patient: the summary of the mapped case, without the clinician's provenance
+    lines (which name fields); --fail-on still sets the exit code from the verdict."""
+    bundle = str(ROOT / "cases/fhir/stenosis-l4-l5.json")
+    done = runner.invoke(
+        app, ["screen", "--fhir", bundle, "--reference-date", "2026-03-02", "--for", "patient"]
+    )
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.startswith(WORDS.title)
+    assert "Where the values came from" not in done.stdout
+    assert not FIELD_NAME.search(done.stdout)
+    urgent = str(ROOT / "cases/examples/cauda-equina-l5-s1.yaml")
+    failed = runner.invoke(
+        app, ["screen", urgent, "--for", "patient", "--fail-on", "urgent_review"]
+    )
+    assert failed.exit_code == 1
+    assert WORDS.urgent.heading.upper() in failed.stdout
+
+
 @pytest.mark.parametrize(
     ("extra", "said"),
     [
