@@ -3,8 +3,9 @@
 No I/O here. JSON keys of Result follow field order, which is the published output contract.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: pydantic reads every field's annotation when it
+# builds a model, at each start, and as strings it would compile and evaluate them all (about
+# 2 ms of a cold `screen`); the few that name a class not yet defined are quoted instead.
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -228,7 +229,7 @@ class SourceRef(BaseModel):
     figures: bool = False
 
     @model_validator(mode="after")
-    def _level_from_design(self) -> SourceRef:
+    def _level_from_design(self) -> "SourceRef":
         level = CEBM_LEVEL[self.design]
         if self.evidence_level is None:
             object.__setattr__(self, "evidence_level", level)
@@ -317,7 +318,7 @@ class RuleFile(BaseModel):
     cases: GoldenCases | None = None
 
     @model_validator(mode="after")
-    def _one_figures_source(self) -> RuleFile:
+    def _one_figures_source(self) -> "RuleFile":
         """The message's figures come from one source (`figures: true`), or none is named."""
         if sum(source.figures for source in self.sources) > 1:
             raise ValueError("sources: only one source may take figures: true")
@@ -426,7 +427,7 @@ class PolicyFile(BaseModel):
     open_cautions: OpenListing | None = None
 
     @model_validator(mode="after")
-    def _listed_never_select(self) -> PolicyFile:
+    def _listed_never_select(self) -> "PolicyFile":
         """A severity whose open rules are only listed cannot also select a verdict when open."""
         if self.open_cautions is not None:
             listed = set(self.open_cautions.severity)
@@ -571,7 +572,7 @@ class Result(BaseModel):
         format: Literal["text", "html"] = "text",
         *,
         case: Mapping[str, object] | None = None,
-        rules: Ruleset | str | Path | None = None,
+        rules: "Ruleset | str | Path | None" = None,
         language: str = "en",
     ) -> str:
         """The plain-language summary to hand to the patient, as text or one printable HTML page

@@ -41,7 +41,7 @@ class _Collector:
     def __init__(self, root: Path) -> None:
         self.errors: list[RuleFileError] = []
         self.parsed = ParsedCache()  # the files of one load, parsed once across processes
-        self.root = root
+        self.root = root.resolve()  # once per load, not once per file (a path per level)
 
     def read(self, path: Path) -> YamlDocument:
         """A file of this rules folder, parsed (RuleFileError if it cannot be)."""
@@ -60,10 +60,11 @@ def read_yaml_file(
     path: Path, parsed: ParsedCache | None = None, root: Path | None = None
 ) -> YamlDocument:
     """Read a YAML file, turning unreadable, binary, empty or malformed files into errors
-    (`parsed`: documents parsed before, by their text; `root`: the rules folder, which a
-    symbolic link may not leave: a rule file linked to /etc/shadow is not read at all)."""
+    (`parsed`: documents parsed before, by their text; `root`: the rules folder, resolved
+    (once per load, by the loader), which a symbolic link may not leave: a rule file linked to
+    /etc/shadow is not read at all)."""
     where = str(path)
-    if root is not None and not path.resolve().is_relative_to(root.resolve()):
+    if root is not None and not path.resolve().is_relative_to(root):
         raise RuleFileError("a link to a file outside the rules folder; not read", where)
     try:  # never more than the limit: a rule file that is /dev/zero must not fill the memory
         with open(path, "rb") as handle:
