@@ -531,6 +531,10 @@ def test_the_patient_summary_prints_on_one_page_while_questions_are_open(
     for name, value in TARGET_CASES["disc herniation L4-L5, discectomy, man of 45"].items():
         set_field(browser, name, value)
     submit(browser, "answers")
+    deadline = time.monotonic() + 30  # the screened page, not step one still loaded
+    while not browser.find_elements(By.ID, "verdict"):
+        assert time.monotonic() < deadline, "the screened page did not load"
+        time.sleep(0.05)
     assert questions_shown(browser)  # the verdict can still change
     main = browser.current_window_handle
     browser.find_element(By.ID, "patient-button").click()
