@@ -192,6 +192,13 @@ class ListFormat(StrEnum):
     json = "json"
 
 
+class Audience(StrEnum):
+    """Who `screen` writes for: the clinician's report, or the patient's plain summary."""
+
+    clinician = "clinician"
+    patient = "patient"
+
+
 # what a full disk, a read-only folder or a folder in place of a file raise: never our bug
 USER_ERRNOS = frozenset(
     {
@@ -456,13 +463,25 @@ def screen(
             "--legend", metavar="", help="Text report: explain severity and evidence labels."
         ),
     ] = False,
+    audience: Annotated[
+        Audience,
+        typer.Option(
+            "--for",
+            help="clinician: the report; patient: a plain-language summary to hand over after "
+            "reading it (text, or --format html for one printable page).",
+        ),
+    ] = Audience.clinician,
 ) -> None:
     """Screen a case and print its verdict with every finding and its source.
 
     Example: miss-screen screen cases/examples/stenosis-l4-l5.yaml --details
 
     Example: miss-screen screen case.yaml --format html --out case.html
+
+    Example: miss-screen screen case.yaml --for patient --format html --out summary.html
     """
+    if audience is Audience.patient:
+        check_patient_options(output_format, len(case_files or []), details, legend)
     if fhir is not None:
         screen_fhir(
             fhir,
@@ -477,6 +496,7 @@ def screen(
             out=out,
             details=details,
             legend=legend,
+            audience=audience,
         )
         return
     if reference_date is not None:
@@ -506,10 +526,14 @@ def screen(
             failed += 1
             continue
         results.append(screener.result_of(case_id, decision))
+        if audience is Audience.patient:
+            write_patient_summary(results[0], screener.ruleset, values, output_format, out)
+            break
         traces.append(case_traces(decision.facts, screener.ruleset) if details else None)
-    if out is not None and out != "-" and results:
+    if out is not None and out != "-" and results and audience is Audience.clinician:
         write_results(out, results, output_format, screener.ruleset.asked_because)
-    for index, result in enumerate(results if out is None or out == "-" else []):
+    shown = results if (out is None or out == "-") and audience is Audience.clinician else []
+    for index, result in enumerate(shown):
         if output_format is ScreenFormat.text and index:
             stdout.rule()
         print_result(
@@ -544,6 +568,7 @@ def screen_fhir(
     out: str | None = None,
     details: bool = False,
     legend: bool = False,
+    audience: Audience = Audience.clinician,
 ) -> None:
     """screen --fhir: map a Bundle to one case (--set overrides), screen it, say where values
     came from. Warnings go to stderr; they name resource types and codes, never content."""
@@ -574,7 +599,11 @@ def screen_fhir(
     result = screener.result_of(case_id, decision)
     for warning in mapped.warnings:
         print(f"warning: {source}: {warning}", file=sys.stderr)
-    if out is not None and out != "-":
+    if audience is Audience.patient:
+        if out is not None and out != "-":
+            check_outputs([path] if path != "-" else [], {"--out": out})
+        write_patient_summary(result, screener.ruleset, values, output_format, out)
+    elif out is not None and out != "-":
         check_outputs([path] if path != "-" else [], {"--out": out})
         write_results(out, [result], output_format, screener.ruleset.asked_because)
     else:
@@ -616,6 +645,38 @@ def read_screen_case(
             overrides["case_id"] = case_id
         case_id, values = validate_case({**values, **overrides}, f"{source} with --set")
     return case_id, values, source
+
+
+def check_patient_options(
+    output_format: ScreenFormat, files: int, details: bool, legend: bool
+) -> None:
+    """--for patient: one case, as text or an HTML page; the clinician's switches do not apply."""
+    if output_format not in (ScreenFormat.text, ScreenFormat.html):
+        raise UsageError("--for patient writes text or html; use --for clinician for json or brief")
+    if files > 1:
+        raise UsageError("--for patient makes the summary of one case; give one case file")
+    if details or legend:
+        flag = "--details" if details else "--legend"
+        raise UsageError(f"{flag} belongs to the clinician's report, not to --for patient")
+
+
+def write_patient_summary(
+    result: Result,
+    ruleset: Ruleset,
+    values: Mapping[str, Scalar],
+    output_format: ScreenFormat,
+    out: str | None,
+) -> None:
+    """The patient summary (engine/report/patient.py) to stdout or, atomically, to --out."""
+    from engine.report.patient import patient_summary
+
+    text = patient_summary(result, ruleset, output_format=output_format.value, case=values)
+    if out is None or out == "-":
+        sys.stdout.write(text)
+    else:
+        from engine.batch.writers import write_text_atomically
+
+        write_text_atomically(out, text)
 
 
 def case_traces(facts: "Facts", ruleset: Ruleset) -> Traces:
@@ -1381,6 +1442,12 @@ def rules_show(
     stdout.print(f"message: {escape(meta.message)}")
     if meta.asks_because:
         stdout.print(f"asks because: {escape(meta.asks_because)}")
+    if meta.patient:
+        stdout.print(f"for the patient: {escape(meta.patient)}")
+    if meta.safety_net:
+        stdout.print(f"warning symptoms: {escape('; '.join(meta.safety_net.symptoms))}")
+        for source in meta.safety_net.sources:
+            stdout.print(f"warning symptoms from: {escape(source_text(source))}")
     _show_why(meta.rationale, meta.sources, meta.notes)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -34,8 +34,6 @@ from engine.errors import CaseInputError, CaseProblem, UsageError
 from engine.evaluate.base import Evaluator
 from engine.io.cases import check_site, read_site, validate_case
 from engine.io.deid import case_id_identifier_kinds, escape_text, scan_columns, shown_name
-from engine.io.pseudonymise import load_key, pseudonymise_row
-from engine.mapping import ColumnMapping, load_mapping
 from engine.models import (
     Result,
     RulesetStamp,
@@ -58,6 +56,9 @@ from engine.screen import (
     prepare,
     screening_of,
 )
+
+if TYPE_CHECKING:  # screen_frame imports them when it runs: a single case never needs them
+    from engine.mapping import ColumnMapping
 
 EngineName = Literal["durable", "reference"]
 ENGINES: tuple[str, ...] = ("durable", "reference")
@@ -348,6 +349,9 @@ class Screener:
         checked.
         """
         import pyarrow as pa
+
+        from engine.io.pseudonymise import load_key, pseudonymise_row
+        from engine.mapping import ColumnMapping, load_mapping
 
         library = type(frame).__module__.split(".")[0]
         if library not in ("pandas", "polars"):
