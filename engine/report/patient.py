@@ -43,9 +43,9 @@ _FIELD_ORDER = {spec.name: i for i, spec in enumerate(FIELDS)}
 @dataclass(frozen=True)
 class Source:
     """A cited source as the page names it: the citation in full (the link's title, and the
-    text output when it has no address) and up to its first full stop or colon (its author or
-    publisher, with the address: what the page and the text print, so the warning signs of every
-    open red flag and their sources still fit one page and read plainly), with its address."""
+    text output when it has no address) and up to its first full stop, colon or comma (its
+    author or publisher, with the address: what the page and the text print, so the warning
+    signs of every open red flag and their sources fit one page and read plainly)."""
 
     citation: str
     short: str
@@ -54,7 +54,7 @@ class Source:
 
 def source_of(ref: SourceRef) -> Source:
     """A source with the best address it has (engine/report/case_html.py source_link)."""
-    first = re.split(r"\. |: ", ref.citation, maxsplit=1)[0]
+    first = re.split(r"\. |: |, ", ref.citation, maxsplit=1)[0]
     return Source(ref.citation, first if len(first) >= 3 else ref.citation, source_link(ref).href)
 
 
