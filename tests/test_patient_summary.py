@@ -178,6 +178,11 @@ def test_synthetic_cases_all_summarise_plainly_and_balanced() -> None:
         said += section_items(summary, "talk")
         assert sorted(set(said)) == sorted({patient_text(f.rule_id) for f in result.findings})
         assert any(s.key == "safety-net" for s in summary.sections) == bool(open_red_flags(result))
+        for rule_id in open_red_flags(result):  # every warning sign, however merged
+            net = RULESET.by_id[rule_id].meta.safety_net
+            assert net is not None, rule_id
+            for symptom in net.symptoms:
+                assert as_sentence(symptom) in section_items(summary, "safety-net"), case_id
         summarised += 1
     assert summarised >= 400
 
@@ -363,9 +368,12 @@ def test_the_empty_form_prints_on_one_page(tmp_path: Path) -> None:
     assert len(open_red_flags(result)) == len(
         [r for r in RULESET.rules if r.meta.severity is Severity.red_flag]
     )
-    assert_one_page(
-        [("empty", patient_summary(result, RULESET, output_format="html", case={}))], tmp_path
-    )
+    page = patient_summary(result, RULESET, output_format="html", case={})
+    client = TestClient(create_app(ServiceConfig(screener=Screener.from_ruleset(RULESET))))
+    served = client.post("/patient", data={})
+    assert served.status_code == 200
+    assert served.text == page  # the form's page at step one is this page
+    assert_one_page([("empty", page)], tmp_path)
 
 
 @pytest.mark.timeout(600)
