@@ -6,11 +6,13 @@ input."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,13 @@ from engine.io.cases import read_case
 from engine.models import Category, Result, SafetyNet, Scalar, Severity, SourceRef
 from engine.report.patient import (
     PatientSummary,
+    as_sentence,
     build_patient_summary,
     patient_summary,
     relevant_fields,
     render_patient_html,
     render_patient_text,
+    source_of,
 )
 from engine.report.patient_words import load_patient_words
 from engine.rules.ruleset import Ruleset
@@ -66,15 +70,30 @@ def section_items(summary: PatientSummary, key: str) -> list[str]:
     return [item for s in summary.sections if s.key == key for item in s.items]
 
 
-def reading_units(summary: PatientSummary) -> str:
-    """The text as printed, each heading and list item a sentence of its own (textstat ends a
-    sentence only at . ! ?; readability tools count a list item as one), in reading order."""
-    units = [summary.title, summary.intro]
-    for section in summary.sections:
-        units += [section.heading, section.lead, *section.items, section.source_lead]
-        units += [s.citation for s in section.sources]
-    units += [summary.disclaimer, summary.made_by]
-    return " ".join(u if u[-1] in ".!?:" else u + "." for u in units if u)
+class VisibleText(HTMLParser):
+    """The words a reader of the page sees, in reading order: no style, no head, no markup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.hidden += tag in ("head", "style")
+        self.parts.append("\n")  # a tag never joins two words
+
+    def handle_endtag(self, tag: str) -> None:
+        self.hidden -= tag in ("head", "style")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def visible_text(page: str) -> str:
+    parser = VisibleText()
+    parser.feed(page)
+    return "".join(parser.parts)
 
 
 def unwrapped(text: str) -> str:
@@ -96,9 +115,15 @@ def test_each_example_is_plain_anonymous_and_balanced(path: Path) -> None:
     summary = build_patient_summary(result, RULESET, case=values)
     text = render_patient_text(summary)
     page = render_patient_html(summary)
-    # plain: the reading grade of every word the patient reads
-    grade = textstat.flesch_kincaid_grade(reading_units(summary))
-    assert grade <= MAX_GRADE, (path.stem, grade)
+    # plain: the reading grade of exactly what is printed, the text and the page's visible
+    # words, as textstat splits them (at . ! ? only: headings and list items read as sentences)
+    sentences = [summary.title, *(s.heading for s in summary.sections)]
+    sentences += [item for s in summary.sections if not s.inline for item in s.items]
+    for unit in sentences:  # each a sentence of its own (short words: one paragraph)
+        assert not unit or unit[-1] in ".?!", (path.stem, unit)
+    for shown in (text, visible_text(page)):
+        grade = textstat.flesch_kincaid_grade(shown)
+        assert grade <= MAX_GRADE, (path.stem, grade)
     # anonymous and free of engine words, in the text and the page alike
     for shown in (text, page):
         assert not RULE_ID.search(shown), RULE_ID.search(shown)
@@ -153,6 +178,11 @@ def test_synthetic_cases_all_summarise_plainly_and_balanced() -> None:
         said += section_items(summary, "talk")
         assert sorted(set(said)) == sorted({patient_text(f.rule_id) for f in result.findings})
         assert any(s.key == "safety-net" for s in summary.sections) == bool(open_red_flags(result))
+        for rule_id in open_red_flags(result):  # every warning sign, however merged
+            net = RULESET.by_id[rule_id].meta.safety_net
+            assert net is not None, rule_id
+            for symptom in net.symptoms:
+                assert as_sentence(symptom) in section_items(summary, "safety-net"), case_id
         summarised += 1
     assert summarised >= 400
 
@@ -182,14 +212,15 @@ def test_an_open_red_flag_lists_its_warning_signs_and_their_source() -> None:
             safety = RULESET.by_id[rule_id].meta.safety_net
             assert safety is not None, rule_id
             for symptom in safety.symptoms:
-                assert unwrapped(symptom) in net.items, (path.stem, symptom)
+                assert as_sentence(symptom) in net.items, (path.stem, symptom)
             for source in safety.sources:
                 assert source.citation in [s.citation for s in net.sources], (path.stem, rule_id)
         text = unwrapped(render_patient_text(summary))
         assert net.source_lead in text
         page = render_patient_html(summary)
         for source in net.sources:
-            assert source.citation in text  # in full, with its address, in the text
+            assert f"{source.short}: <{source.href}>." in text  # who, and where to read it
+            assert source.href is not None  # (a source without one prints its full citation)
             assert f'title="{escape(source.citation)}">{escape(source.short)}</a>' in page
     assert seen_open >= 2
     assert seen_closed >= 10
@@ -256,20 +287,25 @@ def test_every_field_a_rule_reads_has_words() -> None:
 SMALLEST_PAPER = "@page { size: 210mm 279.4mm; }"
 
 
-def print_pages(path: Path, tmp_path: Path) -> tuple[int, str]:
-    result, values = screened(path)
-    page = patient_summary(result, RULESET, output_format="html", case=values)
-    html = tmp_path / f"{path.stem}.html"
+def print_page(name: str, page: str, tmp_path: Path) -> tuple[int, str]:
+    """The page printed by Chromium on the smallest paper: its page count and its text."""
+    html = tmp_path / f"{name}.html"
     html.write_text(page.replace("</style>", SMALLEST_PAPER + "\n</style>", 1), encoding="utf-8")
-    pdf = tmp_path / f"{path.stem}.pdf"
+    pdf = tmp_path / f"{name}.pdf"
     done = run_chromium(
-        tmp_path / f"profile-{path.stem}",
+        tmp_path / f"profile-{name}",
         "--no-pdf-header-footer",
         f"--print-to-pdf={pdf}",
         html.as_uri(),
     )
     assert done.returncode == 0, done.stderr
     return len(PdfReader(pdf).pages), pdf_text(pdf)
+
+
+def print_pages(path: Path, tmp_path: Path) -> tuple[int, str]:
+    result, values = screened(path)
+    page = patient_summary(result, RULESET, output_format="html", case=values)
+    return print_page(path.stem, page, tmp_path)
 
 
 def test_every_example_prints_on_one_page_in_large_type(tmp_path: Path) -> None:
@@ -284,6 +320,91 @@ def test_every_example_prints_on_one_page_in_large_type(tmp_path: Path) -> None:
     assert sizes
     assert min(sizes) >= 12
     assert not re.search(r"font(?:-size)?:\s*[\d.]+(?:px|em|rem|%)", page)
+
+
+def fullest_cohort_cases(count: int = 3) -> list[tuple[str, Result, dict[str, Scalar]]]:
+    """The cases of the 500-row synthetic cohort whose summaries are longest: by printed text
+    and by number of items (the most benefits, limits, warning signs and open questions fired at
+    once), found afresh each run so a regenerated cohort is searched too."""
+    from engine.errors import CaseInputError
+
+    screener = Screener.from_ruleset(RULESET, engine="reference")
+    sized: list[tuple[int, int, str, Result, dict[str, Scalar]]] = []
+    with (ROOT / "cases" / "cohort" / "synthetic-500.csv").open(newline="") as rows:
+        for row in csv.DictReader(rows):
+            try:
+                case_id, values = screener.validate({k: v for k, v in row.items() if v != ""})
+                result = screener.screening(case_id, values).result
+            except CaseInputError:
+                continue  # contradicting values: screened by no face, so summarised by none
+            summary = build_patient_summary(result, RULESET, case=values)
+            items = sum(len(s.items) for s in summary.sections)
+            sized.append((len(render_patient_text(summary)), items, case_id, result, values))
+    assert len(sized) >= 400
+    longest = sorted(sized, key=lambda s: s[0])[-count:]
+    most = sorted(sized, key=lambda s: s[1])[-count:]
+    chosen = {s[2]: s for s in [*longest, *most]}
+    return [(case_id, s[3], s[4]) for case_id, s in chosen.items()]
+
+
+def empty_case() -> Result:
+    """The web form at step one with nothing filled in: every red flag open, every question."""
+    return screen_values("step-one", {}, RULESET, EVALUATOR).result
+
+
+def assert_one_page(pages: list[tuple[str, str]], tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the machine is shared
+        printed = list(pool.map(lambda named: print_page(*named, tmp_path), pages))
+    for (name, _), (count, text) in zip(pages, printed, strict=True):
+        assert count == 1, f"{name}: {count} pages"
+        assert unwrapped(WORDS.disclaimer) in unwrapped(text), name
+
+
+def test_the_empty_form_prints_on_one_page(tmp_path: Path) -> None:
+    """The web form's first step with nothing filled in: all five red flags open (every
+    warning sign listed), every question open. It printed two pages while every open question
+    was listed and "found no special reason" was said of a case with nothing given."""
+    result = empty_case()
+    assert len(open_red_flags(result)) == len(
+        [r for r in RULESET.rules if r.meta.severity is Severity.red_flag]
+    )
+    page = patient_summary(result, RULESET, output_format="html", case={})
+    client = TestClient(create_app(ServiceConfig(screener=Screener.from_ruleset(RULESET))))
+    served = client.post("/patient", data={})
+    assert served.status_code == 200
+    assert served.text == page  # the form's page at step one is this page
+    assert_one_page([("empty", page)], tmp_path)
+
+
+@pytest.mark.timeout(600)
+def test_the_fullest_cohort_summaries_print_on_one_page(tmp_path: Path) -> None:
+    """The longest summaries of the synthetic cohort (the most findings, warning signs and
+    questions at once: two red flags open, three benefits, five limits). They printed two pages
+    until a question heading and its answer shared a line and shared warning signs were worded
+    alike. A summary of two pages would hand the patient half of it."""
+    pages = [
+        (case_id, patient_summary(result, RULESET, output_format="html", case=values))
+        for case_id, result, values in fullest_cohort_cases()
+    ]
+    assert len(pages) >= 3
+    assert_one_page(pages, tmp_path)
+
+
+def test_every_warning_sign_of_every_open_red_flag_is_printed() -> None:
+    """However the warning signs are merged or laid out, each symptom of each open red flag is
+    on the page and in the text, and each of its sources is named: none dropped silently."""
+    result = empty_case()
+    text = unwrapped(patient_summary(result, RULESET, case={}))
+    page = unwrapped(visible_text(patient_summary(result, RULESET, output_format="html")))
+    for rule_id in open_red_flags(result):
+        net = RULESET.by_id[rule_id].meta.safety_net
+        assert net is not None, rule_id
+        for symptom in net.symptoms:
+            assert as_sentence(symptom) in text, (rule_id, symptom)
+            assert as_sentence(symptom) in page, (rule_id, symptom)
+        for source in net.sources:
+            assert source_of(source).short in text, (rule_id, source.citation)
+            assert source_of(source).short in page, (rule_id, source.citation)
 
 
 def test_the_page_is_self_contained_and_the_same_every_time() -> None:
@@ -421,7 +542,7 @@ def test_a_translation_is_one_file_and_gives_every_rule_text(tmp_path: Path) -> 
     assert moved.sha256 == RULESET.sha256  # the words are not part of the rule set's hash
     text = patient_summary(result, moved, case=values, language="fr")
     assert "Parler avec votre chirurgien" in text
-    assert "signe 0" in text
+    assert "Signe 0." in text  # a warning sign is printed as a sentence
     for rule_id in shown:
         english = RULESET.by_id[rule_id].meta.patient
         assert english is None or unwrapped(english) not in unwrapped(text)

@@ -42,10 +42,10 @@ _FIELD_ORDER = {spec.name: i for i, spec in enumerate(FIELDS)}
 
 @dataclass(frozen=True)
 class Source:
-    """A cited source as the page names it: the citation in full (the text output, the link's
-    title) and up to its first full stop or colon (its author or publisher: what the printed
-    page shows, so the warning signs of three open red flags and their five sources still fit
-    one page), with its address."""
+    """A cited source as the page names it: the citation in full (the link's title, and the
+    text output when it has no address) and up to its first full stop, colon or comma (its
+    author or publisher, with the address: what the page and the text print, so the warning
+    signs of every open red flag and their sources fit one page and read plainly)."""
 
     citation: str
     short: str
@@ -54,7 +54,7 @@ class Source:
 
 def source_of(ref: SourceRef) -> Source:
     """A source with the best address it has (engine/report/case_html.py source_link)."""
-    first = re.split(r"\. |: ", ref.citation, maxsplit=1)[0]
+    first = re.split(r"\. |: |, ", ref.citation, maxsplit=1)[0]
     return Source(ref.citation, first if len(first) >= 3 else ref.citation, source_link(ref).href)
 
 
@@ -69,7 +69,10 @@ class Section:
     sources: tuple[Source, ...] = ()
     source_lead: str = ""
     urgent: bool = False
-    inline: bool = False  # short words: one paragraph on the printed page, a list in the text
+    # short words, not sentences (the fields looked at, the questions open): one paragraph on
+    # the printed page ("...: your age; the operation planned."), so that every open question
+    # still fits one page; a list of sentences in the text ("  - Your age.")
+    inline: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,39 +241,48 @@ def build_patient_summary(
         )
     )
     benefits = [f for f in result.findings if f.category is Category.benefit]
-    sections.append(
-        Section(
-            "benefits",
-            words.benefits.heading,
-            "" if benefits else words.benefits.none,
-            _unique(_patient_text(by_id[f.rule_id], words) for f in benefits),
-        )
-    )
     limits = [
         f
         for f in result.findings
         if f.category is not Category.benefit and f.severity is not Severity.red_flag
     ]
-    sections.append(
-        Section(
-            "talk",
-            words.talk.heading,
-            "" if limits else words.talk.none,
-            _unique(_patient_text(by_id[f.rule_id], words) for f in limits),
+    # with nothing about the patient given, "found no special reason" would say nothing true:
+    # the sections are left out unless something fired (the check section says all is to come)
+    if benefits or looked:
+        sections.append(
+            Section(
+                "benefits",
+                words.benefits.heading,
+                "" if benefits else words.benefits.none,
+                _unique(_patient_text(by_id[f.rule_id], words) for f in benefits),
+            )
         )
-    )
+    if limits or looked:
+        sections.append(
+            Section(
+                "talk",
+                words.talk.heading,
+                "" if limits else words.talk.none,
+                _unique(_patient_text(by_id[f.rule_id], words) for f in limits),
+            )
+        )
     # a red flag's own questions are said by its warning signs above ("not yet ruled out")
     covered = {m for n in result.not_evaluable if n.rule_id in open_ids for m in n.missing}
     still = [n for n in _open_fields(result) if n not in covered]
     patient_side = [n for n in still if n not in SETTING_FIELDS]
     hospital_side = [n for n in still if n in SETTING_FIELDS]
-    if patient_side:
+    if patient_side and not looked:
+        # nothing about the patient given yet (the web form's first step): every question is
+        # open, said in one sentence rather than a list that would push the page onto a second
+        sections.append(Section("check", words.check.heading, words.check.lead_all))
+    elif patient_side:
         sections.append(
             Section(
                 "check",
                 words.check.heading,
                 words.check.lead,
                 _field_words(patient_side, words),
+                inline=True,
             )
         )
     if hospital_side:
@@ -280,6 +292,7 @@ def build_patient_summary(
                 "" if patient_side else words.check.heading,
                 words.ask_team.lead,
                 _field_words(hospital_side, words),
+                inline=True,
             )
         )
     sections.append(Section("closing", words.closing.heading, words.closing.text))
@@ -287,7 +300,14 @@ def build_patient_summary(
         language=words.language,
         title=words.title,
         intro=" ".join(words.intro.split()),
-        sections=tuple(dataclasses.replace(s, lead=" ".join(s.lead.split())) for s in sections),
+        sections=tuple(
+            dataclasses.replace(
+                s,
+                lead=" ".join(s.lead.split()),
+                items=s.items if s.inline else _unique(map(as_sentence, s.items)),
+            )
+            for s in sections
+        ),
         disclaimer=" ".join(words.disclaimer.split()),
         made_by=words.made_by_line(
             {
@@ -301,6 +321,16 @@ def build_patient_summary(
 
 def _unique(texts: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(texts))
+
+
+def as_sentence(text: str) -> str:
+    """A list item as the page prints it: capitalised and ending with a full stop (or its own
+    ? or !). A reader, and a readability measure, takes an item as a sentence of its own; an
+    unpunctuated item would run on into the next one ("your age the operation planned ...")."""
+    text = " ".join(text.split())
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text[-1] in ".!?" else ".")
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -318,15 +348,16 @@ def render_patient_text(summary: PatientSummary, width: int = TEXT_WIDTH) -> str
         if section.lead:
             lines.append(fill(section.lead))
         lines += [
-            fill(item, initial_indent="  - ", subsequent_indent="    ") for item in section.items
+            fill(as_sentence(item), initial_indent="  - ", subsequent_indent="    ")
+            for item in section.items
         ]
         if section.sources:
             lines.append(fill(section.source_lead))
             lines += [
                 fill(  # an address is never broken inside: it must still work when copied
-                    f"{s.citation}{f' ({s.href})' if s.href else ''}",
-                    initial_indent="  ",
-                    subsequent_indent="  ",
+                    f"{s.short}: <{s.href}>." if s.href else as_sentence(s.citation),
+                    initial_indent="  - ",
+                    subsequent_indent="    ",
                     break_long_words=False,
                 )
                 for s in section.sources

@@ -49,6 +49,10 @@ class FoundWords(Heading):
     none: str = _Text  # said when nothing of this kind fired
 
 
+class CheckWords(LeadSection):
+    lead_all: str = _Text  # said instead of the list when nothing about the patient is given
+
+
 class AskTeamWords(BaseModel):
     model_config = _STRICT
     lead: str = _Text
@@ -80,7 +84,7 @@ class PatientWords(BaseModel):
     looked_at: LookedAtWords
     benefits: FoundWords
     talk: FoundWords
-    check: LeadSection
+    check: CheckWords
     ask_team: AskTeamWords
     closing: ClosingWords
     disclaimer: str = _Text
