@@ -239,20 +239,25 @@ def bench_engine(cases: int, runs: int) -> None:
 
 def run_batch(source: Path, out: Path, workers: int) -> tuple[float, list[tuple[float, int]]]:
     """Wall time of one batch run and RSS samples (time, bytes) of its whole process tree."""
-    command = [
-        sys.executable,
-        str(ROOT / "cli.py"),
-        "batch",
-        str(source),
-        "--out",
-        str(out),
-        "--workers",
-        str(workers),
-        "--progress",
-        "none",
-    ]
+    return run_measured(
+        ["batch", str(source), "--out", str(out), "--workers", str(workers), "--progress", "none"]
+    )
+
+
+def run_measured(
+    args: list[str], cpus: set[int] | None = None, env: dict[str, str] | None = None
+) -> tuple[float, list[tuple[float, int]]]:
+    """Wall time of one `miss-screen ARGS` process and RSS samples (time, bytes) of its whole
+    process tree, every 0.25 s; `cpus`: the processors it and its children may run on."""
+    command = [sys.executable, str(ROOT / "cli.py"), *args]
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(  # our own interpreter and cli.py, arguments from this file
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     samples: list[tuple[float, int]] = []
 
     def sample() -> None:
@@ -275,7 +280,7 @@ def run_batch(source: Path, out: Path, workers: int) -> tuple[float, list[tuple[
     wall = time.perf_counter() - start
     thread.join()
     if process.returncode != 0:
-        raise SystemExit(f"batch failed: {err.decode()[-2000:]}")
+        raise SystemExit(f"{args[0]} failed: {err.decode()[-2000:]}")
     return wall, samples
 
 

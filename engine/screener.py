@@ -62,6 +62,9 @@ if TYPE_CHECKING:  # screen_frame imports them when it runs: a single case never
 
 EngineName = Literal["durable", "reference"]
 ENGINES: tuple[str, ...] = ("durable", "reference")
+# the engine of every cohort command (batch, rules diff, rules sweep, agree) unless --engine says
+# otherwise; single cases and the service keep durable-rules. The one place to switch it.
+COHORT_ENGINE: EngineName = "durable"
 CaseLike = Mapping[str, Any] | BaseModel
 BATCH = 512  # cases screened together by screen_many and screen_frame (durable-rules batches)
 SEVERITY_COLUMNS = tuple(f"fired_{s.value}" for s in Severity)
@@ -135,6 +138,13 @@ class InputError:
         return f"{': '.join(where)}: {self.reasons}"
 
 
+def check_engine(engine: str) -> str:
+    """`engine` if ENGINES lists it; otherwise a UsageError naming the ones there are."""
+    if engine not in ENGINES:
+        raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine
+
+
 def is_unknown(value: object) -> bool:
     """None, NaN, pandas' NA and NaT, and empty text: a value not given (unknown, not false)."""
     if value is None or (isinstance(value, str) and value == ""):
@@ -185,8 +195,7 @@ class Screener:
 
         `few_cases`: the process screens a handful of cases (the `screen` command); durable-rules
         gets a layout quicker to build and slower per case, with the same outcomes."""
-        if str(engine) not in ENGINES:
-            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        check_engine(str(engine))
         ruleset = load_ruleset(rules if rules is not None else bundled_rules_dir())
         return cls.from_ruleset(ruleset, engine=str(engine), site=site, few_cases=few_cases)
 

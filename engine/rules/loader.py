@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,6 +90,8 @@ def read_yaml_file(
         raise RuleFileError("file is nested too deeply or holds a value too long", where) from None
 
 
+# folders of a rules directory that hold no screening rule (patient: the patient summary's words)
+NOT_RULE_FOLDERS = ("derived", "terminology", "patient")
 _KEY_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,39}")  # how every key of a rules folder file looks
 
 
@@ -440,9 +442,15 @@ def _value_fits(spec: FieldSpec, value: Scalar) -> bool:
     return isinstance(value, str)
 
 
-def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> list[Rule]:
+def condition_fields(derived: Sequence[DerivedRule]) -> dict[str, FieldSpec]:
+    """The fields a screening rule's condition may read: the inputs and the derived ones."""
     available: dict[str, FieldSpec] = dict(INPUT_FIELDS)
     available.update({d.field: d.spec for d in derived})
+    return available
+
+
+def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> list[Rule]:
+    available = condition_fields(derived)
     undefined_derived = {
         name for name, spec in FIELDS_BY_NAME.items() if spec.group is FieldGroup.derived
     } - set(available)
@@ -450,7 +458,7 @@ def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> l
     ids: dict[str, str] = {}
     names: dict[str, str] = {}
     for path in sorted(root.glob("*/*.yaml")):
-        if path.parent.name in ("derived", "terminology") or path.name.endswith(".cases.yaml"):
+        if path.parent.name in NOT_RULE_FOLDERS or path.name.endswith(".cases.yaml"):
             continue
         where = str(path)
         try:
