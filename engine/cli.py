@@ -195,6 +195,7 @@ class ListFormat(StrEnum):
 class Engine(StrEnum):
     durable = "durable"
     reference = "reference"
+    vectorised = "vectorised"  # cohorts: docs/vectorised.md; one case: as durable
 
 
 # what a full disk, a read-only folder or a folder in place of a file raise: never our bug
@@ -843,6 +844,12 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine", help="Evaluator: vectorised (docs/vectorised.md), durable or reference."
+        ),
+    ] = Engine.durable,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -914,6 +921,7 @@ def batch(
         mapping=read_mapping(mapping),
         pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
         stall_timeout=stall_timeout,
+        engine=engine.value,
     )
     progress_style = (
         "none"

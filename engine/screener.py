@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -59,9 +60,13 @@ from engine.screen import (
     screening_of,
 )
 
-EngineName = Literal["durable", "reference"]
-ENGINES: tuple[str, ...] = ("durable", "reference")
+if TYPE_CHECKING:
+    from engine.evaluate.vectorised import CohortPlan
+
+EngineName = Literal["durable", "reference", "vectorised"]
+ENGINES: tuple[str, ...] = ("durable", "reference", "vectorised")
 CaseLike = Mapping[str, Any] | BaseModel
+SUBGROUP_FIELDS = ("diagnosis", "planned_procedure", "region")  # verdicts broken down by these
 BATCH = 512  # cases screened together by screen_many and screen_frame (durable-rules batches)
 SEVERITY_COLUMNS = tuple(f"fired_{s.value}" for s in Severity)
 # enum members and values as plain names: flat_outcomes runs once per batch row, and looking up
@@ -197,7 +202,7 @@ class Screener:
             from engine.evaluate.reference import ReferenceEvaluator
 
             evaluator: Evaluator = ReferenceEvaluator(ruleset)
-        else:
+        else:  # "vectorised" screens a single case with durable-rules (its cohorts: cohort_plan)
             from engine.evaluate.durable import DurableEvaluator
 
             evaluator = DurableEvaluator(ruleset)
@@ -206,6 +211,28 @@ class Screener:
     def with_site(self, site: str | Path | Mapping[str, Any] | None) -> Screener:
         """The same rules and evaluator with another site profile (nothing is rebuilt)."""
         return Screener(self.ruleset, self.evaluator, self.engine, _site_profile(site))
+
+    @cached_property
+    def cohort_plan(self) -> CohortPlan:
+        """The ruleset and site compiled for cohorts (engine.evaluate.vectorised), built once."""
+        from engine.evaluate.vectorised import CohortPlan
+
+        linked = [name for name, value in self._site.items() if isinstance(value, dict)]
+        return CohortPlan(self.ruleset, probes=SUBGROUP_FIELDS, linked=linked)
+
+    def cohort_prepare(self, values: dict[str, Scalar]) -> Facts:
+        """The facts of a cohort's representative row (CaseInputError if they contradict)."""
+        return self.prepare("", values)[0]
+
+    def with_engine(self, engine: EngineName | str) -> Screener:
+        """The same rules and site with another engine; vectorised shares durable's evaluator."""
+        if str(engine) == self.engine:
+            return self
+        if str(engine) == "vectorised" and self.engine == "durable":
+            return Screener(self.ruleset, self.evaluator, "vectorised", self._site)
+        if str(engine) not in ENGINES:
+            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        return Screener.from_ruleset(self.ruleset, engine=str(engine), site=self._site)
 
     # --- what it screens with ------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ class BatchOptions:
     mapping: ColumnMapping | None = None  # --map: applied to every raw row before validation
     pseudonym_key: bytes | None = None  # --pseudonymise-ids (engine/io/pseudonymise.py)
     stall_timeout: float | None = None  # the watchdog's floor (pool.STALL_FLOOR_S if None)
+    engine: str = "durable"  # engine.screener.ENGINES
 
     @property
     def rules_path(self) -> str | None:
@@ -314,6 +315,7 @@ class BatchRun:
             detail=options.detail,
             mapping=options.mapping,
             pseudonym_key=options.pseudonym_key,
+            engine=options.engine,
         )
         # every output is created now, before any screening: a folder that cannot take them
         # fails the run at once

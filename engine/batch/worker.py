@@ -24,13 +24,14 @@ import struct
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from engine.batch.startup import die_with_parent, forbid_core_dumps
@@ -38,7 +39,7 @@ from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
 from engine.io.cases import validate_counted
-from engine.io.columnar import Validated, validate_batch
+from engine.io.columnar import Columns, Validated, validate_columns
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
 from engine.io.normalise import normalise_value
 from engine.io.pseudonymise import pseudonymise_chunk, pseudonymise_row
@@ -47,8 +48,8 @@ from engine.mapping import ColumnMapping
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
 from engine.policy import policy_for
 from engine.rules.ruleset import Ruleset
-from engine.screen import Decision, notable_outcomes
-from engine.screener import Screener, flat_outcomes, flat_row
+from engine.screen import Decision, conclude, notable_outcomes
+from engine.screener import SUBGROUP_FIELDS, Screener, flat_outcomes, flat_row
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # test hook, "CASE_ID[@DIR]": a worker that meets this case_id is killed (with DIR: only the
@@ -83,7 +84,6 @@ FIRED, CONDITIONAL, NOT_EVALUABLE = (
 )
 INSUFFICIENT_DATA = Verdict.insufficient_data
 CASE_FIELDS = [f for f in INPUT_FIELDS if f != "case_id"]
-SUBGROUP_FIELDS = ("diagnosis", "planned_procedure", "region")  # verdicts broken down by these
 UNKNOWN = "(unknown)"
 GC_THRESHOLD = 10_000  # allocations between young-generation collections (Python's default: 700)
 _RULE_STATUS = operator.attrgetter("rule_id", "status")
@@ -113,6 +113,7 @@ class WorkerConfig:
     detail: Detail = Detail.full
     mapping: ColumnMapping | None = None
     pseudonym_key: bytes | None = None  # --pseudonymise-ids: case ids hashed before any check
+    engine: str = "durable"  # engine.screener.ENGINES
 
 
 @dataclass
@@ -198,7 +199,9 @@ def init_worker(config: WorkerConfig) -> None:
         build_rules(config.rules_dir)
     assert _STATE.loaded is not None  # noqa: S101  # built just above
     # the parent read and checked the profile (read_site); a read-only view is not re-checked
-    _STATE.screener = _STATE.loaded.with_site(MappingProxyType(config.site))
+    _STATE.screener = _STATE.loaded.with_site(MappingProxyType(config.site)).with_engine(
+        config.engine
+    )
     # a chunk allocates thousands of short-lived dicts and lists, freed by reference counting;
     # at the default threshold (700) the cyclic collector ran every few rows and took about
     # 10 % of the batch time (benchmarks/results.md). Cycles are still collected, less often.
@@ -328,10 +331,14 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         chunk = pseudonymise_chunk(config.pseudonym_key, chunk)
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
     stall = None if config.in_process else os.environ.get(FAULT_STALL_ENV)
-    rows = _checked_rows(chunk, config.ignored_columns, config.mapping)
+    jsonl = config.output_format is OutputFormat.jsonl
+    full = jsonl and config.detail is Detail.full  # the full result contract
+    vectorised = screener.engine == "vectorised" and not full  # a full result shows values
+    rows, decided = _checked_rows(chunk, config.ignored_columns, config.mapping, vectorised)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
+    settled: dict[int, Decision] = {}  # position in `valid` -> a decision the cohort path made
     for number, row, checked in rows:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
@@ -371,16 +378,19 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                     result.normalised[change.field] += 1
                     if change.field not in result.normalised_examples and change.example:
                         result.normalised_examples[change.field] = change.example
-            prepared.append(screener.prepare(valid_id, values, source=chunk.source))
+            found = decided.get(number - chunk.first)
+            if found is not None:
+                settled[len(valid)] = found
+            else:
+                prepared.append(screener.prepare(valid_id, values, source=chunk.source))
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
             reject(result, chunk.source, number, case_id, problems)
             continue
         valid.append((valid_id, values))
-    decisions = screener.decide_many(prepared)
+    screened = iter(screener.decide_many(prepared))
+    decisions = [settled.get(n) or next(screened) for n in range(len(valid))]
     present: Counter[str] = Counter()
-    jsonl = config.output_format is OutputFormat.jsonl
-    full = jsonl and config.detail is Detail.full  # the full result contract
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
         full_result = screener.result_of(valid_id, decision) if full else None
         record(result, valid_id, decision, full_result, values, screener, present)
@@ -397,21 +407,51 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
 
 
 def _checked_rows(
-    chunk: Chunk, ignored: frozenset[str], mapping: ColumnMapping | None = None
-) -> list[tuple[int, Row, Validated | None]]:
+    chunk: Chunk,
+    ignored: frozenset[str],
+    mapping: ColumnMapping | None = None,
+    vectorised: bool = False,
+) -> tuple[list[tuple[int, Row, Validated | None]], dict[int, Decision]]:
     """Per row: its number, its raw values where validate_case must read them (else empty),
-    and its (case_id, values) where the record batch's columns showed it plainly valid.
+    and its (case_id, values) where the record batch's columns showed it plainly valid; and,
+    on the vectorised engine, the decision of each plainly valid row whose facts hold together
+    (by position in the chunk).
 
     With a mapping, rows are mapped (screen_chunk) and validated one by one: the record
     batch's columns are the export's, not the fields."""
     if mapping is not None:
-        return [(number, row, None) for number, row in chunk.materialized()]
+        return [(number, row, None) for number, row in chunk.materialized()], {}
     if chunk.batch is None:
-        return [(number, row, None) for number, row in chunk.rows]
-    checked = validate_batch(chunk.batch, ignored)
+        return [(number, row, None) for number, row in chunk.rows], {}
+    columns = validate_columns(chunk.batch, ignored)
+    plain = columns.plain.to_numpy(zero_copy_only=False)
+    decided = _cohort_decisions(columns, plain) if vectorised and columns.values else {}
+    found = iter(columns.row_values(np.flatnonzero(plain).tolist()))
+    checked = [next(found) if ok else None for ok in plain.tolist()]
     redo = [n for n, hit in enumerate(checked) if hit is None]
     raw = dict(zip(redo, chunk.batch.take(redo).to_pylist(), strict=True)) if redo else {}
-    return [(chunk.first + n, raw.get(n, {}), hit) for n, hit in enumerate(checked)]
+    rows = [(chunk.first + n, raw.get(n, {}), hit) for n, hit in enumerate(checked)]
+    return rows, decided
+
+
+def _cohort_decisions(columns: Columns, plain: np.ndarray) -> dict[int, Decision]:
+    """The vectorised engine's decision per row it decides (engine.evaluate.vectorised): one
+    decision per distinct outcome vector, built by the per-row code (screen.conclude), with
+    the row's own subgroup values."""
+    screener = _STATE.screener
+    plan = screener.cohort_plan
+    cohort = plan.decide(columns.values, plain, screener.cohort_prepare)
+    shared = [conclude(Facts({}), found, {}, screener.ruleset) for found in cohort.outcomes]
+    probed = [cohort.probed[name] for name in SUBGROUP_FIELDS]
+    return {
+        row: replace(
+            shared[signature],
+            facts=Facts({name: v for name, v in zip(SUBGROUP_FIELDS, values) if v is not None}),
+        )
+        for row, signature, *values in zip(
+            cohort.rows.tolist(), cohort.signature.tolist(), *probed, strict=True
+        )
+    }
 
 
 def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:
