@@ -217,8 +217,7 @@ class Screener:
         """The ruleset and site compiled for cohorts (engine.evaluate.vectorised), built once."""
         from engine.evaluate.vectorised import CohortPlan
 
-        linked = [name for name, value in self._site.items() if isinstance(value, dict)]
-        return CohortPlan(self.ruleset, probes=SUBGROUP_FIELDS, linked=linked)
+        return CohortPlan(self.ruleset, probes=SUBGROUP_FIELDS, site=self._site)
 
     def cohort_prepare(self, values: dict[str, Scalar]) -> Facts:
         """The facts of a cohort's representative row (CaseInputError if they contradict)."""

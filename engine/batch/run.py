@@ -99,6 +99,7 @@ class BatchOptions:
 
 Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
+VECTOR_CHUNK_ROWS = 10_000  # rows per chunk on the vectorised engine (io.tables: 1,000)
 RenderReport = Callable[[BatchSummary], str]
 
 
@@ -438,7 +439,7 @@ def run_batch(
     try:
         runner = ChunkRunner(run.config, options.workers, options.stall_timeout, notice)
         # closed on every path, not when a traceback that holds it is freed (issue 26)
-        with contextlib.closing(_all_chunks(run.readers)) as chunks:
+        with contextlib.closing(_all_chunks(run.readers, options.engine)) as chunks:
             for result in runner.run(chunks):
                 run.consume(result)
                 if progress is not None:
@@ -449,8 +450,12 @@ def run_batch(
         raise
 
 
-def _all_chunks(readers: list[TableReader]) -> Generator[Chunk, None, None]:
+def _all_chunks(
+    readers: list[TableReader], engine: str = "durable"
+) -> Generator[Chunk, None, None]:
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
+    if size is None and engine == "vectorised":  # its cost per chunk is per column, not row
+        size = VECTOR_CHUNK_ROWS
     index = 0
     for reader in readers:
         for chunk in reader.chunks(index, chunk_rows=size):

@@ -24,7 +24,7 @@ import struct
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from engine.batch.columns import UNKNOWN_VALUE, FlatColumns, flat_columns
 from engine.batch.startup import die_with_parent, forbid_core_dumps
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
@@ -48,7 +49,7 @@ from engine.mapping import ColumnMapping
 from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
 from engine.policy import policy_for
 from engine.rules.ruleset import Ruleset
-from engine.screen import Decision, conclude, notable_outcomes
+from engine.screen import Decision, notable_outcomes
 from engine.screener import SUBGROUP_FIELDS, Screener, flat_outcomes, flat_row
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -84,7 +85,7 @@ FIRED, CONDITIONAL, NOT_EVALUABLE = (
 )
 INSUFFICIENT_DATA = Verdict.insufficient_data
 CASE_FIELDS = [f for f in INPUT_FIELDS if f != "case_id"]
-UNKNOWN = "(unknown)"
+UNKNOWN = UNKNOWN_VALUE  # a subgroup field not given
 GC_THRESHOLD = 10_000  # allocations between young-generation collections (Python's default: 700)
 _RULE_STATUS = operator.attrgetter("rule_id", "status")
 
@@ -334,11 +335,13 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     jsonl = config.output_format is OutputFormat.jsonl
     full = jsonl and config.detail is Detail.full  # the full result contract
     vectorised = screener.engine == "vectorised" and not full  # a full result shows values
-    rows, decided = _checked_rows(chunk, config.ignored_columns, config.mapping, vectorised)
+    rows, fast = _checked_rows(chunk, config.ignored_columns, config.mapping, vectorised)
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
-    settled: dict[int, Decision] = {}  # position in `valid` -> a decision the cohort path made
+    # per screened row in order: its position among the rows the vectorised engine decided,
+    # or None for a row screened one by one (its decision in `prepared`)
+    screened: list[int | None] = []
     for number, row, checked in rows:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
@@ -369,6 +372,10 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                 _fault_kill(fault)
             if case_id == stall:
                 _fault_stall()
+        decided = fast.index.get(number - chunk.first) if fast is not None else None
+        if decided is not None:
+            screened.append(decided)
+            continue
         try:
             if checked is not None:
                 valid_id, values = checked
@@ -378,32 +385,79 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                     result.normalised[change.field] += 1
                     if change.field not in result.normalised_examples and change.example:
                         result.normalised_examples[change.field] = change.example
-            found = decided.get(number - chunk.first)
-            if found is not None:
-                settled[len(valid)] = found
-            else:
-                prepared.append(screener.prepare(valid_id, values, source=chunk.source))
+            prepared.append(screener.prepare(valid_id, values, source=chunk.source))
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
             reject(result, chunk.source, number, case_id, problems)
             continue
         valid.append((valid_id, values))
-    screened = iter(screener.decide_many(prepared))
-    decisions = [settled.get(n) or next(screened) for n in range(len(valid))]
+        screened.append(None)
+    decisions = screener.decide_many(prepared)
     present: Counter[str] = Counter()
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
         full_result = screener.result_of(valid_id, decision) if full else None
         record(result, valid_id, decision, full_result, values, screener, present)
         if jsonl and not full:
             result.records[-1] = compact_record(result.records[-1], decision, screener)
+    if fast is not None:
+        _add_decided(result, fast, screened, present, config.output_format)
     for name in CASE_FIELDS:  # counted as supplied, reported as missing
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
     count_baselines(result, ruleset)
     result.id_lines = ["".join(result.id_lines)]  # one string to send back, not a thousand
-    if config.output_format is OutputFormat.parquet:  # built here, in parallel, not by the parent
-        result.records = [flat_batch(result.records)]
+    if config.output_format is OutputFormat.parquet and fast is None:  # built here, in
+        result.records = [flat_batch(result.records)]  # parallel, not by the parent
     return result
+
+
+@dataclass
+class _Fast:
+    """The rows of a chunk the vectorised engine decided, with their outputs and counts."""
+
+    index: dict[int, int]  # position in the chunk -> position among the decided rows
+    flat: FlatColumns
+    present: Counter[str]  # fields supplied, over the decided rows
+
+
+def _add_decided(
+    result: ChunkResult,
+    fast: _Fast,
+    screened: list[int | None],
+    present: Counter[str],
+    output_format: OutputFormat,
+) -> None:
+    """Merge the decided rows' outputs, in row order, and counts into a chunk's result."""
+    flat = fast.flat
+    result.screened += len(flat.case_ids)
+    result.verdicts.update(flat.verdicts)
+    result.rule_status.update(flat.rule_status)
+    result.blocks.update(flat.blocks)
+    result.subgroups.update(flat.subgroups)
+    result.insufficient_only_site += flat.insufficient_only_site
+    result.decided_with_cautions_open += flat.decided_with_cautions_open
+    present.update(fast.present)
+    slow = result.records
+    if output_format is OutputFormat.parquet:
+        decided = pa.RecordBatch.from_arrays(
+            [pa.array(flat.case_ids, pa.string()), *flat.columns], schema=FLAT_SCHEMA
+        )
+        order, waiting = [], len(flat.case_ids)
+        for position in screened:
+            order.append(waiting if position is None else position)
+            waiting += position is None
+        merged = pa.Table.from_batches([decided, flat_batch(slow)]).combine_chunks()
+        result.records = [merged.take(pa.array(order, pa.int64())).to_batches()[0]] if order else [
+            decided
+        ]
+        return
+    if flat.compact is not None:
+        mine: list[Any] = flat.compact
+    else:
+        texts = [column.to_pylist() for column in flat.columns]
+        mine = list(zip(flat.case_ids, *texts, strict=True))
+    rest = iter(slow)
+    result.records = [next(rest) if p is None else mine[p] for p in screened]
 
 
 def _checked_rows(
@@ -411,7 +465,7 @@ def _checked_rows(
     ignored: frozenset[str],
     mapping: ColumnMapping | None = None,
     vectorised: bool = False,
-) -> tuple[list[tuple[int, Row, Validated | None]], dict[int, Decision]]:
+) -> tuple[list[tuple[int, Row, Validated | None]], _Fast | None]:
     """Per row: its number, its raw values where validate_case must read them (else empty),
     and its (case_id, values) where the record batch's columns showed it plainly valid; and,
     on the vectorised engine, the decision of each plainly valid row whose facts hold together
@@ -420,38 +474,49 @@ def _checked_rows(
     With a mapping, rows are mapped (screen_chunk) and validated one by one: the record
     batch's columns are the export's, not the fields."""
     if mapping is not None:
-        return [(number, row, None) for number, row in chunk.materialized()], {}
+        return [(number, row, None) for number, row in chunk.materialized()], None
     if chunk.batch is None:
-        return [(number, row, None) for number, row in chunk.rows], {}
+        return [(number, row, None) for number, row in chunk.rows], None
     columns = validate_columns(chunk.batch, ignored)
     plain = columns.plain.to_numpy(zero_copy_only=False)
-    decided = _cohort_decisions(columns, plain) if vectorised and columns.values else {}
-    found = iter(columns.row_values(np.flatnonzero(plain).tolist()))
-    checked = [next(found) if ok else None for ok in plain.tolist()]
+    fast = _decide(columns, plain) if vectorised and columns.values else None
+    left = plain.copy()
+    if fast is not None:
+        left[list(fast.index)] = False
+    found = iter(columns.row_values(np.flatnonzero(left).tolist()))
+    case_ids = columns.values["case_id"].to_pylist() if fast is not None else []
+    checked: list[Validated | None] = [
+        next(found) if ok else (case_ids[n], {}) if fast and n in fast.index else None
+        for n, ok in enumerate(left.tolist())
+    ]
     redo = [n for n, hit in enumerate(checked) if hit is None]
     raw = dict(zip(redo, chunk.batch.take(redo).to_pylist(), strict=True)) if redo else {}
     rows = [(chunk.first + n, raw.get(n, {}), hit) for n, hit in enumerate(checked)]
-    return rows, decided
+    return rows, fast
 
 
-def _cohort_decisions(columns: Columns, plain: np.ndarray) -> dict[int, Decision]:
-    """The vectorised engine's decision per row it decides (engine.evaluate.vectorised): one
-    decision per distinct outcome vector, built by the per-row code (screen.conclude), with
-    the row's own subgroup values."""
+def _decide(columns: Columns, plain: np.ndarray) -> _Fast:
+    """The vectorised engine's outputs for the plainly valid rows it decides."""
     screener = _STATE.screener
-    plan = screener.cohort_plan
-    cohort = plan.decide(columns.values, plain, screener.cohort_prepare)
-    shared = [conclude(Facts({}), found, {}, screener.ruleset) for found in cohort.outcomes]
-    probed = [cohort.probed[name] for name in SUBGROUP_FIELDS]
-    return {
-        row: replace(
-            shared[signature],
-            facts=Facts({name: v for name, v in zip(SUBGROUP_FIELDS, values) if v is not None}),
-        )
-        for row, signature, *values in zip(
-            cohort.rows.tolist(), cohort.signature.tolist(), *probed, strict=True
-        )
-    }
+    config = _STATE.config
+    decided = screener.cohort_plan.decide(
+        columns.values,
+        plain,
+        screener.cohort_prepare,
+        lambda rows: [values for _, values in columns.row_values(rows)],
+    )
+    picked = pa.array(decided.rows, pa.int64())
+    case_ids = [str(i) for i in columns.values["case_id"].take(picked).to_pylist()]
+    compact = config.output_format is OutputFormat.jsonl
+    flat = flat_columns(decided, case_ids, screener.ruleset, compact=compact)
+    present: Counter[str] = Counter()
+    for name, column in columns.values.items():
+        if name != "case_id":
+            given = len(decided.rows) - column.take(picked).null_count
+            if given:
+                present[name] = given
+    index = {int(row): n for n, row in enumerate(decided.rows.tolist())}
+    return _Fast(index, flat, present)
 
 
 def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:

@@ -1,40 +1,37 @@
-"""The vectorised cohort engine's compiler: which rows of a cohort every rule treats alike.
+"""The vectorised cohort engine: the parsed rules compiled to numpy column operations.
 
-Every step from a row's values to its outputs (constraints, derived attributes, rule outcomes,
-the verdict policy, the flat and compact rows) reads the values only through the conditions of
-the rule files: comparisons with constants, membership, `is known`, and arithmetic. Walking the
-parsed conditions once (rules, derived attributes, constraints), this module finds, per input
-field, the coarsest code that no condition can tell apart:
+A chunk of plainly valid rows (engine.io.columnar) becomes, per field, a known mask and a value
+column; for an enum or boolean field (and a derived field with finitely many values) a bitmask
+of the values still possible. Constraints narrow those bitmasks, derived attributes are computed
+in file order, and every rule's scope and condition are evaluated with Kleene logic, each node of
+the parsed tree (engine.rules.condition) one column operation. Truth values are 0 (false),
+1 (unknown) and 2 (true): `and` is the minimum, `or` the maximum, `not` is 2 - x.
 
-- an enum or boolean field: its value (or unknown);
-- a text field: which of the constants compared with it it equals (or none, or unknown);
-- a number compared with constants only: its cell among those constants (below the lowest,
-  equal to it, between it and the next, ...), or unknown;
-- a number read by arithmetic (a derived expression, `a > b + 20`) or standing in for a
-  points total: its exact value.
-
-Rows with equal codes in every field get equal facts up to those cells, hence equal outcomes,
-verdicts and questions; the cohort path (engine.cohort) screens one row of each group with the
-per-row engine and gives its outputs to the others. Nothing here decides a rule: the semantics
-stays in one place, and this reads the same parsed trees the other backends compile.
-Docs: docs/vectorised.md.
+What is not recomputed here is taken from the per-row code, once per distinct case of it: the
+fields named as missing by a not-evaluable rule come from engine.evaluate.base.explained_outcome
+on one representative row per distinct pattern of what that explanation reads (which fields are
+known, the truth value of each node it walks). Rows whose facts contradict each other, or that a
+feature this compiler does not cover touches, are not decided here: the caller screens them one
+by one. docs/vectorised.md gives the design and what holds it to the other engines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.derive import Facts
-from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
-from engine.errors import CaseInputError
-from engine.evaluate.base import make_outcome, rule_status
-from engine.models import RuleOutcome, Scalar
+from engine.derive import DERIVED_DECIMALS, Facts, derivation_plan
+from engine.dictionary import FIELDS_BY_NAME, FieldType
+from engine.evaluate.base import explained_outcome
+from engine.models import RuleOutcome, RuleStatus, Scalar, SiteValue, settled_outcome
 from engine.rules.condition import (
+    ARITH,
+    And,
     Arith,
     Compare,
     Cond,
@@ -44,358 +41,565 @@ from engine.rules.condition import (
     Known,
     Member,
     Not,
+    Or,
     Truth,
-    fields_of,
 )
-from engine.rules.logic import compile_kleene
-from engine.rules.ruleset import Ruleset
+from engine.rules.ruleset import DerivedRule, Ruleset, points_key
 
-_INPUTS = frozenset(INPUT_FIELDS) - {"case_id"}
-TECHNIQUE = "mis_technique"  # the field per-technique settings follow (engine.screen)
-
-
-@dataclass(frozen=True)
-class FieldCode:
-    """How one input field is coded: `cuts` for a number told apart by constants only,
-    `constants` for a text field, `exact` for a number whose value itself matters."""
-
-    name: str
-    cuts: tuple[float, ...] = ()
-    constants: tuple[str, ...] = ()
-    exact: bool = False
-
-
+FALSE, UNKNOWN, TRUE = 0, 1, 2
+# every condition node class and how this compiler evaluates it (a test holds the registry
+# against condition.Cond, so a new node type fails a test instead of a case)
+NODE_CLASSES = (Compare, Member, Known, And, Or, Not, Truth)
 Prepare = Callable[[dict[str, Scalar]], Facts]  # a case's values to its facts (screen.prepare)
-CACHE_LIMIT = 200_000  # cached representatives per ruleset plan, cleared when reached
-
-
-@dataclass(frozen=True)
-class _Closure:
-    """Fields whose codes decide some outputs, and those outputs: rules' outcomes, the value
-    of probed fields after constraints, and (always) whether the facts are consistent."""
-
-    fields: tuple[str, ...]
-    rules: tuple[int, ...]  # positions in ruleset.rules
-    probes: tuple[str, ...]
+RowValues = Callable[[list[int]], list[dict[str, Scalar]]]  # chunk rows -> validated values
+EXPLAINED_LIMIT = 50_000  # cached explanations per plan, cleared when reached
+_NUMPY_COMPARE: dict[str, Callable[[np.ndarray, object], np.ndarray]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_PYTHON_COMPARE: dict[str, Callable[[object, object], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,  # type: ignore[dict-item]  # numbers only, checked at load
+    "<=": operator.le,  # type: ignore[dict-item]
+    ">": operator.gt,  # type: ignore[dict-item]
+    ">=": operator.ge,  # type: ignore[dict-item]
+}
+STATUSES = (
+    RuleStatus.not_applicable,
+    RuleStatus.not_fired,
+    RuleStatus.conditional,
+    RuleStatus.not_evaluable,
+    RuleStatus.fired,
+)
+NOT_APPLICABLE, NOT_FIRED, CONDITIONAL, NOT_EVALUABLE, FIRED = range(5)
 
 
 @dataclass
 class CohortDecisions:
-    """What the vectorised path decided for the rows of a chunk it could decide.
+    """What the vectorised engine decided for the plainly valid rows of a chunk.
 
-    `rows`: the decided rows (positions in the chunk, ascending); every other row is left to
-    the per-row path (a value not plainly valid, or facts that contradict each other).
-    `signature`: per decided row, its index into `outcomes` (every rule's outcome, ruleset
-    order). `probed`: per probed field, its value after constraints per decided row."""
+    `rows`: the rows it decided (positions in the chunk, ascending); any other row is left to
+    the per-row path (its facts contradict each other, or the plan cannot run). Per decided row
+    and rule (ruleset order): `statuses`, an index into STATUSES, and `numbers`, the index of
+    its outcome in `tables[rule]`. `probed`: per probed field, its value after constraints."""
 
     rows: np.ndarray
-    signature: np.ndarray
-    outcomes: list[list[RuleOutcome]]
+    statuses: np.ndarray
+    numbers: np.ndarray
+    tables: list[list[RuleOutcome]]
     probed: dict[str, list[Scalar | None]]
+    report_order: dict[str, tuple[int, str]]
+
+
+class _Frame:
+    """One chunk's facts as columns: known masks, values (finite fields as the index of their
+    value in the field's domain), and bitmasks of possible values (0: no entry)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.known: dict[str, np.ndarray] = {}
+        self.value: dict[str, np.ndarray] = {}
+        self.possible: dict[str, np.ndarray] = {}
+        self.reachable: dict[str, np.ndarray] = {}  # points totals, read by derivers only
+        self.bad = np.zeros(rows, dtype=bool)  # contradictory facts
+
+    def is_known(self, name: str) -> np.ndarray:
+        found = self.known.get(name)
+        return found if found is not None else np.zeros(self.rows, dtype=bool)
 
 
 class CohortPlan:
-    """A ruleset compiled for cohorts: its fields' codes and the closures of its rules."""
+    """A ruleset compiled to column operations, with the caches of its explanations."""
 
     def __init__(
-        self, ruleset: Ruleset, *, probes: Iterable[str] = (), linked: Iterable[str] = ()
-    ) -> None:
-        """`probes`: fields whose value after constraints an output shows (subgroups);
-        `linked`: setting fields a site profile sets per technique (they follow the technique).
-        """
-        self.ruleset = ruleset
-        read: set[str] = set()
-        cuts: dict[str, set[float]] = {}
-        constants: dict[str, set[str]] = {}
-        exact: set[str] = set()
-        for cond in _conditions(ruleset):
-            _collect(cond, read, cuts, constants, exact)
-        for derived in ruleset.derived:
-            if derived.expression is not None:  # arithmetic: its inputs' values matter
-                exact |= fields_of(derived.expression)
-            if derived.supplied_total:  # it stands in for the total, whatever it is
-                exact.add(derived.supplied_total)
-        self.codes = {
-            name: FieldCode(
-                name,
-                cuts=tuple(sorted(cuts.get(name, ()))),
-                constants=tuple(sorted(constants.get(name, ()))),
-                exact=name in exact,
-            )
-            for name in INPUT_FIELDS
-            if name in _INPUTS
-        }
-        closure = _Closures(ruleset, frozenset(linked))
-        by_fields: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}
-        for position, rule in enumerate(ruleset.rules):
-            by_fields.setdefault(closure.of(rule.fields), ([], []))[0].append(position)
-        for name in probes:
-            by_fields.setdefault(closure.of((name,)), ([], []))[1].append(name)
-        for fields in closure.consistency():  # contradictions: each set of linked facts
-            by_fields.setdefault(closure.of(fields), ([], []))
-        self.closures = tuple(
-            _Closure(fields, tuple(rules), tuple(probed))
-            for fields, (rules, probed) in by_fields.items()
-        )
-        self._compiled = [
-            (rule, compile_kleene(rule.scope) if rule.scope else None, compile_kleene(rule.when))
-            for rule in ruleset.rules
-        ]
-        # per closure: its key -> (outcome numbers of its rules, probed values), None if the
-        # facts contradict each other; per rule, its outcomes by number
-        self._seen: list[dict[bytes, tuple[tuple[int, ...], tuple[Scalar | None, ...]] | None]]
-        self._seen = [{} for _ in self.closures]
-        self._outcomes: list[list[RuleOutcome]] = [[] for _ in ruleset.rules]
-        self._numbers: list[dict[int, int]] = [{} for _ in ruleset.rules]  # id(outcome) -> n
-
-    def decide(self, columns: Mapping[str, pa.Array], plain: np.ndarray, prepare: Prepare) -> (
-        CohortDecisions
-    ):
-        """Every rule's outcome for each plainly valid row (`plain`), by closure."""
-        rows = np.flatnonzero(plain)
-        taken = pa.array(rows, pa.int64())
-        picked = {name: column.take(taken) for name, column in columns.items()}
-        count = len(rows)
-        numbers = np.zeros((count, len(self.ruleset.rules)), dtype=np.int32)
-        contradicted = np.zeros(count, dtype=bool)
-        probed: dict[str, list[Scalar | None]] = {}
-        coded: dict[str, np.ndarray] = {}
-        for position, closure in enumerate(self.closures):
-            keys, first, inverse = self._keys(closure, picked, coded, count)
-            seen = self._seen[position]
-            missing = [n for n, key in enumerate(keys) if key not in seen]
-            if missing:
-                if sum(map(len, self._seen)) > CACHE_LIMIT:
-                    for table in self._seen:
-                        table.clear()
-                values = _row_values(picked, closure.fields, first[missing])
-                for n, given in zip(missing, values, strict=True):
-                    seen[keys[n]] = self._represent(closure, given, prepare)
-            found = [seen[key] for key in keys]
-            bad = np.array([f is None for f in found], dtype=bool)
-            if bad.any():
-                contradicted |= bad[inverse]
-            if closure.rules:
-                table = np.array(
-                    [f[0] if f is not None else (0,) * len(closure.rules) for f in found],
-                    dtype=np.int32,
-                ).reshape(len(found), len(closure.rules))
-                numbers[:, list(closure.rules)] = table[inverse]
-            for index, name in enumerate(closure.probes):
-                values_of = [f[1][index] if f is not None else None for f in found]
-                probed[name] = [values_of[g] for g in inverse.tolist()]
-        keep = ~contradicted
-        signature, outcomes = self._signatures_of(numbers[keep])
-        return CohortDecisions(
-            rows[keep],
-            signature,
-            outcomes,
-            {name: [v for v, k in zip(vals, keep.tolist(), strict=True) if k]
-             for name, vals in probed.items()},
-        )
-
-    def _keys(
         self,
-        closure: _Closure,
-        picked: Mapping[str, pa.Array],
-        coded: dict[str, np.ndarray],
-        count: int,
-    ) -> tuple[list[bytes], np.ndarray, np.ndarray]:
-        """The distinct keys of a closure's fields, a row having each, and each row's key."""
-        parts = []
-        for name in closure.fields:
-            if name not in coded:
-                column = picked.get(name)
-                coded[name] = (
-                    np.zeros((count, 2), dtype=np.int64)
-                    if column is None
-                    else _coded(self.codes[name], column)
-                )
-            parts.append(coded[name])
-        if not parts:
-            matrix = np.zeros((count, 1), dtype=np.int64)
-        else:
-            matrix = np.ascontiguousarray(np.concatenate(parts, axis=1))
-        flat = matrix.view(np.dtype((np.void, matrix.shape[1] * 8))).reshape(-1)
-        unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-        return [u.tobytes() for u in unique], first, inverse.reshape(-1)
-
-    def _represent(
-        self, closure: _Closure, values: dict[str, Scalar], prepare: Prepare
-    ) -> tuple[tuple[int, ...], tuple[Scalar | None, ...]] | None:
-        """The outcomes of a closure's rules and its probed values for one representative."""
-        try:
-            facts = prepare(values)
-        except CaseInputError:
-            return None
-        known, possible = facts.values, facts.possible
-        numbers = []
-        for position in closure.rules:
-            rule, scope, when = self._compiled[position]
-            scope_value = scope(known, possible) if scope else True
-            when_value = when(known, possible)
-            status = rule_status(scope_value, when_value)
-            outcome = make_outcome(rule, status, when_value, facts, self.ruleset)
-            table = self._numbers[position]
-            number = table.get(id(outcome))
-            if number is None or self._outcomes[position][number] is not outcome:
-                number = table[id(outcome)] = len(self._outcomes[position])
-                self._outcomes[position].append(outcome)
-            numbers.append(number)
-        return tuple(numbers), tuple(known.get(name) for name in closure.probes)
-
-    def _signatures_of(self, numbers: np.ndarray) -> tuple[np.ndarray, list[list[RuleOutcome]]]:
-        """Per row, the number of its whole outcome vector, and each vector's outcomes."""
-        if not len(numbers):
-            return np.zeros(0, dtype=np.int64), []
-        matrix = np.ascontiguousarray(numbers)
-        flat = matrix.view(np.dtype((np.void, matrix.shape[1] * 4))).reshape(-1)
-        unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-        outcomes = [
-            [self._outcomes[p][n] for p, n in enumerate(row)]
-            for row in matrix[first].tolist()
-        ]
-        return inverse.reshape(-1), outcomes
-
-
-class _Closures:
-    """The input fields a set of fields depends on: derived attributes' inputs, every field a
-    constraint links to a constrained one, and the technique for per-technique settings."""
-
-    def __init__(self, ruleset: Ruleset, linked: frozenset[str]) -> None:
+        ruleset: Ruleset,
+        *,
+        probes: Iterable[str] = (),
+        site: Mapping[str, SiteValue] | None = None,
+    ) -> None:
         self.ruleset = ruleset
-        self.linked = linked
-        parent: dict[str, str] = {}
+        self.probes = tuple(probes)
+        site = site or {}
+        # a per-technique setting is chosen after constraints (screen.technique_setting): such
+        # a site profile is screened row by row
+        self.runs = not any(isinstance(v, dict) for v in site.values()) and _monotone(ruleset)
+        self.site = {k: v for k, v in site.items() if not isinstance(v, dict)}
+        self.domains: dict[str, tuple[Scalar, ...]] = {}
+        for spec in FIELDS_BY_NAME.values():
+            if spec.type in (FieldType.enum, FieldType.boolean):
+                self.domains[spec.name] = tuple(spec.domain)
+        for derived in ruleset.derived:
+            if derived.spec.type in (FieldType.enum, FieldType.boolean):
+                continue
+            if derived.bands:
+                self.domains[derived.field] = tuple(dict.fromkeys(v for _, v in derived.bands))
+            elif derived.points:
+                top = sum(max(table.values()) for _, table in derived.points)
+                if derived.supplied_total:
+                    top = max(top, int(FIELDS_BY_NAME[derived.supplied_total].maximum or 0))
+                self.domains[derived.field] = tuple(range(top + 1))
+        self.runs = self.runs and all(len(d) < 63 for d in self.domains.values())
+        self.runs = self.runs and all(  # a supplied total is a value of its score's domain
+            (FIELDS_BY_NAME[d.supplied_total].minimum or 0) >= 0
+            for d in ruleset.derived
+            if d.supplied_total
+        )
+        self.derivers = derivation_plan(ruleset).derivers
+        self._explain_nodes = [self._explanation_nodes(rule.id) for rule in ruleset.rules]
+        self._explained: dict[tuple[int, bytes], RuleOutcome] = {}
 
-        def find(name: str) -> str:
-            while parent.get(name, name) != name:
-                name = parent[name]
-            return name
+    # --- the chunk -----------------------------------------------------------------------------
 
-        for _, name, _, _, _, reads in ruleset.compiled_narrowings:
-            for other in reads:
-                a, b = find(name), find(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-        self.component: dict[str, frozenset[str]] = {}
-        names = set(parent) | {find(n) for n in parent}
-        for name in names:
-            self.component[name] = frozenset(n for n in names if find(n) == find(name))
+    def decide(
+        self,
+        columns: Mapping[str, pa.Array],
+        plain: np.ndarray,
+        prepare: Prepare,
+        row_values: RowValues,
+    ) -> CohortDecisions:
+        """Every rule's outcome for each plainly valid row whose facts hold together."""
+        rows = np.flatnonzero(plain) if self.runs else np.zeros(0, dtype=np.int64)
+        frame = _Frame(len(rows))
+        if len(rows):
+            self._load(frame, columns, rows)
+            self._constrain(frame)
+            self._derive(frame)
+        statuses, cache = self._statuses(frame)
+        keep = ~frame.bad
+        numbers, tables = self._outcomes(frame, statuses, cache, keep, rows, prepare, row_values)
+        probed = {name: self._values_of(frame, name, keep) for name in self.probes}
+        return CohortDecisions(
+            rows[keep], statuses[keep], numbers[keep], tables, probed, self.ruleset.report_order
+        )
 
-    def consistency(self) -> list[tuple[str, ...]]:
-        """Sets of fields whose facts alone can contradict each other."""
-        found = [tuple(sorted(c)) for c in set(self.component.values())]
-        found += [d.inputs for d in self.ruleset.derived if d.points]
+    def _load(self, frame: _Frame, columns: Mapping[str, pa.Array], rows: np.ndarray) -> None:
+        """The input columns of the chosen rows, with the site profile's settings filled in."""
+        taken = pa.array(rows, pa.int64())
+        for name, column in columns.items():
+            if name == "case_id" or name not in FIELDS_BY_NAME:
+                continue
+            picked = column.take(taken)
+            known = picked.is_valid().to_numpy(zero_copy_only=False)
+            domain = self.domains.get(name)
+            if domain is not None and pa.types.is_boolean(picked.type):  # domain (True, False)
+                flags = picked.fill_null(True).to_numpy(zero_copy_only=False)
+                values = np.where(flags, domain.index(True), domain.index(False))
+            elif domain is not None:
+                index = pc.index_in(picked, value_set=pa.array(domain, picked.type))
+                values = index.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            else:
+                values = np.asarray(
+                    picked.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False),
+                    dtype=np.float64,
+                )
+            frame.known[name], frame.value[name] = known, values
+        for name, given in self.site.items():  # screen.apply_site: case values win
+            known = frame.is_known(name)
+            value = self._code(name, given)
+            frame.value[name] = np.where(
+                known, frame.value.get(name, np.zeros(frame.rows)), value
+            )
+            frame.known[name] = np.ones(frame.rows, dtype=bool)
+
+    def _code(self, name: str, value: Scalar) -> float | int:
+        domain = self.domains.get(name)
+        return domain.index(value) if domain is not None else float(value)
+
+    # --- constraints ---------------------------------------------------------------------------
+
+    def _constrain(self, frame: _Frame) -> None:
+        """Apply every narrowing whose condition holds until nothing changes (derive's passes
+        reach the same facts: conditions here only gain truth as values are narrowed)."""
+        items = self.ruleset.compiled_narrowings
+        applied = [np.zeros(frame.rows, dtype=bool) for _ in items]
+        changed = True
+        while changed:
+            changed = False
+            for n, (_, name, when, _, allowed, _) in enumerate(items):
+                hit = (self._kleene(when, frame, {}, True) == TRUE) & ~applied[n]
+                if not hit.any():
+                    continue
+                changed = True
+                applied[n] |= hit
+                self._narrow(frame, name, _mask(self.domains[name], allowed), hit)
+
+    def _narrow(self, frame: _Frame, name: str, allowed: int, hit: np.ndarray) -> None:
+        known = frame.is_known(name)
+        values = frame.value.setdefault(name, np.zeros(frame.rows, dtype=np.int64))
+        frame.bad |= hit & known & (((allowed >> values) & 1) == 0)
+        open_rows = hit & ~known
+        full = (1 << len(self.domains[name])) - 1
+        possible = frame.possible.setdefault(name, np.zeros(frame.rows, dtype=np.int64))
+        before = np.where(possible != 0, possible, full)
+        now = before & allowed
+        frame.bad |= open_rows & (now == 0)
+        single = open_rows & (now != 0) & ((now & (now - 1)) == 0)
+        values[single] = np.log2(now[single]).astype(np.int64)
+        frame.known[name] = known | single
+        possible[single] = 0
+        many = open_rows & ~single & (now != 0)
+        possible[many] = now[many]
+
+    # --- derived attributes --------------------------------------------------------------------
+
+    def _derive(self, frame: _Frame) -> None:
+        """Each derived attribute in file order, as engine.derive.build_facts computes it."""
+        by_field = self.ruleset.derived_by_field
+        bounded = self.ruleset.bounded_fields
+        for name, _, _, inputs, unread in self.derivers:
+            rule = by_field[name]
+            reads = np.zeros(frame.rows, dtype=bool)
+            for field in inputs:
+                reads |= frame.is_known(field) | self._has_possible(frame, field, True)
+            value, known = self._derived_value(frame, rule)
+            if unread is None:
+                known = known & reads
+            else:  # none of its inputs known or narrowed: the value it takes with none known
+                value = np.where(reads, value, self._code(name, unread))
+                known = known | ~reads
+            frame.value[name], frame.known[name] = value, known
+            open_rows = reads & ~known
+            if rule.points and open_rows.any():
+                self._reach(frame, rule, open_rows)
+            if name in bounded and open_rows.any():
+                self._bound(frame, rule, open_rows)
+
+    def _derived_value(self, frame: _Frame, rule: DerivedRule) -> tuple[np.ndarray, np.ndarray]:
+        if rule.expression is not None:
+            value, known = self._expression(rule.expression, frame)
+            if rule.spec.type is FieldType.integer:
+                return np.rint(value), known
+            return _round(value, DERIVED_DECIMALS), known
+        if rule.condition is not None:
+            truth = self._kleene(rule.condition, frame, {}, True)
+            return np.where(truth == TRUE, 0, 1), truth != UNKNOWN  # (True, False)
+        if rule.points:
+            return self._points(frame, rule)
+        value = np.zeros(frame.rows, dtype=np.int64)
+        known = np.zeros(frame.rows, dtype=bool)
+        searching = np.ones(frame.rows, dtype=bool)
+        domain = self.domains[rule.field]
+        for cond, band in rule.bands:
+            truth = self._kleene(cond, frame, {}, True)
+            searching &= truth != UNKNOWN  # unknown: the band, and so the value, is unknown
+            chosen = searching & (truth == TRUE)
+            value[chosen] = domain.index(band)
+            known |= chosen
+            searching &= ~chosen
+        return value, known
+
+    def _points(self, frame: _Frame, rule: DerivedRule) -> tuple[np.ndarray, np.ndarray]:
+        """The sum of a score's components, else the supplied total; contradictions marked."""
+        total = np.zeros(frame.rows, dtype=np.int64)
+        complete = np.ones(frame.rows, dtype=bool)
+        for name, table in rule.points:
+            points = np.asarray([table[points_key(v)] for v in self.domains[name]], np.int64)
+            total += points[frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))]
+            complete &= frame.is_known(name)
+        supplied = rule.supplied_total
+        given = frame.is_known(supplied) if supplied else np.zeros(frame.rows, dtype=bool)
+        stated = frame.value[supplied] if supplied else np.zeros(frame.rows)
+        frame.bad |= complete & given & (stated != total)
+        value = np.where(complete, total, stated).astype(np.int64)
+        return value, complete | given
+
+    def _reach(self, frame: _Frame, rule: DerivedRule, open_rows: np.ndarray) -> None:
+        """The totals a score can still reach (derive._reachable_totals), as a bitmask."""
+        some = np.zeros(frame.rows, dtype=bool)
+        sums = np.ones(frame.rows, dtype=np.int64)  # {0}
+        for name, table in rule.points:
+            domain = self.domains[name]
+            known = frame.is_known(name)
+            some |= known
+            points = [table[points_key(v)] for v in domain]
+            allowed = np.where(
+                self._has_possible(frame, name, False),
+                frame.possible.get(name, 0),
+                (1 << len(domain)) - 1,
+            )
+            code = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))
+            allowed = np.where(known, np.left_shift(1, code), allowed)
+            after = np.zeros(frame.rows, dtype=np.int64)
+            for index, point in enumerate(points):
+                takes = ((allowed >> index) & 1) == 1
+                after |= np.where(takes, sums << point, 0)
+            sums = after
+        frame.reachable[rule.field] = np.where(open_rows & some, sums, 0)
+
+    def _bound(self, frame: _Frame, rule: DerivedRule, open_rows: np.ndarray) -> None:
+        """The band values an unknown banded field can still take (derive._band_bounds)."""
+        domain = self.domains[rule.field]
+        found = np.zeros(frame.rows, dtype=np.int64)
+        going = np.ones(frame.rows, dtype=bool)
+        for cond, band in rule.bands:
+            truth = self._kleene(cond, frame, {}, True)
+            found |= np.where(going & (truth != FALSE), 1 << domain.index(band), 0)
+            going &= truth != TRUE
+        every = _mask(domain, [v for _, v in rule.bands])
+        left = open_rows & (found != every)
+        possible = frame.possible.setdefault(rule.field, np.zeros(frame.rows, dtype=np.int64))
+        possible[left] = found[left]
+
+    # --- conditions ----------------------------------------------------------------------------
+
+    def _has_possible(self, frame: _Frame, name: str, deriving: bool) -> np.ndarray:
+        found = frame.possible.get(name)
+        has = found != 0 if found is not None else np.zeros(frame.rows, dtype=bool)
+        if deriving and name in frame.reachable:
+            has = has | (frame.reachable[name] != 0)
+        return has
+
+    def _kleene(self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool) -> (
+        np.ndarray
+    ):
+        """A condition's truth per row (0, 1, 2); `cache` keeps nodes while facts stay put."""
+        key = id(cond)  # this call's cache only; no table outlives the facts it was built on
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = self._node(cond, frame, cache, deriving)
         return found
 
-    def of(self, fields: Iterable[str]) -> tuple[str, ...]:
-        pending = list(fields)
-        found: set[str] = set()
-        derived = self.ruleset.derived_by_field
-        while pending:
-            name = pending.pop()
-            if name in found:
-                continue
-            found.add(name)
-            if name in derived:
-                pending.extend(derived[name].inputs)
-            pending.extend(self.component.get(name, ()))
-            if name in self.linked:
-                pending.append(TECHNIQUE)
-        return tuple(n for n in INPUT_FIELDS if n in found and n in _INPUTS)
+    def _node(
+        self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool
+    ) -> np.ndarray:
+        rows = frame.rows
+        if isinstance(cond, Truth):
+            return np.full(rows, TRUE if cond.value else FALSE, dtype=np.int8)
+        if isinstance(cond, Known):
+            known = frame.is_known(cond.field) != cond.negated
+            return np.where(known, TRUE, FALSE).astype(np.int8)
+        if isinstance(cond, Not):
+            return (TRUE - self._kleene(cond.item, frame, cache, deriving)).astype(np.int8)
+        if isinstance(cond, And | Or):
+            parts = [self._kleene(item, frame, cache, deriving) for item in cond.items]
+            combine = np.minimum if isinstance(cond, And) else np.maximum
+            return combine.reduce(parts).astype(np.int8)
+        if isinstance(cond, Compare) and not isinstance(cond.rhs, Const):
+            left, left_known = self._numeric(frame, cond.field)
+            right, right_known = self._expression(cond.rhs, frame)
+            holds = _NUMPY_COMPARE[cond.op](left, right)
+            return np.where(left_known & right_known, np.where(holds, TRUE, FALSE), UNKNOWN).astype(
+                np.int8
+            )
+        test = _test_of(cond)
+        known = frame.is_known(cond.field)
+        domain = self.domains.get(cond.field)
+        if domain is None:  # a number without possible values: known or unknown
+            values = frame.value.get(cond.field, np.zeros(rows))
+            if isinstance(cond, Member):
+                holds = np.isin(values, np.asarray(cond.values, dtype=np.float64))
+                holds = holds != cond.negated
+            else:
+                assert isinstance(cond.rhs, Const)  # noqa: S101  # the branch above
+                holds = _NUMPY_COMPARE[cond.op](values, cond.rhs.value)
+            return np.where(known, np.where(holds, TRUE, FALSE), UNKNOWN).astype(np.int8)
+        holding = _mask(domain, [v for v in domain if test(v)])
+        codes = frame.value.get(cond.field, np.zeros(rows, dtype=np.int64))
+        decided = np.where(((holding >> codes) & 1) == 1, TRUE, FALSE)
+        possible = frame.possible.get(cond.field, np.zeros(rows, dtype=np.int64))
+        if deriving and cond.field in frame.reachable:
+            possible = np.where(possible != 0, possible, frame.reachable[cond.field])
+        if FIELDS_BY_NAME[cond.field].type in (FieldType.enum, FieldType.boolean):
+            possible = np.where(possible != 0, possible, (1 << len(domain)) - 1)
+        every = (possible & ~holding) == 0
+        none = (possible & holding) == 0
+        open_truth = np.where(every, TRUE, np.where(none, FALSE, UNKNOWN))
+        open_truth = np.where(possible == 0, UNKNOWN, open_truth)
+        return np.where(known, decided, open_truth).astype(np.int8)
+
+    def _numeric(self, frame: _Frame, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A field's values as numbers (a finite field's codes read through its domain)."""
+        values = frame.value.get(name, np.zeros(frame.rows))
+        domain = self.domains.get(name)
+        if domain is not None:
+            values = np.asarray(domain, dtype=np.float64)[values]
+        return values, frame.is_known(name)
+
+    def _expression(self, expr: Expr, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(expr, Const):
+            return np.full(frame.rows, float(expr.value)), np.ones(frame.rows, dtype=bool)
+        if isinstance(expr, FieldRef):
+            return self._numeric(frame, expr.name)
+        assert isinstance(expr, Arith)  # noqa: S101  # the Expr union
+        left, left_known = self._expression(expr.left, frame)
+        right, right_known = self._expression(expr.right, frame)
+        return ARITH[expr.op](left, right), left_known & right_known  # type: ignore[arg-type]
+
+    # --- outcomes ------------------------------------------------------------------------------
+
+    def _statuses(self, frame: _Frame) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Rows x rules: each rule's status (an index into STATUSES), from base.rule_status."""
+        cache: dict[int, np.ndarray] = {}
+        statuses = np.zeros((frame.rows, len(self.ruleset.rules)), dtype=np.int8)
+        for position, rule in enumerate(self.ruleset.rules):
+            when = self._kleene(rule.when, frame, cache, False)
+            scope = (
+                self._kleene(rule.scope, frame, cache, False)
+                if rule.scope is not None
+                else np.full(frame.rows, TRUE, dtype=np.int8)
+            )
+            statuses[:, position] = np.where(
+                scope == FALSE,
+                NOT_APPLICABLE,
+                np.where(
+                    scope == UNKNOWN,
+                    np.where(when == FALSE, NOT_FIRED, CONDITIONAL),
+                    np.where(
+                        when == UNKNOWN, NOT_EVALUABLE, np.where(when == TRUE, FIRED, NOT_FIRED)
+                    ),
+                ),
+            )
+        return statuses, cache
+
+    def _outcomes(
+        self,
+        frame: _Frame,
+        statuses: np.ndarray,
+        cache: dict[int, np.ndarray],
+        keep: np.ndarray,
+        rows: np.ndarray,
+        prepare: Prepare,
+        row_values: RowValues,
+    ) -> tuple[np.ndarray, list[list[RuleOutcome]]]:
+        """Rows x rules: the number of each outcome in its rule's table; the tables."""
+        rules = self.ruleset.rules
+        tables: list[list[RuleOutcome]] = []
+        numbers = np.zeros(statuses.shape, dtype=np.int32)
+        for position, rule in enumerate(rules):
+            table = [settled_outcome(rule.id, status) for status in STATUSES]
+            numbers[:, position] = statuses[:, position]
+            when = self._kleene(rule.when, frame, cache, False)
+            explained = keep & (when == UNKNOWN) & (
+                (statuses[:, position] == NOT_EVALUABLE) | (statuses[:, position] == CONDITIONAL)
+            )
+            if explained.any():
+                self._explain(
+                    frame, cache, position, statuses, explained, table, numbers, rows, prepare,
+                    row_values,
+                )
+            tables.append(table)
+        return numbers, tables
+
+    def _explain(
+        self,
+        frame: _Frame,
+        cache: dict[int, np.ndarray],
+        position: int,
+        statuses: np.ndarray,
+        explained: np.ndarray,
+        table: list[RuleOutcome],
+        numbers: np.ndarray,
+        rows: np.ndarray,
+        prepare: Prepare,
+        row_values: RowValues,
+    ) -> None:
+        """Outcomes naming missing fields, from the per-row code on one row per pattern of
+        what the explanation reads (engine.evaluate.base.explained_outcome)."""
+        rule = self.ruleset.rules[position]
+        nodes, fields = self._explain_nodes[position]
+        at = np.flatnonzero(explained)
+        parts = [statuses[at, position].astype(np.int8)]
+        parts += [frame.is_known(name)[at].astype(np.int8) for name in fields]
+        parts += [self._kleene(node, frame, cache, False)[at] for node in nodes]
+        matrix = np.ascontiguousarray(np.stack(parts, axis=1))
+        flat = matrix.view(np.dtype((np.void, matrix.shape[1]))).reshape(-1)
+        unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+        missing = [
+            n for n, key in enumerate(unique) if (position, key.tobytes()) not in self._explained
+        ]
+        if missing:
+            if len(self._explained) > EXPLAINED_LIMIT:
+                self._explained.clear()
+                missing = list(range(len(unique)))
+            chosen = [int(rows[at[first[n]]]) for n in missing]
+            for n, values in zip(missing, row_values(chosen), strict=True):
+                status = STATUSES[int(statuses[at[first[n]], position])]
+                facts = prepare(values)
+                self._explained[(position, unique[n].tobytes())] = explained_outcome(
+                    rule, status, facts, self.ruleset
+                )
+        numbered = []
+        for key in unique:
+            numbered.append(len(table))
+            table.append(self._explained[(position, key.tobytes())])
+        numbers[at, position] = np.asarray(numbered, dtype=np.int32)[inverse.reshape(-1)]
+
+    def _explanation_nodes(self, rule_id: str) -> tuple[list[Cond], list[str]]:
+        """What a rule's explanation reads: the nodes of its condition and of the conditions
+        of the derived fields it depends on, and whether each field is known."""
+        rule = self.ruleset.by_id[rule_id]
+        fields = list(self.ruleset.explanation_inputs[rule_id])
+        trees: list[Cond] = [rule.when]
+        for name in fields:
+            derived = self.ruleset.derived_by_field.get(name)
+            if derived is not None:
+                trees.extend(cond for cond, _ in derived.bands)
+                if derived.condition is not None:
+                    trees.append(derived.condition)
+        nodes: list[Cond] = []
+        for tree in trees:
+            nodes.extend(_walk(tree))
+        return nodes, fields
+
+    def _values_of(self, frame: _Frame, name: str, keep: np.ndarray) -> list[Scalar | None]:
+        known = frame.is_known(name)[keep].tolist()
+        values = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))[keep].tolist()
+        domain = self.domains.get(name)
+        return [
+            (domain[int(v)] if domain is not None else v) if k else None
+            for k, v in zip(known, values, strict=True)
+        ]
 
 
-def _conditions(ruleset: Ruleset) -> Iterable[Cond]:
-    for rule in ruleset.rules:
-        if rule.scope is not None:
-            yield rule.scope
-        yield rule.when
-    for derived in ruleset.derived:
-        yield from (cond for cond, _ in derived.bands)
-        if derived.condition is not None:
-            yield derived.condition
-    for constraint in ruleset.constraints:
-        yield from (cond for cond, _ in constraint.narrowings)
-
-
-def _collect(
-    cond: Cond,
-    read: set[str],
-    cuts: dict[str, set[float]],
-    constants: dict[str, set[str]],
-    exact: set[str],
-) -> None:
-    """Gather, from one condition tree, the constants each field is compared with."""
-    if isinstance(cond, Truth):
-        return
-    if isinstance(cond, Known):
-        read.add(cond.field)
-        return
+def _walk(cond: Cond) -> list[Cond]:
+    found: list[Cond] = [cond]
     if isinstance(cond, Not):
-        _collect(cond.item, read, cuts, constants, exact)
-        return
-    if isinstance(cond, Member | Compare):
-        read.add(cond.field)
-        given = cond.values if isinstance(cond, Member) else _constant(cond.rhs)
-        if given is None:  # `field op expression`: every field in it, exactly
-            assert isinstance(cond, Compare)  # noqa: S101  # Member holds constants only
-            exact.add(cond.field)
-            exact.update(fields_of(cond.rhs))
-            read.update(fields_of(cond.rhs))
-            return
-        for value in given:
-            if isinstance(value, str):
-                constants.setdefault(cond.field, set()).add(value)
-            elif not isinstance(value, bool):
-                cuts.setdefault(cond.field, set()).add(float(value))
-        return
-    for item in cond.items:
-        _collect(item, read, cuts, constants, exact)
-
-
-def _constant(rhs: Expr) -> tuple[object, ...] | None:
-    if isinstance(rhs, Const):
-        return (rhs.value,)
-    assert isinstance(rhs, FieldRef | Arith)  # noqa: S101  # the Expr union
-    return None
-
-
-def _coded(code: FieldCode, column: pa.Array) -> np.ndarray:
-    """One column's codes as two int64 columns: known (0/1) and the value's code (its cell,
-    its index among the allowed values, or for an exact number its float64 bits)."""
-    spec = FIELDS_BY_NAME[code.name]
-    known = pc.is_valid(column).to_numpy(zero_copy_only=False).astype(np.int64)
-    if spec.type is FieldType.boolean:
-        values = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False)
-    elif spec.type in (FieldType.enum, FieldType.string):
-        allowed = spec.values if spec.type is FieldType.enum else code.constants
-        index = pc.index_in(column, value_set=pa.array(allowed, pa.string()))
-        values = pc.fill_null(index, len(allowed)).to_numpy(zero_copy_only=False)
-    else:
-        numbers = pc.fill_null(pc.cast(column, pa.float64()), 0.0).to_numpy(zero_copy_only=False)
-        if code.exact:
-            values = np.ascontiguousarray(numbers, dtype=np.float64).view(np.int64)
-        elif code.cuts:
-            limits = np.asarray(code.cuts, dtype=np.float64)
-            at = np.searchsorted(limits, numbers, side="left")
-            values = 2 * at + (limits[np.minimum(at, len(limits) - 1)] == numbers)
-        else:
-            values = np.zeros(len(column), dtype=np.int64)
-    values = np.where(known == 1, np.asarray(values, dtype=np.int64), 0)
-    return np.stack([known, values], axis=1)
-
-
-def _row_values(
-    picked: Mapping[str, pa.Array], fields: tuple[str, ...], rows: np.ndarray
-) -> list[dict[str, Scalar]]:
-    """The known values of some fields for some rows (validated, so as validate_case gives)."""
-    taken = pa.array(rows, pa.int64())
-    found: list[dict[str, Scalar]] = [{} for _ in range(len(rows))]
-    for name in fields:
-        column = picked.get(name)
-        if column is None:
-            continue
-        for row, value in zip(found, column.take(taken).to_pylist(), strict=True):
-            if value is not None:
-                row[name] = value
+        found += _walk(cond.item)
+    elif isinstance(cond, And | Or):
+        for item in cond.items:
+            found += _walk(item)
     return found
+
+
+def _test_of(cond: Compare | Member) -> Callable[[Scalar], bool]:
+    """The test a comparison with a constant, or a membership, applies to one value."""
+    if isinstance(cond, Member):
+        members = frozenset(cond.values)
+        return (lambda v: v not in members) if cond.negated else members.__contains__
+    assert isinstance(cond.rhs, Const)  # noqa: S101  # the caller's branch
+    compare, constant = _PYTHON_COMPARE[cond.op], cond.rhs.value
+    return lambda v: compare(v, constant)
+
+
+def _mask(domain: Sequence[Scalar], values: Iterable[Scalar]) -> int:
+    """The bitmask of some values of a domain (bit n: domain[n]); True and 1 kept apart."""
+    chosen = {(type(v), v) for v in values}
+    return sum(1 << n for n, v in enumerate(domain) if (type(v), v) in chosen)
+
+
+def _round(values: np.ndarray, decimals: int) -> np.ndarray:
+    """round(float(x), decimals) for every x: numpy's rounding, and Python's own where the
+    scaled value lies near a half (where the two can differ)."""
+    rounded = np.round(values, decimals)
+    scaled = values * 10.0**decimals
+    near = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3
+    for n in np.flatnonzero(near):
+        rounded[n] = round(float(values[n]), decimals)
+    return rounded
+
+
+def _monotone(ruleset: Ruleset) -> bool:
+    """No narrowing asks whether a constrained field is known: inferring a value then can only
+    make conditions truer, so applying narrowings in any order reaches derive's facts."""
+    constrained = ruleset.constrained_fields
+    for _, _, when, _, _, _ in ruleset.compiled_narrowings:
+        for node in _walk(when):
+            if isinstance(node, Known) and node.field in constrained:
+                return False
+    return True

@@ -1,0 +1,253 @@
+"""A batch chunk's outputs on the vectorised engine, built column by column.
+
+engine.evaluate.vectorised gives each decided row's rule statuses and outcomes; here they become
+the flat output columns (batch.worker.FLAT_COLUMNS), the `--detail ids` JSON lines and the
+chunk's counts. Each list column (fired rule ids by severity, conditional, not evaluable, missing
+fields, open cautions) is a set per row: kept as bits, and joined into text once per distinct set.
+The verdict comes from the policy (engine.policy) once per distinct set of (status, severity)
+pairs, and the questions once per distinct set of verdict-changing outcomes, so the policy's
+semantics stays in one place. tests/test_vectorised.py holds every column and count to the
+per-row path (screen.conclude, screener.flat_outcomes, worker.record).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from engine.dictionary import SETTING_FIELDS
+from engine.evaluate.vectorised import (
+    CONDITIONAL,
+    FIRED,
+    NOT_APPLICABLE,
+    NOT_EVALUABLE,
+    NOT_FIRED,
+    STATUSES,
+    CohortDecisions,
+)
+from engine.models import RuleOutcome, RuleStatus, Severity, Verdict
+from engine.policy import Outlook, policy_for
+from engine.rules.ruleset import Ruleset
+
+UNKNOWN_VALUE = "(unknown)"  # a subgroup field not given (batch summaries)
+_SEVERITIES = tuple(s.value for s in Severity)
+_SETTINGS = frozenset(SETTING_FIELDS)
+
+
+@dataclass
+class FlatColumns:
+    """The flat outputs of a chunk's decided rows (in row order) and what they add up to."""
+
+    case_ids: list[str]
+    columns: list[pa.Array]  # FLAT_COLUMNS after case_id: verdict, ..., open_cautions
+    compact: list[str] | None  # `--detail ids` JSON lines, when asked for
+    verdicts: list[str]
+    rule_status: Counter[tuple[str, str]]
+    blocks: Counter[str]
+    insufficient_only_site: int
+    decided_with_cautions_open: int
+    subgroups: Counter[tuple[str, str, str]]
+
+
+def flat_columns(
+    decided: CohortDecisions, case_ids: list[str], ruleset: Ruleset, *, compact: bool
+) -> FlatColumns:
+    """The outputs of the decided rows, as the per-row path would write them."""
+    policy = policy_for(ruleset)
+    rules = ruleset.rules
+    order = ruleset.report_positions
+    statuses = decided.statuses
+    count = len(case_ids)
+    severity = [ruleset.severity_of[rule.id] for rule in rules]
+    baseline = np.asarray([NOT_APPLICABLE if r.scope is not None else NOT_FIRED for r in rules])
+    # the verdict, once per set of present (status, severity) pairs (policy.decide)
+    kinds = statuses.astype(np.int64) * len(_SEVERITIES) + np.asarray(
+        [_SEVERITIES.index(s) for s in severity]
+    )
+    counted = statuses != baseline if policy.ignores_inert else np.ones_like(statuses, bool)
+    present = np.zeros(count, dtype=np.int64)
+    for position in range(len(rules)):
+        present |= np.where(counted[:, position], np.left_shift(1, kinds[:, position]), 0)
+    sets, present_at = np.unique(present, return_inverse=True)
+    outlooks = [policy.outlook(_present(int(bits))) for bits in sets]
+    if not policy.ignores_inert:  # read every outcome, not cached (policy.decide)
+        outlooks = [policy._outlook(_present(int(bits))) for bits in sets]
+    present_at = present_at.reshape(-1)
+    verdict_of = [o.entry.verdict for o in outlooks]
+    verdicts = [verdict_of[n]._value_ for n in present_at.tolist()]
+    ids = [rules[p].id for p in order]
+    in_order = statuses[:, list(order)]
+    severities = [severity[p] for p in order]
+    columns = [pa.array(verdicts, pa.string())]
+    for level in _SEVERITIES:
+        chosen = [s == level for s in severities]
+        columns.append(_joined((in_order == FIRED) & np.asarray(chosen), ids))
+    columns.append(_joined(in_order == CONDITIONAL, ids))
+    open_rules = in_order == NOT_EVALUABLE
+    columns.append(_joined(open_rules, ids))
+    names, missing = _missing_bits(decided, statuses, rows_of=None)
+    columns.append(_joined(missing, names))
+    listed = np.asarray([s in policy.listed for s in severities])
+    cautions = open_rules & listed
+    columns.append(_joined(cautions, ids))
+    insufficient = np.asarray([v is Verdict.insufficient_data for v in verdict_of])[present_at]
+    # what blocks an insufficient verdict: the missing fields of the rules that can change it
+    changing_rules = np.asarray(
+        [[severity[p] in o.changing for p in range(len(rules))] for o in outlooks]
+    ).reshape(len(outlooks), len(rules))[present_at]
+    changing = (statuses == NOT_EVALUABLE) & changing_rules
+    _, blocking = _missing_bits(decided, statuses, rows_of=changing)
+    blocks: Counter[str] = Counter()
+    stuck = blocking[insufficient]
+    for n, name in enumerate(names):
+        hits = int(stuck[:, n].sum())
+        if hits:
+            blocks[name] += hits
+    site_only = np.asarray([name in _SETTINGS for name in names], dtype=bool)
+    some = stuck.any(axis=1)
+    only_site = some & ~(stuck & ~site_only).any(axis=1)
+    decided_open = int((~insufficient & cautions.any(axis=1)).sum())
+    rule_status: Counter[tuple[str, str]] = Counter()
+    for position, rule in enumerate(rules):
+        found = np.bincount(statuses[:, position], minlength=len(STATUSES))
+        for index, hits in enumerate(found.tolist()):
+            if hits:
+                rule_status[(rule.id, STATUSES[index])] += hits
+    subgroups: Counter[tuple[str, str, str]] = Counter()
+    for name, values in decided.probed.items():
+        shown = [UNKNOWN_VALUE if v is None else str(v) for v in values]
+        subgroups.update((name, v, w) for v, w in zip(shown, verdicts, strict=True))
+    lines = None
+    if compact:
+        lines = _compact(decided, case_ids, columns, outlooks, present_at, changing, policy)
+    return FlatColumns(
+        case_ids,
+        columns,
+        lines,
+        verdicts,
+        rule_status,
+        blocks,
+        int(only_site.sum()),
+        decided_open,
+        subgroups,
+    )
+
+
+def _present(bits: int) -> frozenset[tuple[RuleStatus, str]]:
+    return frozenset(
+        (STATUSES[n // len(_SEVERITIES)], _SEVERITIES[n % len(_SEVERITIES)])
+        for n in range(bits.bit_length())
+        if bits >> n & 1
+    )
+
+
+def _joined(chosen: np.ndarray, names: Sequence[str]) -> pa.Array:
+    """Per row, the chosen names in order joined by ";": once per distinct row of `chosen`."""
+    if not len(chosen):
+        return pa.array([], pa.string())
+    packed = np.packbits(chosen.astype(bool), axis=1)
+    flat = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    texts = [";".join(names[n] for n in np.flatnonzero(row)) for row in chosen[first]]
+    return pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1)))
+
+
+def _missing_bits(
+    decided: CohortDecisions, statuses: np.ndarray, rows_of: np.ndarray | None
+) -> tuple[list[str], np.ndarray]:
+    """The names any not-evaluable outcome misses, sorted, and per row which of them its
+    not-evaluable outcomes (those `rows_of` picks, if given) miss."""
+    tables = decided.tables
+    names = sorted({m for table in tables for o in table for m in o.missing})
+    index = {name: n for n, name in enumerate(names)}
+    found = np.zeros((len(statuses), len(names)), dtype=bool)
+    for position, table in enumerate(tables):
+        picked = statuses[:, position] == NOT_EVALUABLE
+        if rows_of is not None:
+            picked &= rows_of[:, position]
+        if not picked.any():
+            continue
+        misses = np.zeros((len(table), len(names)), dtype=bool)
+        for number, outcome in enumerate(table):
+            if outcome.status is RuleStatus.not_evaluable:
+                misses[number, [index[m] for m in outcome.missing]] = True
+        found[picked] |= misses[decided.numbers[picked, position]]
+    return names, found
+
+
+COMPACT_KEYS = (
+    "case_id",
+    "verdict",
+    "fired",
+    "conditional",
+    "not_evaluable",
+    "missing_fields",
+    "possible_verdicts",
+    "next_questions",
+    "deciding_questions",
+    "open_cautions",
+)
+
+
+def _compact(
+    decided: CohortDecisions,
+    case_ids: list[str],
+    columns: list[pa.Array],
+    outlooks: list[Outlook],
+    present_at: np.ndarray,
+    changing: np.ndarray,
+    policy: object,
+) -> list[str]:
+    """`--detail ids` JSON lines (worker.compact_record): the questions once per distinct
+    verdict-changing set of outcomes (policy.assess)."""
+    from engine.policy import VerdictPolicy
+
+    assert isinstance(policy, VerdictPolicy)  # noqa: S101  # typed loosely to keep it local
+    numbers = np.where(changing, decided.numbers, -1).astype(np.int64)
+    keyed = np.concatenate([present_at.reshape(-1, 1), numbers], axis=1)
+    flat = np.ascontiguousarray(keyed).view(np.dtype((np.void, keyed.shape[1] * 8))).reshape(-1)
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    questions = []
+    for row in keyed[first].tolist():
+        outlook = outlooks[row[0]]
+        open_outcomes: list[RuleOutcome] = [
+            decided.tables[p][n] for p, n in enumerate(row[1:]) if n >= 0
+        ]
+        order = decided.report_order
+        open_outcomes.sort(key=lambda o: order[o.rule_id])
+        assessment = policy.assess(outlook, open_outcomes)
+        questions.append(
+            (
+                list(assessment.possible),
+                list(assessment.next_questions),
+                list(assessment.deciding_questions),
+            )
+        )
+    texts = [column.to_pylist() for column in columns]
+    lines = []
+    for case_id, at, verdict, *rest in zip(
+        case_ids, inverse.reshape(-1).tolist(), *texts, strict=True
+    ):
+        *severities, conditional, not_evaluable, missing, cautions = rest
+        possible, next_questions, deciding = questions[at]
+        values = (
+            case_id,
+            verdict,
+            [i for ids in severities if ids for i in ids.split(";")],
+            conditional.split(";") if conditional else [],
+            not_evaluable.split(";") if not_evaluable else [],
+            missing.split(";") if missing else [],
+            possible,
+            next_questions,
+            deciding,
+            cautions.split(";") if cautions else [],
+        )
+        lines.append(
+            json.dumps(dict(zip(COMPACT_KEYS, values, strict=True)), separators=(",", ":"))
+        )
+    return lines
