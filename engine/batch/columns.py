@@ -16,6 +16,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +59,11 @@ def flat_columns(
     decided: CohortDecisions, case_ids: list[str], ruleset: Ruleset, *, compact: bool
 ) -> FlatColumns:
     """The outputs of the decided rows, as the per-row path would write them."""
+    if not case_ids:
+        empty = [pa.array([], pa.string()) for _ in range(9)]
+        none: Counter[Any] = Counter()
+        return FlatColumns([], empty, [] if compact else None, [], none, none.copy(), 0, 0,
+                           none.copy())
     policy = policy_for(ruleset)
     rules = ruleset.rules
     order = ruleset.report_positions
@@ -153,7 +159,10 @@ def _joined(chosen: np.ndarray, names: Sequence[str]) -> pa.Array:
     packed = np.packbits(chosen.astype(bool), axis=1)
     flat = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
     _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-    texts = [";".join(names[n] for n in np.flatnonzero(row)) for row in chosen[first]]
+    rows, picked = np.nonzero(chosen[first])
+    named = [names[n] for n in picked.tolist()]
+    bounds = np.searchsorted(rows, np.arange(len(first) + 1)).tolist()
+    texts = [";".join(named[bounds[n] : bounds[n + 1]]) for n in range(len(first))]
     return pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1)))
 
 

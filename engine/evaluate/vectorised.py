@@ -467,68 +467,61 @@ class CohortPlan:
         prepare: Prepare,
         row_values: RowValues,
     ) -> tuple[np.ndarray, list[list[RuleOutcome]]]:
-        """Rows x rules: the number of each outcome in its rule's table; the tables."""
-        rules = self.ruleset.rules
-        tables: list[list[RuleOutcome]] = []
-        numbers = np.zeros(statuses.shape, dtype=np.int32)
-        for position, rule in enumerate(rules):
-            table = [settled_outcome(rule.id, status) for status in STATUSES]
-            numbers[:, position] = statuses[:, position]
-            when = self._kleene(rule.when, frame, cache, False)
-            explained = keep & (when == UNKNOWN) & (
-                (statuses[:, position] == NOT_EVALUABLE) | (statuses[:, position] == CONDITIONAL)
-            )
-            if explained.any():
-                self._explain(
-                    frame, cache, position, statuses, explained, table, numbers, rows, prepare,
-                    row_values,
-                )
-            tables.append(table)
-        return numbers, tables
+        """Rows x rules: the number of each outcome in its rule's table; the tables.
 
-    def _explain(
-        self,
-        frame: _Frame,
-        cache: dict[int, np.ndarray],
-        position: int,
-        statuses: np.ndarray,
-        explained: np.ndarray,
-        table: list[RuleOutcome],
-        numbers: np.ndarray,
-        rows: np.ndarray,
-        prepare: Prepare,
-        row_values: RowValues,
-    ) -> None:
-        """Outcomes naming missing fields, from the per-row code on one row per pattern of
-        what the explanation reads (engine.evaluate.base.explained_outcome)."""
-        rule = self.ruleset.rules[position]
-        nodes, fields = self._explain_nodes[position]
-        at = np.flatnonzero(explained)
-        parts = [statuses[at, position].astype(np.int8)]
-        parts += [frame.is_known(name)[at].astype(np.int8) for name in fields]
-        parts += [self._kleene(node, frame, cache, False)[at] for node in nodes]
-        matrix = np.ascontiguousarray(np.stack(parts, axis=1))
-        flat = matrix.view(np.dtype((np.void, matrix.shape[1]))).reshape(-1)
-        unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-        missing = [
-            n for n, key in enumerate(unique) if (position, key.tobytes()) not in self._explained
-        ]
-        if missing:
-            if len(self._explained) > EXPLAINED_LIMIT:
-                self._explained.clear()
-                missing = list(range(len(unique)))
-            chosen = [int(rows[at[first[n]]]) for n in missing]
-            for n, values in zip(missing, row_values(chosen), strict=True):
-                status = STATUSES[int(statuses[at[first[n]], position])]
-                facts = prepare(values)
-                self._explained[(position, unique[n].tobytes())] = explained_outcome(
-                    rule, status, facts, self.ruleset
+        An outcome naming missing fields comes from base.explained_outcome, on one row per
+        distinct pattern of what the explanation reads (which fields are known, the truth of
+        each node it walks), kept across chunks."""
+        rules = self.ruleset.rules
+        numbers = statuses.astype(np.int32)
+        patterns = []  # per rule with explained rows: its rows, keys and each row's key
+        wanted: dict[tuple[int, bytes], int] = {}  # a pattern not seen yet -> a frame row
+        for position, rule in enumerate(rules):
+            when = self._kleene(rule.when, frame, cache, False)
+            status = statuses[:, position]
+            explained = keep & (when == UNKNOWN) & (
+                (status == NOT_EVALUABLE) | (status == CONDITIONAL)
+            )
+            if not explained.any():
+                continue
+            nodes, fields = self._explain_nodes[position]
+            at = np.flatnonzero(explained)
+            parts = [status[at].astype(np.int8)]
+            parts += [frame.is_known(name)[at].astype(np.int8) for name in fields]
+            parts += [self._kleene(node, frame, cache, False)[at] for node in nodes]
+            matrix = np.ascontiguousarray(np.stack(parts, axis=1))
+            flat = matrix.view(np.dtype((np.void, matrix.shape[1]))).reshape(-1)
+            unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+            keys = [key.tobytes() for key in unique]
+            for key, row in zip(keys, first.tolist(), strict=True):
+                if (position, key) not in self._explained:
+                    wanted.setdefault((position, key), int(at[row]))
+            patterns.append((position, at, keys, inverse.reshape(-1)))
+        if len(self._explained) + len(wanted) > EXPLAINED_LIMIT:
+            self._explained.clear()
+            wanted = {
+                (position, key): int(at[np.flatnonzero(inverse == n)[0]])
+                for position, at, keys, inverse in patterns
+                for n, key in enumerate(keys)
+            }
+        if wanted:
+            chosen = sorted(set(wanted.values()))
+            facts = {
+                row: prepare(values)
+                for row, values in zip(chosen, row_values(rows[chosen].tolist()), strict=True)
+            }
+            for (position, key), row in wanted.items():
+                status = STATUSES[int(statuses[row, position])]
+                self._explained[(position, key)] = explained_outcome(
+                    rules[position], status, facts[row], self.ruleset
                 )
-        numbered = []
-        for key in unique:
-            numbered.append(len(table))
-            table.append(self._explained[(position, key.tobytes())])
-        numbers[at, position] = np.asarray(numbered, dtype=np.int32)[inverse.reshape(-1)]
+        tables = [[settled_outcome(rule.id, status) for status in STATUSES] for rule in rules]
+        for position, at, keys, inverse in patterns:
+            table = tables[position]
+            numbered = np.arange(len(table), len(table) + len(keys), dtype=np.int32)
+            table.extend(self._explained[(position, key)] for key in keys)
+            numbers[at, position] = numbered[inverse]
+        return numbers, tables
 
     def _explanation_nodes(self, rule_id: str) -> tuple[list[Cond], list[str]]:
         """What a rule's explanation reads: the nodes of its condition and of the conditions

@@ -1,0 +1,295 @@
+"""The vectorised engine gives byte-identical outputs to durable-rules and the reference.
+
+A chunk is screened by engine.batch.worker.screen_chunk on each engine and everything it sends
+back is compared: the output records (CSV rows, Parquet batches, `--detail ids` JSON lines), the
+error records, every count and the id lines. Whole batch runs compare the files themselves.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.batch.run import BatchOptions, run_batch
+from engine.batch.worker import (
+    ChunkResult,
+    Detail,
+    OutputFormat,
+    WorkerConfig,
+    init_worker,
+    screen_chunk,
+)
+from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
+from engine.evaluate.vectorised import NODE_CLASSES, CohortPlan
+from engine.goldens import golden_cases
+from engine.io.columnar import validate_columns
+from engine.io.tables import Chunk
+from engine.rules.bundled import bundled_rules_dir
+from engine.rules.condition import Compare, Cond, Const, Member
+from engine.rules.loader import load_ruleset
+from engine.screener import Screener
+from engine.synth import write_cohort
+from tests.test_anatomy import CASES as ANATOMY_CASES
+
+RULES = str(bundled_rules_dir())
+RULESET = load_ruleset(RULES)
+ENGINES = ("vectorised", "durable", "reference")
+_ARROW = {
+    FieldType.enum: pa.string(),
+    FieldType.string: pa.string(),
+    FieldType.boolean: pa.bool_(),
+    FieldType.integer: pa.int64(),
+    FieldType.number: pa.float64(),
+}
+SCHEMA = pa.schema([(name, _ARROW[FIELDS_BY_NAME[name].type]) for name in INPUT_FIELDS])
+TEACHING = {"mis_equipment_available": True, "navigation_available": True, "surgeon_mis_cases": 50}
+
+
+def _batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
+    """Rows as Parquet would hold them: every dictionary column at its type."""
+    typed = [
+        {
+            k: float(v) if v is not None and SCHEMA.field(k).type == pa.float64() else v
+            for k, v in row.items()
+        }
+        for row in rows
+    ]
+    return pa.RecordBatch.from_pylist(typed, schema=SCHEMA)
+
+
+def _screen(
+    batch: pa.RecordBatch,
+    engine: str,
+    output_format: OutputFormat = OutputFormat.jsonl,
+    site: dict[str, Any] | None = None,
+) -> ChunkResult:
+    config = WorkerConfig(
+        rules_dir=RULES,
+        ruleset_sha256=RULESET.sha256,
+        site=site or {},
+        output_format=output_format,
+        ignored_columns=frozenset(),
+        in_process=True,
+        detail=Detail.ids,
+        engine=engine,
+    )
+    init_worker(config)
+    return screen_chunk(Chunk(0, "<test>", [], batch=batch, first=1))
+
+
+def _outputs(result: ChunkResult) -> dict[str, Any]:
+    """Everything a chunk sends back, comparable (Parquet batches as their rows)."""
+    found = dict(vars(result))
+    found["records"] = [
+        r.to_pylist() if isinstance(r, pa.RecordBatch) else r for r in result.records
+    ]
+    return found
+
+
+def _assert_identical(
+    rows: list[dict[str, Any]] | pa.RecordBatch,
+    formats: Iterable[OutputFormat] = (OutputFormat.jsonl, OutputFormat.parquet),
+    site: dict[str, Any] | None = None,
+) -> None:
+    batch = rows if isinstance(rows, pa.RecordBatch) else _batch(rows)
+    for output_format in formats:
+        expected = _outputs(_screen(batch, "durable", output_format, site))
+        assert expected["screened"] > 0
+        for engine in ("vectorised", "reference"):
+            found = _outputs(_screen(batch, engine, output_format, site))
+            for key, value in expected.items():
+                assert found[key] == value, f"{engine} {output_format}: {key} differs"
+
+
+def _decided_share(
+    rows: list[dict[str, Any]] | pa.RecordBatch, site: dict[str, Any] | None = None
+) -> float:
+    """The share of plainly valid rows the vectorised engine decides itself."""
+    screener = Screener.from_ruleset(RULESET, "vectorised", site=site)
+    columns = validate_columns(rows if isinstance(rows, pa.RecordBatch) else _batch(rows))
+    plain = columns.plain.to_numpy(zero_copy_only=False)
+    decided = screener.cohort_plan.decide(
+        columns.values,
+        plain,
+        screener.cohort_prepare,
+        lambda picked: [values for _, values in columns.row_values(picked)],
+    )
+    return len(decided.rows) / max(1, int(plain.sum()))
+
+
+def _read(path: Path) -> pa.RecordBatch:
+    return pq.read_table(path).combine_chunks().to_batches()[0]
+
+
+GOLDEN_ROWS = [
+    {**g.case, "case_id": f"G-{n}"} for n, g in enumerate(golden_cases(RULESET))
+]
+
+
+@pytest.mark.timeout(300)
+def test_every_golden_case_is_identical_on_every_engine() -> None:
+    _assert_identical(GOLDEN_ROWS, (OutputFormat.jsonl, OutputFormat.parquet, OutputFormat.csv))
+
+
+@pytest.mark.timeout(300)
+def test_every_golden_case_is_identical_with_a_site_profile() -> None:
+    _assert_identical(GOLDEN_ROWS, site=TEACHING)
+
+
+@pytest.mark.timeout(300)
+def test_a_per_technique_site_setting_screens_row_by_row_identically() -> None:
+    site = {"surgeon_mis_cases": {"mis_tlif": 10, "llif": 200}}
+    _assert_identical(GOLDEN_ROWS, (OutputFormat.jsonl,), site=site)
+    assert _decided_share(GOLDEN_ROWS, site) == 0  # chosen after constraints: per row
+
+
+@pytest.mark.timeout(600)
+def test_every_anatomy_case_is_identical_on_every_engine() -> None:
+    rows = [
+        {
+            "case_id": f"A-{n}",
+            "age_years": 50,
+            "sex": "female",
+            "diagnosis": diagnosis,
+            "lowest_level": level,
+            "levels": levels,
+            "planned_procedure": procedure,
+        }
+        for n, (level, levels, diagnosis, procedure) in enumerate(ANATOMY_CASES)
+    ]
+    _assert_identical(rows)
+    assert _decided_share(rows) == 1
+
+
+def _constants(cond: Cond) -> Iterable[tuple[str, float]]:
+    if isinstance(cond, Compare) and isinstance(cond.rhs, Const):
+        if FIELDS_BY_NAME[cond.field].is_numeric and cond.field in SCHEMA.names:
+            yield cond.field, float(cond.rhs.value)  # type: ignore[arg-type]  # numeric
+    elif isinstance(cond, Member):
+        if FIELDS_BY_NAME[cond.field].is_numeric and cond.field in SCHEMA.names:
+            yield from ((cond.field, float(v)) for v in cond.values)  # type: ignore[arg-type]
+    elif hasattr(cond, "items"):
+        for item in cond.items:
+            yield from _constants(item)
+    elif hasattr(cond, "item"):
+        yield from _constants(cond.item)
+
+
+def _threshold_rows() -> list[dict[str, Any]]:
+    """Every golden case of a rule (or derived band) reading a numeric field, with that field
+    set at each threshold any condition compares it with, and just either side of it."""
+    conds: list[Cond] = [c for r in RULESET.rules for c in (r.scope, r.when) if c is not None]
+    conds += [c for d in RULESET.derived for c, _ in d.bands]
+    conds += [d.condition for d in RULESET.derived if d.condition is not None]
+    thresholds: dict[str, set[float]] = {}
+    for cond in conds:
+        for name, value in _constants(cond):
+            thresholds.setdefault(name, set()).add(value)
+    rows = []
+    for golden in golden_cases(RULESET):
+        for name in sorted(set(golden.case) & set(thresholds)):
+            spec = FIELDS_BY_NAME[name]
+            step = 1.0 if spec.type is FieldType.integer else 0.1
+            for cut in sorted(thresholds[name]):
+                for value in (cut - step, cut, cut + step):
+                    low = spec.minimum if spec.minimum is not None else -np.inf
+                    high = spec.maximum if spec.maximum is not None else np.inf
+                    if low <= value <= high:
+                        number = int(value) if spec.type is FieldType.integer else value
+                        rows.append({**golden.case, name: number, "case_id": f"T-{len(rows)}"})
+    return rows
+
+
+@pytest.mark.timeout(600)
+def test_values_at_and_either_side_of_every_threshold_are_identical() -> None:
+    rows = _threshold_rows()
+    assert len(rows) > 1000
+    _assert_identical(rows)
+
+
+@pytest.mark.timeout(900)
+def test_a_synthetic_cohort_of_50k_rows_gives_identical_files(tmp_path: Path) -> None:
+    """Missing and corrupt values included; every output file byte for byte, as batch writes
+    them (Parquet and CSV against durable-rules, JSONL against the reference)."""
+    cohort = tmp_path / "cohort.parquet"
+    write_cohort(cohort, 50_000, seed=29, missing=0.1, corrupt=0.02)
+    outputs: dict[tuple[str, str], list[bytes]] = {}
+    for engine, output_format in (
+        ("vectorised", "parquet"),
+        ("durable", "parquet"),
+        ("vectorised", "jsonl"),
+        ("reference", "jsonl"),
+    ):
+        out = tmp_path / f"{engine}.{output_format}"
+        errors, summary = tmp_path / f"{engine}-{output_format}.errors", tmp_path / "s.json"
+        run_batch(
+            BatchOptions(
+                inputs=[str(cohort)],
+                out=str(out),
+                output_format=OutputFormat(output_format),
+                rules_dir=RULES,
+                errors=str(errors),
+                workers=1,
+                detail=Detail.ids,
+                summary=str(summary),
+                engine=engine,
+            ),
+            RULESET,
+        )
+        text = summary.read_text()
+        stamped = ('"duration_s"', '"run_id"', '"path"', '"started"')
+        kept = [line for line in text.splitlines() if not line.strip().startswith(stamped)]
+        outputs[(engine, output_format)] = [
+            out.read_bytes(),
+            errors.read_bytes(),
+            "\n".join(kept).encode(),
+        ]
+    assert outputs[("vectorised", "parquet")] == outputs[("durable", "parquet")]
+    assert outputs[("vectorised", "jsonl")] == outputs[("reference", "jsonl")]
+    assert outputs[("durable", "parquet")][1].count(b"\n") > 500  # the corrupt rows
+
+
+@pytest.mark.timeout(600)
+def test_a_synthetic_cohort_as_csv_is_identical(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort.parquet"
+    write_cohort(cohort, 5_000, seed=30, missing=0.2, corrupt=0.02)
+    _assert_identical(_read(cohort), (OutputFormat.csv,), site=TEACHING)
+
+
+@pytest.mark.timeout(300)
+def test_the_vectorised_engine_decides_nearly_every_row_itself(tmp_path: Path) -> None:
+    """Identity alone would pass if every row fell back to the per-row path."""
+    cohort = tmp_path / "cohort.parquet"
+    write_cohort(cohort, 5_000, seed=31, missing=0.05, corrupt=0.0)
+    assert _decided_share(_read(cohort)) > 0.99
+
+
+@pytest.mark.timeout(120)
+def test_contradictory_facts_are_refused_with_the_same_error() -> None:
+    rows = [
+        {"case_id": "C-1", "sex": "male", "age_years": 40, "pregnant": True},
+        {"case_id": "C-2", "lowest_level": "L4-L5", "region": "cervical"},
+        {"case_id": "C-3", "tlics_morphology": "burst", "tlics_plc": "intact",
+         "tlics_neuro": "intact", "tlics_score": 9},
+        {"case_id": "C-4", "diagnosis": "disc_herniation"},
+    ]
+    result = _screen(_batch(rows), "vectorised")
+    assert [e["case_id"] for e in result.errors] == ["C-1", "C-2", "C-3"]
+    _assert_identical(rows)
+
+
+def test_every_condition_node_class_has_a_column_compilation() -> None:
+    assert set(NODE_CLASSES) == set(typing.get_args(Cond))
+
+
+def test_the_plan_refuses_what_it_cannot_follow() -> None:
+    plan = CohortPlan(RULESET, site={"surgeon_mis_cases": {"llif": 10}})
+    assert not plan.runs
+    assert CohortPlan(RULESET, site=TEACHING).runs
