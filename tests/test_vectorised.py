@@ -128,9 +128,7 @@ def _read(path: Path) -> pa.RecordBatch:
     return pq.read_table(path).combine_chunks().to_batches()[0]
 
 
-GOLDEN_ROWS = [
-    {**g.case, "case_id": f"G-{n}"} for n, g in enumerate(golden_cases(RULESET))
-]
+GOLDEN_ROWS = [{**g.case, "case_id": f"G-{n}"} for n, g in enumerate(golden_cases(RULESET))]
 
 
 @pytest.mark.timeout(300)
@@ -276,8 +274,13 @@ def test_contradictory_facts_are_refused_with_the_same_error() -> None:
     rows = [
         {"case_id": "C-1", "sex": "male", "age_years": 40, "pregnant": True},
         {"case_id": "C-2", "lowest_level": "L4-L5", "region": "cervical"},
-        {"case_id": "C-3", "tlics_morphology": "burst", "tlics_plc": "intact",
-         "tlics_neuro": "intact", "tlics_score": 9},
+        {
+            "case_id": "C-3",
+            "tlics_morphology": "burst",
+            "tlics_plc": "intact",
+            "tlics_neuro": "intact",
+            "tlics_score": 9,
+        },
         {"case_id": "C-4", "diagnosis": "disc_herniation"},
     ]
     result = _screen(_batch(rows), "vectorised")

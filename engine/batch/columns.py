@@ -62,8 +62,9 @@ def flat_columns(
     if not case_ids:
         empty = [pa.array([], pa.string()) for _ in range(9)]
         none: Counter[Any] = Counter()
-        return FlatColumns([], empty, [] if compact else None, [], none, none.copy(), 0, 0,
-                           none.copy())
+        return FlatColumns(
+            [], empty, [] if compact else None, [], none, none.copy(), 0, 0, none.copy()
+        )
     policy = policy_for(ruleset)
     rules = ruleset.rules
     order = ruleset.report_positions

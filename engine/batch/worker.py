@@ -447,9 +447,7 @@ def _add_decided(
             order.append(waiting if position is None else position)
             waiting += position is None
         merged = pa.Table.from_batches([decided, flat_batch(slow)]).combine_chunks()
-        result.records = [merged.take(pa.array(order, pa.int64())).to_batches()[0]] if order else [
-            decided
-        ]
+        result.records = merged.take(pa.array(order, pa.int64())).to_batches() or [decided]
         return
     if flat.compact is not None:
         mine: list[Any] = flat.compact

@@ -20,6 +20,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +31,6 @@ from engine.dictionary import FIELDS_BY_NAME, FieldType
 from engine.evaluate.base import explained_outcome
 from engine.models import RuleOutcome, RuleStatus, Scalar, SiteValue, settled_outcome
 from engine.rules.condition import (
-    ARITH,
     And,
     Arith,
     Compare,
@@ -53,13 +53,19 @@ NODE_CLASSES = (Compare, Member, Known, And, Or, Not, Truth)
 Prepare = Callable[[dict[str, Scalar]], Facts]  # a case's values to its facts (screen.prepare)
 RowValues = Callable[[list[int]], list[dict[str, Scalar]]]  # chunk rows -> validated values
 EXPLAINED_LIMIT = 50_000  # cached explanations per plan, cleared when reached
-_NUMPY_COMPARE: dict[str, Callable[[np.ndarray, object], np.ndarray]] = {
+# the comparisons and arithmetic of condition.COMPARE and condition.ARITH, on columns
+_NUMPY_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "==": operator.eq,
     "!=": operator.ne,
     "<": operator.lt,
     "<=": operator.le,
     ">": operator.gt,
     ">=": operator.ge,
+}
+_NUMPY_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": np.add,
+    "-": np.subtract,
+    "*": np.multiply,
 }
 _PYTHON_COMPARE: dict[str, Callable[[object, object], bool]] = {
     "==": operator.eq,
@@ -202,9 +208,7 @@ class CohortPlan:
         for name, given in self.site.items():  # screen.apply_site: case values win
             known = frame.is_known(name)
             value = self._code(name, given)
-            frame.value[name] = np.where(
-                known, frame.value.get(name, np.zeros(frame.rows)), value
-            )
+            frame.value[name] = np.where(known, frame.value.get(name, np.zeros(frame.rows)), value)
             frame.known[name] = np.ones(frame.rows, dtype=bool)
 
     def _code(self, name: str, value: Scalar) -> float | int:
@@ -355,9 +359,9 @@ class CohortPlan:
             has = has | (frame.reachable[name] != 0)
         return has
 
-    def _kleene(self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool) -> (
-        np.ndarray
-    ):
+    def _kleene(
+        self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool
+    ) -> np.ndarray:
         """A condition's truth per row (0, 1, 2); `cache` keeps nodes while facts stay put."""
         key = id(cond)  # this call's cache only; no table outlives the facts it was built on
         found = cache.get(key)
@@ -379,7 +383,7 @@ class CohortPlan:
         if isinstance(cond, And | Or):
             parts = [self._kleene(item, frame, cache, deriving) for item in cond.items]
             combine = np.minimum if isinstance(cond, And) else np.maximum
-            return combine.reduce(parts).astype(np.int8)
+            return np.asarray(combine.reduce(parts), dtype=np.int8)
         if isinstance(cond, Compare) and not isinstance(cond.rhs, Const):
             left, left_known = self._numeric(frame, cond.field)
             right, right_known = self._expression(cond.rhs, frame)
@@ -429,7 +433,7 @@ class CohortPlan:
         assert isinstance(expr, Arith)  # noqa: S101  # the Expr union
         left, left_known = self._expression(expr.left, frame)
         right, right_known = self._expression(expr.right, frame)
-        return ARITH[expr.op](left, right), left_known & right_known  # type: ignore[arg-type]
+        return _NUMPY_ARITH[expr.op](left, right), left_known & right_known
 
     # --- outcomes ------------------------------------------------------------------------------
 
@@ -479,8 +483,8 @@ class CohortPlan:
         for position, rule in enumerate(rules):
             when = self._kleene(rule.when, frame, cache, False)
             status = statuses[:, position]
-            explained = keep & (when == UNKNOWN) & (
-                (status == NOT_EVALUABLE) | (status == CONDITIONAL)
+            explained = (
+                keep & (when == UNKNOWN) & ((status == NOT_EVALUABLE) | (status == CONDITIONAL))
             )
             if not explained.any():
                 continue
@@ -511,9 +515,9 @@ class CohortPlan:
                 for row, values in zip(chosen, row_values(rows[chosen].tolist()), strict=True)
             }
             for (position, key), row in wanted.items():
-                status = STATUSES[int(statuses[row, position])]
+                found = STATUSES[int(statuses[row, position])]
                 self._explained[(position, key)] = explained_outcome(
-                    rules[position], status, facts[row], self.ruleset
+                    rules[position], found, facts[row], self.ruleset
                 )
         tables = [[settled_outcome(rule.id, status) for status in STATUSES] for rule in rules]
         for position, at, keys, inverse in patterns:
