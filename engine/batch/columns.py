@@ -30,6 +30,8 @@ from engine.evaluate.vectorised import (
     NOT_FIRED,
     STATUSES,
     CohortDecisions,
+    pack,
+    unique_rows,
 )
 from engine.models import RuleOutcome, RuleStatus, Severity, Verdict
 from engine.policy import Outlook, policy_for
@@ -47,7 +49,7 @@ class FlatColumns:
     case_ids: list[str]
     columns: list[pa.Array]  # FLAT_COLUMNS after case_id: verdict, ..., open_cautions
     compact: list[str] | None  # `--detail ids` JSON lines, when asked for
-    verdicts: list[str]
+    verdicts: Counter[str]
     rule_status: Counter[tuple[str, str]]
     blocks: Counter[str]
     insufficient_only_site: int
@@ -63,7 +65,7 @@ def flat_columns(
         empty = [pa.array([], pa.string()) for _ in range(9)]
         none: Counter[Any] = Counter()
         return FlatColumns(
-            [], empty, [] if compact else None, [], none, none.copy(), 0, 0, none.copy()
+            [], empty, [] if compact else None, none, none.copy(), none.copy(), 0, 0, none.copy()
         )
     policy = policy_for(ruleset)
     rules = ruleset.rules
@@ -86,19 +88,23 @@ def flat_columns(
         outlooks = [policy._outlook(_present(int(bits))) for bits in sets]
     present_at = present_at.reshape(-1)
     verdict_of = [o.entry.verdict for o in outlooks]
-    verdicts = [verdict_of[n]._value_ for n in present_at.tolist()]
+    named = list(dict.fromkeys(v._value_ for v in verdict_of))
+    verdict_at = np.asarray([named.index(v._value_) for v in verdict_of])[present_at]
+    verdicts = Counter(
+        {named[n]: hits for n, hits in enumerate(np.bincount(verdict_at).tolist()) if hits}
+    )
     ids = [rules[p].id for p in order]
     in_order = statuses[:, list(order)]
     severities = [severity[p] for p in order]
-    columns = [pa.array(verdicts, pa.string())]
+    columns = [pa.array(named, pa.string()).take(pa.array(verdict_at))]
     for level in _SEVERITIES:
         chosen = [s == level for s in severities]
         columns.append(_joined((in_order == FIRED) & np.asarray(chosen), ids))
     columns.append(_joined(in_order == CONDITIONAL, ids))
     open_rules = in_order == NOT_EVALUABLE
     columns.append(_joined(open_rules, ids))
-    names, missing = _missing_bits(decided, statuses, rows_of=None)
-    columns.append(_joined(missing, names))
+    names, misses = _missing_tables(decided)
+    columns.append(_joined(_missing_bits(decided, misses, statuses == NOT_EVALUABLE), names))
     listed = np.asarray([s in policy.listed for s in severities])
     cautions = open_rules & listed
     columns.append(_joined(cautions, ids))
@@ -108,9 +114,8 @@ def flat_columns(
         [[severity[p] in o.changing for p in range(len(rules))] for o in outlooks]
     ).reshape(len(outlooks), len(rules))[present_at]
     changing = (statuses == NOT_EVALUABLE) & changing_rules
-    _, blocking = _missing_bits(decided, statuses, rows_of=changing)
+    stuck = _missing_bits(decided, misses, changing & insufficient[:, None])[insufficient]
     blocks: Counter[str] = Counter()
-    stuck = blocking[insufficient]
     for n, name in enumerate(names):
         hits = int(stuck[:, n].sum())
         if hits:
@@ -126,9 +131,12 @@ def flat_columns(
             if hits:
                 rule_status[(rule.id, STATUSES[index])] += hits
     subgroups: Counter[tuple[str, str, str]] = Counter()
-    for name, values in decided.probed.items():
+    for name, (codes, values) in decided.probed.items():
         shown = [UNKNOWN_VALUE if v is None else str(v) for v in values]
-        subgroups.update((name, v, w) for v, w in zip(shown, verdicts, strict=True))
+        pairs = codes * len(named) + verdict_at
+        found, hits = np.unique(pairs, return_counts=True)
+        for pair, hit in zip(found.tolist(), hits.tolist(), strict=True):
+            subgroups[(name, shown[pair // len(named)], named[pair % len(named)])] += hit
     lines = None
     if compact:
         lines = _compact(decided, case_ids, columns, outlooks, present_at, changing, policy)
@@ -157,37 +165,47 @@ def _joined(chosen: np.ndarray, names: Sequence[str]) -> pa.Array:
     """Per row, the chosen names in order joined by ";": once per distinct row of `chosen`."""
     if not len(chosen):
         return pa.array([], pa.string())
-    packed = np.packbits(chosen.astype(bool), axis=1)
-    flat = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
-    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    keep = np.flatnonzero(chosen.any(axis=0))  # names no row chose need no bit
+    if not len(keep):
+        return pa.array([""] * len(chosen), pa.string())
+    chosen = chosen[:, keep]
+    names = [names[n] for n in keep.tolist()]
+    _, first, inverse = unique_rows(pack([chosen[:, n] for n in range(chosen.shape[1])], 1))
     rows, picked = np.nonzero(chosen[first])
     named = [names[n] for n in picked.tolist()]
     bounds = np.searchsorted(rows, np.arange(len(first) + 1)).tolist()
     texts = [";".join(named[bounds[n] : bounds[n + 1]]) for n in range(len(first))]
-    return pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1)))
+    return pa.array(texts, pa.string()).take(pa.array(inverse))
+
+
+def _missing_tables(decided: CohortDecisions) -> tuple[list[str], list[np.ndarray]]:
+    """The names any not-evaluable outcome misses, sorted, and per rule, per outcome number,
+    which of them it misses (an outcome of another status misses none here)."""
+    names = sorted({m for table in decided.tables for o in table for m in o.missing})
+    index = {name: n for n, name in enumerate(names)}
+    tables = []
+    for table in decided.tables:
+        misses = np.zeros((len(table), len(names)), dtype=bool)
+        for number, outcome in enumerate(table):
+            if outcome.missing and outcome.status is RuleStatus.not_evaluable:
+                misses[number, [index[m] for m in outcome.missing]] = True
+        tables.append(misses)
+    return names, tables
 
 
 def _missing_bits(
-    decided: CohortDecisions, statuses: np.ndarray, rows_of: np.ndarray | None
-) -> tuple[list[str], np.ndarray]:
-    """The names any not-evaluable outcome misses, sorted, and per row which of them its
-    not-evaluable outcomes (those `rows_of` picks, if given) miss."""
-    tables = decided.tables
-    names = sorted({m for table in tables for o in table for m in o.missing})
-    index = {name: n for n, name in enumerate(names)}
-    found = np.zeros((len(statuses), len(names)), dtype=bool)
-    for position, table in enumerate(tables):
-        picked = statuses[:, position] == NOT_EVALUABLE
-        if rows_of is not None:
-            picked &= rows_of[:, position]
-        if not picked.any():
-            continue
-        misses = np.zeros((len(table), len(names)), dtype=bool)
-        for number, outcome in enumerate(table):
-            if outcome.status is RuleStatus.not_evaluable:
-                misses[number, [index[m] for m in outcome.missing]] = True
-        found[picked] |= misses[decided.numbers[picked, position]]
-    return names, found
+    decided: CohortDecisions, misses: list[np.ndarray], picked: np.ndarray
+) -> np.ndarray:
+    """Per row, which names the not-evaluable outcomes `picked` (rows x rules) miss."""
+    width = misses[0].shape[1] if misses else 0
+    found = np.zeros((len(picked), width), dtype=bool)
+    if not width:
+        return found
+    for position, table in enumerate(misses):
+        rows = np.flatnonzero(picked[:, position])
+        if len(rows):
+            found[rows] |= table[decided.numbers[rows, position]]
+    return found
 
 
 COMPACT_KEYS = (

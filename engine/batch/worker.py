@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import heapq
 import json
 import math
 import operator
@@ -24,6 +25,7 @@ import struct
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
@@ -336,12 +338,16 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     full = jsonl and config.detail is Detail.full  # the full result contract
     vectorised = screener.engine == "vectorised" and not full  # a full result shows values
     rows, fast = _checked_rows(chunk, config.ignored_columns, config.mapping, vectorised)
-    result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
+    decided = len(fast.flat.case_ids) if fast is not None else 0
+    result = ChunkResult(chunk.index, chunk.source, rows=len(rows) + decided)
+    if fast is not None:  # the fault hooks for the rows the vectorised engine decided
+        if fault is not None and fault.partition("@")[0] in fast.ids:
+            _fault_kill(fault)
+        if stall is not None and stall in fast.ids:
+            _fault_stall()
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
-    # per screened row in order: its position among the rows the vectorised engine decided,
-    # or None for a row screened one by one (its decision in `prepared`)
-    screened: list[int | None] = []
+    screened: list[int] = []  # the numbers of the rows screened one by one, in order
     for number, row, checked in rows:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
@@ -372,10 +378,6 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                 _fault_kill(fault)
             if case_id == stall:
                 _fault_stall()
-        decided = fast.index.get(number - chunk.first) if fast is not None else None
-        if decided is not None:
-            screened.append(decided)
-            continue
         try:
             if checked is not None:
                 valid_id, values = checked
@@ -391,7 +393,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             reject(result, chunk.source, number, case_id, problems)
             continue
         valid.append((valid_id, values))
-        screened.append(None)
+        screened.append(number)
     decisions = screener.decide_many(prepared)
     present: Counter[str] = Counter()
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
@@ -400,7 +402,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if jsonl and not full:
             result.records[-1] = compact_record(result.records[-1], decision, screener)
     if fast is not None:
-        _add_decided(result, fast, screened, present, config.output_format)
+        _add_decided(result, fast, screened, present, config.output_format, chunk)
     for name in CASE_FIELDS:  # counted as supplied, reported as missing
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
@@ -416,6 +418,8 @@ class _Fast:
     """The rows of a chunk the vectorised engine decided, with their outputs and counts."""
 
     index: dict[int, int]  # position in the chunk -> position among the decided rows
+    rows: np.ndarray  # their positions in the chunk, ascending
+    ids: set[str]  # their case ids (for the fault hooks)
     flat: FlatColumns
     present: Counter[str]  # fields supplied, over the decided rows
 
@@ -423,11 +427,13 @@ class _Fast:
 def _add_decided(
     result: ChunkResult,
     fast: _Fast,
-    screened: list[int | None],
+    screened: list[int],
     present: Counter[str],
     output_format: OutputFormat,
+    chunk: Chunk,
 ) -> None:
-    """Merge the decided rows' outputs, in row order, and counts into a chunk's result."""
+    """Merge the decided rows' outputs, id lines and counts into a chunk's result, in row
+    order with the rows screened one by one (`screened`: their numbers)."""
     flat = fast.flat
     result.screened += len(flat.case_ids)
     result.verdicts.update(flat.verdicts)
@@ -437,25 +443,38 @@ def _add_decided(
     result.insufficient_only_site += flat.insufficient_only_site
     result.decided_with_cautions_open += flat.decided_with_cautions_open
     present.update(fast.present)
+    numbers = (fast.rows + chunk.first).tolist()
+    lines = [
+        f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n"
+        for case_id, number in zip(flat.case_ids, numbers, strict=True)
+    ]
+    result.id_lines = [
+        line
+        for _, line in heapq.merge(zip(numbers, lines, strict=True), _numbered(result.id_lines))
+    ]
+    # records: the decided rows' first, then the others', taken in row order
+    order = np.argsort(np.concatenate([numbers, screened]).astype(np.int64), kind="stable")
     slow = result.records
     if output_format is OutputFormat.parquet:
         decided = pa.RecordBatch.from_arrays(
             [pa.array(flat.case_ids, pa.string()), *flat.columns], schema=FLAT_SCHEMA
         )
-        order, waiting = [], len(flat.case_ids)
-        for position in screened:
-            order.append(waiting if position is None else position)
-            waiting += position is None
         merged = pa.Table.from_batches([decided, flat_batch(slow)]).combine_chunks()
-        result.records = merged.take(pa.array(order, pa.int64())).to_batches() or [decided]
+        result.records = merged.take(pa.array(order)).to_batches() or [decided]
         return
     if flat.compact is not None:
         mine: list[Any] = flat.compact
     else:
         texts = [column.to_pylist() for column in flat.columns]
         mine = list(zip(flat.case_ids, *texts, strict=True))
-    rest = iter(slow)
-    result.records = [next(rest) if p is None else mine[p] for p in screened]
+    every = mine + slow
+    result.records = [every[n] for n in order.tolist()]
+
+
+def _numbered(lines: list[str]) -> Iterator[tuple[int, str]]:
+    """Id lines with their row numbers (their third field), for merging in row order."""
+    for line in lines:
+        yield int(line.split("\t", 3)[2]), line
 
 
 def _checked_rows(
@@ -482,14 +501,13 @@ def _checked_rows(
     if fast is not None:
         left[list(fast.index)] = False
     found = iter(columns.row_values(np.flatnonzero(left).tolist()))
-    case_ids = columns.values["case_id"].to_pylist() if fast is not None else []
-    checked: list[Validated | None] = [
-        next(found) if ok else (case_ids[n], {}) if fast and n in fast.index else None
-        for n, ok in enumerate(left.tolist())
+    taken = fast.index if fast is not None else {}
+    checked: list[tuple[int, Validated | None]] = [
+        (n, next(found) if ok else None) for n, ok in enumerate(left.tolist()) if n not in taken
     ]
-    redo = [n for n, hit in enumerate(checked) if hit is None]
+    redo = [n for n, hit in checked if hit is None]
     raw = dict(zip(redo, chunk.batch.take(redo).to_pylist(), strict=True)) if redo else {}
-    rows = [(chunk.first + n, raw.get(n, {}), hit) for n, hit in enumerate(checked)]
+    rows = [(chunk.first + n, raw.get(n, {}), hit) for n, hit in checked]
     return rows, fast
 
 
@@ -514,7 +532,7 @@ def _decide(columns: Columns, plain: np.ndarray) -> _Fast:
             if given:
                 present[name] = given
     index = {int(row): n for n, row in enumerate(decided.rows.tolist())}
-    return _Fast(index, flat, present)
+    return _Fast(index, decided.rows, set(case_ids), flat, present)
 
 
 def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from engine.derive import DERIVED_DECIMALS, Facts, derivation_plan
 from engine.dictionary import FIELDS_BY_NAME, FieldType
-from engine.evaluate.base import explained_outcome
+from engine.evaluate.base import explained_outcome, rule_status
 from engine.models import RuleOutcome, RuleStatus, Scalar, SiteValue, settled_outcome
 from engine.rules.condition import (
     And,
@@ -83,6 +83,15 @@ STATUSES = (
     RuleStatus.fired,
 )
 NOT_APPLICABLE, NOT_FIRED, CONDITIONAL, NOT_EVALUABLE, FIRED = range(5)
+# base.rule_status as a table: the status of (scope, when), at scope * 3 + when
+_STATUS_OF = np.asarray(
+    [
+        STATUSES.index(rule_status(scope, when))
+        for scope in (False, None, True)
+        for when in (False, None, True)
+    ],
+    dtype=np.int8,
+)
 
 
 @dataclass
@@ -92,13 +101,14 @@ class CohortDecisions:
     `rows`: the rows it decided (positions in the chunk, ascending); any other row is left to
     the per-row path (its facts contradict each other, or the plan cannot run). Per decided row
     and rule (ruleset order): `statuses`, an index into STATUSES, and `numbers`, the index of
-    its outcome in `tables[rule]`. `probed`: per probed field, its value after constraints."""
+    its outcome in `tables[rule]`. `probed`: per probed field, its value after constraints, as
+    the index of each row's value among the values listed (the last entry, None: unknown)."""
 
     rows: np.ndarray
     statuses: np.ndarray
     numbers: np.ndarray
     tables: list[list[RuleOutcome]]
-    probed: dict[str, list[Scalar | None]]
+    probed: dict[str, tuple[np.ndarray, tuple[Scalar | None, ...]]]
     report_order: dict[str, tuple[int, str]]
 
 
@@ -403,19 +413,24 @@ class CohortPlan:
                 assert isinstance(cond.rhs, Const)  # noqa: S101  # the branch above
                 holds = _NUMPY_COMPARE[cond.op](values, cond.rhs.value)
             return np.where(known, np.where(holds, TRUE, FALSE), UNKNOWN).astype(np.int8)
-        holding = _mask(domain, [v for v in domain if test(v)])
+        holds = [test(v) for v in domain]
+        truth = np.asarray([TRUE if h else FALSE for h in holds], dtype=np.int8)
         codes = frame.value.get(cond.field, np.zeros(rows, dtype=np.int64))
-        decided = np.where(((holding >> codes) & 1) == 1, TRUE, FALSE)
-        possible = frame.possible.get(cond.field, np.zeros(rows, dtype=np.int64))
+        finite = FIELDS_BY_NAME[cond.field].type in (FieldType.enum, FieldType.boolean)
+        # unknown and not narrowed: decided over the whole domain (enum, boolean), else unknown
+        unread = _same(holds) if finite else UNKNOWN
+        possible = frame.possible.get(cond.field)
         if deriving and cond.field in frame.reachable:
-            possible = np.where(possible != 0, possible, frame.reachable[cond.field])
-        if FIELDS_BY_NAME[cond.field].type in (FieldType.enum, FieldType.boolean):
-            possible = np.where(possible != 0, possible, (1 << len(domain)) - 1)
-        every = (possible & ~holding) == 0
-        none = (possible & holding) == 0
-        open_truth = np.where(every, TRUE, np.where(none, FALSE, UNKNOWN))
-        open_truth = np.where(possible == 0, UNKNOWN, open_truth)
-        return np.where(known, decided, open_truth).astype(np.int8)
+            reached = frame.reachable[cond.field]
+            possible = reached if possible is None else np.where(possible != 0, possible, reached)
+        found = np.where(known, truth[codes], unread).astype(np.int8)
+        if possible is not None:
+            narrowed = np.flatnonzero(~known & (possible != 0))
+            if len(narrowed):  # decided over the values still possible, once per set of them
+                sets, at = np.unique(possible[narrowed], return_inverse=True)
+                decided = [_same([h for n, h in enumerate(holds) if m >> n & 1]) for m in sets]
+                found[narrowed] = np.asarray(decided, dtype=np.int8)[at.reshape(-1)]
+        return found
 
     def _numeric(self, frame: _Frame, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A field's values as numbers (a finite field's codes read through its domain)."""
@@ -448,17 +463,7 @@ class CohortPlan:
                 if rule.scope is not None
                 else np.full(frame.rows, TRUE, dtype=np.int8)
             )
-            statuses[:, position] = np.where(
-                scope == FALSE,
-                NOT_APPLICABLE,
-                np.where(
-                    scope == UNKNOWN,
-                    np.where(when == FALSE, NOT_FIRED, CONDITIONAL),
-                    np.where(
-                        when == UNKNOWN, NOT_EVALUABLE, np.where(when == TRUE, FIRED, NOT_FIRED)
-                    ),
-                ),
-            )
+            statuses[:, position] = _STATUS_OF[scope * 3 + when]
         return statuses, cache
 
     def _outcomes(
@@ -493,9 +498,7 @@ class CohortPlan:
             parts = [status[at].astype(np.int8)]
             parts += [frame.is_known(name)[at].astype(np.int8) for name in fields]
             parts += [self._kleene(node, frame, cache, False)[at] for node in nodes]
-            matrix = np.ascontiguousarray(np.stack(parts, axis=1))
-            flat = matrix.view(np.dtype((np.void, matrix.shape[1]))).reshape(-1)
-            unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+            unique, first, inverse = unique_rows(pack(parts, 3))
             keys = [key.tobytes() for key in unique]
             for key, row in zip(keys, first.tolist(), strict=True):
                 if (position, key) not in self._explained:
@@ -544,14 +547,38 @@ class CohortPlan:
             nodes.extend(_walk(tree))
         return nodes, fields
 
-    def _values_of(self, frame: _Frame, name: str, keep: np.ndarray) -> list[Scalar | None]:
-        known = frame.is_known(name)[keep].tolist()
-        values = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))[keep].tolist()
-        domain = self.domains.get(name)
-        return [
-            (domain[int(v)] if domain is not None else v) if k else None
-            for k, v in zip(known, values, strict=True)
-        ]
+    def _values_of(
+        self, frame: _Frame, name: str, keep: np.ndarray
+    ) -> tuple[np.ndarray, tuple[Scalar | None, ...]]:
+        """A probed enum field per kept row: the index of its value, or of None (the last)."""
+        domain = self.domains[name]
+        codes = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))
+        return np.where(frame.is_known(name), codes, len(domain))[keep], (*domain, None)
+
+
+def pack(parts: Sequence[np.ndarray], bits: int) -> np.ndarray:
+    """Small non-negative integer columns packed into rows of uint64 words, `bits` each."""
+    per_word = 64 // bits
+    words = []
+    for start in range(0, max(len(parts), 1), per_word):
+        word = np.zeros(len(parts[0]) if parts else 0, dtype=np.uint64)
+        for shift, part in enumerate(parts[start : start + per_word]):
+            word |= part.astype(np.uint64) << np.uint64(shift * bits)
+        words.append(word)
+    return np.stack(words, axis=1)
+
+
+def unique_rows(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of a word matrix (each as its bytes' void scalar), the first row with
+    each, and each row's index among them."""
+    matrix = np.ascontiguousarray(words)
+    if matrix.shape[1] == 1:  # one word: a plain integer sort
+        values, first, inverse = np.unique(matrix[:, 0], return_index=True, return_inverse=True)
+        unique = np.ascontiguousarray(values).view(np.dtype((np.void, 8)))
+        return unique, first, inverse.reshape(-1)
+    flat = matrix.view(np.dtype((np.void, matrix.shape[1] * 8))).reshape(-1)
+    unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    return unique, first, inverse.reshape(-1)
 
 
 def _walk(cond: Cond) -> list[Cond]:
@@ -572,6 +599,13 @@ def _test_of(cond: Compare | Member) -> Callable[[Scalar], bool]:
     assert isinstance(cond.rhs, Const)  # noqa: S101  # the caller's branch
     compare, constant = _PYTHON_COMPARE[cond.op], cond.rhs.value
     return lambda v: compare(v, constant)
+
+
+def _same(holds: Sequence[bool]) -> int:
+    """logic._same: true if every candidate holds, false if none does, else unknown."""
+    if all(holds):
+        return TRUE
+    return UNKNOWN if any(holds) else FALSE
 
 
 def _mask(domain: Sequence[Scalar], values: Iterable[Scalar]) -> int:
