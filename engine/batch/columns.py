@@ -71,17 +71,19 @@ def flat_columns(
     rules = ruleset.rules
     order = ruleset.report_positions
     statuses = decided.statuses
-    count = len(case_ids)
     severity = [ruleset.severity_of[rule.id] for rule in rules]
-    baseline = np.asarray([NOT_APPLICABLE if r.scope is not None else NOT_FIRED for r in rules])
     # the verdict, once per set of present (status, severity) pairs (policy.decide)
     kinds = statuses.astype(np.int64) * len(_SEVERITIES) + np.asarray(
         [_SEVERITIES.index(s) for s in severity]
     )
-    counted = statuses != baseline if policy.ignores_inert else np.ones_like(statuses, bool)
-    present = np.zeros(count, dtype=np.int64)
-    for position in range(len(rules)):
-        present |= np.where(counted[:, position], np.left_shift(1, kinds[:, position]), 0)
+    # with a policy that ignores not-fired and not-applicable outcomes (no entry names them),
+    # those pairs cannot change its outlook: left out, fewer sets are looked up
+    counted = (
+        (statuses != NOT_FIRED) & (statuses != NOT_APPLICABLE)
+        if policy.ignores_inert
+        else np.ones_like(statuses, bool)
+    )
+    present = np.bitwise_or.reduce(np.where(counted, np.left_shift(1, kinds), 0), axis=1)
     sets, present_at = np.unique(present, return_inverse=True)
     outlooks = [policy.outlook(_present(int(bits))) for bits in sets]
     if not policy.ignores_inert:  # read every outcome, not cached (policy.decide)
@@ -110,9 +112,9 @@ def flat_columns(
     columns.append(_joined(cautions, ids))
     insufficient = np.asarray([v is Verdict.insufficient_data for v in verdict_of])[present_at]
     # what blocks an insufficient verdict: the missing fields of the rules that can change it
-    changing_rules = np.asarray(
-        [[severity[p] in o.changing for p in range(len(rules))] for o in outlooks]
-    ).reshape(len(outlooks), len(rules))[present_at]
+    level = np.asarray([_SEVERITIES.index(s) for s in severity])
+    can_change = np.asarray([[s in o.changing for s in _SEVERITIES] for o in outlooks])
+    changing_rules = can_change[present_at][:, level]
     changing = (statuses == NOT_EVALUABLE) & changing_rules
     stuck = _missing_bits(decided, misses, changing & insufficient[:, None])[insufficient]
     blocks: Counter[str] = Counter()

@@ -527,8 +527,9 @@ def _decide(columns: Columns, plain: np.ndarray) -> _Fast:
     flat = flat_columns(decided, case_ids, screener.ruleset, compact=compact)
     present: Counter[str] = Counter()
     for name, column in columns.values.items():
-        if name != "case_id":
-            given = len(decided.rows) - column.take(picked).null_count
+        if name != "case_id" and column.null_count < len(column):
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            given = int(np.count_nonzero(valid[decided.rows]))
             if given:
                 present[name] = given
     index = {int(row): n for n, row in enumerate(decided.rows.tolist())}

@@ -196,11 +196,12 @@ class CohortPlan:
 
     def _load(self, frame: _Frame, columns: Mapping[str, pa.Array], rows: np.ndarray) -> None:
         """The input columns of the chosen rows, with the site profile's settings filled in."""
+        every = len(rows) == len(next(iter(columns.values())))
         taken = pa.array(rows, pa.int64())
         for name, column in columns.items():
             if name == "case_id" or name not in FIELDS_BY_NAME:
                 continue
-            picked = column.take(taken)
+            picked = column if every else column.take(taken)
             known = picked.is_valid().to_numpy(zero_copy_only=False)
             domain = self.domains.get(name)
             if domain is not None and pa.types.is_boolean(picked.type):  # domain (True, False)
