@@ -112,9 +112,9 @@ def flat_columns(
     columns.append(_joined(cautions, ids))
     insufficient = np.asarray([v is Verdict.insufficient_data for v in verdict_of])[present_at]
     # what blocks an insufficient verdict: the missing fields of the rules that can change it
-    level = np.asarray([_SEVERITIES.index(s) for s in severity])
+    rule_level = np.asarray([_SEVERITIES.index(s) for s in severity])
     can_change = np.asarray([[s in o.changing for s in _SEVERITIES] for o in outlooks])
-    changing_rules = can_change[present_at][:, level]
+    changing_rules = can_change[present_at][:, rule_level]
     changing = (statuses == NOT_EVALUABLE) & changing_rules
     stuck = _missing_bits(decided, misses, changing & insufficient[:, None])[insufficient]
     blocks: Counter[str] = Counter()
@@ -136,8 +136,8 @@ def flat_columns(
     for name, (codes, values) in decided.probed.items():
         shown = [UNKNOWN_VALUE if v is None else str(v) for v in values]
         pairs = codes * len(named) + verdict_at
-        found, hits = np.unique(pairs, return_counts=True)
-        for pair, hit in zip(found.tolist(), hits.tolist(), strict=True):
+        seen, counts = np.unique(pairs, return_counts=True)
+        for pair, hit in zip(seen.tolist(), counts.tolist(), strict=True):
             subgroups[(name, shown[pair // len(named)], named[pair % len(named)])] += hit
     lines = None
     if compact:
