@@ -448,10 +448,10 @@ def _add_decided(
         f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n"
         for case_id, number in zip(flat.case_ids, numbers, strict=True)
     ]
-    result.id_lines = [
-        line
-        for _, line in heapq.merge(zip(numbers, lines, strict=True), _numbered(result.id_lines))
-    ]
+    if result.id_lines:  # rows screened one by one too: in row order
+        merged = heapq.merge(zip(numbers, lines, strict=True), _numbered(result.id_lines))
+        lines = [line for _, line in merged]
+    result.id_lines = lines
     # records: the decided rows' first, then the others', taken in row order
     order = np.argsort(np.concatenate([numbers, screened]).astype(np.int64), kind="stable")
     slow = result.records
