@@ -113,7 +113,7 @@ from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
-from engine.screener import Screener
+from engine.screener import COHORT_ENGINE, Screener
 from engine.service.limits import Limits
 
 if TYPE_CHECKING:
@@ -196,6 +196,9 @@ class Engine(StrEnum):
     durable = "durable"
     reference = "reference"
     vectorised = "vectorised"  # cohorts: docs/vectorised.md; one case: as durable
+
+
+COHORT_DEFAULT = Engine(COHORT_ENGINE)  # batch's --engine default (engine.screener)
 
 
 # what a full disk, a read-only folder or a folder in place of a file raise: never our bug
@@ -849,7 +852,7 @@ def batch(
         typer.Option(
             "--engine", help="Evaluator: vectorised (docs/vectorised.md), durable or reference."
         ),
-    ] = Engine.durable,
+    ] = COHORT_DEFAULT,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 

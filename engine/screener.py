@@ -65,6 +65,9 @@ if TYPE_CHECKING:
 
 EngineName = Literal["durable", "reference", "vectorised"]
 ENGINES: tuple[str, ...] = ("durable", "reference", "vectorised")
+# the engine cohort runs (batch) use unless told otherwise: the vectorised one, held identical
+# to durable-rules and the reference by tests/test_vectorised.py (docs/vectorised.md)
+COHORT_ENGINE = "vectorised"
 CaseLike = Mapping[str, Any] | BaseModel
 SUBGROUP_FIELDS = ("diagnosis", "planned_procedure", "region")  # verdicts broken down by these
 BATCH = 512  # cases screened together by screen_many and screen_frame (durable-rules batches)

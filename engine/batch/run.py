@@ -58,7 +58,7 @@ from engine.io.tables import Chunk, InputFormat, TableReader, detect_format, est
 from engine.mapping import ColumnMapping
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
-from engine.screener import Screener
+from engine.screener import COHORT_ENGINE, Screener
 
 REJECTED_EXAMPLES = 10  # first rejected rows shown in the summary: field, row, reason only
 
@@ -89,7 +89,7 @@ class BatchOptions:
     mapping: ColumnMapping | None = None  # --map: applied to every raw row before validation
     pseudonym_key: bytes | None = None  # --pseudonymise-ids (engine/io/pseudonymise.py)
     stall_timeout: float | None = None  # the watchdog's floor (pool.STALL_FLOOR_S if None)
-    engine: str = "durable"  # engine.screener.ENGINES
+    engine: str = COHORT_ENGINE  # engine.screener.ENGINES
 
     @property
     def rules_path(self) -> str | None:
@@ -455,11 +455,13 @@ def _all_chunks(
     readers: list[TableReader], engine: str = "durable"
 ) -> Generator[Chunk, None, None]:
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
-    if size is None and engine == "vectorised":  # its cost per chunk is per column, not row
-        size = VECTOR_CHUNK_ROWS
     index = 0
     for reader in readers:
-        for chunk in reader.chunks(index, chunk_rows=size):
+        # the vectorised engine reads a Parquet chunk's columns (other inputs go row by row):
+        # its cost is per column, so larger chunks pay
+        larger = engine == "vectorised" and reader.format is InputFormat.parquet
+        chunk_rows = size or (VECTOR_CHUNK_ROWS if larger else None)
+        for chunk in reader.chunks(index, chunk_rows=chunk_rows):
             index = chunk.index + 1
             yield chunk
 

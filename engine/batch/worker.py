@@ -52,7 +52,7 @@ from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, Sit
 from engine.policy import policy_for
 from engine.rules.ruleset import Ruleset
 from engine.screen import Decision, notable_outcomes
-from engine.screener import SUBGROUP_FIELDS, Screener, flat_outcomes, flat_row
+from engine.screener import COHORT_ENGINE, SUBGROUP_FIELDS, Screener, flat_outcomes, flat_row
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # test hook, "CASE_ID[@DIR]": a worker that meets this case_id is killed (with DIR: only the
@@ -116,7 +116,7 @@ class WorkerConfig:
     detail: Detail = Detail.full
     mapping: ColumnMapping | None = None
     pseudonym_key: bytes | None = None  # --pseudonymise-ids: case ids hashed before any check
-    engine: str = "durable"  # engine.screener.ENGINES
+    engine: str = COHORT_ENGINE  # engine.screener.ENGINES
 
 
 @dataclass
