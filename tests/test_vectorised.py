@@ -7,6 +7,10 @@ error records, every count and the id lines. Whole batch runs compare the files 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import typing
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.batch.run import BatchOptions, run_batch
+from engine.batch.run import CHUNK_ROWS_ENV, BatchOptions, run_batch
 from engine.batch.worker import (
+    FAULT_ENV,
     ChunkResult,
     Detail,
     OutputFormat,
@@ -296,3 +301,69 @@ def test_the_plan_refuses_what_it_cannot_follow() -> None:
     plan = CohortPlan(RULESET, site={"surgeon_mis_cases": {"llif": 10}})
     assert not plan.runs
     assert CohortPlan(RULESET, site=TEACHING).runs
+
+
+# --- fault guarantees on the vectorised path (tests/test_faults.py runs JSONL cohorts, which
+# go row by row; these run Parquet chunks, which the vectorised engine decides) -------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _faulty_run(
+    cohort: Path, folder: Path, **env: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, bytes]]:
+    folder.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MISS_SCREEN_FAULT")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "batch", str(cohort), "--out",
+         str(folder / "o.parquet"), "--summary", str(folder / "s.json"), "--workers", "2",
+         "--progress", "none", "--detail", "ids"],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={**clean, CHUNK_ROWS_ENV: "2000", **env},
+    )  # fmt: skip
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "s.json"}
+    return done, files
+
+
+@pytest.fixture(scope="module")
+def fault_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("faults") / "cohort.parquet"
+    write_cohort(path, 10_000, seed=32, missing=0.1, corrupt=0.01)
+    return path
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(600)
+def test_a_worker_killed_once_on_the_vectorised_path_loses_nothing(
+    fault_cohort: Path, tmp_path: Path
+) -> None:
+    clean, expected = _faulty_run(fault_cohort, tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    killed, found = _faulty_run(
+        fault_cohort, tmp_path / "killed", **{FAULT_ENV: f"SYN-0000007@{marks}"}
+    )
+    assert killed.returncode == 0, killed.stderr
+    assert found == expected
+    summary = json.loads((tmp_path / "killed" / "s.json").read_text())
+    assert summary["stamp"]["worker_restarts"] >= 1
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(600)
+def test_a_row_that_kills_every_vectorised_worker_is_isolated_and_rejected(
+    fault_cohort: Path, tmp_path: Path
+) -> None:
+    clean, expected = _faulty_run(fault_cohort, tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr
+    done, found = _faulty_run(fault_cohort, tmp_path / "killed", **{FAULT_ENV: "SYN-0004500"})
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(pa.BufferReader(found["o.parquet"]))
+    wanted = pq.read_table(pa.BufferReader(expected["o.parquet"]))
+    keep = [n for n, i in enumerate(wanted["case_id"].to_pylist()) if i != "SYN-0004500"]
+    assert table.num_rows == len(keep) == wanted.num_rows - 1
+    assert table.equals(wanted.take(keep))
+    errors = found["o.parquet.errors.jsonl"].decode()
+    assert '"case_id": "SYN-0004500"' in errors
+    assert "worker process died" in errors
