@@ -147,6 +147,13 @@ def test_every_golden_case_is_identical_with_a_site_profile() -> None:
 
 
 @pytest.mark.timeout(300)
+def test_a_site_profile_fills_settings_an_input_has_no_column_for() -> None:
+    batch = _batch(GOLDEN_ROWS).drop_columns(list(TEACHING))
+    _assert_identical(batch, site=TEACHING)
+    assert _decided_share(batch, TEACHING) > 0.9
+
+
+@pytest.mark.timeout(300)
 def test_a_per_technique_site_setting_screens_row_by_row_identically() -> None:
     site = {"surgeon_mis_cases": {"mis_tlif": 10, "llif": 200}}
     _assert_identical(GOLDEN_ROWS, (OutputFormat.jsonl,), site=site)
@@ -169,6 +176,9 @@ def test_every_anatomy_case_is_identical_on_every_engine() -> None:
     ]
     _assert_identical(rows)
     assert _decided_share(rows) == 1
+    only_these = pa.RecordBatch.from_pylist(rows)  # no column for any other field
+    assert only_these.num_columns == 7
+    _assert_identical(only_these, (OutputFormat.parquet,))
 
 
 def _constants(cond: Cond) -> Iterable[tuple[str, float]]:

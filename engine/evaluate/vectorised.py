@@ -219,7 +219,8 @@ class CohortPlan:
         for name, given in self.site.items():  # screen.apply_site: case values win
             known = frame.is_known(name)
             value = self._code(name, given)
-            frame.value[name] = np.where(known, frame.value.get(name, np.zeros(frame.rows)), value)
+            found = frame.value.get(name, np.zeros(frame.rows, dtype=type(value)))
+            frame.value[name] = np.where(known, found, value)
             frame.known[name] = np.ones(frame.rows, dtype=bool)
 
     def _code(self, name: str, value: Scalar) -> float | int:
@@ -319,7 +320,7 @@ class CohortPlan:
             complete &= frame.is_known(name)
         supplied = rule.supplied_total
         given = frame.is_known(supplied) if supplied else np.zeros(frame.rows, dtype=bool)
-        stated = frame.value[supplied] if supplied else np.zeros(frame.rows)
+        stated = frame.value.get(supplied, np.zeros(frame.rows)) if supplied else 0
         frame.bad |= complete & given & (stated != total)
         value = np.where(complete, total, stated).astype(np.int64)
         return value, complete | given
