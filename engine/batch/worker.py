@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine.batch.columns import UNKNOWN_VALUE, FlatColumns, flat_columns
 from engine.batch.startup import die_with_parent, forbid_core_dumps
+from engine.cohort import UNKNOWN_VALUE, FlatColumns, flat_columns
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError

@@ -1,9 +1,10 @@
-"""A batch chunk's outputs on the vectorised engine, built column by column.
+"""A cohort's outputs on the vectorised engine, built column by column (batch, screen_frame).
 
 engine.evaluate.vectorised gives each decided row's rule statuses and outcomes; here they become
-the flat output columns (batch.worker.FLAT_COLUMNS), the `--detail ids` JSON lines and the
-chunk's counts. Each list column (fired rule ids by severity, conditional, not evaluable, missing
-fields, open cautions) is a set per row: kept as bits, and joined into text once per distinct set.
+the flat output columns (batch.worker.FLAT_COLUMNS), the questions (`--detail ids` JSON lines,
+screen_frame's columns) and the chunk's counts. Each list column (fired rule ids by severity,
+conditional, not evaluable, missing fields, open cautions) is a set per row: kept as bits, and
+joined into text once per distinct set.
 The verdict comes from the policy (engine.policy) once per distinct set of (status, severity)
 pairs, and the questions once per distinct set of verdict-changing outcomes, so the policy's
 semantics stays in one place. tests/test_vectorised.py holds every column and count to the
@@ -34,7 +35,7 @@ from engine.evaluate.vectorised import (
     unique_rows,
 )
 from engine.models import RuleOutcome, RuleStatus, Severity, Verdict
-from engine.policy import Outlook, policy_for
+from engine.policy import Outlook, VerdictPolicy, policy_for
 from engine.rules.ruleset import Ruleset
 
 UNKNOWN_VALUE = "(unknown)"  # a subgroup field not given (batch summaries)
@@ -49,6 +50,7 @@ class FlatColumns:
     case_ids: list[str]
     columns: list[pa.Array]  # FLAT_COLUMNS after case_id: verdict, ..., open_cautions
     compact: list[str] | None  # `--detail ids` JSON lines, when asked for
+    questions: list[Questions] | None  # per row, when asked for (or compact lines)
     verdicts: Counter[str]
     rule_status: Counter[tuple[str, str]]
     blocks: Counter[str]
@@ -58,14 +60,28 @@ class FlatColumns:
 
 
 def flat_columns(
-    decided: CohortDecisions, case_ids: list[str], ruleset: Ruleset, *, compact: bool
+    decided: CohortDecisions,
+    case_ids: list[str],
+    ruleset: Ruleset,
+    *,
+    compact: bool,
+    questions: bool = False,
 ) -> FlatColumns:
     """The outputs of the decided rows, as the per-row path would write them."""
     if not case_ids:
         empty = [pa.array([], pa.string()) for _ in range(9)]
         none: Counter[Any] = Counter()
         return FlatColumns(
-            [], empty, [] if compact else None, none, none.copy(), none.copy(), 0, 0, none.copy()
+            [],
+            empty,
+            [] if compact else None,
+            [],
+            none,
+            none.copy(),
+            none.copy(),
+            0,
+            0,
+            none.copy(),
         )
     policy = policy_for(ruleset)
     rules = ruleset.rules
@@ -139,13 +155,17 @@ def flat_columns(
         seen, counts = np.unique(pairs, return_counts=True)
         for pair, hit in zip(seen.tolist(), counts.tolist(), strict=True):
             subgroups[(name, shown[pair // len(named)], named[pair % len(named)])] += hit
-    lines = None
-    if compact:
-        lines = _compact(decided, case_ids, columns, outlooks, present_at, changing, policy)
+    asked = (
+        _questions(decided, outlooks, present_at, changing, policy)
+        if compact or questions
+        else None
+    )
+    lines = _compact(case_ids, columns, asked) if compact and asked is not None else None
     return FlatColumns(
         case_ids,
         columns,
         lines,
+        asked,
         verdicts,
         rule_status,
         blocks,
@@ -224,47 +244,47 @@ COMPACT_KEYS = (
 )
 
 
-def _compact(
+Questions = tuple[list[str], list[str], list[str]]  # possible verdicts, next, deciding
+
+
+def _questions(
     decided: CohortDecisions,
-    case_ids: list[str],
-    columns: list[pa.Array],
     outlooks: list[Outlook],
     present_at: np.ndarray,
     changing: np.ndarray,
-    policy: object,
-) -> list[str]:
-    """`--detail ids` JSON lines (worker.compact_record): the questions once per distinct
-    verdict-changing set of outcomes (policy.assess)."""
-    from engine.policy import VerdictPolicy
-
-    assert isinstance(policy, VerdictPolicy)  # noqa: S101  # typed loosely to keep it local
+    policy: VerdictPolicy,
+) -> list[Questions]:
+    """Per row, its possible verdicts, next and deciding questions (policy.assess), once per
+    distinct set of verdict-changing outcomes."""
     numbers = np.where(changing, decided.numbers, -1).astype(np.int64)
     keyed = np.concatenate([present_at.reshape(-1, 1), numbers], axis=1)
     flat = np.ascontiguousarray(keyed).view(np.dtype((np.void, keyed.shape[1] * 8))).reshape(-1)
     _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-    questions = []
+    found: list[Questions] = []
+    order = decided.report_order
     for row in keyed[first].tolist():
-        outlook = outlooks[row[0]]
         open_outcomes: list[RuleOutcome] = [
             decided.tables[p][n] for p, n in enumerate(row[1:]) if n >= 0
         ]
-        order = decided.report_order
         open_outcomes.sort(key=lambda o: order[o.rule_id])
-        assessment = policy.assess(outlook, open_outcomes)
-        questions.append(
+        assessment = policy.assess(outlooks[row[0]], open_outcomes)
+        found.append(
             (
-                list(assessment.possible),
+                [v._value_ for v in assessment.possible],
                 list(assessment.next_questions),
                 list(assessment.deciding_questions),
             )
         )
+    return [found[n] for n in inverse.reshape(-1).tolist()]
+
+
+def _compact(case_ids: list[str], columns: list[pa.Array], questions: list[Questions]) -> list[str]:
+    """`--detail ids` JSON lines, as worker.compact_record writes them."""
     texts = [column.to_pylist() for column in columns]
     lines = []
-    for case_id, at, verdict, *rest in zip(
-        case_ids, inverse.reshape(-1).tolist(), *texts, strict=True
-    ):
+    for case_id, asked, verdict, *rest in zip(case_ids, questions, *texts, strict=True):
         *severities, conditional, not_evaluable, missing, cautions = rest
-        possible, next_questions, deciding = questions[at]
+        possible, next_questions, deciding = asked
         values = (
             case_id,
             verdict,
