@@ -377,3 +377,29 @@ def test_a_row_that_kills_every_vectorised_worker_is_isolated_and_rejected(
     errors = found["o.parquet.errors.jsonl"].decode()
     assert '"case_id": "SYN-0004500"' in errors
     assert "worker process died" in errors
+
+
+@pytest.mark.timeout(600)
+def test_screen_frame_is_identical_on_the_vectorised_engine(tmp_path: Path) -> None:
+    import pandas as pd
+    import polars
+
+    cohort = tmp_path / "cohort.parquet"
+    write_cohort(cohort, 5_000, seed=33, missing=0.1, corrupt=0.02)
+    frames = [
+        pd.read_parquet(cohort),
+        pd.DataFrame(GOLDEN_ROWS),
+        pd.DataFrame(GOLDEN_ROWS).drop(columns=["case_id"]).assign(case_id=range(len(GOLDEN_ROWS))),
+    ]
+    vectorised = Screener.from_ruleset(RULESET, "vectorised")
+    for frame in frames:
+        expected = Screener.from_ruleset(RULESET, "durable").screen_frame(frame)
+        found = vectorised.screen_frame(frame)
+        assert found.equals(expected)
+        assert found.attrs == expected.attrs
+    assert (found["rejected"].notna()).sum() == 0  # integer ids are read as text
+    as_polars = polars.from_pandas(frames[0])
+    assert vectorised.screen_frame(as_polars).equals(
+        Screener.from_ruleset(RULESET, "durable").screen_frame(as_polars)
+    )
+    assert _decided_share(_read(cohort)) > 0.95
