@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test lint wheel-check bench clean rules-diff-demo
+.PHONY: setup demo test lint wheel-check bench bench-differential bench-cohort clean rules-diff-demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,17 @@ test: lint wheel-check  ## the test command CI runs: lint, the wheel, every gold
 
 bench: setup  ## speed and memory targets, ratios against baselines in the same run
 	$(BIN)/python benchmarks/bench.py
+	$(MAKE) bench-differential
+
+DIFFERENTIAL_ROWS ?= 1000000
+
+bench-differential: setup  ## every engine's batch outputs on a 1M-row cohort, byte for byte
+	$(BIN)/python benchmarks/differential.py --rows $(DIFFERENTIAL_ROWS)
+
+# issue 29: every engine on a 1M-row Parquet cohort (built once, kept in a temp folder), 2 workers
+# vs 1, peak RSS, screen_frame and an 11-point rules sweep; rewrites its block of results.md
+bench-cohort: setup  ## the cohort engines, ratios against durable-rules in the same run
+	$(BIN)/python benchmarks/bench_cohort.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

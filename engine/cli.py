@@ -113,7 +113,7 @@ from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Constraint, DerivedRule, Ruleset
-from engine.screener import COHORT_ENGINE, Screener
+from engine.screener import COHORT_ENGINE, ENGINES, Screener
 from engine.service.limits import Limits
 
 if TYPE_CHECKING:
@@ -192,13 +192,11 @@ class ListFormat(StrEnum):
     json = "json"
 
 
-class Engine(StrEnum):
-    durable = "durable"
-    reference = "reference"
-    vectorised = "vectorised"  # cohorts: docs/vectorised.md; one case: as durable
+class Audience(StrEnum):
+    """Who `screen` writes for: the clinician's report, or the patient's plain summary."""
 
-
-COHORT_DEFAULT = Engine(COHORT_ENGINE)  # batch's --engine default (engine.screener)
+    clinician = "clinician"
+    patient = "patient"
 
 
 # what a full disk, a read-only folder or a folder in place of a file raise: never our bug
@@ -335,6 +333,26 @@ SiteOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def engine_named(name: str) -> str:
+    """--engine's value if engine.screener.ENGINES lists it (the one list: a new engine is
+    offered by every command at once); otherwise a usage error (exit 2) before anything is read."""
+    if name not in ENGINES:
+        raise typer.BadParameter(f"expected one of {', '.join(ENGINES)}, not {name!r}")
+    return name
+
+
+ENGINE_METAVAR = "|".join(ENGINES)
+CohortEngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        parser=engine_named,
+        metavar=ENGINE_METAVAR,
+        help="Evaluator for every row; the same outputs on each (reference is the test oracle).",
+    ),
+]
 MapOption = Annotated[
     str | None,
     typer.Option(
@@ -404,8 +422,14 @@ def screen(
         ),
     ] = None,
     engine: Annotated[
-        Engine, typer.Option("--engine", help="Evaluator (reference is the test oracle).")
-    ] = Engine.durable,
+        str,
+        typer.Option(
+            "--engine",
+            parser=engine_named,
+            metavar=ENGINE_METAVAR,
+            help="Evaluator (reference is the test oracle).",
+        ),
+    ] = "durable",
     fhir: Annotated[
         str | None,
         typer.Option(
@@ -439,13 +463,25 @@ def screen(
             "--legend", metavar="", help="Text report: explain severity and evidence labels."
         ),
     ] = False,
+    audience: Annotated[
+        Audience,
+        typer.Option(
+            "--for",
+            help="clinician: the report; patient: a plain-language summary to hand over after "
+            "reading it (text, or --format html for one printable page).",
+        ),
+    ] = Audience.clinician,
 ) -> None:
     """Screen a case and print its verdict with every finding and its source.
 
     Example: miss-screen screen cases/examples/stenosis-l4-l5.yaml --details
 
     Example: miss-screen screen case.yaml --format html --out case.html
+
+    Example: miss-screen screen case.yaml --for patient --format html --out summary.html
     """
+    if audience is Audience.patient:
+        check_patient_options(output_format, len(case_files or []), details, legend)
     if fhir is not None:
         screen_fhir(
             fhir,
@@ -460,6 +496,7 @@ def screen(
             out=out,
             details=details,
             legend=legend,
+            audience=audience,
         )
         return
     if reference_date is not None:
@@ -489,10 +526,14 @@ def screen(
             failed += 1
             continue
         results.append(screener.result_of(case_id, decision))
+        if audience is Audience.patient:
+            write_patient_summary(results[0], screener.ruleset, values, output_format, out)
+            break
         traces.append(case_traces(decision.facts, screener.ruleset) if details else None)
-    if out is not None and out != "-" and results:
+    if out is not None and out != "-" and results and audience is Audience.clinician:
         write_results(out, results, output_format, screener.ruleset.asked_because)
-    for index, result in enumerate(results if out is None or out == "-" else []):
+    shown = results if (out is None or out == "-") and audience is Audience.clinician else []
+    for index, result in enumerate(shown):
         if output_format is ScreenFormat.text and index:
             stdout.rule()
         print_result(
@@ -521,12 +562,13 @@ def screen_fhir(
     rules: Path,
     site: str | None,
     fail_on: Verdict | None,
-    engine: Engine,
+    engine: str,
     reference_date: str | None,
     *,
     out: str | None = None,
     details: bool = False,
     legend: bool = False,
+    audience: Audience = Audience.clinician,
 ) -> None:
     """screen --fhir: map a Bundle to one case (--set overrides), screen it, say where values
     came from. Warnings go to stderr; they name resource types and codes, never content."""
@@ -557,7 +599,11 @@ def screen_fhir(
     result = screener.result_of(case_id, decision)
     for warning in mapped.warnings:
         print(f"warning: {source}: {warning}", file=sys.stderr)
-    if out is not None and out != "-":
+    if audience is Audience.patient:
+        if out is not None and out != "-":
+            check_outputs([path] if path != "-" else [], {"--out": out})
+        write_patient_summary(result, screener.ruleset, values, output_format, out)
+    elif out is not None and out != "-":
         check_outputs([path] if path != "-" else [], {"--out": out})
         write_results(out, [result], output_format, screener.ruleset.asked_because)
     else:
@@ -599,6 +645,38 @@ def read_screen_case(
             overrides["case_id"] = case_id
         case_id, values = validate_case({**values, **overrides}, f"{source} with --set")
     return case_id, values, source
+
+
+def check_patient_options(
+    output_format: ScreenFormat, files: int, details: bool, legend: bool
+) -> None:
+    """--for patient: one case, as text or an HTML page; the clinician's switches do not apply."""
+    if output_format not in (ScreenFormat.text, ScreenFormat.html):
+        raise UsageError("--for patient writes text or html; use --for clinician for json or brief")
+    if files > 1:
+        raise UsageError("--for patient makes the summary of one case; give one case file")
+    if details or legend:
+        flag = "--details" if details else "--legend"
+        raise UsageError(f"{flag} belongs to the clinician's report, not to --for patient")
+
+
+def write_patient_summary(
+    result: Result,
+    ruleset: Ruleset,
+    values: Mapping[str, Scalar],
+    output_format: ScreenFormat,
+    out: str | None,
+) -> None:
+    """The patient summary (engine/report/patient.py) to stdout or, atomically, to --out."""
+    from engine.report.patient import patient_summary
+
+    text = patient_summary(result, ruleset, output_format=output_format.value, case=values)
+    if out is None or out == "-":
+        sys.stdout.write(text)
+    else:
+        from engine.batch.writers import write_text_atomically
+
+        write_text_atomically(out, text)
 
 
 def case_traces(facts: "Facts", ruleset: Ruleset) -> Traces:
@@ -847,12 +925,7 @@ def batch(
             show_default=False,
         ),
     ] = None,
-    engine: Annotated[
-        Engine,
-        typer.Option(
-            "--engine", help="Evaluator: vectorised (docs/vectorised.md), durable or reference."
-        ),
-    ] = COHORT_DEFAULT,
+    engine: CohortEngineOption = COHORT_ENGINE,
 ) -> None:
     """Screen a cohort: every row screened or rejected with a reason, outputs in input order.
 
@@ -865,7 +938,7 @@ def batch(
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
         from engine.batch.startup import start_fork_server
 
-        start_fork_server(str(rules))  # its workers' imports and rules, while this one starts
+        start_fork_server(str(rules), engine)  # its workers' imports and rules, meanwhile
     from engine.batch.run import (  # heavy: pyarrow
         BatchOptions,
         default_errors_path,
@@ -924,7 +997,7 @@ def batch(
         mapping=read_mapping(mapping),
         pseudonym_key=load_key(pseudonymise_ids) if pseudonymise_ids else None,
         stall_timeout=stall_timeout,
-        engine=engine.value,
+        engine=engine,
     )
     progress_style = (
         "none"
@@ -1369,6 +1442,12 @@ def rules_show(
     stdout.print(f"message: {escape(meta.message)}")
     if meta.asks_because:
         stdout.print(f"asks because: {escape(meta.asks_because)}")
+    if meta.patient:
+        stdout.print(f"for the patient: {escape(meta.patient)}")
+    if meta.safety_net:
+        stdout.print(f"warning symptoms: {escape('; '.join(meta.safety_net.symptoms))}")
+        for source in meta.safety_net.sources:
+            stdout.print(f"warning symptoms from: {escape(source_text(source))}")
     _show_why(meta.rationale, meta.sources, meta.notes)
 
 
@@ -1596,6 +1675,7 @@ def rules_diff(
         bool, typer.Option("--fail-on-change", help="Exit 1 when any verdict changes.")
     ] = False,
     mapping: MapOption = None,
+    engine: CohortEngineOption = COHORT_ENGINE,
 ) -> None:
     """Screen a cohort with two rule sets and report what changed, rule by rule and case by case."""
     from engine.research.diff import diff_cohort
@@ -1614,6 +1694,7 @@ def rules_diff(
         changes_out=changes,
         all_outcome_changes=all_outcomes,
         mapping=read_mapping(mapping),
+        engine=engine,
     )
     if fmt is ReportFormat.json:
         text = json.dumps(report.as_json(), indent=2) + "\n"
@@ -1630,6 +1711,126 @@ def rules_diff(
     )
     if fail_on_change and report.changed:
         raise typer.Exit(1)
+
+
+class SweepFormat(StrEnum):
+    text = "text"
+    json = "json"
+    html = "html"
+
+
+@rules_app.command("sweep")
+@handle_errors
+def rules_sweep(
+    rule: Annotated[
+        str,
+        typer.Argument(
+            metavar="RULE[:N]",
+            help="The rule whose constant moves; RULE:N for its N-th numeric constant.",
+        ),
+    ],
+    start: Annotated[str, typer.Option("--from", metavar="A", help="First value.")],
+    stop: Annotated[str, typer.Option("--to", metavar="B", help="Last value (inclusive).")],
+    step: Annotated[str, typer.Option("--step", metavar="S", help="Step, more than 0.")],
+    cohort: Annotated[
+        str, typer.Option("--cohort", metavar="FILE", help="Cohort (CSV, JSONL, Parquet), or -.")
+    ],
+    rules: RulesOption = DEFAULT_RULES_DIR,
+    site: SiteOption = None,
+    out: Annotated[
+        str, typer.Option("--out", metavar="FILE", help="Report file, or - for stdout.")
+    ] = "-",
+    output_format: Annotated[
+        SweepFormat | None,
+        typer.Option(
+            "--format", help="text, json or html; default from --out (text on stdout).",
+            show_default=False,
+        ),
+    ] = None,
+    examples: Annotated[
+        int,
+        typer.Option(
+            "--examples", metavar="N", min=0, help="Case ids shown per change between values."
+        ),
+    ] = 10,
+    mapping: MapOption = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter", metavar="CHAR", help="CSV delimiter (default: from the header line).",
+            show_default=False,
+        ),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option("--encoding", metavar="NAME", help="CSV encoding.", show_default=False),
+    ] = None,
+    input_format: Annotated[
+        InputFormatOption | None,
+        typer.Option("--input-format", help="Override the format taken from the extension.",
+                     show_default=False),
+    ] = None,
+    allow_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-column", metavar="COLUMN",
+            help="A column the identifier guard flags wrongly; repeatable.", show_default=False,
+        ),
+    ] = None,
+    engine: CohortEngineOption = COHORT_ENGINE,
+) -> None:
+    """Screen a cohort once per value of one rule's constant, in a copy of the rules in memory:
+    verdicts per value and the cases that change between neighbouring values.
+
+    Example: miss-screen rules sweep RAD-005 --from 35 --to 45 --step 1 --cohort cohort.csv
+    """  # fmt: skip
+    from engine.batch.run import BatchOptions
+    from engine.batch.worker import OutputFormat
+    from engine.io.tables import InputFormat
+    from engine.research.render import sweep_html, sweep_text
+    from engine.research.sweep import sweep_cohort, sweep_values
+
+    fmt = output_format or _sweep_format(out)
+    if fmt is SweepFormat.html:
+        require("report", "miss-screen rules sweep --format html")
+    values = sweep_values(start, stop, step)
+    check_outputs([cohort], {"--out": out})
+    options = BatchOptions(
+        inputs=[cohort],
+        out="-",
+        output_format=OutputFormat.csv,
+        rules_dir=str(rules),
+        site=read_site(site) if site else {},
+        input_format=InputFormat(input_format.value) if input_format else None,
+        allow_columns=frozenset(allow_column or []),
+        delimiter={"tab": "\t", "\\t": "\t"}.get(delimiter or "", delimiter),
+        encoding=encoding,
+        mapping=read_mapping(mapping),
+        engine=engine,
+    )
+    report = sweep_cohort(load_ruleset(rules), rule, values, options, examples=examples)
+    if fmt is SweepFormat.json:
+        text = json.dumps(report.as_json(), indent=2) + "\n"
+    elif fmt is SweepFormat.html:
+        text = sweep_html(report)
+    else:
+        text = sweep_text(report)
+    _write_report(out, text)
+    stderr.print(
+        f"{report.rule_id}: {len(report.points)} values of {report.constant.field}; "
+        f"{report.rows_screened} rows screened each, {report.rows_rejected} rejected"
+    )
+
+
+def _sweep_format(out: str) -> SweepFormat:
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if out == "-" or suffix in ("txt", "md", "markdown", "text"):
+        return SweepFormat.text
+    if suffix in ("html", "htm"):
+        return SweepFormat.html
+    if suffix == "json":
+        return SweepFormat.json
+    raise UsageError(f"cannot tell the report format of {out}; use --format text|json|html")
 
 
 def _report_format(out: str) -> ReportFormat:
@@ -1687,6 +1888,7 @@ def agree(
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 2026,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
     mapping: MapOption = None,
+    engine: CohortEngineOption = COHORT_ENGINE,
 ) -> None:
     """Agreement of the tool's verdicts with raters: kappa, sensitivity, specificity."""
     require("research", "miss-screen agree")
@@ -1706,6 +1908,7 @@ def agree(
         seed=seed,
         mapping=read_mapping(mapping),
         allow_columns=frozenset(allow_column or ()),
+        engine=engine,
     )
     if fmt is ReportFormat.json:
         _write_report(out, json.dumps(report.as_json(), indent=2) + "\n")

@@ -3,16 +3,22 @@
 No I/O here. JSON keys of Result follow field order, which is the published output contract.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: pydantic reads every field's annotation when it
+# builds a model, at each start, and as strings it would compile and evaluate them all (about
+# 2 ms of a cold `screen`); the few that name a class not yet defined are quoted instead.
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from html import escape
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from engine.dictionary import FIELDS, FieldSpec, FieldType
+
+if TYPE_CHECKING:  # the ruleset a result was screened with (Result.patient_summary)
+    from engine.rules.ruleset import Ruleset
 
 Scalar = bool | int | float | str
 # A site profile's setting: one value for every case, or (surgeon_mis_cases) one per mis_technique
@@ -223,7 +229,7 @@ class SourceRef(BaseModel):
     figures: bool = False
 
     @model_validator(mode="after")
-    def _level_from_design(self) -> SourceRef:
+    def _level_from_design(self) -> "SourceRef":
         level = CEBM_LEVEL[self.design]
         if self.evidence_level is None:
             object.__setattr__(self, "evidence_level", level)
@@ -312,7 +318,7 @@ class RuleFile(BaseModel):
     cases: GoldenCases | None = None
 
     @model_validator(mode="after")
-    def _one_figures_source(self) -> RuleFile:
+    def _one_figures_source(self) -> "RuleFile":
         """The message's figures come from one source (`figures: true`), or none is named."""
         if sum(source.figures for source in self.sources) > 1:
             raise ValueError("sources: only one source may take figures: true")
@@ -421,7 +427,7 @@ class PolicyFile(BaseModel):
     open_cautions: OpenListing | None = None
 
     @model_validator(mode="after")
-    def _listed_never_select(self) -> PolicyFile:
+    def _listed_never_select(self) -> "PolicyFile":
         """A severity whose open rules are only listed cannot also select a verdict when open."""
         if self.open_cautions is not None:
             listed = set(self.open_cautions.severity)
@@ -560,6 +566,29 @@ class Result(BaseModel):
     deciding_questions: list[str] = Field(default_factory=list)
     open_cautions: list[OpenCaution] = Field(default_factory=list)  # cautions not yet excluded
     schema_version: str = RESULT_SCHEMA_VERSION
+
+    def patient_summary(
+        self,
+        format: Literal["text", "html"] = "text",
+        *,
+        case: Mapping[str, object] | None = None,
+        rules: "Ruleset | str | Path | None" = None,
+        language: str = "en",
+    ) -> str:
+        """The plain-language summary to hand to the patient, as text or one printable HTML page
+        (engine/report/patient.py; `miss-screen screen CASE --for patient`).
+
+        `rules`: the Ruleset or rules directory the result was screened with (default: the
+        bundled rules; another gives an error, never other words). `case`: the case as screened,
+        so that "what was looked at" names every field it gives that a rule reads (its values are
+        never shown); without it, only the fields behind the findings are named, and the page
+        says the list may be incomplete.
+        """
+        # imported here: a report module sits above the models, and most results are never
+        # summarised for a patient (pyproject.toml's import-linter contract allows this one)
+        from engine.report.patient import patient_summary
+
+        return patient_summary(self, rules, output_format=format, case=case, language=language)
 
     def _repr_html_(self) -> str:
         """A short view for Jupyter: verdict, red flags, findings, questions (all escaped)."""

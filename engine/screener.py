@@ -35,8 +35,6 @@ from engine.errors import CaseInputError, CaseProblem, UsageError
 from engine.evaluate.base import Evaluator
 from engine.io.cases import check_site, read_site, validate_case
 from engine.io.deid import case_id_identifier_kinds, escape_text, scan_columns, shown_name
-from engine.io.pseudonymise import load_key, pseudonymise_row
-from engine.mapping import ColumnMapping, load_mapping
 from engine.models import (
     Result,
     RulesetStamp,
@@ -60,14 +58,17 @@ from engine.screen import (
     screening_of,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # screen_frame imports them when it runs: a single case never needs them
     from engine.evaluate.vectorised import CohortPlan
+    from engine.mapping import ColumnMapping
 
 EngineName = Literal["durable", "reference", "vectorised"]
 ENGINES: tuple[str, ...] = ("durable", "reference", "vectorised")
-# the engine cohort runs (batch) use unless told otherwise: the vectorised one, held identical
-# to durable-rules and the reference by tests/test_vectorised.py (docs/vectorised.md)
-COHORT_ENGINE = "vectorised"
+# the engine of every cohort command (batch, rules diff, rules sweep, agree) unless --engine says
+# otherwise; single cases and the service keep durable-rules. The one place to switch it: the
+# vectorised engine, which the identity tests hold byte-identical to durable-rules and the
+# reference (docs/vectorised.md says which)
+COHORT_ENGINE: EngineName = "vectorised"
 CaseLike = Mapping[str, Any] | BaseModel
 SUBGROUP_FIELDS = ("diagnosis", "planned_procedure", "region")  # verdicts broken down by these
 FRAME_CHUNK_ROWS = 5_000  # rows screen_frame hands the vectorised engine at once
@@ -143,6 +144,13 @@ class InputError:
         return f"{': '.join(where)}: {self.reasons}"
 
 
+def check_engine(engine: str) -> str:
+    """`engine` if ENGINES lists it; otherwise a UsageError naming the ones there are."""
+    if engine not in ENGINES:
+        raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine
+
+
 def is_unknown(value: object) -> bool:
     """None, NaN, pandas' NA and NaT, and empty text: a value not given (unknown, not false)."""
     if value is None or (isinstance(value, str) and value == ""):
@@ -188,8 +196,7 @@ class Screener:
     ) -> Screener:
         """Load and check a rules directory (default: the bundled rules), build its evaluator and
         validate the site profile (a YAML/JSON file or a mapping, checked as `--site` is)."""
-        if str(engine) not in ENGINES:
-            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        check_engine(str(engine))
         ruleset = load_ruleset(rules if rules is not None else bundled_rules_dir())
         return cls.from_ruleset(ruleset, engine=str(engine), site=site)
 
@@ -226,16 +233,6 @@ class Screener:
     def cohort_prepare(self, values: dict[str, Scalar]) -> Facts:
         """The facts of a cohort's representative row (CaseInputError if they contradict)."""
         return self.prepare("", values)[0]
-
-    def with_engine(self, engine: EngineName | str) -> Screener:
-        """The same rules and site with another engine; vectorised shares durable's evaluator."""
-        if str(engine) == self.engine:
-            return self
-        if str(engine) == "vectorised" and self.engine == "durable":
-            return Screener(self.ruleset, self.evaluator, "vectorised", self._site)
-        if str(engine) not in ENGINES:
-            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        return Screener.from_ruleset(self.ruleset, engine=str(engine), site=self._site)
 
     # --- what it screens with ------------------------------------------------------------------
 
@@ -369,6 +366,9 @@ class Screener:
         checked.
         """
         import pyarrow as pa
+
+        from engine.io.pseudonymise import load_key, pseudonymise_row
+        from engine.mapping import ColumnMapping, load_mapping
 
         library = type(frame).__module__.split(".")[0]
         if library not in ("pandas", "polars"):

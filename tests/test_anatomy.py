@@ -24,6 +24,7 @@ import pytest
 
 from engine.dictionary import FIELDS_BY_NAME, SEGMENTS
 from engine.evaluate.base import Evaluator
+from engine.models import Scalar
 from engine.screen import screen_values
 from tests.conftest import RULESET
 
@@ -63,6 +64,19 @@ def foreign_fields(level: str, levels: int, diagnosis: str, procedure: str) -> s
     return foreign
 
 
+def anatomy_case(level: str, levels: int, diagnosis: str, procedure: str) -> dict[str, Scalar]:
+    """The sparse clinic case of one enumerated combination (also screened on every engine by
+    tests/test_engines_differential.py)."""
+    return {
+        "age_years": 50,
+        "sex": "female",
+        "diagnosis": diagnosis,
+        "lowest_level": level,
+        "levels": levels,
+        "planned_procedure": procedure,
+    }
+
+
 CASES = [
     (level, levels, diagnosis, procedure)
     for level in SEGMENTS
@@ -86,15 +100,8 @@ def test_no_question_about_an_anatomy_the_case_is_not_in(
 ) -> None:
     wrong: list[str] = []
     for level, levels, diagnosis, procedure in CASES:
-        values = {
-            "age_years": 50,
-            "sex": "female",
-            "diagnosis": diagnosis,
-            "lowest_level": level,
-            "levels": levels,
-            "planned_procedure": procedure,
-        }
-        result = screen_values("A-1", values, RULESET, evaluators[backend]).result  # type: ignore[arg-type]
+        values = anatomy_case(level, levels, diagnosis, procedure)
+        result = screen_values("A-1", values, RULESET, evaluators[backend]).result
         foreign = foreign_fields(level, levels, diagnosis, procedure)
         for item in result.not_evaluable:
             asked = foreign & set(item.missing)

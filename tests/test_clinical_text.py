@@ -28,6 +28,9 @@ def test_no_authoring_note_reaches_a_report(rule: object) -> None:
     texts = {"message": meta.message, "rationale": meta.rationale}
     texts.update({"asks_because": meta.asks_because} if meta.asks_because else {})
     texts.update({f"source {i}": s.citation for i, s in enumerate(meta.sources, 1)})
+    texts.update({"patient": meta.patient} if meta.patient else {})
+    net = meta.safety_net.sources if meta.safety_net else []
+    texts.update({f"safety-net source {i}": s.citation for i, s in enumerate(net, 1)})
     for where, text in texts.items():
         found = AUTHOR_PHRASES.search(text)
         assert found is None, f"{meta.id} {where}: move '{found.group(0)}' ... to notes:"
@@ -116,10 +119,34 @@ def clinical_texts() -> list[tuple[str, str]]:
     return texts
 
 
-@pytest.mark.parametrize(("where", "text"), clinical_texts(), ids=lambda v: str(v)[:24])
+def patient_texts() -> list[tuple[str, str]]:
+    """(where, text) for every text the patient summary prints from a rule: its patient text
+    and, for a red flag, each warning symptom of its safety net (issue 30). The clinician reads
+    them before handing the page over, and the patient reads them after: no engine words either."""
+    texts: list[tuple[str, str]] = []
+    for rule in RULESET.rules:
+        if rule.meta.patient:
+            texts.append((f"{rule.id} patient", rule.meta.patient))
+        if rule.meta.safety_net:
+            texts += [(f"{rule.id} safety_net", s) for s in rule.meta.safety_net.symptoms]
+    return texts
+
+
+@pytest.mark.parametrize(
+    ("where", "text"), clinical_texts() + patient_texts(), ids=lambda v: str(v)[:24]
+)
 def test_clinical_text_has_no_engine_vocabulary(where: str, text: str) -> None:
     found = sorted({m.group(0) for m in ENGINE_WORDS.finditer(" ".join(text.split()))})
     assert not found, f"{where}: {found}"
+
+
+def test_patient_texts_are_among_the_texts_checked() -> None:
+    """Every rule's patient text and every warning symptom goes through the vocabulary test."""
+    checked = {where for where, _ in patient_texts()}
+    assert {f"{rule.id} patient" for rule in RULESET.rules} <= checked
+    red_flags = {r.id for r in RULESET.rules if r.meta.safety_net}
+    assert red_flags
+    assert {f"{r} safety_net" for r in red_flags} <= checked
 
 
 def test_the_vocabulary_test_catches_what_it_is_meant_to() -> None:

@@ -52,3 +52,12 @@ def test_rules_docs_command_writes_the_pages(tmp_path: Path) -> None:
     assert (tmp_path / "README.md").is_file()
     assert len(list(tmp_path.glob("*.md"))) == len(RULESET.rules) + 1
     assert not stale.exists()
+
+
+def test_rule_format_documents_every_rule_file_key() -> None:
+    """docs/rule-format.md's table names every key a rule file may hold (patient, safety_net...)."""
+    from engine.models import RuleFile
+
+    table = (ROOT / "docs" / "rule-format.md").read_text()
+    undocumented = [key for key in RuleFile.model_fields if f"| `{key}` |" not in table]
+    assert not undocumented, undocumented

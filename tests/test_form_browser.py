@@ -510,3 +510,46 @@ def _screenshot(driver: WebDriver, path: Path, width: int, height: int) -> None:
     driver.set_window_size(width + (width - inner[0]), height + (height - inner[1]))
     driver.save_screenshot(str(path))
     assert path.stat().st_size > 10_000
+
+
+def test_the_patient_summary_prints_on_one_page_while_questions_are_open(
+    server: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    """After the starting facts (questions still open), "Print a summary for the patient" opens
+    the summary of the same answers in its own tab: it says what the surgeon still needs to
+    check, passes axe-core, and the browser prints it on one page of A4's width and Letter's
+    height (so on either paper), with the disclaimer and without the form's case id."""
+    import base64
+
+    from pypdf import PdfReader
+    from selenium.webdriver.common.print_page_options import PrintOptions
+
+    from engine.report.patient_words import load_patient_words
+
+    words = load_patient_words(RULESET.directory)
+    browser.get(server)
+    for name, value in TARGET_CASES["disc herniation L4-L5, discectomy, man of 45"].items():
+        set_field(browser, name, value)
+    submit(browser, "answers")
+    deadline = time.monotonic() + 30  # the screened page, not step one still loaded
+    while not browser.find_elements(By.ID, "verdict"):
+        assert time.monotonic() < deadline, "the screened page did not load"
+        time.sleep(0.05)
+    assert questions_shown(browser)  # the verdict can still change
+    main = browser.current_window_handle
+    browser.find_element(By.ID, "patient-button").click()
+    _new_tab(browser, main)
+    assert browser.title == words.title
+    assert browser.find_element(By.ID, "check").text.startswith(words.check.heading)
+    check_page(browser, Consultation())
+    options = PrintOptions()
+    options.page_width, options.page_height = 21.0, 27.94  # cm: A4's width, Letter's height
+    pdf = tmp_path / "patient.pdf"
+    pdf.write_bytes(base64.b64decode(browser.print_page(options)))
+    reader = PdfReader(pdf)
+    text = " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+    assert len(reader.pages) == 1
+    assert " ".join(words.disclaimer.split()) in text
+    assert "web-form" not in text
+    browser.close()
+    browser.switch_to.window(main)

@@ -282,6 +282,7 @@ def assert_summary_numbers(found: dict[str, str], summary: BatchSummary) -> None
         "duration-s": str(summary.stamp.duration_s),
         "workers": str(summary.stamp.workers),
         "executor": summary.stamp.executor,
+        "engine": summary.stamp.engine,
     }
     for i, stamp in enumerate(summary.stamp.inputs):
         expected[f"input-{i}-path"] = stamp.path

@@ -228,7 +228,8 @@ class WorkerPool:
             self._workers = []
 
     def _start(self) -> Worker:
-        start_fork_server(self.config.rules_dir)  # at once if it runs; again if it was killed
+        # at once if it runs; again if it was killed
+        start_fork_server(self.config.rules_dir, self.config.engine)
         return Worker(self.config)
 
     def _dispatch(self) -> None:

@@ -59,7 +59,7 @@ from engine.io.tables import Chunk, InputFormat, TableReader, detect_format, est
 from engine.mapping import ColumnMapping
 from engine.models import DISCLAIMER, RuleStatus, SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
-from engine.screener import COHORT_ENGINE, Screener
+from engine.screener import COHORT_ENGINE, Screener, check_engine
 
 REJECTED_EXAMPLES = 10  # first rejected rows shown in the summary: field, row, reason only
 
@@ -90,7 +90,7 @@ class BatchOptions:
     mapping: ColumnMapping | None = None  # --map: applied to every raw row before validation
     pseudonym_key: bytes | None = None  # --pseudonymise-ids (engine/io/pseudonymise.py)
     stall_timeout: float | None = None  # the watchdog's floor (pool.STALL_FLOOR_S if None)
-    engine: str = COHORT_ENGINE  # engine.screener.ENGINES
+    engine: str = COHORT_ENGINE  # --engine: one of engine.screener.ENGINES, for every worker
 
     @property
     def rules_path(self) -> str | None:
@@ -304,8 +304,10 @@ class BatchRun:
             raise
 
     def _open(self, options: BatchOptions, ruleset: Ruleset) -> None:
-        # a rule set durable-rules refuses fails here, not in a worker
-        Screener.from_ruleset(ruleset, site=MappingProxyType(options.site))
+        # an unknown engine, or a rule set the engine refuses, fails here, not in a worker
+        Screener.from_ruleset(
+            ruleset, check_engine(options.engine), site=MappingProxyType(options.site)
+        )
         self.readers, self.ignored = open_inputs(options)
         # hashed before screening: what was read, even if something rewrites a file later
         self.hashes = {r.source: r.sha256() for r in self.readers if r.path != "-"}
@@ -415,6 +417,7 @@ class BatchRun:
             worker_restarts=restarts,
             worker_stalls=stalls,
             run_id=self.run_id,
+            engine=self.options.engine,
             site=dict(self.options.site),
             mapping=MappingStamp(path=mapping.source, sha256=mapping.sha256)
             if (mapping := self.options.mapping) is not None
@@ -436,12 +439,12 @@ def run_batch(
     worker, a stale lock taken over).
     """
     if options.workers > 1 or options.stall_timeout is not None:
-        start_fork_server(options.rules_dir)
+        start_fork_server(options.rules_dir, options.engine)
     run = BatchRun(options, ruleset, notice)
     try:
         runner = ChunkRunner(run.config, options.workers, options.stall_timeout, notice)
         # closed on every path, not when a traceback that holds it is freed (issue 26)
-        with contextlib.closing(_all_chunks(run.readers, options.engine)) as chunks:
+        with contextlib.closing(all_chunks(run.readers, options.engine)) as chunks:
             for result in runner.run(chunks):
                 run.consume(result)
                 if progress is not None:
@@ -452,8 +455,8 @@ def run_batch(
         raise
 
 
-def _all_chunks(
-    readers: list[TableReader], engine: str = "durable"
+def all_chunks(
+    readers: list[TableReader], engine: str = COHORT_ENGINE
 ) -> Generator[Chunk, None, None]:
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
     index = 0

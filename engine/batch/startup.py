@@ -20,14 +20,17 @@ import sys
 
 # the rules directory a starting fork server builds its rules from (engine/batch/preload.py)
 PRELOAD_RULES_ENV = "MISS_SCREEN_PRELOAD_RULES"
+# the engine it builds them for (engine.screener.ENGINES; the cohort default when unset)
+PRELOAD_ENGINE_ENV = "MISS_SCREEN_PRELOAD_ENGINE"
 # the process that starts the fork server: the server dies with it (engine/batch/preload.py)
 PRELOAD_PARENT_ENV = "MISS_SCREEN_PRELOAD_PARENT"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PR_SET_DUMPABLE = 4
 
 
-def start_fork_server(rules_dir: str) -> None:
-    """Start the fork server now, preloading the worker module and the rules in `rules_dir`.
+def start_fork_server(rules_dir: str, engine: str = "") -> None:
+    """Start the fork server now, preloading the worker module and the rules in `rules_dir`
+    for `engine` (the cohort default when empty).
 
     Harmless if the server already runs: a worker whose server built other rules (another run
     in the same process, or files edited meanwhile) builds its own. Call it from the main
@@ -37,8 +40,10 @@ def start_fork_server(rules_dir: str) -> None:
     from multiprocessing import forkserver, resource_tracker
 
     multiprocessing.set_forkserver_preload(["engine.batch.preload"])
-    previous = {name: os.environ.get(name) for name in (PRELOAD_RULES_ENV, PRELOAD_PARENT_ENV)}
+    names = (PRELOAD_RULES_ENV, PRELOAD_ENGINE_ENV, PRELOAD_PARENT_ENV)
+    previous = {name: os.environ.get(name) for name in names}
     os.environ[PRELOAD_RULES_ENV] = rules_dir  # read by the server as it starts
+    os.environ[PRELOAD_ENGINE_ENV] = engine
     os.environ[PRELOAD_PARENT_ENV] = str(os.getpid())
     # The server is a fresh interpreter in our process group: a Ctrl-C while it initialises
     # would print Python's own fatal error beside ours. It starts with SIGINT blocked (the mask

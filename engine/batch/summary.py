@@ -50,6 +50,7 @@ class RunStamp(BaseModel):
     mapping: MappingStamp | None = None  # --map FILE; null when the columns were the fields
     worker_stalls: int = 0  # of those restarts, workers killed for making no progress
     run_id: str = ""  # this run's id: the summary, the report and the lock files carry it
+    engine: str = "durable"  # --engine (engine.screener.ENGINES); older summaries: durable
 
 
 class OutputStamp(BaseModel):

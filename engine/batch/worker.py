@@ -116,7 +116,7 @@ class WorkerConfig:
     detail: Detail = Detail.full
     mapping: ColumnMapping | None = None
     pseudonym_key: bytes | None = None  # --pseudonymise-ids: case ids hashed before any check
-    engine: str = COHORT_ENGINE  # engine.screener.ENGINES
+    engine: str = COHORT_ENGINE  # --engine: every worker and Dask partition screens with it
 
 
 @dataclass
@@ -186,29 +186,38 @@ class RulesChanged(UserError):
     """The rules directory changed on disk during a batch: results would mix two rule sets."""
 
 
-def build_rules(rules_dir: str) -> None:
-    """Build the Screener (ruleset and durable-rules handles) for this process and its forks."""
-    _STATE.loaded = Screener.load(rules_dir)
+def build_rules(rules_dir: str, engine: str = COHORT_ENGINE) -> None:
+    """Build the Screener (ruleset and the engine's evaluator) for this process and its forks."""
+    _STATE.loaded = Screener.load(rules_dir, engine)
 
 
 def init_worker(config: WorkerConfig) -> None:
     """Have the ruleset and durable-rules handles once per process; tune its collector.
 
-    A worker forked from a fork server that built the same rules (same content hash) uses
-    them; any other builds its own.
+    A worker forked from a fork server that built the same rules (same content hash) for the
+    same engine uses them; any other builds its own.
     """
     _STATE.config = config
-    if _STATE.ruleset is None or _STATE.ruleset.sha256 != config.ruleset_sha256:
-        build_rules(config.rules_dir)
+    loaded = _STATE.loaded
+    if (
+        loaded is None
+        or loaded.ruleset.sha256 != config.ruleset_sha256
+        or loaded.engine != config.engine
+    ):
+        build_rules(config.rules_dir, config.engine)
     assert _STATE.loaded is not None  # noqa: S101  # built just above
     # the parent read and checked the profile (read_site); a read-only view is not re-checked
-    _STATE.screener = _STATE.loaded.with_site(MappingProxyType(config.site)).with_engine(
-        config.engine
-    )
+    _STATE.screener = _STATE.loaded.with_site(MappingProxyType(config.site))
     # a chunk allocates thousands of short-lived dicts and lists, freed by reference counting;
     # at the default threshold (700) the cyclic collector ran every few rows and took about
     # 10 % of the batch time (benchmarks/results.md). Cycles are still collected, less often.
     gc.set_threshold(GC_THRESHOLD)
+
+
+def use_screener(config: WorkerConfig, screener: Screener) -> None:
+    """Screen this process's chunks with a Screener built in memory, from rules no directory
+    holds (`rules sweep`'s copies with one constant moved); `config` carries their sha256."""
+    _STATE.config, _STATE.loaded, _STATE.screener = config, screener, screener
 
 
 def id_hash(case_id: str) -> int:

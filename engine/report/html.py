@@ -200,6 +200,36 @@ def _verdict_chart(rows: Sequence[VerdictRow]) -> Markup | None:
         return _svg(fig, "chart-verdicts", title)
 
 
+def sweep_chart(values: Sequence[str], counts: dict[str, list[int]], swept: str) -> Markup | None:
+    """Cases by verdict at each value of a swept constant (`rules sweep`): stacked bars in the
+    verdict colours of the batch report, one bar per value."""
+    if not values or not any(any(c) for c in counts.values()):
+        return None
+    with matplotlib.rc_context(_SVG_RC):
+        fig, ax = _figure(3.8)
+        positions = list(range(len(values)))
+        bottom = [0] * len(values)
+        for verdict in Verdict:
+            heights = counts[verdict.value]
+            ax.bar(
+                positions,
+                heights,
+                bottom=bottom,
+                color=VERDICT_COLOURS[verdict],
+                width=0.7,
+                label=verdict.value,
+            )
+            bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
+        step = max(1, len(values) // 20)  # at most about 20 tick labels
+        ax.set_xticks(positions[::step], list(values)[::step])
+        ax.set_xlabel(swept)
+        ax.set_ylabel("cases")
+        title = f"Cases by verdict as {swept} moves"
+        ax.set_title(title, loc="left", fontsize=11)
+        fig.legend(loc="outside lower center", ncols=len(Verdict), frameon=False, fontsize=8)
+        return _svg(fig, "chart-sweep", title)
+
+
 def _rule_chart(rules: Sequence[RuleCounts]) -> Markup | None:
     statuses = ("fired", "conditional", "not_evaluable")
 

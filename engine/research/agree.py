@@ -49,6 +49,7 @@ from engine.io.tables import InputFormat, Row, RowProblem, TableReader, detect_f
 from engine.mapping import ColumnMapping
 from engine.models import SiteProfile, Verdict
 from engine.rules.ruleset import Ruleset
+from engine.screener import COHORT_ENGINE
 
 POSITIVE = frozenset({Verdict.worth_discussing.value, Verdict.discuss_with_caution.value})
 DECISIONS = [v.value for v in Verdict if v is not Verdict.insufficient_data]
@@ -210,6 +211,7 @@ def screen_cohort(
     rater_columns: bool = False,
     mapping: ColumnMapping | None = None,
     allow_columns: frozenset[str] = frozenset(),
+    engine: str = COHORT_ENGINE,
 ) -> tuple[dict[str, list[ToolCase]], BatchSummary, list[dict[str, Any]]]:
     """Every screened case's verdict and deciding rules (a case_id may occur twice), the batch
     summary, and the rejected rows' errors."""
@@ -226,6 +228,7 @@ def screen_cohort(
             ignore_unknown_columns=rater_columns,  # the labels file is the cohort
             mapping=mapping,
             allow_columns=allow_columns,
+            engine=engine,
         )
         summary = run_batch(options, ruleset)
         found: dict[str, list[ToolCase]] = collections.defaultdict(list)
@@ -295,6 +298,7 @@ class AgreementReport:
             "labels": self.labels,
             "cohort": self.cohort,
             "ruleset": self.summary.stamp.ruleset.model_dump(),
+            "engine": self.summary.stamp.engine,
             "cohort_reconciliation": self.summary.reconciliation.model_dump(),
             "raters": self.raters,
             "rater_labels": self.kinds,
@@ -322,6 +326,7 @@ def agreement(
     seed: int = 2026,
     mapping: ColumnMapping | None = None,
     allow_columns: frozenset[str] = frozenset(),
+    engine: str = COHORT_ENGINE,
 ) -> AgreementReport:
     labels = read_labels(labels_path, allow_columns)
     if cohort is None and not labels.case_fields:
@@ -346,6 +351,7 @@ def agreement(
         rater_columns=cohort is None,
         mapping=mapping,
         allow_columns=allow_columns,
+        engine=engine,
     )
     problems = ProblemLines()
     rejected_ids = {e["case_id"] for e in rejected if e.get("case_id")}

@@ -35,6 +35,7 @@ from engine.models import SiteProfile, Verdict
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Rule, Ruleset
+from engine.screener import COHORT_ENGINE
 
 STATUS_COLUMNS = {
     "fired_red_flag": "fired",
@@ -300,6 +301,7 @@ class DiffReport:
             return {
                 "rules": spec,
                 "ruleset": summary.stamp.ruleset.model_dump(),
+                "engine": summary.stamp.engine,
                 "reconciliation": rec.model_dump(),
                 "verdicts": {v.value: n for v, n in summary.verdicts.items()},
             }
@@ -402,8 +404,9 @@ def diff_cohort(
     repo: Path | None = None,
     examples: int = 20,
     mapping: ColumnMapping | None = None,
+    engine: str = COHORT_ENGINE,
 ) -> DiffReport:
-    """Screen `cohort` with both rule sets and compare them row by row.
+    """Screen `cohort` with both rule sets and compare them row by row, both with `engine`.
 
     `changes_out` (CSV, or JSONL by its extension) gets one line per row whose verdict changed,
     or, with `all_outcome_changes`, per row where any rule's outcome changed.
@@ -430,6 +433,7 @@ def diff_cohort(
                     workers=workers,
                     site=site or {},
                     mapping=mapping,
+                    engine=engine,
                 )
                 summaries.append(run_batch(options, rules))
             report = DiffReport(

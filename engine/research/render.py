@@ -1,4 +1,5 @@
-"""Markdown and HTML of the research reports (rules diff, agreement); JSON is their as_json()."""
+"""Markdown and HTML of the research reports (rules diff, rules sweep, agreement); JSON is their
+as_json()."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from engine.models import DISCLAIMER, Verdict
 if TYPE_CHECKING:  # agree needs the research extra (scipy, statsmodels); rules diff does not
     from engine.research.agree import AgreementReport
     from engine.research.diff import DiffReport
+    from engine.research.sweep import SweepReport
 
 VERDICTS = [v.value for v in Verdict]
 
@@ -286,4 +288,113 @@ def agree_html(report: AgreementReport) -> str:
         _environment()
         .get_template("agree.html.j2")
         .render(r=report, data=report.as_json(), estimate=_estimate, disclaimer=DISCLAIMER)
+    )
+
+
+# --- rules sweep ----------------------------------------------------------------------------------
+
+CHART_WIDTH = 50  # characters of the text chart's bars
+# one mark per verdict in the text chart, in Verdict order (its legend says which)
+_MARKS = dict(zip(VERDICTS, "UN?CW", strict=True))
+
+
+def _value(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _bar(verdicts: dict[str, int], total: int) -> str:
+    """A stacked bar of CHART_WIDTH characters, a mark per verdict, by largest remainder."""
+    if not total:
+        return ""
+    exact = {v: CHART_WIDTH * verdicts[v] / total for v in VERDICTS}
+    widths = {v: int(exact[v]) for v in VERDICTS}
+    short = CHART_WIDTH - sum(widths.values())
+    for v in sorted(VERDICTS, key=lambda v: widths[v] - exact[v])[:short]:
+        widths[v] += 1
+    return "".join(_MARKS[v] * widths[v] for v in VERDICTS)
+
+
+def _withheld(count: int) -> str:
+    return f" ({count} withheld: could identify someone)" if count else ""
+
+
+def sweep_text(report: SweepReport) -> str:
+    """The sweep as text (Markdown tables): counts per value, a chart, what changed between
+    neighbouring values, and which other rules read the field."""
+    data = report.as_json()
+    constant, rec = report.constant, data["reconciliation"]
+    out = [f"# Rules sweep: {md(report.rule_id)} constant {constant.number}", ""]
+    out += [
+        f"Swept: {md_code(constant.comparison)} ({constant.part}), {md(constant.field)} from "
+        f"{_value(report.points[0].value)} to {_value(report.points[-1].value)} in "
+        f"{len(report.points)} values; the rules file says {_value(constant.value)}.",
+        f"Rules: {md(report.base.name)} {md(report.base.version)} (sha256 {report.base.sha256}),"
+        f" changed in memory only; each value's sha256 is in the JSON output.",
+        f"Cohort: {md(report.cohort)} (sha256 {report.cohort_sha256}); engine {md(report.engine)};"
+        f" rows read {rec['rows_read']} = screened {rec['rows_screened']} + rejected "
+        f"{rec['rows_rejected']}.",
+        "",
+    ]
+    others = ", ".join(report.readers_of_field) or "none"
+    out.append(
+        f"Other rules reading {md(constant.field)} (they keep their own thresholds): {md(others)}."
+    )
+    if report.derived_from_field:
+        out.append(f"Derived from it: {md(', '.join(report.derived_from_field))}.")
+    out += ["", "## Verdicts per value", ""]
+    out += _table(
+        [constant.field, *VERDICTS, f"{report.rule_id} fired"],
+        [
+            [_value(p.value), *(p.verdicts[v] for v in VERDICTS), p.rule_fired]
+            for p in report.points
+        ],
+    )
+    out.append("")  # the chart, indented: a code block in Markdown, plain lines in a terminal
+    out += [
+        f"    {_value(p.value):>8} |{_bar(p.verdicts, report.rows_screened)}"
+        for p in report.points
+    ]
+    out.append(" " * 14 + ", ".join(f"{m} {v}" for v, m in _MARKS.items()))
+    out += ["", "## Cases that change verdict between neighbouring values", ""]
+    if not report.steps:
+        out += ["One value: nothing to compare.", ""]
+    else:
+        out += _table(
+            ["from", "to", "cases changed", "verdicts (from → to: cases)", "first case ids"],
+            [
+                [
+                    _value(s.low),
+                    _value(s.high),
+                    s.changed,
+                    "; ".join(f"{k.replace('->', ' → ')}: {n}" for k, n in s.transitions.items()),
+                    ", ".join(s.case_ids) + _withheld(s.ids_withheld),
+                ]
+                for s in report.steps
+            ],
+        )
+        out += ["", f"(at most {report.examples} case ids per row)", ""]
+    out += [DISCLAIMER, ""]
+    return "\n".join(out) + "\n"
+
+
+def sweep_html(report: SweepReport) -> str:
+    """The sweep as one HTML page with the chart (needs the report extra: matplotlib)."""
+    from engine.report.html import sweep_chart
+
+    chart = sweep_chart(
+        [_value(p.value) for p in report.points],
+        {v: [p.verdicts[v] for p in report.points] for v in VERDICTS},
+        report.constant.field,
+    )
+    return (
+        _environment()
+        .get_template("sweep.html.j2")
+        .render(
+            r=report,
+            data=report.as_json(),
+            verdicts=VERDICTS,
+            shown=_value,
+            chart=chart,
+            disclaimer=DISCLAIMER,
+        )
     )

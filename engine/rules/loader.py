@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,7 +41,7 @@ class _Collector:
     def __init__(self, root: Path) -> None:
         self.errors: list[RuleFileError] = []
         self.parsed = ParsedCache()  # the files of one load, parsed once across processes
-        self.root = root
+        self.root = root.resolve()  # once per load, not once per file (a path per level)
 
     def read(self, path: Path) -> YamlDocument:
         """A file of this rules folder, parsed (RuleFileError if it cannot be)."""
@@ -60,10 +60,11 @@ def read_yaml_file(
     path: Path, parsed: ParsedCache | None = None, root: Path | None = None
 ) -> YamlDocument:
     """Read a YAML file, turning unreadable, binary, empty or malformed files into errors
-    (`parsed`: documents parsed before, by their text; `root`: the rules folder, which a
-    symbolic link may not leave: a rule file linked to /etc/shadow is not read at all)."""
+    (`parsed`: documents parsed before, by their text; `root`: the rules folder, resolved
+    (once per load, by the loader), which a symbolic link may not leave: a rule file linked to
+    /etc/shadow is not read at all)."""
     where = str(path)
-    if root is not None and not path.resolve().is_relative_to(root.resolve()):
+    if root is not None and not path.resolve().is_relative_to(root):
         raise RuleFileError("a link to a file outside the rules folder; not read", where)
     try:  # never more than the limit: a rule file that is /dev/zero must not fill the memory
         with open(path, "rb") as handle:
@@ -88,6 +89,8 @@ def read_yaml_file(
         raise RuleFileError("file is nested too deeply or holds a value too long", where) from None
 
 
+# folders of a rules directory that hold no screening rule (patient: the patient summary's words)
+NOT_RULE_FOLDERS = ("derived", "terminology", "patient")
 _KEY_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,39}")  # how every key of a rules folder file looks
 
 
@@ -436,9 +439,15 @@ def _value_fits(spec: FieldSpec, value: Scalar) -> bool:
     return isinstance(value, str)
 
 
-def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> list[Rule]:
+def condition_fields(derived: Sequence[DerivedRule]) -> dict[str, FieldSpec]:
+    """The fields a screening rule's condition may read: the inputs and the derived ones."""
     available: dict[str, FieldSpec] = dict(INPUT_FIELDS)
     available.update({d.field: d.spec for d in derived})
+    return available
+
+
+def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> list[Rule]:
+    available = condition_fields(derived)
     undefined_derived = {
         name for name, spec in FIELDS_BY_NAME.items() if spec.group is FieldGroup.derived
     } - set(available)
@@ -446,7 +455,7 @@ def _load_rules(root: Path, derived: list[DerivedRule], errors: _Collector) -> l
     ids: dict[str, str] = {}
     names: dict[str, str] = {}
     for path in sorted(root.glob("*/*.yaml")):
-        if path.parent.name in ("derived", "terminology") or path.name.endswith(".cases.yaml"):
+        if path.parent.name in NOT_RULE_FOLDERS or path.name.endswith(".cases.yaml"):
             continue
         where = str(path)
         try:

@@ -40,6 +40,7 @@ from engine.errors import CaseInputError, CaseProblem
 from engine.io.deid import showable, shown_name
 from engine.models import DISCLAIMER, Finding, Result, Scalar
 from engine.report.case_html import render_case_html, source_link
+from engine.report.patient import patient_summary
 from engine.report.text import (
     CAUTIONS_HEADING,
     CAUTIONS_NOTE,
@@ -480,8 +481,24 @@ async def report(request: Request, config: ServiceConfig = Depends(config_of)) -
     screened = await _screened(request, config)
     if screened.result is None:
         return _page(config, screened, 422)
-    html = render_case_html(screened.result)
-    # the report is one self-contained page: its own inline style, by hash; no script at all
+    return _printable(render_case_html(screened.result))
+
+
+@router.post("/patient", response_class=HTMLResponse)
+async def patient(request: Request, config: ServiceConfig = Depends(config_of)) -> Response:  # noqa: B008
+    """The summary to hand to the patient, of the same answers, at any step: while questions are
+    open it says what the surgeon still needs to check (engine/report/patient.py)."""
+    screened = await _screened(request, config)
+    if screened.result is None:
+        return _page(config, screened, 422)
+    page = patient_summary(
+        screened.result, config.screener.ruleset, output_format="html", case=screened.values
+    )
+    return _printable(page)
+
+
+def _printable(html: str) -> HTMLResponse:
+    """A self-contained printable page: its own inline style, allowed by hash; no script."""
     hashes = " ".join(
         "'sha256-" + b64encode(hashlib.sha256(m.encode()).digest()).decode() + "'"
         for m in _STYLE.findall(html)

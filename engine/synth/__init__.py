@@ -76,14 +76,18 @@ FORMATS = ("csv", "jsonl", "parquet")
 DIAGNOSIS_MIX: dict[str, float] = {name: dx.share for name, dx in checked_mix().diagnoses.items()}
 
 
-def _chunks(n: int, seed: int, missing: float, corrupt: float) -> Iterator[Columns]:
+def cohort_chunks(
+    n: int, seed: int, missing: float, corrupt: float, first_row: int = 1
+) -> Iterator[Columns]:
+    """The cohort's chunks of columns, as they are made; `first_row` numbers its first case_id
+    (a part of a file made of several cohorts starts after the last: engine.synth.variants)."""
     check_arguments(n, seed, missing, corrupt)
     mix = checked_mix()
     plan = sorted(corruption_plan(n, seed, corrupt).items())
     position = 0
     for index, start in enumerate(range(0, n, CHUNK_ROWS)):
         size = min(CHUNK_ROWS, n - start)
-        cols = generate_chunk(mix, seed, index, size, index * CHUNK_ROWS + 1, missing)
+        cols = generate_chunk(mix, seed, index, size, first_row + index * CHUNK_ROWS, missing)
         while position < len(plan) and plan[position][0] <= start + size:
             row, corruption = plan[position]
             cols.overrides.append((row - start - 1, corruption))
@@ -99,7 +103,7 @@ def generate_rows(
     `typed=True` gives the rows as Parquet holds them (wrong-type corruptions become
     out-of-range numbers), so that a reader of the Parquet file can compare like with like.
     """
-    for cols in _chunks(n, seed, missing, corrupt):
+    for cols in cohort_chunks(n, seed, missing, corrupt):
         for values in zip(*object_columns(cols, typed), strict=True):
             yield dict(zip(INPUT_FIELDS, values, strict=True))
 
@@ -131,12 +135,16 @@ def write_cohort(
 ) -> int:
     """Write a synthetic cohort as CSV, JSONL or Parquet; return the number of rows written.
 
-    Chunks are written as they are made, so memory stays flat however many rows; the file appears
-    under its name only when complete (temp file in the same directory, then os.replace).
+    Chunks are written as they are made, so memory stays flat however many rows (write_chunks).
     """
     path = Path(path)
-    chosen = cohort_format(path, format)
-    chunks = _chunks(n, seed, missing, corrupt)
+    write_chunks(path, cohort_chunks(n, seed, missing, corrupt), cohort_format(path, format))
+    return n
+
+
+def write_chunks(path: Path, chunks: Iterator[Columns], chosen: str) -> None:
+    """Write chunks to `path` in format `chosen` (csv, jsonl or parquet), as they are made; the
+    file appears under its name only when complete (temp file beside it, then os.replace)."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if chosen == "parquet":
@@ -150,4 +158,3 @@ def write_cohort(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    return n

@@ -1,0 +1,232 @@
+"""`--engine` on every cohort command: each engine engine.screener.ENGINES lists gives the same
+outputs, byte for byte, on the local pool, in process and on Dask; an unknown one is a usage error.
+
+The engines are taken from ENGINES, never listed here, so an engine registered there is held to
+the others by these tests the day it lands (issue 29 item 2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.batch import worker
+from engine.batch.worker import OutputFormat, WorkerConfig
+from engine.cli import app
+from engine.screener import COHORT_ENGINE, ENGINES, Screener
+from engine.synth import write_cohort
+from tests.conftest import RULES_DIR, RULESET
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "cases" / "cohort" / "synthetic-500.csv"
+LABELS = ROOT / "cases" / "labels" / "example-labels.csv"
+ROWS, SEED = 400, 29  # 5 % of values blanked, 4 % of rows corrupt: rejections on every engine
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cohort") / "cohort.parquet"
+    write_cohort(path, ROWS, SEED, missing=0.05, corrupt=0.04)
+    return path
+
+
+def invoke(args: list[str]) -> Any:
+    return runner.invoke(app, args)
+
+
+def batch(source: Path, out: Path, engine: str, *extra: str) -> dict[str, Any]:
+    """One batch run; its summary JSON."""
+    summary = out.with_name(out.name + ".summary.json")
+    done = invoke(
+        ["batch", str(source), "--out", str(out), "--summary", str(summary),
+         "--progress", "none", "--engine", engine, *extra]
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    return json.loads(summary.read_text())  # type: ignore[no-any-return]
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every file of a run's output set but the summary (which holds the clock and run id)."""
+    return {
+        p.name.removeprefix(out.name): p.read_bytes()
+        for p in out.parent.iterdir()
+        if p.name.startswith(out.name) and not p.name.endswith(".summary.json")
+    }
+
+
+def without_run(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary without what differs between identical runs: the clock, the run id, the
+    engine (checked apart) and the outputs' paths (each run writes its own)."""
+    stamp = {
+        k: v
+        for k, v in summary["stamp"].items()
+        if k not in ("started", "duration_s", "run_id", "engine")
+    }
+    hashes = [(o["option"], o["sha256"], o["bytes"]) for o in summary["outputs"]]
+    return {**summary, "stamp": stamp, "outputs": hashes}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_batch_gives_the_same_outputs_on_every_engine(
+    cohort: Path, tmp_path: Path, fmt: str
+) -> None:
+    found = {}
+    for engine in ENGINES:
+        out = tmp_path / engine / f"out.{fmt}"
+        out.parent.mkdir()
+        summary = batch(cohort, out, engine, "--workers", "1")
+        assert summary["stamp"]["engine"] == engine
+        assert summary["reconciliation"]["rows_rejected"] > 0  # the error file is compared too
+        found[engine] = (outputs(out), without_run(summary))
+    first = found[ENGINES[0]]
+    assert len(first[0]) >= 2  # results and errors at least
+    for engine in ENGINES[1:]:
+        assert found[engine] == first, engine
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_two_workers_and_dask_partitions_match_one_local_worker(
+    cohort: Path, tmp_path: Path, engine: str
+) -> None:
+    """Each engine on the pool and on Dask: the bytes of a local run with the cohort default."""
+    pytest.importorskip("distributed")
+    runs = {
+        "local-1": (COHORT_ENGINE, ["--workers", "1"]),
+        "local-2": (engine, ["--workers", "2"]),
+        "dask-2": (engine, ["--workers", "2", "--executor", "dask"]),
+    }
+    found = {}
+    for name, (used, extra) in runs.items():
+        out = tmp_path / name / "out.parquet"
+        out.parent.mkdir()
+        summary = batch(cohort, out, used, "--detail", "ids", *extra)
+        assert summary["stamp"]["engine"] == used
+        found[name] = outputs(out)
+    assert found["local-2"] == found["local-1"]
+    assert found["dask-2"] == found["local-1"]
+
+
+def _config(engine: str) -> WorkerConfig:
+    return WorkerConfig(
+        rules_dir=str(RULES_DIR),
+        ruleset_sha256=RULESET.sha256,
+        site={},
+        output_format=OutputFormat.jsonl,
+        ignored_columns=frozenset(),
+        engine=engine,
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_worker_screens_with_the_engine_asked_not_the_one_preloaded(engine: str) -> None:
+    """The fork server preloads one Screener; a worker asked for another engine with the same
+    rules must build its own, not reuse the preloaded one (same content hash)."""
+    others = [e for e in ENGINES if e != engine]
+    saved = worker._STATE.loaded, getattr(worker._STATE, "config", None)
+    try:
+        for preloaded in others:
+            worker._STATE.loaded = Screener.from_ruleset(RULESET, preloaded)
+            worker.init_worker(_config(engine))
+            assert worker._STATE.screener.engine == engine
+            assert type(worker._STATE.screener.evaluator) is type(
+                Screener.from_ruleset(RULESET, engine).evaluator
+            )
+        kept = Screener.from_ruleset(RULESET, engine)
+        worker._STATE.loaded = kept
+        worker.init_worker(_config(engine))
+        assert worker._STATE.screener.evaluator is kept.evaluator  # the same engine is reused
+    finally:
+        worker._STATE.loaded = saved[0]
+        if saved[1] is not None:
+            worker.init_worker(saved[1])
+
+
+def _without_engine(report: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(report)
+    for engine in ENGINES:
+        text = text.replace(f'"engine": "{engine}"', '"engine": "-"')
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(300)
+def test_rules_diff_gives_the_same_report_on_every_engine(tmp_path: Path) -> None:
+    reports = {}
+    for engine in ENGINES:
+        (tmp_path / engine).mkdir()
+        out = tmp_path / engine / "diff.json"
+        done = invoke(
+            ["rules", "diff", str(RULES_DIR), str(RULES_DIR), "--cohort", str(BUNDLED),
+             "--out", str(out), "--engine", engine]
+        )  # fmt: skip
+        assert done.exit_code == 0, done.stderr
+        report = json.loads(out.read_text())
+        assert report["old"]["engine"] == report["new"]["engine"] == engine
+        assert report["compared_rows"] == 495
+        report["changes_file"] = Path(report["changes_file"]).read_bytes().decode()
+        reports[engine] = _without_engine(report)
+    for engine in ENGINES[1:]:
+        assert reports[engine] == reports[ENGINES[0]], engine
+
+
+@pytest.mark.timeout(300)
+def test_agree_gives_the_same_report_on_every_engine(tmp_path: Path) -> None:
+    pytest.importorskip("statsmodels")
+    reports = {}
+    for engine in ENGINES:
+        (tmp_path / engine).mkdir()
+        out = tmp_path / engine / "agree.json"
+        done = invoke(
+            ["agree", "--labels", str(LABELS), "--cohort", str(BUNDLED), "--out", str(out),
+             "--engine", engine]
+        )  # fmt: skip
+        assert done.exit_code == 0, done.stderr
+        report = json.loads(out.read_text())
+        assert report["engine"] == engine
+        assert report["cases_compared"] > 0
+        reports[engine] = _without_engine(report)
+    for engine in ENGINES[1:]:
+        assert reports[engine] == reports[ENGINES[0]], engine
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("engine", ["vectorized", "DURABLE", "../durable", "", "durable "])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["batch", str(BUNDLED), "--out", "{tmp}/o.jsonl"],
+        ["rules", "diff", str(RULES_DIR), str(RULES_DIR), "--cohort", str(BUNDLED),
+         "--out", "{tmp}/d.md"],
+        ["agree", "--labels", str(LABELS), "--cohort", str(BUNDLED), "--out", "{tmp}/a.md"],
+        ["screen", str(ROOT / "cases" / "examples" / "disc-herniation-l4-l5.yaml")],
+    ],
+    ids=["batch", "rules-diff", "agree", "screen"],
+)
+def test_an_engine_not_listed_is_a_usage_error_before_anything_is_written(
+    tmp_path: Path, command: list[str], engine: str
+) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command] + ["--engine", engine]
+    done = invoke(args)
+    assert done.exit_code == 2
+    assert "--engine" in done.stderr
+    assert ", ".join(ENGINES) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(120)
+def test_without_engine_a_cohort_command_uses_the_cohort_engine(tmp_path: Path) -> None:
+    """One constant, COHORT_ENGINE, decides the cohort default, and the stamp says which ran."""
+    out = tmp_path / "out.jsonl"
+    summary = tmp_path / "s.json"
+    done = invoke(["batch", str(BUNDLED), "--out", str(out), "--summary", str(summary),
+                   "--workers", "1", "--progress", "none"])  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(summary.read_text())["stamp"]["engine"] == COHORT_ENGINE in ENGINES

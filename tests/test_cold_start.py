@@ -1,0 +1,134 @@
+"""Cold start (issue 29 item 4): `miss-screen screen CASE` imports only what one case needs.
+
+A fresh `screen` of one case is timed by benchmarks/bench.py (target < 0.3 s with a warm rules
+cache), and most of that time is imports. A clock in a unit test would fail on a busy machine
+and pass on a slow change, so this test holds what the time is made of instead: run as the
+program, under `python -X importtime` (which lists every module imported at any point of the
+run, lazily or not), a single case must not import what only cohorts, reports, the service or
+the research commands use. Importing one of them again, at the top of a module `screen` reaches
+(engine/cli.py, engine/screener.py, ...), makes this test fail: move the import into the
+function that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+EXAMPLE = ROOT / "cases" / "examples" / "disc-herniation-l4-l5.yaml"
+
+# third-party and standard-library packages (top-level names) a single case never needs:
+# Arrow and numpy (batch I/O), Jinja (HTML reports), libphonenumber (only for a case id shaped
+# like a telephone number), openpyxl (xlsx cohorts), the optional extras, and the machinery of
+# parallel batches and of the service
+NOT_FOR_ONE_CASE = frozenset(
+    {
+        "pyarrow",
+        "numpy",
+        "pandas",
+        "polars",
+        "jinja2",
+        "phonenumbers",
+        "openpyxl",
+        "matplotlib",
+        "scipy",
+        "statsmodels",
+        "dask",
+        "distributed",
+        "fastapi",
+        "uvicorn",
+        "jwt",
+        "fhir",
+        "multiprocessing",
+        "concurrent",
+        "asyncio",
+    }
+)
+# the engine's modules for other commands: batches (all but the start-up guard every command
+# runs first), column mappings, pseudonyms, tabular readers, reports other than the text one,
+# the service (but its limits, the defaults of `serve`'s options), research, synthesis, FHIR,
+# the golden-case runner and the reference evaluator (`screen` runs durable-rules)
+ENGINE_NOT_FOR_ONE_CASE = (
+    "engine.batch.",
+    "engine.mapping",
+    "engine.io.pseudonymise",
+    "engine.io.tables",
+    "engine.io.columnar",
+    "engine.io.columns",
+    "engine.report.html",
+    "engine.report.case_html",
+    "engine.report.markdown",
+    "engine.report.docs",
+    "engine.service.",
+    "engine.research",
+    "engine.synth",
+    "engine.fhir",
+    "engine.goldens",
+    "engine.evaluate.reference",
+)
+ENGINE_ALLOWED = frozenset({"engine.batch.startup", "engine.service.limits"})
+
+
+def imported_by_screen(args: list[str], cache: Path) -> tuple[set[str], str]:
+    """Every module a `screen` run as the program imports, and what it printed."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MISS_SCREEN_CACHE_DIR": str(cache),
+    }
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "cli.py"), "screen", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # each line: self time, cumulative time and the module name, split by bars
+    modules = {
+        line.rpartition("|")[2].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and not line.rstrip().endswith("imported package")
+    }
+    return modules, done.stdout
+
+
+def not_for_one_case(modules: set[str]) -> list[str]:
+    return sorted(
+        name
+        for name in modules
+        if name.partition(".")[0] in NOT_FOR_ONE_CASE
+        or (name.startswith(ENGINE_NOT_FOR_ONE_CASE) and name not in ENGINE_ALLOWED)
+    )
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("output", [[], ["--format", "json"]], ids=["text", "json"])
+def test_screen_of_one_case_imports_nothing_for_cohorts_or_reports(
+    output: list[str], tmp_path: Path
+) -> None:
+    # first with an empty rules cache (the layout is computed), then with it warm, as timed
+    for run in ("cold cache", "warm cache"):
+        modules, printed = imported_by_screen([str(EXAMPLE), *output], tmp_path / "cache")
+        # the probe sees the run: the evaluator and the case reader were imported
+        assert {"engine.evaluate.durable", "engine.io.cases", "yaml"} <= modules, run
+        assert not_for_one_case(modules) == [], run
+        if output:
+            assert json.loads(printed)["case_id"] == "EX-001", run
+        else:
+            assert printed.startswith("Case EX-001\nVerdict: "), run
+    assert any((tmp_path / "cache").glob("layout-*.json"))  # the second run read it
+
+
+@pytest.mark.timeout(60)
+def test_the_probe_would_see_a_heavy_import() -> None:
+    """The filter catches what it is meant to: a batch module, Arrow, a service module."""
+    seen = {"engine.batch.worker", "pyarrow.lib", "engine.service.app", "engine.batch.startup"}
+    assert not_for_one_case(seen) == ["engine.batch.worker", "engine.service.app", "pyarrow.lib"]

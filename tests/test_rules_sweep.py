@@ -1,0 +1,276 @@
+"""`miss-screen rules sweep`: one constant of one rule moved in a copy of the rules in memory.
+
+Every point is held to what `batch` gives with the rules file edited on disk to that value (the
+same verdict counts, the same rows changing, the same ruleset sha256), so the in-memory copy
+cannot drift from what a researcher's edit would do; nothing on disk changes.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+from engine.research.sweep import MAX_POINTS, Point, _Screened, _step, sweep_values
+from engine.screener import ENGINES
+from tests.conftest import RULES_DIR, RULESET
+
+ROOT = Path(__file__).resolve().parent.parent
+COHORT = ROOT / "cases" / "cohort" / "synthetic-500.csv"
+RAD_005 = RULES_DIR / "radiation" / "RAD-005-bmi-40-radiation-dose.yaml"
+runner = CliRunner()
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(app, ["rules", "sweep", *args])
+
+
+def sweep_json(tmp_path: Path, *args: str) -> dict[str, Any]:
+    out = tmp_path / "sweep.json"
+    done = invoke(*args, "--cohort", str(COHORT), "--out", str(out))
+    assert done.exit_code == 0, done.stderr
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def batch_at(tmp_path: Path, bmi: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """`batch` with RAD-005 edited on disk to `bmi >= VALUE`: its summary and verdict per case."""
+    rules = tmp_path / f"rules-{bmi}"
+    shutil.copytree(RULES_DIR, rules)
+    edited = rules / RAD_005.relative_to(RULES_DIR)
+    text = edited.read_text()
+    assert "when: bmi >= 40\n" in text
+    edited.write_text(text.replace("when: bmi >= 40\n", f"when: bmi >= {bmi}\n"))
+    out, summary = tmp_path / f"out-{bmi}.csv", tmp_path / f"summary-{bmi}.json"
+    done = runner.invoke(
+        app,
+        ["batch", str(COHORT), "--out", str(out), "--summary", str(summary), "--rules", str(rules),
+         "--workers", "1", "--progress", "none"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    with out.open(newline="") as handle:
+        verdicts = {row["case_id"]: row["verdict"] for row in csv.DictReader(handle)}
+    return json.loads(summary.read_text()), verdicts
+
+
+def _tree_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.timeout(300)
+def test_each_point_is_what_batch_gives_with_the_rule_edited_on_disk(tmp_path: Path) -> None:
+    before = _tree_hash(RULES_DIR)
+    report = sweep_json(tmp_path, "RAD-005", "--from", "35", "--to", "40", "--step", "5")
+    assert _tree_hash(RULES_DIR) == before  # nothing on disk changes
+    assert [p["value"] for p in report["points"]] == [35, 40]
+    assert report["ruleset"]["sha256"] == RULESET.sha256
+    found = {}
+    for point in report["points"]:
+        summary, verdicts = batch_at(tmp_path, str(point["value"]))
+        assert point["ruleset_sha256"] == summary["stamp"]["ruleset"]["sha256"]
+        assert point["verdicts"] == summary["verdicts"]
+        fired = {r["rule_id"]: r["fired"] for r in summary["rules"]}
+        assert point["rule_fired"] == fired["RAD-005"]
+        assert point["condition"] == f"bmi >= {point['value']}"
+        found[point["value"]] = verdicts
+    # at the file's own value the copy is the bundled rule set itself, stamp and all
+    assert report["points"][1]["ruleset_sha256"] == RULESET.sha256
+    assert report["points"][0]["ruleset_sha256"] != RULESET.sha256
+    changed = sorted(c for c in found[35] if found[35][c] != found[40][c])
+    (step,) = report["changes"]
+    assert step["changed"] == len(changed) > 0
+    assert step["case_ids"] == changed[: report["examples_per_change"]]
+    moves: dict[str, int] = {}
+    for case_id in changed:
+        key = f"{found[35][case_id]}->{found[40][case_id]}"
+        moves[key] = moves.get(key, 0) + 1
+    assert step["transitions"] == moves
+    assert report["reconciliation"] == {
+        "rows_read": 500, "rows_screened": 495, "rows_rejected": 5, "balanced": True
+    }  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_every_engine_gives_the_same_sweep(tmp_path: Path) -> None:
+    reports = {}
+    for engine in ENGINES:
+        report = sweep_json(
+            tmp_path, "RAD-005", "--from", "38", "--to", "41", "--step", "1.5", "--engine", engine
+        )
+        assert report["engine"] == engine
+        reports[engine] = {**report, "engine": None}
+    assert [p["value"] for p in reports[ENGINES[0]]["points"]] == [38, 39.5, 41]
+    for engine in ENGINES[1:]:
+        assert reports[engine] == reports[ENGINES[0]], engine
+
+
+def test_the_other_readers_of_the_field_are_named_and_keep_their_thresholds(
+    tmp_path: Path,
+) -> None:
+    report = sweep_json(tmp_path, "RAD-005", "--from", "30", "--to", "30", "--step", "1")
+    readers = sorted(r.id for r in RULESET.rules if "bmi" in r.fields and r.id != "RAD-005")
+    assert report["other_rules_reading_field"] == readers
+    assert {"BEN-002", "RAD-004"} <= set(readers)
+    assert report["points"][0]["condition"] == "bmi >= 30"
+    assert report["changes"] == []
+    # BEN-002 also reads `bmi >= 30`: its own constant did not move with RAD-005's (in-memory
+    # copy), so its fired count is the bundled one; RAD-005 now fires on at least as many rows
+    assert report["points"][0]["rule_fired"] >= 11
+
+
+@pytest.mark.timeout(120)
+def test_a_rule_with_several_constants_needs_its_number(tmp_path: Path) -> None:
+    done = invoke("ACC-003", "--from", "1", "--to", "3", "--step", "1", "--cohort", str(COHORT))
+    assert done.exit_code == 2
+    assert "ACC-003:N" in done.stderr
+    assert "1: levels >= 3" in done.stderr
+    assert "2: sva_mm > 95" in done.stderr
+    report = sweep_json(tmp_path, "ACC-003:2", "--from", "90", "--to", "100", "--step", "10")
+    assert report["rule"]["constant"]["comparison"] == "sva_mm > 95"
+    conditions = [p["condition"] for p in report["points"]]
+    assert all("levels >= 3" in c for c in conditions)
+    assert "sva_mm > 90" in conditions[0]
+    assert "sva_mm > 100" in conditions[1]
+
+
+@pytest.mark.timeout(120)
+def test_html_has_the_chart_and_the_counts(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "sweep.html"
+    done = invoke("RAD-005", "--from", "39", "--to", "41", "--step", "1", "--cohort",
+                  str(COHORT), "--out", str(out))  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    page = out.read_text()
+    assert "<svg" in page
+    assert 'aria-label="Cases by verdict as bmi moves"' in page
+    assert 'id="rows-screened">495<' in page
+    assert "BEN-002" in page
+
+
+def test_values_are_counted_in_decimal() -> None:
+    assert sweep_values("0.1", "0.5", "0.1") == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert sweep_values("35", "45", "2.5") == [35, 37.5, 40, 42.5, 45]
+    assert sweep_values("25", "50", "10") == [25, 35, 45]  # the last step does not reach 50
+    assert len(sweep_values("0", "100", "1")) == MAX_POINTS
+
+
+def test_an_id_the_guard_withholds_is_counted_not_shown() -> None:
+    """Case ids of the changed rows pass through the identifier guard (deid.shown_case_id)."""
+    ids = pa.chunked_array([pa.array(["S-1", "1984-03-02", "S-3"])])
+    before = _Screened(np.array([0, 1, 2], np.uint8), ids, collections.Counter(), 0, 3, 0)
+    after = _Screened(np.array([1, 2, 2], np.uint8), ids, before.verdicts, 0, 3, 0)
+    low, high = (Point(v, "", "", {}, 0) for v in (1, 2))
+    step = _step(low, high, before, after, keep=10)
+    assert step.changed == 2
+    assert step.case_ids == ["S-1"]
+    assert step.ids_withheld == 1
+
+
+# --- hostile input --------------------------------------------------------------------------------
+
+BAD_ARGUMENTS = {
+    "rule-id-spelled-as-a-path": (
+        ["../../etc/passwd", "--from", "1", "--to", "2", "--step", "1"], "no rule"
+    ),
+    "rule-file-path": (
+        [str(RAD_005), "--from", "1", "--to", "2", "--step", "1"], "no rule"
+    ),
+    "rule-id-of-100k-characters": (
+        ["RAD-005" * 15_000, "--from", "1", "--to", "2", "--step", "1"], "no rule 'RAD-005RAD"
+    ),
+    "misspelt-rule": (["RAD-05", "--from", "1", "--to", "2", "--step", "1"], "no rule"),
+    "no-numeric-constant": (
+        ["ACC-013", "--from", "1", "--to", "2", "--step", "1"], "no numeric constant"
+    ),
+    "constant-number-out-of-range": (
+        ["RAD-005:2", "--from", "1", "--to", "2", "--step", "1"], "1: bmi >= 40"
+    ),
+    "constant-number-zero": (
+        ["RAD-005:0", "--from", "1", "--to", "2", "--step", "1"], "numbered from 1"
+    ),
+    "constant-number-not-a-number": (
+        ["RAD-005:../x", "--from", "1", "--to", "2", "--step", "1"], "numbered from 1"
+    ),
+    "step-zero": (["RAD-005", "--from", "1", "--to", "2", "--step", "0"], "more than 0"),
+    "step-negative": (["RAD-005", "--from", "1", "--to", "2", "--step", "-1"], "more than 0"),
+    "too-many-points": (
+        ["RAD-005", "--from", "0", "--to", "101", "--step", "1"], "102 values; at most 101"
+    ),
+    "huge-range": (
+        ["RAD-005", "--from", "-1e308", "--to", "1e308", "--step", "1e-300"], "at most 101"
+    ),
+    "beyond-a-float": (["RAD-005", "--from", "1", "--to", "1e400", "--step", "1"], "finite"),
+    "nan-bound": (["RAD-005", "--from", "nan", "--to", "2", "--step", "1"], "finite"),
+    "inf-bound": (["RAD-005", "--from", "1", "--to", "inf", "--step", "1"], "finite"),
+    "nan-step": (["RAD-005", "--from", "1", "--to", "2", "--step", "NaN"], "finite"),
+    "not-a-number": (["RAD-005", "--from", "forty", "--to", "2", "--step", "1"], "not a number"),
+    "reversed-range": (["RAD-005", "--from", "45", "--to", "35", "--step", "1"], "below"),
+    "unknown-engine": (
+        ["RAD-005", "--from", "1", "--to", "2", "--step", "1", "--engine", "fast"], "--engine"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(BAD_ARGUMENTS))
+def test_bad_arguments_are_one_clear_usage_error(tmp_path: Path, name: str) -> None:
+    args, expected = BAD_ARGUMENTS[name]
+    out = tmp_path / "sweep.txt"
+    done = invoke(*args, "--cohort", str(COHORT), "--out", str(out))
+    assert done.exit_code == 2, done.stdout
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "root:" not in done.stderr  # a rule id is looked up, never opened
+    assert not out.exists()
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(60)
+def test_an_identifier_column_in_the_cohort_is_refused_and_its_values_never_shown(
+    tmp_path: Path,
+) -> None:
+    cohort = tmp_path / "cohort.csv"
+    with COHORT.open(newline="") as source, cohort.open("w", newline="") as target:
+        reader = csv.DictReader(source)
+        assert reader.fieldnames is not None
+        writer = csv.DictWriter(target, [*reader.fieldnames, "patient_name"])
+        writer.writeheader()
+        for number, row in enumerate(reader):
+            writer.writerow({**row, "patient_name": f"Maria Lopez{number}"})
+    out = tmp_path / "sweep.txt"
+    done = invoke("RAD-005", "--from", "35", "--to", "45", "--step", "1", "--cohort", str(cohort),
+                  "--out", str(out))  # fmt: skip
+    assert done.exit_code == 2
+    assert "patient_name" in done.stderr
+    assert "Lopez" not in done.stderr + done.stdout
+    assert not out.exists()
+
+
+@pytest.mark.timeout(120)
+def test_each_value_is_screened_in_a_process_that_ends_with_it() -> None:
+    """durable-rules never frees a ruleset it built (about 50 MB each): a sweep that built one
+    per value in this process would grow with every value; none of them is built here."""
+    from engine.batch.run import BatchOptions
+    from engine.batch.worker import OutputFormat
+    from engine.evaluate import durable
+    from engine.research.sweep import sweep_cohort
+
+    options = BatchOptions([str(COHORT)], "-", OutputFormat.csv, str(RULES_DIR), engine="durable")
+    report = sweep_cohort(RULESET, "RAD-005", [38, 39], options)
+    built_here = set(durable._HANDLES)
+    assert [p.ruleset_sha256 in built_here for p in report.points] == [False, False]
+    assert report.points[0].rule_fired > report.points[1].rule_fired > 0
