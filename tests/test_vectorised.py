@@ -257,7 +257,7 @@ def test_a_synthetic_cohort_of_50k_rows_gives_identical_files(tmp_path: Path) ->
             RULESET,
         )
         text = summary.read_text()
-        stamped = ('"duration_s"', '"run_id"', '"path"', '"started"')
+        stamped = ('"duration_s"', '"run_id"', '"path"', '"started"', '"engine"')
         kept = [line for line in text.splitlines() if not line.strip().startswith(stamped)]
         outputs[(engine, output_format)] = [
             out.read_bytes(),
