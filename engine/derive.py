@@ -157,6 +157,12 @@ class _DeriverPlan:
     bounders: dict[str, Bounder]
 
 
+def derivation_plan(ruleset: Ruleset) -> _DeriverPlan:
+    """A ruleset's derived attributes in file order, each with its compiled deriver, inputs
+    and value with none of them known (the vectorised engine follows the same plan)."""
+    return _derivers(ruleset)
+
+
 def _derivers(ruleset: Ruleset) -> _DeriverPlan:
     """A ruleset's derived attributes in file order, each compiled to one closure once (kept by
     the ruleset)."""

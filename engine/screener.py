@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property, partial
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
@@ -58,14 +59,19 @@ from engine.screen import (
 )
 
 if TYPE_CHECKING:  # screen_frame imports them when it runs: a single case never needs them
+    from engine.evaluate.vectorised import CohortPlan
     from engine.mapping import ColumnMapping
 
-EngineName = Literal["durable", "reference"]
-ENGINES: tuple[str, ...] = ("durable", "reference")
+EngineName = Literal["durable", "reference", "vectorised"]
+ENGINES: tuple[str, ...] = ("durable", "reference", "vectorised")
 # the engine of every cohort command (batch, rules diff, rules sweep, agree) unless --engine says
-# otherwise; single cases and the service keep durable-rules. The one place to switch it.
-COHORT_ENGINE: EngineName = "durable"
+# otherwise; single cases and the service keep durable-rules. The one place to switch it: the
+# vectorised engine, which the identity tests hold byte-identical to durable-rules and the
+# reference (docs/vectorised.md says which)
+COHORT_ENGINE: EngineName = "vectorised"
 CaseLike = Mapping[str, Any] | BaseModel
+SUBGROUP_FIELDS = ("diagnosis", "planned_procedure", "region")  # verdicts broken down by these
+FRAME_CHUNK_ROWS = 5_000  # rows screen_frame hands the vectorised engine at once
 BATCH = 512  # cases screened together by screen_many and screen_frame (durable-rules batches)
 SEVERITY_COLUMNS = tuple(f"fired_{s.value}" for s in Severity)
 # enum members and values as plain names: flat_outcomes runs once per batch row, and looking up
@@ -215,7 +221,7 @@ class Screener:
             from engine.evaluate.reference import ReferenceEvaluator
 
             evaluator: Evaluator = ReferenceEvaluator(ruleset)
-        else:
+        else:  # "vectorised" screens a single case with durable-rules (its cohorts: cohort_plan)
             from engine.evaluate.durable import DurableEvaluator
 
             evaluator = DurableEvaluator(ruleset, few_cases=few_cases)
@@ -224,6 +230,17 @@ class Screener:
     def with_site(self, site: str | Path | Mapping[str, Any] | None) -> Screener:
         """The same rules and evaluator with another site profile (nothing is rebuilt)."""
         return Screener(self.ruleset, self.evaluator, self.engine, _site_profile(site))
+
+    @cached_property
+    def cohort_plan(self) -> CohortPlan:
+        """The ruleset and site compiled for cohorts (engine.evaluate.vectorised), built once."""
+        from engine.evaluate.vectorised import CohortPlan
+
+        return CohortPlan(self.ruleset, probes=SUBGROUP_FIELDS, site=self._site)
+
+    def cohort_prepare(self, values: dict[str, Scalar]) -> Facts:
+        """The facts of a cohort's representative row (CaseInputError if they contradict)."""
+        return self.prepare("", values)[0]
 
     # --- what it screens with ------------------------------------------------------------------
 
@@ -376,7 +393,7 @@ class Screener:
             _unknown_columns(read, ignore, False)
             names = mapper.output_columns(raw)
         skipped = frozenset(ignore) | _unknown_columns(names, ignore, strict_columns)
-        rows = _frame_rows(frame, library)
+        rows, table = _frame_rows(frame, library)
         mapped: list[dict[str, Any] | InputError] = list(rows)
         if mapper is not None:
             mapped = [_mapped(mapper, number, row) for number, row in enumerate(rows)]
@@ -389,9 +406,18 @@ class Screener:
             else {k: v for k, v in m.items() if k not in skipped}
             for m in mapped
         ]
+        vectorised = self.engine == "vectorised" and table is not None
+        found = (
+            self._frame_decided(table.drop_columns([n for n in table.column_names if n in skipped]))
+            if vectorised and mapper is None and pseudonymise_ids is None
+            else {}
+        )
+        others = self._decided(((n, c) for n, c in enumerate(cases) if n not in found), "<frame>")
         columns: dict[str, list[str | None]] = {name: [] for name in FRAME_COLUMNS}
-        for case_id, decided in self._decided(enumerate(cases), "<frame>"):
-            for name, value in zip(FRAME_COLUMNS, self._frame_row(case_id, decided), strict=True):
+        for number in range(len(cases)):
+            given = found.get(number)
+            cells = given if given is not None else self._frame_row(*next(others))
+            for name, value in zip(FRAME_COLUMNS, cells, strict=True):
                 columns[name].append(value)
         table = pa.table({name: pa.array(cells, pa.string()) for name, cells in columns.items()})
         if library == "polars":
@@ -402,6 +428,40 @@ class Screener:
         result.index = frame.index
         result.attrs["ignored_columns"] = sorted(skipped - frozenset(ignore))
         return result
+
+    def _frame_decided(self, table: Any) -> dict[int, tuple[str | None, ...]]:
+        """screen_frame's rows the vectorised engine decides (engine.evaluate.vectorised), by
+        row number; the others are screened one by one."""
+        import pyarrow as pa
+
+        from engine.cohort import flat_columns
+        from engine.io.columnar import validate_columns
+
+        found: dict[int, tuple[str | None, ...]] = {}
+        for start in range(0, table.num_rows, FRAME_CHUNK_ROWS):
+            part = table.slice(start, FRAME_CHUNK_ROWS).combine_chunks()
+            batch = pa.RecordBatch.from_arrays(
+                [column.combine_chunks() for column in part.columns], schema=part.schema
+            )
+            columns = validate_columns(batch)
+            if not columns.values:
+                continue
+            decided = self.cohort_plan.decide(
+                columns.values,
+                columns.plain.to_numpy(zero_copy_only=False),
+                self.cohort_prepare,
+                partial(_values_only, columns),
+            )
+            ids = [str(i) for i in columns.values["case_id"].take(decided.rows).to_pylist()]
+            flat = flat_columns(decided, ids, self.ruleset, compact=False, questions=True)
+            texts = [column.to_pylist() for column in flat.columns]
+            asked = flat.questions or []
+            for row, case_id, questions, *cells in zip(
+                decided.rows.tolist(), ids, asked, *texts, strict=True
+            ):
+                joined = tuple(";".join(q) for q in questions)
+                found[start + row] = (case_id, *cells, *joined, None)
+        return found
 
     def flat_row(self, case_id: str, decision: Decision) -> tuple[str, ...]:
         """The `batch --format csv` row of a decided case (engine.batch.worker.FLAT_COLUMNS)."""
@@ -518,11 +578,17 @@ def _column_label(name: str) -> str:
     return f"'{shown}'" if shown is not None else "(name withheld: it may be data)"
 
 
-def _frame_rows(frame: Any, library: str) -> list[dict[str, Any]]:
-    """A DataFrame's rows as plain dicts, through Arrow (nulls and NaN become None).
+def _values_only(columns: Any, rows: list[int]) -> list[dict[str, Scalar]]:
+    """The validated values of some rows of a columnar batch (io.columnar.Columns)."""
+    return [values for _, values in columns.row_values(rows)]
+
+
+def _frame_rows(frame: Any, library: str) -> tuple[list[dict[str, Any]], Any]:
+    """A DataFrame's rows as plain dicts, through Arrow (nulls and NaN become None), and that
+    Arrow table (the vectorised engine reads its columns).
 
     A pandas column Arrow cannot type (mixed text and numbers, say) falls back to the frame's
-    own records, whose NaN and pd.NA plain_values drops.
+    own records, whose NaN and pd.NA plain_values drops (and no table).
     """
     import pyarrow as pa
 
@@ -532,6 +598,6 @@ def _frame_rows(frame: Any, library: str) -> list[dict[str, Any]]:
         try:
             table = pa.Table.from_pandas(frame, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return [dict(row) for row in frame.to_dict("records")]
+            return [dict(row) for row in frame.to_dict("records")], None
     rows: list[dict[str, Any]] = table.to_pylist()
-    return rows
+    return rows, table

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import heapq
 import json
 import math
 import operator
@@ -24,6 +25,7 @@ import struct
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
@@ -31,14 +33,16 @@ from multiprocessing.reduction import ForkingPickler
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from engine.batch.startup import die_with_parent, forbid_core_dumps
+from engine.cohort import UNKNOWN_VALUE, FlatColumns, flat_columns
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
 from engine.io.cases import validate_counted
-from engine.io.columnar import Validated, validate_batch
+from engine.io.columnar import Columns, Validated, validate_columns
 from engine.io.deid import case_id_identifier_kinds, identifier_kinds
 from engine.io.normalise import normalise_value
 from engine.io.pseudonymise import pseudonymise_chunk, pseudonymise_row
@@ -48,7 +52,7 @@ from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, Sit
 from engine.policy import policy_for
 from engine.rules.ruleset import Ruleset
 from engine.screen import Decision, notable_outcomes
-from engine.screener import COHORT_ENGINE, Screener, flat_outcomes, flat_row
+from engine.screener import COHORT_ENGINE, SUBGROUP_FIELDS, Screener, flat_outcomes, flat_row
 
 CASE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # test hook, "CASE_ID[@DIR]": a worker that meets this case_id is killed (with DIR: only the
@@ -83,8 +87,7 @@ FIRED, CONDITIONAL, NOT_EVALUABLE = (
 )
 INSUFFICIENT_DATA = Verdict.insufficient_data
 CASE_FIELDS = [f for f in INPUT_FIELDS if f != "case_id"]
-SUBGROUP_FIELDS = ("diagnosis", "planned_procedure", "region")  # verdicts broken down by these
-UNKNOWN = "(unknown)"
+UNKNOWN = UNKNOWN_VALUE  # a subgroup field not given
 GC_THRESHOLD = 10_000  # allocations between young-generation collections (Python's default: 700)
 _RULE_STATUS = operator.attrgetter("rule_id", "status")
 
@@ -340,10 +343,20 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         chunk = pseudonymise_chunk(config.pseudonym_key, chunk)
     fault = None if config.in_process else os.environ.get(FAULT_ENV)
     stall = None if config.in_process else os.environ.get(FAULT_STALL_ENV)
-    rows = _checked_rows(chunk, config.ignored_columns, config.mapping)
-    result = ChunkResult(chunk.index, chunk.source, rows=len(rows))
+    jsonl = config.output_format is OutputFormat.jsonl
+    full = jsonl and config.detail is Detail.full  # the full result contract
+    vectorised = screener.engine == "vectorised" and not full  # a full result shows values
+    rows, fast = _checked_rows(chunk, config.ignored_columns, config.mapping, vectorised)
+    decided = len(fast.flat.case_ids) if fast is not None else 0
+    result = ChunkResult(chunk.index, chunk.source, rows=len(rows) + decided)
+    if fast is not None:  # the fault hooks for the rows the vectorised engine decided
+        if fault is not None and fault.partition("@")[0] in fast.ids:
+            _fault_kill(fault)
+        if stall is not None and stall in fast.ids:
+            _fault_stall()
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
+    screened: list[int] = []  # the numbers of the rows screened one by one, in order
     for number, row, checked in rows:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
@@ -389,41 +402,147 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             reject(result, chunk.source, number, case_id, problems)
             continue
         valid.append((valid_id, values))
+        screened.append(number)
     decisions = screener.decide_many(prepared)
     present: Counter[str] = Counter()
-    jsonl = config.output_format is OutputFormat.jsonl
-    full = jsonl and config.detail is Detail.full  # the full result contract
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
         full_result = screener.result_of(valid_id, decision) if full else None
         record(result, valid_id, decision, full_result, values, screener, present)
         if jsonl and not full:
             result.records[-1] = compact_record(result.records[-1], decision, screener)
+    if fast is not None:
+        _add_decided(result, fast, screened, present, config.output_format, chunk)
     for name in CASE_FIELDS:  # counted as supplied, reported as missing
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
     count_baselines(result, ruleset)
     result.id_lines = ["".join(result.id_lines)]  # one string to send back, not a thousand
-    if config.output_format is OutputFormat.parquet:  # built here, in parallel, not by the parent
-        result.records = [flat_batch(result.records)]
+    if config.output_format is OutputFormat.parquet and fast is None:  # built here, in
+        result.records = [flat_batch(result.records)]  # parallel, not by the parent
     return result
 
 
+@dataclass
+class _Fast:
+    """The rows of a chunk the vectorised engine decided, with their outputs and counts."""
+
+    index: dict[int, int]  # position in the chunk -> position among the decided rows
+    rows: np.ndarray  # their positions in the chunk, ascending
+    ids: set[str]  # their case ids (for the fault hooks)
+    flat: FlatColumns
+    present: Counter[str]  # fields supplied, over the decided rows
+
+
+def _add_decided(
+    result: ChunkResult,
+    fast: _Fast,
+    screened: list[int],
+    present: Counter[str],
+    output_format: OutputFormat,
+    chunk: Chunk,
+) -> None:
+    """Merge the decided rows' outputs, id lines and counts into a chunk's result, in row
+    order with the rows screened one by one (`screened`: their numbers)."""
+    flat = fast.flat
+    result.screened += len(flat.case_ids)
+    result.verdicts.update(flat.verdicts)
+    result.rule_status.update(flat.rule_status)
+    result.blocks.update(flat.blocks)
+    result.subgroups.update(flat.subgroups)
+    result.insufficient_only_site += flat.insufficient_only_site
+    result.decided_with_cautions_open += flat.decided_with_cautions_open
+    present.update(fast.present)
+    numbers = (fast.rows + chunk.first).tolist()
+    lines = [
+        f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n"
+        for case_id, number in zip(flat.case_ids, numbers, strict=True)
+    ]
+    if result.id_lines:  # rows screened one by one too: in row order
+        merged = heapq.merge(zip(numbers, lines, strict=True), _numbered(result.id_lines))
+        lines = [line for _, line in merged]
+    result.id_lines = lines
+    # records: the decided rows' first, then the others', taken in row order
+    order = np.argsort(np.concatenate([numbers, screened]).astype(np.int64), kind="stable")
+    slow = result.records
+    if output_format is OutputFormat.parquet:
+        decided = pa.RecordBatch.from_arrays(
+            [pa.array(flat.case_ids, pa.string()), *flat.columns], schema=FLAT_SCHEMA
+        )
+        merged = pa.Table.from_batches([decided, flat_batch(slow)]).combine_chunks()
+        result.records = merged.take(pa.array(order)).to_batches() or [decided]
+        return
+    if flat.compact is not None:
+        mine: list[Any] = flat.compact
+    else:
+        texts = [column.to_pylist() for column in flat.columns]
+        mine = list(zip(flat.case_ids, *texts, strict=True))
+    every = mine + slow
+    result.records = [every[n] for n in order.tolist()]
+
+
+def _numbered(lines: list[str]) -> Iterator[tuple[int, str]]:
+    """Id lines with their row numbers (their third field), for merging in row order."""
+    for line in lines:
+        yield int(line.split("\t", 3)[2]), line
+
+
 def _checked_rows(
-    chunk: Chunk, ignored: frozenset[str], mapping: ColumnMapping | None = None
-) -> list[tuple[int, Row, Validated | None]]:
+    chunk: Chunk,
+    ignored: frozenset[str],
+    mapping: ColumnMapping | None = None,
+    vectorised: bool = False,
+) -> tuple[list[tuple[int, Row, Validated | None]], _Fast | None]:
     """Per row: its number, its raw values where validate_case must read them (else empty),
-    and its (case_id, values) where the record batch's columns showed it plainly valid.
+    and its (case_id, values) where the record batch's columns showed it plainly valid; and,
+    on the vectorised engine, the decision of each plainly valid row whose facts hold together
+    (by position in the chunk).
 
     With a mapping, rows are mapped (screen_chunk) and validated one by one: the record
     batch's columns are the export's, not the fields."""
     if mapping is not None:
-        return [(number, row, None) for number, row in chunk.materialized()]
+        return [(number, row, None) for number, row in chunk.materialized()], None
     if chunk.batch is None:
-        return [(number, row, None) for number, row in chunk.rows]
-    checked = validate_batch(chunk.batch, ignored)
-    redo = [n for n, hit in enumerate(checked) if hit is None]
+        return [(number, row, None) for number, row in chunk.rows], None
+    columns = validate_columns(chunk.batch, ignored)
+    plain = columns.plain.to_numpy(zero_copy_only=False)
+    fast = _decide(columns, plain) if vectorised and columns.values else None
+    left = plain.copy()
+    if fast is not None:
+        left[list(fast.index)] = False
+    found = iter(columns.row_values(np.flatnonzero(left).tolist()))
+    taken = fast.index if fast is not None else {}
+    checked: list[tuple[int, Validated | None]] = [
+        (n, next(found) if ok else None) for n, ok in enumerate(left.tolist()) if n not in taken
+    ]
+    redo = [n for n, hit in checked if hit is None]
     raw = dict(zip(redo, chunk.batch.take(redo).to_pylist(), strict=True)) if redo else {}
-    return [(chunk.first + n, raw.get(n, {}), hit) for n, hit in enumerate(checked)]
+    rows = [(chunk.first + n, raw.get(n, {}), hit) for n, hit in checked]
+    return rows, fast
+
+
+def _decide(columns: Columns, plain: np.ndarray) -> _Fast:
+    """The vectorised engine's outputs for the plainly valid rows it decides."""
+    screener = _STATE.screener
+    config = _STATE.config
+    decided = screener.cohort_plan.decide(
+        columns.values,
+        plain,
+        screener.cohort_prepare,
+        lambda rows: [values for _, values in columns.row_values(rows)],
+    )
+    picked = pa.array(decided.rows, pa.int64())
+    case_ids = [str(i) for i in columns.values["case_id"].take(picked).to_pylist()]
+    compact = config.output_format is OutputFormat.jsonl
+    flat = flat_columns(decided, case_ids, screener.ruleset, compact=compact)
+    present: Counter[str] = Counter()
+    for name, column in columns.values.items():
+        if name != "case_id" and column.null_count < len(column):
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            given = int(np.count_nonzero(valid[decided.rows]))
+            if given:
+                present[name] = given
+    index = {int(row): n for n, row in enumerate(decided.rows.tolist())}
+    return _Fast(index, decided.rows, set(case_ids), flat, present)
 
 
 def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:

@@ -301,17 +301,23 @@ class ResultWriter:
                 self._pending.extend(records)
                 self._pending_rows += sum(batch.num_rows for batch in records)
                 if self._pending_rows >= PARQUET_ROW_GROUP:
-                    self._flush_parquet()
+                    self._flush_parquet(whole_groups=True)
         except OSError as exc:
             if self.atomic is None:
                 raise
             raise OutputError(self.where, exc) from None
 
-    def _flush_parquet(self) -> None:
+    def _flush_parquet(self, whole_groups: bool = False) -> None:
+        """Write the buffered rows in row groups of PARQUET_ROW_GROUP rows (the last one at
+        the end may be shorter): the file's bytes do not depend on how rows were chunked."""
         if self._pending and self._parquet is not None:
             table = pa.Table.from_batches(self._pending, schema=FLAT_SCHEMA).combine_chunks()
-            self._parquet.write_table(table)
-            self._pending, self._pending_rows = [], 0
+            kept = table.num_rows % PARQUET_ROW_GROUP if whole_groups else 0
+            self._parquet.write_table(
+                table.slice(0, table.num_rows - kept), row_group_size=PARQUET_ROW_GROUP
+            )
+            self._pending = table.slice(table.num_rows - kept).to_batches() if kept else []
+            self._pending_rows = kept
 
     def finish(self) -> None:
         """Write what is buffered and close: the file is complete, ready to commit."""

@@ -15,6 +15,8 @@ cohorts): numbers in number fields as floats, nulls and empty text dropped, dict
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -72,31 +74,61 @@ def _checked(name: str, column: pa.Array) -> tuple[pa.Array, pa.Array]:
     return pc.or_(absent, pc.fill_null(allowed, False)), column
 
 
+@dataclass(frozen=True)
+class Columns:
+    """A record batch validated column by column: which rows are plainly valid, and the values
+    validate_case would give them, by field (nulls where unknown; dictionary order)."""
+
+    plain: pa.Array  # boolean, one per row
+    values: dict[str, pa.Array]
+    rows: int
+
+    def row_values(self, indices: list[int]) -> list[Validated]:
+        """(case_id, known values) of the given (plainly valid) rows, as validate_case gives."""
+        if not indices:
+            return []
+        picked = pa.array(indices, pa.int64())
+        rows: list[dict[str, Scalar]] = [{} for _ in indices]
+        for name, column in self.values.items():
+            values = column.take(picked)
+            given = values.to_pylist()
+            if values.null_count == 0:
+                for row, value in zip(rows, given, strict=True):
+                    row[name] = value
+            elif values.null_count < len(values):
+                for n in pc.indices_nonzero(values.is_valid()).to_pylist():
+                    rows[n][name] = given[n]
+        return [(str(row.pop("case_id")), row) for row in rows]
+
+
+def validate_columns(batch: pa.RecordBatch, ignored: frozenset[str] = frozenset()) -> Columns:
+    """Check every column of a record batch once; see the module docstring."""
+    names = sorted((n for n in batch.schema.names if n not in ignored), key=_position)
+    if len(set(names)) != len(names) or "case_id" not in names:
+        # duplicate or missing columns: row by row
+        return Columns(pa.array([False] * batch.num_rows), {}, batch.num_rows)
+    plain: pa.Array | None = None
+    values: dict[str, pa.Array] = {}
+    for name in names:  # each row's values in dictionary order
+        ok, values[name] = _checked(name, batch.column(name))
+        if ok.null_count or ok.true_count != len(ok):
+            plain = ok if plain is None else pc.and_(plain, ok)
+    if plain is None:
+        plain = pa.array([True] * batch.num_rows)
+    return Columns(plain, values, batch.num_rows)
+
+
 def validate_batch(
     batch: pa.RecordBatch, ignored: frozenset[str] = frozenset()
 ) -> list[Validated | None]:
     """Per row, (case_id, known values) as validate_case gives them, or None where a value
     needs validate_case itself (to be refused with its reason, or to be converted)."""
-    names = sorted((n for n in batch.schema.names if n not in ignored), key=_position)
-    if len(set(names)) != len(names) or "case_id" not in names:
-        return [None] * batch.num_rows  # duplicate or missing columns: row by row
-    plain: pa.Array | None = None
-    rows: list[dict[str, Scalar]] = [{} for _ in range(batch.num_rows)]
-    for name in names:  # column by column, each row's values in dictionary order
-        ok, values = _checked(name, batch.column(name))
-        if ok.null_count or ok.true_count != len(ok):
-            plain = ok if plain is None else pc.and_(plain, ok)
-        given = values.to_pylist()
-        if values.null_count == 0:
-            for row, value in zip(rows, given, strict=True):
-                row[name] = value
-        elif values.null_count < len(values):
-            for n in pc.indices_nonzero(values.is_valid()).to_pylist():
-                rows[n][name] = given[n]
-    oks = [True] * batch.num_rows if plain is None else plain.to_pylist()
-    return [
-        (str(row.pop("case_id")), row) if ok else None for ok, row in zip(oks, rows, strict=True)
-    ]
+    columns = validate_columns(batch, ignored)
+    if not columns.values:
+        return [None] * batch.num_rows
+    oks = columns.plain.to_pylist()
+    found = iter(columns.row_values([n for n, ok in enumerate(oks) if ok]))
+    return [next(found) if ok else None for ok in oks]
 
 
 def _position(name: str) -> tuple[int, str]:

@@ -1,0 +1,638 @@
+"""The vectorised cohort engine: the parsed rules compiled to numpy column operations.
+
+A chunk of plainly valid rows (engine.io.columnar) becomes, per field, a known mask and a value
+column; for an enum or boolean field (and a derived field with finitely many values) a bitmask
+of the values still possible. Constraints narrow those bitmasks, derived attributes are computed
+in file order, and every rule's scope and condition are evaluated with Kleene logic, each node of
+the parsed tree (engine.rules.condition) one column operation. Truth values are 0 (false),
+1 (unknown) and 2 (true): `and` is the minimum, `or` the maximum, `not` is 2 - x.
+
+What is not recomputed here is taken from the per-row code, once per distinct case of it: the
+fields named as missing by a not-evaluable rule come from engine.evaluate.base.explained_outcome
+on one representative row per distinct pattern of what that explanation reads (which fields are
+known, the truth value of each node it walks). Rows whose facts contradict each other, or that a
+feature this compiler does not cover touches, are not decided here: the caller screens them one
+by one. docs/vectorised.md gives the design and what holds it to the other engines.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.derive import DERIVED_DECIMALS, Facts, derivation_plan
+from engine.dictionary import FIELDS_BY_NAME, FieldType
+from engine.evaluate.base import explained_outcome, rule_status
+from engine.models import RuleOutcome, RuleStatus, Scalar, SiteValue, settled_outcome
+from engine.rules.condition import (
+    And,
+    Arith,
+    Compare,
+    Cond,
+    Const,
+    Expr,
+    FieldRef,
+    Known,
+    Member,
+    Not,
+    Or,
+    Truth,
+)
+from engine.rules.ruleset import DerivedRule, Ruleset, points_key
+
+FALSE, UNKNOWN, TRUE = 0, 1, 2
+# every condition node class and how this compiler evaluates it (a test holds the registry
+# against condition.Cond, so a new node type fails a test instead of a case)
+NODE_CLASSES = (Compare, Member, Known, And, Or, Not, Truth)
+Prepare = Callable[[dict[str, Scalar]], Facts]  # a case's values to its facts (screen.prepare)
+RowValues = Callable[[list[int]], list[dict[str, Scalar]]]  # chunk rows -> validated values
+EXPLAINED_LIMIT = 50_000  # cached explanations per plan, cleared when reached
+# the comparisons and arithmetic of condition.COMPARE and condition.ARITH, on columns
+_NUMPY_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_NUMPY_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": np.add,
+    "-": np.subtract,
+    "*": np.multiply,
+}
+_PYTHON_COMPARE: dict[str, Callable[[object, object], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,  # type: ignore[dict-item]  # numbers only, checked at load
+    "<=": operator.le,  # type: ignore[dict-item]
+    ">": operator.gt,  # type: ignore[dict-item]
+    ">=": operator.ge,  # type: ignore[dict-item]
+}
+STATUSES = (
+    RuleStatus.not_applicable,
+    RuleStatus.not_fired,
+    RuleStatus.conditional,
+    RuleStatus.not_evaluable,
+    RuleStatus.fired,
+)
+NOT_APPLICABLE, NOT_FIRED, CONDITIONAL, NOT_EVALUABLE, FIRED = range(5)
+# base.rule_status as a table: the status of (scope, when), at scope * 3 + when
+_STATUS_OF = np.asarray(
+    [
+        STATUSES.index(rule_status(scope, when))
+        for scope in (False, None, True)
+        for when in (False, None, True)
+    ],
+    dtype=np.int8,
+)
+
+
+@dataclass
+class CohortDecisions:
+    """What the vectorised engine decided for the plainly valid rows of a chunk.
+
+    `rows`: the rows it decided (positions in the chunk, ascending); any other row is left to
+    the per-row path (its facts contradict each other, or the plan cannot run). Per decided row
+    and rule (ruleset order): `statuses`, an index into STATUSES, and `numbers`, the index of
+    its outcome in `tables[rule]`. `probed`: per probed field, its value after constraints, as
+    the index of each row's value among the values listed (the last entry, None: unknown)."""
+
+    rows: np.ndarray
+    statuses: np.ndarray
+    numbers: np.ndarray
+    tables: list[list[RuleOutcome]]
+    probed: dict[str, tuple[np.ndarray, tuple[Scalar | None, ...]]]
+    report_order: dict[str, tuple[int, str]]
+
+
+class _Frame:
+    """One chunk's facts as columns: known masks, values (finite fields as the index of their
+    value in the field's domain), and bitmasks of possible values (0: no entry)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.known: dict[str, np.ndarray] = {}
+        self.value: dict[str, np.ndarray] = {}
+        self.possible: dict[str, np.ndarray] = {}
+        self.reachable: dict[str, np.ndarray] = {}  # points totals, read by derivers only
+        self.bad = np.zeros(rows, dtype=bool)  # contradictory facts
+
+    def is_known(self, name: str) -> np.ndarray:
+        found = self.known.get(name)
+        return found if found is not None else np.zeros(self.rows, dtype=bool)
+
+
+class CohortPlan:
+    """A ruleset compiled to column operations, with the caches of its explanations."""
+
+    def __init__(
+        self,
+        ruleset: Ruleset,
+        *,
+        probes: Iterable[str] = (),
+        site: Mapping[str, SiteValue] | None = None,
+    ) -> None:
+        self.ruleset = ruleset
+        self.probes = tuple(probes)
+        site = site or {}
+        # a per-technique setting is chosen after constraints (screen.technique_setting): such
+        # a site profile is screened row by row
+        self.runs = not any(isinstance(v, dict) for v in site.values()) and _monotone(ruleset)
+        self.site = {k: v for k, v in site.items() if not isinstance(v, dict)}
+        self.domains: dict[str, tuple[Scalar, ...]] = {}
+        for spec in FIELDS_BY_NAME.values():
+            if spec.type in (FieldType.enum, FieldType.boolean):
+                self.domains[spec.name] = tuple(spec.domain)
+        for derived in ruleset.derived:
+            if derived.spec.type in (FieldType.enum, FieldType.boolean):
+                continue
+            if derived.bands:
+                self.domains[derived.field] = tuple(dict.fromkeys(v for _, v in derived.bands))
+            elif derived.points:
+                top = sum(max(table.values()) for _, table in derived.points)
+                if derived.supplied_total:
+                    top = max(top, int(FIELDS_BY_NAME[derived.supplied_total].maximum or 0))
+                self.domains[derived.field] = tuple(range(top + 1))
+        self.runs = self.runs and all(len(d) < 63 for d in self.domains.values())
+        self.runs = self.runs and all(  # a supplied total is a value of its score's domain
+            (FIELDS_BY_NAME[d.supplied_total].minimum or 0) >= 0
+            for d in ruleset.derived
+            if d.supplied_total
+        )
+        self.derivers = derivation_plan(ruleset).derivers
+        self._explain_nodes = [self._explanation_nodes(rule.id) for rule in ruleset.rules]
+        self._explained: dict[tuple[int, bytes], RuleOutcome] = {}
+
+    # --- the chunk -----------------------------------------------------------------------------
+
+    def decide(
+        self,
+        columns: Mapping[str, pa.Array],
+        plain: np.ndarray,
+        prepare: Prepare,
+        row_values: RowValues,
+    ) -> CohortDecisions:
+        """Every rule's outcome for each plainly valid row whose facts hold together."""
+        rows = np.flatnonzero(plain) if self.runs else np.zeros(0, dtype=np.int64)
+        frame = _Frame(len(rows))
+        if len(rows):
+            self._load(frame, columns, rows)
+            self._constrain(frame)
+            self._derive(frame)
+        statuses, cache = self._statuses(frame)
+        keep = ~frame.bad
+        numbers, tables = self._outcomes(frame, statuses, cache, keep, rows, prepare, row_values)
+        probed = {name: self._values_of(frame, name, keep) for name in self.probes}
+        return CohortDecisions(
+            rows[keep], statuses[keep], numbers[keep], tables, probed, self.ruleset.report_order
+        )
+
+    def _load(self, frame: _Frame, columns: Mapping[str, pa.Array], rows: np.ndarray) -> None:
+        """The input columns of the chosen rows, with the site profile's settings filled in."""
+        every = len(rows) == len(next(iter(columns.values())))
+        taken = pa.array(rows, pa.int64())
+        for name, column in columns.items():
+            if name == "case_id" or name not in FIELDS_BY_NAME:
+                continue
+            picked = column if every else column.take(taken)
+            known = picked.is_valid().to_numpy(zero_copy_only=False)
+            domain = self.domains.get(name)
+            if domain is not None and pa.types.is_boolean(picked.type):  # domain (True, False)
+                flags = picked.fill_null(True).to_numpy(zero_copy_only=False)
+                values = np.where(flags, domain.index(True), domain.index(False))
+            elif domain is not None:
+                index = pc.index_in(picked, value_set=pa.array(domain, picked.type))
+                values = index.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            else:
+                values = np.asarray(
+                    picked.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False),
+                    dtype=np.float64,
+                )
+            frame.known[name], frame.value[name] = known, values
+        for name, given in self.site.items():  # screen.apply_site: case values win
+            known = frame.is_known(name)
+            value = self._code(name, given)
+            found = frame.value.get(name, np.zeros(frame.rows, dtype=type(value)))
+            frame.value[name] = np.where(known, found, value)
+            frame.known[name] = np.ones(frame.rows, dtype=bool)
+
+    def _code(self, name: str, value: Scalar) -> float | int:
+        domain = self.domains.get(name)
+        return domain.index(value) if domain is not None else float(value)
+
+    # --- constraints ---------------------------------------------------------------------------
+
+    def _constrain(self, frame: _Frame) -> None:
+        """Apply every narrowing whose condition holds until nothing changes (derive's passes
+        reach the same facts: conditions here only gain truth as values are narrowed)."""
+        items = self.ruleset.compiled_narrowings
+        applied = [np.zeros(frame.rows, dtype=bool) for _ in items]
+        changed = True
+        while changed:
+            changed = False
+            for n, (_, name, when, _, allowed, _) in enumerate(items):
+                hit = (self._kleene(when, frame, {}, True) == TRUE) & ~applied[n]
+                if not hit.any():
+                    continue
+                changed = True
+                applied[n] |= hit
+                self._narrow(frame, name, _mask(self.domains[name], allowed), hit)
+
+    def _narrow(self, frame: _Frame, name: str, allowed: int, hit: np.ndarray) -> None:
+        known = frame.is_known(name)
+        values = frame.value.setdefault(name, np.zeros(frame.rows, dtype=np.int64))
+        frame.bad |= hit & known & (((allowed >> values) & 1) == 0)
+        open_rows = hit & ~known
+        full = (1 << len(self.domains[name])) - 1
+        possible = frame.possible.setdefault(name, np.zeros(frame.rows, dtype=np.int64))
+        before = np.where(possible != 0, possible, full)
+        now = before & allowed
+        frame.bad |= open_rows & (now == 0)
+        single = open_rows & (now != 0) & ((now & (now - 1)) == 0)
+        values[single] = np.log2(now[single]).astype(np.int64)
+        frame.known[name] = known | single
+        possible[single] = 0
+        many = open_rows & ~single & (now != 0)
+        possible[many] = now[many]
+
+    # --- derived attributes --------------------------------------------------------------------
+
+    def _derive(self, frame: _Frame) -> None:
+        """Each derived attribute in file order, as engine.derive.build_facts computes it."""
+        by_field = self.ruleset.derived_by_field
+        bounded = self.ruleset.bounded_fields
+        for name, _, _, inputs, unread in self.derivers:
+            rule = by_field[name]
+            reads = np.zeros(frame.rows, dtype=bool)
+            for field in inputs:
+                reads |= frame.is_known(field) | self._has_possible(frame, field, True)
+            value, known = self._derived_value(frame, rule)
+            if unread is None:
+                known = known & reads
+            else:  # none of its inputs known or narrowed: the value it takes with none known
+                value = np.where(reads, value, self._code(name, unread))
+                known = known | ~reads
+            frame.value[name], frame.known[name] = value, known
+            open_rows = reads & ~known
+            if rule.points and open_rows.any():
+                self._reach(frame, rule, open_rows)
+            if name in bounded and open_rows.any():
+                self._bound(frame, rule, open_rows)
+
+    def _derived_value(self, frame: _Frame, rule: DerivedRule) -> tuple[np.ndarray, np.ndarray]:
+        if rule.expression is not None:
+            value, known = self._expression(rule.expression, frame)
+            if rule.spec.type is FieldType.integer:
+                return np.rint(value), known
+            return _round(value, DERIVED_DECIMALS), known
+        if rule.condition is not None:
+            truth = self._kleene(rule.condition, frame, {}, True)
+            return np.where(truth == TRUE, 0, 1), truth != UNKNOWN  # (True, False)
+        if rule.points:
+            return self._points(frame, rule)
+        value = np.zeros(frame.rows, dtype=np.int64)
+        known = np.zeros(frame.rows, dtype=bool)
+        searching = np.ones(frame.rows, dtype=bool)
+        domain = self.domains[rule.field]
+        for cond, band in rule.bands:
+            truth = self._kleene(cond, frame, {}, True)
+            searching &= truth != UNKNOWN  # unknown: the band, and so the value, is unknown
+            chosen = searching & (truth == TRUE)
+            value[chosen] = domain.index(band)
+            known |= chosen
+            searching &= ~chosen
+        return value, known
+
+    def _points(self, frame: _Frame, rule: DerivedRule) -> tuple[np.ndarray, np.ndarray]:
+        """The sum of a score's components, else the supplied total; contradictions marked."""
+        total = np.zeros(frame.rows, dtype=np.int64)
+        complete = np.ones(frame.rows, dtype=bool)
+        for name, table in rule.points:
+            points = np.asarray([table[points_key(v)] for v in self.domains[name]], np.int64)
+            total += points[frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))]
+            complete &= frame.is_known(name)
+        supplied = rule.supplied_total
+        given = frame.is_known(supplied) if supplied else np.zeros(frame.rows, dtype=bool)
+        stated = frame.value.get(supplied, np.zeros(frame.rows)) if supplied else 0
+        frame.bad |= complete & given & (stated != total)
+        value = np.where(complete, total, stated).astype(np.int64)
+        return value, complete | given
+
+    def _reach(self, frame: _Frame, rule: DerivedRule, open_rows: np.ndarray) -> None:
+        """The totals a score can still reach (derive._reachable_totals), as a bitmask."""
+        some = np.zeros(frame.rows, dtype=bool)
+        sums = np.ones(frame.rows, dtype=np.int64)  # {0}
+        for name, table in rule.points:
+            domain = self.domains[name]
+            known = frame.is_known(name)
+            some |= known
+            points = [table[points_key(v)] for v in domain]
+            allowed = np.where(
+                self._has_possible(frame, name, False),
+                frame.possible.get(name, 0),
+                (1 << len(domain)) - 1,
+            )
+            code = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))
+            allowed = np.where(known, np.left_shift(1, code), allowed)
+            after = np.zeros(frame.rows, dtype=np.int64)
+            for index, point in enumerate(points):
+                takes = ((allowed >> index) & 1) == 1
+                after |= np.where(takes, sums << point, 0)
+            sums = after
+        frame.reachable[rule.field] = np.where(open_rows & some, sums, 0)
+
+    def _bound(self, frame: _Frame, rule: DerivedRule, open_rows: np.ndarray) -> None:
+        """The band values an unknown banded field can still take (derive._band_bounds)."""
+        domain = self.domains[rule.field]
+        found = np.zeros(frame.rows, dtype=np.int64)
+        going = np.ones(frame.rows, dtype=bool)
+        for cond, band in rule.bands:
+            truth = self._kleene(cond, frame, {}, True)
+            found |= np.where(going & (truth != FALSE), 1 << domain.index(band), 0)
+            going &= truth != TRUE
+        every = _mask(domain, [v for _, v in rule.bands])
+        left = open_rows & (found != every)
+        possible = frame.possible.setdefault(rule.field, np.zeros(frame.rows, dtype=np.int64))
+        possible[left] = found[left]
+
+    # --- conditions ----------------------------------------------------------------------------
+
+    def _has_possible(self, frame: _Frame, name: str, deriving: bool) -> np.ndarray:
+        found = frame.possible.get(name)
+        has = found != 0 if found is not None else np.zeros(frame.rows, dtype=bool)
+        if deriving and name in frame.reachable:
+            has = has | (frame.reachable[name] != 0)
+        return has
+
+    def _kleene(
+        self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool
+    ) -> np.ndarray:
+        """A condition's truth per row (0, 1, 2); `cache` keeps nodes while facts stay put."""
+        key = id(cond)  # this call's cache only; no table outlives the facts it was built on
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = self._node(cond, frame, cache, deriving)
+        return found
+
+    def _node(
+        self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool
+    ) -> np.ndarray:
+        rows = frame.rows
+        if isinstance(cond, Truth):
+            return np.full(rows, TRUE if cond.value else FALSE, dtype=np.int8)
+        if isinstance(cond, Known):
+            known = frame.is_known(cond.field) != cond.negated
+            return np.where(known, TRUE, FALSE).astype(np.int8)
+        if isinstance(cond, Not):
+            return (TRUE - self._kleene(cond.item, frame, cache, deriving)).astype(np.int8)
+        if isinstance(cond, And | Or):
+            parts = [self._kleene(item, frame, cache, deriving) for item in cond.items]
+            combine = np.minimum if isinstance(cond, And) else np.maximum
+            return np.asarray(combine.reduce(parts), dtype=np.int8)
+        if isinstance(cond, Compare) and not isinstance(cond.rhs, Const):
+            left, left_known = self._numeric(frame, cond.field)
+            right, right_known = self._expression(cond.rhs, frame)
+            holds = _NUMPY_COMPARE[cond.op](left, right)
+            return np.where(left_known & right_known, np.where(holds, TRUE, FALSE), UNKNOWN).astype(
+                np.int8
+            )
+        test = _test_of(cond)
+        known = frame.is_known(cond.field)
+        domain = self.domains.get(cond.field)
+        if domain is None:  # a number without possible values: known or unknown
+            values = frame.value.get(cond.field, np.zeros(rows))
+            if isinstance(cond, Member):
+                holds = np.isin(values, np.asarray(cond.values, dtype=np.float64))
+                holds = holds != cond.negated
+            else:
+                assert isinstance(cond.rhs, Const)  # noqa: S101  # the branch above
+                holds = _NUMPY_COMPARE[cond.op](values, cond.rhs.value)
+            return np.where(known, np.where(holds, TRUE, FALSE), UNKNOWN).astype(np.int8)
+        holds = [test(v) for v in domain]
+        truth = np.asarray([TRUE if h else FALSE for h in holds], dtype=np.int8)
+        codes = frame.value.get(cond.field, np.zeros(rows, dtype=np.int64))
+        finite = FIELDS_BY_NAME[cond.field].type in (FieldType.enum, FieldType.boolean)
+        # unknown and not narrowed: decided over the whole domain (enum, boolean), else unknown
+        unread = _same(holds) if finite else UNKNOWN
+        possible = frame.possible.get(cond.field)
+        if deriving and cond.field in frame.reachable:
+            reached = frame.reachable[cond.field]
+            possible = reached if possible is None else np.where(possible != 0, possible, reached)
+        found = np.where(known, truth[codes], unread).astype(np.int8)
+        if possible is not None:
+            narrowed = np.flatnonzero(~known & (possible != 0))
+            if len(narrowed):  # decided over the values still possible, once per set of them
+                sets, at = np.unique(possible[narrowed], return_inverse=True)
+                decided = [_same([h for n, h in enumerate(holds) if m >> n & 1]) for m in sets]
+                found[narrowed] = np.asarray(decided, dtype=np.int8)[at.reshape(-1)]
+        return found
+
+    def _numeric(self, frame: _Frame, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A field's values as numbers (a finite field's codes read through its domain)."""
+        values = frame.value.get(name, np.zeros(frame.rows))
+        domain = self.domains.get(name)
+        if domain is not None:
+            values = np.asarray(domain, dtype=np.float64)[values]
+        return values, frame.is_known(name)
+
+    def _expression(self, expr: Expr, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(expr, Const):
+            return np.full(frame.rows, float(expr.value)), np.ones(frame.rows, dtype=bool)
+        if isinstance(expr, FieldRef):
+            return self._numeric(frame, expr.name)
+        assert isinstance(expr, Arith)  # noqa: S101  # the Expr union
+        left, left_known = self._expression(expr.left, frame)
+        right, right_known = self._expression(expr.right, frame)
+        return _NUMPY_ARITH[expr.op](left, right), left_known & right_known
+
+    # --- outcomes ------------------------------------------------------------------------------
+
+    def _statuses(self, frame: _Frame) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Rows x rules: each rule's status (an index into STATUSES), from base.rule_status."""
+        cache: dict[int, np.ndarray] = {}
+        statuses = np.zeros((frame.rows, len(self.ruleset.rules)), dtype=np.int8)
+        for position, rule in enumerate(self.ruleset.rules):
+            when = self._kleene(rule.when, frame, cache, False)
+            scope = (
+                self._kleene(rule.scope, frame, cache, False)
+                if rule.scope is not None
+                else np.full(frame.rows, TRUE, dtype=np.int8)
+            )
+            statuses[:, position] = _STATUS_OF[scope * 3 + when]
+        return statuses, cache
+
+    def _outcomes(
+        self,
+        frame: _Frame,
+        statuses: np.ndarray,
+        cache: dict[int, np.ndarray],
+        keep: np.ndarray,
+        rows: np.ndarray,
+        prepare: Prepare,
+        row_values: RowValues,
+    ) -> tuple[np.ndarray, list[list[RuleOutcome]]]:
+        """Rows x rules: the number of each outcome in its rule's table; the tables.
+
+        An outcome naming missing fields comes from base.explained_outcome, on one row per
+        distinct pattern of what the explanation reads (which fields are known, the truth of
+        each node it walks), kept across chunks."""
+        rules = self.ruleset.rules
+        numbers = statuses.astype(np.int32)
+        patterns = []  # per rule with explained rows: its rows, keys and each row's key
+        wanted: dict[tuple[int, bytes], int] = {}  # a pattern not seen yet -> a frame row
+        for position, rule in enumerate(rules):
+            when = self._kleene(rule.when, frame, cache, False)
+            status = statuses[:, position]
+            explained = (
+                keep & (when == UNKNOWN) & ((status == NOT_EVALUABLE) | (status == CONDITIONAL))
+            )
+            if not explained.any():
+                continue
+            nodes, fields = self._explain_nodes[position]
+            at = np.flatnonzero(explained)
+            parts = [status[at].astype(np.int8)]
+            parts += [frame.is_known(name)[at].astype(np.int8) for name in fields]
+            parts += [self._kleene(node, frame, cache, False)[at] for node in nodes]
+            unique, first, inverse = unique_rows(pack(parts, 3))
+            keys = [key.tobytes() for key in unique]
+            for key, row in zip(keys, first.tolist(), strict=True):
+                if (position, key) not in self._explained:
+                    wanted.setdefault((position, key), int(at[row]))
+            patterns.append((position, at, keys, inverse.reshape(-1)))
+        if len(self._explained) + len(wanted) > EXPLAINED_LIMIT:
+            self._explained.clear()
+            wanted = {
+                (position, key): int(at[np.flatnonzero(inverse == n)[0]])
+                for position, at, keys, inverse in patterns
+                for n, key in enumerate(keys)
+            }
+        if wanted:
+            chosen = sorted(set(wanted.values()))
+            facts = {
+                row: prepare(values)
+                for row, values in zip(chosen, row_values(rows[chosen].tolist()), strict=True)
+            }
+            for (position, key), row in wanted.items():
+                found = STATUSES[int(statuses[row, position])]
+                self._explained[(position, key)] = explained_outcome(
+                    rules[position], found, facts[row], self.ruleset
+                )
+        tables = [[settled_outcome(rule.id, status) for status in STATUSES] for rule in rules]
+        for position, at, keys, inverse in patterns:
+            table = tables[position]
+            numbered = np.arange(len(table), len(table) + len(keys), dtype=np.int32)
+            table.extend(self._explained[(position, key)] for key in keys)
+            numbers[at, position] = numbered[inverse]
+        return numbers, tables
+
+    def _explanation_nodes(self, rule_id: str) -> tuple[list[Cond], list[str]]:
+        """What a rule's explanation reads: the nodes of its condition and of the conditions
+        of the derived fields it depends on, and whether each field is known."""
+        rule = self.ruleset.by_id[rule_id]
+        fields = list(self.ruleset.explanation_inputs[rule_id])
+        trees: list[Cond] = [rule.when]
+        for name in fields:
+            derived = self.ruleset.derived_by_field.get(name)
+            if derived is not None:
+                trees.extend(cond for cond, _ in derived.bands)
+                if derived.condition is not None:
+                    trees.append(derived.condition)
+        nodes: list[Cond] = []
+        for tree in trees:
+            nodes.extend(_walk(tree))
+        return nodes, fields
+
+    def _values_of(
+        self, frame: _Frame, name: str, keep: np.ndarray
+    ) -> tuple[np.ndarray, tuple[Scalar | None, ...]]:
+        """A probed enum field per kept row: the index of its value, or of None (the last)."""
+        domain = self.domains[name]
+        codes = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))
+        return np.where(frame.is_known(name), codes, len(domain))[keep], (*domain, None)
+
+
+def pack(parts: Sequence[np.ndarray], bits: int) -> np.ndarray:
+    """Small non-negative integer columns packed into rows of uint64 words, `bits` each."""
+    per_word = 64 // bits
+    words = []
+    for start in range(0, max(len(parts), 1), per_word):
+        word = np.zeros(len(parts[0]) if parts else 0, dtype=np.uint64)
+        for shift, part in enumerate(parts[start : start + per_word]):
+            word |= part.astype(np.uint64) << np.uint64(shift * bits)
+        words.append(word)
+    return np.stack(words, axis=1)
+
+
+def unique_rows(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of a word matrix (each as its bytes' void scalar), the first row with
+    each, and each row's index among them."""
+    matrix = np.ascontiguousarray(words)
+    if matrix.shape[1] == 1:  # one word: a plain integer sort
+        values, first, inverse = np.unique(matrix[:, 0], return_index=True, return_inverse=True)
+        unique = np.ascontiguousarray(values).view(np.dtype((np.void, 8)))
+        return unique, first, inverse.reshape(-1)
+    flat = matrix.view(np.dtype((np.void, matrix.shape[1] * 8))).reshape(-1)
+    unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    return unique, first, inverse.reshape(-1)
+
+
+def _walk(cond: Cond) -> list[Cond]:
+    found: list[Cond] = [cond]
+    if isinstance(cond, Not):
+        found += _walk(cond.item)
+    elif isinstance(cond, And | Or):
+        for item in cond.items:
+            found += _walk(item)
+    return found
+
+
+def _test_of(cond: Compare | Member) -> Callable[[Scalar], bool]:
+    """The test a comparison with a constant, or a membership, applies to one value."""
+    if isinstance(cond, Member):
+        members = frozenset(cond.values)
+        return (lambda v: v not in members) if cond.negated else members.__contains__
+    assert isinstance(cond.rhs, Const)  # noqa: S101  # the caller's branch
+    compare, constant = _PYTHON_COMPARE[cond.op], cond.rhs.value
+    return lambda v: compare(v, constant)
+
+
+def _same(holds: Sequence[bool]) -> int:
+    """logic._same: true if every candidate holds, false if none does, else unknown."""
+    if all(holds):
+        return TRUE
+    return UNKNOWN if any(holds) else FALSE
+
+
+def _mask(domain: Sequence[Scalar], values: Iterable[Scalar]) -> int:
+    """The bitmask of some values of a domain (bit n: domain[n]); True and 1 kept apart."""
+    chosen = {(type(v), v) for v in values}
+    return sum(1 << n for n, v in enumerate(domain) if (type(v), v) in chosen)
+
+
+def _round(values: np.ndarray, decimals: int) -> np.ndarray:
+    """round(float(x), decimals) for every x: numpy's rounding, and Python's own where the
+    scaled value lies near a half (where the two can differ)."""
+    rounded = np.round(values, decimals)
+    scaled = values * 10.0**decimals
+    near = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3
+    for n in np.flatnonzero(near):
+        rounded[n] = round(float(values[n]), decimals)
+    return rounded
+
+
+def _monotone(ruleset: Ruleset) -> bool:
+    """No narrowing asks whether a constrained field is known: inferring a value then can only
+    make conditions truer, so applying narrowings in any order reaches derive's facts."""
+    constrained = ruleset.constrained_fields
+    for _, _, when, _, _, _ in ruleset.compiled_narrowings:
+        for node in _walk(when):
+            if isinstance(node, Known) and node.field in constrained:
+                return False
+    return True
