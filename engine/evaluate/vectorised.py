@@ -201,6 +201,8 @@ class CohortPlan:
         for name, column in columns.items():
             if name == "case_id" or name not in FIELDS_BY_NAME:
                 continue
+            if pa.types.is_null(column.type):  # a column with no value at all: unknown, as absent
+                continue
             picked = column if every else column.take(taken)
             known = picked.is_valid().to_numpy(zero_copy_only=False)
             domain = self.domains.get(name)
