@@ -8,6 +8,7 @@ the others by these tests the day it lands (issue 29 item 2).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.batch import worker
-from engine.batch.worker import OutputFormat, WorkerConfig
+from engine.batch.worker import Detail, OutputFormat, WorkerConfig
 from engine.cli import app
 from engine.screener import COHORT_ENGINE, ENGINES, Screener
 from engine.synth import write_cohort
@@ -230,3 +231,46 @@ def test_without_engine_a_cohort_command_uses_the_cohort_engine(tmp_path: Path) 
                    "--workers", "1", "--progress", "none"])  # fmt: skip
     assert done.exit_code == 0, done.stderr
     assert json.loads(summary.read_text())["stamp"]["engine"] == COHORT_ENGINE in ENGINES
+
+
+@pytest.mark.timeout(300)
+def test_a_dask_partition_is_decided_by_column_on_the_vectorised_engine(
+    cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition reaches the worker as a record batch, so the vectorised engine decides its
+    plainly valid rows itself (as rows of dicts, every row went one by one while the stamp said
+    `vectorised`), and its result is a local chunk's."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("distributed")
+    import pyarrow.parquet as pq
+
+    from engine.batch.dask_executor import screen_partition
+    from engine.evaluate.vectorised import CohortPlan
+    from engine.io.tables import Chunk
+
+    decided: list[int] = []
+    decide = CohortPlan.decide
+
+    def counted(self: CohortPlan, *args: Any, **kwargs: Any) -> Any:
+        found = decide(self, *args, **kwargs)
+        decided.append(len(found.rows))
+        return found
+
+    monkeypatch.setattr(CohortPlan, "decide", counted)
+    table = pq.read_table(cohort)
+    # as dask.dataframe.read_parquet(dtype_backend="pyarrow") hands a partition over
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    config = replace(_config("vectorised"), detail=Detail.ids)
+    saved = getattr(worker._STATE, "config", None)
+    try:
+        partition = screen_partition(frame, config, "<cohort>", [0])["result"].iloc[0]
+        by_column = sum(decided)
+        worker.init_worker(config)
+        batch = table.combine_chunks().to_batches()[0]
+        local = worker.screen_chunk(Chunk(0, "<cohort>", [], batch=batch, first=1))
+    finally:
+        if saved is not None:
+            worker.init_worker(saved)
+    assert isinstance(frame, pd.DataFrame)
+    assert vars(partition) == vars(local)
+    assert by_column == sum(decided) - by_column > 0.9 * local.screened
