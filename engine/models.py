@@ -127,11 +127,13 @@ def _no_items() -> list[Any]:
 def _no_values() -> dict[str, Any]:
     return {}
 
+
 # the result's JSON contract; the minor number grows with each additive key (1.1: open_cautions,
 # deciding_questions, schema_version)
 RESULT_SCHEMA_VERSION = "1.1"
 
 # --- the case ---------------------------------------------------------------------------------
+
 
 def _parse_bool(value: object) -> object:
     """A boolean, or 0/1; words (`yes`, `Y`, `true`) were read before, by engine.io.normalise."""
