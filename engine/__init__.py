@@ -20,13 +20,25 @@ if TYPE_CHECKING:
 
 
 def _installed_version() -> str:
-    """The version pip installed; a checkout run without installing has none to report."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The version pip installed; a checkout run without installing has none to report.
+
+    Read from the metadata's header lines: `importlib.metadata.version` parses the whole file
+    with the email parser, README included (67 kB; about 10M instructions, 0.6 % of a cold
+    `screen`); the header ends at the first empty line. Metadata without a `Version:` line
+    there is left to importlib.metadata.
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
 
     try:
-        return version(DISTRIBUTION)
+        found = distribution(DISTRIBUTION)
     except PackageNotFoundError:
         return "0+unknown"  # PEP 440's local form: never mistaken for a release
+    text = found.read_text("METADATA") or found.read_text("PKG-INFO") or ""
+    for line in text.partition("\n\n")[0].splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name.strip().lower() == "version" and value.strip():
+            return value.strip()
+    return found.version
 
 
 def __getattr__(name: str) -> Any:

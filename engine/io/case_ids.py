@@ -14,6 +14,7 @@ import datetime as dt
 import ipaddress
 import re
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = ["CASE_ID_SUSPECT", "case_id_kinds"]
 
@@ -45,39 +46,67 @@ _MONTHS_MRN = (
     "mrn",
 )
 
-_UUID = re.compile(r"\{?[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}\}?")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
-_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)", re.IGNORECASE)
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_MRN = re.compile(r"(?<![A-Za-z])mrn[-_.:# ]*\d", re.IGNORECASE)
-# the whole id is a number written with a telephone's separators: 555-867-5309, +44 20 7946 0958
-_PHONE_SHAPED = re.compile(r"\+?\s*\(?\d[\d ().-]*\d\)?")
-_DIGITS = re.compile(r"\d+")
-_NANP = re.compile(r"[2-9]\d{2}[2-9]\d{6}")  # North American: area code, exchange, line
-
 _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
     r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
-_YMD = re.compile(r"(?<!\d)(\d{4})([-/._ ])(\d{1,2})\2(\d{1,2})(?!\d)")
-_DMY = re.compile(r"(?<!\d)(\d{1,2})([-/._ ])(\d{1,2})\2(\d{4}|\d{2})(?!\d)")
-_DAY_MONTH_YEAR = re.compile(
-    rf"(?<!\d)(\d{{1,2}})(?:st|nd|rd|th)?[-/._ ]?{_MONTH}[-/._ ,]*(\d{{4}}|\d{{2}})(?!\d)",
-    re.IGNORECASE,
-)
-_MONTH_DAY_YEAR = re.compile(
-    rf"(?<![A-Za-z]){_MONTH}[-/._ ]*(\d{{1,2}})(?:st|nd|rd|th)?[-/._ ,]+(\d{{4}})(?!\d)",
-    re.IGNORECASE,
-)
-_MONTH_YEAR = re.compile(rf"(?<![A-Za-z]){_MONTH}[-/._ ]*((?:19|20)\d\d)(?!\d)", re.IGNORECASE)
+
+
+class _Shapes(NamedTuple):
+    """The full check's patterns. Compiled on the first suspect id, not at import: a single
+    case's ordinary id is cleared by the suspect test alone, and compiling these was about 1 %
+    of a cold `screen` (benchmarks/results.md)."""
+
+    uuid: re.Pattern[str]
+    email: re.Pattern[str]
+    url: re.Pattern[str]
+    ipv4: re.Pattern[str]
+    mrn: re.Pattern[str]
+    phone_shaped: re.Pattern[str]  # a number written with a telephone's separators
+    digits: re.Pattern[str]
+    nanp: re.Pattern[str]  # North American: area code, exchange, line
+    ymd: re.Pattern[str]
+    dmy: re.Pattern[str]
+    day_month_year: re.Pattern[str]
+    month_day_year: re.Pattern[str]
+    month_year: re.Pattern[str]
+    name_separators: re.Pattern[str]  # between the words of a name: smith.john
+    name_word: re.Pattern[str]  # a word, or a camel-case hump: JohnSmith
+
+
+@lru_cache(maxsize=1)
+def _shapes() -> _Shapes:
+    return _Shapes(
+        uuid=re.compile(r"\{?[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}\}?"),
+        email=re.compile(r"[^@\s]+@[^@\s]+"),
+        url=re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)", re.IGNORECASE),
+        ipv4=re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"),
+        mrn=re.compile(r"(?<![A-Za-z])mrn[-_.:# ]*\d", re.IGNORECASE),
+        # the whole id: 555-867-5309, +44 20 7946 0958
+        phone_shaped=re.compile(r"\+?\s*\(?\d[\d ().-]*\d\)?"),
+        digits=re.compile(r"\d+"),
+        nanp=re.compile(r"[2-9]\d{2}[2-9]\d{6}"),
+        ymd=re.compile(r"(?<!\d)(\d{4})([-/._ ])(\d{1,2})\2(\d{1,2})(?!\d)"),
+        dmy=re.compile(r"(?<!\d)(\d{1,2})([-/._ ])(\d{1,2})\2(\d{4}|\d{2})(?!\d)"),
+        day_month_year=re.compile(
+            rf"(?<!\d)(\d{{1,2}})(?:st|nd|rd|th)?[-/._ ]?{_MONTH}[-/._ ,]*(\d{{4}}|\d{{2}})(?!\d)",
+            re.IGNORECASE,
+        ),
+        month_day_year=re.compile(
+            rf"(?<![A-Za-z]){_MONTH}[-/._ ]*(\d{{1,2}})(?:st|nd|rd|th)?[-/._ ,]+(\d{{4}})(?!\d)",
+            re.IGNORECASE,
+        ),
+        month_year=re.compile(
+            rf"(?<![A-Za-z]){_MONTH}[-/._ ]*((?:19|20)\d\d)(?!\d)", re.IGNORECASE
+        ),
+        name_separators=re.compile(r"[._ ,]"),
+        name_word=re.compile(r"[A-Z][a-z']+|[A-Z]+(?![a-z])|[a-z']+"),
+    )
+
 
 # Regions whose national numbers are written with a trunk prefix 0 (07700 900123, 030 1234567,
 # 06 12 34 56 78): a bare 0-led digit string is read as a national number of one of them.
 TRUNK_REGIONS = ("GB", "IE", "DE", "AT", "CH", "FR", "BE", "NL", "SE", "FI", "AU", "NZ")
-
-# Separators and camel-case humps between the words of a name: smith.john, JohnSmith.
-_NAME_SEPARATORS = re.compile(r"[._ ,]")
-_NAME_WORD = re.compile(r"[A-Z][a-z']+|[A-Z]+(?![a-z])|[a-z']+")
 
 
 def case_id_kinds(case_id: str) -> set[str]:
@@ -85,26 +114,27 @@ def case_id_kinds(case_id: str) -> set[str]:
     if not suspect(case_id):
         return set()
     text = case_id.strip()
-    if _UUID.fullmatch(text):
+    shapes = _shapes()
+    if shapes.uuid.fullmatch(text):
         return set()
     kinds: set[str] = set()
-    if _EMAIL.search(text):
+    if shapes.email.search(text):
         kinds.add("email")
-    if _MRN.search(text):
+    if shapes.mrn.search(text):
         kinds.add("mrn")
-    if _URL.search(text):
+    if shapes.url.search(text):
         kinds.add("url")
-    if any(_ipv4(m[0]) for m in _IPV4.finditer(text)):
+    if any(_ipv4(m[0]) for m in shapes.ipv4.finditer(text)):
         kinds.add("ip")
     if _has_date(text):
         kinds.add("date")
-    if _PHONE_SHAPED.fullmatch(text):
+    if shapes.phone_shaped.fullmatch(text):
         digits = re.sub(r"\D", "", text)
         kinds |= number_kinds(digits, international=text.startswith("+"))
         if not kinds and _grouped_like_phone(text, len(digits)):
             kinds.add("phone")
     else:
-        for run in _DIGITS.findall(text):
+        for run in shapes.digits.findall(text):
             kinds |= number_kinds(run, international=False, whole=False)
     if _name_shaped(text):
         kinds.add("name")
@@ -145,8 +175,8 @@ def number_kinds(digits: str, *, international: bool, whole: bool = True) -> set
         kinds.add("ssn")
     if n == 10 and nhs_check_digit_ok(digits):
         kinds.add("nhs")
-    if (n == 10 and _NANP.fullmatch(digits)) or (
-        n == 11 and digits[0] == "1" and _NANP.fullmatch(digits[1:])
+    if (n == 10 and _shapes().nanp.fullmatch(digits)) or (
+        n == 11 and digits[0] == "1" and _shapes().nanp.fullmatch(digits[1:])
     ):
         kinds.add("phone")
     elif 9 <= n <= 11 and digits[0] == "0" and digits[1] != "0":
@@ -160,7 +190,7 @@ def number_kinds(digits: str, *, international: bool, whole: bool = True) -> set
 def _grouped_like_phone(text: str, digits: int) -> bool:
     """8 to 15 digits written in three or more groups, or with an area code in brackets:
     555-123-4567, (555) 123 4567, 0161 496 0000 (a date or an SSN is found before this)."""
-    return 8 <= digits <= 15 and (len(_DIGITS.findall(text)) >= 3 or "(" in text)
+    return 8 <= digits <= 15 and (len(_shapes().digits.findall(text)) >= 3 or "(" in text)
 
 
 def nhs_check_digit_ok(digits: str) -> bool:
@@ -211,16 +241,20 @@ def _year(text: str) -> int:
 
 
 def _has_date(text: str) -> bool:
-    for m in _YMD.finditer(text):
+    shapes = _shapes()
+    for m in shapes.ymd.finditer(text):
         if _calendar(int(m[1]), int(m[3]), int(m[4])):
             return True
-    for m in _DMY.finditer(text):
+    for m in shapes.dmy.finditer(text):
         if len(m[4]) == 2 and m[2] not in "-/":  # 1.10.20 is more likely a version
             continue
         a, b, year = int(m[1]), int(m[3]), _year(m[4])
         if _calendar(year, b, a) or _calendar(year, a, b):
             return True
-    return any(p.search(text) is not None for p in (_DAY_MONTH_YEAR, _MONTH_DAY_YEAR, _MONTH_YEAR))
+    return any(
+        p.search(text) is not None
+        for p in (shapes.day_month_year, shapes.month_day_year, shapes.month_year)
+    )
 
 
 def _name_shaped(text: str) -> bool:
@@ -229,12 +263,13 @@ def _name_shaped(text: str) -> bool:
     John-Smith). Lower-case words joined by hyphens (cli-case) are not read as a name."""
     if any(c.isdigit() for c in text) or len(text) > 64:
         return False
-    words = _NAME_WORD.findall(text)
+    shapes = _shapes()
+    words = shapes.name_word.findall(text)
     if not 2 <= len(words) <= 4 or "".join(words) != re.sub(r"[-._ ,]", "", text):
         return False
     if any(len(w) < 2 and not w.isupper() for w in words):  # initials: J.Smith, LindaOBrien
         return False
-    if _NAME_SEPARATORS.search(text):
+    if shapes.name_separators.search(text):
         return True
     titled = sum(1 for w in words if w[0].isupper() and w[1:].islower())
     upper = sum(1 for w in words if w.isupper() and len(w) > 1)
