@@ -132,7 +132,7 @@ def test_normalised_columns_give_what_validate_counted_gives(name: str, column: 
     columns = validate_columns(batch, normalise=True)
     plain = np.flatnonzero(columns.plain.to_numpy(zero_copy_only=False))
     assert len(plain) > 1
-    counts: dict[str, tuple[int, str | None]] = {}
+    counts: dict[str, tuple[int, int, str | None]] = {}
     rows = batch.to_pylist()
     for n, (case_id, values) in zip(
         plain.tolist(), columns.row_values(plain.tolist()), strict=True
@@ -140,8 +140,8 @@ def test_normalised_columns_give_what_validate_counted_gives(name: str, column: 
         want_id, want, changes = validate_counted(rows[n], "t", row=n)
         assert (want_id, typed(want)) == (case_id, typed(values))
         for change in changes:
-            seen, example = counts.get(change.field, (0, change.example))
-            counts[change.field] = (seen + 1, example)
+            seen, first, example = counts.get(change.field, (0, n, change.example))
+            counts[change.field] = (seen + 1, first, example)
     assert columns.changed(plain) == counts
     for n in set(range(len(rows))) - set(plain.tolist()):  # left to validate_case: refused,
         if row_by_row(rows[n]) is not None:  # or read there (a span also fills `levels`)

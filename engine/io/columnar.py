@@ -192,16 +192,17 @@ class Columns:
     rows: int
     changes: dict[str, tuple[pa.Array, pa.Array]] = field(default_factory=dict)
 
-    def changed(self, rows: np.ndarray) -> dict[str, tuple[int, str | None]]:
-        """Per field, how many of these rows' values the normaliser changed and the first
-        change's summary example (normalise.Change.example), as validate_counted counts."""
-        counts: dict[str, tuple[int, str | None]] = {}
+    def changed(self, rows: np.ndarray) -> dict[str, tuple[int, int, str | None]]:
+        """Per field, how many of these rows' values the normaliser changed, the first such row
+        and its summary example (normalise.Change.example), as validate_counted counts."""
+        counts: dict[str, tuple[int, int, str | None]] = {}
         for name, (changed, given) in self.changes.items():
             hit = rows[changed.to_numpy(zero_copy_only=False)[rows]]
             if len(hit):
                 first = int(hit.min())
                 value = self.values[name][first].as_py()
-                counts[name] = (len(hit), Change(name, given[first].as_py(), value).example)
+                example = Change(name, given[first].as_py(), value).example
+                counts[name] = (len(hit), first, example)
         return counts
 
     def row_values(self, indices: list[int]) -> list[Validated]:
