@@ -29,6 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from benchmarks.differential import (
@@ -540,3 +541,30 @@ def test_respelt_csv_values_are_counted_and_screened_alike_on_every_engine(
     for engine in OTHERS:
         found = compare_runs(first, tmp_path / engine / run.name, run, (ENGINES[0], engine))
         assert not found, "\n".join(found)
+
+
+@pytest.mark.timeout(600)
+def test_a_frame_read_with_pandas_is_screened_alike_on_every_engine(tmp_path: Path) -> None:
+    """pd.read_csv as a researcher calls it: integer columns with gaps as floats, booleans
+    with gaps as objects, a typo that mixes text into a number column (Arrow cannot type it),
+    respelt values, a categorical column. The vectorised engine decides most rows itself and
+    gives the same frame as durable-rules row by row."""
+    import pandas as pd
+
+    cases = list(generate_rows(3_000, SEED, missing=0.05, corrupt=0.02))
+    frame = pd.DataFrame(cases)
+    frame["sex"] = frame["sex"].replace({"male": "Male", "female": "F"}).astype("category")
+    frame["age_years"] = frame["age_years"].astype(object)
+    frame.loc[5, "age_years"] = "forty"  # text among numbers: the column is mixed
+    source = tmp_path / "cohort.csv"
+    frame.to_csv(source, index=False)
+    read = pd.read_csv(source)
+    assert read["tlics_score"].dtype == "float64" and read["diabetes"].dtype == object
+    screened = {engine: Screener.load(engine=engine) for engine in ENGINES}
+    for given in (frame, read):
+        frames = [screener.screen_frame(given) for screener in screened.values()]
+        assert all(found.equals(frames[0]) for found in frames[1:])
+        assert frames[0]["rejected"].notna().sum() > 0
+    plan = screened["vectorised"]
+    decided = plan._frame_decided(pa.Table.from_pandas(read.drop(columns="age_years")))
+    assert len(decided) > len(read) * 0.8  # the columnar path, not row by row

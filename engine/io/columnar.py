@@ -68,8 +68,8 @@ def _checked(name: str, column: pa.Array, normalise: bool) -> Checked:
     once per distinct value; else a value the normaliser would change is not plain.
     """
     spec = FIELDS_BY_NAME.get(name)
-    if pa.types.is_dictionary(column.type) and pa.types.is_string(column.type.value_type):
-        column = column.cast(pa.string())  # a categorical column: its values as text
+    if pa.types.is_dictionary(column.type):  # a categorical column: its values as they are
+        column = column.dictionary_decode()
     text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
     if text and name != "case_id":
         column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
