@@ -559,7 +559,8 @@ def test_a_frame_read_with_pandas_is_screened_alike_on_every_engine(tmp_path: Pa
     source = tmp_path / "cohort.csv"
     frame.to_csv(source, index=False)
     read = pd.read_csv(source)
-    assert read["tlics_score"].dtype == "float64" and read["diabetes"].dtype == object
+    assert read["tlics_score"].dtype == "float64"
+    assert read["diabetes"].dtype == object
     screened = {engine: Screener.load(engine=engine) for engine in ENGINES}
     for given in (frame, read):
         frames = [screener.screen_frame(given) for screener in screened.values()]
