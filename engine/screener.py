@@ -393,10 +393,20 @@ class Screener:
             _unknown_columns(read, ignore, False)
             names = mapper.output_columns(raw)
         skipped = frozenset(ignore) | _unknown_columns(names, ignore, strict_columns)
-        rows, table = _frame_rows(frame, library)
+        table, typed = _frame_table(frame, library)
+        vectorised = self.engine == "vectorised" and table is not None
+        found = (
+            self._frame_decided(table.drop_columns([n for n in table.column_names if n in skipped]))
+            if vectorised and mapper is None and pseudonymise_ids is None
+            else {}
+        )
+        numbers = [n for n in range(len(frame)) if n not in found]  # read row by row
+        rows = _frame_rows(frame, table if typed else None, numbers)
         mapped: list[dict[str, Any] | InputError] = list(rows)
         if mapper is not None:
-            mapped = [_mapped(mapper, number, row) for number, row in enumerate(rows)]
+            mapped = [
+                _mapped(mapper, number, row) for number, row in zip(numbers, rows, strict=True)
+            ]
         if pseudonymise_ids is not None:  # after the mapping, which may name the case_id
             key = load_key(str(pseudonymise_ids))
             mapped = [m if isinstance(m, InputError) else pseudonymise_row(key, m) for m in mapped]
@@ -406,15 +416,9 @@ class Screener:
             else {k: v for k, v in m.items() if k not in skipped}
             for m in mapped
         ]
-        vectorised = self.engine == "vectorised" and table is not None
-        found = (
-            self._frame_decided(table.drop_columns([n for n in table.column_names if n in skipped]))
-            if vectorised and mapper is None and pseudonymise_ids is None
-            else {}
-        )
-        others = self._decided(((n, c) for n, c in enumerate(cases) if n not in found), "<frame>")
+        others = self._decided(zip(numbers, cases, strict=True), "<frame>")
         columns: dict[str, list[str | None]] = {name: [] for name in FRAME_COLUMNS}
-        for number in range(len(cases)):
+        for number in range(len(frame)):
             given = found.get(number)
             cells = given if given is not None else self._frame_row(*next(others))
             for name, value in zip(FRAME_COLUMNS, cells, strict=True):
@@ -443,7 +447,7 @@ class Screener:
             batch = pa.RecordBatch.from_arrays(
                 [column.combine_chunks() for column in part.columns], schema=part.schema
             )
-            columns = validate_columns(batch)
+            columns = validate_columns(batch, normalise=True)  # no counts to keep here
             if not columns.values:
                 continue
             decided = self.cohort_plan.decide(
@@ -583,21 +587,52 @@ def _values_only(columns: Any, rows: list[int]) -> list[dict[str, Scalar]]:
     return [values for _, values in columns.row_values(rows)]
 
 
-def _frame_rows(frame: Any, library: str) -> tuple[list[dict[str, Any]], Any]:
-    """A DataFrame's rows as plain dicts, through Arrow (nulls and NaN become None), and that
-    Arrow table (the vectorised engine reads its columns).
-
-    A pandas column Arrow cannot type (mixed text and numbers, say) falls back to the frame's
-    own records, whose NaN and pd.NA plain_values drops (and no table).
-    """
+def _frame_table(frame: Any, library: str) -> tuple[Any, bool]:
+    """A DataFrame as an Arrow table (nulls and NaN become None), and whether its rows can be
+    read from it (else from the frame itself, see _mixed_table); (None, False) if neither."""
     import pyarrow as pa
 
     if library == "polars":
-        table = frame.to_arrow()
-    else:
+        return frame.to_arrow(), True
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False), True
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _mixed_table(frame), False
+
+
+def _frame_rows(frame: Any, table: Any, numbers: list[int]) -> list[dict[str, Any]]:
+    """Some rows of a DataFrame as plain dicts: from its Arrow table when Arrow typed every
+    column, else the frame's own records, whose NaN and pd.NA plain_values drops."""
+    import pyarrow as pa
+
+    if not numbers:
+        return []
+    if table is not None:
+        every = len(numbers) == table.num_rows
+        rows: list[dict[str, Any]] = (
+            table if every else table.take(pa.array(numbers, pa.int64()))
+        ).to_pylist()
+        return rows
+    part = frame if len(numbers) == len(frame) else frame.iloc[numbers]
+    return [dict(row) for row in part.to_dict("records")]
+
+
+def _mixed_table(frame: Any) -> Any:
+    """A pandas frame some column of which Arrow cannot type, as an Arrow table for the
+    vectorised engine: such a column as text (io.columnar.mixed_text), the others as Arrow
+    types them; None when even that fails (text column names, say)."""
+    import pyarrow as pa
+
+    from engine.io.columnar import mixed_text
+
+    columns: dict[str, Any] = {}
+    for name in frame.columns:
+        if not isinstance(name, str) or name in columns:
+            return None
         try:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+            columns[name] = pa.array(frame[name], from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return [dict(row) for row in frame.to_dict("records")], None
-    rows: list[dict[str, Any]] = table.to_pylist()
-    return rows, table
+            given = plain_values({str(n): v for n, v in enumerate(frame[name])})
+            column = [given.get(str(n)) for n in range(len(frame))]
+            columns[name] = pa.array([mixed_text(name, v) for v in column], pa.string())
+    return pa.table(columns)

@@ -6,13 +6,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from engine.errors import CaseInputError
-from engine.io.cases import validate_case
-from engine.io.columnar import validate_batch
+from engine.io.cases import validate_case, validate_counted
+from engine.io.columnar import validate_batch, validate_columns
 from engine.synth import write_cohort
 
 
@@ -58,7 +59,19 @@ def test_a_corrupted_synthetic_cohort_agrees_row_for_row(tmp_path: Path) -> None
 EDGES: list[tuple[str, pa.Array, list[bool]]] = [
     # column, values, accepted by the batch check (the rest go to validate_case)
     ("age_years", pa.array([45, None, 121, -1], pa.int64()), [True, True, False, False]),
-    ("age_years", pa.array([45.0, None], pa.float64()), [False, True]),  # int from float
+    # a pandas integer column with gaps: 45.0 is 45, as pydantic reads it; 45.5 is refused
+    ("age_years", pa.array([45.0, None, 45.5, 1e300, math.inf]), [True, True, False, False, False]),
+    # text (a CSV chunk, a pandas object column): plain spellings only, the rest row by row
+    (
+        "age_years",
+        pa.array(["45", "045", " 45", "-1", "x", "", None]),
+        [True] + [False] * 4 + [True] * 2,
+    ),
+    ("bmi", pa.array(["31.5", "31,5", "1e1", "-0", None]), [True, False, False, False, True]),
+    ("diabetes", pa.array(["true", "false", "True", None]), [True, True, False, True]),
+    ("diabetes", pa.array([1.0, 0.0, None]), [False, False, True]),  # normalised: row by row
+    ("lowest_level", pa.array(["L4-L5", "L4/5", "L3-L5"]), [True, False, False]),
+    ("sex", pa.array(["male", "Male", None]).dictionary_encode(), [True, False, True]),
     ("bmi", pa.array([31, 9, None], pa.int64()), [True, False, True]),  # float from int
     ("bmi", pa.array([31.5, math.nan, math.inf, None]), [True, False, False, True]),
     ("sex", pa.array(["male", "Male", "", None]), [True, False, True, True]),
@@ -97,3 +110,39 @@ def test_ignored_columns_are_left_out() -> None:
     assert validate_batch(batch) == [None]  # an unknown column with a value
     assert check(batch, frozenset({"site_note"})) == [True]
     assert validate_batch(batch, frozenset({"site_note"})) == [("I-1", {"age_years": 50})]
+
+
+NORMALISED: list[tuple[str, pa.Array]] = [
+    ("sex", pa.array(["male", "Male", "M", "x", None, "M"])),
+    ("diabetes", pa.array(["true", "Y", "no", "maybe", None])),
+    ("diabetes", pa.array([1.0, 0.0, 0.5, None])),
+    ("bmi", pa.array(["31,5", "31.5", "1,234", None, "31,50"])),
+    ("lowest_level", pa.array(["L4-L5", "L4/5", "L3-L5", "L5-S1"])),
+    ("sex", pa.array(["Male", "female", None]).dictionary_encode()),
+    ("age_years", pa.array([45.0, None, 46.0])),
+]
+
+
+@pytest.mark.parametrize(("name", "column"), NORMALISED)
+def test_normalised_columns_give_what_validate_counted_gives(name: str, column: pa.Array) -> None:
+    """Read once per distinct value, the normalised values, and the counts and first example
+    a batch summary shows, are those of validate_counted row by row."""
+    ids = pa.array([f"N-{n}" for n in range(len(column))])
+    batch = pa.RecordBatch.from_arrays([ids, column], names=["case_id", name])
+    columns = validate_columns(batch, normalise=True)
+    plain = np.flatnonzero(columns.plain.to_numpy(zero_copy_only=False))
+    assert len(plain) > 1
+    counts: dict[str, tuple[int, int, str | None]] = {}
+    rows = batch.to_pylist()
+    for n, (case_id, values) in zip(
+        plain.tolist(), columns.row_values(plain.tolist()), strict=True
+    ):
+        want_id, want, changes = validate_counted(rows[n], "t", row=n)
+        assert (want_id, typed(want)) == (case_id, typed(values))
+        for change in changes:
+            seen, first, example = counts.get(change.field, (0, n, change.example))
+            counts[change.field] = (seen + 1, first, example)
+    assert columns.changed(plain) == counts
+    for n in set(range(len(rows))) - set(plain.tolist()):  # left to validate_case: refused,
+        if row_by_row(rows[n]) is not None:  # or read there (a span also fills `levels`)
+            assert name == "lowest_level" or rows[n][name] == 0.5 or rows[n][name] == "1,234"

@@ -461,10 +461,12 @@ def all_chunks(
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
     index = 0
     for reader in readers:
-        chunks = reader.chunks(index, chunk_rows=size)
-        # the vectorised engine reads a Parquet chunk's columns (other inputs go row by row):
-        # its cost is per column, so larger chunks pay
-        if size is None and engine == "vectorised" and reader.format is InputFormat.parquet:
+        # the vectorised engine reads a Parquet or CSV chunk's columns (other inputs go row by
+        # row): its cost is per column, so larger chunks pay
+        columnar = size is None and engine == "vectorised"
+        text = columnar and reader.format is InputFormat.csv
+        chunks = reader.chunks(index, chunk_rows=VECTOR_CHUNK_ROWS if text else size)
+        if columnar and reader.format is InputFormat.parquet:
             chunks = _joined_chunks(chunks, index, VECTOR_CHUNK_ROWS)
         for chunk in chunks:
             index = chunk.index + 1

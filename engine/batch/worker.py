@@ -346,7 +346,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     jsonl = config.output_format is OutputFormat.jsonl
     full = jsonl and config.detail is Detail.full  # the full result contract
     vectorised = screener.engine == "vectorised" and not full  # a full result shows values
-    rows, fast = _checked_rows(chunk, config.ignored_columns, config.mapping, vectorised)
+    rows, fast, changed = _checked_rows(chunk, config.ignored_columns, config.mapping, vectorised)
     decided = len(fast.flat.case_ids) if fast is not None else 0
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows) + decided)
     if fast is not None:  # the fault hooks for the rows the vectorised engine decided
@@ -354,6 +354,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             _fault_kill(fault)
         if stall is not None and stall in fast.ids:
             _fault_stall()
+    example_rows: dict[str, int] = {}  # the row of each field's first example, row by row
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
     screened: list[int] = []  # the numbers of the rows screened one by one, in order
@@ -396,6 +397,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
                     result.normalised[change.field] += 1
                     if change.field not in result.normalised_examples and change.example:
                         result.normalised_examples[change.field] = change.example
+                        example_rows[change.field] = number
             prepared.append(screener.prepare(valid_id, values, source=chunk.source))
         except CaseInputError as exc:
             problems = [(p.field, _plain(p.value), p.message) for p in exc.problems]
@@ -403,6 +405,10 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             continue
         valid.append((valid_id, values))
         screened.append(number)
+    for name, (count, first, example) in changed.items():  # the plainly valid rows'
+        result.normalised[name] += count
+        if example and first < example_rows.get(name, first + 1):
+            result.normalised_examples[name] = example
     decisions = screener.decide_many(prepared)
     present: Counter[str] = Counter()
     for (valid_id, values), decision in zip(valid, decisions, strict=True):
@@ -427,7 +433,7 @@ class _Fast:
     """The rows of a chunk the vectorised engine decided, with their outputs and counts."""
 
     index: dict[int, int]  # position in the chunk -> position among the decided rows
-    rows: np.ndarray  # their positions in the chunk, ascending
+    numbers: np.ndarray  # their row numbers, ascending
     ids: set[str]  # their case ids (for the fault hooks)
     flat: FlatColumns
     present: Counter[str]  # fields supplied, over the decided rows
@@ -452,7 +458,7 @@ def _add_decided(
     result.insufficient_only_site += flat.insufficient_only_site
     result.decided_with_cautions_open += flat.decided_with_cautions_open
     present.update(fast.present)
-    numbers = (fast.rows + chunk.first).tolist()
+    numbers = fast.numbers.tolist()
     lines = [
         f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n"
         for case_id, number in zip(flat.case_ids, numbers, strict=True)
@@ -491,21 +497,31 @@ def _checked_rows(
     ignored: frozenset[str],
     mapping: ColumnMapping | None = None,
     vectorised: bool = False,
-) -> tuple[list[tuple[int, Row, Validated | None]], _Fast | None]:
+) -> tuple[list[tuple[int, Row, Validated | None]], _Fast | None, _Changed]:
     """Per row: its number, its raw values where validate_case must read them (else empty),
-    and its (case_id, values) where the record batch's columns showed it plainly valid; and,
-    on the vectorised engine, the decision of each plainly valid row whose facts hold together
-    (by position in the chunk).
+    and its (case_id, values) where the record batch's columns showed it plainly valid; on the
+    vectorised engine, the decision of each plainly valid row whose facts hold together (by
+    position in the chunk); and what the normaliser changed in the plainly valid rows.
 
+    A CSV chunk's rows (text) become a record batch of text columns on the vectorised engine.
     With a mapping, rows are mapped (screen_chunk) and validated one by one: the record
     batch's columns are the export's, not the fields."""
     if mapping is not None:
-        return [(number, row, None) for number, row in chunk.materialized()], None
-    if chunk.batch is None:
-        return [(number, row, None) for number, row in chunk.rows], None
-    columns = validate_columns(chunk.batch, ignored)
+        return [(number, row, None) for number, row in chunk.materialized()], None, {}
+    batch, numbers = chunk.batch, None
+    if batch is None and chunk.text and vectorised:
+        batch, numbers = _text_batch(chunk.rows)
+    if batch is None:
+        return [(number, row, None) for number, row in chunk.rows], None, {}
+    if numbers is None:
+        numbers = np.arange(chunk.first, chunk.first + batch.num_rows)
+    columns = validate_columns(batch, ignored, normalise=True)
     plain = columns.plain.to_numpy(zero_copy_only=False)
-    fast = _decide(columns, plain) if vectorised and columns.values else None
+    fast = _decide(columns, plain, numbers) if vectorised and columns.values else None
+    changed = {
+        name: (count, int(numbers[first]), example)
+        for name, (count, first, example) in columns.changed(np.flatnonzero(plain)).items()
+    }
     left = plain.copy()
     if fast is not None:
         left[list(fast.index)] = False
@@ -515,12 +531,39 @@ def _checked_rows(
         (n, next(found) if ok else None) for n, ok in enumerate(left.tolist()) if n not in taken
     ]
     redo = [n for n, hit in checked if hit is None]
-    raw = dict(zip(redo, chunk.batch.take(redo).to_pylist(), strict=True)) if redo else {}
-    rows = [(chunk.first + n, raw.get(n, {}), hit) for n, hit in checked]
-    return rows, fast
+    if chunk.batch is None:  # the rows as read, and those the reader refused, in row order
+        given = dict(chunk.rows)
+        raw = {n: given[int(numbers[n])] for n in redo}
+        problems = [(n, row) for n, row in chunk.rows if isinstance(row, RowProblem)]
+    else:
+        raw = dict(zip(redo, batch.take(redo).to_pylist(), strict=True)) if redo else {}
+        problems = []
+    rows: list[tuple[int, Row, Validated | None]] = [
+        (int(numbers[n]), raw.get(n, {}), hit) for n, hit in checked
+    ]
+    if problems:
+        rows = sorted(rows + [(n, row, None) for n, row in problems], key=operator.itemgetter(0))
+    return rows, fast, changed
 
 
-def _decide(columns: Columns, plain: np.ndarray) -> _Fast:
+_Changed = dict[str, tuple[int, int, str | None]]  # field: (count, first row number, example)
+
+
+def _text_batch(rows: list[tuple[int, Row]]) -> tuple[pa.RecordBatch | None, np.ndarray | None]:
+    """A CSV chunk's rows (the reader refused none of which is left out) as a record batch of
+    text columns, with each row's number; (None, None) when rows differ in their columns."""
+    read = [(n, row) for n, row in rows if not isinstance(row, RowProblem)]
+    if not read:
+        return None, None
+    names = list(read[0][1])
+    if any(list(row) != names for _, row in read):
+        return None, None
+    columns = [pa.array([row[name] for _, row in read], pa.string()) for name in names]
+    numbers = np.array([n for n, _ in read], dtype=np.int64)
+    return pa.RecordBatch.from_arrays(columns, names=names), numbers
+
+
+def _decide(columns: Columns, plain: np.ndarray, numbers: np.ndarray) -> _Fast:
     """The vectorised engine's outputs for the plainly valid rows it decides."""
     screener = _STATE.screener
     config = _STATE.config
@@ -542,7 +585,7 @@ def _decide(columns: Columns, plain: np.ndarray) -> _Fast:
             if given:
                 present[name] = given
     index = {int(row): n for n, row in enumerate(decided.rows.tolist())}
-    return _Fast(index, decided.rows, set(case_ids), flat, present)
+    return _Fast(index, numbers[decided.rows], set(case_ids), flat, present)
 
 
 def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:

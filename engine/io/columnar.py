@@ -5,23 +5,30 @@ for values Parquet already types: an int64 age, a bool flag, a string that is on
 enum's values. Here each column is checked once per batch with Arrow compute (type, range,
 allowed values), and a row every column of which passes becomes its values directly. Every
 other row - a value out of range, a wrong type, an unknown or derived column with a value -
-goes back to validate_case, which stays the authority for what is valid and says why not,
-and the only place values are normalised (engine.io.normalise): a value not spelt as the
-dictionary spells it (`Male`, `Y`, `31,5`, an integer id; an id `101.0` matches CASE_ID_SUSPECT) is
-never plain here.
+goes back to validate_case, which stays the authority for what is valid and says why not.
+Values are normalised by engine.io.normalise alone: a text column (CSV, a pandas object or
+categorical column) is dictionary-encoded and each distinct value read once with
+normalise_value, and taken only when the normaliser places it (`Male` -> male) or it is a
+plain number (`45`, `31.5`); with `normalise` off a changed value is not plain (a caller that
+counts changes and cannot take Columns.changes). A float in an integer field (a pandas column
+with gaps) is taken when whole, as pydantic reads it. Ids are never normalised here (an id
+`101.0` matches CASE_ID_SUSPECT; an integer id column goes row by row).
 The values given here are exactly those validate_case would give (tested on corrupted
 cohorts): numbers in number fields as floats, nulls and empty text dropped, dictionary order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
+from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldSpec, FieldType
 from engine.io.deid import CASE_ID_SUSPECT
+from engine.io.normalise import LEVEL_FIELDS, Change, normalise_value
 from engine.models import Scalar
 
 CASE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # as models.Case declares it
@@ -30,32 +37,72 @@ _ORDER = {name: n for n, name in enumerate(INPUT_FIELDS)}  # validate_case's key
 Validated = tuple[str, dict[str, Scalar]]
 
 
-def _checked(name: str, column: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(rows whose value in this column is plainly valid or absent, the values to keep).
+# text a number field reads exactly as float()/int() do (pydantic agrees); any other spelling
+# (`+5`, ` 5`, `1e1`, `31,5`) is read by the normaliser and validate_case, row by row
+UNREAD = "\x00"  # a value mixed_text cannot give as text: its row is validated alone
+_INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")
+_NUMBER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,15})?")
+_KINDS = {
+    FieldType.integer: pa.int64(),
+    FieldType.number: pa.float64(),
+    FieldType.boolean: pa.bool_(),
+}
 
-    Empty text counts as absent and is kept as null: validate_case drops it (not a case_id).
+
+@dataclass(frozen=True)
+class Checked:
+    """One column checked: rows plainly valid or absent, the values to keep, and (when values
+    were normalised) which rows' values the normaliser changed and what was given there."""
+
+    ok: pa.Array
+    values: pa.Array
+    changed: pa.Array | None = None
+    given: pa.Array | None = None
+
+
+def _checked(name: str, column: pa.Array, normalise: bool) -> Checked:
+    """A column's plainly valid rows and values; empty text counts as absent (kept as null):
+    validate_case drops it (not a case_id).
+
+    `normalise`: text, and floats in boolean fields, are read as the normaliser reads them,
+    once per distinct value; else a value the normaliser would change is not plain.
     """
     spec = FIELDS_BY_NAME.get(name)
+    if pa.types.is_dictionary(column.type):  # a categorical column: its values as they are
+        column = column.dictionary_decode()
     text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
     if text and name != "case_id":
         column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
     absent = column.is_null()
     if spec is None or name not in _ORDER:  # unknown or derived: valid only when absent
-        return absent, column
+        return Checked(absent, column)
+    if name != "case_id" and column.null_count == len(column):  # nothing given: any type
+        return Checked(absent, pa.nulls(len(column), _KINDS.get(spec.type, pa.string())))
     if name == "case_id":
         if not text:
-            return pa.array([False] * len(column)), column
+            return Checked(pa.array([False] * len(column)), column)
         matches = pc.and_(
             pc.match_substring_regex(column, CASE_ID_PATTERN),
             pc.invert(pc.match_substring_regex(column, CASE_ID_SUSPECT)),
         )
-        return pc.fill_null(matches, False), column
+        return Checked(pc.fill_null(matches, False), column)
+    if text and (spec.type is not FieldType.enum or normalise):
+        return _read_text(spec, column, normalise)
     if spec.type is FieldType.enum and text:
         allowed = pc.is_in(column, value_set=pa.array(spec.values, column.type))
     elif spec.type is FieldType.boolean and pa.types.is_boolean(column.type):
         allowed = pc.is_valid(column)
+    elif spec.type is FieldType.boolean and normalise and pa.types.is_floating(column.type):
+        return _boolean_floats(column)
     elif pa.types.is_uint64(column.type):  # beyond int64: Arrow cannot compare it with a bound
-        return absent, column
+        return Checked(absent, column)
+    elif spec.type is FieldType.integer and pa.types.is_floating(column.type):
+        # a pandas integer column with gaps: 101.0 is 101 (pydantic reads it so, unchanged);
+        # 101.5 is refused row by row, with its reason
+        whole = pc.and_(pc.equal(column, pc.floor(column)), pc.less(pc.abs(column), float(2**53)))
+        whole = _in_range(spec, column, whole)
+        column = pc.cast(pc.if_else(whole, column, pa.scalar(None, column.type)), pa.int64())
+        return Checked(pc.or_(absent, whole), column)
     elif spec.is_numeric and (
         pa.types.is_integer(column.type)
         or (spec.type is FieldType.number and pa.types.is_floating(column.type))
@@ -65,23 +112,98 @@ def _checked(name: str, column: pa.Array) -> tuple[pa.Array, pa.Array]:
             allowed = pc.is_finite(column)
         else:
             allowed = pc.is_valid(column)
-        if spec.minimum is not None:
-            allowed = pc.and_(allowed, pc.greater_equal(column, spec.minimum))
-        if spec.maximum is not None:
-            allowed = pc.and_(allowed, pc.less_equal(column, spec.maximum))
+        allowed = _in_range(spec, column, allowed)
     else:  # any other type (a float age, text in a number field...): validate_case decides
-        return absent, column
-    return pc.or_(absent, pc.fill_null(allowed, False)), column
+        return Checked(absent, column)
+    return Checked(pc.or_(absent, pc.fill_null(allowed, False)), column)
+
+
+def _in_range(spec: FieldSpec, column: pa.Array, allowed: pa.Array) -> pa.Array:
+    if spec.minimum is not None:
+        allowed = pc.and_(allowed, pc.greater_equal(column, spec.minimum))
+    if spec.maximum is not None:
+        allowed = pc.and_(allowed, pc.less_equal(column, spec.maximum))
+    return pc.fill_null(allowed, False)
+
+
+def _boolean_floats(column: pa.Array) -> Checked:
+    """0.0 and 1.0 in a boolean field (a pandas boolean column with gaps), as the normaliser
+    reads them: changed values, counted as such."""
+    known = pc.is_valid(column)
+    ok = pc.or_(pc.invert(known), pc.fill_null(pc.is_in(column, pa.array([0.0, 1.0])), False))
+    return Checked(ok, pc.equal(column, 1.0), known, column)
+
+
+def _read_text(spec: FieldSpec, column: pa.Array, normalise: bool) -> Checked:
+    """A text column read once per distinct value, as normalise_value and validate_case read
+    each value: the value, whether it is plain, whether the normaliser changed it."""
+    encoded = (
+        pc.dictionary_encode(column).combine_chunks()
+        if isinstance(column, pa.ChunkedArray)
+        else pc.dictionary_encode(column)
+    )
+    distinct = encoded.dictionary.to_pylist()
+    read = [_read_value(spec, value) for value in distinct]
+    plain = [ok and (normalise or not changed) for ok, _, changed in read]
+    kind = _KINDS.get(spec.type, pa.string())
+    values = pa.array([value if ok else None for ok, value, _ in read], kind)
+    indices = encoded.indices
+    ok = pc.fill_null(pa.array(plain, pa.bool_()).take(indices), True)  # null: absent
+    changed = pc.fill_null(pa.array([c for _, _, c in read], pa.bool_()).take(indices), False)
+    has_change = normalise and changed.true_count > 0
+    return Checked(
+        ok, values.take(indices), changed if has_change else None, column if has_change else None
+    )
+
+
+def _read_value(spec: FieldSpec, given: str) -> tuple[bool, Scalar | None, bool]:
+    """(plain, value, changed) of one text value of a field, as the row path reads it."""
+    if spec.name in LEVEL_FIELDS:  # a span also states `levels`: row by row
+        return given in spec.values, given, False
+    fixed = normalise_value(spec.name, given)
+    if spec.type is FieldType.enum:
+        return fixed in spec.values, fixed, fixed != given
+    if spec.type is FieldType.boolean:
+        return type(fixed) is bool, fixed, given not in ("true", "false")
+    if spec.type is FieldType.number:
+        if type(fixed) is float:  # a decimal comma
+            return _bounded(spec, fixed), fixed, True
+        if _NUMBER_TEXT.fullmatch(given):
+            return _bounded(spec, float(given)), float(given), False
+    if spec.type is FieldType.integer and _INTEGER_TEXT.fullmatch(given):
+        return _bounded(spec, int(given)), int(given), False
+    return False, None, False
+
+
+def _bounded(spec: FieldSpec, number: float) -> bool:
+    return (spec.minimum is None or number >= spec.minimum) and (
+        spec.maximum is None or number <= spec.maximum
+    )
 
 
 @dataclass(frozen=True)
 class Columns:
-    """A record batch validated column by column: which rows are plainly valid, and the values
-    validate_case would give them, by field (nulls where unknown; dictionary order)."""
+    """A record batch validated column by column: which rows are plainly valid, the values
+    validate_case would give them, by field (nulls where unknown; dictionary order), and per
+    field whose values the normaliser changed, where (a boolean per row) and what was given."""
 
     plain: pa.Array  # boolean, one per row
     values: dict[str, pa.Array]
     rows: int
+    changes: dict[str, tuple[pa.Array, pa.Array]] = field(default_factory=dict)
+
+    def changed(self, rows: np.ndarray) -> dict[str, tuple[int, int, str | None]]:
+        """Per field, how many of these rows' values the normaliser changed, the first such row
+        and its summary example (normalise.Change.example), as validate_counted counts."""
+        counts: dict[str, tuple[int, int, str | None]] = {}
+        for name, (changed, given) in self.changes.items():
+            hit = rows[changed.to_numpy(zero_copy_only=False)[rows]]
+            if len(hit):
+                first = int(hit.min())
+                value = self.values[name][first].as_py()
+                example = Change(name, given[first].as_py(), value).example
+                counts[name] = (len(hit), first, example)
+        return counts
 
     def row_values(self, indices: list[int]) -> list[Validated]:
         """(case_id, known values) of the given (plainly valid) rows, as validate_case gives."""
@@ -101,21 +223,31 @@ class Columns:
         return [(str(row.pop("case_id")), row) for row in rows]
 
 
-def validate_columns(batch: pa.RecordBatch, ignored: frozenset[str] = frozenset()) -> Columns:
-    """Check every column of a record batch once; see the module docstring."""
+def validate_columns(
+    batch: pa.RecordBatch, ignored: frozenset[str] = frozenset(), normalise: bool = False
+) -> Columns:
+    """Check every column of a record batch once; see the module docstring.
+
+    `normalise`: values the normaliser changes (`Male`, `Y`, `31,5`, 1.0 for true) are plain,
+    as it changes them (Columns.changes says where); else they are left to validate_case.
+    """
     names = sorted((n for n in batch.schema.names if n not in ignored), key=_position)
     if len(set(names)) != len(names) or "case_id" not in names:
         # duplicate or missing columns: row by row
         return Columns(pa.array([False] * batch.num_rows), {}, batch.num_rows)
     plain: pa.Array | None = None
     values: dict[str, pa.Array] = {}
+    changes: dict[str, tuple[pa.Array, pa.Array]] = {}
     for name in names:  # each row's values in dictionary order
-        ok, values[name] = _checked(name, batch.column(name))
+        checked = _checked(name, batch.column(name), normalise)
+        ok, values[name] = checked.ok, checked.values
+        if checked.changed is not None and checked.given is not None:
+            changes[name] = (checked.changed, checked.given)
         if ok.null_count or ok.true_count != len(ok):
             plain = ok if plain is None else pc.and_(plain, ok)
     if plain is None:
         plain = pa.array([True] * batch.num_rows)
-    return Columns(plain, values, batch.num_rows)
+    return Columns(plain, values, batch.num_rows, changes)
 
 
 def validate_batch(
@@ -129,6 +261,23 @@ def validate_batch(
     oks = columns.plain.to_pylist()
     found = iter(columns.row_values([n for n, ok in enumerate(oks) if ok]))
     return [next(found) if ok else None for ok in oks]
+
+
+def mixed_text(name: str, value: Scalar | None) -> str | None:
+    """A value of a column Arrow cannot type (pd.read_csv gives numbers and text in one column
+    when a number column holds a typo), as text the columnar check reads as the row path reads
+    the value itself, or as UNREAD (never plain: validate_case reads that row).
+
+    Only text, and whole or decimal numbers in number fields, keep their meaning as text.
+    """
+    if value is None or type(value) is str:
+        return value
+    spec = FIELDS_BY_NAME.get(name)
+    if spec is None or not spec.is_numeric or type(value) not in (int, float):
+        return UNREAD
+    if isinstance(value, float) and spec.type is FieldType.integer:  # 42.0 is read as 42
+        return str(int(value)) if value.is_integer() else UNREAD
+    return str(value) if type(value) is int else repr(value)
 
 
 def _position(name: str) -> tuple[int, str]:

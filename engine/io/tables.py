@@ -78,6 +78,7 @@ class Chunk:
     rows: list[tuple[int, Row]]
     batch: pa.RecordBatch | None = None
     first: int = 1
+    text: bool = False  # every value of its rows is text or None, as read from a CSV file
 
     def materialized(self) -> list[tuple[int, Row]]:
         """The numbered rows, built from the record batch if the chunk carries one."""
@@ -265,15 +266,16 @@ class TableReader:
             InputFormat.xlsx: self._xlsx_rows,
         }[self.format](limit=limit)
         index = first_index
+        text = self.format is InputFormat.csv
         batch: list[tuple[int, Row]] = []
         with contextlib.closing(rows):  # an early stop closes the file reader at once
             for number, row in rows:
                 batch.append((number, row))
                 if len(batch) >= chunk_rows:
-                    yield Chunk(index, self.source, batch)
+                    yield Chunk(index, self.source, batch, text=text)
                     index, batch = index + 1, []
         if batch:
-            yield Chunk(index, self.source, batch)
+            yield Chunk(index, self.source, batch, text=text)
 
     def _csv_rows(self, limit: int | None = None) -> Generator[tuple[int, Row], None, None]:
         if Path(self.path).stat().st_size <= self._header_bytes:
