@@ -653,5 +653,6 @@ def test_the_disclaimer_says_the_page_is_never_an_order_to_operate() -> None:
     """Every output says it is a screening aid for a conversation, never an order to operate:
     the patient's page too, whatever its wording file is edited to (the English one here)."""
     said = " ".join(WORDS.disclaimer.split()).lower()
-    assert "never" in said and "order to have an operation" in said
+    assert "never" in said
+    assert "order to have an operation" in said
     assert "not a diagnosis" in said
