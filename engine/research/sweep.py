@@ -27,7 +27,7 @@ import dataclasses
 import difflib
 import math
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -345,6 +345,16 @@ def _point_in_child(
     return _screen_point(chunks, screener, config, rule_id)
 
 
+def _vectorised(ruleset: Ruleset, site: Mapping[str, Any]) -> Screener:
+    """A vectorised Screener whose rows left to the per-row path (facts that contradict each
+    other, a feature the compiler does not cover) go to the reference evaluator: it builds no
+    durable-rules ruleset, which would stay in this process for good. The identity tests
+    (tests/test_engines_differential.py) hold the reference to durable-rules, and
+    tests/test_rules_sweep.py this path to the per-process one."""
+    screener = Screener.from_ruleset(ruleset, "reference", MappingProxyType(dict(site)))
+    return dataclasses.replace(screener, engine="vectorised")
+
+
 def _step(low: Point, high: Point, before: _Screened, after: _Screened, keep: int) -> Step:
     if len(before.codes) != len(after.codes):  # validation precedes evaluation: cannot differ
         raise RuntimeError("the screened rows differ between two values of a sweep")
@@ -399,6 +409,10 @@ def sweep_cohort(
         examples=examples,
     )
     previous: tuple[Point, _Screened] | None = None
+    if engine == "vectorised":  # builds no durable-rules ruleset: every value in this process
+        for value, swept in zip(values, rulesets, strict=True):
+            previous = _add_point(report, rule.id, value, swept, chunks, options, None, previous)
+        return report
     points = ProcessPoolExecutor(
         1, mp_context=multiprocessing.get_context("forkserver"), max_tasks_per_child=1
     )
@@ -415,11 +429,11 @@ def _add_point(
     swept: Ruleset,
     chunks: Sequence[Chunk],
     options: BatchOptions,
-    points: ProcessPoolExecutor,
+    points: ProcessPoolExecutor | None,
     previous: tuple[Point, _Screened] | None,
 ) -> tuple[Point, _Screened]:
-    """Screen the cohort at one value (in a fresh process) and add it, and its step from the
-    previous value, to the report."""
+    """Screen the cohort at one value (in a fresh process, or here without `points`) and add
+    it, and its step from the previous value, to the report."""
     config = WorkerConfig(
         rules_dir=options.rules_dir,
         ruleset_sha256=swept.sha256,
@@ -430,12 +444,15 @@ def _add_point(
         mapping=options.mapping,
         engine=report.engine,
     )
-    # a fresh copy: what a process computed from `swept` (compiled closures) does not pickle
-    fresh = dataclasses.replace(swept)
-    task = points.submit(
-        _point_in_child, chunks, fresh, report.engine, dict(options.site), config, rule_id
-    )
-    screened = task.result()
+    if points is None:
+        screened = _screen_point(chunks, _vectorised(swept, options.site), config, rule_id)
+    else:
+        # a fresh copy: what a process computed from `swept` (compiled closures) does not pickle
+        fresh = dataclasses.replace(swept)
+        task = points.submit(
+            _point_in_child, chunks, fresh, report.engine, dict(options.site), config, rule_id
+        )
+        screened = task.result()
     moved = swept.by_id[rule_id]
     point = Point(
         value=value,
