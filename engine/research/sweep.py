@@ -10,10 +10,12 @@ other rules (those that read the same field included) keep their own thresholds.
 The cohort is read once, through the batch readers and their identifier guard
 (engine.batch.run.open_inputs), and its chunks kept; each value's ruleset then screens them in
 this process through the batch worker's own path (engine.batch.worker.screen_chunk), with the
-engine asked, so a sweep sees exactly what `batch` would. Each value is screened in a process of
-its own, which ends with it: durable-rules never frees a ruleset it has built (about 50 MB each,
-engine/evaluate/durable.py HandleSet), so one process would grow with every value of a long
-sweep. Validation comes before evaluation, so
+engine asked, so a sweep sees exactly what `batch` would. On the durable and reference engines
+each value is screened in a process of its own, which ends with it: durable-rules never frees a
+ruleset it has built (about 50 MB each, engine/evaluate/durable.py HandleSet), so one process
+would grow with every value of a long sweep. The vectorised engine builds none (the few rows it
+leaves to the per-row path go to the reference evaluator), so its values are all screened in
+this process, without a process start and a durable-rules build per value. Validation comes before evaluation, so
 every value rejects the same rows and the screened rows line up value by value: a row's verdict
 codes are compared between neighbouring values to count the cases that change. `_screen_point`
 is the one place that screens a point: an engine able to re-evaluate one rule alone on cached
@@ -386,8 +388,13 @@ def sweep_cohort(
     options: BatchOptions,
     *,
     examples: int = 10,
+    per_process: bool = False,
 ) -> SweepReport:
-    """Screen `options.inputs` (one cohort) once per value of the constant `spec` names."""
+    """Screen `options.inputs` (one cohort) once per value of the constant `spec` names.
+
+    On the vectorised engine, which builds no durable-rules ruleset, every value is screened in
+    this process unless `per_process` (the path every other engine takes: a process per value;
+    tests hold the two to one another)."""
     rule, constant = pick_constant(ruleset, spec)
     engine = check_engine(options.engine or COHORT_ENGINE)
     rulesets = [with_constant(ruleset, rule, constant, value) for value in values]  # all checked
@@ -409,7 +416,7 @@ def sweep_cohort(
         examples=examples,
     )
     previous: tuple[Point, _Screened] | None = None
-    if engine == "vectorised":  # builds no durable-rules ruleset: every value in this process
+    if engine == "vectorised" and not per_process:
         for value, swept in zip(values, rulesets, strict=True):
             previous = _add_point(report, rule.id, value, swept, chunks, options, None, previous)
         return report
