@@ -88,26 +88,8 @@ def flat_columns(
     order = ruleset.report_positions
     statuses = decided.statuses
     severity = [ruleset.severity_of[rule.id] for rule in rules]
-    # the verdict, once per set of present (status, severity) pairs (policy.decide)
-    kinds = statuses.astype(np.int64) * len(_SEVERITIES) + np.asarray(
-        [_SEVERITIES.index(s) for s in severity]
-    )
-    # with a policy that ignores not-fired and not-applicable outcomes (no entry names them),
-    # those pairs cannot change its outlook: left out, fewer sets are looked up
-    counted = (
-        (statuses != NOT_FIRED) & (statuses != NOT_APPLICABLE)
-        if policy.ignores_inert
-        else np.ones_like(statuses, bool)
-    )
-    present = np.bitwise_or.reduce(np.where(counted, np.left_shift(1, kinds), 0), axis=1)
-    sets, present_at = np.unique(present, return_inverse=True)
-    outlooks = [policy.outlook(_present(int(bits))) for bits in sets]
-    if not policy.ignores_inert:  # read every outcome, not cached (policy.decide)
-        outlooks = [policy._outlook(_present(int(bits))) for bits in sets]
-    present_at = present_at.reshape(-1)
+    outlooks, present_at, named, verdict_at = row_verdicts(statuses, ruleset)
     verdict_of = [o.entry.verdict for o in outlooks]
-    named = list(dict.fromkeys(v._value_ for v in verdict_of))
-    verdict_at = np.asarray([named.index(v._value_) for v in verdict_of])[present_at]
     verdicts = Counter(
         {named[n]: hits for n, hits in enumerate(np.bincount(verdict_at).tolist()) if hits}
     )
@@ -173,6 +155,37 @@ def flat_columns(
         decided_open,
         subgroups,
     )
+
+
+def row_verdicts(
+    statuses: np.ndarray, ruleset: Ruleset
+) -> tuple[list[Outlook], np.ndarray, list[str], np.ndarray]:
+    """Rows x rules statuses to each row's verdict: the policy's outlooks (one per distinct set
+    of present outcomes), each row's outlook, the verdict names and each row's verdict among
+    them. Used by flat_columns and by `rules sweep`, which re-decides only the swept rule."""
+    policy = policy_for(ruleset)
+    severity = [ruleset.severity_of[rule.id] for rule in ruleset.rules]
+    # the verdict, once per set of present (status, severity) pairs (policy.decide)
+    kinds = statuses.astype(np.int64) * len(_SEVERITIES) + np.asarray(
+        [_SEVERITIES.index(s) for s in severity]
+    )
+    # with a policy that ignores not-fired and not-applicable outcomes (no entry names them),
+    # those pairs cannot change its outlook: left out, fewer sets are looked up
+    counted = (
+        (statuses != NOT_FIRED) & (statuses != NOT_APPLICABLE)
+        if policy.ignores_inert
+        else np.ones_like(statuses, bool)
+    )
+    present = np.bitwise_or.reduce(np.where(counted, np.left_shift(1, kinds), 0), axis=1)
+    sets, present_at = np.unique(present, return_inverse=True)
+    outlooks = [policy.outlook(_present(int(bits))) for bits in sets]
+    if not policy.ignores_inert:  # read every outcome, not cached (policy.decide)
+        outlooks = [policy._outlook(_present(int(bits))) for bits in sets]
+    present_at = present_at.reshape(-1)
+    verdict_of = [o.entry.verdict for o in outlooks]
+    named = list(dict.fromkeys(v._value_ for v in verdict_of))
+    verdict_at = np.asarray([named.index(v._value_) for v in verdict_of])[present_at]
+    return outlooks, present_at, named, verdict_at
 
 
 def _present(bits: int) -> frozenset[tuple[RuleStatus, str]]:

@@ -274,3 +274,45 @@ def test_each_value_is_screened_in_a_process_that_ends_with_it() -> None:
     built_here = set(durable._HANDLES)
     assert [p.ruleset_sha256 in built_here for p in report.points] == [False, False]
     assert report.points[0].rule_fired > report.points[1].rule_fired > 0
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("cohort", ["bundled", "synthetic-20k-corrupt", "synthetic-20k-missing"])
+def test_the_in_process_vectorised_sweep_equals_the_per_process_one(
+    cohort: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vectorised sweep decides the cohort once and re-evaluates only the swept rule per
+    value, in one process (no durable-rules ruleset; rows left to the per-row path go to the
+    reference evaluator): its report must be the one a process per value gives, on a cohort
+    with missing values and corrupt rows too, where chunks with rows screened one by one take
+    the per-value path (counted: both paths run)."""
+    from engine.batch.run import BatchOptions
+    from engine.batch.worker import OutputFormat
+    from engine.research import sweep
+    from engine.research.sweep import sweep_cohort
+
+    built = []
+    original = sweep._vectorised
+
+    def counted(ruleset: Any, site: Any) -> Any:
+        built.append(ruleset.sha256)
+        return original(ruleset, site)
+
+    monkeypatch.setattr(sweep, "_vectorised", counted)
+    from engine.synth import write_cohort
+
+    path = COHORT
+    if cohort == "synthetic-20k-corrupt":  # rows screened one by one in every chunk
+        path = tmp_path / "cohort.csv"
+        write_cohort(path, 20_000, 11, missing=0.15, corrupt=0.02)
+    elif cohort == "synthetic-20k-missing":  # every row decided by the vectorised engine
+        path = tmp_path / "cohort.parquet"
+        write_cohort(path, 20_000, 12, missing=0.15, corrupt=0.0)
+    options = BatchOptions([str(path)], "-", OutputFormat.csv, str(RULES_DIR))
+    fast = sweep_cohort(RULESET, "RAD-005", [30, 37.5, 40, 45], options)
+    slow = sweep_cohort(RULESET, "RAD-005", [30, 37.5, 40, 45], options, per_process=True)
+    assert fast.engine == slow.engine == "vectorised"
+    # the first value's screener, and one per value where a chunk has rows screened one by one
+    assert len(built) == (1 if cohort == "synthetic-20k-missing" else 1 + 4), built
+    assert json.dumps(fast.as_json()) == json.dumps(slow.as_json())
+    assert sum(s.changed for s in fast.steps) > 0

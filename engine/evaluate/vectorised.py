@@ -44,7 +44,7 @@ from engine.rules.condition import (
     Or,
     Truth,
 )
-from engine.rules.ruleset import DerivedRule, Ruleset, points_key
+from engine.rules.ruleset import DerivedRule, Rule, Ruleset, points_key
 
 FALSE, UNKNOWN, TRUE = 0, 1, 2
 # every condition node class and how this compiler evaluates it (a test holds the registry
@@ -461,14 +461,18 @@ class CohortPlan:
         cache: dict[int, np.ndarray] = {}
         statuses = np.zeros((frame.rows, len(self.ruleset.rules)), dtype=np.int8)
         for position, rule in enumerate(self.ruleset.rules):
-            when = self._kleene(rule.when, frame, cache, False)
-            scope = (
-                self._kleene(rule.scope, frame, cache, False)
-                if rule.scope is not None
-                else np.full(frame.rows, TRUE, dtype=np.int8)
-            )
-            statuses[:, position] = _STATUS_OF[scope * 3 + when]
+            statuses[:, position] = self._status(rule, frame, cache)
         return statuses, cache
+
+    def _status(self, rule: Rule, frame: _Frame, cache: dict[int, np.ndarray]) -> np.ndarray:
+        """One rule's status per row (an index into STATUSES), from base.rule_status."""
+        when = self._kleene(rule.when, frame, cache, False)
+        scope = (
+            self._kleene(rule.scope, frame, cache, False)
+            if rule.scope is not None
+            else np.full(frame.rows, TRUE, dtype=np.int8)
+        )
+        return _STATUS_OF[scope * 3 + when]  # type: ignore[no-any-return]
 
     def _outcomes(
         self,

@@ -10,14 +10,16 @@ other rules (those that read the same field included) keep their own thresholds.
 The cohort is read once, through the batch readers and their identifier guard
 (engine.batch.run.open_inputs), and its chunks kept; each value's ruleset then screens them in
 this process through the batch worker's own path (engine.batch.worker.screen_chunk), with the
-engine asked, so a sweep sees exactly what `batch` would. Each value is screened in a process of
-its own, which ends with it: durable-rules never frees a ruleset it has built (about 50 MB each,
-engine/evaluate/durable.py HandleSet), so one process would grow with every value of a long
-sweep. Validation comes before evaluation, so
-every value rejects the same rows and the screened rows line up value by value: a row's verdict
-codes are compared between neighbouring values to count the cases that change. `_screen_point`
-is the one place that screens a point: an engine able to re-evaluate one rule alone on cached
-columns can take over there.
+engine asked, so a sweep sees exactly what `batch` would. On the durable and reference engines each
+value is screened in a process of its own, which ends with it: durable-rules never frees a ruleset
+it has built (about 50 MB each, engine/evaluate/durable.py HandleSet), so one process would grow
+with every value of a long sweep. The vectorised engine builds none (the few rows it leaves to the
+per-row path go to the reference evaluator), so its values are all screened in this process,
+without a process start and a durable-rules build per value; and it decides the cohort once, at the
+first value, then per value re-evaluates only the swept rule, compiled from its edited condition,
+and asks the policy again (_screen_values). Validation comes before evaluation, so every value
+rejects the same rows and the screened rows line up value by value: a row's verdict codes are
+compared between neighbouring values to count the cases that change.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import dataclasses
 import difflib
 import math
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -40,7 +42,9 @@ import pyarrow as pa
 from engine.batch.run import BatchOptions, all_chunks, open_inputs
 from engine.batch.startup import forbid_core_dumps
 from engine.batch.worker import OutputFormat, WorkerConfig, screen_chunk, use_screener
+from engine.cohort import row_verdicts
 from engine.errors import RuleFileError, UsageError
+from engine.evaluate.vectorised import STATUSES, CohortPlan
 from engine.io.deid import escape_text, shown_case_id
 from engine.io.tables import Chunk
 from engine.models import RulesetStamp, RuleStatus, Verdict
@@ -58,12 +62,13 @@ from engine.rules.condition import (
 )
 from engine.rules.loader import condition_fields
 from engine.rules.ruleset import Rule, Ruleset
-from engine.screener import COHORT_ENGINE, Screener, check_engine
+from engine.screener import COHORT_ENGINE, SUBGROUP_FIELDS, Screener, check_engine
 
 MAX_POINTS = 101  # values in one sweep: each is a full screening of the cohort
 VERDICTS = tuple(v.value for v in Verdict)
 _CODE = {name: code for code, name in enumerate(VERDICTS)}
 _FIRED = RuleStatus.fired.value
+_FIRED_AT = STATUSES.index(RuleStatus.fired)
 
 
 # --- which constant ------------------------------------------------------------------------------
@@ -345,6 +350,16 @@ def _point_in_child(
     return _screen_point(chunks, screener, config, rule_id)
 
 
+def _vectorised(ruleset: Ruleset, site: Mapping[str, Any]) -> Screener:
+    """A vectorised Screener whose rows left to the per-row path (facts that contradict each
+    other, a feature the compiler does not cover) go to the reference evaluator: it builds no
+    durable-rules ruleset, which would stay in this process for good. The identity tests
+    (tests/test_engines_differential.py) hold the reference to durable-rules, and
+    tests/test_rules_sweep.py this path to the per-process one."""
+    screener = Screener.from_ruleset(ruleset, "reference", MappingProxyType(dict(site)))
+    return dataclasses.replace(screener, engine="vectorised")
+
+
 def _step(low: Point, high: Point, before: _Screened, after: _Screened, keep: int) -> Step:
     if len(before.codes) != len(after.codes):  # validation precedes evaluation: cannot differ
         raise RuntimeError("the screened rows differ between two values of a sweep")
@@ -376,8 +391,13 @@ def sweep_cohort(
     options: BatchOptions,
     *,
     examples: int = 10,
+    per_process: bool = False,
 ) -> SweepReport:
-    """Screen `options.inputs` (one cohort) once per value of the constant `spec` names."""
+    """Screen `options.inputs` (one cohort) once per value of the constant `spec` names.
+
+    On the vectorised engine, which builds no durable-rules ruleset, every value is screened in
+    this process unless `per_process` (the path every other engine takes: a process per value;
+    tests hold the two to one another)."""
     rule, constant = pick_constant(ruleset, spec)
     engine = check_engine(options.engine or COHORT_ENGINE)
     rulesets = [with_constant(ruleset, rule, constant, value) for value in values]  # all checked
@@ -399,28 +419,24 @@ def sweep_cohort(
         examples=examples,
     )
     previous: tuple[Point, _Screened] | None = None
+    if engine == "vectorised" and not per_process:
+        config = _config(report, options, rulesets[0])
+        every = _screen_values(chunks, rulesets, rule.id, config, options.site)
+        for value, swept, screened in zip(values, rulesets, every, strict=True):
+            previous = _add_point(report, rule.id, value, swept, screened, previous)
+        return report
     points = ProcessPoolExecutor(
         1, mp_context=multiprocessing.get_context("forkserver"), max_tasks_per_child=1
     )
     with points:
         for value, swept in zip(values, rulesets, strict=True):
-            previous = _add_point(report, rule.id, value, swept, chunks, options, points, previous)
+            screened = _point_apart(report, rule.id, swept, chunks, options, points)
+            previous = _add_point(report, rule.id, value, swept, screened, previous)
     return report
 
 
-def _add_point(
-    report: SweepReport,
-    rule_id: str,
-    value: int | float,
-    swept: Ruleset,
-    chunks: Sequence[Chunk],
-    options: BatchOptions,
-    points: ProcessPoolExecutor,
-    previous: tuple[Point, _Screened] | None,
-) -> tuple[Point, _Screened]:
-    """Screen the cohort at one value (in a fresh process) and add it, and its step from the
-    previous value, to the report."""
-    config = WorkerConfig(
+def _config(report: SweepReport, options: BatchOptions, swept: Ruleset) -> WorkerConfig:
+    return WorkerConfig(
         rules_dir=options.rules_dir,
         ruleset_sha256=swept.sha256,
         site=options.site,
@@ -430,12 +446,36 @@ def _add_point(
         mapping=options.mapping,
         engine=report.engine,
     )
+
+
+def _point_apart(
+    report: SweepReport,
+    rule_id: str,
+    swept: Ruleset,
+    chunks: Sequence[Chunk],
+    options: BatchOptions,
+    points: ProcessPoolExecutor,
+) -> _Screened:
+    """The cohort screened at one value in a fresh process."""
+    config = _config(report, options, swept)
     # a fresh copy: what a process computed from `swept` (compiled closures) does not pickle
     fresh = dataclasses.replace(swept)
     task = points.submit(
         _point_in_child, chunks, fresh, report.engine, dict(options.site), config, rule_id
     )
-    screened = task.result()
+    return task.result()
+
+
+def _add_point(
+    report: SweepReport,
+    rule_id: str,
+    value: int | float,
+    swept: Ruleset,
+    screened: _Screened,
+    previous: tuple[Point, _Screened] | None,
+) -> tuple[Point, _Screened]:
+    """Add the cohort screened at one value, and its step from the previous value, to the
+    report."""
     moved = swept.by_id[rule_id]
     point = Point(
         value=value,
@@ -451,3 +491,89 @@ def _add_point(
     else:
         report.steps.append(_step(previous[0], point, previous[1], screened, report.examples))
     return point, screened
+
+
+# --- the vectorised sweep: the cohort decided once, the swept rule once per value -------------
+
+
+class _SweepPlan(CohortPlan):
+    """The first value's plan, which also keeps, for the chunk it last decided, each decided
+    row's statuses and the swept rule's status at every value: the same compiler on the same
+    facts (the swept rule reads no derived attribute it changes: screening rules derive none)."""
+
+    def __init__(self, ruleset: Ruleset, swept: Sequence[Rule], site: Mapping[str, Any]) -> None:
+        super().__init__(ruleset, probes=SUBGROUP_FIELDS, site=site)
+        self.swept = swept
+        self.last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _statuses(self, frame: Any) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        statuses, cache = super()._statuses(frame)
+        keep = ~frame.bad
+        moved = np.zeros((frame.rows, len(self.swept)), dtype=np.int8)
+        for n, rule in enumerate(self.swept):
+            moved[:, n] = self._status(rule, frame, {})
+        self.last = (statuses[keep], moved[keep])
+        return statuses, cache
+
+
+def _screen_values(
+    chunks: Sequence[Chunk],
+    rulesets: Sequence[Ruleset],
+    rule_id: str,
+    config: WorkerConfig,
+    site: Mapping[str, Any],
+) -> list[_Screened]:
+    """Every value's screening, in this process. Each chunk is screened once, at the first
+    value, as batch screens it; where the vectorised engine decided every row it screened, the
+    other values only change the swept rule's status column and ask the policy again
+    (engine.cohort.row_verdicts). A chunk with rows screened one by one (contradictory facts,
+    a site profile the compiler leaves to them) is screened again at each value."""
+    position = [r.id for r in rulesets[0].rules].index(rule_id)
+    base = _vectorised(rulesets[0], site)
+    plan = _SweepPlan(rulesets[0], [r.by_id[rule_id] for r in rulesets], base._site)
+    base.__dict__["cohort_plan"] = plan  # its cached_property, filled in before any use
+    codes: list[list[np.ndarray]] = [[] for _ in rulesets]
+    verdicts = [collections.Counter[str]() for _ in rulesets]
+    fired = [0] * len(rulesets)
+    ids, rows, rejected = [], 0, 0
+    others: list[Screener] | None = None
+    for chunk in chunks:
+        use_screener(config, base)
+        plan.last = None
+        first = screen_chunk(chunk)
+        rows += first.rows
+        rejected += first.rejected
+        ids.append(pa.array([r[0] for r in first.records], pa.string()))
+        if plan.last is not None and len(plan.last[0]) == len(first.records):
+            statuses, moved = plan.last
+            for n, swept in enumerate(rulesets):
+                statuses[:, position] = moved[:, n]
+                _, _, named, verdict_at = row_verdicts(statuses, swept)
+                found = np.asarray([_CODE[v] for v in named], np.uint8)[verdict_at]
+                codes[n].append(found.astype(np.uint8))
+                counts = np.bincount(found, minlength=len(VERDICTS)).tolist()
+                verdicts[n].update({VERDICTS[c]: k for c, k in enumerate(counts) if k})
+                fired[n] += int(np.count_nonzero(moved[:, n] == _FIRED_AT))
+            screened = np.fromiter((_CODE[r[1]] for r in first.records), np.uint8)
+            if not np.array_equal(codes[0][-1], screened):  # the plan is the batch's own
+                raise RuntimeError("the sweep's statuses differ from the batch worker's")
+            continue
+        others = others or [_vectorised(r, site) for r in rulesets]
+        for n, screener in enumerate(others):
+            use_screener(dataclasses.replace(config, ruleset_sha256=rulesets[n].sha256), screener)
+            result = screen_chunk(chunk)
+            codes[n].append(np.fromiter((_CODE[r[1]] for r in result.records), np.uint8))
+            verdicts[n].update(result.verdicts)
+            fired[n] += result.rule_status[(rule_id, _FIRED)]
+    case_ids = pa.chunked_array(ids, pa.string())
+    return [
+        _Screened(
+            np.concatenate(found) if found else np.zeros(0, np.uint8),
+            case_ids,
+            verdicts[n],
+            fired[n],
+            rows,
+            rejected,
+        )
+        for n, found in enumerate(codes)
+    ]
