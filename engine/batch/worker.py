@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.batch.startup import die_with_parent, forbid_core_dumps
-from engine.cohort import UNKNOWN_VALUE, FlatColumns, flat_columns
+from engine.cohort import COMPACT_KEYS, UNKNOWN_VALUE, FlatColumns, flat_columns
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
 from engine.errors import CaseInputError, UserError
@@ -687,18 +687,6 @@ def record(
     result.records.append(row if full_result is None else full_result.model_dump_json())
 
 
-COMPACT_KEYS = (
-    "case_id",
-    "verdict",
-    "fired",
-    "conditional",
-    "not_evaluable",
-    "missing_fields",
-    "possible_verdicts",
-    "next_questions",
-    "deciding_questions",
-    "open_cautions",
-)
 
 
 def compact_record(row: tuple[str, ...], decision: Decision, screener: Screener) -> str:
