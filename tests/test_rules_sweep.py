@@ -277,7 +277,7 @@ def test_each_value_is_screened_in_a_process_that_ends_with_it() -> None:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("cohort", ["bundled", "synthetic-20k-corrupt", "synthetic-20k-missing"])
+@pytest.mark.parametrize("cohort", ["bundled", "synthetic-6k-corrupt", "synthetic-20k-missing"])
 def test_the_in_process_vectorised_sweep_equals_the_per_process_one(
     cohort: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -302,9 +302,9 @@ def test_the_in_process_vectorised_sweep_equals_the_per_process_one(
     from engine.synth import write_cohort
 
     path = COHORT
-    if cohort == "synthetic-20k-corrupt":  # rows screened one by one in every chunk
+    if cohort == "synthetic-6k-corrupt":  # rows screened one by one in every chunk
         path = tmp_path / "cohort.csv"
-        write_cohort(path, 20_000, 11, missing=0.15, corrupt=0.02)
+        write_cohort(path, 6_000, 11, missing=0.15, corrupt=0.02)
         padded(path, "age_years", every=50)
     elif cohort == "synthetic-20k-missing":  # every row decided by the vectorised engine
         path = tmp_path / "cohort.parquet"
@@ -314,7 +314,7 @@ def test_the_in_process_vectorised_sweep_equals_the_per_process_one(
     slow = sweep_cohort(RULESET, "RAD-005", [30, 37.5, 40, 45], options, per_process=True)
     assert fast.engine == slow.engine == "vectorised"
     # the first value's screener, and one per value where a chunk has rows screened one by one
-    assert len(built) == (1 + 4 if cohort == "synthetic-20k-corrupt" else 1), built
+    assert len(built) == (1 + 4 if cohort == "synthetic-6k-corrupt" else 1), built
     assert json.dumps(fast.as_json()) == json.dumps(slow.as_json())
     assert sum(s.changed for s in fast.steps) > 0
 

@@ -227,6 +227,7 @@ def test_values_at_and_either_side_of_every_threshold_are_identical() -> None:
     _assert_identical(rows)
 
 
+@pytest.mark.slow  # CI holds 50k rows through tests/test_engines_differential.py's batch runs
 @pytest.mark.timeout(900)
 def test_a_synthetic_cohort_of_50k_rows_gives_identical_files(tmp_path: Path) -> None:
     """Missing and corrupt values included; every output file byte for byte, as batch writes
