@@ -53,7 +53,15 @@ from engine.batch.worker import (
 )
 from engine.cohort import row_verdicts
 from engine.errors import RuleFileError, UsageError
-from engine.evaluate.vectorised import STATUSES, CohortDecisions, CohortPlan, Prepare, RowValues
+from engine.evaluate.vectorised import (
+    STATUSES,
+    CohortDecisions,
+    CohortPlan,
+    Prepare,
+    RowValues,
+    pack,
+    unique_rows,
+)
 from engine.io.deid import escape_text, shown_case_id
 from engine.io.tables import Chunk
 from engine.models import RulesetStamp, RuleStatus, Verdict
@@ -637,15 +645,23 @@ def _decided_values(
     decided: CohortDecisions, first: ChunkResult, rulesets: Sequence[Ruleset], position: int
 ) -> list[_Screened]:
     """A chunk whose screened rows the vectorised engine decided, at every value: the swept
-    rule's column of statuses replaced by its variant's, the policy asked per distinct set."""
+    rule's status replaced by its copy's at that value, and the policy asked once per distinct
+    row of the other rules' statuses and each status the swept rule can take
+    (engine.cohort.row_verdicts on that small table; the copies differ from the first value's
+    rules in that rule's condition only, not in its severity or the policy)."""
     assert decided.variants is not None  # noqa: S101  # a _SweepPlan has variants
+    statuses, variants = decided.statuses.copy(), decided.variants
+    statuses[:, position] = 0
+    _, rows, inverse = unique_rows(pack([statuses[:, n] for n in range(statuses.shape[1])], 3))
+    table = np.repeat(statuses[rows], len(STATUSES), axis=0)
+    table[:, position] = np.tile(np.arange(len(STATUSES), dtype=np.int8), len(rows))
+    _, _, named, verdict_at = row_verdicts(table, rulesets[0])
+    verdict_of = np.asarray([_CODE[v] for v in named], np.uint8)[verdict_at]
+    verdict_of = verdict_of.reshape(len(rows), len(STATUSES))
     case_ids = [r[0] for r in first.records]
-    statuses, variants = decided.statuses, decided.variants
     found = []
-    for n, swept in enumerate(rulesets):
-        statuses[:, position] = variants[:, n]
-        _, _, named, verdict_at = row_verdicts(statuses, swept)
-        codes = np.asarray([_CODE[v] for v in named], np.uint8)[verdict_at]
+    for n in range(len(rulesets)):
+        codes = verdict_of[inverse, variants[:, n]]
         counts = np.bincount(codes, minlength=len(VERDICTS)).tolist()
         found.append(
             _Screened(
