@@ -349,7 +349,7 @@ class _Screened:
 
     codes: np.ndarray
     outcomes: np.ndarray
-    case_ids: Sequence[str]
+    case_ids: Sequence[str] | pa.ChunkedArray  # Arrow where they are many (a whole cohort)
     verdicts: collections.Counter[str]
     rule_fired: int
     rows: int
@@ -403,7 +403,8 @@ class _Changes:
         )
         room = self.keep - len(self.case_ids[step]) - self.withheld[step]
         for index in moved[: max(room, 0)].tolist():
-            case_id = shown_case_id(after.case_ids[index])
+            given = after.case_ids[index]
+            case_id = shown_case_id(given.as_py() if isinstance(given, pa.Scalar) else given)
             if case_id is None:
                 self.withheld[step] += 1
             else:
@@ -436,7 +437,7 @@ def _screen_point(
     return _Screened(
         np.concatenate([p.codes for p in parts]) if parts else np.zeros(0, np.uint8),
         np.concatenate([p.outcomes for p in parts]) if parts else np.zeros(0, np.int8),
-        [case_id for p in parts for case_id in p.case_ids],
+        pa.chunked_array([pa.array(p.case_ids, pa.string()) for p in parts], pa.string()),
         verdicts,
         sum(p.rule_fired for p in parts),
         sum(p.rows for p in parts),
