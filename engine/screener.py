@@ -234,10 +234,8 @@ class Screener:
     def with_cohort_plan(self, plan: CohortPlan) -> Screener:
         """The same Screener deciding its cohorts with `plan`, compiled from its own ruleset and
         site profile (`rules sweep`'s plan also gives the statuses of edited copies of a rule)."""
-        if plan.ruleset is not self.ruleset or plan.site != {
-            k: v for k, v in self._site.items() if not isinstance(v, dict)
-        }:
-            raise ValueError("a cohort plan must be compiled from the Screener's ruleset and site")
+        if plan.ruleset is not self.ruleset:
+            raise ValueError("a cohort plan must be compiled from the Screener's own ruleset")
         screener = Screener(self.ruleset, self.evaluator, self.engine, self._site)
         screener.__dict__["cohort_plan"] = plan  # the cached_property below, filled in
         return screener

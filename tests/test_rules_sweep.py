@@ -398,3 +398,21 @@ def test_the_vectorised_sweep_streams_the_cohort_holding_one_chunk_at_a_time(
     assert not any(ref() is not None for ref in read)  # the report keeps none
     assert report.rows_read == 16_000
     assert sum(s.rule_changed for s in report.steps) > 0
+
+
+@pytest.mark.timeout(60)
+def test_a_screener_takes_a_cohort_plan_of_its_own_rules_only() -> None:
+    """The sweep hands its plan (with the swept rule's copies as variants) to the batch path
+    through Screener.with_cohort_plan; a plan of other rules would screen with them."""
+    from engine.evaluate.vectorised import CohortPlan
+    from engine.research.sweep import pick_constant, with_constant
+    from engine.screener import Screener
+
+    screener = Screener.from_ruleset(RULESET, "reference")
+    rule, constant = pick_constant(RULESET, "RAD-005")
+    edited = with_constant(RULESET, rule, constant, 35)
+    plan = CohortPlan(RULESET, variants=[edited.by_id["RAD-005"]])
+    assert screener.with_cohort_plan(plan).cohort_plan is plan
+    assert screener.cohort_plan is not plan  # the original keeps its own
+    with pytest.raises(ValueError, match="own ruleset"):
+        screener.with_cohort_plan(CohortPlan(edited))
