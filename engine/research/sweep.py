@@ -31,20 +31,23 @@ import dataclasses
 import difflib
 import math
 import multiprocessing
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.batch.run import BatchOptions, all_chunks, open_inputs
 from engine.batch.startup import forbid_core_dumps
 from engine.batch.worker import (
     FLAT_COLUMNS,
+    FLAT_SCHEMA,
     ChunkResult,
     OutputFormat,
     WorkerConfig,
@@ -319,27 +322,16 @@ class SweepReport:
 # --- the sweep -----------------------------------------------------------------------------------
 
 # a rule's outcome as the outputs show it: none (not applicable, not fired), conditional, not
-# evaluable, fired; by index into STATUSES, and the output columns that list each
+# evaluable, fired; by index into STATUSES
 _OUTCOME_OF = np.asarray([0, 0, 1, 2, 3], np.int8)
-_FIRED_COLUMNS = tuple(
-    FLAT_COLUMNS.index(name) for name in FLAT_COLUMNS if name.startswith("fired_")
-)
-_CONDITIONAL_COLUMN = FLAT_COLUMNS.index("conditional")
-_OPEN_COLUMN = FLAT_COLUMNS.index("not_evaluable")
+_FIRED_COLUMNS = tuple(name for name in FLAT_COLUMNS if name.startswith("fired_"))
 
 
-def _names(rule_id: str, text: str) -> bool:
-    """Whether a `;`-joined list of rule ids (an output column) names the rule."""
-    return bool(text) and rule_id in text.split(";")
-
-
-def _outcome_in(record: Sequence[str], rule_id: str) -> int:
-    """The rule's outcome (_OUTCOME_OF's numbering) in a `batch --format csv` record."""
-    if any(_names(rule_id, record[n]) for n in _FIRED_COLUMNS):
-        return 3
-    if _names(rule_id, record[_OPEN_COLUMN]):
-        return 2
-    return 1 if _names(rule_id, record[_CONDITIONAL_COLUMN]) else 0
+def _names(table: pa.Table, column: str, rule_id: str) -> np.ndarray:
+    """Per row, whether an output column (rule ids joined by `;`) names the rule."""
+    pattern = f"(^|;){re.escape(rule_id)}(;|$)"
+    found = pc.match_substring_regex(table[column], pattern).fill_null(False)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 @dataclass
@@ -349,7 +341,7 @@ class _Screened:
 
     codes: np.ndarray
     outcomes: np.ndarray
-    case_ids: Sequence[str] | pa.ChunkedArray  # Arrow where they are many (a whole cohort)
+    case_ids: Sequence[str] | pa.ChunkedArray
     verdicts: collections.Counter[str]
     rule_fired: int
     rows: int
@@ -357,17 +349,39 @@ class _Screened:
 
 
 def _screened(result: ChunkResult, rule_id: str) -> _Screened:
-    """A chunk's result (csv records) as _Screened."""
-    records = result.records
+    """A chunk's result (its records: `batch --format parquet` record batches) as _Screened."""
+    table = _records(result)
+    fired = np.zeros(table.num_rows, dtype=bool)
+    for column in _FIRED_COLUMNS:
+        fired |= _names(table, column, rule_id)
+    outcomes = np.where(
+        fired,
+        3,
+        np.where(
+            _names(table, "not_evaluable", rule_id),
+            2,
+            np.where(_names(table, "conditional", rule_id), 1, 0),
+        ),
+    ).astype(np.int8)
     return _Screened(
-        np.fromiter((_CODE[r[1]] for r in records), np.uint8, len(records)),
-        np.fromiter((_outcome_in(r, rule_id) for r in records), np.int8, len(records)),
-        [r[0] for r in records],
+        _codes(table),
+        outcomes,
+        table["case_id"],
         collections.Counter(result.verdicts),
         result.rule_status[(rule_id, _FIRED)],
         result.rows,
         result.rejected,
     )
+
+
+def _records(result: ChunkResult) -> pa.Table:
+    return pa.Table.from_batches(result.records, FLAT_SCHEMA)
+
+
+def _codes(table: pa.Table) -> np.ndarray:
+    """Each output row's verdict as its index in VERDICTS."""
+    found = pc.index_in(table["verdict"], value_set=pa.array(VERDICTS, pa.string()))
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.uint8)
 
 
 @dataclass
@@ -437,7 +451,7 @@ def _screen_point(
     return _Screened(
         np.concatenate([p.codes for p in parts]) if parts else np.zeros(0, np.uint8),
         np.concatenate([p.outcomes for p in parts]) if parts else np.zeros(0, np.int8),
-        pa.chunked_array([pa.array(p.case_ids, pa.string()) for p in parts], pa.string()),
+        pa.chunked_array([cast(pa.ChunkedArray, p.case_ids) for p in parts], pa.string()),
         verdicts,
         sum(p.rule_fired for p in parts),
         sum(p.rows for p in parts),
@@ -529,7 +543,7 @@ def _config(report: SweepReport, options: BatchOptions, swept: Ruleset) -> Worke
         rules_dir=options.rules_dir,
         ruleset_sha256=swept.sha256,
         site=options.site,
-        output_format=OutputFormat.csv,
+        output_format=OutputFormat.parquet,  # records kept as Arrow columns
         ignored_columns=frozenset(report.ignored_columns),
         in_process=True,
         mapping=options.mapping,
@@ -623,10 +637,11 @@ def _screen_values(
         plan.last = None
         first = screen_chunk(chunk)
         rows, rejected = rows + first.rows, rejected + first.rejected
-        screened += len(first.records)
+        table = _records(first)
+        screened += table.num_rows
         decided = plan.last
-        if decided is not None and len(decided.rows) == len(first.records):
-            parts = _decided_values(decided, first, rulesets, position)
+        if decided is not None and len(decided.rows) == table.num_rows:
+            parts = _decided_values(decided, first, table, rulesets, position)
         else:
             others = others or [_vectorised(r, options.site) for r in rulesets]
             parts = []
@@ -643,7 +658,11 @@ def _screen_values(
 
 
 def _decided_values(
-    decided: CohortDecisions, first: ChunkResult, rulesets: Sequence[Ruleset], position: int
+    decided: CohortDecisions,
+    first: ChunkResult,
+    table: pa.Table,
+    rulesets: Sequence[Ruleset],
+    position: int,
 ) -> list[_Screened]:
     """A chunk whose screened rows the vectorised engine decided, at every value: the swept
     rule's status replaced by its copy's at that value, and the policy asked once per distinct
@@ -654,12 +673,11 @@ def _decided_values(
     statuses, variants = decided.statuses.copy(), decided.variants
     statuses[:, position] = 0
     _, rows, inverse = unique_rows(pack([statuses[:, n] for n in range(statuses.shape[1])], 3))
-    table = np.repeat(statuses[rows], len(STATUSES), axis=0)
-    table[:, position] = np.tile(np.arange(len(STATUSES), dtype=np.int8), len(rows))
-    _, _, named, verdict_at = row_verdicts(table, rulesets[0])
+    grid = np.repeat(statuses[rows], len(STATUSES), axis=0)
+    grid[:, position] = np.tile(np.arange(len(STATUSES), dtype=np.int8), len(rows))
+    _, _, named, verdict_at = row_verdicts(grid, rulesets[0])
     verdict_of = np.asarray([_CODE[v] for v in named], np.uint8)[verdict_at]
     verdict_of = verdict_of.reshape(len(rows), len(STATUSES))
-    case_ids = [r[0] for r in first.records]
     found = []
     for n in range(len(rulesets)):
         codes = verdict_of[inverse, variants[:, n]]
@@ -668,14 +686,13 @@ def _decided_values(
             _Screened(
                 codes,
                 _OUTCOME_OF[variants[:, n]],
-                case_ids,
+                table["case_id"],
                 collections.Counter({VERDICTS[c]: k for c, k in enumerate(counts) if k}),
                 int(np.count_nonzero(variants[:, n] == _FIRED_AT)),
                 first.rows,
                 first.rejected,
             )
         )
-    shown = np.fromiter((_CODE[r[1]] for r in first.records), np.uint8, len(first.records))
-    if not np.array_equal(found[0].codes, shown):  # the plan is the batch's own
+    if not np.array_equal(found[0].codes, _codes(table)):  # the plan is the batch's own
         raise RuntimeError("the sweep's statuses differ from the batch worker's")
     return found
