@@ -416,3 +416,32 @@ def test_a_screener_takes_a_cohort_plan_of_its_own_rules_only() -> None:
     assert screener.cohort_plan is not plan  # the original keeps its own
     with pytest.raises(ValueError, match="own ruleset"):
         screener.with_cohort_plan(CohortPlan(edited))
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+def test_a_chunk_whose_rows_are_all_rejected_adds_nothing(tmp_path: Path) -> None:
+    """A first chunk of 5,000 rows that all fail validation: the sweep counts them rejected and
+    compares the rows it screened, as on the cohort without them."""
+    with COHORT.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    age, case_id = rows[0].index("age_years"), rows[0].index("case_id")
+    bad = []
+    for n in range(5_000):
+        row = list(rows[1 + n % 400])
+        row[age], row[case_id] = "banana", f"BAD-{n:05d}"
+        bad.append(row)
+    cohort = tmp_path / "cohort.csv"
+    with cohort.open("w", newline="") as handle:
+        csv.writer(handle).writerows([rows[0], *bad, *rows[1:]])
+    args = ["RAD-005", "--from", "38", "--to", "40", "--step", "1", "--format", "json"]
+    with_bad, plain = (tmp_path / "bad.json"), (tmp_path / "plain.json")
+    for source, out in ((cohort, with_bad), (COHORT, plain)):
+        done = invoke(*args, "--cohort", str(source), "--out", str(out))
+        assert done.exit_code == 0, done.stderr
+    found, expected = json.loads(with_bad.read_text()), json.loads(plain.read_text())
+    assert found["reconciliation"] == {
+        "rows_read": 5_500, "rows_screened": 495, "rows_rejected": 5_005, "balanced": True
+    }  # fmt: skip
+    assert found["points"] == expected["points"]
+    assert found["changes"] == expected["changes"]

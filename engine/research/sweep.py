@@ -639,6 +639,8 @@ def _screen_values(
         rows, rejected = rows + first.rows, rejected + first.rejected
         table = _records(first)
         screened += table.num_rows
+        if not table.num_rows:  # every row rejected: nothing to compare
+            continue
         decided = plan.last
         if decided is not None and len(decided.rows) == table.num_rows:
             parts = _decided_values(decided, first, table, rulesets, position)
