@@ -235,6 +235,15 @@ class Screener:
         """The same rules and evaluator with another site profile (nothing is rebuilt)."""
         return Screener(self.ruleset, self.evaluator, self.engine, _site_profile(site))
 
+    def with_cohort_plan(self, plan: CohortPlan) -> Screener:
+        """The same Screener deciding its cohorts with `plan`, compiled from its own ruleset and
+        site profile (`rules sweep`'s plan also gives the statuses of edited copies of a rule)."""
+        if plan.ruleset is not self.ruleset:
+            raise ValueError("a cohort plan must be compiled from the Screener's own ruleset")
+        screener = Screener(self.ruleset, self.evaluator, self.engine, self._site)
+        screener.__dict__["cohort_plan"] = plan  # the cached_property below, filled in
+        return screener
+
     @cached_property
     def cohort_plan(self) -> CohortPlan:
         """The ruleset and site compiled for cohorts (engine.evaluate.vectorised), built once."""
