@@ -9,6 +9,7 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 # each start, and as strings it would compile and evaluate them all (about 20 ms of a cold
 # `screen`); names imported only for type checking are quoted instead.
 import contextlib
+import copy
 import gc
 import os
 import signal
@@ -2189,8 +2190,30 @@ def main_options(
     """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
 
 
+def command_tree(args: list[str]) -> typer.Typer:
+    """The app as `args` need it: only the command or group they name first, so that typer
+    builds the options of that one command from its signature and not of all twenty (about
+    3 % of a cold `screen`); anything else (options first, no command, a misspelt one that
+    click should suggest a name for) gets the whole app. The usage lines, help and errors of
+    a command are its own, the same in either tree."""
+    name = args[0] if args else None
+    commands = [
+        info
+        for info in app.registered_commands
+        if info.callback is not None
+        and (info.name or typer.main.get_command_name(info.callback.__name__)) == name
+    ]
+    groups = [info for info in app.registered_groups if info.name == name]
+    if not commands and not groups:
+        return app
+    lean = copy.copy(app)  # the same settings and callback (--version), fewer commands
+    lean.registered_commands = commands
+    lean.registered_groups = groups
+    return lean
+
+
 def main() -> None:
-    app()
+    command_tree(sys.argv[1:])()
 
 
 if __name__ == "__main__":
