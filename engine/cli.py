@@ -89,11 +89,9 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 import engine as engine_package
 from engine.errors import UsageError, UserError
@@ -109,7 +107,6 @@ from engine.models import (
     evidence_label,
 )
 from engine.policy import verdict_rank
-from engine.report.text import Traces, brief_line, render_text, show_value, source_text
 from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -118,10 +115,13 @@ from engine.screener import COHORT_ENGINE, ENGINES, Screener
 from engine.service.limits import Limits
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from engine.batch.summary import BatchSummary
     from engine.batch.worker import OutputFormat
     from engine.derive import Facts
     from engine.mapping import ColumnMapping
+    from engine.report.text import Traces
 
 DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
@@ -156,26 +156,54 @@ app.add_typer(schema_app, name="schema")
 CLOSED_PIPE_EXIT = 128 + signal.SIGPIPE  # 141: what a shell reports for `cmd | head`'s cmd
 
 
-class Terminal(Console):
+def terminal(*, stderr: bool = False) -> "Console":
     """A rich console that honours NO_COLOR fully (no bold or underline either: no-color.org
     asks for no ANSI styling at all, where rich drops only the colours) and lets a closed pipe
     reach handle_errors like any other write, instead of exiting 1 on its own."""
+    from rich.console import Console
+
+    class Terminal(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    plain = bool(os.environ.get("NO_COLOR"))  # set and not empty, as no-color.org says
+    return Terminal(
+        stderr=stderr,
+        highlight=False,
+        soft_wrap=True,
+        **({"color_system": None} if plain else {}),  # type: ignore[arg-type]
+    )
+
+
+class LazyTerminal:
+    """stdout or stderr as a rich console, made on first use: rich is most of what the JSON
+    result of `screen` would import for nothing (about 5 % of a cold `screen --format json`).
+    Every attribute is the console's (`stdout.print`, `stderr.rule`); `.console` is the
+    console itself, for what takes one (the text report, a progress bar)."""
 
     def __init__(self, *, stderr: bool = False) -> None:
-        plain = bool(os.environ.get("NO_COLOR"))  # set and not empty, as no-color.org says
-        super().__init__(
-            stderr=stderr,
-            highlight=False,
-            soft_wrap=True,
-            **({"color_system": None} if plain else {}),  # type: ignore[arg-type]
-        )
+        self._stderr = stderr
+        self._console: Console | None = None
 
-    def on_broken_pipe(self) -> None:
-        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+    @property
+    def console(self) -> "Console":
+        if self._console is None:
+            self._console = terminal(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
 
 
-stdout = Terminal()
-stderr = Terminal(stderr=True)
+def escape(markup: str) -> str:
+    """rich.markup.escape, imported when first needed (see LazyTerminal)."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(markup)
+
+
+stdout = LazyTerminal()
+stderr = LazyTerminal(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -681,7 +709,7 @@ def write_patient_summary(
         write_text_atomically(out, text)
 
 
-def case_traces(facts: "Facts", ruleset: Ruleset) -> Traces:
+def case_traces(facts: "Facts", ruleset: Ruleset) -> "Traces":
     """Each reported rule's condition traced on the case's facts (for --details)."""
     from engine.report.trace import trace_rule
 
@@ -706,8 +734,14 @@ def write_results(
         compact = len(results) > 1
         text = "".join(r.model_dump_json(indent=None if compact else 2) + "\n" for r in results)
     elif output_format is ScreenFormat.brief:
+        from engine.report.text import brief_line
+
         text = "".join(brief_line(r) + "\n" for r in results)
     else:
+        from rich.console import Console
+
+        from engine.report.text import render_text
+
         console = Console(record=True, file=open(os.devnull, "w"), width=100, highlight=False)  # noqa: SIM115
         for index, result in enumerate(results):
             if index:
@@ -724,20 +758,26 @@ def print_result(
     compact: bool = False,
     details: bool = False,
     legend: bool = False,
-    traces: Traces | None = None,
+    traces: "Traces | None" = None,
     reasons: Mapping[str, str] | None = None,
 ) -> None:
     """Write one result; several JSON results are written one per line (JSON Lines)."""
     if output_format is ScreenFormat.json:
         sys.stdout.write(result.model_dump_json(indent=None if compact else 2) + "\n")
     elif output_format is ScreenFormat.brief:
+        from engine.report.text import brief_line
+
         sys.stdout.write(brief_line(result) + "\n")
     elif output_format is ScreenFormat.html:
         from engine.report.case_html import render_case_html
 
         sys.stdout.write(render_case_html(result, reasons=reasons))
     else:
-        render_text(result, stdout, details=details, legend=legend, traces=traces, reasons=reasons)
+        from engine.report.text import render_text
+
+        render_text(
+            result, stdout.console, details=details, legend=legend, traces=traces, reasons=reasons
+        )
 
 
 class BatchFormat(StrEnum):
@@ -1250,7 +1290,7 @@ def batch_progress(
     if total is not None:
         columns[2:2] = [BarColumn()]
         columns.append(TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True) as bar:
+    with Progress(*columns, console=stderr.console, transient=True) as bar:
         expected = total[0] if total else None
         task = bar.add_task("rows", total=expected)
         done = 0
@@ -1406,6 +1446,8 @@ def rules_show(
 
     Example: miss-screen rules show ACC-008 (or a constraint, CON-001, or DER-004)
     """
+    from engine.report.text import source_text
+
     ruleset = load_ruleset(rules)
     wanted = rule_id.upper()
     rule = ruleset.by_id.get(wanted) or next(
@@ -1455,6 +1497,8 @@ def rules_show(
 
 def _show_why(rationale: str, sources: list[SourceRef], notes: str | None) -> None:
     """The rationale, each source with its evidence label, and the rule-author notes."""
+    from engine.report.text import source_text
+
     stdout.print(f"rationale: {escape(' '.join(rationale.split()))}")
     for source in sources:
         label = evidence_label([source])
@@ -1465,6 +1509,8 @@ def _show_why(rationale: str, sources: list[SourceRef], notes: str | None) -> No
 
 def show_constraint(constraint: Constraint) -> None:
     """`rules show CON-...`: what a constraint narrows, when, and why."""
+    from engine.report.text import show_value
+
     meta = constraint.meta
     stdout.print(f"[bold]{meta.id} {meta.name}[/bold] (rules/constraints.yaml)")
     stdout.print(
@@ -1479,6 +1525,8 @@ def show_constraint(constraint: Constraint) -> None:
 
 def show_derived(derived: DerivedRule) -> None:
     """`rules show DER-...`: how a derived attribute is computed, and why."""
+    from engine.report.text import show_value
+
     meta = derived.meta
     stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({derived.path})")
     stdout.print(
