@@ -188,7 +188,8 @@ class LazyTerminal:
     @property
     def console(self) -> "Console":
         if self._console is None:
-            self._console = terminal(stderr=self._stderr)
+            with long_lived():  # rich's modules
+                self._console = terminal(stderr=self._stderr)
         return self._console
 
     def __getattr__(self, name: str) -> Any:
@@ -327,19 +328,29 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def load_screener(rules: Path, engine: str, site: str | None, few_cases: bool = False) -> Screener:
-    """Screener.load; run as the program, with the collector paused while the rules are built
-    and their objects then frozen out of its walks (they live as long as the process).
-    `few_cases` (`screen`): the durable-rules layout quicker to build (Screener.load)."""
+@contextlib.contextmanager
+def long_lived() -> Iterator[None]:
+    """Run as the program, what is built inside (the rules, a module imported on first use)
+    lives as long as the process: the collector is paused while it is built and its objects
+    are then frozen out of its walks, as the start-up's are (see the top of this module)."""
     if not PROGRAM:
-        return Screener.load(rules, engine, site, few_cases=few_cases)
+        yield
+        return
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
-        screener = Screener.load(rules, engine, site, few_cases=few_cases)
+        yield
         gc.freeze()
     finally:
-        gc.enable()
-    return screener
+        if was_enabled:
+            gc.enable()
+
+
+def load_screener(rules: Path, engine: str, site: str | None, few_cases: bool = False) -> Screener:
+    """Screener.load, its objects long-lived (long_lived). `few_cases` (`screen`): the
+    durable-rules layout quicker to build (Screener.load)."""
+    with long_lived():
+        return Screener.load(rules, engine, site, few_cases=few_cases)
 
 
 RulesOption = Annotated[
@@ -773,8 +784,8 @@ def print_result(
 
         sys.stdout.write(render_case_html(result, reasons=reasons))
     else:
-        from engine.report.text import render_text
-
+        with long_lived():
+            from engine.report.text import render_text
         render_text(
             result, stdout.console, details=details, legend=legend, traces=traces, reasons=reasons
         )
