@@ -186,3 +186,50 @@ def test_no_command_named_first_gets_the_whole_tree(args: list[str]) -> None:
     """Top-level help lists every command, and a misspelt name gets click's suggestion from
     all of them: anything but a command's exact name gets the whole app."""
     assert command_tree(args) is app
+
+
+# --- patterns compiled on first use -------------------------------------------------------------
+
+# run as the program (runpy gives __main__ the shim's file name), then report which of the
+# identifier guard's and the clinical vocabulary's patterns were compiled
+_PATTERNS_PROBE = """
+import contextlib, io, runpy, sys
+shim, case = sys.argv[1:]
+sys.argv = [shim, "screen", case]
+with contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.suppress(SystemExit):
+    runpy.run_path(shim, run_name="__main__")
+from engine.io import case_ids, clinical
+print(printed.getvalue().startswith("Case EX-001"), case_ids._shapes.cache_info().currsize,
+      clinical._shapes.cache_info().currsize)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_one_ordinary_case_compiles_no_identifier_or_vocabulary_pattern(tmp_path: Path) -> None:
+    """An ordinary case id and values the normaliser places need neither the identifier
+    guard's full check nor the clinical vocabulary (both only name what an error may show);
+    their patterns are compiled on first use, and a screen of such a case uses none."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MISS_SCREEN_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _PATTERNS_PROBE, str(ROOT / "cli.py"), str(EXAMPLE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "0", "0"]
+
+
+@pytest.mark.timeout(60)
+def test_the_vocabulary_patterns_work_once_compiled() -> None:
+    """The probe above would see them: a value that needs them compiles them, once."""
+    from engine.io import clinical
+
+    assert clinical.is_clinical("L4/5") and clinical.is_clinical("95 mm")
+    assert not clinical.is_clinical("John Smith")
+    assert clinical._shapes.cache_info().currsize == 1
