@@ -230,6 +230,7 @@ def test_the_vocabulary_patterns_work_once_compiled() -> None:
     """The probe above would see them: a value that needs them compiles them, once."""
     from engine.io import clinical
 
-    assert clinical.is_clinical("L4/5") and clinical.is_clinical("95 mm")
+    assert clinical.is_clinical("L4/5")
+    assert clinical.is_clinical("95 mm")
     assert not clinical.is_clinical("John Smith")
     assert clinical._shapes.cache_info().currsize == 1
