@@ -1,7 +1,8 @@
 """Stream cohort rows from CSV, JSONL, Parquet or .xlsx in chunks, numbering every row.
 
 Rows come out as raw dicts (strings from CSV, typed values from JSONL, Parquet and .xlsx) or as
-a RowProblem when a row cannot even be parsed; validation happens later, per row. Row numbers are
+a RowProblem when a row cannot even be parsed; validation happens later, per row. Parquet chunks,
+and CSV chunks read `columnar` (text columns), carry an Arrow record batch instead of dicts. Row numbers are
 1-based data rows: the header is not a row (CSV and .xlsx: row N is the N-th record after the
 header; JSONL: row N is line N). A CSV file's delimiter (`,` `;` tab) is taken from its header
 line unless given, and its encoding is UTF-8 unless given; a file that is not UTF-8 is read as
