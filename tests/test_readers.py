@@ -365,3 +365,23 @@ def test_a_refused_row_mid_chunk_leaves_its_neighbours_screened(tmp_path: Path) 
     with out.open(encoding="utf-8") as handle:
         screened = [row["case_id"] for row in csv.DictReader(handle)]
     assert screened == [f"C-{n}" for n in range(1, 15) if n not in (6, 9)]
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+def test_a_run_of_malformed_records_longer_than_a_chunk_keeps_every_row(tmp_path: Path) -> None:
+    """More refused rows in a row than a chunk holds, between read ones: none is lost, all keep
+    their numbers, in order, by column as by row."""
+    lines = ["case_id,bmi", "A-1,20", "A-2,21"] + [f"B-{n},1,2" for n in range(25)] + ["A-3,22"]
+    source = tmp_path / "runs.csv"
+    source.write_text("\n".join(lines) + "\n")
+    reader = TableReader(str(source), InputFormat.csv)
+    by_row = [row for chunk in reader.chunks(0, chunk_rows=4) for row in chunk.rows]
+    by_column = [
+        row
+        for chunk in reader.chunks(0, chunk_rows=4, columnar=True)
+        for row in chunk.materialized()
+    ]
+    assert by_column == by_row
+    assert [n for n, _ in by_column] == list(range(1, 29))
+    assert sum(isinstance(row, tables.RowProblem) for _, row in by_column) == 25

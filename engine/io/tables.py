@@ -1,12 +1,12 @@
 """Stream cohort rows from CSV, JSONL, Parquet or .xlsx in chunks, numbering every row.
 
 Rows come out as raw dicts (strings from CSV, typed values from JSONL, Parquet and .xlsx) or as
-a RowProblem when a row cannot even be parsed; validation happens later, per row. Parquet chunks,
-and CSV chunks read `columnar` (text columns), carry an Arrow record batch instead of dicts. Row numbers are
-1-based data rows: the header is not a row (CSV and .xlsx: row N is the N-th record after the
-header; JSONL: row N is line N). A CSV file's delimiter (`,` `;` tab) is taken from its header
-line unless given, and its encoding is UTF-8 unless given; a file that is not UTF-8 is read as
-cp1252 (or latin-1), said once on stderr, as European spreadsheets save them.
+a RowProblem when a row cannot even be parsed; validation happens later, per row. Parquet
+chunks, and CSV chunks read `columnar` (text columns), carry an Arrow record batch instead of
+dicts. Row numbers are 1-based data rows: the header is not a row (CSV and .xlsx: row N is the
+N-th record after the header; JSONL: row N is line N). A CSV file's delimiter (`,` `;` tab) is
+taken from its header line unless given, and its encoding is UTF-8 unless given; a file that is
+not UTF-8 is read as cp1252 (or latin-1), said once on stderr, as European spreadsheets save them.
 """
 
 from __future__ import annotations
@@ -323,15 +323,17 @@ class TableReader:
         held: list[tuple[pa.RecordBatch, np.ndarray]] = []
         refused: list[tuple[int, Row]] = []
         count = 0
-        for batch, numbers, problems in self._csv_batches():
-            refused.extend(problems)
-            if batch.num_rows:
-                held.append((batch, numbers))
-                count += batch.num_rows
-            while count >= chunk_rows or (not count and len(refused) >= chunk_rows):
-                yield self._csv_chunk(index, held, refused, chunk_rows)
-                index += 1
-                count = sum(b.num_rows for b, _ in held)
+        batches = self._csv_batches()
+        with contextlib.closing(batches):  # an early stop closes the file reader at once
+            for batch, numbers, problems in batches:
+                refused.extend(problems)
+                if batch.num_rows:
+                    held.append((batch, numbers))
+                    count += batch.num_rows
+                while count >= chunk_rows or len(refused) >= chunk_rows:
+                    yield self._csv_chunk(index, held, refused, chunk_rows)
+                    index += 1
+                    count = sum(b.num_rows for b, _ in held)
         while held or refused:
             yield self._csv_chunk(index, held, refused, chunk_rows)
             index += 1
