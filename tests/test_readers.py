@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from engine import Screener
 from engine.cli import app
+from engine.io import tables
 from engine.io.tables import InputFormat, TableReader, sniff_delimiter
 
 runner = CliRunner()
@@ -245,3 +246,142 @@ def test_screen_frame_takes_pd_read_csv_as_it_comes(tmp_path: Path) -> None:
     assert out["case_id"][0] == "101"
     assert out["case_id"][2] == "103"
     assert "case_id" in out["rejected"][1]  # no id: a row error, not a dropped row
+
+
+def _export(path: Path, bom: bool = True) -> Path:
+    """A CSV export that tries the columnar reader: a BOM, a quoted newline, a malformed record
+    in the middle of a chunk and one at the end, bytes that are not UTF-8 (a row of its own)."""
+    lines = [b"case_id,sex,bmi,diagnosis"]
+    for n in range(1, 15):
+        if n == 6:
+            lines.append(b"C-6,male,25,disc_herniation,surplus")  # malformed
+        elif n == 9:
+            lines.append(b"C-9,\xff,25,disc_herniation")  # not UTF-8
+        elif n == 4:
+            lines.append(b'C-4,female,"31,5","disc\nherniation"')  # a quoted newline
+        else:
+            lines.append(f"C-{n},male,{20 + n},disc_herniation".encode())
+    lines.append(b"C-15,male")  # malformed, the last row
+    path.write_bytes(b"\xef\xbb\xbf" * bom + b"\r\n".join(lines) + b"\r\n")
+    return path
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252", "latin-1", "mac_roman"])
+@pytest.mark.parametrize("size", [1, 4, 1000])
+def test_csv_chunks_by_column_hold_the_rows_read_one_by_one(
+    tmp_path: Path, encoding: str, size: int
+) -> None:
+    """A CSV chunk travels as text columns plus the rows the reader refused, never a dict per
+    row; its rows are those read row by row, with the same numbers, values and reasons (a
+    malformed record mid-chunk keeps its number, its neighbours are read)."""
+    import pickle
+
+    source = _export(tmp_path / "export.csv", bom=encoding == "utf-8")
+    reader = TableReader(str(source), InputFormat.csv, encoding=encoding)
+    assert reader.columns == ["case_id", "sex", "bmi", "diagnosis"]
+    by_row = [row for chunk in reader.chunks(0, chunk_rows=size) for row in chunk.rows]
+    chunks = list(reader.chunks(0, chunk_rows=size, columnar=True))
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    for chunk in chunks:
+        assert all(not isinstance(row, dict) for _, row in chunk.rows)
+        if chunk.batch is not None:
+            assert chunk.batch.num_rows <= size
+            assert all(pa.types.is_string(t) for t in chunk.batch.schema.types)
+        sent = pickle.loads(pickle.dumps(chunk))  # noqa: S301 - our own bytes, as a worker gets them
+        assert sent.materialized() == chunk.materialized()
+    by_column = [row for chunk in chunks for row in chunk.materialized()]
+    assert by_column == by_row
+    numbers = [n for n, _ in by_row]
+    assert numbers == list(range(1, 16))
+    refused = {n: row.reason for n, row in by_row if not isinstance(row, dict)}
+    assert refused[6] == refused[15].replace("found 2", "found 5")
+    assert refused[15] == "malformed CSV record: expected 4 fields, found 2"
+    assert (9 in refused) is (encoding == "utf-8")
+    assert dict(by_row)[4] == {
+        "case_id": "C-4",
+        "sex": "female",
+        "bmi": "31,5",
+        "diagnosis": "disc\nherniation",
+    }
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+def test_every_fallback_byte_is_recoded_as_python_decodes_it(tmp_path: Path) -> None:
+    """cp1252 and latin-1 are recoded by byte table: every byte gives the character Python
+    decodes, and a byte cp1252 lacks refuses its row (by number) and no other."""
+    values = [bytes([b]) + b"x" for b in range(0x20, 0x100) if b not in b',"\x7f']
+    lines = [b"case_id,surgeon"] + [b"R-%d,%s" % (n, v) for n, v in enumerate(values, 1)]
+    source = tmp_path / "bytes.csv"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    for encoding in ("cp1252", "latin-1"):
+        reader = TableReader(str(source), InputFormat.csv, encoding=encoding)
+        rows = [r for c in reader.chunks(0, chunk_rows=50, columnar=True) for r in c.materialized()]
+        assert len(rows) == len(values)
+        for (number, row), value in zip(rows, values, strict=True):
+            try:
+                expected = value.decode(encoding)
+            except UnicodeDecodeError:
+                assert row == tables.RowProblem(f"not {encoding} text"), number
+                continue
+            assert isinstance(row, dict), number
+            assert row["surgeon"] == expected, number
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(300)
+def test_a_refused_row_mid_chunk_leaves_its_neighbours_screened(tmp_path: Path) -> None:
+    """A batch on the default (vectorised) engine: the refused rows are reported by number and
+    every other row is screened, in row order (tests/test_engines_differential.py holds its
+    CSV outputs to durable-rules')."""
+    source = _export(tmp_path / "export.csv")
+    out, errors = tmp_path / "out.csv", tmp_path / "errors.jsonl"
+    run = runner.invoke(
+        app,
+        [
+            "batch",
+            str(source),
+            "--out",
+            str(out),
+            "--errors",
+            str(errors),
+            "--encoding",
+            "utf-8",
+            "--workers",
+            "1",
+            "--progress",
+            "none",
+        ],
+    )
+    assert run.exit_code == 0, run.stderr
+    found = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert [(e["row"], e["reason"]) for e in found] == [
+        (6, "malformed CSV record: expected 4 fields, found 5"),
+        (9, "not UTF-8 text"),
+        (15, "malformed CSV record: expected 4 fields, found 2"),
+    ]
+    with out.open(encoding="utf-8") as handle:
+        screened = [row["case_id"] for row in csv.DictReader(handle)]
+    assert screened == [f"C-{n}" for n in range(1, 15) if n not in (6, 9)]
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+def test_a_run_of_malformed_records_longer_than_a_chunk_keeps_every_row(tmp_path: Path) -> None:
+    """More refused rows in a row than a chunk holds, between read ones: none is lost, all keep
+    their numbers, in order, by column as by row."""
+    lines = ["case_id,bmi", "A-1,20", "A-2,21"] + [f"B-{n},1,2" for n in range(25)] + ["A-3,22"]
+    source = tmp_path / "runs.csv"
+    source.write_text("\n".join(lines) + "\n")
+    reader = TableReader(str(source), InputFormat.csv)
+    by_row = [row for chunk in reader.chunks(0, chunk_rows=4) for row in chunk.rows]
+    by_column = [
+        row
+        for chunk in reader.chunks(0, chunk_rows=4, columnar=True)
+        for row in chunk.materialized()
+    ]
+    assert by_column == by_row
+    assert [n for n, _ in by_column] == list(range(1, 29))
+    assert sum(isinstance(row, tables.RowProblem) for _, row in by_column) == 25

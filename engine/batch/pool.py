@@ -87,8 +87,7 @@ class Job:
 
     @property
     def rows(self) -> int:
-        chunk = self.chunk
-        return chunk.batch.num_rows if chunk.batch is not None else len(chunk.rows)
+        return self.chunk.size()
 
 
 class Worker:
@@ -294,7 +293,7 @@ class WorkerPool:
         bound = self.bound_s(job)
         self.stalls += 1
         if self._notice is not None:
-            first, last = _row_span(job.chunk)
+            first, last = job.chunk.span()
             rows = f"row {first}" if first == last else f"rows {first}-{last}"
             self._notice(
                 f"a worker made no progress for {bound:.0f} s on {rows} of "
@@ -356,10 +355,3 @@ def _after_crash(job: Job) -> list[Job]:
     )
     job.slot.result = crashed
     return []
-
-
-def _row_span(chunk: Chunk) -> tuple[int, int]:
-    """The first and last row numbers of a chunk."""
-    if chunk.batch is not None:
-        return chunk.first, chunk.first + chunk.batch.num_rows - 1
-    return chunk.rows[0][0], chunk.rows[-1][0]

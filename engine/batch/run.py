@@ -463,10 +463,14 @@ def all_chunks(
     index = 0
     for reader in readers:
         # the vectorised engine reads a Parquet or CSV chunk's columns (other inputs go row by
-        # row): its cost is per column, so larger chunks pay
-        columnar = size is None and engine == "vectorised"
+        # row; a CSV chunk travels as text columns, not a dict per row): its cost is per
+        # column, so larger chunks pay
+        vectorised = engine == "vectorised"
+        columnar = size is None and vectorised
         text = columnar and reader.format is InputFormat.csv
-        chunks = reader.chunks(index, chunk_rows=VECTOR_CHUNK_ROWS if text else size)
+        chunks = reader.chunks(
+            index, chunk_rows=VECTOR_CHUNK_ROWS if text else size, columnar=vectorised
+        )
         if columnar and reader.format is InputFormat.parquet:
             chunks = _joined_chunks(chunks, index, VECTOR_CHUNK_ROWS)
         for chunk in chunks:

@@ -503,18 +503,15 @@ def _checked_rows(
     vectorised engine, the decision of each plainly valid row whose facts hold together (by
     position in the chunk); and what the normaliser changed in the plainly valid rows.
 
-    A CSV chunk's rows (text) become a record batch of text columns on the vectorised engine.
-    With a mapping, rows are mapped (screen_chunk) and validated one by one: the record
-    batch's columns are the export's, not the fields."""
+    A CSV chunk read by column carries text columns and the rows the reader refused. With a
+    mapping, rows are mapped (screen_chunk) and validated one by one: the record batch's
+    columns are the export's, not the fields."""
     if mapping is not None:
         return [(number, row, None) for number, row in chunk.materialized()], None, {}
-    batch, numbers = chunk.batch, None
-    if batch is None and chunk.text and vectorised:
-        batch, numbers = _text_batch(chunk.rows)
+    batch = chunk.batch
     if batch is None:
         return [(number, row, None) for number, row in chunk.rows], None, {}
-    if numbers is None:
-        numbers = np.arange(chunk.first, chunk.first + batch.num_rows)
+    numbers = chunk.batch_numbers()
     columns = validate_columns(batch, ignored, normalise=True)
     plain = columns.plain.to_numpy(zero_copy_only=False)
     fast = _decide(columns, plain, numbers) if vectorised and columns.values else None
@@ -531,36 +528,17 @@ def _checked_rows(
         (n, next(found) if ok else None) for n, ok in enumerate(left.tolist()) if n not in taken
     ]
     redo = [n for n, hit in checked if hit is None]
-    if chunk.batch is None:  # the rows as read, and those the reader refused, in row order
-        given = dict(chunk.rows)
-        raw = {n: given[int(numbers[n])] for n in redo}
-        problems = [(n, row) for n, row in chunk.rows if isinstance(row, RowProblem)]
-    else:
-        raw = dict(zip(redo, batch.take(redo).to_pylist(), strict=True)) if redo else {}
-        problems = []
+    raw = dict(zip(redo, batch.take(redo).to_pylist(), strict=True)) if redo else {}
     rows: list[tuple[int, Row, Validated | None]] = [
         (int(numbers[n]), raw.get(n, {}), hit) for n, hit in checked
     ]
-    if problems:
-        rows = sorted(rows + [(n, row, None) for n, row in problems], key=operator.itemgetter(0))
+    if chunk.rows:  # the rows the reader refused, in row order with the others
+        refused: list[tuple[int, Row, Validated | None]] = [(n, r, None) for n, r in chunk.rows]
+        rows = sorted(rows + refused, key=operator.itemgetter(0))
     return rows, fast, changed
 
 
 _Changed = dict[str, tuple[int, int, str | None]]  # field: (count, first row number, example)
-
-
-def _text_batch(rows: list[tuple[int, Row]]) -> tuple[pa.RecordBatch | None, np.ndarray | None]:
-    """A CSV chunk's rows (the reader refused none of which is left out) as a record batch of
-    text columns, with each row's number; (None, None) when rows differ in their columns."""
-    read = [(n, row) for n, row in rows if not isinstance(row, RowProblem)]
-    if not read:
-        return None, None
-    names = list(read[0][1])
-    if any(list(row) != names for _, row in read):
-        return None, None
-    columns = [pa.array([row[name] for _, row in read], pa.string()) for name in names]
-    numbers = np.array([n for n, _ in read], dtype=np.int64)
-    return pa.RecordBatch.from_arrays(columns, names=names), numbers
 
 
 def _decide(columns: Columns, plain: np.ndarray, numbers: np.ndarray) -> _Fast:
@@ -685,8 +663,6 @@ def record(
     elif row[-1]:  # the open_cautions column
         result.decided_with_cautions_open += 1
     result.records.append(row if full_result is None else full_result.model_dump_json())
-
-
 
 
 def compact_record(row: tuple[str, ...], decision: Decision, screener: Screener) -> str:

@@ -1,11 +1,12 @@
 """Stream cohort rows from CSV, JSONL, Parquet or .xlsx in chunks, numbering every row.
 
 Rows come out as raw dicts (strings from CSV, typed values from JSONL, Parquet and .xlsx) or as
-a RowProblem when a row cannot even be parsed; validation happens later, per row. Row numbers are
-1-based data rows: the header is not a row (CSV and .xlsx: row N is the N-th record after the
-header; JSONL: row N is line N). A CSV file's delimiter (`,` `;` tab) is taken from its header
-line unless given, and its encoding is UTF-8 unless given; a file that is not UTF-8 is read as
-cp1252 (or latin-1), said once on stderr, as European spreadsheets save them.
+a RowProblem when a row cannot even be parsed; validation happens later, per row. Parquet
+chunks, and CSV chunks read `columnar` (text columns), carry an Arrow record batch instead of
+dicts. Row numbers are 1-based data rows: the header is not a row (CSV and .xlsx: row N is the
+N-th record after the header; JSONL: row N is line N). A CSV file's delimiter (`,` `;` tab) is
+taken from its header line unless given, and its encoding is UTF-8 unless given; a file that is
+not UTF-8 is read as cp1252 (or latin-1), said once on stderr, as European spreadsheets save them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import codecs
 import contextlib
 import csv
 import datetime as dt
+import functools
 import hashlib
 import json
+import operator
 import re
 import sys
 import threading
@@ -26,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -68,9 +72,11 @@ Row = dict[str, Any] | RowProblem
 class Chunk:
     """Consecutive rows of one input, numbered.
 
-    A Parquet chunk travels as its Arrow record batch (with the number of its first row) and
-    becomes Python rows only where it is screened: the parent process, which reads and writes
-    for every worker, does not build or pickle a dict per row.
+    A Parquet or CSV chunk may travel as an Arrow record batch (CSV: text columns) and become
+    Python rows only where it is screened: the parent process, which reads and writes for
+    every worker, does not build or pickle a dict per row. Such a chunk's `rows` hold only the
+    rows the reader refused (RowProblem), and `numbers` the row number of each batch row when
+    they are not consecutive from `first` (a refused row falls between them).
     """
 
     index: int
@@ -78,13 +84,37 @@ class Chunk:
     rows: list[tuple[int, Row]]
     batch: pa.RecordBatch | None = None
     first: int = 1
-    text: bool = False  # every value of its rows is text or None, as read from a CSV file
+    numbers: np.ndarray | None = None
+
+    def batch_numbers(self) -> np.ndarray:
+        """The row number of each row of the record batch."""
+        if self.numbers is not None:
+            return self.numbers
+        size = self.batch.num_rows if self.batch is not None else 0
+        return np.arange(self.first, self.first + size, dtype=np.int64)
+
+    def size(self) -> int:
+        """How many rows it holds, refused ones included."""
+        return len(self.rows) + (self.batch.num_rows if self.batch is not None else 0)
+
+    def span(self) -> tuple[int, int]:
+        """The first and last row numbers."""
+        ends = [n for n, _ in self.rows]
+        if self.batch is not None and self.batch.num_rows:
+            numbers = self.batch_numbers()
+            ends += [int(numbers[0]), int(numbers[-1])]
+        return min(ends), max(ends)
 
     def materialized(self) -> list[tuple[int, Row]]:
-        """The numbered rows, built from the record batch if the chunk carries one."""
+        """The numbered rows in row order, built from the record batch if the chunk carries one."""
         if self.batch is None:
             return self.rows
-        return [(self.first + i, row) for i, row in enumerate(self.batch.to_pylist())]
+        rows: list[tuple[int, Row]] = list(
+            zip(self.batch_numbers().tolist(), self.batch.to_pylist(), strict=True)
+        )
+        if self.rows:
+            rows = sorted(rows + self.rows, key=operator.itemgetter(0))
+        return rows
 
 
 def detect_format(path: str, given: InputFormat | None = None) -> InputFormat:
@@ -252,12 +282,22 @@ class TableReader:
     # rows ------------------------------------------------------------------------------------
 
     def chunks(
-        self, first_index: int, chunk_rows: int | None = None, limit: int | None = None
+        self,
+        first_index: int,
+        chunk_rows: int | None = None,
+        limit: int | None = None,
+        *,
+        columnar: bool = False,
     ) -> Generator[Chunk, None, None]:
-        """Every row of the input, in order, in chunks of chunk_rows (default CHUNK_ROWS)."""
+        """Every row of the input, in order, in chunks of chunk_rows (default CHUNK_ROWS).
+
+        Parquet chunks, and CSV chunks when `columnar`, carry their rows as a record batch."""
         chunk_rows = chunk_rows or CHUNK_ROWS
         if self.format is InputFormat.parquet and limit is None:
             yield from self._parquet_chunks(first_index, chunk_rows)
+            return
+        if self.format is InputFormat.csv and columnar and limit is None:
+            yield from self._csv_chunks(first_index, chunk_rows)
             return
         rows = {
             InputFormat.csv: self._csv_rows,
@@ -266,16 +306,106 @@ class TableReader:
             InputFormat.xlsx: self._xlsx_rows,
         }[self.format](limit=limit)
         index = first_index
-        text = self.format is InputFormat.csv
         batch: list[tuple[int, Row]] = []
         with contextlib.closing(rows):  # an early stop closes the file reader at once
             for number, row in rows:
                 batch.append((number, row))
                 if len(batch) >= chunk_rows:
-                    yield Chunk(index, self.source, batch, text=text)
+                    yield Chunk(index, self.source, batch)
                     index, batch = index + 1, []
         if batch:
-            yield Chunk(index, self.source, batch, text=text)
+            yield Chunk(index, self.source, batch)
+
+    def _csv_chunks(self, first_index: int, chunk_rows: int) -> Generator[Chunk, None, None]:
+        """The CSV file's rows as record batches of text columns, chunk_rows rows a chunk (with
+        the rows the reader refused, each in the chunk its number falls in)."""
+        index = first_index
+        held: list[tuple[pa.RecordBatch, np.ndarray]] = []
+        refused: list[tuple[int, Row]] = []
+        count = 0
+        batches = self._csv_batches()
+        with contextlib.closing(batches):  # an early stop closes the file reader at once
+            for batch, numbers, problems in batches:
+                refused.extend(problems)
+                if batch.num_rows:
+                    held.append((batch, numbers))
+                    count += batch.num_rows
+                while count >= chunk_rows or len(refused) >= chunk_rows:
+                    yield self._csv_chunk(index, held, refused, chunk_rows)
+                    index += 1
+                    count = sum(b.num_rows for b, _ in held)
+        while held or refused:
+            yield self._csv_chunk(index, held, refused, chunk_rows)
+            index += 1
+
+    def _csv_chunk(
+        self,
+        index: int,
+        held: list[tuple[pa.RecordBatch, np.ndarray]],
+        refused: list[tuple[int, Row]],
+        size: int,
+    ) -> Chunk:
+        """The next chunk of up to `size` read rows, taken off `held` (and the refused rows
+        numbered before its last row, taken off `refused`)."""
+        if not held:
+            mine = refused[:size]
+            del refused[:size]
+            return Chunk(index, self.source, mine)
+        table = pa.Table.from_batches([b for b, _ in held]).combine_chunks()
+        numbers = np.concatenate([n for _, n in held])
+        held.clear()
+        if table.num_rows > size:
+            held.append((table.slice(size).combine_chunks().to_batches()[0], numbers[size:]))
+            table, numbers = table.slice(0, size), numbers[:size]
+        last = int(numbers[-1]) if held else None  # the last chunk takes every refused row
+        taken = [r for r in refused if last is None or r[0] < last]
+        del refused[: len(taken)]
+        batch = table.combine_chunks().to_batches()[0]
+        first = int(numbers[0])
+        consecutive = int(numbers[-1]) - first + 1 == len(numbers)
+        return Chunk(
+            index,
+            self.source,
+            taken,
+            batch=batch,
+            first=first,
+            numbers=None if consecutive else numbers,
+        )
+
+    def _csv_batches(
+        self,
+    ) -> Generator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, Row]]], None, None]:
+        """Per block the reader parsed: its rows as text columns, their row numbers, and the
+        rows it refused up to its last row (malformed records, bytes not in the encoding)."""
+        if Path(self.path).stat().st_size <= self._header_bytes:
+            return  # a header and nothing else (perhaps without its final newline): no rows
+        invalid: dict[int, RowProblem] = {}
+        done = 0  # the last row number given out
+        label = _encoding_label(self.encoding)
+        stream = _CsvStream(self.path, self.columns, invalid, self.delimiter or ",")
+        with contextlib.closing(stream):
+            for batch in _arrow_errors(stream, self.source, "CSV"):
+                # a malformed record is skipped by the reader: number the others around it
+                pending = sorted(n for n in list(invalid) if n > done)
+                span = batch.num_rows + len(pending)
+                free = np.ones(span, dtype=np.bool_)
+                gaps = np.array(pending, dtype=np.int64) - (done + 1)
+                free[gaps[gaps < span]] = False
+                numbers = np.flatnonzero(free)[: batch.num_rows].astype(np.int64) + done + 1
+                end = int(numbers[-1]) if batch.num_rows else done
+                problems: list[tuple[int, Row]] = [(n, invalid.pop(n)) for n in pending if n < end]
+                text, bad = _decoded(batch, self.encoding)
+                if bad.size:
+                    problems.extend((int(n), RowProblem(f"not {label} text")) for n in numbers[bad])
+                    problems.sort(key=operator.itemgetter(0))
+                    keep = np.ones(batch.num_rows, dtype=np.bool_)
+                    keep[bad] = False
+                    text, numbers = text.filter(pa.array(keep)), numbers[keep]
+                done = max(done, end)
+                yield text, numbers, problems
+        late: list[tuple[int, Row]] = [(n, invalid[n]) for n in sorted(invalid)]
+        if late:
+            yield pa.RecordBatch.from_pylist([]), np.empty(0, np.int64), late
 
     def _csv_rows(self, limit: int | None = None) -> Generator[tuple[int, Row], None, None]:
         if Path(self.path).stat().st_size <= self._header_bytes:
@@ -283,7 +413,7 @@ class TableReader:
         invalid: dict[int, RowProblem] = {}
         number = 0
         encoding = self.encoding
-        label = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+        label = _encoding_label(encoding)
         stream = _CsvStream(self.path, self.columns, invalid, self.delimiter or ",")
         with contextlib.closing(stream):
             for batch in _arrow_errors(stream, self.source, "CSV"):
@@ -515,6 +645,89 @@ def _cell(value: object) -> object:
 
 def _cell_text(value: object) -> str | None:
     return None if value is None else str(_cell(value))
+
+
+def _encoding_label(encoding: str) -> str:
+    """The encoding as a refused row's reason names it."""
+    return "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def _decoded(batch: pa.RecordBatch, encoding: str) -> tuple[pa.RecordBatch, np.ndarray]:
+    """A record batch of bytes as text, and the positions of the rows with a value that is not
+    text in `encoding` (their values are left out: the rows are refused).
+
+    UTF-8 is checked by Arrow, cp1252 and latin-1 (the fallbacks) are recoded by byte table;
+    another encoding is decoded value by value."""
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    table = _byte_table(codecs.lookup(encoding).name)
+    bad = np.zeros(batch.num_rows, dtype=np.bool_)
+    columns: list[pa.Array] = []
+    for column in batch.columns:
+        if utf8:
+            try:
+                columns.append(column.cast(pa.string()))  # Arrow checks the UTF-8 itself
+                continue
+            except pa.ArrowInvalid:
+                pass  # some value is not UTF-8: find it value by value
+        elif table is not None and column.offset == 0:
+            text, undecodable = _recoded(column, *table)
+            columns.append(text)
+            bad[undecodable] = True
+            continue
+        texts: list[str | None] = []
+        for position, value in enumerate(column.to_pylist()):
+            try:
+                texts.append(None if value is None else value.decode(encoding))
+            except UnicodeDecodeError:
+                bad[position] = True
+                texts.append(None)
+        columns.append(pa.array(texts, pa.string()))
+    text = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+    return text, np.flatnonzero(bad)
+
+
+@functools.cache
+def _byte_table(codec: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a fallback encoding (one byte a character): each byte's UTF-8 bytes (padded to 3)
+    and their number (0: the byte is no character in it); None for any other encoding."""
+    if codec not in {codecs.lookup(name).name for name in FALLBACK_ENCODINGS}:
+        return None
+    utf8 = np.zeros((256, 3), dtype=np.uint8)
+    widths = np.zeros(256, dtype=np.int64)
+    for byte in range(256):
+        try:
+            encoded = bytes([byte]).decode(codec).encode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        utf8[byte, : len(encoded)] = list(encoded)
+        widths[byte] = len(encoded)
+    return utf8, widths
+
+
+def _recoded(column: pa.Array, utf8: np.ndarray, widths: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """A binary column in a one-byte encoding as UTF-8 text (byte by byte, by table), and the
+    positions of its values holding a byte that is no character (their text is garbage)."""
+    validity, offsets_buffer, data_buffer = column.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[: len(column) + 1].astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else None
+    body = data[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+    sizes = widths[body]
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    out = np.zeros(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
+    for k in range(utf8.shape[1]):
+        pick = sizes > k
+        out[starts[pick] + k] = utf8[body[pick], k]
+    recoded = np.concatenate([np.zeros(1, np.int64), ends])[offsets - offsets[0]]
+    holes = np.flatnonzero(sizes == 0)
+    undecodable = np.unique(np.searchsorted(offsets - offsets[0], holes, side="right") - 1)
+    text = pa.Array.from_buffers(
+        pa.large_string(),
+        len(column),
+        [validity, pa.py_buffer(recoded), pa.py_buffer(out)],
+        column.null_count,
+    ).cast(pa.string())
+    return text, undecodable
 
 
 def sniff_delimiter(header: str) -> str:
