@@ -100,8 +100,11 @@ class BatchOptions:
 
 Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
-VECTOR_CHUNK_ROWS = 5_000  # rows per chunk on the vectorised engine (Parquet read 1,000 at a
-# time, then joined); 10,000 ran ~10 % faster but took peak RSS past 300 MB on 200k rows
+VECTOR_CHUNK_ROWS = 5_000  # rows per CSV chunk on the vectorised engine
+# rows per Parquet chunk on the vectorised engine (read 1,000 at a time, then joined): its cost
+# per chunk is per column and per rule node, so larger chunks pay; 10,000 rows peaked at about
+# 235 MB on 200k rows, 20,000 at 270 MB for a few % less CPU (benchmarks/results.md)
+PARQUET_CHUNK_ROWS = 10_000
 RenderReport = Callable[[BatchSummary], str]
 
 
@@ -467,7 +470,7 @@ def all_chunks(
         text = columnar and reader.format is InputFormat.csv
         chunks = reader.chunks(index, chunk_rows=VECTOR_CHUNK_ROWS if text else size)
         if columnar and reader.format is InputFormat.parquet:
-            chunks = _joined_chunks(chunks, index, VECTOR_CHUNK_ROWS)
+            chunks = _joined_chunks(chunks, index, PARQUET_CHUNK_ROWS)
         for chunk in chunks:
             index = chunk.index + 1
             yield chunk
