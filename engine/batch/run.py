@@ -51,6 +51,7 @@ from engine.batch.worker import (
     init_worker,
     rules_sidecar,
     screen_chunk,
+    use_system_allocator,
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
 from engine.errors import LinesError, UserError
@@ -441,6 +442,7 @@ def run_batch(
     `notice`: told in one line of anything the user should know as it happens (a stalled
     worker, a stale lock taken over).
     """
+    use_system_allocator()  # before reading: the reader's buffers too
     if options.workers > 1 or options.stall_timeout is not None:
         start_fork_server(options.rules_dir, options.engine)
     run = BatchRun(options, ruleset, notice)
