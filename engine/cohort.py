@@ -31,7 +31,6 @@ from engine.evaluate.vectorised import (
     NOT_FIRED,
     STATUSES,
     CohortDecisions,
-    pack,
     unique_rows,
 )
 from engine.models import RuleOutcome, RuleStatus, Severity, Verdict
@@ -165,18 +164,22 @@ def row_verdicts(
     them. Used by flat_columns and by `rules sweep`, which re-decides only the swept rule."""
     policy = policy_for(ruleset)
     severity = [ruleset.severity_of[rule.id] for rule in ruleset.rules]
-    # the verdict, once per set of present (status, severity) pairs (policy.decide)
-    kinds = statuses.astype(np.int64) * len(_SEVERITIES) + np.asarray(
-        [_SEVERITIES.index(s) for s in severity]
-    )
+    # the verdict, once per set of present (status, severity) pairs (policy.decide), a set
+    # as bits (status * severities + severity), built a (status, severity) pair at a time:
+    # never a rows x rules table of 64-bit words
     # with a policy that ignores not-fired and not-applicable outcomes (no entry names them),
     # those pairs cannot change its outlook: left out, fewer sets are looked up
-    counted = (
-        (statuses != NOT_FIRED) & (statuses != NOT_APPLICABLE)
-        if policy.ignores_inert
-        else np.ones_like(statuses, bool)
-    )
-    present = np.bitwise_or.reduce(np.where(counted, np.left_shift(1, kinds), 0), axis=1)
+    inert = (NOT_FIRED, NOT_APPLICABLE) if policy.ignores_inert else ()
+    levels = np.asarray([_SEVERITIES.index(s) for s in severity])
+    present = np.zeros(len(statuses), dtype=np.int64)
+    for level in range(len(_SEVERITIES)):
+        of_level = statuses[:, levels == level]
+        if not of_level.shape[1]:
+            continue
+        for status in range(len(STATUSES)):
+            if status not in inert:
+                hit = (of_level == status).any(axis=1)
+                present |= hit.astype(np.int64) << (status * len(_SEVERITIES) + level)
     sets, present_at = np.unique(present, return_inverse=True)
     outlooks = [policy.outlook(_present(int(bits))) for bits in sets]
     if not policy.ignores_inert:  # read every outcome, not cached (policy.decide)
@@ -205,12 +208,21 @@ def _joined(chosen: np.ndarray, names: Sequence[str]) -> pa.Array:
         return pa.array([""] * len(chosen), pa.string())
     chosen = chosen[:, keep]
     names = [names[n] for n in keep.tolist()]
-    _, first, inverse = unique_rows(pack([chosen[:, n] for n in range(chosen.shape[1])], 1))
+    _, first, inverse = unique_rows(_bit_words(chosen))
     rows, picked = np.nonzero(chosen[first])
     named = [names[n] for n in picked.tolist()]
     bounds = np.searchsorted(rows, np.arange(len(first) + 1)).tolist()
     texts = [";".join(named[bounds[n] : bounds[n + 1]]) for n in range(len(first))]
     return pa.array(texts, pa.string()).take(pa.array(inverse))
+
+
+def _bit_words(chosen: np.ndarray) -> np.ndarray:
+    """Rows of booleans as rows of uint64 words, a bit per column (np.packbits: one pass, not
+    a shift per column)."""
+    packed = np.packbits(chosen, axis=1, bitorder="little")
+    words = np.zeros((len(chosen), -(-packed.shape[1] // 8) * 8), dtype=np.uint8)
+    words[:, : packed.shape[1]] = packed
+    return words.view(np.uint64)
 
 
 def _missing_tables(decided: CohortDecisions) -> tuple[list[str], list[np.ndarray]]:

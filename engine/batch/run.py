@@ -51,6 +51,7 @@ from engine.batch.worker import (
     init_worker,
     rules_sidecar,
     screen_chunk,
+    use_system_allocator,
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
 from engine.errors import LinesError, UserError
@@ -100,8 +101,11 @@ class BatchOptions:
 
 Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
-VECTOR_CHUNK_ROWS = 5_000  # rows per chunk on the vectorised engine (Parquet read 1,000 at a
-# time, then joined); 10,000 ran ~10 % faster but took peak RSS past 300 MB on 200k rows
+VECTOR_CHUNK_ROWS = 5_000  # rows per CSV chunk on the vectorised engine
+# rows per Parquet chunk on the vectorised engine (read 1,000 at a time, then joined): its cost
+# per chunk is per column and per rule node, so larger chunks pay; 10,000 rows peaked at about
+# 235 MB on 200k rows, 20,000 at 270 MB for a few % less CPU (benchmarks/results.md)
+PARQUET_CHUNK_ROWS = 10_000
 RenderReport = Callable[[BatchSummary], str]
 
 
@@ -439,6 +443,7 @@ def run_batch(
     `notice`: told in one line of anything the user should know as it happens (a stalled
     worker, a stale lock taken over).
     """
+    use_system_allocator()  # before reading: the reader's buffers too
     if options.workers > 1 or options.stall_timeout is not None:
         start_fork_server(options.rules_dir, options.engine)
     run = BatchRun(options, ruleset, notice)
@@ -472,7 +477,7 @@ def all_chunks(
             index, chunk_rows=VECTOR_CHUNK_ROWS if text else size, columnar=vectorised
         )
         if columnar and reader.format is InputFormat.parquet:
-            chunks = _joined_chunks(chunks, index, VECTOR_CHUNK_ROWS)
+            chunks = _joined_chunks(chunks, index, PARQUET_CHUNK_ROWS)
         for chunk in chunks:
             index = chunk.index + 1
             yield chunk

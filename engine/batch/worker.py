@@ -13,8 +13,6 @@ half-way through a message, can block no one (engine/batch/pool.py notices and r
 from __future__ import annotations
 
 import gc
-import hashlib
-import heapq
 import json
 import math
 import operator
@@ -25,7 +23,6 @@ import struct
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
@@ -35,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.batch.startup import die_with_parent, forbid_core_dumps
 from engine.cohort import COMPACT_KEYS, UNKNOWN_VALUE, FlatColumns, flat_columns
@@ -212,6 +210,14 @@ def init_worker(config: WorkerConfig) -> None:
     # at the default threshold (700) the cyclic collector ran every few rows and took about
     # 10 % of the batch time (benchmarks/results.md). Cycles are still collected, less often.
     gc.set_threshold(GC_THRESHOLD)
+    use_system_allocator()
+
+
+def use_system_allocator() -> None:
+    """Arrow buffers from the C allocator for the rest of this process: Arrow's default pool
+    (jemalloc) kept freed chunk buffers, and a 1M-row vectorised batch peaked at 322 MB on it,
+    288 MB on the system allocator, for less CPU (benchmarks/results.md)."""
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def use_screener(config: WorkerConfig, screener: Screener) -> None:
@@ -220,11 +226,43 @@ def use_screener(config: WorkerConfig, screener: Screener) -> None:
     _STATE.config, _STATE.loaded, _STATE.screener = config, screener, screener
 
 
-def id_hash(case_id: str) -> int:
-    """A stable signed 64-bit hash of a case_id, for finding duplicates without keeping ids."""
-    return int.from_bytes(
-        hashlib.blake2b(case_id.encode(), digest_size=8).digest(), "big", signed=True
-    )
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+
+
+def id_hashes(case_ids: list[str]) -> np.ndarray:
+    """A stable signed 64-bit hash of each case_id (FNV-1a over its bytes), for finding
+    duplicates without keeping ids; one numpy pass per byte position, not a call per id
+    (ids are at most 64 characters, CASE_ID)."""
+    if not case_ids:
+        return np.zeros(0, dtype=np.int64)
+    encoded = np.array([case_id.encode() for case_id in case_ids], dtype=np.bytes_)
+    width = encoded.dtype.itemsize
+    octets = encoded.view(np.uint8).reshape(len(case_ids), width)
+    lengths = np.char.str_len(encoded)
+    hashed = np.full(len(case_ids), _FNV_OFFSET, dtype=np.uint64)
+    for position in range(width):
+        stepped = (hashed ^ octets[:, position]) * _FNV_PRIME
+        hashed = np.where(position < lengths, stepped, hashed)
+    return hashed.view(np.int64)
+
+
+def id_lines(source: str, numbers: np.ndarray, case_ids: list[str]) -> str:
+    """The id lines of a chunk's valid case_ids, "hash\tsource\trow\tcase_id\n" each (see
+    run.DuplicateFinder), built column by column: `numbers` are their rows, ascending."""
+    if not case_ids:
+        return ""
+    columns = [
+        pa.array(id_hashes(case_ids)).cast(pa.string()),
+        pa.scalar(source),
+        pa.array(numbers, pa.int64()).cast(pa.string()),
+        pa.array(case_ids, pa.string()),
+    ]
+    lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*columns, "\t"), "", "\n")
+    # the lines end to end are the bytes of the array's data between its first and last offset
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+    start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
+    data: bytes = lines.buffers()[2].to_pybytes()
+    return data[start:end].decode()
 
 
 def serve(tasks: Connection, results: Connection, config: WorkerConfig) -> None:
@@ -358,6 +396,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     valid: list[tuple[str, dict[str, Scalar]]] = []
     prepared: list[tuple[Facts, dict[str, Scalar]]] = []
     screened: list[int] = []  # the numbers of the rows screened one by one, in order
+    id_rows: list[tuple[int, str]] = []  # (number, case_id) of the rows with a valid id
     for number, row, checked in rows:
         if isinstance(row, RowProblem):
             reject(result, chunk.source, number, None, [(None, None, row.reason)])
@@ -383,7 +422,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         else:
             case_id = listed_case_id(normalise_value("case_id", raw.get("case_id")))
         if case_id:
-            result.id_lines.append(f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n")
+            id_rows.append((number, case_id))
             if fault is not None and case_id == fault.partition("@")[0]:
                 _fault_kill(fault)
             if case_id == stall:
@@ -422,7 +461,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if present[name] < result.screened:
             result.missing[name] += result.screened - present[name]
     count_baselines(result, ruleset)
-    result.id_lines = ["".join(result.id_lines)]  # one string to send back, not a thousand
+    # one string to send back, not a thousand
+    result.id_lines = [_chunk_id_lines(chunk.source, fast, id_rows)]
     if config.output_format is OutputFormat.parquet and fast is None:  # built here, in
         result.records = [flat_batch(result.records)]  # parallel, not by the parent
     return result
@@ -459,14 +499,6 @@ def _add_decided(
     result.decided_with_cautions_open += flat.decided_with_cautions_open
     present.update(fast.present)
     numbers = fast.numbers.tolist()
-    lines = [
-        f"{id_hash(case_id)}\t{chunk.source}\t{number}\t{case_id}\n"
-        for case_id, number in zip(flat.case_ids, numbers, strict=True)
-    ]
-    if result.id_lines:  # rows screened one by one too: in row order
-        merged = heapq.merge(zip(numbers, lines, strict=True), _numbered(result.id_lines))
-        lines = [line for _, line in merged]
-    result.id_lines = lines
     # records: the decided rows' first, then the others', taken in row order
     order = np.argsort(np.concatenate([numbers, screened]).astype(np.int64), kind="stable")
     slow = result.records
@@ -486,10 +518,20 @@ def _add_decided(
     result.records = [every[n] for n in order.tolist()]
 
 
-def _numbered(lines: list[str]) -> Iterator[tuple[int, str]]:
-    """Id lines with their row numbers (their third field), for merging in row order."""
-    for line in lines:
-        yield int(line.split("\t", 3)[2]), line
+def _chunk_id_lines(source: str, fast: _Fast | None, id_rows: list[tuple[int, str]]) -> str:
+    """The id lines of a chunk, in row order: the decided rows' and those of the rows read one
+    by one (`id_rows`, in order)."""
+    numbers = np.fromiter((n for n, _ in id_rows), dtype=np.int64, count=len(id_rows))
+    case_ids = [case_id for _, case_id in id_rows]
+    if fast is not None and len(fast.numbers):
+        if case_ids:
+            numbers = np.concatenate([fast.numbers.astype(np.int64), numbers])
+            order = np.argsort(numbers, kind="stable")
+            every = fast.flat.case_ids + case_ids
+            numbers, case_ids = numbers[order], [every[n] for n in order.tolist()]
+        else:
+            numbers, case_ids = fast.numbers, fast.flat.case_ids
+    return id_lines(source, numbers, case_ids)
 
 
 def _checked_rows(

@@ -217,21 +217,30 @@ class CohortPlan:
         """The input columns of the chosen rows, with the site profile's settings filled in."""
         every = len(rows) == len(next(iter(columns.values())))
         taken = pa.array(rows, pa.int64())
+
+        def chosen(values: np.ndarray) -> np.ndarray:  # the rows' values of a whole column
+            return values if every else values[rows]
+
         for name, column in columns.items():
             if name == "case_id" or name not in FIELDS_BY_NAME:
                 continue
             if pa.types.is_null(column.type):  # a column with no value at all: unknown, as absent
                 continue
-            picked = column if every else column.take(taken)
-            known = picked.is_valid().to_numpy(zero_copy_only=False)
+            # computed on the whole column and then picked in numpy (an Arrow take per column
+            # cost more); a value of a row not picked may be anything, and is never read
+            known = chosen(column.is_valid().to_numpy(zero_copy_only=False))
             domain = self.domains.get(name)
-            if domain is not None and pa.types.is_boolean(picked.type):  # domain (True, False)
-                flags = picked.fill_null(True).to_numpy(zero_copy_only=False)
+            if domain is not None and pa.types.is_boolean(column.type):  # domain (True, False)
+                flags = chosen(column.fill_null(True).to_numpy(zero_copy_only=False))
                 values = np.where(flags, domain.index(True), domain.index(False))
             elif domain is not None:
-                index = pc.index_in(picked, value_set=pa.array(domain, picked.type))
-                values = index.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-            else:
+                index = pc.index_in(column, value_set=pa.array(domain, column.type))
+                values = chosen(index.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.int64)
+            elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+                whole = pc.cast(column, pa.float64(), safe=False).fill_null(0.0)
+                values = chosen(np.asarray(whole.to_numpy(zero_copy_only=False), np.float64))
+            else:  # another type: the picked rows hold none of its values (absent)
+                picked = column if every else column.take(taken)
                 values = np.asarray(
                     picked.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False),
                     dtype=np.float64,
