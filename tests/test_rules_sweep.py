@@ -371,6 +371,7 @@ def test_the_vectorised_sweep_streams_the_cohort_holding_one_chunk_at_a_time(
     import gc
     import weakref
 
+    from engine.batch import run as batch_run
     from engine.batch.run import BatchOptions
     from engine.batch.worker import OutputFormat
     from engine.research import sweep
@@ -390,6 +391,7 @@ def test_the_vectorised_sweep_streams_the_cohort_holding_one_chunk_at_a_time(
             yield chunk
 
     monkeypatch.setattr(sweep, "all_chunks", watched)
+    monkeypatch.setattr(batch_run, "PARQUET_CHUNK_ROWS", 4_000)  # 4 chunks of a small file
     options = BatchOptions([str(path)], "-", OutputFormat.csv, str(RULES_DIR))
     report = sweep.sweep_cohort(RULESET, "RAD-005", [38, 40, 42], options)
     gc.collect()
