@@ -50,7 +50,7 @@ class FlatColumns:
     case_ids: list[str]
     columns: list[pa.Array]  # FLAT_COLUMNS after case_id: verdict, ..., open_cautions
     compact: list[str] | None  # `--detail ids` JSON lines, when asked for
-    questions: list[Questions] | None  # per row, when asked for (or compact lines)
+    questions: QuestionSets | None  # when asked for (or compact lines)
     verdicts: Counter[str]
     rule_status: Counter[tuple[str, str]]
     blocks: Counter[str]
@@ -75,7 +75,7 @@ def flat_columns(
             [],
             empty,
             [] if compact else None,
-            [],
+            QuestionSets([], np.zeros(0, np.int64)),
             none,
             none.copy(),
             none.copy(),
@@ -260,27 +260,52 @@ COMPACT_KEYS = (
 Questions = tuple[list[str], list[str], list[str]]  # possible verdicts, next, deciding
 
 
+@dataclass(frozen=True)
+class QuestionSets:
+    """The rows' questions, once per distinct set (`distinct`) and each row's set (`at`)."""
+
+    distinct: list[Questions]
+    at: np.ndarray
+
+    def per_row(self) -> list[Questions]:
+        return [self.distinct[n] for n in self.at.tolist()]
+
+
 def _questions(
     decided: CohortDecisions,
     outlooks: list[Outlook],
     present_at: np.ndarray,
     changing: np.ndarray,
     policy: VerdictPolicy,
-) -> list[Questions]:
+) -> QuestionSets:
     """Per row, its possible verdicts, next and deciding questions (policy.assess), once per
-    distinct set of verdict-changing outcomes."""
+    distinct set of what assess reads: the outlook's possible verdicts and, of each
+    verdict-changing outcome, its rule and missing fields (outcomes of one rule that miss the
+    same fields count once: they differ only in values assess never reads)."""
     numbers = np.where(changing, decided.numbers, -1).astype(np.int64)
-    keyed = np.concatenate([present_at.reshape(-1, 1), numbers], axis=1)
+    same = numbers.copy()  # each outcome number as the first of its rule's with its fields
+    for position, table in enumerate(decided.tables):
+        if not len(table):
+            continue
+        seen: dict[tuple[RuleStatus, tuple[str, ...]], int] = {}
+        first = np.asarray([seen.setdefault((o.status, o.missing), n) for n, o in enumerate(table)])
+        column = numbers[:, position]
+        same[:, position] = np.where(column >= 0, first[np.maximum(column, 0)], -1)
+    possible: dict[tuple[Verdict, ...], int] = {}  # outlooks with one possible set alike
+    alike = np.asarray([possible.setdefault(o.possible, n) for n, o in enumerate(outlooks)])
+    alike = alike[present_at]
+    keyed = np.concatenate([alike.reshape(-1, 1), same], axis=1)
     flat = np.ascontiguousarray(keyed).view(np.dtype((np.void, keyed.shape[1] * 8))).reshape(-1)
     _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
     found: list[Questions] = []
     order = decided.report_order
-    for row in keyed[first].tolist():
+    # each set assessed with the outlook of its first row, whose changing severities are its
+    for row, outlook in zip(keyed[first].tolist(), present_at[first].tolist(), strict=True):
         open_outcomes: list[RuleOutcome] = [
             decided.tables[p][n] for p, n in enumerate(row[1:]) if n >= 0
         ]
         open_outcomes.sort(key=lambda o: order[o.rule_id])
-        assessment = policy.assess(outlooks[row[0]], open_outcomes)
+        assessment = policy.assess(outlooks[outlook], open_outcomes)
         found.append(
             (
                 [v._value_ for v in assessment.possible],
@@ -288,14 +313,15 @@ def _questions(
                 list(assessment.deciding_questions),
             )
         )
-    return [found[n] for n in inverse.reshape(-1).tolist()]
+    return QuestionSets(found, inverse.reshape(-1))
 
 
-def _compact(case_ids: list[str], columns: list[pa.Array], questions: list[Questions]) -> list[str]:
+def _compact(case_ids: list[str], columns: list[pa.Array], questions: QuestionSets) -> list[str]:
     """`--detail ids` JSON lines, as worker.compact_record writes them."""
     texts = [column.to_pylist() for column in columns]
     lines = []
-    for case_id, asked, verdict, *rest in zip(case_ids, questions, *texts, strict=True):
+    asked_per_row = questions.per_row()
+    for case_id, asked, verdict, *rest in zip(case_ids, asked_per_row, *texts, strict=True):
         *severities, conditional, not_evaluable, missing, cautions = rest
         possible, next_questions, deciding = asked
         values = (
