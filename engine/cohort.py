@@ -281,31 +281,32 @@ def _questions(
     """Per row, its possible verdicts, next and deciding questions (policy.assess), once per
     distinct set of what assess reads: the outlook's possible verdicts and, of each
     verdict-changing outcome, its rule and missing fields (outcomes of one rule that miss the
-    same fields count once: they differ only in values assess never reads)."""
-    numbers = np.where(changing, decided.numbers, -1).astype(np.int64)
-    same = numbers.copy()  # each outcome number as the first of its rule's with its fields
-    for position, table in enumerate(decided.tables):
-        if not len(table):
-            continue
-        seen: dict[tuple[RuleStatus, tuple[str, ...]], int] = {}
-        first = np.asarray([seen.setdefault((o.status, o.missing), n) for n, o in enumerate(table)])
-        column = numbers[:, position]
-        same[:, position] = np.where(column >= 0, first[np.maximum(column, 0)], -1)
+    same fields count once: they differ only in values assess never reads). Each set is
+    assessed with the outlook of its first row, whose changing severities are the set's."""
     possible: dict[tuple[Verdict, ...], int] = {}  # outlooks with one possible set alike
-    alike = np.asarray([possible.setdefault(o.possible, n) for n, o in enumerate(outlooks)])
-    alike = alike[present_at]
-    keyed = np.concatenate([alike.reshape(-1, 1), same], axis=1)
-    flat = np.ascontiguousarray(keyed).view(np.dtype((np.void, keyed.shape[1] * 8))).reshape(-1)
-    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    key = np.asarray([possible.setdefault(o.possible, n) for n, o in enumerate(outlooks)])
+    key, size = key[present_at].astype(np.int64), len(outlooks)
+    rules = np.flatnonzero(changing.any(axis=0)).tolist()
+    for position in rules:  # the key grows by one digit per rule: its open outcome's kind
+        table = decided.tables[position]
+        seen: dict[tuple[RuleStatus, tuple[str, ...]], int] = {}
+        kind = np.asarray([seen.setdefault((o.status, o.missing), n) for n, o in enumerate(table)])
+        open_here = changing[:, position]
+        number = np.where(open_here, decided.numbers[:, position], 0)
+        key = key * (len(table) + 1) + np.where(open_here, kind[number] + 1, 0)
+        size *= len(table) + 1
+        if size > 2**40:  # kept far from overflow: renumbered densely
+            _, key = np.unique(key, return_inverse=True)
+            key, size = key.reshape(-1).astype(np.int64), int(key.max()) + 1
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     found: list[Questions] = []
     order = decided.report_order
-    # each set assessed with the outlook of its first row, whose changing severities are its
-    for row, outlook in zip(keyed[first].tolist(), present_at[first].tolist(), strict=True):
+    for row in first.tolist():
         open_outcomes: list[RuleOutcome] = [
-            decided.tables[p][n] for p, n in enumerate(row[1:]) if n >= 0
+            decided.tables[p][decided.numbers[row, p]] for p in rules if changing[row, p]
         ]
         open_outcomes.sort(key=lambda o: order[o.rule_id])
-        assessment = policy.assess(outlooks[outlook], open_outcomes)
+        assessment = policy.assess(outlooks[present_at[row]], open_outcomes)
         found.append(
             (
                 [v._value_ for v in assessment.possible],
