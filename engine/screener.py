@@ -417,14 +417,17 @@ class Screener:
         decided = _FrameRows.none()
         if self.cohort_engine == "vectorised" and table is not None and mapper is None:
             given = table.drop_columns([n for n in table.column_names if n in skipped])
-            if key is not None and "case_id" in given.column_names:
-                column = given.column("case_id")
-                if _id_type(column.type):  # else the rows are pseudonymised one by one
-                    position = given.column_names.index("case_id")
-                    ids = pseudonymise_column(key, column.combine_chunks())
-                    given = given.set_column(position, "case_id", ids)
-                    decided = self._frame_decided(given)
-            elif key is None:
+            column = given.column("case_id") if "case_id" in given.column_names else None
+            if column is not None and _id_type(column.type):
+                # ids as text, as the row path reads them (else the rows go one by one)
+                ids = (
+                    pseudonymise_column(key, column.combine_chunks())
+                    if key is not None
+                    else _text_ids(column.combine_chunks())
+                )
+                position = given.column_names.index("case_id")
+                given = given.set_column(position, "case_id", ids)
+            if key is None or column is not None and _id_type(column.type):
                 decided = self._frame_decided(given)
         numbers = np.setdiff1d(np.arange(len(frame)), decided.rows)  # screened one by one
         rows = _frame_rows(frame, table if typed else None, numbers.tolist())
@@ -707,9 +710,30 @@ def _question_columns(questions: Any) -> list[Any]:
     ]
 
 
+def _text_ids(column: Any) -> Any:
+    """A case_id column as the text the normaliser reads each id as (101 and 101.0 are `101`),
+    once per distinct value; null where it gives no text (101.5 stays for the row path)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from engine.io.normalise import normalise_value
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column
+    encoded = pc.dictionary_encode(column)
+    read = [normalise_value("case_id", v) for v in encoded.dictionary.to_pylist()]
+    text = pa.array([v if isinstance(v, str) and "." not in v else None for v in read], pa.string())
+    return text.take(encoded.indices)
+
+
 def _id_type(kind: Any) -> bool:
     """Whether a case_id column of this Arrow type is pseudonymised by column: text or numbers,
     whose values pseudonymise_row reads alike (others, row by row, as they were)."""
     import pyarrow as pa
 
-    return bool(pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind))
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+    )
