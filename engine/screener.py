@@ -3,9 +3,10 @@
 ```python
 from engine import Screener
 
-screener = Screener.load()                      # the bundled rules, durable-rules engine
-result = screener.screen({"case_id": "x", "age_years": 40})
-frame = screener.screen_frame(df)               # pandas or polars in, the same library out
+screener = Screener.load()                      # the bundled rules
+result = screener.screen({"case_id": "x", "age_years": 40})   # durable-rules
+frame = screener.screen_frame(df)               # pandas or polars in, the same library out:
+                                                # the cohort engine (vectorised)
 ```
 
 A Screener is built once and never changes: it owns the compiled ruleset (whose per-case caches
@@ -388,6 +389,12 @@ class Screener:
         `pseudonymise_ids`: a key file, as `batch --pseudonymise-ids` takes (created if absent):
         each case_id (after the mapping) is replaced by its keyed pseudonym before it is
         checked.
+        Engine: `cohort_engine`, the cohort engine (vectorised) for a Screener loaded without
+        one, so a notebook gets batch's speed without asking. There the frame's Arrow columns
+        go through batch's own columnar validation and cohort plan and the output is built
+        column by column; only the rows the plan leaves (and every row, with a mapping) are
+        screened one by one. A Screener loaded for `durable` or `reference` screens every row
+        one by one: the same frame, for the differential.
         """
         import numpy as np
         import pyarrow as pa
