@@ -165,18 +165,24 @@ def row_verdicts(
     them. Used by flat_columns and by `rules sweep`, which re-decides only the swept rule."""
     policy = policy_for(ruleset)
     severity = [ruleset.severity_of[rule.id] for rule in ruleset.rules]
-    # the verdict, once per set of present (status, severity) pairs (policy.decide)
-    kinds = statuses.astype(np.int64) * len(_SEVERITIES) + np.asarray(
-        [_SEVERITIES.index(s) for s in severity]
-    )
-    # with a policy that ignores not-fired and not-applicable outcomes (no entry names them),
-    # those pairs cannot change its outlook: left out, fewer sets are looked up
-    counted = (
-        (statuses != NOT_FIRED) & (statuses != NOT_APPLICABLE)
-        if policy.ignores_inert
-        else np.ones_like(statuses, bool)
-    )
-    present = np.bitwise_or.reduce(np.where(counted, np.left_shift(1, kinds), 0), axis=1)
+    # the verdict, once per set of present (status, severity) pairs (policy.decide): bit
+    # status * len(_SEVERITIES) + severity of each row's set, one comparison per pair over the
+    # rules of that severity. With a policy that ignores not-fired and not-applicable outcomes
+    # (no entry names them), those pairs cannot change its outlook: left out, fewer sets are
+    # looked up
+    counted = [
+        status
+        for status in range(len(STATUSES))
+        if not (policy.ignores_inert and status in (NOT_FIRED, NOT_APPLICABLE))
+    ]
+    present = np.zeros(len(statuses), np.int64)
+    for level, name in enumerate(_SEVERITIES):
+        of_level = statuses[:, [n for n, s in enumerate(severity) if s == name]]
+        if not of_level.shape[1]:
+            continue
+        for status in counted:
+            hit = (of_level == status).any(axis=1)
+            present |= hit.astype(np.int64) << (status * len(_SEVERITIES) + level)
     sets, present_at = np.unique(present, return_inverse=True)
     outlooks = [policy.outlook(_present(int(bits))) for bits in sets]
     if not policy.ignores_inert:  # read every outcome, not cached (policy.decide)
