@@ -307,12 +307,14 @@ def _questions(
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     found: list[Questions] = []
     order = decided.report_order
-    for row in first.tolist():
+    tables = [decided.tables[p] for p in rules]
+    opened = np.where(changing[first][:, rules], decided.numbers[first][:, rules], -1).tolist()
+    for numbers, outlook in zip(opened, present_at[first].tolist(), strict=True):
         open_outcomes: list[RuleOutcome] = [
-            decided.tables[p][decided.numbers[row, p]] for p in rules if changing[row, p]
+            table[n] for table, n in zip(tables, numbers, strict=True) if n >= 0
         ]
         open_outcomes.sort(key=lambda o: order[o.rule_id])
-        assessment = policy.assess(outlooks[present_at[row]], open_outcomes)
+        assessment = policy.assess(outlooks[outlook], open_outcomes)
         found.append(
             (
                 [v._value_ for v in assessment.possible],
