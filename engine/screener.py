@@ -421,7 +421,7 @@ class Screener:
         table, typed = _frame_table(frame, library)
         # by column, as batch screens a record batch: without a mapping, whose rows are mapped
         # one by one (batch does the same)
-        decided = _FrameRows.none()
+        decided: list[_FrameRows] = []
         if self.cohort_engine == "vectorised" and table is not None and mapper is None:
             given = table.drop_columns([n for n in table.column_names if n in skipped])
             column = given.column("case_id") if "case_id" in given.column_names else None
@@ -436,7 +436,8 @@ class Screener:
                 given = given.set_column(position, "case_id", ids)
             if key is None or column is not None and _id_type(column.type):
                 decided = self._frame_decided(given)
-        numbers = np.setdiff1d(np.arange(len(frame)), decided.rows)  # screened one by one
+        taken = np.concatenate([np.zeros(0, np.int64), *(part.rows for part in decided)])
+        numbers = np.setdiff1d(np.arange(len(frame)), taken)  # screened one by one
         rows = _frame_rows(frame, table if typed else None, numbers.tolist())
         mapped: list[dict[str, Any] | InputError] = list(rows)
         if mapper is not None:
@@ -457,11 +458,14 @@ class Screener:
             for found in self._decided(zip(numbers.tolist(), cases, strict=True), "<frame>")
         ]
         cells = list(zip(*others, strict=True)) if others else [() for _ in FRAME_COLUMNS]
-        order = pa.array(np.argsort(np.concatenate([decided.rows, numbers]), kind="stable"))
-        table = pa.table(
+        order = pa.array(np.argsort(np.concatenate([taken, numbers]), kind="stable"))
+        table = pa.table(  # the decided rows' parts, then the others, taken in row order
             {
-                name: pa.concat_arrays([fast, pa.array(slow, pa.string())]).take(order)
-                for name, fast, slow in zip(FRAME_COLUMNS, decided.columns, cells, strict=True)
+                name: pa.chunked_array(
+                    [*(part.columns[n] for part in decided), pa.array(slow, pa.string())],
+                    pa.string(),
+                ).take(order)
+                for n, (name, slow) in enumerate(zip(FRAME_COLUMNS, cells, strict=True))
             }
         )
         if library == "polars":
@@ -473,17 +477,17 @@ class Screener:
         result.attrs["ignored_columns"] = sorted(skipped - frozenset(ignore))
         return result
 
-    def _frame_decided(self, table: Any) -> _FrameRows:
+    def _frame_decided(self, table: Any) -> list[_FrameRows]:
         """screen_frame's rows the vectorised engine decides (engine.evaluate.vectorised), as
-        batch's screen_chunk does for a record batch: their numbers and FRAME_COLUMNS; the
-        others are screened one by one."""
+        batch's screen_chunk does for a record batch: their numbers and FRAME_COLUMNS, a part
+        per chunk; the others are screened one by one."""
         import numpy as np
         import pyarrow as pa
 
         from engine.cohort import flat_columns
         from engine.io.columnar import validate_columns
 
-        parts = [_FrameRows.none()]
+        parts: list[_FrameRows] = []
         for start in range(0, table.num_rows, FRAME_CHUNK_ROWS):
             part = table.slice(start, FRAME_CHUNK_ROWS).combine_chunks()
             batch = pa.RecordBatch.from_arrays(
@@ -509,10 +513,7 @@ class Screener:
                     [ids, *flat.columns, *_question_columns(flat.questions), _nulls(len(ids))],
                 )
             )
-        return _FrameRows(
-            np.concatenate([p.rows for p in parts]),
-            [pa.concat_arrays(list(c)) for c in zip(*(p.columns for p in parts), strict=True)],
-        )
+        return parts
 
     def flat_row(self, case_id: str, decision: Decision) -> tuple[str, ...]:
         """The `batch --format csv` row of a decided case (engine.batch.worker.FLAT_COLUMNS)."""
@@ -691,12 +692,6 @@ class _FrameRows:
 
     rows: Any  # numpy int64
     columns: list[Any]  # pyarrow string arrays, one per FRAME_COLUMNS
-
-    @classmethod
-    def none(cls) -> _FrameRows:
-        import numpy as np
-
-        return cls(np.zeros(0, np.int64), [_nulls(0) for _ in FRAME_COLUMNS])
 
 
 def _nulls(rows: int) -> Any:
