@@ -434,7 +434,7 @@ class Screener:
                 )
                 position = given.column_names.index("case_id")
                 given = given.set_column(position, "case_id", ids)
-            if key is None or column is not None and _id_type(column.type):
+            if key is None or (column is not None and _id_type(column.type)):
                 decided = self._frame_decided(given)
         taken = np.concatenate([np.zeros(0, np.int64), *(part.rows for part in decided)])
         numbers = np.setdiff1d(np.arange(len(frame)), taken)  # screened one by one

@@ -568,4 +568,5 @@ def test_a_frame_read_with_pandas_is_screened_alike_on_every_engine(tmp_path: Pa
         assert frames[0]["rejected"].notna().sum() > 0
     plan = screened["vectorised"]
     decided = plan._frame_decided(pa.Table.from_pandas(read.drop(columns="age_years")))
-    assert sum(len(part.rows) for part in decided) > len(read) * 0.8  # the columnar path, not row by row
+    # the columnar path, not row by row
+    assert sum(len(part.rows) for part in decided) > len(read) * 0.8
