@@ -284,7 +284,7 @@ def _questions(
     changing: np.ndarray,
     policy: VerdictPolicy,
 ) -> QuestionSets:
-    """Per row, its possible verdicts, next and deciding questions (policy.assess), once per
+    """Per row, its possible verdicts, next and deciding questions (as policy.assess), once per
     distinct set of what assess reads: the outlook's possible verdicts and, of each
     verdict-changing outcome, its rule and missing fields (outcomes of one rule that miss the
     same fields count once: they differ only in values assess never reads). Each set is
@@ -314,14 +314,9 @@ def _questions(
             table[n] for table, n in zip(tables, numbers, strict=True) if n >= 0
         ]
         open_outcomes.sort(key=lambda o: order[o.rule_id])
-        assessment = policy.assess(outlooks[outlook], open_outcomes)
-        found.append(
-            (
-                [v._value_ for v in assessment.possible],
-                list(assessment.next_questions),
-                list(assessment.deciding_questions),
-            )
-        )
+        seen = outlooks[outlook]
+        ranked, deciding = policy.questions(policy.changing(seen, open_outcomes))
+        found.append(([v._value_ for v in seen.possible], list(ranked), list(deciding)))
     return QuestionSets(found, inverse.reshape(-1))
 
 
