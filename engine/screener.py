@@ -333,7 +333,10 @@ class Screener:
     ) -> Iterator[Result | InputError]:
         """Screen cases lazily, in order: a Result per valid case, an InputError per invalid one.
 
-        Never raises for a bad case, so one bad row never stops a cohort.
+        Never raises for a bad case, so one bad row never stops a cohort. Each case is screened
+        as `screen` screens it, on the Screener's evaluator (durable-rules unless `reference`
+        was named): a full Result shows values the cohort engine does not build (as `batch
+        --detail full`); screen_frame is the cohort path.
         """
         for case_id_values in self._decided(enumerate(cases), source):
             case_id, decided = case_id_values
