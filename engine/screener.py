@@ -492,10 +492,9 @@ class Screener:
 
         parts: list[_FrameRows] = []
         for start in range(0, table.num_rows, FRAME_CHUNK_ROWS):
-            part = table.slice(start, FRAME_CHUNK_ROWS).combine_chunks()
-            batch = pa.RecordBatch.from_arrays(
-                [column.combine_chunks() for column in part.columns], schema=part.schema
-            )
+            part = table.slice(start, FRAME_CHUNK_ROWS)
+            batches = part.to_batches()  # one, without a copy, unless the frame is chunked
+            batch = batches[0] if len(batches) == 1 else part.combine_chunks().to_batches()[0]
             columns = validate_columns(batch, normalise=True)  # no counts to keep here
             if not columns.values:
                 continue
