@@ -314,9 +314,9 @@ def _questions(
             table[n] for table, n in zip(tables, numbers, strict=True) if n >= 0
         ]
         open_outcomes.sort(key=lambda o: order[o.rule_id])
-        seen = outlooks[outlook]
-        ranked, deciding = policy.questions(policy.changing(seen, open_outcomes))
-        found.append(([v._value_ for v in seen.possible], list(ranked), list(deciding)))
+        its = outlooks[outlook]
+        ranked, deciding = policy.questions(policy.changing(its, open_outcomes))
+        found.append(([v._value_ for v in its.possible], list(ranked), list(deciding)))
     return QuestionSets(found, inverse.reshape(-1))
 
 
