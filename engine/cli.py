@@ -9,6 +9,7 @@ Thin by design: parse options, call engine, pick a renderer, map errors to exit 
 # each start, and as strings it would compile and evaluate them all (about 20 ms of a cold
 # `screen`); names imported only for type checking are quoted instead.
 import contextlib
+import copy
 import gc
 import os
 import signal
@@ -88,11 +89,9 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 import engine as engine_package
 from engine.errors import UsageError, UserError
@@ -108,7 +107,6 @@ from engine.models import (
     evidence_label,
 )
 from engine.policy import verdict_rank
-from engine.report.text import Traces, brief_line, render_text, show_value, source_text
 from engine.rules.bundled import bundled_rules_dir
 from engine.rules.condition import to_text
 from engine.rules.loader import load_ruleset
@@ -117,10 +115,13 @@ from engine.screener import COHORT_ENGINE, ENGINES, Screener
 from engine.service.limits import Limits
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from engine.batch.summary import BatchSummary
     from engine.batch.worker import OutputFormat
     from engine.derive import Facts
     from engine.mapping import ColumnMapping
+    from engine.report.text import Traces
 
 DEFAULT_RULES_DIR = Path(os.environ.get("MISS_SCREEN_RULES") or bundled_rules_dir())
 
@@ -155,26 +156,55 @@ app.add_typer(schema_app, name="schema")
 CLOSED_PIPE_EXIT = 128 + signal.SIGPIPE  # 141: what a shell reports for `cmd | head`'s cmd
 
 
-class Terminal(Console):
+def terminal(*, stderr: bool = False) -> "Console":
     """A rich console that honours NO_COLOR fully (no bold or underline either: no-color.org
     asks for no ANSI styling at all, where rich drops only the colours) and lets a closed pipe
     reach handle_errors like any other write, instead of exiting 1 on its own."""
+    from rich.console import Console
+
+    class Terminal(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    plain = bool(os.environ.get("NO_COLOR"))  # set and not empty, as no-color.org says
+    return Terminal(
+        stderr=stderr,
+        highlight=False,
+        soft_wrap=True,
+        **({"color_system": None} if plain else {}),  # type: ignore[arg-type]
+    )
+
+
+class LazyTerminal:
+    """stdout or stderr as a rich console, made on first use: rich is most of what the JSON
+    result of `screen` would import for nothing (about 5 % of a cold `screen --format json`).
+    Every attribute is the console's (`stdout.print`, `stderr.rule`); `.console` is the
+    console itself, for what takes one (the text report, a progress bar)."""
 
     def __init__(self, *, stderr: bool = False) -> None:
-        plain = bool(os.environ.get("NO_COLOR"))  # set and not empty, as no-color.org says
-        super().__init__(
-            stderr=stderr,
-            highlight=False,
-            soft_wrap=True,
-            **({"color_system": None} if plain else {}),  # type: ignore[arg-type]
-        )
+        self._stderr = stderr
+        self._console: Console | None = None
 
-    def on_broken_pipe(self) -> None:
-        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+    @property
+    def console(self) -> "Console":
+        if self._console is None:
+            with long_lived():  # rich's modules
+                self._console = terminal(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
 
 
-stdout = Terminal()
-stderr = Terminal(stderr=True)
+def escape(markup: str) -> str:
+    """rich.markup.escape, imported when first needed (see LazyTerminal)."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(markup)
+
+
+stdout = LazyTerminal()
+stderr = LazyTerminal(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -298,19 +328,29 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def load_screener(rules: Path, engine: str, site: str | None, few_cases: bool = False) -> Screener:
-    """Screener.load; run as the program, with the collector paused while the rules are built
-    and their objects then frozen out of its walks (they live as long as the process).
-    `few_cases` (`screen`): the durable-rules layout quicker to build (Screener.load)."""
+@contextlib.contextmanager
+def long_lived() -> Iterator[None]:
+    """Run as the program, what is built inside (the rules, a module imported on first use)
+    lives as long as the process: the collector is paused while it is built and its objects
+    are then frozen out of its walks, as the start-up's are (see the top of this module)."""
     if not PROGRAM:
-        return Screener.load(rules, engine, site, few_cases=few_cases)
+        yield
+        return
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
-        screener = Screener.load(rules, engine, site, few_cases=few_cases)
+        yield
         gc.freeze()
     finally:
-        gc.enable()
-    return screener
+        if was_enabled:
+            gc.enable()
+
+
+def load_screener(rules: Path, engine: str, site: str | None, few_cases: bool = False) -> Screener:
+    """Screener.load, its objects long-lived (long_lived). `few_cases` (`screen`): the
+    durable-rules layout quicker to build (Screener.load)."""
+    with long_lived():
+        return Screener.load(rules, engine, site, few_cases=few_cases)
 
 
 RulesOption = Annotated[
@@ -680,7 +720,7 @@ def write_patient_summary(
         write_text_atomically(out, text)
 
 
-def case_traces(facts: "Facts", ruleset: Ruleset) -> Traces:
+def case_traces(facts: "Facts", ruleset: Ruleset) -> "Traces":
     """Each reported rule's condition traced on the case's facts (for --details)."""
     from engine.report.trace import trace_rule
 
@@ -705,8 +745,14 @@ def write_results(
         compact = len(results) > 1
         text = "".join(r.model_dump_json(indent=None if compact else 2) + "\n" for r in results)
     elif output_format is ScreenFormat.brief:
+        from engine.report.text import brief_line
+
         text = "".join(brief_line(r) + "\n" for r in results)
     else:
+        from rich.console import Console
+
+        from engine.report.text import render_text
+
         console = Console(record=True, file=open(os.devnull, "w"), width=100, highlight=False)  # noqa: SIM115
         for index, result in enumerate(results):
             if index:
@@ -723,20 +769,26 @@ def print_result(
     compact: bool = False,
     details: bool = False,
     legend: bool = False,
-    traces: Traces | None = None,
+    traces: "Traces | None" = None,
     reasons: Mapping[str, str] | None = None,
 ) -> None:
     """Write one result; several JSON results are written one per line (JSON Lines)."""
     if output_format is ScreenFormat.json:
         sys.stdout.write(result.model_dump_json(indent=None if compact else 2) + "\n")
     elif output_format is ScreenFormat.brief:
+        from engine.report.text import brief_line
+
         sys.stdout.write(brief_line(result) + "\n")
     elif output_format is ScreenFormat.html:
         from engine.report.case_html import render_case_html
 
         sys.stdout.write(render_case_html(result, reasons=reasons))
     else:
-        render_text(result, stdout, details=details, legend=legend, traces=traces, reasons=reasons)
+        with long_lived():
+            from engine.report.text import render_text
+        render_text(
+            result, stdout.console, details=details, legend=legend, traces=traces, reasons=reasons
+        )
 
 
 class BatchFormat(StrEnum):
@@ -1249,7 +1301,7 @@ def batch_progress(
     if total is not None:
         columns[2:2] = [BarColumn()]
         columns.append(TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True) as bar:
+    with Progress(*columns, console=stderr.console, transient=True) as bar:
         expected = total[0] if total else None
         task = bar.add_task("rows", total=expected)
         done = 0
@@ -1405,6 +1457,8 @@ def rules_show(
 
     Example: miss-screen rules show ACC-008 (or a constraint, CON-001, or DER-004)
     """
+    from engine.report.text import source_text
+
     ruleset = load_ruleset(rules)
     wanted = rule_id.upper()
     rule = ruleset.by_id.get(wanted) or next(
@@ -1454,6 +1508,8 @@ def rules_show(
 
 def _show_why(rationale: str, sources: list[SourceRef], notes: str | None) -> None:
     """The rationale, each source with its evidence label, and the rule-author notes."""
+    from engine.report.text import source_text
+
     stdout.print(f"rationale: {escape(' '.join(rationale.split()))}")
     for source in sources:
         label = evidence_label([source])
@@ -1464,6 +1520,8 @@ def _show_why(rationale: str, sources: list[SourceRef], notes: str | None) -> No
 
 def show_constraint(constraint: Constraint) -> None:
     """`rules show CON-...`: what a constraint narrows, when, and why."""
+    from engine.report.text import show_value
+
     meta = constraint.meta
     stdout.print(f"[bold]{meta.id} {meta.name}[/bold] (rules/constraints.yaml)")
     stdout.print(
@@ -1478,6 +1536,8 @@ def show_constraint(constraint: Constraint) -> None:
 
 def show_derived(derived: DerivedRule) -> None:
     """`rules show DER-...`: how a derived attribute is computed, and why."""
+    from engine.report.text import show_value
+
     meta = derived.meta
     stdout.print(f"[bold]{meta.id} {meta.name}[/bold] v{meta.version} ({derived.path})")
     stdout.print(
@@ -2189,8 +2249,30 @@ def main_options(
     """Screen whether minimally invasive spine surgery (MISS) is worth discussing."""
 
 
+def command_tree(args: list[str]) -> typer.Typer:
+    """The app as `args` need it: only the command or group they name first, so that typer
+    builds the options of that one command from its signature and not of all twenty (about
+    3 % of a cold `screen`); anything else (options first, no command, a misspelt one that
+    click should suggest a name for) gets the whole app. The usage lines, help and errors of
+    a command are its own, the same in either tree."""
+    name = args[0] if args else None
+    commands = [
+        info
+        for info in app.registered_commands
+        if info.callback is not None
+        and (info.name or typer.main.get_command_name(info.callback.__name__)) == name
+    ]
+    groups = [info for info in app.registered_groups if info.name == name]
+    if not commands and not groups:
+        return app
+    lean = copy.copy(app)  # the same settings and callback (--version), fewer commands
+    lean.registered_commands = commands
+    lean.registered_groups = groups
+    return lean
+
+
 def main() -> None:
-    app()
+    command_tree(sys.argv[1:])()
 
 
 if __name__ == "__main__":

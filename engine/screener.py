@@ -237,15 +237,28 @@ class Screener:
             from engine.evaluate.reference import ReferenceEvaluator
 
             evaluator: Evaluator = ReferenceEvaluator(ruleset)
-        else:  # "vectorised" screens a single case with durable-rules (its cohorts: cohort_plan)
-            from engine.evaluate.durable import DurableEvaluator
+        elif str(engine) == "vectorised":
+            # cohorts go through cohort_plan; durable-rules screens single cases and the rows
+            # the plan leaves to the per-row path, built when the first one comes (deferred.py)
+            from engine.evaluate.deferred import DeferredEvaluator
 
-            evaluator = DurableEvaluator(ruleset, few_cases=few_cases)
+            evaluator = DeferredEvaluator(ruleset, partial(_durable, ruleset, few_cases))
+        else:
+            evaluator = _durable(ruleset, few_cases)
         return cls(ruleset, evaluator, str(engine), profile)
 
     def with_site(self, site: str | Path | Mapping[str, Any] | None) -> Screener:
         """The same rules and evaluator with another site profile (nothing is rebuilt)."""
         return replace(self, _site=_site_profile(site))
+
+    def with_cohort_plan(self, plan: CohortPlan) -> Screener:
+        """The same Screener deciding its cohorts with `plan`, compiled from its own ruleset and
+        site profile (`rules sweep`'s plan also gives the statuses of edited copies of a rule)."""
+        if plan.ruleset is not self.ruleset:
+            raise ValueError("a cohort plan must be compiled from the Screener's own ruleset")
+        screener = Screener(self.ruleset, self.evaluator, self.engine, self._site)
+        screener.__dict__["cohort_plan"] = plan  # the cached_property below, filled in
+        return screener
 
     @cached_property
     def cohort_plan(self) -> CohortPlan:
@@ -587,6 +600,13 @@ def _mapped(
         )
     except CaseInputError as exc:
         return InputError.from_error(exc, number)
+
+
+def _durable(ruleset: Ruleset, few_cases: bool) -> Evaluator:
+    """durable-rules' evaluator of a ruleset (imported here: a vectorised cohort may never ask)."""
+    from engine.evaluate.durable import DurableEvaluator
+
+    return DurableEvaluator(ruleset, few_cases=few_cases)
 
 
 def _site_profile(site: str | Path | Mapping[str, Any] | None) -> Mapping[str, SiteValue]:

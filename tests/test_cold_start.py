@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from engine.cli import app, command_tree
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "cases" / "examples" / "disc-herniation-l4-l5.yaml"
@@ -124,10 +127,13 @@ def test_screen_of_one_case_imports_nothing_for_cohorts_or_reports(
         # the probe sees the run: the evaluator and the case reader were imported
         assert {"engine.evaluate.durable", "engine.io.cases", "yaml"} <= modules, run
         assert not_for_one_case(modules) == [], run
-        if output:
+        rich = sorted(name for name in modules if name.partition(".")[0] == "rich")
+        if output:  # the JSON result needs no console: rich is for the text report
             assert json.loads(printed)["case_id"] == "EX-001", run
+            assert rich == [], run
         else:
             assert printed.startswith("Case EX-001\nVerdict: "), run
+            assert "rich.console" in rich, run  # the probe would see it
     assert any((tmp_path / "cache").glob("layout-*.json"))  # the second run read it
 
 
@@ -143,3 +149,88 @@ def test_the_probe_would_see_a_heavy_import() -> None:
         "engine.service.app",
         "pyarrow.lib",
     ]
+
+
+# --- the command tree typer builds -----------------------------------------------------------
+
+
+def _names(tree: typer.Typer) -> list[str]:
+    click_group = typer.main.get_command(tree)
+    assert isinstance(click_group, typer.core.TyperGroup)
+    return sorted(click_group.commands)
+
+
+TOP_LEVEL = _names(app)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_a_named_command_gets_only_its_own_tree_and_the_same_words(name: str) -> None:
+    """`main` has typer build only the command named first on the command line; its help,
+    a usage error in it, and --version before it read exactly as with every command built."""
+    lean = command_tree([name, "--help"])
+    assert _names(lean) == [name]
+    runner = CliRunner()
+    for args in ([name, "--help"], [name, "--no-such-option"], ["--version"]):
+        whole = runner.invoke(app, args, prog_name="miss-screen")
+        alone = runner.invoke(lean, args, prog_name="miss-screen")
+        assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), args
+    assert _names(app) == TOP_LEVEL  # the whole app keeps every command
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "args", [[], ["--help"], ["--version"], ["scren"], ["rules-list"]], ids=repr
+)
+def test_no_command_named_first_gets_the_whole_tree(args: list[str]) -> None:
+    """Top-level help lists every command, and a misspelt name gets click's suggestion from
+    all of them: anything but a command's exact name gets the whole app."""
+    assert command_tree(args) is app
+
+
+# --- patterns compiled on first use -------------------------------------------------------------
+
+# run as the program (runpy gives __main__ the shim's file name), then report which of the
+# identifier guard's and the clinical vocabulary's patterns were compiled
+_PATTERNS_PROBE = """
+import contextlib, io, runpy, sys
+shim, case = sys.argv[1:]
+sys.argv = [shim, "screen", case]
+with contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.suppress(SystemExit):
+    runpy.run_path(shim, run_name="__main__")
+from engine.io import case_ids, clinical
+print(printed.getvalue().startswith("Case EX-001"), case_ids._shapes.cache_info().currsize,
+      clinical._shapes.cache_info().currsize)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_one_ordinary_case_compiles_no_identifier_or_vocabulary_pattern(tmp_path: Path) -> None:
+    """An ordinary case id and values the normaliser places need neither the identifier
+    guard's full check nor the clinical vocabulary (both only name what an error may show);
+    their patterns are compiled on first use, and a screen of such a case uses none."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MISS_SCREEN_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _PATTERNS_PROBE, str(ROOT / "cli.py"), str(EXAMPLE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "0", "0"]
+
+
+@pytest.mark.timeout(60)
+def test_the_vocabulary_patterns_work_once_compiled() -> None:
+    """The probe above would see them: a value that needs them compiles them, once."""
+    from engine.io import clinical
+
+    assert clinical.is_clinical("L4/5")
+    assert clinical.is_clinical("95 mm")
+    assert not clinical.is_clinical("John Smith")
+    assert clinical._shapes.cache_info().currsize == 1

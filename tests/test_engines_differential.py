@@ -544,7 +544,9 @@ def test_respelt_csv_values_are_counted_and_screened_alike_on_every_engine(
 
 
 @pytest.mark.timeout(600)
-def test_a_frame_read_with_pandas_is_screened_alike_on_every_engine(tmp_path: Path) -> None:
+def test_a_frame_read_with_pandas_is_screened_alike_on_every_engine(
+    tmp_path: Path, screeners: dict[str, Screener]
+) -> None:
     """pd.read_csv as a researcher calls it: integer columns with gaps as floats, booleans
     with gaps as objects, a typo that mixes text into a number column (Arrow cannot type it),
     respelt values, a categorical column. The vectorised engine decides most rows itself and
@@ -561,12 +563,11 @@ def test_a_frame_read_with_pandas_is_screened_alike_on_every_engine(tmp_path: Pa
     read = pd.read_csv(source)
     assert read["tlics_score"].dtype == "float64"
     assert read["diabetes"].dtype == object
-    screened = {engine: Screener.load(engine=engine) for engine in ENGINES}
     for given in (frame, read):
-        frames = [screener.screen_frame(given) for screener in screened.values()]
+        frames = [screener.screen_frame(given) for screener in screeners.values()]
         assert all(found.equals(frames[0]) for found in frames[1:])
         assert frames[0]["rejected"].notna().sum() > 0
-    plan = screened["vectorised"]
+    plan = screeners["vectorised"]
     decided = plan._frame_decided(pa.Table.from_pandas(read.drop(columns="age_years")))
     # the columnar path, not row by row
     assert sum(len(part.rows) for part in decided) > len(read) * 0.8

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
-from engine.research.sweep import MAX_POINTS, Point, _Screened, _step, sweep_values
+from engine.research.sweep import MAX_POINTS, _Changes, _Screened, sweep_values
 from engine.screener import ENGINES
 from tests.conftest import RULES_DIR, RULESET
 
@@ -42,8 +41,9 @@ def sweep_json(tmp_path: Path, *args: str) -> dict[str, Any]:
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
-def batch_at(tmp_path: Path, bmi: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """`batch` with RAD-005 edited on disk to `bmi >= VALUE`: its summary and verdict per case."""
+def batch_at(tmp_path: Path, bmi: str) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """`batch` with RAD-005 edited on disk to `bmi >= VALUE`: its summary and output row per
+    case."""
     rules = tmp_path / f"rules-{bmi}"
     shutil.copytree(RULES_DIR, rules)
     edited = rules / RAD_005.relative_to(RULES_DIR)
@@ -58,8 +58,17 @@ def batch_at(tmp_path: Path, bmi: str) -> tuple[dict[str, Any], dict[str, str]]:
     )  # fmt: skip
     assert done.exit_code == 0, done.stderr
     with out.open(newline="") as handle:
-        verdicts = {row["case_id"]: row["verdict"] for row in csv.DictReader(handle)}
-    return json.loads(summary.read_text()), verdicts
+        rows = {row["case_id"]: row for row in csv.DictReader(handle)}
+    return json.loads(summary.read_text()), rows
+
+
+def outcome_of(row: dict[str, str], rule_id: str) -> str:
+    """A rule's outcome as a `batch` output row shows it."""
+    for column in ("fired_red_flag", "fired_major", "fired_caution", "fired_info",
+                   "conditional", "not_evaluable"):  # fmt: skip
+        if rule_id in row[column].split(";"):
+            return column
+    return "none"
 
 
 def _tree_hash(folder: Path) -> str:
@@ -77,15 +86,17 @@ def test_each_point_is_what_batch_gives_with_the_rule_edited_on_disk(tmp_path: P
     assert _tree_hash(RULES_DIR) == before  # nothing on disk changes
     assert [p["value"] for p in report["points"]] == [35, 40]
     assert report["ruleset"]["sha256"] == RULESET.sha256
-    found = {}
+    found, outputs = {}, {}
     for point in report["points"]:
-        summary, verdicts = batch_at(tmp_path, str(point["value"]))
+        summary, rows = batch_at(tmp_path, str(point["value"]))
+        verdicts = {case_id: row["verdict"] for case_id, row in rows.items()}
         assert point["ruleset_sha256"] == summary["stamp"]["ruleset"]["sha256"]
         assert point["verdicts"] == summary["verdicts"]
         fired = {r["rule_id"]: r["fired"] for r in summary["rules"]}
         assert point["rule_fired"] == fired["RAD-005"]
         assert point["condition"] == f"bmi >= {point['value']}"
         found[point["value"]] = verdicts
+        outputs[point["value"]] = rows
     # at the file's own value the copy is the bundled rule set itself, stamp and all
     assert report["points"][1]["ruleset_sha256"] == RULESET.sha256
     assert report["points"][0]["ruleset_sha256"] != RULESET.sha256
@@ -98,6 +109,12 @@ def test_each_point_is_what_batch_gives_with_the_rule_edited_on_disk(tmp_path: P
         key = f"{found[35][case_id]}->{found[40][case_id]}"
         moves[key] = moves.get(key, 0) + 1
     assert step["transitions"] == moves
+    # RAD-005's own outcome moves on more rows than any verdict does (a caution among others)
+    outcome_moved = [
+        c for c in outputs[35]
+        if outcome_of(outputs[35][c], "RAD-005") != outcome_of(outputs[40][c], "RAD-005")
+    ]  # fmt: skip
+    assert step["rule_changed"] == len(outcome_moved) > step["changed"]
     assert report["reconciliation"] == {
         "rows_read": 500, "rows_screened": 495, "rows_rejected": 5, "balanced": True
     }  # fmt: skip
@@ -157,6 +174,9 @@ def test_html_has_the_chart_and_the_counts(tmp_path: Path) -> None:
     assert "<svg" in page
     assert 'aria-label="Cases by verdict as bmi moves"' in page
     assert 'id="rows-screened">495<' in page
+    assert 'id="step-0-rule-changed">1<' in page  # RAD-005 moved on one row, no verdict did
+    assert 'id="step-0-changed">0<' in page
+    assert "RAD-005 outcome changed" in page
     assert "BEN-002" in page
 
 
@@ -168,15 +188,22 @@ def test_values_are_counted_in_decimal() -> None:
 
 
 def test_an_id_the_guard_withholds_is_counted_not_shown() -> None:
-    """Case ids of the changed rows pass through the identifier guard (deid.shown_case_id)."""
-    ids = pa.chunked_array([pa.array(["S-1", "1984-03-02", "S-3"])])
-    before = _Screened(np.array([0, 1, 2], np.uint8), ids, collections.Counter(), 0, 3, 0)
-    after = _Screened(np.array([1, 2, 2], np.uint8), ids, before.verdicts, 0, 3, 0)
-    low, high = (Point(v, "", "", {}, 0) for v in (1, 2))
-    step = _step(low, high, before, after, keep=10)
-    assert step.changed == 2
-    assert step.case_ids == ["S-1"]
+    """Case ids of the changed rows pass through the identifier guard (deid.shown_case_id), and
+    the first `keep` changed rows are listed across the parts of the cohort, in order."""
+    changes = _Changes(1, keep=3)
+    for ids in (["S-1", "1984-03-02", "S-3"], ["S-4", "S-5", "S-6"]):
+        before = _Screened(np.array([0, 1, 2], np.uint8), np.array([0, 3, 3], np.int8), ids,
+                           collections.Counter(), 0, 3, 0)  # fmt: skip
+        after = _Screened(np.array([1, 2, 2], np.uint8), np.array([3, 3, 0], np.int8), ids,
+                          before.verdicts, 0, 3, 0)  # fmt: skip
+        changes.add(0, before, after)
+    (step,) = changes.steps([1, 2])
+    assert step.changed == 4
+    assert step.case_ids == ["S-1", "S-4"]
     assert step.ids_withheld == 1
+    assert step.transitions == {"urgent_review->not_favoured": 2,
+                                "not_favoured->insufficient_data": 2}  # fmt: skip
+    assert step.rule_changed == 4  # S-3 and S-6: the rule's outcome moved, not their verdict
 
 
 # --- hostile input --------------------------------------------------------------------------------
@@ -332,3 +359,89 @@ def padded(path: Path, field: str, every: int) -> None:
             row[at] = "0" + row[at]
     with path.open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
+
+
+@pytest.mark.timeout(300)
+def test_the_vectorised_sweep_streams_the_cohort_holding_one_chunk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory does not grow with the cohort: the in-process sweep reads the cohort chunk by
+    chunk and lets each go before the next is read (a sweep that kept the chunks, as it once
+    did, held a 1M-row cohort: 607 MB). Checked by weak references to every chunk read."""
+    import gc
+    import weakref
+
+    from engine.batch.run import BatchOptions
+    from engine.batch.worker import OutputFormat
+    from engine.research import sweep
+    from engine.synth import write_cohort
+
+    path = tmp_path / "cohort.parquet"
+    write_cohort(path, 16_000, 13, missing=0.1, corrupt=0.01)
+    read: list[weakref.ref[Any]] = []
+    alive_at_read: list[int] = []
+    original = sweep.all_chunks
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        for chunk in original(*args, **kwargs):
+            gc.collect()
+            alive_at_read.append(sum(ref() is not None for ref in read))
+            read.append(weakref.ref(chunk))
+            yield chunk
+
+    monkeypatch.setattr(sweep, "all_chunks", watched)
+    options = BatchOptions([str(path)], "-", OutputFormat.csv, str(RULES_DIR))
+    report = sweep.sweep_cohort(RULESET, "RAD-005", [38, 40, 42], options)
+    gc.collect()
+    assert len(read) >= 4  # several chunks, or the test proves nothing
+    assert max(alive_at_read) <= 1, alive_at_read  # the one being finished, at most
+    assert not any(ref() is not None for ref in read)  # the report keeps none
+    assert report.rows_read == 16_000
+    assert sum(s.rule_changed for s in report.steps) > 0
+
+
+@pytest.mark.timeout(60)
+def test_a_screener_takes_a_cohort_plan_of_its_own_rules_only() -> None:
+    """The sweep hands its plan (with the swept rule's copies as variants) to the batch path
+    through Screener.with_cohort_plan; a plan of other rules would screen with them."""
+    from engine.evaluate.vectorised import CohortPlan
+    from engine.research.sweep import pick_constant, with_constant
+    from engine.screener import Screener
+
+    screener = Screener.from_ruleset(RULESET, "reference")
+    rule, constant = pick_constant(RULESET, "RAD-005")
+    edited = with_constant(RULESET, rule, constant, 35)
+    plan = CohortPlan(RULESET, variants=[edited.by_id["RAD-005"]])
+    assert screener.with_cohort_plan(plan).cohort_plan is plan
+    assert screener.cohort_plan is not plan  # the original keeps its own
+    with pytest.raises(ValueError, match="own ruleset"):
+        screener.with_cohort_plan(CohortPlan(edited))
+
+
+@pytest.mark.hostile
+@pytest.mark.timeout(120)
+def test_a_chunk_whose_rows_are_all_rejected_adds_nothing(tmp_path: Path) -> None:
+    """A first chunk of 5,000 rows that all fail validation: the sweep counts them rejected and
+    compares the rows it screened, as on the cohort without them."""
+    with COHORT.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    age, case_id = rows[0].index("age_years"), rows[0].index("case_id")
+    bad = []
+    for n in range(5_000):
+        row = list(rows[1 + n % 400])
+        row[age], row[case_id] = "banana", f"BAD-{n:05d}"
+        bad.append(row)
+    cohort = tmp_path / "cohort.csv"
+    with cohort.open("w", newline="") as handle:
+        csv.writer(handle).writerows([rows[0], *bad, *rows[1:]])
+    args = ["RAD-005", "--from", "38", "--to", "40", "--step", "1", "--format", "json"]
+    with_bad, plain = (tmp_path / "bad.json"), (tmp_path / "plain.json")
+    for source, out in ((cohort, with_bad), (COHORT, plain)):
+        done = invoke(*args, "--cohort", str(source), "--out", str(out))
+        assert done.exit_code == 0, done.stderr
+    found, expected = json.loads(with_bad.read_text()), json.loads(plain.read_text())
+    assert found["reconciliation"] == {
+        "rows_read": 5_500, "rows_screened": 495, "rows_rejected": 5_005, "balanced": True
+    }  # fmt: skip
+    assert found["points"] == expected["points"]
+    assert found["changes"] == expected["changes"]

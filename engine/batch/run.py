@@ -304,7 +304,8 @@ class BatchRun:
             raise
 
     def _open(self, options: BatchOptions, ruleset: Ruleset) -> None:
-        # an unknown engine, or a rule set the engine refuses, fails here, not in a worker
+        # an unknown engine, or a rule set the engine refuses, fails here, not in a worker (on
+        # the vectorised engine durable-rules is built for the first row left to it: deferred.py)
         Screener.from_ruleset(
             ruleset, check_engine(options.engine), site=MappingProxyType(options.site)
         )

@@ -19,6 +19,7 @@ import hashlib
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from engine.cachedir import CACHE_ENV, cache_dir, prune, read_json, write_json
 from engine.dictionary import FIELDS_BY_NAME
@@ -29,6 +30,7 @@ from engine.models import RuleStatus
 __all__ = ["CACHE_ENV", "cache_dir", "cached_layout", "cached_outline", "code_digest", "layout_key"]
 
 FORMAT = 1  # bump when the file's shape changes
+T = TypeVar("T")
 KEEP = 8  # layouts kept (other rules directories, other versions of the code)
 ENGINE = Path(__file__).resolve().parent.parent  # the engine package
 # the code a layout depends on: the pattern compiler, layout, network model and evaluator
@@ -82,20 +84,41 @@ def cached_layout(
     `expected`: every (rule index, status bit) the compiled rules have a pattern for; a cached
     layout must stand for none other (a pattern with no possible conjunction stands nowhere).
     """
+    return _cached(
+        "layout",
+        ruleset_sha256,
+        kind,
+        compute,
+        lambda path, key: _read(path, key, expected),
+        _write,
+    )
+
+
+def _cached(
+    prefix: str,
+    ruleset_sha256: str,
+    kind: str,
+    compute: Callable[[], T],
+    read: Callable[[Path, str], T | None],
+    write: Callable[[Path, str, T], None],
+) -> T:
+    """What `read` finds sound in the cache file `<prefix>-<key>.json`, else `compute()`,
+    then written by `write` (the oldest of the files beyond KEEP removed). No cache directory,
+    or a source file that cannot be read (no key we can trust): `compute()`, nothing written."""
     folder = cache_dir()
     if folder is None:
         return compute()
     try:
         key = layout_key(ruleset_sha256, kind)
-    except OSError:  # a source file unreadable: no key we can trust
+    except OSError:
         return compute()
-    path = folder / f"layout-{key}.json"
-    found = _read(path, key, expected)
+    path = folder / f"{prefix}-{key}.json"
+    found = read(path, key)
     if found is not None:
         return found
     made = compute()
-    _write(path, key, made)
-    prune(folder, "layout-*.json", KEEP)
+    write(path, key, made)
+    prune(folder, f"{prefix}-*.json", KEEP)
     return made
 
 
@@ -148,18 +171,17 @@ def cached_outline(ruleset_sha256: str, rules: int, compute: Callable[[], Outlin
     """The outline from the cache if a sound one for `rules` rules is there, else `compute()`
     (then cached). Sound: one entry per rule, known status bits and statuses, and value sets
     of known fields whose values the fields can take."""
-    folder = cache_dir()
-    if folder is None:
-        return compute()
-    try:
-        key = layout_key(ruleset_sha256, "outline")
-    except OSError:  # a source file unreadable: no key we can trust
-        return compute()
-    path = folder / f"outline-{key}.json"
-    found = _read_outline(path, key, rules)
-    if found is not None:
-        return found
-    made = compute()
+    return _cached(
+        "outline",
+        ruleset_sha256,
+        "outline",
+        compute,
+        lambda path, key: _read_outline(path, key, rules),
+        _write_outline,
+    )
+
+
+def _write_outline(path: Path, key: str, made: Outline) -> None:
     write_json(
         path,
         {
@@ -173,8 +195,6 @@ def cached_outline(ruleset_sha256: str, rules: int, compute: Callable[[], Outlin
             },
         },
     )
-    prune(folder, "outline-*.json", KEEP)
-    return made
 
 
 def _read_outline(path: Path, key: str, rules: int) -> Outline | None:

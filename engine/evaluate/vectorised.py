@@ -102,7 +102,10 @@ class CohortDecisions:
     the per-row path (its facts contradict each other, or the plan cannot run). Per decided row
     and rule (ruleset order): `statuses`, an index into STATUSES, and `numbers`, the index of
     its outcome in `tables[rule]`. `probed`: per probed field, its value after constraints, as
-    the index of each row's value among the values listed (the last entry, None: unknown)."""
+    the index of each row's value among the values listed (the last entry, None: unknown).
+    `variants`: per decided row, the status of each of the plan's `variants` (rules evaluated
+    on the same facts beside the ruleset's own, e.g. `rules sweep`'s edited copies of one rule),
+    an index into STATUSES; no columns if the plan has none."""
 
     rows: np.ndarray
     statuses: np.ndarray
@@ -110,6 +113,7 @@ class CohortDecisions:
     tables: list[list[RuleOutcome]]
     probed: dict[str, tuple[np.ndarray, tuple[Scalar | None, ...]]]
     report_order: dict[str, tuple[int, str]]
+    variants: np.ndarray | None = None
 
 
 class _Frame:
@@ -130,7 +134,11 @@ class _Frame:
 
 
 class CohortPlan:
-    """A ruleset compiled to column operations, with the caches of its explanations."""
+    """A ruleset compiled to column operations, with the caches of its explanations.
+
+    `variants`: screening rules that are not the ruleset's (a rule with its condition edited),
+    whose statuses each decision also gives, from the same facts (CohortDecisions.variants);
+    they change no output. Their conditions must read only what the ruleset's rules may."""
 
     def __init__(
         self,
@@ -138,9 +146,11 @@ class CohortPlan:
         *,
         probes: Iterable[str] = (),
         site: Mapping[str, SiteValue] | None = None,
+        variants: Sequence[Rule] = (),
     ) -> None:
         self.ruleset = ruleset
         self.probes = tuple(probes)
+        self.variants = tuple(variants)
         site = site or {}
         # a per-technique setting is chosen after constraints (screen.technique_setting): such
         # a site profile is screened row by row
@@ -190,8 +200,17 @@ class CohortPlan:
         keep = ~frame.bad
         numbers, tables = self._outcomes(frame, statuses, cache, keep, rows, prepare, row_values)
         probed = {name: self._values_of(frame, name, keep) for name in self.probes}
+        variants = np.zeros((frame.rows, len(self.variants)), dtype=np.int8)
+        for n, rule in enumerate(self.variants):
+            variants[:, n] = self._status(rule, frame, {})
         return CohortDecisions(
-            rows[keep], statuses[keep], numbers[keep], tables, probed, self.ruleset.report_order
+            rows[keep],
+            statuses[keep],
+            numbers[keep],
+            tables,
+            probed,
+            self.ruleset.report_order,
+            variants[keep],
         )
 
     def _load(self, frame: _Frame, columns: Mapping[str, pa.Array], rows: np.ndarray) -> None:

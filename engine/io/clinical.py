@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -28,21 +29,40 @@ _HERE = Path(__file__).parent
 TERMS_FILE = _HERE / "clinical_terms.yaml"
 
 _SEPARATORS = re.compile(r"[\s/_\-\u2013.]+")
-_NUMBER = re.compile(
-    r"[+-]?(?:\d{1,4}(?:[.,]\d{1,6})?|[.,]\d{1,6})\s*"
-    r"(?:%|mm|cm|m|kg|kg/m2|kg/m²|lbs?|in|ft|°|deg|degrees?|y|yrs?|years?|mg|ml)?",
-    re.IGNORECASE,
-)
-# ICD-10(-CM) and OPCS-4: a letter, two digits, then up to four characters after an optional
-# point (M51.16, M48.062, S32.0XXA, G83.4, V25.2)
-_CODE = re.compile(r"[A-Z]\d{2}(?:\.?[0-9A-Z]{1,4})?", re.IGNORECASE)
-# levels and level ranges: L4/5, L4-L5, l4l5, L45, L5S1, L5-S1, C5/6, T12-L1, L3-L5, S1
-_LEVEL = re.compile(
-    r"[CTLS]\d{1,2}(?:\s?[-/\u2013]?\s?[CTLS]?\d{1,2})*|[CTLS]{2}(?:\s?junction)?", re.IGNORECASE
-)
-_ROMAN = re.compile(r"(?:I{1,3}|IV|V|VI)", re.IGNORECASE)
-_WORD_SPLIT = re.compile(r"[\s;]+|,\s+")
 MAX_TEXT = 64  # longer text is free text, never shown
+
+
+class _Shapes(NamedTuple):
+    """The shapes of a clinical word. Compiled on the first value checked, not at import: a
+    case screened without a problem checks none, and compiling these was about 1.5 ms of a
+    cold `screen` (benchmarks/results.md)."""
+
+    number: re.Pattern[str]
+    code: re.Pattern[str]
+    level: re.Pattern[str]
+    roman: re.Pattern[str]
+    word_split: re.Pattern[str]
+
+
+@lru_cache(maxsize=1)
+def _shapes() -> _Shapes:
+    return _Shapes(
+        number=re.compile(
+            r"[+-]?(?:\d{1,4}(?:[.,]\d{1,6})?|[.,]\d{1,6})\s*"
+            r"(?:%|mm|cm|m|kg|kg/m2|kg/m²|lbs?|in|ft|°|deg|degrees?|y|yrs?|years?|mg|ml)?",
+            re.IGNORECASE,
+        ),
+        # ICD-10(-CM) and OPCS-4: a letter, two digits, then up to four characters after an
+        # optional point (M51.16, M48.062, S32.0XXA, G83.4, V25.2)
+        code=re.compile(r"[A-Z]\d{2}(?:\.?[0-9A-Z]{1,4})?", re.IGNORECASE),
+        # levels and level ranges: L4/5, L4-L5, l4l5, L45, L5S1, L5-S1, C5/6, T12-L1, L3-L5, S1
+        level=re.compile(
+            r"[CTLS]\d{1,2}(?:\s?[-/\u2013]?\s?[CTLS]?\d{1,2})*|[CTLS]{2}(?:\s?junction)?",
+            re.IGNORECASE,
+        ),
+        roman=re.compile(r"(?:I{1,3}|IV|V|VI)", re.IGNORECASE),
+        word_split=re.compile(r"[\s;]+|,\s+"),
+    )
 
 
 def spelling_key(text: str) -> str:
@@ -79,9 +99,10 @@ def _long_words() -> list[str]:
 
 def _word_kind(word: str, choices: Sequence[str]) -> str | None:
     """'number', 'term' or None (not clinical) for one word of a value."""
-    if _NUMBER.fullmatch(word):
+    shapes = _shapes()
+    if shapes.number.fullmatch(word):
         return "number"
-    if _LEVEL.fullmatch(word) or _CODE.fullmatch(word) or _ROMAN.fullmatch(word):
+    if shapes.level.fullmatch(word) or shapes.code.fullmatch(word) or shapes.roman.fullmatch(word):
         return "term"
     key = spelling_key(word)
     if key in clinical_vocabulary():
@@ -101,8 +122,9 @@ def is_clinical(text: str, choices: Sequence[str] = ()) -> bool:
     text = text.strip()
     if not text or len(text) > MAX_TEXT:
         return not text
-    if _NUMBER.fullmatch(text) or spelling_key(text) in clinical_vocabulary():
+    shapes = _shapes()
+    if shapes.number.fullmatch(text) or spelling_key(text) in clinical_vocabulary():
         return True
-    words = [w for w in _WORD_SPLIT.split(text) if w]
+    words = [w for w in shapes.word_split.split(text) if w]
     kinds = [_word_kind(w, choices) for w in words]
     return None not in kinds and kinds.count("number") <= 1

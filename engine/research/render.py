@@ -318,6 +318,15 @@ def _withheld(count: int) -> str:
     return f" ({count} withheld: could identify someone)" if count else ""
 
 
+def _counted(rule_id: str) -> str:
+    """What the columns of the table of changes count (text and HTML say the same)."""
+    return (
+        f"Cases changed: rows whose verdict differs between the two values. {rule_id} outcome "
+        f"changed: rows whose {rule_id} outcome differs (fired, conditional, not evaluable, or "
+        "none of these), whether their verdict moved with it or not."
+    )
+
+
 def sweep_text(report: SweepReport) -> str:
     """The sweep as text (Markdown tables): counts per value, a chart, what changed between
     neighbouring values, and which other rules read the field."""
@@ -359,19 +368,22 @@ def sweep_text(report: SweepReport) -> str:
     if not report.steps:
         out += ["One value: nothing to compare.", ""]
     else:
+        out += [_counted(report.rule_id), ""]
         out += _table(
-            ["from", "to", "cases changed", "verdicts (from → to: cases)", "first case ids"],
+            ["from", "to", "cases changed", f"{report.rule_id} outcome changed",
+             "verdicts (from → to: cases)", "first case ids"],
             [
                 [
                     _value(s.low),
                     _value(s.high),
                     s.changed,
+                    s.rule_changed,
                     "; ".join(f"{k.replace('->', ' → ')}: {n}" for k, n in s.transitions.items()),
                     ", ".join(s.case_ids) + _withheld(s.ids_withheld),
                 ]
                 for s in report.steps
             ],
-        )
+        )  # fmt: skip
         out += ["", f"(at most {report.examples} case ids per row)", ""]
     out += [DISCLAIMER, ""]
     return "\n".join(out) + "\n"
@@ -395,6 +407,7 @@ def sweep_html(report: SweepReport) -> str:
             verdicts=VERDICTS,
             shown=_value,
             chart=chart,
+            counted=_counted(report.rule_id),
             disclaimer=DISCLAIMER,
         )
     )

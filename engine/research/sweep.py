@@ -7,19 +7,21 @@ refuses is refused here too, and the copy's sha256 is re-derived from what it no
 point of the report is stamped with the rules that produced it. Nothing on disk changes, and the
 other rules (those that read the same field included) keep their own thresholds.
 
-The cohort is read once, through the batch readers and their identifier guard
-(engine.batch.run.open_inputs), and its chunks kept; each value's ruleset then screens them in
-this process through the batch worker's own path (engine.batch.worker.screen_chunk), with the
-engine asked, so a sweep sees exactly what `batch` would. On the durable and reference engines each
-value is screened in a process of its own, which ends with it: durable-rules never frees a ruleset
-it has built (about 50 MB each, engine/evaluate/durable.py HandleSet), so one process would grow
-with every value of a long sweep. The vectorised engine builds none (the few rows it leaves to the
-per-row path go to the reference evaluator), so its values are all screened in this process,
-without a process start and a durable-rules build per value; and it decides the cohort once, at the
-first value, then per value re-evaluates only the swept rule, compiled from its edited condition,
-and asks the policy again (_screen_values). Validation comes before evaluation, so every value
-rejects the same rows and the screened rows line up value by value: a row's verdict codes are
-compared between neighbouring values to count the cases that change.
+The cohort is read through the batch readers and their identifier guard
+(engine.batch.run.open_inputs), and each value's ruleset screens it through the batch worker's
+own path (engine.batch.worker.screen_chunk), with the engine asked, so a sweep sees exactly what
+`batch` would. On the durable and reference engines the cohort is read once and each value is
+screened in a process of its own, which ends with it: durable-rules never frees a ruleset it has
+built (about 50 MB each, engine/evaluate/durable.py HandleSet), so one process would grow with
+every value of a long sweep. The vectorised engine builds none (the few rows it leaves to the
+per-row path go to the reference evaluator), so its values are all screened in this process, the
+cohort streamed one chunk at a time and no chunk kept: each chunk is decided once, at the first
+value, with the swept rule's copy at every value evaluated beside the rules on the same facts (the
+plan's variants, engine.evaluate.vectorised.CohortPlan), and per value only that rule's status
+changes and the policy is asked again (_screen_values). Validation comes before evaluation, so
+every value rejects the same rows and the screened rows line up value by value: a row's verdict
+and the swept rule's outcome are compared between neighbouring values, chunk by chunk, to count
+the cases that change (_Changes).
 """
 
 from __future__ import annotations
@@ -29,22 +31,40 @@ import dataclasses
 import difflib
 import math
 import multiprocessing
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.batch.run import BatchOptions, all_chunks, open_inputs
 from engine.batch.startup import forbid_core_dumps
-from engine.batch.worker import OutputFormat, WorkerConfig, screen_chunk, use_screener
+from engine.batch.worker import (
+    FLAT_COLUMNS,
+    FLAT_SCHEMA,
+    ChunkResult,
+    OutputFormat,
+    WorkerConfig,
+    screen_chunk,
+    use_screener,
+)
 from engine.cohort import row_verdicts
 from engine.errors import RuleFileError, UsageError
-from engine.evaluate.vectorised import STATUSES, CohortPlan
+from engine.evaluate.vectorised import (
+    STATUSES,
+    CohortDecisions,
+    CohortPlan,
+    Prepare,
+    RowValues,
+    pack,
+    unique_rows,
+)
 from engine.io.deid import escape_text, shown_case_id
 from engine.io.tables import Chunk
 from engine.models import RulesetStamp, RuleStatus, Verdict
@@ -185,9 +205,7 @@ def sweep_values(start: str, stop: str, step: str) -> list[int | float]:
     return [int(d) if d == d.to_integral_value() else float(d) for d in decimals]
 
 
-def with_constant(
-    ruleset: Ruleset, rule: Rule, constant: Constant, value: int | float
-) -> Ruleset:
+def with_constant(ruleset: Ruleset, rule: Rule, constant: Constant, value: int | float) -> Ruleset:
     """A copy of `ruleset` in which the rule's constant is `value`: the condition written out
     and parsed again, the copy's sha256 re-derived from it."""
     seen = 0
@@ -242,7 +260,10 @@ class Point:
 
 @dataclass
 class Step:
-    """What changed between two neighbouring values."""
+    """What changed between two neighbouring values: `changed` counts the rows whose verdict
+    differs, `rule_changed` the rows whose swept rule's outcome differs (fired, conditional, not
+    evaluable, or none of these: not fired or not applicable, which the outputs do not tell
+    apart), whether their verdict moved with it or not."""
 
     low: int | float
     high: int | float
@@ -250,6 +271,7 @@ class Step:
     transitions: dict[str, int]  # "from->to": rows
     case_ids: list[str]  # the first ones the identifier guard lets a report show
     ids_withheld: int  # among those first ones, ids not shown (they could identify someone)
+    rule_changed: int = 0  # rows whose swept rule's outcome changed (see the docstring)
 
 
 @dataclass
@@ -299,15 +321,122 @@ class SweepReport:
 
 # --- the sweep -----------------------------------------------------------------------------------
 
+# a rule's outcome as the outputs show it: none (not applicable, not fired), conditional, not
+# evaluable, fired; by index into STATUSES
+_OUTCOME_OF = np.asarray([0, 0, 1, 2, 3], np.int8)
+_FIRED_COLUMNS = tuple(name for name in FLAT_COLUMNS if name.startswith("fired_"))
+
+
+def _names(table: pa.Table, column: str, rule_id: str) -> np.ndarray:
+    """Per row, whether an output column (rule ids joined by `;`) names the rule."""
+    pattern = f"(^|;){re.escape(rule_id)}(;|$)"
+    found = pc.match_substring_regex(table[column], pattern).fill_null(False)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
+
 
 @dataclass
 class _Screened:
-    codes: np.ndarray  # one verdict code per screened row, in input order
-    case_ids: pa.ChunkedArray
+    """Screened rows at one value, in input order: each one's verdict code and swept rule's
+    outcome, with what they add up to."""
+
+    codes: np.ndarray
+    outcomes: np.ndarray
+    case_ids: Sequence[str] | pa.ChunkedArray
     verdicts: collections.Counter[str]
     rule_fired: int
     rows: int
     rejected: int
+
+
+def _screened(result: ChunkResult, rule_id: str) -> _Screened:
+    """A chunk's result (its records: `batch --format parquet` record batches) as _Screened."""
+    table = _records(result)
+    fired = np.zeros(table.num_rows, dtype=bool)
+    for column in _FIRED_COLUMNS:
+        fired |= _names(table, column, rule_id)
+    outcomes = np.where(
+        fired,
+        3,
+        np.where(
+            _names(table, "not_evaluable", rule_id),
+            2,
+            np.where(_names(table, "conditional", rule_id), 1, 0),
+        ),
+    ).astype(np.int8)
+    return _Screened(
+        _codes(table),
+        outcomes,
+        table["case_id"],
+        collections.Counter(result.verdicts),
+        result.rule_status[(rule_id, _FIRED)],
+        result.rows,
+        result.rejected,
+    )
+
+
+def _records(result: ChunkResult) -> pa.Table:
+    return pa.Table.from_batches(result.records, FLAT_SCHEMA)
+
+
+def _codes(table: pa.Table) -> np.ndarray:
+    """Each output row's verdict as its index in VERDICTS."""
+    found = pc.index_in(table["verdict"], value_set=pa.array(VERDICTS, pa.string()))
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.uint8)
+
+
+@dataclass
+class _Totals:
+    """What the cohort adds up to at one value."""
+
+    verdicts: collections.Counter[str]
+    rule_fired: int
+
+
+class _Changes:
+    """The steps between neighbouring values, added up a part of the cohort at a time (parts
+    in input order): per step, the rows whose verdict changed (how many, from which verdict to
+    which, the first `keep` of them) and the rows whose swept rule's outcome changed."""
+
+    def __init__(self, steps: int, keep: int) -> None:
+        self.keep = keep
+        self.changed = [0] * steps
+        self.rule_changed = [0] * steps
+        self.transitions = [collections.Counter[tuple[int, int]]() for _ in range(steps)]
+        self.case_ids: list[list[str]] = [[] for _ in range(steps)]
+        self.withheld = [0] * steps
+
+    def add(self, step: int, before: _Screened, after: _Screened) -> None:
+        """The same rows of a part, screened at the step's low and high value."""
+        if len(before.codes) != len(after.codes):  # validation precedes evaluation: cannot differ
+            raise RuntimeError("the screened rows differ between two values of a sweep")
+        moved = np.flatnonzero(before.codes != after.codes)
+        self.changed[step] += len(moved)
+        self.rule_changed[step] += int(np.count_nonzero(before.outcomes != after.outcomes))
+        self.transitions[step].update(
+            zip(before.codes[moved].tolist(), after.codes[moved].tolist(), strict=True)
+        )
+        room = self.keep - len(self.case_ids[step]) - self.withheld[step]
+        for index in moved[: max(room, 0)].tolist():
+            given = after.case_ids[index]
+            case_id = shown_case_id(given.as_py() if isinstance(given, pa.Scalar) else given)
+            if case_id is None:
+                self.withheld[step] += 1
+            else:
+                self.case_ids[step].append(case_id)
+
+    def steps(self, values: Sequence[int | float]) -> list[Step]:
+        return [
+            Step(
+                values[n],
+                values[n + 1],
+                self.changed[n],
+                {f"{VERDICTS[a]}->{VERDICTS[b]}": k for (a, b), k in sorted(pairs.items())},
+                self.case_ids[n],
+                self.withheld[n],
+                self.rule_changed[n],
+            )
+            for n, pairs in enumerate(self.transitions)
+        ]
 
 
 def _screen_point(
@@ -315,24 +444,18 @@ def _screen_point(
 ) -> _Screened:
     """Every chunk screened with one value's rules, in this process, as batch screens it."""
     use_screener(config, screener)
-    codes, ids = [], []
+    parts = [_screened(screen_chunk(chunk), rule_id) for chunk in chunks]
     verdicts: collections.Counter[str] = collections.Counter()
-    fired = rows = rejected = 0
-    for chunk in chunks:
-        result = screen_chunk(chunk)
-        codes.append(np.fromiter((_CODE[r[1]] for r in result.records), np.uint8))
-        ids.append(pa.array([r[0] for r in result.records], pa.string()))
-        verdicts.update(result.verdicts)
-        fired += result.rule_status[(rule_id, _FIRED)]
-        rows += result.rows
-        rejected += result.rejected
+    for part in parts:
+        verdicts.update(part.verdicts)
     return _Screened(
-        np.concatenate(codes) if codes else np.zeros(0, np.uint8),
-        pa.chunked_array(ids, pa.string()),
+        np.concatenate([p.codes for p in parts]) if parts else np.zeros(0, np.uint8),
+        np.concatenate([p.outcomes for p in parts]) if parts else np.zeros(0, np.int8),
+        pa.chunked_array([cast(pa.ChunkedArray, p.case_ids) for p in parts], pa.string()),
         verdicts,
-        fired,
-        rows,
-        rejected,
+        sum(p.rule_fired for p in parts),
+        sum(p.rows for p in parts),
+        sum(p.rejected for p in parts),
     )
 
 
@@ -360,30 +483,6 @@ def _vectorised(ruleset: Ruleset, site: Mapping[str, Any]) -> Screener:
     return dataclasses.replace(screener, engine="vectorised")
 
 
-def _step(low: Point, high: Point, before: _Screened, after: _Screened, keep: int) -> Step:
-    if len(before.codes) != len(after.codes):  # validation precedes evaluation: cannot differ
-        raise RuntimeError("the screened rows differ between two values of a sweep")
-    moved = np.flatnonzero(before.codes != after.codes)
-    pairs = collections.Counter(
-        zip(before.codes[moved].tolist(), after.codes[moved].tolist(), strict=True)
-    )
-    shown, withheld = [], 0
-    for index in moved[:keep].tolist():
-        case_id = shown_case_id(after.case_ids[index].as_py())
-        if case_id is None:
-            withheld += 1
-        else:
-            shown.append(case_id)
-    return Step(
-        low.value,
-        high.value,
-        len(moved),
-        {f"{VERDICTS[a]}->{VERDICTS[b]}": n for (a, b), n in sorted(pairs.items())},
-        shown,
-        withheld,
-    )
-
-
 def sweep_cohort(
     ruleset: Ruleset,
     spec: str,
@@ -396,13 +495,12 @@ def sweep_cohort(
     """Screen `options.inputs` (one cohort) once per value of the constant `spec` names.
 
     On the vectorised engine, which builds no durable-rules ruleset, every value is screened in
-    this process unless `per_process` (the path every other engine takes: a process per value;
-    tests hold the two to one another)."""
+    this process, the cohort streamed chunk by chunk, unless `per_process` (the path every
+    other engine takes: a process per value; tests hold the two to one another)."""
     rule, constant = pick_constant(ruleset, spec)
     engine = check_engine(options.engine or COHORT_ENGINE)
     rulesets = [with_constant(ruleset, rule, constant, value) for value in values]  # all checked
     readers, ignored = open_inputs(options)
-    chunks = list(all_chunks(readers))  # the cohort, read once
     report = SweepReport(
         rule_id=rule.id,
         constant=constant,
@@ -418,20 +516,25 @@ def sweep_cohort(
         ignored_columns=ignored,
         examples=examples,
     )
-    previous: tuple[Point, _Screened] | None = None
+    changes = _Changes(len(values) - 1, examples)
     if engine == "vectorised" and not per_process:
-        config = _config(report, options, rulesets[0])
-        every = _screen_values(chunks, rulesets, rule.id, config, options.site)
-        for value, swept, screened in zip(values, rulesets, every, strict=True):
-            previous = _add_point(report, rule.id, value, swept, screened, previous)
-        return report
-    points = ProcessPoolExecutor(
-        1, mp_context=multiprocessing.get_context("forkserver"), max_tasks_per_child=1
-    )
-    with points:
-        for value, swept in zip(values, rulesets, strict=True):
-            screened = _point_apart(report, rule.id, swept, chunks, options, points)
-            previous = _add_point(report, rule.id, value, swept, screened, previous)
+        every = _screen_values(report, all_chunks(readers), rulesets, rule.id, options, changes)
+    else:
+        chunks = list(all_chunks(readers))  # the cohort, read once, sent to each value's process
+        every = _points_apart(report, chunks, rulesets, rule.id, options, changes)
+    for value, swept, screened in zip(values, rulesets, every, strict=True):
+        moved = swept.by_id[rule.id]
+        report.points.append(
+            Point(
+                value=value,
+                condition=(f"{to_text(moved.scope)} / " if moved.scope else "")
+                + to_text(moved.when),
+                ruleset_sha256=swept.sha256,
+                verdicts={v: screened.verdicts[v] for v in VERDICTS},
+                rule_fired=screened.rule_fired,
+            )
+        )
+    report.steps = changes.steps(values)
     return report
 
 
@@ -440,7 +543,7 @@ def _config(report: SweepReport, options: BatchOptions, swept: Ruleset) -> Worke
         rules_dir=options.rules_dir,
         ruleset_sha256=swept.sha256,
         site=options.site,
-        output_format=OutputFormat.csv,
+        output_format=OutputFormat.parquet,  # records kept as Arrow columns
         ignored_columns=frozenset(report.ignored_columns),
         in_process=True,
         mapping=options.mapping,
@@ -448,132 +551,150 @@ def _config(report: SweepReport, options: BatchOptions, swept: Ruleset) -> Worke
     )
 
 
-def _point_apart(
+def _points_apart(
     report: SweepReport,
-    rule_id: str,
-    swept: Ruleset,
-    chunks: Sequence[Chunk],
-    options: BatchOptions,
-    points: ProcessPoolExecutor,
-) -> _Screened:
-    """The cohort screened at one value in a fresh process."""
-    config = _config(report, options, swept)
-    # a fresh copy: what a process computed from `swept` (compiled closures) does not pickle
-    fresh = dataclasses.replace(swept)
-    task = points.submit(
-        _point_in_child, chunks, fresh, report.engine, dict(options.site), config, rule_id
-    )
-    return task.result()
-
-
-def _add_point(
-    report: SweepReport,
-    rule_id: str,
-    value: int | float,
-    swept: Ruleset,
-    screened: _Screened,
-    previous: tuple[Point, _Screened] | None,
-) -> tuple[Point, _Screened]:
-    """Add the cohort screened at one value, and its step from the previous value, to the
-    report."""
-    moved = swept.by_id[rule_id]
-    point = Point(
-        value=value,
-        condition=(f"{to_text(moved.scope)} / " if moved.scope else "") + to_text(moved.when),
-        ruleset_sha256=swept.sha256,
-        verdicts={v: screened.verdicts[v] for v in VERDICTS},
-        rule_fired=screened.rule_fired,
-    )
-    report.points.append(point)
-    if previous is None:
-        report.rows_read, report.rows_rejected = screened.rows, screened.rejected
-        report.rows_screened = len(screened.codes)
-    else:
-        report.steps.append(_step(previous[0], point, previous[1], screened, report.examples))
-    return point, screened
-
-
-# --- the vectorised sweep: the cohort decided once, the swept rule once per value -------------
-
-
-class _SweepPlan(CohortPlan):
-    """The first value's plan, which also keeps, for the chunk it last decided, each decided
-    row's statuses and the swept rule's status at every value: the same compiler on the same
-    facts (the swept rule reads no derived attribute it changes: screening rules derive none)."""
-
-    def __init__(self, ruleset: Ruleset, swept: Sequence[Rule], site: Mapping[str, Any]) -> None:
-        super().__init__(ruleset, probes=SUBGROUP_FIELDS, site=site)
-        self.swept = swept
-        self.last: tuple[np.ndarray, np.ndarray] | None = None
-
-    def _statuses(self, frame: Any) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        statuses, cache = super()._statuses(frame)
-        keep = ~frame.bad
-        moved = np.zeros((frame.rows, len(self.swept)), dtype=np.int8)
-        for n, rule in enumerate(self.swept):
-            moved[:, n] = self._status(rule, frame, {})
-        self.last = (statuses[keep], moved[keep])
-        return statuses, cache
-
-
-def _screen_values(
     chunks: Sequence[Chunk],
     rulesets: Sequence[Ruleset],
     rule_id: str,
-    config: WorkerConfig,
-    site: Mapping[str, Any],
-) -> list[_Screened]:
-    """Every value's screening, in this process. Each chunk is screened once, at the first
-    value, as batch screens it; where the vectorised engine decided every row it screened, the
-    other values only change the swept rule's status column and ask the policy again
-    (engine.cohort.row_verdicts). A chunk with rows screened one by one (contradictory facts,
-    a site profile the compiler leaves to them) is screened again at each value."""
+    options: BatchOptions,
+    changes: _Changes,
+) -> list[_Totals]:
+    """The cohort screened at each value in a fresh process, and the steps between them."""
+    points = ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("forkserver"), max_tasks_per_child=1
+    )
+    found: list[_Totals] = []
+    previous: _Screened | None = None
+    with points:
+        for swept in rulesets:
+            config = _config(report, options, swept)
+            # a fresh copy: what a process computed from `swept` (compiled closures) does not
+            # pickle
+            fresh = dataclasses.replace(swept)
+            task = points.submit(
+                _point_in_child, chunks, fresh, report.engine, dict(options.site), config, rule_id
+            )
+            screened = task.result()
+            if previous is not None:
+                changes.add(len(found) - 1, previous, screened)
+            found.append(_Totals(screened.verdicts, screened.rule_fired))
+            previous = screened
+    if previous is not None:
+        report.rows_read, report.rows_rejected = previous.rows, previous.rejected
+        report.rows_screened = len(previous.codes)
+    return found
+
+
+# --- the vectorised sweep: the cohort streamed, decided once, the swept rule once per value -----
+
+
+class _SweepPlan(CohortPlan):
+    """The first value's plan, with the swept rule at every value as its variants; it keeps
+    its last decision (one chunk's), which the batch worker's screen_chunk does not return."""
+
+    last: CohortDecisions | None = None
+
+    def decide(
+        self,
+        columns: Mapping[str, pa.Array],
+        plain: np.ndarray,
+        prepare: Prepare,
+        row_values: RowValues,
+    ) -> CohortDecisions:
+        self.last = super().decide(columns, plain, prepare, row_values)
+        return self.last
+
+
+def _screen_values(
+    report: SweepReport,
+    chunks: Iterable[Chunk],
+    rulesets: Sequence[Ruleset],
+    rule_id: str,
+    options: BatchOptions,
+    changes: _Changes,
+) -> list[_Totals]:
+    """Every value's screening, in this process, one chunk at a time: what each value adds up
+    to (no rows kept), the steps added to `changes` as each chunk is done.
+
+    Each chunk is screened once, at the first value, as batch screens it; where the vectorised
+    engine decided every row it screened, the other values only change the swept rule's status
+    column (the plan's variants: the same compiler on the same facts; screening rules derive no
+    attribute the swept rule reads) and ask the policy again (engine.cohort.row_verdicts). A
+    chunk with rows screened one by one (values to normalise, contradictory facts, a site
+    profile the compiler leaves to them) is screened again at each value."""
     position = [r.id for r in rulesets[0].rules].index(rule_id)
-    base = _vectorised(rulesets[0], site)
-    plan = _SweepPlan(rulesets[0], [r.by_id[rule_id] for r in rulesets], base._site)
-    base.__dict__["cohort_plan"] = plan  # its cached_property, filled in before any use
-    codes: list[list[np.ndarray]] = [[] for _ in rulesets]
+    base = _vectorised(rulesets[0], options.site)
+    swept = [r.by_id[rule_id] for r in rulesets]
+    plan = _SweepPlan(rulesets[0], probes=SUBGROUP_FIELDS, site=base.site, variants=swept)
+    base = base.with_cohort_plan(plan)
+    config = _config(report, options, rulesets[0])
     verdicts = [collections.Counter[str]() for _ in rulesets]
     fired = [0] * len(rulesets)
-    ids, rows, rejected = [], 0, 0
+    rows = rejected = screened = 0
     others: list[Screener] | None = None
     for chunk in chunks:
         use_screener(config, base)
         plan.last = None
         first = screen_chunk(chunk)
-        rows += first.rows
-        rejected += first.rejected
-        ids.append(pa.array([r[0] for r in first.records], pa.string()))
-        if plan.last is not None and len(plan.last[0]) == len(first.records):
-            statuses, moved = plan.last
-            for n, swept in enumerate(rulesets):
-                statuses[:, position] = moved[:, n]
-                _, _, named, verdict_at = row_verdicts(statuses, swept)
-                found = np.asarray([_CODE[v] for v in named], np.uint8)[verdict_at]
-                codes[n].append(found.astype(np.uint8))
-                counts = np.bincount(found, minlength=len(VERDICTS)).tolist()
-                verdicts[n].update({VERDICTS[c]: k for c, k in enumerate(counts) if k})
-                fired[n] += int(np.count_nonzero(moved[:, n] == _FIRED_AT))
-            screened = np.fromiter((_CODE[r[1]] for r in first.records), np.uint8)
-            if not np.array_equal(codes[0][-1], screened):  # the plan is the batch's own
-                raise RuntimeError("the sweep's statuses differ from the batch worker's")
+        rows, rejected = rows + first.rows, rejected + first.rejected
+        table = _records(first)
+        screened += table.num_rows
+        if not table.num_rows:  # every row rejected: nothing to compare
             continue
-        others = others or [_vectorised(r, site) for r in rulesets]
-        for n, screener in enumerate(others):
-            use_screener(dataclasses.replace(config, ruleset_sha256=rulesets[n].sha256), screener)
-            result = screen_chunk(chunk)
-            codes[n].append(np.fromiter((_CODE[r[1]] for r in result.records), np.uint8))
-            verdicts[n].update(result.verdicts)
-            fired[n] += result.rule_status[(rule_id, _FIRED)]
-    case_ids = pa.chunked_array(ids, pa.string())
-    return [
-        _Screened(
-            np.concatenate(found) if found else np.zeros(0, np.uint8),
-            case_ids,
-            verdicts[n],
-            fired[n],
-            rows,
-            rejected,
+        decided = plan.last
+        if decided is not None and len(decided.rows) == table.num_rows:
+            parts = _decided_values(decided, first, table, rulesets, position)
+        else:
+            others = others or [_vectorised(r, options.site) for r in rulesets]
+            parts = []
+            for ruleset, screener in zip(rulesets, others, strict=True):
+                use_screener(dataclasses.replace(config, ruleset_sha256=ruleset.sha256), screener)
+                parts.append(_screened(screen_chunk(chunk), rule_id))
+        for n, part in enumerate(parts):
+            verdicts[n].update(part.verdicts)
+            fired[n] += part.rule_fired
+            if n:
+                changes.add(n - 1, parts[n - 1], part)
+    report.rows_read, report.rows_screened, report.rows_rejected = rows, screened, rejected
+    return [_Totals(v, f) for v, f in zip(verdicts, fired, strict=True)]
+
+
+def _decided_values(
+    decided: CohortDecisions,
+    first: ChunkResult,
+    table: pa.Table,
+    rulesets: Sequence[Ruleset],
+    position: int,
+) -> list[_Screened]:
+    """A chunk whose screened rows the vectorised engine decided, at every value: the swept
+    rule's status replaced by its copy's at that value, and the policy asked once per distinct
+    row of the other rules' statuses and each status the swept rule can take
+    (engine.cohort.row_verdicts on that small table; the copies differ from the first value's
+    rules in that rule's condition only, not in its severity or the policy)."""
+    assert decided.variants is not None  # noqa: S101  # a _SweepPlan has variants
+    statuses, variants = decided.statuses.copy(), decided.variants
+    statuses[:, position] = 0
+    _, rows, inverse = unique_rows(pack([statuses[:, n] for n in range(statuses.shape[1])], 3))
+    grid = np.repeat(statuses[rows], len(STATUSES), axis=0)
+    grid[:, position] = np.tile(np.arange(len(STATUSES), dtype=np.int8), len(rows))
+    _, _, named, verdict_at = row_verdicts(grid, rulesets[0])
+    verdict_of = np.asarray([_CODE[v] for v in named], np.uint8)[verdict_at]
+    verdict_of = verdict_of.reshape(len(rows), len(STATUSES))
+    found = []
+    for n in range(len(rulesets)):
+        codes = verdict_of[inverse, variants[:, n]]
+        counts = np.bincount(codes, minlength=len(VERDICTS)).tolist()
+        found.append(
+            _Screened(
+                codes,
+                _OUTCOME_OF[variants[:, n]],
+                table["case_id"],
+                collections.Counter({VERDICTS[c]: k for c, k in enumerate(counts) if k}),
+                int(np.count_nonzero(variants[:, n] == _FIRED_AT)),
+                first.rows,
+                first.rejected,
+            )
         )
-        for n, found in enumerate(codes)
-    ]
+    if not np.array_equal(found[0].codes, _codes(table)):  # the plan is the batch's own
+        raise RuntimeError("the sweep's statuses differ from the batch worker's")
+    return found
