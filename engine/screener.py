@@ -256,7 +256,7 @@ class Screener:
         site profile (`rules sweep`'s plan also gives the statuses of edited copies of a rule)."""
         if plan.ruleset is not self.ruleset:
             raise ValueError("a cohort plan must be compiled from the Screener's own ruleset")
-        screener = Screener(self.ruleset, self.evaluator, self.engine, self._site)
+        screener = replace(self)  # the same fields (the cohort engine too), no cached plan
         screener.__dict__["cohort_plan"] = plan  # the cached_property below, filled in
         return screener
 
