@@ -49,7 +49,7 @@ class FlatColumns:
     case_ids: list[str]
     columns: list[pa.Array]  # FLAT_COLUMNS after case_id: verdict, ..., open_cautions
     compact: list[str] | None  # `--detail ids` JSON lines, when asked for
-    questions: list[Questions] | None  # per row, when asked for (or compact lines)
+    questions: QuestionSets | None  # when asked for (or compact lines)
     verdicts: Counter[str]
     rule_status: Counter[tuple[str, str]]
     blocks: Counter[str]
@@ -74,7 +74,7 @@ def flat_columns(
             [],
             empty,
             [] if compact else None,
-            [],
+            QuestionSets([], np.zeros(0, np.int64)),
             none,
             none.copy(),
             none.copy(),
@@ -272,42 +272,66 @@ COMPACT_KEYS = (
 Questions = tuple[list[str], list[str], list[str]]  # possible verdicts, next, deciding
 
 
+@dataclass(frozen=True)
+class QuestionSets:
+    """The rows' questions, once per distinct set (`distinct`) and each row's set (`at`)."""
+
+    distinct: list[Questions]
+    at: np.ndarray
+
+    def per_row(self) -> list[Questions]:
+        return [self.distinct[n] for n in self.at.tolist()]
+
+
 def _questions(
     decided: CohortDecisions,
     outlooks: list[Outlook],
     present_at: np.ndarray,
     changing: np.ndarray,
     policy: VerdictPolicy,
-) -> list[Questions]:
-    """Per row, its possible verdicts, next and deciding questions (policy.assess), once per
-    distinct set of verdict-changing outcomes."""
-    numbers = np.where(changing, decided.numbers, -1).astype(np.int64)
-    keyed = np.concatenate([present_at.reshape(-1, 1), numbers], axis=1)
-    flat = np.ascontiguousarray(keyed).view(np.dtype((np.void, keyed.shape[1] * 8))).reshape(-1)
-    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+) -> QuestionSets:
+    """Per row, its possible verdicts, next and deciding questions (as policy.assess), once per
+    distinct set of what assess reads: the outlook's possible verdicts and, of each
+    verdict-changing outcome, its rule and missing fields (outcomes of one rule that miss the
+    same fields count once: they differ only in values assess never reads). Each set is
+    assessed with the outlook of its first row, whose changing severities are the set's."""
+    possible: dict[tuple[Verdict, ...], int] = {}  # outlooks with one possible set alike
+    key = np.asarray([possible.setdefault(o.possible, n) for n, o in enumerate(outlooks)])
+    key, size = key[present_at].astype(np.int64), len(outlooks)
+    rules = np.flatnonzero(changing.any(axis=0)).tolist()
+    for position in rules:  # the key grows by one digit per rule: its open outcome's kind
+        table = decided.tables[position]
+        seen: dict[tuple[RuleStatus, tuple[str, ...]], int] = {}
+        kind = np.asarray([seen.setdefault((o.status, o.missing), n) for n, o in enumerate(table)])
+        open_here = changing[:, position]
+        number = np.where(open_here, decided.numbers[:, position], 0)
+        key = key * (len(table) + 1) + np.where(open_here, kind[number] + 1, 0)
+        size *= len(table) + 1
+        if size > 2**40:  # kept far from overflow: renumbered densely
+            _, key = np.unique(key, return_inverse=True)
+            key, size = key.reshape(-1).astype(np.int64), int(key.max()) + 1
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     found: list[Questions] = []
     order = decided.report_order
-    for row in keyed[first].tolist():
+    tables = [decided.tables[p] for p in rules]
+    opened = np.where(changing[first][:, rules], decided.numbers[first][:, rules], -1).tolist()
+    for numbers, outlook in zip(opened, present_at[first].tolist(), strict=True):
         open_outcomes: list[RuleOutcome] = [
-            decided.tables[p][n] for p, n in enumerate(row[1:]) if n >= 0
+            table[n] for table, n in zip(tables, numbers, strict=True) if n >= 0
         ]
         open_outcomes.sort(key=lambda o: order[o.rule_id])
-        assessment = policy.assess(outlooks[row[0]], open_outcomes)
-        found.append(
-            (
-                [v._value_ for v in assessment.possible],
-                list(assessment.next_questions),
-                list(assessment.deciding_questions),
-            )
-        )
-    return [found[n] for n in inverse.reshape(-1).tolist()]
+        its = outlooks[outlook]
+        ranked, deciding = policy.questions(policy.changing(its, open_outcomes))
+        found.append(([v._value_ for v in its.possible], list(ranked), list(deciding)))
+    return QuestionSets(found, inverse.reshape(-1))
 
 
-def _compact(case_ids: list[str], columns: list[pa.Array], questions: list[Questions]) -> list[str]:
+def _compact(case_ids: list[str], columns: list[pa.Array], questions: QuestionSets) -> list[str]:
     """`--detail ids` JSON lines, as worker.compact_record writes them."""
     texts = [column.to_pylist() for column in columns]
     lines = []
-    for case_id, asked, verdict, *rest in zip(case_ids, questions, *texts, strict=True):
+    asked_per_row = questions.per_row()
+    for case_id, asked, verdict, *rest in zip(case_ids, asked_per_row, *texts, strict=True):
         *severities, conditional, not_evaluable, missing, cautions = rest
         possible, next_questions, deciding = asked
         values = (

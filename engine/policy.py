@@ -129,24 +129,31 @@ class VerdictPolicy:
         """Which open rules can change the verdict, whether the possible verdicts are exact,
         and the fields to ask first."""
         changing = self.changing(outlook, notable)
-        ranked = self.rank_questions(changing)
+        ranked, deciding = self.questions(changing)
         severity_of, listed = self.severity_of, self.listed
-        deciding = {
-            name for o in changing if severity_of[o.rule_id] not in listed for name in o.missing
-        }
         return Assessment(
             outlook.entry,
             outlook.possible,
             self.exact(changing),
             changing,
             ranked,
-            tuple(name for name in ranked if name in deciding),
+            deciding,
             tuple(
                 o for o in notable if o.status is NOT_EVALUABLE and severity_of[o.rule_id] in listed
             )
             if listed
             else (),
         )
+
+    def questions(self, changing: Sequence[RuleOutcome]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The next and the deciding questions of the verdict-changing outcomes (assess's, and
+        a cohort's without the rest of an assessment: engine.cohort)."""
+        ranked = self.rank_questions(changing)
+        severity_of, listed = self.severity_of, self.listed
+        deciding = {
+            name for o in changing if severity_of[o.rule_id] not in listed for name in o.missing
+        }
+        return ranked, tuple(name for name in ranked if name in deciding)
 
     def changing(self, outlook: Outlook, notable: Sequence[RuleOutcome]) -> tuple[RuleOutcome, ...]:
         """The not-evaluable outcomes whose answer can change the verdict."""

@@ -3,9 +3,10 @@
 ```python
 from engine import Screener
 
-screener = Screener.load()                      # the bundled rules, durable-rules engine
-result = screener.screen({"case_id": "x", "age_years": 40})
-frame = screener.screen_frame(df)               # pandas or polars in, the same library out
+screener = Screener.load()                      # the bundled rules
+result = screener.screen({"case_id": "x", "age_years": 40})   # durable-rules
+frame = screener.screen_frame(df)               # pandas or polars in, the same library out:
+                                                # the cohort engine (vectorised)
 ```
 
 A Screener is built once and never changes: it owns the compiled ruleset (whose per-case caches
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from itertools import islice
 from pathlib import Path
@@ -71,7 +72,7 @@ ENGINES: tuple[str, ...] = ("durable", "reference", "vectorised")
 COHORT_ENGINE: EngineName = "vectorised"
 CaseLike = Mapping[str, Any] | BaseModel
 SUBGROUP_FIELDS = ("diagnosis", "planned_procedure", "region")  # verdicts broken down by these
-FRAME_CHUNK_ROWS = 5_000  # rows screen_frame hands the vectorised engine at once
+FRAME_CHUNK_ROWS = 50_000  # rows screen_frame hands the vectorised engine at once
 BATCH = 512  # cases screened together by screen_many and screen_frame (durable-rules batches)
 SEVERITY_COLUMNS = tuple(f"fired_{s.value}" for s in Severity)
 # enum members and values as plain names: flat_outcomes runs once per batch row, and looking up
@@ -184,14 +185,15 @@ class Screener:
 
     ruleset: Ruleset
     evaluator: Evaluator
-    engine: str
+    engine: str  # single cases (screen, screen_many); "vectorised" screens them with durable
     _site: Mapping[str, SiteValue]
+    _cohort_engine: str | None = None  # screen_frame's, when not `engine` (see cohort_engine)
 
     @classmethod
     def load(
         cls,
         rules: str | Path | None = None,
-        engine: EngineName | str = "durable",
+        engine: EngineName | str | None = None,
         site: str | Path | Mapping[str, Any] | None = None,
         *,
         few_cases: bool = False,
@@ -199,11 +201,25 @@ class Screener:
         """Load and check a rules directory (default: the bundled rules), build its evaluator and
         validate the site profile (a YAML/JSON file or a mapping, checked as `--site` is).
 
-        `few_cases`: the process screens a handful of cases (the `screen` command); durable-rules
-        gets a layout quicker to build and slower per case, with the same outcomes."""
-        check_engine(str(engine))
+        `engine`: None (the default) screens single cases with durable-rules and frames with
+        the cohort engine (COHORT_ENGINE, vectorised), as the CLI's `screen` and `batch` do; a
+        named engine is used for both (`durable` and `reference` frames run row by row, for the
+        differential). `few_cases`: the process screens a handful of cases (the `screen`
+        command); durable-rules gets a layout quicker to build and slower per case, with the
+        same outcomes."""
+        if engine is not None:
+            check_engine(str(engine))
         ruleset = load_ruleset(rules if rules is not None else bundled_rules_dir())
-        return cls.from_ruleset(ruleset, engine=str(engine), site=site, few_cases=few_cases)
+        screener = cls.from_ruleset(
+            ruleset, engine=str(engine or "durable"), site=site, few_cases=few_cases
+        )
+        return screener if engine is not None else replace(screener, _cohort_engine=COHORT_ENGINE)
+
+    @property
+    def cohort_engine(self) -> str:
+        """The engine screen_frame uses: the one named when the Screener was loaded, or, when
+        none was, the cohort engine (COHORT_ENGINE)."""
+        return self._cohort_engine or self.engine
 
     @classmethod
     def from_ruleset(
@@ -233,14 +249,14 @@ class Screener:
 
     def with_site(self, site: str | Path | Mapping[str, Any] | None) -> Screener:
         """The same rules and evaluator with another site profile (nothing is rebuilt)."""
-        return Screener(self.ruleset, self.evaluator, self.engine, _site_profile(site))
+        return replace(self, _site=_site_profile(site))
 
     def with_cohort_plan(self, plan: CohortPlan) -> Screener:
         """The same Screener deciding its cohorts with `plan`, compiled from its own ruleset and
         site profile (`rules sweep`'s plan also gives the statuses of edited copies of a rule)."""
         if plan.ruleset is not self.ruleset:
             raise ValueError("a cohort plan must be compiled from the Screener's own ruleset")
-        screener = Screener(self.ruleset, self.evaluator, self.engine, self._site)
+        screener = replace(self)  # the same fields (the cohort engine too), no cached plan
         screener.__dict__["cohort_plan"] = plan  # the cached_property below, filled in
         return screener
 
@@ -275,9 +291,10 @@ class Screener:
     def __repr__(self) -> str:
         stamp = self.ruleset.stamp
         site = f", site={dict(self._site)!r}" if self._site else ""
+        cohort = f", cohort_engine={self._cohort_engine!r}" if self._cohort_engine else ""
         return (
             f"Screener(rules={stamp.name!r} {stamp.version} sha256 {stamp.sha256[:12]}, "
-            f"engine={self.engine!r}{site})"
+            f"engine={self.engine!r}{cohort}{site})"
         )
 
     # --- one case ------------------------------------------------------------------------------
@@ -329,7 +346,10 @@ class Screener:
     ) -> Iterator[Result | InputError]:
         """Screen cases lazily, in order: a Result per valid case, an InputError per invalid one.
 
-        Never raises for a bad case, so one bad row never stops a cohort.
+        Never raises for a bad case, so one bad row never stops a cohort. Each case is screened
+        as `screen` screens it, on the Screener's evaluator (durable-rules unless `reference`
+        was named): a full Result shows values the cohort engine does not build (as `batch
+        --detail full`); screen_frame is the cohort path.
         """
         for case_id_values in self._decided(enumerate(cases), source):
             case_id, decided = case_id_values
@@ -385,10 +405,17 @@ class Screener:
         `pseudonymise_ids`: a key file, as `batch --pseudonymise-ids` takes (created if absent):
         each case_id (after the mapping) is replaced by its keyed pseudonym before it is
         checked.
+        Engine: `cohort_engine`, the cohort engine (vectorised) for a Screener loaded without
+        one, so a notebook gets batch's speed without asking. There the frame's Arrow columns
+        go through batch's own columnar validation and cohort plan and the output is built
+        column by column; only the rows the plan leaves (and every row, with a mapping) are
+        screened one by one. A Screener loaded for `durable` or `reference` screens every row
+        one by one: the same frame, for the differential.
         """
+        import numpy as np
         import pyarrow as pa
 
-        from engine.io.pseudonymise import load_key, pseudonymise_row
+        from engine.io.pseudonymise import load_key, pseudonymise_column, pseudonymise_row
         from engine.mapping import ColumnMapping, load_mapping
 
         library = type(frame).__module__.split(".")[0]
@@ -406,22 +433,35 @@ class Screener:
             _unknown_columns(read, ignore, False)
             names = mapper.output_columns(raw)
         skipped = frozenset(ignore) | _unknown_columns(names, ignore, strict_columns)
+        key = load_key(str(pseudonymise_ids)) if pseudonymise_ids is not None else None
         table, typed = _frame_table(frame, library)
-        vectorised = self.engine == "vectorised" and table is not None
-        found = (
-            self._frame_decided(table.drop_columns([n for n in table.column_names if n in skipped]))
-            if vectorised and mapper is None and pseudonymise_ids is None
-            else {}
-        )
-        numbers = [n for n in range(len(frame)) if n not in found]  # read row by row
-        rows = _frame_rows(frame, table if typed else None, numbers)
+        # by column, as batch screens a record batch: without a mapping, whose rows are mapped
+        # one by one (batch does the same)
+        decided: list[_FrameRows] = []
+        if self.cohort_engine == "vectorised" and table is not None and mapper is None:
+            given = table.drop_columns([n for n in table.column_names if n in skipped])
+            column = given.column("case_id") if "case_id" in given.column_names else None
+            if column is not None and _id_type(column.type):
+                # ids as text, as the row path reads them (else the rows go one by one)
+                ids = (
+                    pseudonymise_column(key, column.combine_chunks())
+                    if key is not None
+                    else _text_ids(column.combine_chunks())
+                )
+                position = given.column_names.index("case_id")
+                given = given.set_column(position, "case_id", ids)
+            if key is None or (column is not None and _id_type(column.type)):
+                decided = self._frame_decided(given)
+        taken = np.concatenate([np.zeros(0, np.int64), *(part.rows for part in decided)])
+        numbers = np.setdiff1d(np.arange(len(frame)), taken)  # screened one by one
+        rows = _frame_rows(frame, table if typed else None, numbers.tolist())
         mapped: list[dict[str, Any] | InputError] = list(rows)
         if mapper is not None:
             mapped = [
-                _mapped(mapper, number, row) for number, row in zip(numbers, rows, strict=True)
+                _mapped(mapper, number, row)
+                for number, row in zip(numbers.tolist(), rows, strict=True)
             ]
-        if pseudonymise_ids is not None:  # after the mapping, which may name the case_id
-            key = load_key(str(pseudonymise_ids))
+        if key is not None:  # after the mapping, which may name the case_id
             mapped = [m if isinstance(m, InputError) else pseudonymise_row(key, m) for m in mapped]
         cases: list[CaseLike | InputError] = [
             m
@@ -429,14 +469,21 @@ class Screener:
             else {k: v for k, v in m.items() if k not in skipped}
             for m in mapped
         ]
-        others = self._decided(zip(numbers, cases, strict=True), "<frame>")
-        columns: dict[str, list[str | None]] = {name: [] for name in FRAME_COLUMNS}
-        for number in range(len(frame)):
-            given = found.get(number)
-            cells = given if given is not None else self._frame_row(*next(others))
-            for name, value in zip(FRAME_COLUMNS, cells, strict=True):
-                columns[name].append(value)
-        table = pa.table({name: pa.array(cells, pa.string()) for name, cells in columns.items()})
+        others = [
+            self._frame_row(*found)
+            for found in self._decided(zip(numbers.tolist(), cases, strict=True), "<frame>")
+        ]
+        cells = list(zip(*others, strict=True)) if others else [() for _ in FRAME_COLUMNS]
+        order = pa.array(np.argsort(np.concatenate([taken, numbers]), kind="stable"))
+        table = pa.table(  # the decided rows' parts, then the others, taken in row order
+            {
+                name: pa.chunked_array(
+                    [*(part.columns[n] for part in decided), pa.array(slow, pa.string())],
+                    pa.string(),
+                ).take(order)
+                for n, (name, slow) in enumerate(zip(FRAME_COLUMNS, cells, strict=True))
+            }
+        )
         if library == "polars":
             import polars
 
@@ -446,20 +493,21 @@ class Screener:
         result.attrs["ignored_columns"] = sorted(skipped - frozenset(ignore))
         return result
 
-    def _frame_decided(self, table: Any) -> dict[int, tuple[str | None, ...]]:
-        """screen_frame's rows the vectorised engine decides (engine.evaluate.vectorised), by
-        row number; the others are screened one by one."""
+    def _frame_decided(self, table: Any) -> list[_FrameRows]:
+        """screen_frame's rows the vectorised engine decides (engine.evaluate.vectorised), as
+        batch's screen_chunk does for a record batch: their numbers and FRAME_COLUMNS, a part
+        per chunk; the others are screened one by one."""
+        import numpy as np
         import pyarrow as pa
 
         from engine.cohort import flat_columns
         from engine.io.columnar import validate_columns
 
-        found: dict[int, tuple[str | None, ...]] = {}
+        parts: list[_FrameRows] = []
         for start in range(0, table.num_rows, FRAME_CHUNK_ROWS):
-            part = table.slice(start, FRAME_CHUNK_ROWS).combine_chunks()
-            batch = pa.RecordBatch.from_arrays(
-                [column.combine_chunks() for column in part.columns], schema=part.schema
-            )
+            part = table.slice(start, FRAME_CHUNK_ROWS)
+            batches = part.to_batches()  # one, without a copy, unless the frame is chunked
+            batch = batches[0] if len(batches) == 1 else part.combine_chunks().to_batches()[0]
             columns = validate_columns(batch, normalise=True)  # no counts to keep here
             if not columns.values:
                 continue
@@ -469,16 +517,18 @@ class Screener:
                 self.cohort_prepare,
                 partial(_values_only, columns),
             )
-            ids = [str(i) for i in columns.values["case_id"].take(decided.rows).to_pylist()]
-            flat = flat_columns(decided, ids, self.ruleset, compact=False, questions=True)
-            texts = [column.to_pylist() for column in flat.columns]
-            asked = flat.questions or []
-            for row, case_id, questions, *cells in zip(
-                decided.rows.tolist(), ids, asked, *texts, strict=True
-            ):
-                joined = tuple(";".join(q) for q in questions)
-                found[start + row] = (case_id, *cells, *joined, None)
-        return found
+            ids = columns.values["case_id"].take(pa.array(decided.rows, pa.int64()))
+            ids = ids.cast(pa.string())
+            flat = flat_columns(
+                decided, ids.to_pylist(), self.ruleset, compact=False, questions=True
+            )
+            parts.append(
+                _FrameRows(
+                    decided.rows.astype(np.int64) + start,
+                    [ids, *flat.columns, *_question_columns(flat.questions), _nulls(len(ids))],
+                )
+            )
+        return parts
 
     def flat_row(self, case_id: str, decision: Decision) -> tuple[str, ...]:
         """The `batch --format csv` row of a decided case (engine.batch.worker.FLAT_COLUMNS)."""
@@ -656,3 +706,58 @@ def _mixed_table(frame: Any) -> Any:
             column = [given.get(str(n)) for n in range(len(frame))]
             columns[name] = pa.array([mixed_text(name, v) for v in column], pa.string())
     return pa.table(columns)
+
+
+@dataclass(frozen=True)
+class _FrameRows:
+    """Rows of a frame decided by column: their numbers and their FRAME_COLUMNS (Arrow text)."""
+
+    rows: Any  # numpy int64
+    columns: list[Any]  # pyarrow string arrays, one per FRAME_COLUMNS
+
+
+def _nulls(rows: int) -> Any:
+    import pyarrow as pa
+
+    return pa.nulls(rows, pa.string())
+
+
+def _question_columns(questions: Any) -> list[Any]:
+    """possible_verdicts, next_questions and deciding_questions (engine.cohort.QuestionSets),
+    each joined by ";" once per distinct set."""
+    import pyarrow as pa
+
+    at = pa.array(questions.at)
+    return [
+        pa.array([";".join(q[n]) for q in questions.distinct], pa.string()).take(at)
+        for n in range(3)
+    ]
+
+
+def _text_ids(column: Any) -> Any:
+    """A case_id column as the text the normaliser reads each id as (101 and 101.0 are `101`),
+    once per distinct value; null where it gives no text (101.5 stays for the row path)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from engine.io.normalise import normalise_value
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column
+    encoded = pc.dictionary_encode(column)
+    read = [normalise_value("case_id", v) for v in encoded.dictionary.to_pylist()]
+    text = pa.array([v if isinstance(v, str) and "." not in v else None for v in read], pa.string())
+    return text.take(encoded.indices)
+
+
+def _id_type(kind: Any) -> bool:
+    """Whether a case_id column of this Arrow type is pseudonymised by column: text or numbers,
+    whose values pseudonymise_row reads alike (others, row by row, as they were)."""
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+    )

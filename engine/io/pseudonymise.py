@@ -106,9 +106,17 @@ def pseudonymise_chunk(key: bytes, chunk: Chunk) -> Chunk:
         position = batch.schema.get_field_index("case_id")
         column = batch.column(position)
         if not pa.types.is_nested(column.type):
-            ids = [
-                pseudonym(key, t) if (t := _id_text(v)) else (v if isinstance(v, str) else None)
-                for v in column.to_pylist()
-            ]
-            batch = batch.set_column(position, "case_id", pa.array(ids, pa.string()))
+            batch = batch.set_column(position, "case_id", pseudonymise_column(key, column))
     return dataclasses.replace(chunk, rows=rows, batch=batch)
+
+
+def pseudonymise_column(key: bytes, column: Any) -> Any:
+    """An Arrow case_id column (not nested) with every id pseudonymised, as text: an empty id
+    stays empty, and a value that is no id becomes null (a missing case_id)."""
+    import pyarrow as pa
+
+    ids = [
+        pseudonym(key, t) if (t := _id_text(v)) else (v if isinstance(v, str) else None)
+        for v in column.to_pylist()
+    ]
+    return pa.array(ids, pa.string())
