@@ -62,9 +62,9 @@ wheel-check: setup
 	cd $(WHEEL_DIR) && venv/bin/python -c 'import engine, pathlib; \
 	    assert "site-packages" in engine.__file__, engine.__file__; print("wheel OK:", engine.__file__)'
 
-test: lint wheel-check  ## the test command CI runs: lint, the wheel, every golden case, then pytest (its summary last)
+test: lint wheel-check  ## the test command CI runs: lint, the wheel, every golden case, then pytest on two processes (its summary last)
 	$(BIN)/miss-screen rules test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup  ## speed and memory targets, ratios against baselines in the same run
 	$(BIN)/python benchmarks/bench.py
