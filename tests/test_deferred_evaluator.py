@@ -72,10 +72,11 @@ def _screen_chunk(cohort: Path, engine: str, site: dict[str, Any]) -> dict[str, 
 
 
 @pytest.mark.timeout(120)
-def test_a_batch_decided_wholly_by_column_never_builds_durable_rules(
+def test_a_batch_decided_wholly_by_column_builds_durable_rules_only_for_its_check(
     cohort: Path, tmp_path: Path, builds: list[object]
 ) -> None:
-    """The whole `batch` command, parent's engine check and in-process worker included."""
+    """The whole `batch` command: the parent builds durable-rules once, so that rules it refuses
+    fail the run before any screening whatever the data; the worker never builds it."""
     out = tmp_path / "out.jsonl"
     summary = tmp_path / "summary.json"
     done = CliRunner().invoke(
@@ -87,7 +88,7 @@ def test_a_batch_decided_wholly_by_column_never_builds_durable_rules(
     counts = json.loads(summary.read_text())["reconciliation"]
     assert counts["rows_screened"] > 0.9 * ROWS  # screened, not rejected
     assert len(out.read_text().splitlines()) == counts["rows_screened"]
-    assert builds == []
+    assert len(builds) == 1  # the parent's check
     evaluator = worker._STATE.screener.evaluator
     assert isinstance(evaluator, DeferredEvaluator)
     assert not evaluator.is_built
@@ -129,3 +130,42 @@ def test_threads_screening_single_cases_share_one_build(builds: list[object]) ->
     assert len(builds) == 1
     reference = Screener.from_ruleset(RULESET, "durable")
     assert results == {n: reference.screen(case).model_dump_json() for n, case in enumerate(cases)}
+
+
+@pytest.mark.timeout(120)
+def test_rules_durable_rules_refuses_fail_a_vectorised_batch_before_any_screening(
+    cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a rule base is refused must not depend on whether some row needs the per-row path:
+    the clean cohort (decided wholly by column) is refused as durable refuses it, and nothing is
+    written."""
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise durable.EngineError("durable-rules refuses these rules (test)")
+
+    monkeypatch.setattr(durable.DurableEvaluator, "__init__", refuse)
+    monkeypatch.setattr(worker._STATE, "loaded", None)
+    out = tmp_path / "out.jsonl"
+    for engine in ("durable", "vectorised"):
+        done = CliRunner().invoke(
+            app,
+            ["batch", str(cohort), "--out", str(out), "--workers", "1", "--progress", "none",
+             "--engine", engine],
+        )  # fmt: skip
+        assert done.exit_code == 2, (engine, done.exit_code, done.output)
+        assert "refuses these rules" in done.stderr
+        assert not out.exists()
+
+
+def test_a_build_that_failed_fails_again_without_building_again() -> None:
+    """The service asks on every request: a failed build is not retried (and leaked) each time."""
+    tries: list[int] = []
+
+    def build() -> Any:
+        tries.append(1)
+        raise RuntimeError("no")
+
+    deferred = DeferredEvaluator(RULESET, build)
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            deferred.evaluate({})  # type: ignore[arg-type]
+    assert len(tries) == 1

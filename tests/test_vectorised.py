@@ -315,7 +315,7 @@ def test_the_plan_refuses_what_it_cannot_follow() -> None:
 
 
 # --- fault guarantees on the vectorised path (tests/test_faults.py runs JSONL cohorts, which
-# go row by row; these run Parquet chunks, which the vectorised engine decides) -------------
+# go row by row; these run Parquet and CSV chunks, which the vectorised engine decides) -----
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -336,9 +336,10 @@ def _faulty_run(
     return done, files
 
 
-@pytest.fixture(scope="module")
-def fault_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("faults") / "cohort.parquet"
+@pytest.fixture(scope="module", params=["parquet", "csv"])
+def fault_cohort(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """Parquet chunks, and CSV chunks that travel as Arrow text columns (issue 29)."""
+    path = tmp_path_factory.mktemp("faults") / f"cohort.{request.param}"
     write_cohort(path, 10_000, seed=32, missing=0.1, corrupt=0.01)
     return path
 

@@ -55,6 +55,7 @@ from engine.batch.worker import (
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
 from engine.errors import LinesError, UserError
+from engine.evaluate.deferred import DeferredEvaluator
 from engine.io.columns import column_problems
 from engine.io.tables import Chunk, InputFormat, TableReader, detect_format, estimated_rows
 from engine.mapping import ColumnMapping
@@ -308,11 +309,14 @@ class BatchRun:
             raise
 
     def _open(self, options: BatchOptions, ruleset: Ruleset) -> None:
-        # an unknown engine, or a rule set the engine refuses, fails here, not in a worker (on
-        # the vectorised engine durable-rules is built for the first row left to it: deferred.py)
-        Screener.from_ruleset(
+        # an unknown engine, or a rule set the engine refuses, fails here, not in a worker; the
+        # vectorised engine's workers build durable-rules only for a row left to it (deferred.py),
+        # so it is built here once: whether the rules are refused must not depend on the data
+        screener = Screener.from_ruleset(
             ruleset, check_engine(options.engine), site=MappingProxyType(options.site)
         )
+        if isinstance(screener.evaluator, DeferredEvaluator):
+            screener.evaluator.built  # noqa: B018 - built for its checks, then let go
         self.readers, self.ignored = open_inputs(options)
         # hashed before screening: what was read, even if something rewrites a file later
         self.hashes = {r.source: r.sha256() for r in self.readers if r.path != "-"}

@@ -216,8 +216,10 @@ def init_worker(config: WorkerConfig) -> None:
 def use_system_allocator() -> None:
     """Arrow buffers from the C allocator for the rest of this process: Arrow's default pool
     (jemalloc) kept freed chunk buffers, and a 1M-row vectorised batch peaked at 322 MB on it,
-    288 MB on the system allocator, for less CPU (benchmarks/results.md)."""
-    pa.set_memory_pool(pa.system_memory_pool())
+    298 MB on the system allocator, for less CPU (benchmarks/results.md). A pool the user chose
+    (ARROW_DEFAULT_MEMORY_POOL) is left alone."""
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def use_screener(config: WorkerConfig, screener: Screener) -> None:

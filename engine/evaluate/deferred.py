@@ -27,6 +27,7 @@ class DeferredEvaluator:
         self.ruleset = ruleset
         self._build = build
         self._built: Evaluator | None = None
+        self._failed: Exception | None = None  # a build that failed fails the same way again
         self._lock = threading.Lock()
 
     @property
@@ -40,9 +41,15 @@ class DeferredEvaluator:
         found = self._built
         if found is None:
             with self._lock:
+                if self._failed is not None:  # not built again (and again) per request
+                    raise self._failed
                 found = self._built
                 if found is None:
-                    found = self._built = self._build()
+                    try:
+                        found = self._built = self._build()
+                    except Exception as exc:
+                        self._failed = exc
+                        raise
         return found
 
     def evaluate(self, facts: Facts) -> list[RuleOutcome]:

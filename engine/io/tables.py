@@ -103,7 +103,7 @@ class Chunk:
         if self.batch is not None and self.batch.num_rows:
             numbers = self.batch_numbers()
             ends += [int(numbers[0]), int(numbers[-1])]
-        return min(ends), max(ends)
+        return (min(ends), max(ends)) if ends else (self.first, self.first - 1)
 
     def materialized(self) -> list[tuple[int, Row]]:
         """The numbered rows in row order, built from the record batch if the chunk carries one."""

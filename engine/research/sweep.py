@@ -27,6 +27,7 @@ the cases that change (_Changes).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -518,7 +519,9 @@ def sweep_cohort(
     )
     changes = _Changes(len(values) - 1, examples)
     if engine == "vectorised" and not per_process:
-        every = _screen_values(report, all_chunks(readers), rulesets, rule.id, options, changes)
+        # closed on every path, as batch closes its reader (issue 26)
+        with contextlib.closing(all_chunks(readers)) as stream:
+            every = _screen_values(report, stream, rulesets, rule.id, options, changes)
     else:
         chunks = list(all_chunks(readers))  # the cohort, read once, sent to each value's process
         every = _points_apart(report, chunks, rulesets, rule.id, options, changes)
