@@ -218,11 +218,13 @@ def _joined(chosen: np.ndarray, names: Sequence[str]) -> pa.Array:
 
 def _bit_words(chosen: np.ndarray) -> np.ndarray:
     """Rows of booleans as rows of uint64 words, a bit per column (np.packbits: one pass, not
-    a shift per column)."""
-    packed = np.packbits(chosen, axis=1, bitorder="little")
-    words = np.zeros((len(chosen), -(-packed.shape[1] // 8) * 8), dtype=np.uint8)
-    words[:, : packed.shape[1]] = packed
-    return words.view(np.uint64)
+    a shift per column; over rows padded to whole words and laid end to end, which packs
+    several times faster than packbits along axis 1)."""
+    rows, width = chosen.shape
+    padded = np.zeros((rows, -(-width // 64) * 64), dtype=bool)
+    padded[:, :width] = chosen
+    words = np.packbits(padded.reshape(-1), bitorder="little").view(np.uint64)
+    return words.reshape(rows, padded.shape[1] // 64)
 
 
 def _missing_tables(decided: CohortDecisions) -> tuple[list[str], list[np.ndarray]]:

@@ -101,7 +101,8 @@ class CohortDecisions:
     `rows`: the rows it decided (positions in the chunk, ascending); any other row is left to
     the per-row path (its facts contradict each other, or the plan cannot run). Per decided row
     and rule (ruleset order): `statuses`, an index into STATUSES, and `numbers`, the index of
-    its outcome in `tables[rule]`. `probed`: per probed field, its value after constraints, as
+    its outcome in `tables[rule]` (a conditional one without its missing fields, which no
+    output reads: _outcomes). `probed`: per probed field, its value after constraints, as
     the index of each row's value among the values listed (the last entry, None: unknown).
     `variants`: per decided row, the status of each of the plan's `variants` (rules evaluated
     on the same facts beside the ruleset's own, e.g. `rules sweep`'s edited copies of one rule),
@@ -516,7 +517,9 @@ class CohortPlan:
 
         An outcome naming missing fields comes from base.explained_outcome, on one row per
         distinct pattern of what the explanation reads (which fields are known, the truth of
-        each node it walks), kept across chunks."""
+        each node it walks), kept across chunks. Only not-evaluable outcomes are explained:
+        no output reads the missing fields of a conditional one (screener.flat_outcomes,
+        cohort.flat_columns), so it stays the settled outcome of its status."""
         rules = self.ruleset.rules
         numbers = statuses.astype(np.int32)
         patterns = []  # per rule with explained rows: its rows, keys and each row's key
@@ -524,9 +527,7 @@ class CohortPlan:
         for position, rule in enumerate(rules):
             when = self._kleene(rule.when, frame, cache, False)
             status = statuses[:, position]
-            explained = (
-                keep & (when == UNKNOWN) & ((status == NOT_EVALUABLE) | (status == CONDITIONAL))
-            )
+            explained = keep & (when == UNKNOWN) & (status == NOT_EVALUABLE)
             if not explained.any():
                 continue
             nodes, fields = self._explain_nodes[position]
