@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 import re
 import sys
@@ -180,7 +179,6 @@ def _keys(choice: str) -> set[str]:
     return {key, f"{segment[1]}{segment[2]}{segment[3]}"} if segment else {key}
 
 
-@functools.lru_cache(maxsize=1024)  # a batch's bad rows repeat a few values: each read once
 def _enum_hint(value: str, choices: tuple[str, ...]) -> str:
     """The nearest valid value, compared as spelt by spelling_key; several equally near (or a
     prefix of several) are listed, never one picked."""
@@ -206,8 +204,6 @@ def _show(value: Any, name: str | None, choices: tuple[str, ...]) -> str | None:
     if name == "case_id":
         shown_id = shown_case_id(value)
         return f"'{shown_id}'" if shown_id is not None else None
-    if type(value) is str and len(value) <= _CACHED_TEXT:
-        return _show_text(value, choices)
     if not showable(value, choices):
         return None
     if isinstance(value, str):
@@ -215,16 +211,6 @@ def _show(value: Any, name: str | None, choices: tuple[str, ...]) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-_CACHED_TEXT = 200  # longer text is rare in a bad row, and not kept
-
-
-@functools.lru_cache(maxsize=1024)
-def _show_text(value: str, choices: tuple[str, ...]) -> str | None:
-    """_show of a short text value (not a case_id), once per value and field: a batch's bad
-    rows repeat a few values, and showable's identifier checks are the cost of a refusal."""
-    return repr(value) if showable(value, choices) else None
 
 
 def read_text(path: str, what: str = "case", limit: int = MAX_CASE_BYTES) -> str:
