@@ -146,3 +146,21 @@ def test_normalised_columns_give_what_validate_counted_gives(name: str, column: 
     for n in set(range(len(rows))) - set(plain.tolist()):  # left to validate_case: refused,
         if row_by_row(rows[n]) is not None:  # or read there (a span also fills `levels`)
             assert name == "lowest_level" or rows[n][name] == 0.5 or rows[n][name] == "1,234"
+
+
+def test_one_segment_spelt_as_exports_spell_it_is_read_by_column_and_a_span_is_not() -> None:
+    """`L4/5`, `L5/S1`, `c5/6` name one segment: read once per distinct value, as `Male` is, so
+    a registry export is not screened row by row; a span (`L3-L5`) also states `levels` and
+    stays with the row path, which checks it against `levels`."""
+    given = ["L4/5", "L5/S1", "c5/6", "L4-L5", "L3-L5", "L9/10"]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([f"S-{n}" for n in range(len(given))]), pa.array(given)],
+        names=["case_id", "lowest_level"],
+    )
+    columns = validate_columns(batch, normalise=True)
+    assert columns.plain.to_pylist() == [True, True, True, True, False, False]
+    plain = [0, 1, 2, 3]
+    assert [values["lowest_level"] for _, values in columns.row_values(plain)] == [
+        "L4-L5", "L5-S1", "C5-C6", "L4-L5",
+    ]  # fmt: skip
+    assert columns.changed(np.array(plain))["lowest_level"][0] == 3  # counted as normalised

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldSpec, FieldType
 from engine.io.deid import CASE_ID_SUSPECT
-from engine.io.normalise import LEVEL_FIELDS, Change, normalise_value
+from engine.io.normalise import LEVEL_FIELDS, Change, normalise_value, parse_levels
 from engine.models import Scalar
 
 CASE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # as models.Case declares it
@@ -158,8 +158,13 @@ def _read_text(spec: FieldSpec, column: pa.Array, normalise: bool) -> Checked:
 
 def _read_value(spec: FieldSpec, given: str) -> tuple[bool, Scalar | None, bool]:
     """(plain, value, changed) of one text value of a field, as the row path reads it."""
-    if spec.name in LEVEL_FIELDS:  # a span also states `levels`: row by row
-        return given in spec.values, given, False
+    if spec.name in LEVEL_FIELDS:
+        if given in spec.values:
+            return True, given, False
+        segments = parse_levels(given)
+        if segments is None or len(segments) != 1:  # a span also states `levels`: row by row
+            return False, given, False
+        return segments[0] in spec.values, segments[0], True  # `L4/5`: one segment respelt
     fixed = normalise_value(spec.name, given)
     if spec.type is FieldType.enum:
         return fixed in spec.values, fixed, fixed != given
