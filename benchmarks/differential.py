@@ -18,11 +18,8 @@ both values), never a whole file. `make bench` runs it on 1,000,000 rows:
 
 tests/test_engines_differential.py runs the same on 50,000 rows in CI.
 
-Until `batch` has `--engine` (issue 29 item 2), the engine is set the way the command's own
-worker would hold it: the run is in-process (`--workers 1`) and the worker's Screener is one of
-that engine (engine.batch.worker.build_rules builds the default one). The moment the command
-takes `--engine`, `engine_arguments` passes it instead, with nothing else to change; either
-way the run checks afterwards that the worker screened with the engine it was meant to.
+The engine is chosen with `batch --engine`; each run checks afterwards that the in-process
+worker (`--workers 1`) screened with the engine it was meant to.
 """
 
 from __future__ import annotations
@@ -43,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.screener import ENGINES, Screener
+from engine.screener import ENGINES
 from engine.synth.variants import write_variants
 
 SEED = 2029
@@ -101,36 +98,6 @@ def write_inputs(folder: Path, rows: int, seed: int = SEED) -> dict[str, Path]:
 # --- running one engine ------------------------------------------------------------------------
 
 
-def batch_has_engine_option() -> bool:
-    """Whether `miss-screen batch` takes --engine yet."""
-    import typer.main
-
-    from engine.cli import app
-
-    command: Any = typer.main.get_command(app)
-    return any("--engine" in param.opts for param in command.commands["batch"].params)
-
-
-@contextlib.contextmanager
-def engine_arguments(engine: str, rules: Path) -> Iterator[list[str]]:
-    """The arguments that make `batch --workers 1` screen with `engine`, set up for the run.
-
-    With --engine on the command, just that; before, the in-process worker's Screener is one of
-    `engine` for the run (init_worker keeps a Screener of the same rules), then put back.
-    """
-    from engine.batch import worker
-
-    if batch_has_engine_option():
-        yield ["--engine", engine]
-        return
-    before = worker._STATE.loaded
-    worker._STATE.loaded = Screener.load(rules, engine)
-    try:
-        yield []
-    finally:
-        worker._STATE.loaded = before
-
-
 def run_engine(
     engine: str, run: BatchRun, inputs: dict[str, Path], folder: Path, rules: Path
 ) -> float:
@@ -157,10 +124,9 @@ def run_engine(
         str(rules),
         *run.options,
     ]
-    with engine_arguments(engine, rules) as chosen:
-        started = time.perf_counter()
-        result = CliRunner().invoke(app, [*args, *chosen])
-        took = time.perf_counter() - started
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, [*args, "--engine", engine])
+    took = time.perf_counter() - started
     if result.exit_code != 0:
         raise RuntimeError(
             f"batch on engine {engine} ({run.name}) exited {result.exit_code}: "
