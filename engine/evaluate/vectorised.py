@@ -83,6 +83,7 @@ STATUSES = (
     RuleStatus.fired,
 )
 NOT_APPLICABLE, NOT_FIRED, CONDITIONAL, NOT_EVALUABLE, FIRED = range(5)
+_FALSE8, _UNKNOWN8, _TRUE8 = np.int8(FALSE), np.int8(UNKNOWN), np.int8(TRUE)
 # base.rule_status as a table: the status of (scope, when), at scope * 3 + when
 _STATUS_OF = np.asarray(
     [
@@ -119,7 +120,10 @@ class CohortDecisions:
 
 class _Frame:
     """One chunk's facts as columns: known masks, values (finite fields as the index of their
-    value in the field's domain), and bitmasks of possible values (0: no entry)."""
+    value in the field's domain), and bitmasks of possible values (0: no entry).
+
+    `states` keeps, per finite field, what the conditions on it read (CohortPlan._state); a
+    step that changes a field's facts calls `touch` so they are read again."""
 
     def __init__(self, rows: int) -> None:
         self.rows = rows
@@ -128,10 +132,23 @@ class _Frame:
         self.possible: dict[str, np.ndarray] = {}
         self.reachable: dict[str, np.ndarray] = {}  # points totals, read by derivers only
         self.bad = np.zeros(rows, dtype=bool)  # contradictory facts
+        self.states: dict[tuple[str, bool], tuple[np.ndarray, list[int]]] = {}
+        self._unknown = _frozen(np.zeros(rows, dtype=bool))
+        self._constants = {v: _frozen(np.full(rows, v, dtype=np.int8)) for v in (FALSE, TRUE)}
 
     def is_known(self, name: str) -> np.ndarray:
+        """The field's known mask (read-only where no row of it is known)."""
         found = self.known.get(name)
-        return found if found is not None else np.zeros(self.rows, dtype=bool)
+        return found if found is not None else self._unknown
+
+    def constant(self, truth: int) -> np.ndarray:
+        """TRUE or FALSE on every row, one read-only column per frame."""
+        return self._constants[truth]
+
+    def touch(self, name: str) -> None:
+        """A field's facts changed: what was read from them is stale."""
+        self.states.pop((name, False), None)
+        self.states.pop((name, True), None)
 
 
 class CohortPlan:
@@ -180,6 +197,7 @@ class CohortPlan:
         self.derivers = derivation_plan(ruleset).derivers
         self._explain_nodes = [self._explanation_nodes(rule.id) for rule in ruleset.rules]
         self._explained: dict[tuple[int, bytes], RuleOutcome] = {}
+        self._tables: dict[int, _Table] = {}  # per condition node (id): its domain table
 
     # --- the chunk -----------------------------------------------------------------------------
 
@@ -292,6 +310,7 @@ class CohortPlan:
         possible[single] = 0
         many = open_rows & ~single & (now != 0)
         possible[many] = now[many]
+        frame.touch(name)
 
     # --- derived attributes --------------------------------------------------------------------
 
@@ -311,6 +330,7 @@ class CohortPlan:
                 value = np.where(reads, value, self._code(name, unread))
                 known = known | ~reads
             frame.value[name], frame.known[name] = value, known
+            frame.touch(name)
             open_rows = reads & ~known
             if rule.points and open_rows.any():
                 self._reach(frame, rule, open_rows)
@@ -378,6 +398,7 @@ class CohortPlan:
                 after |= np.where(takes, sums << point, 0)
             sums = after
         frame.reachable[rule.field] = np.where(open_rows & some, sums, 0)
+        frame.touch(rule.field)
 
     def _bound(self, frame: _Frame, rule: DerivedRule, open_rows: np.ndarray) -> None:
         """The band values an unknown banded field can still take (derive._band_bounds)."""
@@ -392,6 +413,7 @@ class CohortPlan:
         left = open_rows & (found != every)
         possible = frame.possible.setdefault(rule.field, np.zeros(frame.rows, dtype=np.int64))
         possible[left] = found[left]
+        frame.touch(rule.field)
 
     # --- conditions ----------------------------------------------------------------------------
 
@@ -405,7 +427,9 @@ class CohortPlan:
     def _kleene(
         self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool
     ) -> np.ndarray:
-        """A condition's truth per row (0, 1, 2); `cache` keeps nodes while facts stay put."""
+        """A condition's truth per row (0, 1, 2); `cache` keeps nodes while facts stay put.
+
+        A returned column may be shared (a cached node, a frame's constant): never written."""
         key = id(cond)  # this call's cache only; no table outlives the facts it was built on
         found = cache.get(key)
         if found is None:
@@ -415,55 +439,87 @@ class CohortPlan:
     def _node(
         self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool
     ) -> np.ndarray:
-        rows = frame.rows
+        if isinstance(cond, Compare | Member):
+            table = self._table(cond)
+            truth = table.truth
+            if truth is None:
+                return self._number(cond, frame)
+            index, sets = self._state(frame, cond.field, deriving)
+            if sets:  # decided over the values still possible, once per set of them
+                extra = np.asarray([table.over(m) for m in sets], dtype=np.int8)
+                truth = np.concatenate((truth, extra))
+            return truth[index]  # type: ignore[no-any-return]
         if isinstance(cond, Truth):
-            return np.full(rows, TRUE if cond.value else FALSE, dtype=np.int8)
+            return frame.constant(TRUE if cond.value else FALSE)
         if isinstance(cond, Known):
-            known = frame.is_known(cond.field) != cond.negated
-            return np.where(known, TRUE, FALSE).astype(np.int8)
+            yes, no = (_FALSE8, _TRUE8) if cond.negated else (_TRUE8, _FALSE8)
+            return np.where(frame.is_known(cond.field), yes, no)
         if isinstance(cond, Not):
-            return (TRUE - self._kleene(cond.item, frame, cache, deriving)).astype(np.int8)
-        if isinstance(cond, And | Or):
-            parts = [self._kleene(item, frame, cache, deriving) for item in cond.items]
-            combine = np.minimum if isinstance(cond, And) else np.maximum
-            return np.asarray(combine.reduce(parts), dtype=np.int8)
+            return _TRUE8 - self._kleene(cond.item, frame, cache, deriving)
+        parts = [self._kleene(item, frame, cache, deriving) for item in cond.items]
+        combine = np.minimum if isinstance(cond, And) else np.maximum
+        if len(parts) == 1:
+            return parts[0]
+        found = combine(parts[0], parts[1])
+        for part in parts[2:]:
+            combine(found, part, out=found)
+        return found  # type: ignore[no-any-return]
+
+    def _table(self, cond: Compare | Member) -> _Table:
+        """A test of a field against constants as its truth per value of the field's finite
+        domain, built once per plan (a number's, or a comparison with an expression's, has
+        none)."""
+        entry = self._tables.get(id(cond))  # an entry holds its node: the id stays its own
+        if entry is None or entry.cond is not cond:
+            entry = self._tables[id(cond)] = _table_of(cond, self.domains.get(cond.field))
+        return entry
+
+    def _state(self, frame: _Frame, name: str, deriving: bool) -> tuple[np.ndarray, list[int]]:
+        """What a test of a finite field reads, per row: the index of its value in the domain;
+        unknown, the domain's length; unknown and narrowed (by constraints, band bounds or,
+        while deriving, a score's reachable totals), the domain's length + 1 + the index of
+        its set of possible values in the list of distinct sets also returned."""
+        reached = deriving and name in frame.reachable
+        key = (name, reached)
+        found = frame.states.get(key)
+        if found is not None:
+            return found
+        size = len(self.domains[name])
+        known = frame.is_known(name)
+        codes = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))
+        index = np.where(known, codes, size)
+        possible = frame.possible.get(name)
+        if reached:
+            reach = frame.reachable[name]
+            possible = reach if possible is None else np.where(possible != 0, possible, reach)
+        sets: list[int] = []
+        if possible is not None:
+            narrowed = np.flatnonzero(~known & (possible != 0))
+            if len(narrowed):
+                distinct, at = np.unique(possible[narrowed], return_inverse=True)
+                index[narrowed] = size + 1 + at.reshape(-1)
+                sets = distinct.tolist()
+        found = frame.states[key] = (index, sets)
+        return found
+
+    def _number(self, cond: Compare | Member, frame: _Frame) -> np.ndarray:
+        """A test of a number (or a finite field's value against an expression): unknown
+        where any operand is unknown."""
         if isinstance(cond, Compare) and not isinstance(cond.rhs, Const):
             left, left_known = self._numeric(frame, cond.field)
             right, right_known = self._expression(cond.rhs, frame)
             holds = _NUMPY_COMPARE[cond.op](left, right)
-            return np.where(left_known & right_known, np.where(holds, TRUE, FALSE), UNKNOWN).astype(
-                np.int8
-            )
-        test = _test_of(cond)
-        known = frame.is_known(cond.field)
-        domain = self.domains.get(cond.field)
-        if domain is None:  # a number without possible values: known or unknown
-            values = frame.value.get(cond.field, np.zeros(rows))
+            known = left_known & right_known
+        else:
+            known = frame.is_known(cond.field)
+            values = frame.value.get(cond.field, np.zeros(frame.rows))
             if isinstance(cond, Member):
                 holds = np.isin(values, np.asarray(cond.values, dtype=np.float64))
                 holds = holds != cond.negated
             else:
                 assert isinstance(cond.rhs, Const)  # noqa: S101  # the branch above
                 holds = _NUMPY_COMPARE[cond.op](values, cond.rhs.value)
-            return np.where(known, np.where(holds, TRUE, FALSE), UNKNOWN).astype(np.int8)
-        holds = [test(v) for v in domain]
-        truth = np.asarray([TRUE if h else FALSE for h in holds], dtype=np.int8)
-        codes = frame.value.get(cond.field, np.zeros(rows, dtype=np.int64))
-        finite = FIELDS_BY_NAME[cond.field].type in (FieldType.enum, FieldType.boolean)
-        # unknown and not narrowed: decided over the whole domain (enum, boolean), else unknown
-        unread = _same(holds) if finite else UNKNOWN
-        possible = frame.possible.get(cond.field)
-        if deriving and cond.field in frame.reachable:
-            reached = frame.reachable[cond.field]
-            possible = reached if possible is None else np.where(possible != 0, possible, reached)
-        found = np.where(known, truth[codes], unread).astype(np.int8)
-        if possible is not None:
-            narrowed = np.flatnonzero(~known & (possible != 0))
-            if len(narrowed):  # decided over the values still possible, once per set of them
-                sets, at = np.unique(possible[narrowed], return_inverse=True)
-                decided = [_same([h for n, h in enumerate(holds) if m >> n & 1]) for m in sets]
-                found[narrowed] = np.asarray(decided, dtype=np.int8)[at.reshape(-1)]
-        return found
+        return np.where(known, np.where(holds, _TRUE8, _FALSE8), _UNKNOWN8)
 
     def _numeric(self, frame: _Frame, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A field's values as numbers (a finite field's codes read through its domain)."""
@@ -638,11 +694,44 @@ def _test_of(cond: Compare | Member) -> Callable[[Scalar], bool]:
     return lambda v: compare(v, constant)
 
 
-def _same(holds: Sequence[bool]) -> int:
-    """logic._same: true if every candidate holds, false if none does, else unknown."""
-    if all(holds):
-        return TRUE
-    return UNKNOWN if any(holds) else FALSE
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """A test of a field against constants over the field's finite domain (bit n: domain[n]):
+    `holds`, the values it holds for; `truth`, its truth value per domain value, then the one
+    of an unknown value not narrowed (None: the field has no finite domain, or the test reads
+    an expression). `cond` is kept so that the plan's key, the node's id, stays its own."""
+
+    cond: Compare | Member
+    truth: np.ndarray | None
+    holds: int = 0
+    full: int = 0
+
+    def over(self, possible: int) -> int:
+        """logic._same over the values a bitmask still allows: true if the test holds for
+        every one, false if for none, else unknown."""
+        possible &= self.full
+        if possible & ~self.holds == 0:
+            return TRUE
+        return UNKNOWN if possible & self.holds else FALSE
+
+
+def _table_of(cond: Compare | Member, domain: Sequence[Scalar] | None) -> _Table:
+    if domain is None or (isinstance(cond, Compare) and not isinstance(cond.rhs, Const)):
+        return _Table(cond, None)
+    test = _test_of(cond)
+    holds = sum(1 << n for n, value in enumerate(domain) if test(value))
+    partial = _Table(cond, None, holds, (1 << len(domain)) - 1)
+    truth = [TRUE if holds >> n & 1 else FALSE for n in range(len(domain))]
+    # unknown and not narrowed: decided over the whole domain (enum, boolean), else unknown
+    finite = FIELDS_BY_NAME[cond.field].type in (FieldType.enum, FieldType.boolean)
+    truth.append(partial.over(partial.full) if finite else UNKNOWN)
+    return _Table(cond, np.asarray(truth, dtype=np.int8), holds, partial.full)
+
+
+def _frozen(column: np.ndarray) -> np.ndarray:
+    """A column shared between readers, made read-only so that none can change it for all."""
+    column.flags.writeable = False
+    return column
 
 
 def _mask(domain: Sequence[Scalar], values: Iterable[Scalar]) -> int:
