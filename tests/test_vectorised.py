@@ -278,6 +278,20 @@ def test_a_synthetic_cohort_as_csv_is_identical(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
+def test_a_chunk_sliced_off_a_bitmap_byte_boundary_is_identical(tmp_path: Path) -> None:
+    """Known masks and boolean values are read from Arrow's bitmaps: a batch that starts
+    mid-byte (a slice of a larger one, as chunks are) must be read from its own first row."""
+    cohort = tmp_path / "cohort.parquet"
+    write_cohort(cohort, 700, seed=32, missing=0.3, corrupt=0.0)
+    whole = _read(cohort)
+    for start in (3, 13):
+        sliced = whole.slice(start, 500)
+        assert sliced.column("pregnant").offset == start
+        _assert_identical(sliced, (OutputFormat.parquet,))
+        assert _decided_share(sliced) > 0.99
+
+
+@pytest.mark.timeout(300)
 def test_the_vectorised_engine_decides_nearly_every_row_itself(tmp_path: Path) -> None:
     """Identity alone would pass if every row fell back to the per-row path."""
     cohort = tmp_path / "cohort.parquet"

@@ -83,7 +83,7 @@ STATUSES = (
     RuleStatus.fired,
 )
 NOT_APPLICABLE, NOT_FIRED, CONDITIONAL, NOT_EVALUABLE, FIRED = range(5)
-_FALSE8, _UNKNOWN8, _TRUE8 = np.int8(FALSE), np.int8(UNKNOWN), np.int8(TRUE)
+_TRUE8 = np.int8(TRUE)
 # base.rule_status as a table: the status of (scope, when), at scope * 3 + when
 _STATUS_OF = np.asarray(
     [
@@ -198,6 +198,8 @@ class CohortPlan:
         self._explain_nodes = [self._explanation_nodes(rule.id) for rule in ruleset.rules]
         self._explained: dict[tuple[int, bytes], RuleOutcome] = {}
         self._tables: dict[int, _Table] = {}  # per condition node (id): its domain table
+        self._masks: dict[int, int] = {}  # per narrowing: the values it allows (_allowed)
+        self._value_sets: dict[tuple[str, pa.DataType], pa.Array] = {}
 
     # --- the chunk -----------------------------------------------------------------------------
 
@@ -235,7 +237,6 @@ class CohortPlan:
     def _load(self, frame: _Frame, columns: Mapping[str, pa.Array], rows: np.ndarray) -> None:
         """The input columns of the chosen rows, with the site profile's settings filled in."""
         every = len(rows) == len(next(iter(columns.values())))
-        taken = pa.array(rows, pa.int64())
 
         def chosen(values: np.ndarray) -> np.ndarray:  # the rows' values of a whole column
             return values if every else values[rows]
@@ -247,19 +248,19 @@ class CohortPlan:
                 continue
             # computed on the whole column and then picked in numpy (an Arrow take per column
             # cost more); a value of a row not picked may be anything, and is never read
-            known = chosen(column.is_valid().to_numpy(zero_copy_only=False))
+            known = chosen(_valid(column))
             domain = self.domains.get(name)
             if domain is not None and pa.types.is_boolean(column.type):  # domain (True, False)
-                flags = chosen(column.fill_null(True).to_numpy(zero_copy_only=False))
+                flags = chosen(_bits(column.buffers()[1], column.offset, len(column)))
                 values = np.where(flags, domain.index(True), domain.index(False))
             elif domain is not None:
-                index = pc.index_in(column, value_set=pa.array(domain, column.type))
+                index = pc.index_in(column, value_set=self._value_set(name, column.type))
                 values = chosen(index.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.int64)
             elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
                 whole = pc.cast(column, pa.float64(), safe=False).fill_null(0.0)
                 values = chosen(np.asarray(whole.to_numpy(zero_copy_only=False), np.float64))
             else:  # another type: the picked rows hold none of its values (absent)
-                picked = column if every else column.take(taken)
+                picked = column if every else column.take(pa.array(rows, pa.int64()))
                 values = np.asarray(
                     picked.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False),
                     dtype=np.float64,
@@ -272,6 +273,13 @@ class CohortPlan:
             frame.value[name] = np.where(known, found, value)
             frame.known[name] = np.ones(frame.rows, dtype=bool)
 
+    def _value_set(self, name: str, kind: pa.DataType) -> pa.Array:
+        """A finite field's domain as an Arrow array of a column's type (once per plan)."""
+        found = self._value_sets.get((name, kind))
+        if found is None:
+            found = self._value_sets[(name, kind)] = pa.array(self.domains[name], kind)
+        return found
+
     def _code(self, name: str, value: Scalar) -> float | int:
         domain = self.domains.get(name)
         return domain.index(value) if domain is not None else float(value)
@@ -283,16 +291,35 @@ class CohortPlan:
         reach the same facts: conditions here only gain truth as values are narrowed)."""
         items = self.ruleset.compiled_narrowings
         applied = [np.zeros(frame.rows, dtype=bool) for _ in items]
+        # a condition none of whose fields has changed since it was read holds where it held,
+        # and was applied there: it is not read again (`step`: narrowings applied so far)
+        step = 0
+        read_at: list[int | None] = [None] * len(items)
+        changed_at: dict[str, int] = {}
         changed = True
         while changed:
             changed = False
-            for n, (_, name, when, _, allowed, _) in enumerate(items):
+            for n, (_, name, when, _, _, reads) in enumerate(items):
+                seen = read_at[n]
+                if seen is not None and all(changed_at.get(f, 0) <= seen for f in reads):
+                    continue
+                read_at[n] = step
                 hit = (self._kleene(when, frame, {}, True) == TRUE) & ~applied[n]
                 if not hit.any():
                     continue
                 changed = True
                 applied[n] |= hit
-                self._narrow(frame, name, _mask(self.domains[name], allowed), hit)
+                self._narrow(frame, name, self._allowed(n), hit)
+                step += 1
+                changed_at[name] = step
+
+    def _allowed(self, narrowing: int) -> int:
+        """The bitmask of the values a narrowing allows (built once per plan)."""
+        found = self._masks.get(narrowing)
+        if found is None:
+            _, name, _, _, allowed, _ = self.ruleset.compiled_narrowings[narrowing]
+            found = self._masks[narrowing] = _mask(self.domains[name], allowed)
+        return found
 
     def _narrow(self, frame: _Frame, name: str, allowed: int, hit: np.ndarray) -> None:
         known = frame.is_known(name)
@@ -320,9 +347,12 @@ class CohortPlan:
         bounded = self.ruleset.bounded_fields
         for name, _, _, inputs, unread in self.derivers:
             rule = by_field[name]
-            reads = np.zeros(frame.rows, dtype=bool)
+            reads = np.zeros(frame.rows, dtype=bool)  # an input known or narrowed
             for field in inputs:
-                reads |= frame.is_known(field) | self._has_possible(frame, field, True)
+                reads |= frame.is_known(field)
+                for narrowed in (frame.possible.get(field), frame.reachable.get(field)):
+                    if narrowed is not None:
+                        reads |= narrowed != 0
             value, known = self._derived_value(frame, rule)
             if unread is None:
                 known = known & reads
@@ -385,11 +415,9 @@ class CohortPlan:
             known = frame.is_known(name)
             some |= known
             points = [table[points_key(v)] for v in domain]
-            allowed = np.where(
-                self._has_possible(frame, name, False),
-                frame.possible.get(name, 0),
-                (1 << len(domain)) - 1,
-            )
+            possible = frame.possible.get(name)
+            full = (1 << len(domain)) - 1
+            allowed = full if possible is None else np.where(possible != 0, possible, full)
             code = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))
             allowed = np.where(known, np.left_shift(1, code), allowed)
             after = np.zeros(frame.rows, dtype=np.int64)
@@ -416,13 +444,6 @@ class CohortPlan:
         frame.touch(rule.field)
 
     # --- conditions ----------------------------------------------------------------------------
-
-    def _has_possible(self, frame: _Frame, name: str, deriving: bool) -> np.ndarray:
-        found = frame.possible.get(name)
-        has = found != 0 if found is not None else np.zeros(frame.rows, dtype=bool)
-        if deriving and name in frame.reachable:
-            has = has | (frame.reachable[name] != 0)
-        return has
 
     def _kleene(
         self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool
@@ -452,8 +473,8 @@ class CohortPlan:
         if isinstance(cond, Truth):
             return frame.constant(TRUE if cond.value else FALSE)
         if isinstance(cond, Known):
-            yes, no = (_FALSE8, _TRUE8) if cond.negated else (_TRUE8, _FALSE8)
-            return np.where(frame.is_known(cond.field), yes, no)
+            known = frame.is_known(cond.field)
+            return _doubled(~known if cond.negated else known)
         if isinstance(cond, Not):
             return _TRUE8 - self._kleene(cond.item, frame, cache, deriving)
         parts = [self._kleene(item, frame, cache, deriving) for item in cond.items]
@@ -519,7 +540,9 @@ class CohortPlan:
             else:
                 assert isinstance(cond.rhs, Const)  # noqa: S101  # the branch above
                 holds = _NUMPY_COMPARE[cond.op](values, cond.rhs.value)
-        return np.where(known, np.where(holds, _TRUE8, _FALSE8), _UNKNOWN8)
+        truth = _doubled(holds & known)  # TRUE where it holds, FALSE where not, else:
+        truth |= (~known).view(np.int8)  # UNKNOWN
+        return truth
 
     def _numeric(self, frame: _Frame, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A field's values as numbers (a finite field's codes read through its domain)."""
@@ -552,12 +575,10 @@ class CohortPlan:
     def _status(self, rule: Rule, frame: _Frame, cache: dict[int, np.ndarray]) -> np.ndarray:
         """One rule's status per row (an index into STATUSES), from base.rule_status."""
         when = self._kleene(rule.when, frame, cache, False)
-        scope = (
-            self._kleene(rule.scope, frame, cache, False)
-            if rule.scope is not None
-            else np.full(frame.rows, TRUE, dtype=np.int8)
-        )
-        return _STATUS_OF[scope * 3 + when]  # type: ignore[no-any-return]
+        if rule.scope is None:  # in scope
+            return _STATUS_OF[TRUE * 3 :].take(when)
+        scope = self._kleene(rule.scope, frame, cache, False)
+        return _STATUS_OF.take(scope * 3 + when)  # type: ignore[no-any-return]
 
     def _outcomes(
         self,
@@ -726,6 +747,25 @@ def _table_of(cond: Compare | Member, domain: Sequence[Scalar] | None) -> _Table
     finite = FIELDS_BY_NAME[cond.field].type in (FieldType.enum, FieldType.boolean)
     truth.append(partial.over(partial.full) if finite else UNKNOWN)
     return _Table(cond, np.asarray(truth, dtype=np.int8), holds, partial.full)
+
+
+def _valid(column: pa.Array) -> np.ndarray:
+    """Which of a column's values are not null."""
+    if column.null_count == 0:
+        return np.ones(len(column), dtype=bool)
+    return _bits(column.buffers()[0], column.offset, len(column))
+
+
+def _bits(buffer: pa.Buffer, offset: int, length: int) -> np.ndarray:
+    """An Arrow bitmap (validity, or a boolean column's values; a null's bit may be either)
+    as booleans."""
+    bits = np.unpackbits(np.frombuffer(buffer, np.uint8), count=offset + length, bitorder="little")
+    return bits[offset:].view(bool)
+
+
+def _doubled(flags: np.ndarray) -> np.ndarray:
+    """A mask as truth values: TRUE where set, else FALSE."""
+    return np.left_shift(flags.view(np.int8), 1)
 
 
 def _frozen(column: np.ndarray) -> np.ndarray:
