@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from engine.rules.ruleset import Ruleset
 UNKNOWN_VALUE = "(unknown)"  # a subgroup field not given (batch summaries)
 _SEVERITIES = tuple(s.value for s in Severity)
 _SETTINGS = frozenset(SETTING_FIELDS)
+_PLAIN_TEXT = r"^[A-Za-z0-9._-]*$"  # text json.dumps only quotes (every valid case_id)
 OUTLOOKS_KEPT = 4096  # distinct sets of present (status, severity) pairs kept per ruleset
 
 
@@ -46,9 +48,9 @@ OUTLOOKS_KEPT = 4096  # distinct sets of present (status, severity) pairs kept p
 class FlatColumns:
     """The flat outputs of a chunk's decided rows (in row order) and what they add up to."""
 
-    case_ids: list[str]
+    case_ids: pa.Array  # text
     columns: list[pa.Array]  # FLAT_COLUMNS after case_id: verdict, ..., open_cautions
-    compact: list[str] | None  # `--detail ids` JSON lines, when asked for
+    compact: pa.Array | None  # `--detail ids` JSON lines, when asked for
     questions: QuestionSets | None  # when asked for (or compact lines)
     verdicts: Counter[str]
     rule_status: Counter[tuple[str, str]]
@@ -70,7 +72,8 @@ class _Layout:
         rules = ruleset.rules
         self.order = np.asarray(ruleset.report_positions, dtype=np.intp)
         self.ids = [rules[p].id for p in ruleset.report_positions]
-        self.id_texts = pa.array(self.ids, pa.string())
+        self.id_texts = _texts(self.ids)
+        self.id_json = _texts(json.dumps(i) for i in self.ids)  # a JSON list's items
         self.rule_ids = [rule.id for rule in rules]
         levels = [_SEVERITIES.index(ruleset.severity_of[rule.id]) for rule in rules]
         self.rule_level = np.asarray(levels, dtype=np.intp)  # per rule, ruleset order
@@ -102,6 +105,10 @@ class _Layout:
         self.missing = _MissingNames()
 
 
+def _texts(texts: Iterable[str]) -> pa.Array:
+    return pa.array(list(texts), pa.string())
+
+
 def _layout(ruleset: Ruleset) -> _Layout:
     """The ruleset's layout, built once and kept by the ruleset itself (as policy_for)."""
     found = ruleset.__dict__.get("_flat_layout")
@@ -112,20 +119,21 @@ def _layout(ruleset: Ruleset) -> _Layout:
 
 def flat_columns(
     decided: CohortDecisions,
-    case_ids: list[str],
+    case_ids: pa.Array,
     ruleset: Ruleset,
     *,
     compact: bool,
     questions: bool = False,
 ) -> FlatColumns:
-    """The outputs of the decided rows, as the per-row path would write them."""
-    if not case_ids:
+    """The outputs of the decided rows (`case_ids`: their ids, as text), as the per-row path
+    would write them."""
+    if not len(case_ids):
         empty = [pa.array([], pa.string()) for _ in range(9)]
         none: Counter[Any] = Counter()
         return FlatColumns(
-            [],
+            case_ids,
             empty,
-            [] if compact else None,
+            empty[0] if compact else None,
             QuestionSets([], np.zeros(0, np.int64)),
             none,
             none.copy(),
@@ -147,12 +155,14 @@ def flat_columns(
     columns = [pa.array(named, pa.string()).take(pa.array(verdict_at))]
     fired = status == FIRED
     columns += [cells.joined(fired & (level == n), ids) for n in range(len(_SEVERITIES))]
-    columns.append(cells.joined(status == CONDITIONAL, ids))
+    conditional = status == CONDITIONAL
+    columns.append(cells.joined(conditional, ids))
     open_cells = status == NOT_EVALUABLE
     columns.append(cells.joined(open_cells, ids))
     names = layout.missing
     missing = _missing_words(decided, layout, cells)
-    columns.append(names.joined(cells.union(open_cells, missing)))
+    missing_fields = cells.union(open_cells, missing)
+    columns.append(names.joined(missing_fields))
     cautions = open_cells & layout.listed_rules[cells.columns]
     columns.append(cells.joined(cautions, ids))
     insufficient = np.asarray([o.entry.verdict is Verdict.insufficient_data for o in outlooks])
@@ -181,7 +191,19 @@ def flat_columns(
     if compact or questions:
         changing = (statuses == NOT_EVALUABLE) & can_change[present_at][:, layout.rule_level]
         asked = _questions(decided, outlooks, present_at, changing, policy)
-    lines = _compact(case_ids, columns, asked) if compact and asked is not None else None
+    lines = None
+    if compact and asked is not None:  # each list as its JSON items, in the key order
+        quoted = layout.id_json
+        lists = [
+            cells.joined(fired, quoted, ","),  # report order: by severity, as the columns
+            cells.joined(conditional, quoted, ","),
+            cells.joined(open_cells, quoted, ","),
+            names.joined(missing_fields, ","),
+            *asked.json_items(),
+            cells.joined(cautions, quoted, ","),
+        ]
+        verdict = _texts(json.dumps(v) for v in named).take(pa.array(verdict_at))
+        lines = _compact(case_ids, verdict, lists)
     return FlatColumns(
         case_ids,
         columns,
@@ -208,10 +230,10 @@ class _Cells:
         self.status = in_order.reshape(-1)[found]
         self.rows, self.columns = np.divmod(found, width)
 
-    def joined(self, chosen: np.ndarray, names: pa.Array) -> pa.Array:
-        """Per row, the names (by column) of its chosen cells, joined by ";"."""
+    def joined(self, chosen: np.ndarray, names: pa.Array, separator: str = ";") -> pa.Array:
+        """Per row, the names (by column) of its chosen cells, joined by `separator`."""
         picked = np.flatnonzero(chosen)
-        return _joined(self.size, self.rows[picked], self.columns[picked], names)
+        return _joined(self.size, self.rows[picked], self.columns[picked], names, separator)
 
     def union(self, chosen: np.ndarray, words: np.ndarray) -> np.ndarray:
         """Per row, the bitwise or of the `words` (a row of them per cell) of its chosen cells."""
@@ -302,12 +324,14 @@ def _rule_status(statuses: np.ndarray, cells: _Cells, layout: _Layout) -> Counte
     return counts
 
 
-def _joined(size: int, rows: np.ndarray, columns: np.ndarray, names: pa.Array) -> pa.Array:
-    """Per row of `size`, the names of `columns` listed at it (`rows`, ascending), joined by ";"."""
+def _joined(
+    size: int, rows: np.ndarray, columns: np.ndarray, names: pa.Array, separator: str
+) -> pa.Array:
+    """Per row of `size`, the names of `columns` listed at it (`rows`, ascending), joined."""
     offsets = np.zeros(size + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=size), out=offsets[1:])
     listed = names.take(pa.array(columns))
-    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), listed), ";")
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), listed), separator)
 
 
 class _MissingNames:
@@ -317,7 +341,7 @@ class _MissingNames:
     def __init__(self) -> None:
         self.bit: dict[str, int] = {}
         self.masks: dict[tuple[str, ...], int] = {}  # an outcome's missing fields, as bits
-        self._sorted: tuple[int, np.ndarray, pa.Array] | None = None
+        self._sorted: tuple[int, np.ndarray, dict[str, pa.Array]] | None = None
 
     def mask(self, missing: tuple[str, ...]) -> int:
         found = self.masks.get(missing)
@@ -332,12 +356,14 @@ class _MissingNames:
         """Words per row for the bits given so far."""
         return max(1, -(-len(self.bit) // 64))
 
-    def _by_name(self) -> tuple[np.ndarray, pa.Array]:
-        """The bits in name order, and the names."""
+    def _by_name(self) -> tuple[np.ndarray, dict[str, pa.Array]]:
+        """The bits in name order, and the names: by separator, as the list they join into
+        (";": the text column; ",": a JSON list's items)."""
         if self._sorted is None or self._sorted[0] != len(self.bit):
             names = sorted(self.bit)
             bits = np.asarray([self.bit[name] for name in names], dtype=np.intp)
-            self._sorted = (len(self.bit), bits, pa.array(names, pa.string()))
+            texts = {";": _texts(names), ",": _texts(json.dumps(name) for name in names)}
+            self._sorted = (len(self.bit), bits, texts)
         return self._sorted[1], self._sorted[2]
 
     def _flags(self, words: np.ndarray) -> np.ndarray:
@@ -346,18 +372,18 @@ class _MissingNames:
         every = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
         return every[:, bits].view(bool)
 
-    def joined(self, words: np.ndarray) -> pa.Array:
-        """Per row, its names in name order joined by ";"."""
+    def joined(self, words: np.ndarray, separator: str = ";") -> pa.Array:
+        """Per row, its names in name order joined by ";" (or as JSON items, by ",")."""
         _, names = self._by_name()
         flags = self._flags(words)
         rows, columns = np.divmod(np.flatnonzero(flags), flags.shape[1])
-        return _joined(len(words), rows, columns, names)
+        return _joined(len(words), rows, columns, names[separator], separator)
 
     def counts(self, words: np.ndarray) -> list[tuple[str, int]]:
         """(name, rows with it) of every name some row has, in name order."""
         _, names = self._by_name()
         hits = np.count_nonzero(self._flags(words), axis=0).tolist()
-        return [(name, n) for name, n in zip(names.to_pylist(), hits, strict=True) if n]
+        return [(name, n) for name, n in zip(names[";"].to_pylist(), hits, strict=True) if n]
 
     def settings(self, width: int) -> np.ndarray:
         """The bits of the site settings among the names, as a row of `width` words."""
@@ -419,6 +445,14 @@ class QuestionSets:
     def per_row(self) -> list[Questions]:
         return [self.distinct[n] for n in self.at.tolist()]
 
+    def json_items(self) -> list[pa.Array]:
+        """Per row, each of its three lists as the items of a JSON list (once per set)."""
+        at = pa.array(self.at)
+        return [
+            _texts(",".join(json.dumps(q) for q in asked[n]) for asked in self.distinct).take(at)
+            for n in range(3)
+        ]
+
 
 def _questions(
     decided: CohortDecisions,
@@ -463,27 +497,18 @@ def _questions(
     return QuestionSets(found, inverse.reshape(-1))
 
 
-def _compact(case_ids: list[str], columns: list[pa.Array], questions: QuestionSets) -> list[str]:
-    """`--detail ids` JSON lines, as worker.compact_record writes them."""
-    texts = [column.to_pylist() for column in columns]
-    lines = []
-    asked_per_row = questions.per_row()
-    for case_id, asked, verdict, *rest in zip(case_ids, asked_per_row, *texts, strict=True):
-        *severities, conditional, not_evaluable, missing, cautions = rest
-        possible, next_questions, deciding = asked
-        values = (
-            case_id,
-            verdict,
-            [i for ids in severities if ids for i in ids.split(";")],
-            conditional.split(";") if conditional else [],
-            not_evaluable.split(";") if not_evaluable else [],
-            missing.split(";") if missing else [],
-            possible,
-            next_questions,
-            deciding,
-            cautions.split(";") if cautions else [],
-        )
-        lines.append(
-            json.dumps(dict(zip(COMPACT_KEYS, values, strict=True)), separators=(",", ":"))
-        )
-    return lines
+def _compact(case_ids: pa.Array, verdicts: pa.Array, lists: list[pa.Array]) -> pa.Array:
+    """`--detail ids` JSON lines, as worker.compact_record writes them (json.dumps with
+    separators "," and ":"), column by column: the keys' text between each row's values
+    (`lists`: each list's items, COMPACT_KEYS order)."""
+    plain = bool(pc.all(pc.match_substring_regex(case_ids, _PLAIN_TEXT)).as_py())
+    quoted = (
+        pc.binary_join_element_wise('"', case_ids, '"', "")
+        if plain
+        else _texts(json.dumps(case_id) for case_id in case_ids.to_pylist())
+    )
+    pieces: list[Any] = [f"{{{json.dumps(COMPACT_KEYS[0])}:", quoted]
+    pieces += [f",{json.dumps(COMPACT_KEYS[1])}:", verdicts]
+    for key, items in zip(COMPACT_KEYS[2:], lists, strict=True):
+        pieces += [f",{json.dumps(key)}:[", items, "]"]
+    return pc.binary_join_element_wise(*pieces, "}", "")

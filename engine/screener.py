@@ -519,9 +519,7 @@ class Screener:
             )
             ids = columns.values["case_id"].take(pa.array(decided.rows, pa.int64()))
             ids = ids.cast(pa.string())
-            flat = flat_columns(
-                decided, ids.to_pylist(), self.ruleset, compact=False, questions=True
-            )
+            flat = flat_columns(decided, ids, self.ruleset, compact=False, questions=True)
             parts.append(
                 _FrameRows(
                     decided.rows.astype(np.int64) + start,
