@@ -33,8 +33,8 @@ from engine.evaluate.vectorised import (
     STATUSES,
     CohortDecisions,
 )
-from engine.models import RuleOutcome, RuleStatus, Severity, Verdict
-from engine.policy import Outlook, VerdictPolicy, policy_for
+from engine.models import RuleStatus, Severity, Verdict
+from engine.policy import Outlook, policy_for
 from engine.rules.ruleset import Ruleset
 
 UNKNOWN_VALUE = "(unknown)"  # a subgroup field not given (batch summaries)
@@ -84,7 +84,8 @@ class _Layout:
         ]
         listed = [s in policy.listed for s in _SEVERITIES]
         self.level = in_order  # per rule in report order, its severity index
-        self.listed_rules = np.asarray([listed[n] for n in in_order.tolist()], dtype=bool)
+        self.listed_levels = np.asarray(listed, dtype=bool)
+        self.listed_rules = self.listed_levels[in_order]
         # a row's (status, severity) pairs as bits, status * severities + severity (row_verdicts):
         # per severity, its statuses' bits (1 << status) to the pairs' bits; with a policy that
         # ignores not-fired and not-applicable outcomes (no entry names them), those pairs cannot
@@ -102,7 +103,7 @@ class _Layout:
             for level in range(len(_SEVERITIES))
         ]
         self.outlooks: dict[int, Outlook] = {}  # present bits -> the policy's outlook
-        self.missing = _MissingNames()
+        self.missing = MissingNames()
 
 
 def _texts(texts: Iterable[str]) -> pa.Array:
@@ -134,7 +135,7 @@ def flat_columns(
             case_ids,
             empty,
             empty[0] if compact else None,
-            QuestionSets([], np.zeros(0, np.int64)),
+            QuestionSets.none(),
             none,
             none.copy(),
             none.copy(),
@@ -143,7 +144,6 @@ def flat_columns(
             none.copy(),
         )
     layout = _layout(ruleset)
-    policy = layout.policy
     statuses = decided.statuses
     in_order = np.take(statuses, layout.order, axis=1)  # report order: by severity
     outlooks, present_at, named, verdict_at = _verdicts(in_order, layout)
@@ -189,8 +189,8 @@ def flat_columns(
                 subgroups[(name, shown[pair // len(named)], named[pair % len(named)])] += hit
     asked = None
     if compact or questions:
-        changing = (statuses == NOT_EVALUABLE) & can_change[present_at][:, layout.rule_level]
-        asked = _questions(decided, outlooks, present_at, changing, policy)
+        changing = open_cells & can_change[present_at[cells.rows], level]
+        asked = _questions(cells, changing, missing, layout, outlooks, present_at)
     lines = None
     if compact and asked is not None:  # each list as its JSON items, in the key order
         quoted = layout.id_json
@@ -199,7 +199,7 @@ def flat_columns(
             cells.joined(conditional, quoted, ","),
             cells.joined(open_cells, quoted, ","),
             names.joined(missing_fields, ","),
-            *asked.json_items(),
+            *asked.lists(","),
             cells.joined(cautions, quoted, ","),
         ]
         verdict = _texts(json.dumps(v) for v in named).take(pa.array(verdict_at))
@@ -334,7 +334,7 @@ def _joined(
     return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), listed), separator)
 
 
-class _MissingNames:
+class MissingNames:
     """The fields not-evaluable outcomes miss, each given a bit (in order of first sight) and
     kept across chunks; per chunk, the rows' sets of them are rows of uint64 words."""
 
@@ -356,6 +356,10 @@ class _MissingNames:
         """Words per row for the bits given so far."""
         return max(1, -(-len(self.bit) // 64))
 
+    def texts(self) -> dict[str, pa.Array]:
+        """The names in name order, by separator (";": text; ",": JSON-quoted)."""
+        return self._by_name()[1]
+
     def _by_name(self) -> tuple[np.ndarray, dict[str, pa.Array]]:
         """The bits in name order, and the names: by separator, as the list they join into
         (";": the text column; ",": a JSON list's items)."""
@@ -366,7 +370,7 @@ class _MissingNames:
             self._sorted = (len(self.bit), bits, texts)
         return self._sorted[1], self._sorted[2]
 
-    def _flags(self, words: np.ndarray) -> np.ndarray:
+    def flags(self, words: np.ndarray) -> np.ndarray:
         """Rows of words as rows of booleans, one per name, in name order."""
         bits, _ = self._by_name()
         every = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
@@ -375,14 +379,14 @@ class _MissingNames:
     def joined(self, words: np.ndarray, separator: str = ";") -> pa.Array:
         """Per row, its names in name order joined by ";" (or as JSON items, by ",")."""
         _, names = self._by_name()
-        flags = self._flags(words)
+        flags = self.flags(words)
         rows, columns = np.divmod(np.flatnonzero(flags), flags.shape[1])
         return _joined(len(words), rows, columns, names[separator], separator)
 
     def counts(self, words: np.ndarray) -> list[tuple[str, int]]:
         """(name, rows with it) of every name some row has, in name order."""
         _, names = self._by_name()
-        hits = np.count_nonzero(self._flags(words), axis=0).tolist()
+        hits = np.count_nonzero(self.flags(words), axis=0).tolist()
         return [(name, n) for name, n in zip(names[";"].to_pylist(), hits, strict=True) if n]
 
     def settings(self, width: int) -> np.ndarray:
@@ -432,69 +436,75 @@ COMPACT_KEYS = (
 )
 
 
-Questions = tuple[list[str], list[str], list[str]]  # possible verdicts, next, deciding
-
-
 @dataclass(frozen=True)
 class QuestionSets:
-    """The rows' questions, once per distinct set (`distinct`) and each row's set (`at`)."""
+    """Per row, its possible verdicts (its outlook's: `possible` per outlook, `at` each row's)
+    and its next questions, ranked (`rows` and `names`: a question each, in row order and rank
+    order within a row; names as indices into `texts`), `deciding` marking the deciding ones."""
 
-    distinct: list[Questions]
+    possible: list[list[str]]
     at: np.ndarray
+    rows: np.ndarray
+    names: np.ndarray
+    deciding: np.ndarray
+    texts: dict[str, pa.Array]  # the names, by separator (MissingNames.texts)
 
-    def per_row(self) -> list[Questions]:
-        return [self.distinct[n] for n in self.at.tolist()]
+    @classmethod
+    def none(cls) -> QuestionSets:
+        empty = np.zeros(0, dtype=np.int64)
+        return cls([], empty, empty, empty, empty.astype(bool), MissingNames().texts())
 
-    def json_items(self) -> list[pa.Array]:
-        """Per row, each of its three lists as the items of a JSON list (once per set)."""
-        at = pa.array(self.at)
+    def lists(self, separator: str = ";") -> list[pa.Array]:
+        """Per row, its possible verdicts, next questions and deciding questions, each joined
+        by `separator`: ";", the text columns (screen_frame); ",", a JSON list's items."""
+        quote = json.dumps if separator == "," else str
+        possible = _texts(separator.join(quote(v) for v in p) for p in self.possible)
+        size, names, chosen = len(self.at), self.texts[separator], self.deciding
         return [
-            _texts(",".join(json.dumps(q) for q in asked[n]) for asked in self.distinct).take(at)
-            for n in range(3)
+            possible.take(pa.array(self.at)),
+            _joined(size, self.rows, self.names, names, separator),
+            _joined(size, self.rows[chosen], self.names[chosen], names, separator),
         ]
 
 
 def _questions(
-    decided: CohortDecisions,
+    cells: _Cells,
+    changing: np.ndarray,
+    missing: np.ndarray,
+    layout: _Layout,
     outlooks: list[Outlook],
     present_at: np.ndarray,
-    changing: np.ndarray,
-    policy: VerdictPolicy,
 ) -> QuestionSets:
-    """Per row, its possible verdicts, next and deciding questions (as policy.assess), once per
-    distinct set of what assess reads: the outlook's possible verdicts and, of each
-    verdict-changing outcome, its rule and missing fields (outcomes of one rule that miss the
-    same fields count once: they differ only in values assess never reads). Each set is
-    assessed with the outlook of its first row, whose changing severities are the set's."""
-    possible: dict[tuple[Verdict, ...], int] = {}  # outlooks with one possible set alike
-    key = np.asarray([possible.setdefault(o.possible, n) for n, o in enumerate(outlooks)])
-    key, size = key[present_at].astype(np.int64), len(outlooks)
-    rules = np.flatnonzero(changing.any(axis=0)).tolist()
-    for position in rules:  # the key grows by one digit per rule: its open outcome's kind
-        table = decided.tables[position]
-        seen: dict[tuple[RuleStatus, tuple[str, ...]], int] = {}
-        kind = np.asarray([seen.setdefault((o.status, o.missing), n) for n, o in enumerate(table)])
-        open_here = changing[:, position]
-        number = np.where(open_here, decided.numbers[:, position], 0)
-        key = key * (len(table) + 1) + np.where(open_here, kind[number] + 1, 0)
-        size *= len(table) + 1
-        if size > 2**40:  # kept far from overflow: renumbered densely
-            _, key = np.unique(key, return_inverse=True)
-            key, size = key.reshape(-1).astype(np.int64), int(key.max()) + 1
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    found: list[Questions] = []
-    order = decided.report_order
-    tables = [decided.tables[p] for p in rules]
-    opened = np.where(changing[first][:, rules], decided.numbers[first][:, rules], -1).tolist()
-    for numbers, outlook in zip(opened, present_at[first].tolist(), strict=True):
-        open_outcomes: list[RuleOutcome] = [
-            table[n] for table, n in zip(tables, numbers, strict=True) if n >= 0
-        ]
-        open_outcomes.sort(key=lambda o: order[o.rule_id])
-        its = outlooks[outlook]
-        ranked, deciding = policy.questions(policy.changing(its, open_outcomes))
-        found.append(([v._value_ for v in its.possible], list(ranked), list(deciding)))
-    return QuestionSets(found, inverse.reshape(-1))
+    """Per row, its possible verdicts, next and deciding questions, as policy.assess gives
+    them (policy.questions, rank_questions), from its verdict-changing cells (`changing`) and
+    the fields each misses (`missing`, per cell), for every row at once: a question per (row,
+    field), with how many changing outcomes of each severity miss it and whether one of a
+    severity open_cautions does not list does (a deciding question); ranked within its row,
+    deciding ones first, then by those counts (more red-flag rules first, then major, ...),
+    then by name. An outcome's missing fields are a set (derive.missing_inputs): a bit each."""
+    names = layout.missing
+    picked = np.flatnonzero(changing)
+    flags = names.flags(missing[picked])
+    cell, name = np.divmod(np.flatnonzero(flags), flags.shape[1])
+    row = cells.rows[picked][cell]
+    level = layout.level[cells.columns[picked]][cell]
+    pairs, at = _distinct(row.astype(np.int64) * flags.shape[1] + name)
+    severities = len(_SEVERITIES)
+    tally = np.bincount(at * severities + level, minlength=len(pairs) * severities)
+    tally = tally.reshape(-1, severities)
+    deciding = np.zeros(len(pairs), dtype=bool)
+    deciding[at[~layout.listed_levels[level]]] = True
+    rows, found = np.divmod(pairs, flags.shape[1])
+    counts = [-tally[:, n] for n in reversed(range(severities))]
+    ranks = np.lexsort((found, *counts, ~deciding, rows))  # the last key sorts first
+    return QuestionSets(
+        [[v._value_ for v in o.possible] for o in outlooks],
+        present_at,
+        rows[ranks],
+        found[ranks],
+        deciding[ranks],
+        names.texts(),
+    )
 
 
 def _compact(case_ids: pa.Array, verdicts: pa.Array, lists: list[pa.Array]) -> pa.Array:
