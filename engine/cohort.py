@@ -2,13 +2,14 @@
 
 engine.evaluate.vectorised gives each decided row's rule statuses and outcomes; here they become
 the flat output columns (batch.worker.FLAT_COLUMNS), the questions (`--detail ids` JSON lines,
-screen_frame's columns) and the chunk's counts. Each list column (fired rule ids by severity,
-conditional, not evaluable, missing fields, open cautions) is a set per row: kept as bits, and
-joined into text once per distinct set.
+screen_frame's columns) and the chunk's counts, with no Python per row: each list column
+(fired rule ids by severity, conditional, not evaluable, open cautions) is a selection of the
+chunk's notable cells (_Cells), a list per row joined by Arrow; missing fields are bit words.
 The verdict comes from the policy (engine.policy) once per distinct set of (status, severity)
-pairs, and the questions once per distinct set of verdict-changing outcomes, so the policy's
-semantics stays in one place. tests/test_vectorised.py holds every column and count to the
-per-row path (screen.conclude, screener.flat_outcomes, worker.record).
+pairs, and the questions once per distinct set of verdict-changing outcomes (both kept across
+chunks), so the policy's semantics stays in one place. tests/test_vectorised.py holds every
+column and count to the per-row path (screen.conclude, screener.flat_outcomes, worker.record),
+tests/test_cohort_columns.py on random outcomes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from engine.evaluate.vectorised import (
     STATUSES,
     CohortDecisions,
 )
-from engine.models import RuleStatus, Severity, Verdict
+from engine.models import RuleOutcome, RuleStatus, Severity, Verdict
 from engine.policy import Outlook, policy_for
 from engine.rules.ruleset import Ruleset
 
@@ -42,6 +43,7 @@ _SEVERITIES = tuple(s.value for s in Severity)
 _SETTINGS = frozenset(SETTING_FIELDS)
 _PLAIN_TEXT = r"^[A-Za-z0-9._-]*$"  # text json.dumps only quotes (every valid case_id)
 OUTLOOKS_KEPT = 4096  # distinct sets of present (status, severity) pairs kept per ruleset
+ANSWERS_KEPT = 100_000  # distinct sets of verdict-changing outcomes' questions kept per ruleset
 
 
 @dataclass
@@ -104,6 +106,32 @@ class _Layout:
         ]
         self.outlooks: dict[int, Outlook] = {}  # present bits -> the policy's outlook
         self.missing = MissingNames()
+        self.kinds: dict[tuple[str, tuple[str, ...]], int] = {}  # (rule id, missing) -> kind
+        self.kind_outcomes: list[RuleOutcome] = []  # an outcome of each kind
+        self.answers: dict[bytes, _Asked] = {}  # a set of kinds -> its questions
+
+    def kind_of(self, outcome: RuleOutcome) -> int:
+        """The kind of a not-evaluable outcome, as far as policy.questions reads it."""
+        key = (outcome.rule_id, outcome.missing)
+        found = self.kinds.get(key)
+        if found is None:
+            found = self.kinds[key] = len(self.kind_outcomes)
+            self.kind_outcomes.append(outcome)
+        return found
+
+    def asked(self, kinds: bytes) -> _Asked:
+        """The questions of a set of verdict-changing outcomes (their kinds, as int32 bytes)."""
+        found = self.answers.get(kinds)
+        if found is None:
+            changing = [self.kind_outcomes[n] for n in np.frombuffer(kinds, np.int32).tolist()]
+            ranked, deciding = self.policy.questions(changing)
+            found = _Asked(
+                {sep: _items(ranked, sep) for sep in ";,"},
+                {sep: _items(deciding, sep) for sep in ";,"},
+            )
+            if len(self.answers) < ANSWERS_KEPT:
+                self.answers[kinds] = found
+        return found
 
 
 def _texts(texts: Iterable[str]) -> pa.Array:
@@ -160,7 +188,8 @@ def flat_columns(
     open_cells = status == NOT_EVALUABLE
     columns.append(cells.joined(open_cells, ids))
     names = layout.missing
-    missing = _missing_words(decided, layout, cells)
+    outcomes, outcome_at = _cell_outcomes(decided, layout, cells)
+    missing = _missing_words(outcomes, layout)[outcome_at]
     missing_fields = cells.union(open_cells, missing)
     columns.append(names.joined(missing_fields))
     cautions = open_cells & layout.listed_rules[cells.columns]
@@ -190,7 +219,7 @@ def flat_columns(
     asked = None
     if compact or questions:
         changing = open_cells & can_change[present_at[cells.rows], level]
-        asked = _questions(cells, changing, missing, layout, outlooks, present_at)
+        asked = _questions(cells, changing, outcomes, outcome_at, layout, outlooks, present_at)
     lines = None
     if compact and asked is not None:  # each list as its JSON items, in the key order
         quoted = layout.id_json
@@ -356,10 +385,6 @@ class MissingNames:
         """Words per row for the bits given so far."""
         return max(1, -(-len(self.bit) // 64))
 
-    def texts(self) -> dict[str, pa.Array]:
-        """The names in name order, by separator (";": text; ",": JSON-quoted)."""
-        return self._by_name()[1]
-
     def _by_name(self) -> tuple[np.ndarray, dict[str, pa.Array]]:
         """The bits in name order, and the names: by separator, as the list they join into
         (";": the text column; ",": a JSON list's items)."""
@@ -374,7 +399,8 @@ class MissingNames:
         """Rows of words as rows of booleans, one per name, in name order."""
         bits, _ = self._by_name()
         every = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
-        return every[:, bits].view(bool)
+        found: np.ndarray = every[:, bits].view(bool)
+        return found
 
     def joined(self, words: np.ndarray, separator: str = ";") -> pa.Array:
         """Per row, its names in name order joined by ";" (or as JSON items, by ",")."""
@@ -392,7 +418,8 @@ class MissingNames:
     def settings(self, width: int) -> np.ndarray:
         """The bits of the site settings among the names, as a row of `width` words."""
         found = sum(1 << bit for name, bit in self.bit.items() if name in _SETTINGS)
-        return _words([found], width)[0]
+        words: np.ndarray = _words([found], width)[0]
+        return words
 
 
 def _words(masks: list[int], width: int) -> np.ndarray:
@@ -405,21 +432,27 @@ def _words(masks: list[int], width: int) -> np.ndarray:
     ).reshape(-1, width)
 
 
-def _missing_words(decided: CohortDecisions, layout: _Layout, cells: _Cells) -> np.ndarray:
-    """Per cell, the fields its outcome misses if it is not evaluable, as a row of words
-    (MissingNames); an outcome of another status misses none here."""
-    names = layout.missing
+def _cell_outcomes(
+    decided: CohortDecisions, layout: _Layout, cells: _Cells
+) -> tuple[list[RuleOutcome], np.ndarray]:
+    """The outcomes of the chunk's tables (rules in report order), and each cell's among them."""
     tables = [decided.tables[p] for p in layout.order.tolist()]
-    masks = [
-        names.mask(o.missing) if o.missing and o.status is RuleStatus.not_evaluable else 0
-        for table in tables
-        for o in table
-    ]
     starts = np.zeros(len(tables), dtype=np.int64)
     np.cumsum([len(table) for table in tables[:-1]], out=starts[1:])
     numbers = decided.numbers
     at = cells.rows * numbers.shape[1] + layout.order[cells.columns]
-    return _words(masks, names.width())[starts[cells.columns] + numbers.reshape(-1)[at]]
+    return [o for table in tables for o in table], starts[cells.columns] + numbers.reshape(-1)[at]
+
+
+def _missing_words(outcomes: list[RuleOutcome], layout: _Layout) -> np.ndarray:
+    """Per outcome, the fields it misses if it is not evaluable, as a row of words
+    (MissingNames); an outcome of another status misses none here."""
+    names = layout.missing
+    masks = [
+        names.mask(o.missing) if o.missing and o.status is RuleStatus.not_evaluable else 0
+        for o in outcomes
+    ]
+    return _words(masks, names.width())
 
 
 COMPACT_KEYS = (
@@ -439,71 +472,76 @@ COMPACT_KEYS = (
 @dataclass(frozen=True)
 class QuestionSets:
     """Per row, its possible verdicts (its outlook's: `possible` per outlook, `at` each row's)
-    and its next questions, ranked (`rows` and `names`: a question each, in row order and rank
-    order within a row; names as indices into `texts`), `deciding` marking the deciding ones."""
+    and its next and deciding questions (`asked`, once per distinct set of verdict-changing
+    outcomes, joined by each separator; `asked_at`, each row's set)."""
 
-    possible: list[list[str]]
+    possible: list[tuple[str, ...]]
     at: np.ndarray
-    rows: np.ndarray
-    names: np.ndarray
-    deciding: np.ndarray
-    texts: dict[str, pa.Array]  # the names, by separator (MissingNames.texts)
+    asked: list[_Asked]
+    asked_at: np.ndarray
 
     @classmethod
     def none(cls) -> QuestionSets:
         empty = np.zeros(0, dtype=np.int64)
-        return cls([], empty, empty, empty, empty.astype(bool), MissingNames().texts())
+        return cls([], empty, [], empty)
 
     def lists(self, separator: str = ";") -> list[pa.Array]:
         """Per row, its possible verdicts, next questions and deciding questions, each joined
         by `separator`: ";", the text columns (screen_frame); ",", a JSON list's items."""
-        quote = json.dumps if separator == "," else str
-        possible = _texts(separator.join(quote(v) for v in p) for p in self.possible)
-        size, names, chosen = len(self.at), self.texts[separator], self.deciding
+        at, asked_at = pa.array(self.at, pa.int64()), pa.array(self.asked_at, pa.int64())
         return [
-            possible.take(pa.array(self.at)),
-            _joined(size, self.rows, self.names, names, separator),
-            _joined(size, self.rows[chosen], self.names[chosen], names, separator),
+            _texts(_items(p, separator) for p in self.possible).take(at),
+            _texts(a.ranked[separator] for a in self.asked).take(asked_at),
+            _texts(a.deciding[separator] for a in self.asked).take(asked_at),
         ]
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """The next and the deciding questions of one set of verdict-changing outcomes
+    (policy.questions), joined by each separator (";", text; ",", JSON items)."""
+
+    ranked: dict[str, str]
+    deciding: dict[str, str]
+
+
+def _items(names: tuple[str, ...], separator: str) -> str:
+    """Names joined by ";", or as a JSON list's items (separator ",")."""
+    return ",".join(json.dumps(n) for n in names) if separator == "," else ";".join(names)
 
 
 def _questions(
     cells: _Cells,
     changing: np.ndarray,
-    missing: np.ndarray,
+    outcomes: list[RuleOutcome],
+    outcome_at: np.ndarray,
     layout: _Layout,
     outlooks: list[Outlook],
     present_at: np.ndarray,
 ) -> QuestionSets:
-    """Per row, its possible verdicts, next and deciding questions, as policy.assess gives
-    them (policy.questions, rank_questions), from its verdict-changing cells (`changing`) and
-    the fields each misses (`missing`, per cell), for every row at once: a question per (row,
-    field), with how many changing outcomes of each severity miss it and whether one of a
-    severity open_cautions does not list does (a deciding question); ranked within its row,
-    deciding ones first, then by those counts (more red-flag rules first, then major, ...),
-    then by name. An outcome's missing fields are a set (derive.missing_inputs): a bit each."""
-    names = layout.missing
+    """Per row, its possible verdicts, next and deciding questions (as policy.assess), from its
+    outlook and, once per distinct set of its verdict-changing outcomes (`changing` cells), from
+    policy.questions. Outcomes of one rule that miss the same fields count as one kind (they
+    differ only in values questions never read): a row's set is its kinds, in report order, as
+    bytes, told apart by an Arrow hash table, and the answers are kept across chunks."""
     picked = np.flatnonzero(changing)
-    flags = names.flags(missing[picked])
-    cell, name = np.divmod(np.flatnonzero(flags), flags.shape[1])
-    row = cells.rows[picked][cell]
-    level = layout.level[cells.columns[picked]][cell]
-    pairs, at = _distinct(row.astype(np.int64) * flags.shape[1] + name)
-    severities = len(_SEVERITIES)
-    tally = np.bincount(at * severities + level, minlength=len(pairs) * severities)
-    tally = tally.reshape(-1, severities)
-    deciding = np.zeros(len(pairs), dtype=bool)
-    deciding[at[~layout.listed_levels[level]]] = True
-    rows, found = np.divmod(pairs, flags.shape[1])
-    counts = [-tally[:, n] for n in reversed(range(severities))]
-    ranks = np.lexsort((found, *counts, ~deciding, rows))  # the last key sorts first
+    used = outcome_at[picked]
+    kind = np.zeros(len(outcomes), dtype=np.int32)
+    for n in np.unique(used).tolist():
+        kind[n] = layout.kind_of(outcomes[n])
+    rows = cells.rows[picked]
+    offsets = np.zeros(cells.size + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=cells.size) * 4, out=offsets[1:])
+    keys = pa.Array.from_buffers(
+        pa.binary(), cells.size, [None, pa.py_buffer(offsets), pa.py_buffer(kind[used])]
+    )
+    encoded = pc.dictionary_encode(keys)
+    asked = [layout.asked(key) for key in encoded.dictionary.to_pylist()]
     return QuestionSets(
-        [[v._value_ for v in o.possible] for o in outlooks],
+        [tuple(v._value_ for v in o.possible) for o in outlooks],
         present_at,
-        rows[ranks],
-        found[ranks],
-        deciding[ranks],
-        names.texts(),
+        asked,
+        encoded.indices.to_numpy(),
     )
 
 

@@ -520,6 +520,7 @@ class Screener:
             ids = columns.values["case_id"].take(pa.array(decided.rows, pa.int64()))
             ids = ids.cast(pa.string())
             flat = flat_columns(decided, ids, self.ruleset, compact=False, questions=True)
+            assert flat.questions is not None  # noqa: S101  # asked for just above
             parts.append(
                 _FrameRows(
                     decided.rows.astype(np.int64) + start,

@@ -55,7 +55,8 @@ def test_columns_and_questions_are_each_rows_own_on_random_outcomes(seed: int) -
     decided = _random_chunk(seed, 400)
     ids = pa.array([f"c-{n}" for n in range(400)], pa.string())
     flat = flat_columns(decided, ids, RULESET, compact=True)
-    assert flat.questions is not None and flat.compact is not None
+    assert flat.questions is not None
+    assert flat.compact is not None
     possible, ranked, deciding = (column.to_pylist() for column in flat.questions.lists())
     columns = [column.to_pylist() for column in flat.columns]
     outlooks, present_at, _, _ = row_verdicts(decided.statuses, RULESET)
