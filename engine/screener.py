@@ -519,13 +519,12 @@ class Screener:
             )
             ids = columns.values["case_id"].take(pa.array(decided.rows, pa.int64()))
             ids = ids.cast(pa.string())
-            flat = flat_columns(
-                decided, ids.to_pylist(), self.ruleset, compact=False, questions=True
-            )
+            flat = flat_columns(decided, ids, self.ruleset, compact=False, questions=True)
+            assert flat.questions is not None  # noqa: S101  # asked for just above
             parts.append(
                 _FrameRows(
                     decided.rows.astype(np.int64) + start,
-                    [ids, *flat.columns, *_question_columns(flat.questions), _nulls(len(ids))],
+                    [ids, *flat.columns, *flat.questions.lists(), _nulls(len(ids))],
                 )
             )
         return parts
@@ -720,18 +719,6 @@ def _nulls(rows: int) -> Any:
     import pyarrow as pa
 
     return pa.nulls(rows, pa.string())
-
-
-def _question_columns(questions: Any) -> list[Any]:
-    """possible_verdicts, next_questions and deciding_questions (engine.cohort.QuestionSets),
-    each joined by ";" once per distinct set."""
-    import pyarrow as pa
-
-    at = pa.array(questions.at)
-    return [
-        pa.array([";".join(q[n]) for q in questions.distinct], pa.string()).take(at)
-        for n in range(3)
-    ]
 
 
 def _text_ids(column: Any) -> Any:

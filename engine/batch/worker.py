@@ -123,6 +123,7 @@ class ChunkResult:
 
     index: int
     source: str = ""
+    # output records: Parquet, record batches; CSV, flat rows; JSONL, its lines as one text
     records: list[Any] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
@@ -231,33 +232,43 @@ def use_screener(config: WorkerConfig, screener: Screener) -> None:
 _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 
 
-def id_hashes(case_ids: list[str]) -> np.ndarray:
+def id_hashes(case_ids: pa.Array | list[str]) -> np.ndarray:
     """A stable signed 64-bit hash of each case_id (FNV-1a over its bytes), for finding
-    duplicates without keeping ids; one numpy pass per byte position, not a call per id
-    (ids are at most 64 characters, CASE_ID)."""
-    if not case_ids:
+    duplicates without keeping ids; one numpy pass per byte position over the ids' UTF-8 bytes
+    as Arrow holds them, not a call per id (ids are at most 64 characters, CASE_ID)."""
+    texts = _texts(case_ids)
+    if not len(texts):
         return np.zeros(0, dtype=np.int64)
-    encoded = np.array([case_id.encode() for case_id in case_ids], dtype=np.bytes_)
-    width = encoded.dtype.itemsize
-    octets = encoded.view(np.uint8).reshape(len(case_ids), width)
-    lengths = np.char.str_len(encoded)
-    hashed = np.full(len(case_ids), _FNV_OFFSET, dtype=np.uint64)
-    for position in range(width):
-        stepped = (hashed ^ octets[:, position]) * _FNV_PRIME
-        hashed = np.where(position < lengths, stepped, hashed)
+    _, offset_buffer, data_buffer = texts.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int32)[texts.offset :][: len(texts) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(1, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    hashed = np.full(len(texts), _FNV_OFFSET, dtype=np.uint64)
+    for position in range(int(lengths.max())):
+        within = position < lengths
+        octets = data[np.where(within, starts + position, 0)]
+        hashed = np.where(within, (hashed ^ octets) * _FNV_PRIME, hashed)
     return hashed.view(np.int64)
 
 
-def id_lines(source: str, numbers: np.ndarray, case_ids: list[str]) -> str:
+def _texts(case_ids: pa.Array | list[str]) -> pa.Array:
+    """Case ids as an Arrow text array (32-bit offsets)."""
+    if isinstance(case_ids, pa.Array):
+        return case_ids.cast(pa.string())
+    return pa.array(case_ids, pa.string())
+
+
+def id_lines(source: str, numbers: np.ndarray, case_ids: pa.Array | list[str]) -> str:
     """The id lines of a chunk's valid case_ids, "hash\tsource\trow\tcase_id\n" each (see
     run.DuplicateFinder), built column by column: `numbers` are their rows, ascending."""
-    if not case_ids:
+    texts = _texts(case_ids)
+    if not len(texts):
         return ""
     columns = [
-        pa.array(id_hashes(case_ids)).cast(pa.string()),
+        pa.array(id_hashes(texts)).cast(pa.string()),
         pa.scalar(source),
         pa.array(numbers, pa.int64()).cast(pa.string()),
-        pa.array(case_ids, pa.string()),
+        texts,
     ]
     lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*columns, "\t"), "", "\n")
     # the lines end to end are the bytes of the array's data between its first and last offset
@@ -390,9 +401,9 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     decided = len(fast.flat.case_ids) if fast is not None else 0
     result = ChunkResult(chunk.index, chunk.source, rows=len(rows) + decided)
     if fast is not None:  # the fault hooks for the rows the vectorised engine decided
-        if fault is not None and fault.partition("@")[0] in fast.ids:
+        if fault is not None and fast.has_id(fault.partition("@")[0]):
             _fault_kill(fault)
-        if stall is not None and stall in fast.ids:
+        if stall is not None and fast.has_id(stall):
             _fault_stall()
     example_rows: dict[str, int] = {}  # the row of each field's first example, row by row
     valid: list[tuple[str, dict[str, Scalar]]] = []
@@ -467,6 +478,8 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     result.id_lines = [_chunk_id_lines(chunk.source, fast, id_rows)]
     if config.output_format is OutputFormat.parquet and fast is None:  # built here, in
         result.records = [flat_batch(result.records)]  # parallel, not by the parent
+    elif jsonl and fast is None and result.records:  # one text, as the decided rows' lines
+        result.records = ["\n".join(result.records)]
     return result
 
 
@@ -474,11 +487,14 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
 class _Fast:
     """The rows of a chunk the vectorised engine decided, with their outputs and counts."""
 
-    index: dict[int, int]  # position in the chunk -> position among the decided rows
-    numbers: np.ndarray  # their row numbers, ascending
-    ids: set[str]  # their case ids (for the fault hooks)
+    rows: np.ndarray  # their positions in the chunk, ascending
+    numbers: np.ndarray  # their row numbers
     flat: FlatColumns
     present: Counter[str]  # fields supplied, over the decided rows
+
+    def has_id(self, case_id: str) -> bool:
+        """Whether one of the rows has this case_id (the fault hooks)."""
+        return bool(pc.any(pc.equal(self.flat.case_ids, case_id)).as_py())
 
 
 def _add_decided(
@@ -500,37 +516,50 @@ def _add_decided(
     result.insufficient_only_site += flat.insufficient_only_site
     result.decided_with_cautions_open += flat.decided_with_cautions_open
     present.update(fast.present)
-    numbers = fast.numbers.tolist()
-    # records: the decided rows' first, then the others', taken in row order
-    order = np.argsort(np.concatenate([numbers, screened]).astype(np.int64), kind="stable")
+    # records: the decided rows' first, then the others', taken in row order (none: as they are)
+    order = (
+        pa.array(np.argsort(np.concatenate([fast.numbers, screened]), kind="stable"))
+        if screened
+        else None
+    )
     slow = result.records
     if output_format is OutputFormat.parquet:
-        decided = pa.RecordBatch.from_arrays(
-            [pa.array(flat.case_ids, pa.string()), *flat.columns], schema=FLAT_SCHEMA
-        )
-        merged = pa.Table.from_batches([decided, flat_batch(slow)]).combine_chunks()
-        result.records = merged.take(pa.array(order)).to_batches() or [decided]
-        return
-    if flat.compact is not None:
-        mine: list[Any] = flat.compact
+        decided = pa.RecordBatch.from_arrays([flat.case_ids, *flat.columns], schema=FLAT_SCHEMA)
+        if order is not None:
+            merged = pa.Table.from_batches([decided, flat_batch(slow)]).combine_chunks()
+            result.records = merged.take(order).to_batches() or [decided]
+            return
+        result.records = [decided]
+    elif flat.compact is not None:  # JSON lines, sent back as one text (the writer's lines)
+        lines = flat.compact
+        if order is not None:
+            lines = pa.concat_arrays([lines, pa.array(slow, pa.string())]).take(order)
+        result.records = [_lines_text(lines)] if len(lines) else []
     else:
         texts = [column.to_pylist() for column in flat.columns]
-        mine = list(zip(flat.case_ids, *texts, strict=True))
-    every = mine + slow
-    result.records = [every[n] for n in order.tolist()]
+        mine = list(zip(flat.case_ids.to_pylist(), *texts, strict=True))
+        every = mine + slow
+        result.records = every if order is None else [every[n] for n in order.to_pylist()]
+
+
+def _lines_text(lines: pa.Array) -> str:
+    """Text lines as one text, a line break between them."""
+    offsets = pa.array([0, len(lines)], pa.int32())
+    text: str = pc.binary_join(pa.ListArray.from_arrays(offsets, lines), "\n")[0].as_py()
+    return text
 
 
 def _chunk_id_lines(source: str, fast: _Fast | None, id_rows: list[tuple[int, str]]) -> str:
     """The id lines of a chunk, in row order: the decided rows' and those of the rows read one
     by one (`id_rows`, in order)."""
     numbers = np.fromiter((n for n, _ in id_rows), dtype=np.int64, count=len(id_rows))
-    case_ids = [case_id for _, case_id in id_rows]
+    case_ids = pa.array([case_id for _, case_id in id_rows], pa.string())
     if fast is not None and len(fast.numbers):
-        if case_ids:
+        if len(case_ids):
             numbers = np.concatenate([fast.numbers.astype(np.int64), numbers])
             order = np.argsort(numbers, kind="stable")
-            every = fast.flat.case_ids + case_ids
-            numbers, case_ids = numbers[order], [every[n] for n in order.tolist()]
+            every = pa.concat_arrays([fast.flat.case_ids, case_ids])
+            numbers, case_ids = numbers[order], every.take(pa.array(order))
         else:
             numbers, case_ids = fast.numbers, fast.flat.case_ids
     return id_lines(source, numbers, case_ids)
@@ -563,13 +592,15 @@ def _checked_rows(
         name: (count, int(numbers[first]), example)
         for name, (count, first, example) in columns.changed(np.flatnonzero(plain)).items()
     }
-    left = plain.copy()
+    rest = np.ones(len(plain), dtype=bool)  # the rows the vectorised engine left
     if fast is not None:
-        left[list(fast.index)] = False
+        rest[fast.rows] = False
+    left = plain & rest
     found = iter(columns.row_values(np.flatnonzero(left).tolist()))
-    taken = fast.index if fast is not None else {}
+    at = np.flatnonzero(rest)
     checked: list[tuple[int, Validated | None]] = [
-        (n, next(found) if ok else None) for n, ok in enumerate(left.tolist()) if n not in taken
+        (n, next(found) if ok else None)
+        for n, ok in zip(at.tolist(), left[at].tolist(), strict=True)
     ]
     redo = [n for n, hit in checked if hit is None]
     raw = dict(zip(redo, batch.take(redo).to_pylist(), strict=True)) if redo else {}
@@ -596,18 +627,31 @@ def _decide(columns: Columns, plain: np.ndarray, numbers: np.ndarray) -> _Fast:
         lambda rows: [values for _, values in columns.row_values(rows)],
     )
     picked = pa.array(decided.rows, pa.int64())
-    case_ids = [str(i) for i in columns.values["case_id"].take(picked).to_pylist()]
+    case_ids = columns.values["case_id"].take(picked).cast(pa.string())  # plain: text ids
     compact = config.output_format is OutputFormat.jsonl
     flat = flat_columns(decided, case_ids, screener.ruleset, compact=compact)
+    return _Fast(decided.rows, numbers[decided.rows], flat, _supplied(columns, decided.rows))
+
+
+def _supplied(columns: Columns, rows: np.ndarray) -> Counter[str]:
+    """How many of the rows (positions, ascending) supply each field: a column with no null
+    supplies it in every row; else its validity bits are counted under the rows' bits."""
     present: Counter[str] = Counter()
+    chosen: np.ndarray | None = None
     for name, column in columns.values.items():
-        if name != "case_id" and column.null_count < len(column):
+        if name == "case_id" or column.null_count == len(column):
+            continue
+        if column.null_count == 0:
+            given = len(rows)
+        else:
+            if chosen is None:
+                chosen = np.zeros(len(column), dtype=bool)
+                chosen[rows] = True
             valid = column.is_valid().to_numpy(zero_copy_only=False)
-            given = int(np.count_nonzero(valid[decided.rows]))
-            if given:
-                present[name] = given
-    index = {int(row): n for n, row in enumerate(decided.rows.tolist())}
-    return _Fast(index, numbers[decided.rows], set(case_ids), flat, present)
+            given = int(np.count_nonzero(valid & chosen))
+        if given:
+            present[name] = given
+    return present
 
 
 def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:
