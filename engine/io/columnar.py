@@ -258,20 +258,25 @@ class Columns:
         return counts
 
     def row_values(self, indices: list[int]) -> list[Validated]:
-        """(case_id, known values) of the given (plainly valid) rows, as validate_case gives."""
+        """(case_id, known values) of the given (plainly valid) rows, as validate_case gives;
+        the rows are taken from every column given anywhere at once."""
         if not indices:
             return []
-        picked = pa.array(indices, pa.int64())
+        given = {
+            name: column for name, column in self.values.items() if column.null_count < len(column)
+        }
+        picked = pa.RecordBatch.from_arrays(list(given.values()), names=list(given)).take(
+            pa.array(indices, pa.int64())
+        )
         rows: list[dict[str, Scalar]] = [{} for _ in indices]
-        for name, column in self.values.items():
-            values = column.take(picked)
-            given = values.to_pylist()
+        for name, values in zip(given, picked.columns, strict=True):
             if values.null_count == 0:
-                for row, value in zip(rows, given, strict=True):
+                for row, value in zip(rows, values.to_pylist(), strict=True):
                     row[name] = value
             elif values.null_count < len(values):
-                for n in pc.indices_nonzero(values.is_valid()).to_pylist():
-                    rows[n][name] = given[n]
+                for row, value in zip(rows, values.to_pylist(), strict=True):
+                    if value is not None:
+                        row[name] = value
         return [(str(row.pop("case_id")), row) for row in rows]
 
 
