@@ -69,6 +69,8 @@ EDGES: list[tuple[str, pa.Array, list[bool]]] = [
     ),
     ("bmi", pa.array(["31.5", "31,5", "1e1", "-0", None]), [True, False, False, False, True]),
     ("diabetes", pa.array(["true", "false", "True", None]), [True, True, False, True]),
+    ("diabetes", pa.array(["true", "false", None]), [True, True, True]),  # read by compare
+    ("diabetes", pa.array(["true", "", None], pa.large_string()), [True, True, True]),
     ("diabetes", pa.array([1.0, 0.0, None]), [False, False, True]),  # normalised: row by row
     ("lowest_level", pa.array(["L4-L5", "L4/5", "L3-L5"]), [True, False, False]),
     ("sex", pa.array(["male", "Male", None]).dictionary_encode(), [True, False, True]),
@@ -154,6 +156,7 @@ def test_ignored_columns_are_left_out() -> None:
 NORMALISED: list[tuple[str, pa.Array]] = [
     ("sex", pa.array(["male", "Male", "M", "x", None, "M"])),
     ("diabetes", pa.array(["true", "Y", "no", "maybe", None])),
+    ("diabetes", pa.array(["true", "false", None, "false"])),
     ("diabetes", pa.array([1.0, 0.0, 0.5, None])),
     ("bmi", pa.array(["31,5", "31.5", "1,234", None, "31,50"])),
     ("lowest_level", pa.array(["L4-L5", "L4/5", "L3-L5", "L5-S1"])),

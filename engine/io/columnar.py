@@ -19,6 +19,7 @@ cohorts): numbers in number fields as floats, nulls and empty text dropped, dict
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -175,14 +176,21 @@ _ABSENT = (True, None, False)  # a null or empty text: (plain, value, changed)
 def _read_text(spec: FieldSpec, column: pa.Array, normalise: bool) -> Checked:
     """A text column read once per distinct value, as normalise_value and validate_case read
     each value: the value, whether it is plain, whether the normaliser changed it. A column
-    of plain values as given is kept as it is."""
+    of plain values as given is kept as it is; one of `true` and `false` is read by compare."""
+    if spec.type is FieldType.boolean:
+        true = pc.equal(column, "true")
+        if (
+            true.true_count + pc.equal(column, "false").true_count
+            == len(column) - column.null_count
+        ):
+            return Checked(None, true)
     encoded = (
         pc.dictionary_encode(column).combine_chunks()
         if isinstance(column, pa.ChunkedArray)
         else pc.dictionary_encode(column)
     )
     distinct = encoded.dictionary.to_pylist()
-    read = [_read_value(spec, value) if value else _ABSENT for value in distinct]
+    read = [_read_named(spec.name, value) if value else _ABSENT for value in distinct]
     kind = _KINDS.get(spec.type, pa.string())
     if column.type == kind and all(
         ok and not changed and value == given
@@ -201,6 +209,12 @@ def _read_text(spec: FieldSpec, column: pa.Array, normalise: bool) -> Checked:
     if not normalise or not changed.any():
         return Checked(ok, values)
     return Checked(ok, values, changed[at], column)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _read_named(name: str, given: str) -> tuple[bool, Scalar | None, bool]:
+    """_read_value, kept for the next chunk: a field's values recur (a CSV's numbers too)."""
+    return _read_value(FIELDS_BY_NAME[name], given)
 
 
 def _read_value(spec: FieldSpec, given: str) -> tuple[bool, Scalar | None, bool]:
