@@ -69,6 +69,8 @@ EDGES: list[tuple[str, pa.Array, list[bool]]] = [
     ),
     ("bmi", pa.array(["31.5", "31,5", "1e1", "-0", None]), [True, False, False, False, True]),
     ("diabetes", pa.array(["true", "false", "True", None]), [True, True, False, True]),
+    ("diabetes", pa.array(["true", "false", None]), [True, True, True]),  # read by compare
+    ("diabetes", pa.array(["true", "", None], pa.large_string()), [True, True, True]),
     ("diabetes", pa.array([1.0, 0.0, None]), [False, False, True]),  # normalised: row by row
     ("lowest_level", pa.array(["L4-L5", "L4/5", "L3-L5"]), [True, False, False]),
     ("sex", pa.array(["male", "Male", None]).dictionary_encode(), [True, False, True]),
@@ -79,6 +81,15 @@ EDGES: list[tuple[str, pa.Array, list[bool]]] = [
     ("diabetes", pa.array([1, 0, None], pa.int64()), [False, False, True]),  # parsed by pydantic
     ("diabetes", pa.array(["yes", None]), [False, True]),
     ("shoe_size", pa.array([42, None], pa.int64()), [False, True]),  # unknown: refused if given
+    # a column told plain by its least and greatest value (and sum), or not: at either bound,
+    # just beyond, NaN alone, an infinity, values whose sum overflows
+    ("age_years", pa.array([0, 120, None], pa.int32()), [True, True, True]),
+    ("age_years", pa.array([0, 121], pa.int32()), [True, False]),
+    ("dexa_t_score", pa.array([-7.0, 4.0, None]), [True, True, True]),
+    ("dexa_t_score", pa.array([-7.0, -7.000001]), [True, False]),
+    ("bmi", pa.array([math.nan, None]), [False, True]),
+    ("bmi", pa.array([-math.inf, 31.0]), [False, True]),
+    ("bmi", pa.array([1e308, 1e308]), [False, False]),
     ("bmi_class", pa.array(["obese_1", None]), [False, True]),  # derived: refused if given
 ]
 
@@ -102,6 +113,36 @@ def test_case_ids_and_columns_that_need_validate_case() -> None:
     assert validate_batch(no_id) == [None]
 
 
+@pytest.mark.timeout(60)
+def test_a_case_id_is_plain_only_where_models_case_takes_it() -> None:
+    """Ids are cleared by CASE_ID_SUSPECT and their length alone: ids just inside and just
+    outside models.Case's pattern (64 and 65 characters, a newline, a letter beyond ASCII)."""
+    ids = pa.array(["A1" * 32, "A1" * 32 + "B", "A1\n", "\u00c41", "A1 ", "1", "-1", "a.1_b"])
+    batch = pa.RecordBatch.from_arrays([ids], names=["case_id"])
+    assert check(batch) == [True, False, False, False, False, True, True, True]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+def test_text_of_plain_values_is_kept_as_given_as_text(kind: pa.DataType) -> None:
+    """A text column every value of which is plain as given is kept as it is; empty text is
+    still absent, and the values are `string` whatever the text type given."""
+    sex = pa.array(["male", "female", None, "male"], kind)
+    level = pa.array(["L4-L5", "", "L5-S1", None], kind)
+    ids = pa.array([f"T-{n}" for n in range(4)])
+    batch = pa.RecordBatch.from_arrays([ids, sex, level], names=["case_id", "sex", "lowest_level"])
+    assert check(batch) == [True] * 4
+    columns = validate_columns(batch, normalise=True)
+    assert columns.plain.to_pylist() == [True] * 4
+    assert columns.values["sex"].type == columns.values["lowest_level"].type == pa.string()
+    assert columns.values["lowest_level"].to_pylist() == ["L4-L5", None, "L5-S1", None]
+    assert [values for _, values in columns.row_values([0, 1, 2, 3])] == [
+        {"sex": "male", "lowest_level": "L4-L5"}, {"sex": "female"},
+        {"lowest_level": "L5-S1"}, {"sex": "male"},
+    ]  # fmt: skip
+    assert columns.changes == {}
+
+
 def test_ignored_columns_are_left_out() -> None:
     batch = pa.RecordBatch.from_arrays(
         [pa.array(["I-1"]), pa.array(["free text"]), pa.array([50])],
@@ -115,6 +156,7 @@ def test_ignored_columns_are_left_out() -> None:
 NORMALISED: list[tuple[str, pa.Array]] = [
     ("sex", pa.array(["male", "Male", "M", "x", None, "M"])),
     ("diabetes", pa.array(["true", "Y", "no", "maybe", None])),
+    ("diabetes", pa.array(["true", "false", None, "false"])),
     ("diabetes", pa.array([1.0, 0.0, 0.5, None])),
     ("bmi", pa.array(["31,5", "31.5", "1,234", None, "31,50"])),
     ("lowest_level", pa.array(["L4-L5", "L4/5", "L3-L5", "L5-S1"])),

@@ -225,6 +225,22 @@ def test_parquet_rows_with_other_spellings_leave_the_fast_path_and_are_read(
     assert (error["case_id"], error["field"], error["row"]) == ("103", "sex", 3)
 
 
+@pytest.mark.timeout(60)
+def test_parquet_chunks_span_row_groups_numbered_as_read(tmp_path: Path) -> None:
+    """Chunks are read at their size across row groups, each row numbered as it comes."""
+    path = tmp_path / "groups.parquet"
+    ids = [f"G-{n}" for n in range(1, 3501)]
+    pq.write_table(pa.table({"case_id": ids}), path, row_group_size=1500)
+    chunks = list(TableReader(str(path), InputFormat.parquet).chunks(7, chunk_rows=1200))
+    assert [(c.index, c.first, c.size()) for c in chunks] == [
+        (7, 1, 1200), (8, 1201, 1200), (9, 2401, 1100),
+    ]  # fmt: skip
+    rows = [
+        (n, row["case_id"]) for c in chunks for n, row in c.materialized() if isinstance(row, dict)
+    ]
+    assert rows == [(n, f"G-{n}") for n in range(1, 3501)]
+
+
 @pytest.mark.timeout(120)
 def test_screen_frame_takes_pd_read_csv_as_it_comes(tmp_path: Path) -> None:
     """Integer ids (and 101.0 where a gap made the column float), decimal commas, an extra

@@ -21,7 +21,6 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
-import pyarrow as pa
 
 from engine import __version__
 from engine.batch.lock import OutputLocks
@@ -103,8 +102,8 @@ class BatchOptions:
 Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
 VECTOR_CHUNK_ROWS = 5_000  # rows per CSV chunk on the vectorised engine
-# rows per Parquet chunk on the vectorised engine (read 1,000 at a time, then joined): its cost
-# per chunk is per column and per rule node, so larger chunks pay; 10,000 rows peaked at about
+# rows per Parquet chunk on the vectorised engine (read as such, not joined): its cost per
+# chunk is per column and per rule node, so larger chunks pay; 10,000 rows peaked at about
 # 235 MB on 200k rows, 20,000 at 270 MB for a few % less CPU (benchmarks/results.md)
 PARQUET_CHUNK_ROWS = 10_000
 RenderReport = Callable[[BatchSummary], str]
@@ -476,39 +475,14 @@ def all_chunks(
         # column, so larger chunks pay
         vectorised = engine == "vectorised"
         columnar = size is None and vectorised
-        text = columnar and reader.format is InputFormat.csv
-        chunks = reader.chunks(
-            index, chunk_rows=VECTOR_CHUNK_ROWS if text else size, columnar=vectorised
-        )
-        if columnar and reader.format is InputFormat.parquet:
-            chunks = _joined_chunks(chunks, index, PARQUET_CHUNK_ROWS)
-        for chunk in chunks:
+        rows = size
+        if columnar and reader.format is InputFormat.csv:
+            rows = VECTOR_CHUNK_ROWS
+        elif columnar and reader.format is InputFormat.parquet:
+            rows = PARQUET_CHUNK_ROWS
+        for chunk in reader.chunks(index, chunk_rows=rows, columnar=vectorised):
             index = chunk.index + 1
             yield chunk
-
-
-def _joined_chunks(
-    chunks: Iterator[Chunk], first_index: int, rows: int
-) -> Generator[Chunk, None, None]:
-    """Consecutive Parquet chunks of one input joined into chunks of about `rows` rows,
-    numbered from first_index. They are read as before, so a damaged page is reported after
-    the same row."""
-    pending: list[Chunk] = []
-    index = first_index
-    for chunk in chunks:
-        pending.append(chunk)
-        if sum(c.batch.num_rows for c in pending if c.batch is not None) >= rows:
-            yield _joined(pending, index)
-            index, pending = index + 1, []
-    if pending:
-        yield _joined(pending, index)
-
-
-def _joined(chunks: list[Chunk], index: int) -> Chunk:
-    batches = [c.batch for c in chunks if c.batch is not None]
-    joined = pa.Table.from_batches(batches).combine_chunks().to_batches()
-    batch = joined[0] if joined else batches[0]
-    return Chunk(index, chunks[0].source, [], batch=batch, first=chunks[0].first)
 
 
 def build_summary(

@@ -19,6 +19,8 @@ cohorts): numbers in number fields as floats, nulls and empty text dropped, dict
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -31,7 +33,9 @@ from engine.io.deid import CASE_ID_SUSPECT
 from engine.io.normalise import LEVEL_FIELDS, Change, normalise_value, parse_levels
 from engine.models import Scalar
 
-CASE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # as models.Case declares it
+# models.Case's id is `^[A-Za-z0-9._-]{1,64}$`: CASE_ID_SUSPECT matches any other character and
+# an id without a digit (the empty one too), so an id it clears is valid when short enough
+CASE_ID_LONGEST = 64
 _ORDER = {name: n for n, name in enumerate(INPUT_FIELDS)}  # validate_case's key order
 
 Validated = tuple[str, dict[str, Scalar]]
@@ -51,12 +55,13 @@ _KINDS = {
 
 @dataclass(frozen=True)
 class Checked:
-    """One column checked: rows plainly valid or absent, the values to keep, and (when values
-    were normalised) which rows' values the normaliser changed and what was given there."""
+    """One column checked: which rows are plainly valid or absent (None: every row), the
+    values to keep, and (when values were normalised) which rows' values the normaliser
+    changed and what was given there."""
 
-    ok: pa.Array
+    ok: np.ndarray | None
     values: pa.Array
-    changed: pa.Array | None = None
+    changed: np.ndarray | None = None
     given: pa.Array | None = None
 
 
@@ -65,57 +70,87 @@ def _checked(name: str, column: pa.Array, normalise: bool) -> Checked:
     validate_case drops it (not a case_id).
 
     `normalise`: text, and floats in boolean fields, are read as the normaliser reads them,
-    once per distinct value; else a value the normaliser would change is not plain.
+    once per distinct value; else a value the normaliser would change is not plain. A column
+    whose type and least and greatest value show every row plain costs one kernel call or none.
     """
     spec = FIELDS_BY_NAME.get(name)
     if pa.types.is_dictionary(column.type):  # a categorical column: its values as they are
         column = column.dictionary_decode()
     text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-    if text and name != "case_id":
-        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
-    absent = column.is_null()
     if spec is None or name not in _ORDER:  # unknown or derived: valid only when absent
-        return Checked(absent, column)
-    if name != "case_id" and column.null_count == len(column):  # nothing given: any type
-        return Checked(absent, pa.nulls(len(column), _KINDS.get(spec.type, pa.string())))
+        column = _blanked(column) if text else column
+        return Checked(_rows(column.is_null()), column)
     if name == "case_id":
-        if not text:
-            return Checked(pa.array([False] * len(column)), column)
-        matches = pc.and_(
-            pc.match_substring_regex(column, CASE_ID_PATTERN),
-            pc.invert(pc.match_substring_regex(column, CASE_ID_SUSPECT)),
-        )
-        return Checked(pc.fill_null(matches, False), column)
+        return _case_ids(column, text)
+    if column.null_count == len(column):  # nothing given: any type
+        return Checked(None, pa.nulls(len(column), _KINDS.get(spec.type, pa.string())))
     if text and (spec.type is not FieldType.enum or normalise):
         return _read_text(spec, column, normalise)
-    if spec.type is FieldType.enum and text:
+    if text:  # an enum's values as given
+        column = _blanked(column)
+        if column.null_count == len(column):
+            return Checked(None, pa.nulls(len(column), pa.string()))
         allowed = pc.is_in(column, value_set=pa.array(spec.values, column.type))
-    elif spec.type is FieldType.boolean and pa.types.is_boolean(column.type):
-        allowed = pc.is_valid(column)
-    elif spec.type is FieldType.boolean and normalise and pa.types.is_floating(column.type):
+        return Checked(_rows(pc.or_(column.is_null(), pc.fill_null(allowed, False))), column)
+    if spec.type is FieldType.boolean and pa.types.is_boolean(column.type):
+        return Checked(None, column)  # true, false or absent: every row plain
+    if spec.type is FieldType.boolean and normalise and pa.types.is_floating(column.type):
         return _boolean_floats(column)
-    elif pa.types.is_uint64(column.type):  # beyond int64: Arrow cannot compare it with a bound
-        return Checked(absent, column)
-    elif spec.type is FieldType.integer and pa.types.is_floating(column.type):
+    if pa.types.is_uint64(column.type):  # beyond int64: Arrow cannot compare it with a bound
+        return Checked(_rows(column.is_null()), column)
+    if spec.type is FieldType.integer and pa.types.is_floating(column.type):
         # a pandas integer column with gaps: 101.0 is 101 (pydantic reads it so, unchanged);
         # 101.5 is refused row by row, with its reason
         whole = pc.and_(pc.equal(column, pc.floor(column)), pc.less(pc.abs(column), float(2**53)))
         whole = _in_range(spec, column, whole)
+        absent = column.is_null()
         column = pc.cast(pc.if_else(whole, column, pa.scalar(None, column.type)), pa.int64())
-        return Checked(pc.or_(absent, whole), column)
-    elif spec.is_numeric and (
+        return Checked(_rows(pc.or_(absent, whole)), column)
+    if spec.is_numeric and (
         pa.types.is_integer(column.type)
         or (spec.type is FieldType.number and pa.types.is_floating(column.type))
     ):
-        if spec.type is FieldType.number:  # pydantic gives floats for number fields
-            column = pc.cast(column, pa.float64())
-            allowed = pc.is_finite(column)
-        else:
-            allowed = pc.is_valid(column)
-        allowed = _in_range(spec, column, allowed)
-    else:  # any other type (a float age, text in a number field...): validate_case decides
-        return Checked(absent, column)
-    return Checked(pc.or_(absent, pc.fill_null(allowed, False)), column)
+        if spec.type is FieldType.number and column.type != pa.float64():
+            column = pc.cast(column, pa.float64())  # pydantic gives floats for number fields
+        return _numbers(spec, column)
+    # any other type (a float age, text in a number field...): validate_case decides
+    return Checked(_rows(column.is_null()), column)
+
+
+def _rows(flags: pa.Array) -> np.ndarray | None:
+    """A boolean column without nulls as numpy, or None when every row is true."""
+    if flags.true_count == len(flags):
+        return None
+    rows: np.ndarray = flags.to_numpy(zero_copy_only=False)
+    return rows
+
+
+def _blanked(column: pa.Array) -> pa.Array:
+    """Text with empty values as nulls (validate_case drops empty text)."""
+    return pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+
+
+def _case_ids(column: pa.Array, text: bool) -> Checked:
+    """Ids valid and not shaped like an identifier; any other goes to validate_case."""
+    if not text:
+        return Checked(np.zeros(len(column), np.bool_), column)
+    short = pc.less_equal(pc.binary_length(column), CASE_ID_LONGEST)
+    cleared = pc.and_not(short, pc.match_substring_regex(column, CASE_ID_SUSPECT))
+    return Checked(_rows(pc.fill_null(cleared, False)), column)
+
+
+def _numbers(spec: FieldSpec, column: pa.Array) -> Checked:
+    """Integers in an integer field, or floats in a number field: plain when finite and in
+    range. Told from the column's least and greatest value (and, for floats, its sum: NaN or
+    infinite when any value is, or when the sum overflows) when every value is plain."""
+    extremes = pc.min_max(column)
+    least, greatest = extremes["min"].as_py(), extremes["max"].as_py()
+    finite = pa.types.is_integer(column.type) or math.isfinite(pc.sum(column).as_py())
+    if finite and _bounded(spec, least) and _bounded(spec, greatest):
+        return Checked(None, column)
+    allowed = pc.is_valid(column) if pa.types.is_integer(column.type) else pc.is_finite(column)
+    allowed = _in_range(spec, column, allowed)
+    return Checked(_rows(pc.or_(column.is_null(), allowed)), column)
 
 
 def _in_range(spec: FieldSpec, column: pa.Array, allowed: pa.Array) -> pa.Array:
@@ -131,29 +166,55 @@ def _boolean_floats(column: pa.Array) -> Checked:
     reads them: changed values, counted as such."""
     known = pc.is_valid(column)
     ok = pc.or_(pc.invert(known), pc.fill_null(pc.is_in(column, pa.array([0.0, 1.0])), False))
-    return Checked(ok, pc.equal(column, 1.0), known, column)
+    changed = known.to_numpy(zero_copy_only=False)
+    return Checked(_rows(ok), pc.equal(column, 1.0), changed, column)
+
+
+_ABSENT = (True, None, False)  # a null or empty text: (plain, value, changed)
 
 
 def _read_text(spec: FieldSpec, column: pa.Array, normalise: bool) -> Checked:
     """A text column read once per distinct value, as normalise_value and validate_case read
-    each value: the value, whether it is plain, whether the normaliser changed it."""
+    each value: the value, whether it is plain, whether the normaliser changed it. A column
+    of plain values as given is kept as it is; one of `true` and `false` is read by compare."""
+    if spec.type is FieldType.boolean:
+        true = pc.equal(column, "true")
+        if (
+            true.true_count + pc.equal(column, "false").true_count
+            == len(column) - column.null_count
+        ):
+            return Checked(None, true)
     encoded = (
         pc.dictionary_encode(column).combine_chunks()
         if isinstance(column, pa.ChunkedArray)
         else pc.dictionary_encode(column)
     )
     distinct = encoded.dictionary.to_pylist()
-    read = [_read_value(spec, value) for value in distinct]
-    plain = [ok and (normalise or not changed) for ok, _, changed in read]
+    read = [_read_named(spec.name, value) if value else _ABSENT for value in distinct]
     kind = _KINDS.get(spec.type, pa.string())
-    values = pa.array([value if ok else None for ok, value, _ in read], kind)
+    if column.type == kind and all(
+        ok and not changed and value == given
+        for (ok, value, changed), given in zip(read, distinct, strict=True)
+    ):
+        return Checked(None, column)  # every value plain and as given, nulls absent
     indices = encoded.indices
-    ok = pc.fill_null(pa.array(plain, pa.bool_()).take(indices), True)  # null: absent
-    changed = pc.fill_null(pa.array([c for _, _, c in read], pa.bool_()).take(indices), False)
-    has_change = normalise and changed.true_count > 0
-    return Checked(
-        ok, values.take(indices), changed if has_change else None, column if has_change else None
-    )
+    if indices.null_count:  # a null reads as the entry after the distinct values: absent
+        indices = pc.fill_null(indices, len(read))
+    read.append(_ABSENT)
+    at = indices.to_numpy()
+    plain = np.array([ok and (normalise or not changed) for ok, _, changed in read])
+    values = pa.array([value if ok else None for ok, value, _ in read], kind).take(indices)
+    ok = None if plain.all() else plain[at]
+    changed = np.array([c for _, _, c in read])
+    if not normalise or not changed.any():
+        return Checked(ok, values)
+    return Checked(ok, values, changed[at], column)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _read_named(name: str, given: str) -> tuple[bool, Scalar | None, bool]:
+    """_read_value, kept for the next chunk: a field's values recur (a CSV's numbers too)."""
+    return _read_value(FIELDS_BY_NAME[name], given)
 
 
 def _read_value(spec: FieldSpec, given: str) -> tuple[bool, Scalar | None, bool]:
@@ -195,14 +256,14 @@ class Columns:
     plain: pa.Array  # boolean, one per row
     values: dict[str, pa.Array]
     rows: int
-    changes: dict[str, tuple[pa.Array, pa.Array]] = field(default_factory=dict)
+    changes: dict[str, tuple[np.ndarray, pa.Array]] = field(default_factory=dict)
 
     def changed(self, rows: np.ndarray) -> dict[str, tuple[int, int, str | None]]:
         """Per field, how many of these rows' values the normaliser changed, the first such row
         and its summary example (normalise.Change.example), as validate_counted counts."""
         counts: dict[str, tuple[int, int, str | None]] = {}
         for name, (changed, given) in self.changes.items():
-            hit = rows[changed.to_numpy(zero_copy_only=False)[rows]]
+            hit = rows[changed[rows]]
             if len(hit):
                 first = int(hit.min())
                 value = self.values[name][first].as_py()
@@ -211,20 +272,25 @@ class Columns:
         return counts
 
     def row_values(self, indices: list[int]) -> list[Validated]:
-        """(case_id, known values) of the given (plainly valid) rows, as validate_case gives."""
+        """(case_id, known values) of the given (plainly valid) rows, as validate_case gives;
+        the rows are taken from every column given anywhere at once."""
         if not indices:
             return []
-        picked = pa.array(indices, pa.int64())
+        given = {
+            name: column for name, column in self.values.items() if column.null_count < len(column)
+        }
+        picked = pa.RecordBatch.from_arrays(list(given.values()), names=list(given)).take(
+            pa.array(indices, pa.int64())
+        )
         rows: list[dict[str, Scalar]] = [{} for _ in indices]
-        for name, column in self.values.items():
-            values = column.take(picked)
-            given = values.to_pylist()
+        for name, values in zip(given, picked.columns, strict=True):
             if values.null_count == 0:
-                for row, value in zip(rows, given, strict=True):
+                for row, value in zip(rows, values.to_pylist(), strict=True):
                     row[name] = value
             elif values.null_count < len(values):
-                for n in pc.indices_nonzero(values.is_valid()).to_pylist():
-                    rows[n][name] = given[n]
+                for row, value in zip(rows, values.to_pylist(), strict=True):
+                    if value is not None:
+                        row[name] = value
         return [(str(row.pop("case_id")), row) for row in rows]
 
 
@@ -240,19 +306,17 @@ def validate_columns(
     if len(set(names)) != len(names) or "case_id" not in names:
         # duplicate or missing columns: row by row
         return Columns(pa.array([False] * batch.num_rows), {}, batch.num_rows)
-    plain: pa.Array | None = None
+    plain = np.ones(batch.num_rows, np.bool_)
     values: dict[str, pa.Array] = {}
-    changes: dict[str, tuple[pa.Array, pa.Array]] = {}
+    changes: dict[str, tuple[np.ndarray, pa.Array]] = {}
     for name in names:  # each row's values in dictionary order
         checked = _checked(name, batch.column(name), normalise)
-        ok, values[name] = checked.ok, checked.values
+        values[name] = checked.values
         if checked.changed is not None and checked.given is not None:
             changes[name] = (checked.changed, checked.given)
-        if ok.null_count or ok.true_count != len(ok):
-            plain = ok if plain is None else pc.and_(plain, ok)
-    if plain is None:
-        plain = pa.array([True] * batch.num_rows)
-    return Columns(plain, values, batch.num_rows, changes)
+        if checked.ok is not None:
+            plain &= checked.ok
+    return Columns(pa.array(plain), values, batch.num_rows, changes)
 
 
 def validate_batch(

@@ -23,7 +23,7 @@ import re
 import sys
 import threading
 import weakref
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -491,11 +491,17 @@ class TableReader:
             yield number, line
 
     def _parquet_chunks(self, first_index: int, chunk_rows: int) -> Iterator[Chunk]:
+        """Record batches of chunk_rows rows, read as such (on this thread: a worker's CPU is
+        its own). A damaged page is reported after the row CHUNK_ROWS batches reach, whatever
+        the chunk size (_rows_before_damage)."""
         number = 0
+        located = (
+            functools.partial(_rows_before_damage, self.path) if chunk_rows > CHUNK_ROWS else None
+        )
         with pq.ParquetFile(self.path) as parquet:
-            batches = parquet.iter_batches(batch_size=chunk_rows)
+            batches = parquet.iter_batches(batch_size=chunk_rows, use_threads=False)
             for index, batch in enumerate(
-                _arrow_errors(batches, self.source, "Parquet"), first_index
+                _arrow_errors(batches, self.source, "Parquet", located), first_index
             ):
                 yield Chunk(index, self.source, [], batch=batch, first=number + 1)
                 number += batch.num_rows
@@ -800,10 +806,14 @@ def _bounded_lines(stream: BinaryIO, source: str) -> Iterator[bytes]:
 
 
 def _arrow_errors(
-    batches: Iterable[pa.RecordBatch], source: str, kind: str
+    batches: Iterable[pa.RecordBatch],
+    source: str,
+    kind: str,
+    located: Callable[[int], int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches; a file Arrow cannot read further (a corrupt page, a record larger than
-    the block) becomes one error line, never a traceback."""
+    the block) becomes one error line, never a traceback. `located`: the row the line names,
+    from the rows read before the failure (else those rows)."""
     iterator = iter(batches)
     read = 0
     while True:
@@ -812,6 +822,8 @@ def _arrow_errors(
         except StopIteration:
             return
         except (pa.ArrowException, OSError) as exc:
+            if located is not None:
+                read = located(read)
             reason = "damaged" if kind == "Parquet" else "broken or holds a record over 1 MB"
             raise UsageError(
                 f"{source}: cannot read the {kind} file after row {read}: the file is {reason} "
@@ -819,3 +831,16 @@ def _arrow_errors(
             ) from None
         read += batch.num_rows
         yield batch
+
+
+def _rows_before_damage(path: str, read: int) -> int:
+    """The rows a Parquet file gives in batches of CHUNK_ROWS before it fails (`read` if it
+    fails no more): a damaged page is named after the same row whatever batches found it."""
+    found = 0
+    try:
+        with pq.ParquetFile(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=CHUNK_ROWS):
+                found += batch.num_rows
+    except (pa.ArrowException, OSError):
+        return found
+    return read
