@@ -1,0 +1,100 @@
+"""Messages between the batch parent and its workers: pickled with their Arrow buffers beside.
+
+A 10,000-row Parquet chunk is about 3 MB of Arrow buffers, and so is its result (the flattened
+record batch and the id lines). multiprocessing's own send pickles them into one bytes object
+(copying every buffer twice) and the receiver copies them out again, 64 KiB a read: on two
+workers that was about a tenth of the whole run's CPU, spent by the parent that reads and writes
+for both (benchmarks/results.md). Here a message is pickled with protocol 5 and its buffers
+travel out of band: written to the pipe from where they are, read into one bytearray and used in
+place (an Arrow array of the received message is a view of that bytearray).
+
+The frame: a header (`!QI`: the pickle's size and how many buffers), each buffer's size (`!Q`
+each), the pickle, then the buffers. Anything cut short (a peer that died half-way through) is
+an EOFError for the reader; `read_message` reads against a deadline, so a peer stopped
+half-way through a message can be told apart from a slow one (engine/batch/pool.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import pickle
+import select
+import struct
+import time
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+HEADER = struct.Struct("!QI")
+SIZE = struct.Struct("!Q")
+PIPE_BYTES = 1 << 20  # a pipe's buffer (Linux's default limit for a user): fewer, larger reads
+READ_BLOCK = 1 << 20
+
+
+class Stalled(Exception):
+    """The peer sent nothing (or only part of a message) within the deadline."""
+
+
+def widen(fd: int) -> None:
+    """Give a pipe a buffer of PIPE_BYTES where the system allows (64 KiB otherwise): a chunk
+    then crosses in a few reads and writes, not fifty."""
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):  # over the user's limit: the default size serves
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def frame(message: Any) -> list[memoryview]:
+    """The parts of a message's frame, in order; its buffers are not copied."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
+    ForkingPickler(stream, 5, True, buffers.append).dump(message)
+    raws = [buffer.raw() for buffer in buffers]
+    head = HEADER.pack(stream.getbuffer().nbytes, len(raws))
+    sizes = b"".join(SIZE.pack(raw.nbytes) for raw in raws)
+    return [memoryview(head + sizes), stream.getbuffer(), *raws]
+
+
+def write_message(fd: int, message: Any) -> None:
+    """Write a message to a blocking pipe (OSError if the reader is gone)."""
+    write_frame(fd, frame(message))
+
+
+def write_frame(fd: int, parts: list[memoryview]) -> None:
+    """Write a framed message (`frame`) to a blocking pipe (OSError if the reader is gone)."""
+    for part in parts:
+        written = 0
+        while written < part.nbytes:
+            written += os.write(fd, part[written:])
+
+
+def read_message(fd: int, deadline: float | None = None) -> Any:
+    """The next message from a pipe; EOFError if the writer is gone, even half-way through a
+    message; Stalled if `deadline` (time.monotonic) passes before it has all come."""
+    pickled_size, count = HEADER.unpack(_read(fd, HEADER.size, deadline))
+    sizes = [size for (size,) in SIZE.iter_unpack(_read(fd, SIZE.size * count, deadline))]
+    data = _read(fd, pickled_size + sum(sizes), deadline)
+    view = memoryview(data)
+    buffers, start = [], pickled_size
+    for size in sizes:
+        buffers.append(view[start : start + size])
+        start += size
+    return pickle.loads(view[:pickled_size], buffers=buffers)  # noqa: S301 - our own pipes
+
+
+def _read(fd: int, size: int, deadline: float | None) -> bytearray:
+    """Exactly `size` bytes, read in place into one bytearray."""
+    data = bytearray(size)
+    view = memoryview(data)
+    done = 0
+    while done < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if not select.select([fd], [], [], max(0.0, left))[0]:
+                raise Stalled  # (bytes already there are read, even past the deadline)
+        got = os.readv(fd, [view[done : done + READ_BLOCK]])
+        if not got:
+            raise EOFError
+        done += got
+    return data
