@@ -33,6 +33,16 @@ PIPE_BYTES = 1 << 20  # a pipe's buffer (Linux's default limit for a user): fewe
 READ_BLOCK = 1 << 20
 
 
+def _iov_max() -> int:
+    """How many parts one writev may take (POSIX guarantees 16; Linux takes 1024)."""
+    with contextlib.suppress(ValueError, OSError):
+        return max(16, os.sysconf("SC_IOV_MAX"))
+    return 16
+
+
+IOV_MAX = _iov_max()
+
+
 class Stalled(Exception):
     """The peer sent nothing (or only part of a message) within the deadline."""
 
@@ -62,11 +72,20 @@ def write_message(fd: int, message: Any) -> None:
 
 
 def write_frame(fd: int, parts: list[memoryview]) -> None:
-    """Write a framed message (`frame`) to a blocking pipe (OSError if the reader is gone)."""
-    for part in parts:
-        written = 0
-        while written < part.nbytes:
-            written += os.write(fd, part[written:])
+    """Write a framed message (`frame`) to a blocking pipe (OSError if the reader is gone).
+
+    In as few calls as the system allows (one writev blocks until the reader has taken it
+    all): a writing thread that needed the interpreter lock between parts would wait for it,
+    up to its switch interval, each time the pipe filled, and its reader with it.
+    """
+    parts = [part for part in parts if part.nbytes]
+    while parts:
+        written = os.writev(fd, parts[:IOV_MAX])
+        while parts and written >= parts[0].nbytes:
+            written -= parts[0].nbytes
+            parts.pop(0)
+        if written:
+            parts[0] = parts[0][written:]
 
 
 def read_message(fd: int, deadline: float | None = None) -> Any:
