@@ -7,16 +7,19 @@ and tests/test_watchdog.py.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from engine.batch import transport
 from engine.batch.transport import Stalled, frame, read_message, widen, write_frame, write_message
 from engine.batch.worker import ChunkResult
 from engine.io.tables import Chunk, RowProblem
@@ -158,3 +161,30 @@ def test_messages_follow_one_another_in_order() -> None:
         writer.join(30)
     assert [c.batch.num_rows for c in got] == [3, 2_000, 0, 1]
     assert all(a.batch.equals(b.batch) for a, b in zip(got, chunks, strict=True))
+
+
+@pytest.mark.parametrize("pipes", [1, 2, 8, 16, 64, 256, 10_000])
+def test_a_pools_pipes_take_at_most_a_quarter_of_the_users_pipe_budget(
+    pipes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the budget Linux gives every new pipe of the user a single page, in any program:
+    widening must not cost other programs (or a second batch) their pipes."""
+    budget = tmp_path / "pipe-user-pages-soft"
+    budget.write_text("16384\n")  # Linux's default: 64 MiB in 4 KiB pages
+    monkeypatch.setattr(transport, "PIPE_PAGES_SOFT", budget)
+    size = transport.pipe_bytes(pipes)
+    assert transport.DEFAULT_PIPE_BYTES <= size <= transport.PIPE_BYTES
+    assert size == transport.DEFAULT_PIPE_BYTES or size * pipes <= 16384 * 4096 // 4
+    budget.write_text("0\n")  # no budget
+    assert transport.pipe_bytes(pipes) == transport.PIPE_BYTES
+
+
+def test_a_widened_pipe_holds_a_chunk_written_at_once() -> None:
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("pipe sizes are Linux's")
+    with pipe() as (_, write_end):
+        widen(write_end, 1 << 18)
+        if fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) < 1 << 18:
+            pytest.skip("this system refuses wider pipes")  # widen leaves them as they are
+        os.set_blocking(write_end, False)  # a write that does not fit fails at once
+        assert os.write(write_end, bytes(200_000)) == 200_000

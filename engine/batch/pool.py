@@ -35,7 +35,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from engine.batch.startup import start_fork_server
-from engine.batch.transport import Stalled, read_message, widen, write_message
+from engine.batch.transport import Stalled, pipe_bytes, read_message, widen, write_message
 from engine.batch.worker import ChunkResult, WorkerConfig, reject, serve
 from engine.io.tables import Chunk
 
@@ -87,7 +87,7 @@ class Job:
 class Worker:
     """One worker process, its two pipes, and the thread that feeds it chunks."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, pipe_size: int) -> None:
         context = multiprocessing.get_context("forkserver")
         task_reader, self.tasks = context.Pipe(duplex=False)
         self.results, result_writer = context.Pipe(duplex=False)
@@ -97,8 +97,8 @@ class Worker:
         self.process.start()
         task_reader.close()  # the worker's ends: only the worker may hold them, so its death
         result_writer.close()  # is an end of file here and a broken pipe there
-        widen(self.tasks.fileno())
-        widen(self.results.fileno())
+        widen(self.tasks.fileno(), pipe_size)
+        widen(self.results.fileno(), pipe_size)
         self.jobs: collections.deque[Job] = collections.deque()  # sent, in order, no result yet
         self.since = 0.0  # when the first of self.jobs became the one the worker screens
         self.warm = False  # has it sent a result (its first chunk's time includes its start)?
@@ -206,7 +206,7 @@ class WorkerPool:
     def _start(self) -> Worker:
         # at once if it runs; again if it was killed
         start_fork_server(self.config.rules_dir, self.config.engine)
-        return Worker(self.config)
+        return Worker(self.config, pipe_bytes(2 * self.size))
 
     def _dispatch(self) -> None:
         """Send waiting chunks to the least busy workers, DEPTH at most each."""

@@ -25,11 +25,15 @@ import select
 import struct
 import time
 from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
 from typing import Any
 
 HEADER = struct.Struct("!QI")
 SIZE = struct.Struct("!Q")
-PIPE_BYTES = 1 << 20  # a pipe's buffer (Linux's default limit for a user): fewer, larger reads
+PIPE_BYTES = 1 << 20  # a widened pipe's buffer (Linux's most for a user): fewer, larger reads
+DEFAULT_PIPE_BYTES = 1 << 16
+PIPE_PAGES_SOFT = Path("/proc/sys/fs/pipe-user-pages-soft")  # the user's budget for all pipes
+PIPES_SHARE = 4  # a pool's pipes together take at most a quarter of it
 READ_BLOCK = 1 << 20
 
 
@@ -47,12 +51,29 @@ class Stalled(Exception):
     """The peer sent nothing (or only part of a message) within the deadline."""
 
 
-def widen(fd: int) -> None:
-    """Give a pipe a buffer of PIPE_BYTES where the system allows (64 KiB otherwise): a chunk
-    then crosses in a few reads and writes, not fifty."""
-    if hasattr(fcntl, "F_SETPIPE_SZ"):
+def pipe_bytes(pipes: int) -> int:
+    """The buffer for each of a pool's `pipes` pipes: PIPE_BYTES, halved while together they
+    would take more than a quarter of the user's pipe budget (past the budget, Linux gives
+    every new pipe of that user, in any program, a single page)."""
+    try:
+        pages = int(PIPE_PAGES_SOFT.read_text())
+    except (OSError, ValueError):
+        return PIPE_BYTES  # no such budget here
+    if not pages:
+        return PIPE_BYTES  # 0: no budget
+    share = pages * os.sysconf("SC_PAGESIZE") // PIPES_SHARE // max(1, pipes)
+    size = PIPE_BYTES
+    while size > share and size > DEFAULT_PIPE_BYTES:
+        size //= 2
+    return size
+
+
+def widen(fd: int, size: int = PIPE_BYTES) -> None:
+    """Give a pipe a buffer of `size` bytes where the system allows (64 KiB otherwise): a
+    chunk then crosses in a few reads and writes, not fifty."""
+    if size > DEFAULT_PIPE_BYTES and hasattr(fcntl, "F_SETPIPE_SZ"):
         with contextlib.suppress(OSError):  # over the user's limit: the default size serves
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
 
 
 def frame(message: Any) -> list[memoryview]:
