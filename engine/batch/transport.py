@@ -6,7 +6,8 @@ record batch and the id lines). multiprocessing's own send pickles them into one
 workers that was about a tenth of the whole run's CPU, spent by the parent that reads and writes
 for both (benchmarks/results.md). Here a message is pickled with protocol 5 and its buffers
 travel out of band: written to the pipe from where they are, read into one bytearray and used in
-place (an Arrow array of the received message is a view of that bytearray).
+place (an Arrow array of the received message is a view of that bytearray, which lives as long
+as any such view).
 
 The frame: a header (`!QI`: the pickle's size and how many buffers), each buffer's size (`!Q`
 each), the pickle, then the buffers. Anything cut short (a peer that died half-way through) is
@@ -114,13 +115,13 @@ def read_message(fd: int, deadline: float | None = None) -> Any:
     message; Stalled if `deadline` (time.monotonic) passes before it has all come."""
     pickled_size, count = HEADER.unpack(_read(fd, HEADER.size, deadline))
     sizes = [size for (size,) in SIZE.iter_unpack(_read(fd, SIZE.size * count, deadline))]
-    data = _read(fd, pickled_size + sum(sizes), deadline)
-    view = memoryview(data)
-    buffers, start = [], pickled_size
+    pickled = _read(fd, pickled_size, deadline)  # apart: what it holds in band is copied out,
+    view = memoryview(_read(fd, sum(sizes), deadline))  # and need not be kept with the buffers
+    buffers, start = [], 0
     for size in sizes:
         buffers.append(view[start : start + size])
         start += size
-    return pickle.loads(view[:pickled_size], buffers=buffers)  # noqa: S301 - our own pipes
+    return pickle.loads(pickled, buffers=buffers)  # noqa: S301 - our own pipes
 
 
 def _read(fd: int, size: int, deadline: float | None) -> bytearray:
