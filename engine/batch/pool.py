@@ -17,26 +17,25 @@ its workers is rejected with that reason. A result half-received when the worker
 the same way (the parent reads it against the deadline, never blocking on a silent pipe).
 
 A task pipe is written by a thread of its own (a chunk can be larger than a pipe holds), so the
-parent never blocks on a worker while another waits for it. Results come back in input order.
+parent never blocks on a worker while another waits for it. Chunks and results cross the pipes
+with their Arrow buffers out of band (engine/batch/transport.py). Results come back in input
+order.
 """
 
 from __future__ import annotations
 
 import collections
 import multiprocessing
-import os
 import queue
-import select
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from engine.batch.startup import start_fork_server
+from engine.batch.transport import Stalled, pipe_bytes, read_message, widen, write_message
 from engine.batch.worker import ChunkResult, WorkerConfig, reject, serve
 from engine.io.tables import Chunk
 
@@ -48,13 +47,8 @@ STOP_TIMEOUT_S = 10.0
 STALL_FLOOR_S = 60.0  # the least time a chunk may go without a result (--stall-timeout)
 STALL_FACTOR = 20  # times the mean observed cost of its rows a chunk may take
 COST_WEIGHT = 0.2  # weight of the newest chunk in the running mean cost per row
-READ_BLOCK = 1 << 20
 
 Notice = Callable[[str], None]
-
-
-class Stalled(Exception):
-    """A worker sent nothing (or only part of a result) within its chunk's bound."""
 
 
 @dataclass
@@ -93,7 +87,7 @@ class Job:
 class Worker:
     """One worker process, its two pipes, and the thread that feeds it chunks."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, pipe_size: int) -> None:
         context = multiprocessing.get_context("forkserver")
         task_reader, self.tasks = context.Pipe(duplex=False)
         self.results, result_writer = context.Pipe(duplex=False)
@@ -103,6 +97,8 @@ class Worker:
         self.process.start()
         task_reader.close()  # the worker's ends: only the worker may hold them, so its death
         result_writer.close()  # is an end of file here and a broken pipe there
+        widen(self.tasks.fileno(), pipe_size)
+        widen(self.results.fileno(), pipe_size)
         self.jobs: collections.deque[Job] = collections.deque()  # sent, in order, no result yet
         self.since = 0.0  # when the first of self.jobs became the one the worker screens
         self.warm = False  # has it sent a result (its first chunk's time includes its start)?
@@ -113,7 +109,7 @@ class Worker:
     def _feed(self) -> None:
         try:
             while (chunk := self._outbox.get()) is not None:
-                self.tasks.send(chunk)
+                write_message(self.tasks.fileno(), chunk)
         except (OSError, ValueError):
             pass  # the worker died (the pool sees it by its sentinel) or the pool closed
         finally:
@@ -129,14 +125,9 @@ class Worker:
         """The next message, read against `deadline` (Stalled if it is passed); EOFError or
         OSError if the worker died, even half-way through the message.
 
-        multiprocessing's own recv would block for good on a worker stopped mid-message; this
-        reads the same framing (a 4-byte size, -1 and an 8-byte size for a huge one).
+        multiprocessing's own recv would block for good on a worker stopped mid-message.
         """
-        fd = self.results.fileno()
-        (size,) = struct.unpack("!i", _read_exact(fd, 4, deadline))
-        if size == -1:
-            (size,) = struct.unpack("!Q", _read_exact(fd, 8, deadline))
-        message: tuple[str, object] = ForkingPickler.loads(_read_exact(fd, size, deadline))
+        message: tuple[str, object] = read_message(self.results.fileno(), deadline)
         return message
 
     def stop(self, *, kill: bool) -> None:
@@ -150,20 +141,6 @@ class Worker:
             self.process.kill()
             self.process.join(STOP_TIMEOUT_S)
         self.results.close()
-
-
-def _read_exact(fd: int, size: int, deadline: float) -> bytes:
-    """`size` bytes from a pipe, or Stalled when they have not all come by `deadline`."""
-    data = bytearray()
-    while len(data) < size:
-        left = deadline - time.monotonic()
-        if not select.select([fd], [], [], max(0.0, left))[0]:
-            raise Stalled  # (bytes already there are read, even past the deadline)
-        block = os.read(fd, min(size - len(data), READ_BLOCK))
-        if not block:
-            raise EOFError
-        data += block
-    return bytes(data)
 
 
 class WorkerPool:
@@ -229,7 +206,7 @@ class WorkerPool:
     def _start(self) -> Worker:
         # at once if it runs; again if it was killed
         start_fork_server(self.config.rules_dir, self.config.engine)
-        return Worker(self.config)
+        return Worker(self.config, pipe_bytes(2 * self.size))
 
     def _dispatch(self) -> None:
         """Send waiting chunks to the least busy workers, DEPTH at most each."""

@@ -19,7 +19,6 @@ import operator
 import os
 import re
 import signal
-import struct
 import time
 import traceback
 from collections import Counter
@@ -35,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.batch.startup import die_with_parent, forbid_core_dumps
+from engine.batch.transport import frame, read_message, write_frame
 from engine.cohort import COMPACT_KEYS, UNKNOWN_VALUE, FlatColumns, flat_columns
 from engine.derive import Facts
 from engine.dictionary import INPUT_FIELDS, SETTING_FIELDS
@@ -295,27 +295,24 @@ def serve(tasks: Connection, results: Connection, config: WorkerConfig) -> None:
         return
     while True:
         try:
-            chunk = tasks.recv()
+            chunk: Chunk = read_message(tasks.fileno())
         except (EOFError, OSError):
             return  # the parent finished, or died
         try:
             message: tuple[str, Any] = ("result", screen_chunk(chunk))
         except Exception as exc:
             message = ("error", _portable(exc))
-        data = ForkingPickler.dumps(message)
+        parts = frame(message)
         if chunk.index in faults and _mark_fault(faults[chunk.index]):
-            _die_mid_send(results, data)
-        if not _send(results, data):
+            _die_mid_send(results, parts)
+        if not _send(results, parts):
             return
 
 
-def _send(results: Connection, message: Any) -> bool:
-    """Send a message (or its pickled bytes); False if the parent is gone."""
+def _send(results: Connection, message: tuple[str, Any] | list[memoryview]) -> bool:
+    """Send a message (or its frame, transport.frame); False if the parent is gone."""
     try:
-        if isinstance(message, bytes | memoryview):
-            results.send_bytes(message)
-        else:
-            results.send(message)
+        write_frame(results.fileno(), message if isinstance(message, list) else frame(message))
     except OSError:
         return False
     return True
@@ -364,10 +361,11 @@ def _fault_stall() -> None:
         time.sleep(0.1)
 
 
-def _die_mid_send(results: Connection, data: bytes | memoryview) -> None:
+def _die_mid_send(results: Connection, parts: list[memoryview]) -> None:
     """The fault hook: write the header and half of a message, let the parent start reading
     it, and die as `kill -9` would."""
-    partial = struct.pack("!i", len(data)) + bytes(data[: len(data) // 2])
+    data = b"".join(bytes(part) for part in parts)
+    partial = data[: len(data) // 2]
     fd = results.fileno()
     while partial:
         partial = partial[os.write(fd, partial) :]
