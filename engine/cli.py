@@ -999,7 +999,7 @@ def batch(
         rules_sidecar_path,
         run_batch,
     )
-    from engine.batch.worker import Detail, OutputFormat
+    from engine.batch.worker import Detail, OutputFormat, arrow_without_pandas
     from engine.io.pseudonymise import load_key
     from engine.io.tables import InputFormat
 
@@ -1065,6 +1065,8 @@ def batch(
 
         result = run_batch_dask(options, ruleset, render, batch_notice)
     else:
+        if PROGRAM:  # this process only reads, screens and writes files (tests: a library)
+            arrow_without_pandas()
         total = estimate_total_rows(options) if progress_style != "none" else None
         with batch_progress(progress_style, total) as advance:
             result = run_batch(options, ruleset, advance, render, batch_notice)
