@@ -202,6 +202,7 @@ class ChunkRunner:
             return
         for chunk in chunks:
             yield screen_chunk(chunk)
+            del chunk  # not held while the next chunk is read (memory: one chunk at a time)
 
 
 @dataclass
@@ -459,6 +460,7 @@ def run_batch(
                 run.consume(result)
                 if progress is not None:
                     progress(result.rows)
+                del result  # written: not held while the next chunk is screened
         return run.finish("local", runner.restarts, render_report, runner.stalls)
     except BaseException:
         run.discard()
@@ -485,6 +487,7 @@ def all_chunks(
         for chunk in chunks:
             index = chunk.index + 1
             yield chunk
+            del chunk  # not held while the next chunk is read
 
 
 def _joined_chunks(
@@ -498,8 +501,10 @@ def _joined_chunks(
     for chunk in chunks:
         pending.append(chunk)
         if sum(c.batch.num_rows for c in pending if c.batch is not None) >= rows:
-            yield _joined(pending, index)
-            index, pending = index + 1, []
+            joined, pending = _joined(pending, index), []  # the parts not held beside it
+            yield joined
+            index = index + 1
+            del joined
     if pending:
         yield _joined(pending, index)
 

@@ -204,14 +204,15 @@ class CohortPlan:
         variants = np.zeros((frame.rows, len(self.variants)), dtype=np.int8)
         for n, rule in enumerate(self.variants):
             variants[:, n] = self._status(rule, frame, {})
+        # the facts and node tables (most of a chunk's memory) are let go before any copy; the
+        # rows x rules tables are copied only where some rows' facts contradict each other
+        del frame, cache
+        if not keep.all():
+            rows, statuses, numbers, variants = (
+                a[keep] for a in (rows, statuses, numbers, variants)
+            )
         return CohortDecisions(
-            rows[keep],
-            statuses[keep],
-            numbers[keep],
-            tables,
-            probed,
-            self.ruleset.report_order,
-            variants[keep],
+            rows, statuses, numbers, tables, probed, self.ruleset.report_order, variants
         )
 
     def _load(self, frame: _Frame, columns: Mapping[str, pa.Array], rows: np.ndarray) -> None:
