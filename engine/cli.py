@@ -988,6 +988,10 @@ def batch(
         require("report", "miss-screen batch --report")
     if executor is Executor.dask:
         require("dask", "miss-screen batch --executor dask")
+    elif PROGRAM:  # before pyarrow's threads and the fork server start (tests: a library)
+        from engine.batch.allocator import one_malloc_arena
+
+        one_malloc_arena()
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
         from engine.batch.startup import start_fork_server
 
@@ -999,7 +1003,7 @@ def batch(
         rules_sidecar_path,
         run_batch,
     )
-    from engine.batch.worker import Detail, OutputFormat
+    from engine.batch.worker import Detail, OutputFormat, arrow_without_pandas
     from engine.io.pseudonymise import load_key
     from engine.io.tables import InputFormat
 
@@ -1065,6 +1069,8 @@ def batch(
 
         result = run_batch_dask(options, ruleset, render, batch_notice)
     else:
+        if PROGRAM:  # this process only reads, screens and writes files (tests: a library)
+            arrow_without_pandas()
         total = estimate_total_rows(options) if progress_style != "none" else None
         with batch_progress(progress_style, total) as advance:
             result = run_batch(options, ruleset, advance, render, batch_notice)

@@ -70,3 +70,33 @@ def test_a_repeated_id_is_found_across_decided_and_rejected_rows(tmp_path: Path)
         {"case_id": "C-2", "rows": [2, 4, 5]},
         {"case_id": "C-3", "rows": [3, 6]},
     ]
+
+
+@pytest.mark.timeout(60)
+def test_the_finder_reads_its_hashes_in_blocks_and_finds_every_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DuplicateFinder reads the hash column a block of lines at a time into one array
+    (memory: the hashes alone): a repeat is found wherever it falls, across chunks and across
+    blocks (a block of a few lines here), at the first and the last line; ids whose hashes
+    collide without being equal are no duplicates."""
+    import engine.batch.run as run
+
+    monkeypatch.setattr(run, "ID_BLOCK", 100)  # about two lines a block
+    rng = np.random.default_rng(29)
+    ids = [f"c{n}" for n in range(400)]
+    ids[399] = ids[0] = "first-and-last"
+    for n in rng.choice(np.arange(1, 399), 40, replace=False).tolist():
+        ids[n] = f"c{n % 7}"  # c0..c6 each repeated several times, among the others
+    lines = [f"{fnv1a(i)}\tsrc.parquet\t{n + 1}\t{i}\n" for n, i in enumerate(ids)]
+    lines.append(f"{fnv1a('c1')}\tsrc.parquet\t401\tcollides-with-c1\n")  # same hash, new id
+    finder = run.DuplicateFinder()
+    for start in range(0, len(lines), 37):  # chunks of 37 lines, each sent as one string
+        finder.add(["".join(lines[start : start + 37])])
+    found = {d.case_id: d.rows for d in finder.find()}
+    expected: dict[str, list[int]] = {}
+    for n, case_id in enumerate(ids):
+        expected.setdefault(case_id, []).append(n + 1)
+    assert found == {i: rows for i, rows in expected.items() if len(rows) > 1}
+    assert found["first-and-last"] == [1, 400]
+    assert run.DuplicateFinder().find() == []  # no id lines at all

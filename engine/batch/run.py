@@ -105,9 +105,11 @@ Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
 VECTOR_CHUNK_ROWS = 5_000  # rows per CSV chunk on the vectorised engine
 # rows per Parquet chunk on the vectorised engine (read as such, not joined): its cost per
-# chunk is per column and per rule node, so larger chunks pay; 10,000 rows peaked at about
-# 235 MB on 200k rows, 20,000 at 270 MB for a few % less CPU (benchmarks/results.md)
-PARQUET_CHUNK_ROWS = 10_000
+# chunk is per column and per rule node (about 34 ms), so larger chunks pay, and its peak
+# memory about 2 KB a row (facts, node tables, outcome numbers). A 1M-row batch peaked at
+# 237 MB with 10,000 rows, 255 MB with 20,000 (12 % less CPU), 286 MB with 30,000 and 316 MB
+# with 40,000; the target is 300 MB (benchmarks/results.md, "Batch memory")
+PARQUET_CHUNK_ROWS = 20_000
 RenderReport = Callable[[BatchSummary], str]
 
 
@@ -203,6 +205,7 @@ class ChunkRunner:
             return
         for chunk in chunks:
             yield screen_chunk(chunk)
+            del chunk  # not held while the next chunk is read (memory: one chunk at a time)
 
 
 @dataclass
@@ -275,8 +278,11 @@ class DuplicateFinder:
         self._file.flush()
         self._hashes.seek(0)
         hashes = np.frombuffer(self._hashes.read(), dtype=np.int64)
-        values, counts = np.unique(hashes, return_counts=True)
-        wanted = set(np.flatnonzero(np.isin(hashes, values[counts > 1])).tolist())
+        # one sorted copy, not np.unique's counts: at 1M rows the finder was a batch's peak
+        ordered = np.sort(hashes)
+        repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+        del ordered
+        wanted = set(np.flatnonzero(np.isin(hashes, repeated)).tolist()) if len(repeated) else set()
         groups: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
         if wanted:
             self._file.seek(0)
@@ -490,6 +496,7 @@ def run_batch(
                 run.consume(result)
                 if progress is not None:
                     progress(result.rows)
+                del result  # written: not held while the next chunk is screened
         return run.finish("local", runner.restarts, render_report, runner.stalls)
     except BaseException:
         run.discard()
@@ -515,6 +522,7 @@ def all_chunks(
         for chunk in reader.chunks(index, chunk_rows=rows, columnar=vectorised):
             index = chunk.index + 1
             yield chunk
+            del chunk  # not held while the next chunk is read
 
 
 def build_summary(

@@ -224,14 +224,14 @@ class CohortPlan:
         variants = np.zeros((frame.rows, len(self.variants)), dtype=np.int8)
         for n, rule in enumerate(self.variants):
             variants[:, n] = self._status(rule, frame, {})
+        # the facts and node tables (most of a chunk's memory) are let go first; the rows x
+        # rules tables keep their rows in place (where some rows' facts contradict each other)
+        del frame, cache
+        if not keep.all():
+            rows, variants = rows[keep], variants[keep]
+            statuses, numbers = _kept(statuses, keep), _kept(numbers, keep)
         return CohortDecisions(
-            rows[keep],
-            statuses[keep],
-            numbers[keep],
-            tables,
-            probed,
-            self.ruleset.report_order,
-            variants[keep],
+            rows, statuses, numbers, tables, probed, self.ruleset.report_order, variants
         )
 
     def _load(self, frame: _Frame, columns: Mapping[str, pa.Array], rows: np.ndarray) -> None:
@@ -668,6 +668,17 @@ class CohortPlan:
         domain = self.domains[name]
         codes = frame.value.get(name, np.zeros(frame.rows, dtype=np.int64))
         return np.where(frame.is_known(name), codes, len(domain))[keep], (*domain, None)
+
+
+def _kept(table: np.ndarray, keep: np.ndarray, block: int = 4096) -> np.ndarray:
+    """table[keep] (rows) without a second table: each kept row moved up within the table, a
+    block of rows at a time (row n is kept only from row n or after, so no row is overwritten
+    before it is moved)."""
+    at = np.flatnonzero(keep)
+    for start in range(0, len(at), block):
+        moved = at[start : start + block]
+        table[start : start + len(moved)] = table[moved]
+    return table[: len(at)]
 
 
 def pack(parts: Sequence[np.ndarray], bits: int) -> np.ndarray:
