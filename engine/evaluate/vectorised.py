@@ -8,9 +8,9 @@ the parsed tree (engine.rules.condition) one column operation. Truth values are 
 1 (unknown) and 2 (true): `and` is the minimum, `or` the maximum, `not` is 2 - x.
 
 What is not recomputed here is taken from the per-row code, once per distinct case of it: the
-fields named as missing by a not-evaluable rule come from engine.evaluate.base.explained_outcome
-on one representative row per distinct pattern of what that explanation reads (which fields are
-known, the truth value of each node it walks). Rows whose facts contradict each other, or that a
+outcome of a not-evaluable rule comes from engine.evaluate.base.explained_outcome on one
+representative row per rule and set of fields it names as missing (that set, found by column,
+is all the outcome depends on: _Gaps). Rows whose facts contradict each other, or that a
 feature this compiler does not cover touches, are not decided here: the caller screens them one
 by one. docs/vectorised.md gives the design and what holds it to the other engines.
 """
@@ -43,6 +43,7 @@ from engine.rules.condition import (
     Not,
     Or,
     Truth,
+    fields_of,
 )
 from engine.rules.ruleset import DerivedRule, Rule, Ruleset, points_key
 
@@ -178,8 +179,11 @@ class CohortPlan:
             if d.supplied_total
         )
         self.derivers = derivation_plan(ruleset).derivers
-        self._explain_nodes = [self._explanation_nodes(rule.id) for rule in ruleset.rules]
-        self._explained: dict[tuple[int, bytes], RuleOutcome] = {}
+        self._settled = [
+            [settled_outcome(r.id, status) for status in STATUSES] for r in ruleset.rules
+        ]
+        self._gap_bits = _GapBits(ruleset)
+        self._explained: dict[bytes, RuleOutcome] = {}  # _GapBits keys -> their outcome
 
     # --- the chunk -----------------------------------------------------------------------------
 
@@ -515,74 +519,58 @@ class CohortPlan:
     ) -> tuple[np.ndarray, list[list[RuleOutcome]]]:
         """Rows x rules: the number of each outcome in its rule's table; the tables.
 
-        An outcome naming missing fields comes from base.explained_outcome, on one row per
-        distinct pattern of what the explanation reads (which fields are known, the truth of
-        each node it walks), kept across chunks. Only not-evaluable outcomes are explained:
-        no output reads the missing fields of a conditional one (screener.flat_outcomes,
-        cohort.flat_columns), so it stays the settled outcome of its status."""
+        A not-evaluable outcome names the fields that would settle it: it comes from
+        base.explained_outcome, on one row per rule and set of those fields (_Gaps finds each
+        row's set by column; the outcome depends on nothing else), kept across chunks. Only
+        not-evaluable outcomes are explained: no output reads the missing fields of a
+        conditional one (screener.flat_outcomes, cohort.flat_columns), so it stays the settled
+        outcome of its status."""
         rules = self.ruleset.rules
         numbers = statuses.astype(np.int32)
-        patterns = []  # per rule with explained rows: its rows, keys and each row's key
-        wanted: dict[tuple[int, bytes], int] = {}  # a pattern not seen yet -> a frame row
+        tables = [list(table) for table in self._settled]
+        explained = statuses == NOT_EVALUABLE
+        if not keep.all():
+            explained[~keep] = False
+        at, positions = np.divmod(np.flatnonzero(explained), len(rules))
+        if not len(at):
+            return numbers, tables
+        by_rule = np.argsort(positions.astype(np.min_scalar_type(len(rules))), kind="stable")
+        at, positions = at[by_rule], positions[by_rule]
+        bits = self._gap_bits
+        keys = np.zeros((len(at), bits.words), dtype=np.uint64)  # every rule's rows at once
+        bounds = np.searchsorted(positions, np.arange(len(rules) + 1)).tolist()
         for position, rule in enumerate(rules):
-            when = self._kleene(rule.when, frame, cache, False)
-            status = statuses[:, position]
-            explained = keep & (when == UNKNOWN) & (status == NOT_EVALUABLE)
-            if not explained.any():
-                continue
-            nodes, fields = self._explain_nodes[position]
-            at = np.flatnonzero(explained)
-            parts = [status[at].astype(np.int8)]
-            parts += [frame.is_known(name)[at].astype(np.int8) for name in fields]
-            parts += [self._kleene(node, frame, cache, False)[at] for node in nodes]
-            unique, first, inverse = unique_rows(pack(parts, 3))
-            keys = [key.tobytes() for key in unique]
-            for key, row in zip(keys, first.tolist(), strict=True):
-                if (position, key) not in self._explained:
-                    wanted.setdefault((position, key), int(at[row]))
-            patterns.append((position, at, keys, inverse.reshape(-1)))
+            start, stop = bounds[position], bounds[position + 1]
+            if start < stop:
+                gaps = _Gaps(self, frame, cache, at[start:stop]).read(rule.when)
+                if gaps is not None:
+                    keys[start:stop] = gaps
+        keys[:, 0] |= positions.astype(np.uint64)  # the rule, below the fields (_GapBits)
+        unique, first, inverse = unique_rows(keys)
+        found: list[RuleOutcome | None] = [self._explained.get(key) for key in unique.tolist()]
+        wanted = [n for n, outcome in enumerate(found) if outcome is None]
         if len(self._explained) + len(wanted) > EXPLAINED_LIMIT:
             self._explained.clear()
-            wanted = {
-                (position, key): int(at[np.flatnonzero(inverse == n)[0]])
-                for position, at, keys, inverse in patterns
-                for n, key in enumerate(keys)
-            }
+            wanted = list(range(len(found)))
         if wanted:
-            chosen = sorted(set(wanted.values()))
+            chosen = sorted({int(at[first[n]]) for n in wanted})
             facts = {
                 row: prepare(values)
                 for row, values in zip(chosen, row_values(rows[chosen].tolist()), strict=True)
             }
-            for (position, key), row in wanted.items():
-                found = STATUSES[int(statuses[row, position])]
-                self._explained[(position, key)] = explained_outcome(
-                    rules[position], found, facts[row], self.ruleset
-                )
-        tables = [[settled_outcome(rule.id, status) for status in STATUSES] for rule in rules]
-        for position, at, keys, inverse in patterns:
+            status = STATUSES[NOT_EVALUABLE]
+            for n in wanted:
+                row, position = int(at[first[n]]), int(positions[first[n]])
+                outcome = explained_outcome(rules[position], status, facts[row], self.ruleset)
+                self._explained[unique[n].tobytes()] = found[n] = outcome
+        numbered = np.empty(len(found), dtype=np.int32)
+        for n, (position, entry) in enumerate(zip(positions[first].tolist(), found, strict=True)):
+            assert entry is not None  # noqa: S101  # each one found or explained above
             table = tables[position]
-            numbered = np.arange(len(table), len(table) + len(keys), dtype=np.int32)
-            table.extend(self._explained[(position, key)] for key in keys)
-            numbers[at, position] = numbered[inverse]
+            numbered[n] = len(table)
+            table.append(entry)
+        numbers[at, positions] = numbered[inverse]
         return numbers, tables
-
-    def _explanation_nodes(self, rule_id: str) -> tuple[list[Cond], list[str]]:
-        """What a rule's explanation reads: the nodes of its condition and of the conditions
-        of the derived fields it depends on, and whether each field is known."""
-        rule = self.ruleset.by_id[rule_id]
-        fields = list(self.ruleset.explanation_inputs[rule_id])
-        trees: list[Cond] = [rule.when]
-        for name in fields:
-            derived = self.ruleset.derived_by_field.get(name)
-            if derived is not None:
-                trees.extend(cond for cond, _ in derived.bands)
-                if derived.condition is not None:
-                    trees.append(derived.condition)
-        nodes: list[Cond] = []
-        for tree in trees:
-            nodes.extend(_walk(tree))
-        return nodes, fields
 
     def _values_of(
         self, frame: _Frame, name: str, keep: np.ndarray
@@ -616,6 +604,119 @@ def unique_rows(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     flat = matrix.view(np.dtype((np.void, matrix.shape[1] * 8))).reshape(-1)
     unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
     return unique, first, inverse.reshape(-1)
+
+
+class _GapBits:
+    """Where each input field an explanation may name sits in a key of _outcomes: a row of
+    `words` 64-bit words, the rule's position in the lowest bits of the first, then one bit per
+    field (sorted by name). A derived field is never named (derive.missing_inputs names the
+    inputs that would settle it), so it has no bit."""
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        derived = ruleset.derived_by_field
+        names = sorted(
+            {n for r in ruleset.rules for n in ruleset.explanation_inputs[r.id]} - set(derived)
+        )
+        self.first = max(1, (len(ruleset.rules) - 1).bit_length())  # the rule's bits
+        self.words = (self.first + len(names) + 63) // 64
+        self.bit: dict[str, np.ndarray] = {}
+        for n, name in enumerate(names):
+            word, shift = divmod(self.first + n, 64)
+            bit = np.zeros(self.words, dtype=np.uint64)
+            bit[word] = np.uint64(1) << np.uint64(shift)
+            self.bit[name] = bit
+
+
+Gaps = np.ndarray | None  # per row, the bits (_GapBits) of the fields named; None: no field
+
+
+class _Gaps:
+    """The fields base.explained_outcome names for some rows of a chunk, as key bits (_GapBits).
+
+    The same walk as logic.unknown_fields, by column: a comparison names the fields it reads
+    that are unknown; `and`/`or` name what their children whose truth is unknown name, `not`
+    what its item names. derive.missing_inputs then puts in place of an unknown derived field
+    what would settle it: for bands, what the first band whose condition is unknown names; for
+    a condition, what it names; else its inputs that are unknown (each taken as named). Truth
+    values are those of the final facts (CohortPlan._kleene, not deriving), as the explanation
+    reads them. Two rows of a rule with the same bits get the same outcome: nothing else of
+    the facts reaches it (tests/test_vectorised.py holds every key against its outcome)."""
+
+    def __init__(
+        self, plan: CohortPlan, frame: _Frame, cache: dict[int, np.ndarray], at: np.ndarray
+    ) -> None:
+        self.plan, self.frame, self.cache, self.at = plan, frame, cache, at
+        self.bit = plan._gap_bits.bit
+        self.derived = plan.ruleset.derived_by_field
+        self.settling: dict[str, Gaps] = {}  # derived field -> what would settle it
+
+    def unknown(self, cond: Cond) -> np.ndarray:
+        """Per row, as a column of one: whether the condition is unknown."""
+        truth = self.plan._kleene(cond, self.frame, self.cache, False)
+        unknown: np.ndarray = truth[self.at] == UNKNOWN
+        return unknown[:, None]
+
+    def read(self, cond: Cond) -> Gaps:
+        """What logic.unknown_fields names for the condition, whatever its truth."""
+        if isinstance(cond, Known | Truth):
+            return None
+        if isinstance(cond, Not):
+            return self.read(cond.item)
+        if isinstance(cond, And | Or):
+            return _union(self.walked(item) for item in cond.items)
+        return _union(self.field(name) for name in sorted(fields_of(cond)))
+
+    def walked(self, cond: Cond) -> Gaps:
+        """What the condition names where it is unknown (where the walk enters it), else none."""
+        if isinstance(cond, Known | Truth):
+            return None
+        if isinstance(cond, Not):
+            return self.walked(cond.item)
+        if isinstance(cond, Compare) and not isinstance(cond.rhs, Const):
+            return self.read(cond)  # unknown exactly where a field it reads is
+        # a comparison with a constant is unknown only where its field is
+        named = self.named(cond.field) if isinstance(cond, Compare | Member) else self.read(cond)
+        return None if named is None else named * self.unknown(cond)
+
+    def named(self, name: str) -> Gaps:
+        """What an unknown field stands for: its bit, or what would settle a derived field."""
+        return self.settle(name) if name in self.derived else self.bit[name]
+
+    def field(self, name: str) -> Gaps:
+        """The field where it is unknown: its bit, or for a derived field what would settle it."""
+        named = self.named(name)
+        return None if named is None else named * ~self.frame.is_known(name)[self.at][:, None]
+
+    def settle(self, name: str) -> Gaps:
+        """derive.missing_inputs for one unknown derived field."""
+        if name in self.settling:
+            return self.settling[name]
+        rule = self.derived[name]
+        found: Gaps = None
+        if rule.bands:  # the first band whose condition is unknown
+            before = np.zeros((len(self.at), 1), dtype=bool)
+            for cond, _ in rule.bands:
+                if isinstance(cond, Truth):  # never unknown
+                    continue
+                unknown = self.unknown(cond)
+                named = self.read(cond)
+                if named is not None:
+                    found = _union((found, named * (unknown & ~before)))
+                before = before | unknown
+        elif rule.condition is not None:
+            found = self.read(rule.condition)
+        else:
+            found = _union(self.field(n) for n in rule.inputs)
+        self.settling[name] = found
+        return found
+
+
+def _union(parts: Iterable[Gaps]) -> Gaps:
+    found: Gaps = None
+    for part in parts:
+        if part is not None:
+            found = part if found is None else found | part
+    return found
 
 
 def _walk(cond: Cond) -> list[Cond]:
