@@ -10,7 +10,7 @@ the parsed tree (engine.rules.condition) one column operation. Truth values are 
 What is not recomputed here is taken from the per-row code, once per distinct case of it: the
 outcome of a not-evaluable rule comes from engine.evaluate.base.explained_outcome on one
 representative row per rule and set of fields it names as missing (that set, found by column,
-is all the outcome depends on: _Gaps). Rows whose facts contradict each other, or that a
+is all the outcome depends on: _GapWalks). Rows whose facts contradict each other, or that a
 feature this compiler does not cover touches, are not decided here: the caller screens them one
 by one. docs/vectorised.md gives the design and what holds it to the other engines.
 """
@@ -183,6 +183,7 @@ class CohortPlan:
             [settled_outcome(r.id, status) for status in STATUSES] for r in ruleset.rules
         ]
         self._gap_bits = _GapBits(ruleset)
+        self._gap_walks = _GapWalks(ruleset, self._gap_bits)
         self._explained: dict[bytes, RuleOutcome] = {}  # _GapBits keys -> their outcome
 
     # --- the chunk -----------------------------------------------------------------------------
@@ -520,7 +521,7 @@ class CohortPlan:
         """Rows x rules: the number of each outcome in its rule's table; the tables.
 
         A not-evaluable outcome names the fields that would settle it: it comes from
-        base.explained_outcome, on one row per rule and set of those fields (_Gaps finds each
+        base.explained_outcome, on one row per rule and set of those fields (_GapWalks finds each
         row's set by column; the outcome depends on nothing else), kept across chunks. Only
         not-evaluable outcomes are explained: no output reads the missing fields of a
         conditional one (screener.flat_outcomes, cohort.flat_columns), so it stays the settled
@@ -539,12 +540,11 @@ class CohortPlan:
         bits = self._gap_bits
         keys = np.zeros((len(at), bits.words), dtype=np.uint64)  # every rule's rows at once
         bounds = np.searchsorted(positions, np.arange(len(rules) + 1)).tolist()
-        for position, rule in enumerate(rules):
+        for position in range(len(rules)):
             start, stop = bounds[position], bounds[position + 1]
-            if start < stop:
-                gaps = _Gaps(self, frame, cache, at[start:stop]).read(rule.when)
-                if gaps is not None:
-                    keys[start:stop] = gaps
+            walk = self._gap_walks.rules[position]
+            if start < stop and walk is not None:
+                keys[start:stop] = walk(_Rows(self, frame, cache, at[start:stop]))
         keys[:, 0] |= positions.astype(np.uint64)  # the rule, below the fields (_GapBits)
         unique, first, inverse = unique_rows(keys)
         found: list[RuleOutcome | None] = [self._explained.get(key) for key in unique.tolist()]
@@ -627,11 +627,36 @@ class _GapBits:
             self.bit[name] = bit
 
 
-Gaps = np.ndarray | None  # per row, the bits (_GapBits) of the fields named; None: no field
+Gaps = np.ndarray  # per row, the bits (_GapBits) of the fields named: rows x words
+Walk = Callable[["_Rows"], Gaps]  # a condition's gaps on some rows of a chunk
 
 
-class _Gaps:
-    """The fields base.explained_outcome names for some rows of a chunk, as key bits (_GapBits).
+class _Rows:
+    """Some rows of a chunk (positions in its frame), where one rule's gaps are found."""
+
+    def __init__(
+        self, plan: CohortPlan, frame: _Frame, cache: dict[int, np.ndarray], at: np.ndarray
+    ) -> None:
+        self.plan, self.frame, self.cache, self.at = plan, frame, cache, at
+        self.settled: dict[str, Gaps] = {}  # derived field -> what would settle it
+
+    def truth(self, cond: Cond) -> np.ndarray:
+        truth: np.ndarray = self.plan._kleene(cond, self.frame, self.cache, False)[self.at]
+        return truth
+
+    def unknown(self, cond: Cond) -> np.ndarray:
+        """As a column of one: whether the condition is unknown."""
+        unknown: np.ndarray = self.truth(cond) == UNKNOWN
+        return unknown[:, None]
+
+    def known(self, name: str) -> np.ndarray:
+        known: np.ndarray = self.frame.is_known(name)[self.at]
+        return known
+
+
+class _GapWalks:
+    """The fields base.explained_outcome names for a rule's rows, as key bits (_GapBits),
+    compiled per rule once (as logic compiles its explainers) and run on a chunk's rows.
 
     The same walk as logic.unknown_fields, by column: a comparison names the fields it reads
     that are unknown; `and`/`or` name what their children whose truth is unknown name, `not`
@@ -640,33 +665,26 @@ class _Gaps:
     a condition, what it names; else its inputs that are unknown (each taken as named). Truth
     values are those of the final facts (CohortPlan._kleene, not deriving), as the explanation
     reads them. Two rows of a rule with the same bits get the same outcome: nothing else of
-    the facts reaches it (tests/test_vectorised.py holds every key against its outcome)."""
+    the facts reaches it (tests/test_vectorised.py holds every row's outcome against its own
+    explanation). None stands for a walk that never names a field."""
 
-    def __init__(
-        self, plan: CohortPlan, frame: _Frame, cache: dict[int, np.ndarray], at: np.ndarray
-    ) -> None:
-        self.plan, self.frame, self.cache, self.at = plan, frame, cache, at
-        self.bit = plan._gap_bits.bit
-        self.derived = plan.ruleset.derived_by_field
-        self.settling: dict[str, Gaps] = {}  # derived field -> what would settle it
+    def __init__(self, ruleset: Ruleset, bits: _GapBits) -> None:
+        self.derived = ruleset.derived_by_field
+        self.bits = bits
+        self.settles: dict[str, Walk | None] = {}
+        self.rules = [self.read(rule.when) for rule in ruleset.rules]
 
-    def unknown(self, cond: Cond) -> np.ndarray:
-        """Per row, as a column of one: whether the condition is unknown."""
-        truth = self.plan._kleene(cond, self.frame, self.cache, False)
-        unknown: np.ndarray = truth[self.at] == UNKNOWN
-        return unknown[:, None]
-
-    def read(self, cond: Cond) -> Gaps:
-        """What logic.unknown_fields names for the condition, whatever its truth."""
+    def read(self, cond: Cond) -> Walk | None:
+        """logic.unknown_fields of the condition, whatever its truth."""
         if isinstance(cond, Known | Truth):
             return None
         if isinstance(cond, Not):
             return self.read(cond.item)
         if isinstance(cond, And | Or):
-            return _union(self.walked(item) for item in cond.items)
-        return _union(self.field(name) for name in sorted(fields_of(cond)))
+            return _union([self.walked(item) for item in cond.items])
+        return _union([self.field(name) for name in sorted(fields_of(cond))])
 
-    def walked(self, cond: Cond) -> Gaps:
+    def walked(self, cond: Cond) -> Walk | None:
         """What the condition names where it is unknown (where the walk enters it), else none."""
         if isinstance(cond, Known | Truth):
             return None
@@ -674,49 +692,86 @@ class _Gaps:
             return self.walked(cond.item)
         if isinstance(cond, Compare) and not isinstance(cond.rhs, Const):
             return self.read(cond)  # unknown exactly where a field it reads is
-        # a comparison with a constant is unknown only where its field is
-        named = self.named(cond.field) if isinstance(cond, Compare | Member) else self.read(cond)
-        return None if named is None else named * self.unknown(cond)
+        if isinstance(cond, Compare | Member) and cond.field not in self.derived:
+            table = np.zeros((3, self.bits.words), dtype=np.uint64)  # by truth value
+            table[UNKNOWN] = self.bits.bit[cond.field]  # unknown only where its field is
+            return lambda rows: table[rows.truth(cond)]
+        named = self.settle(cond.field) if isinstance(cond, Compare | Member) else self.read(cond)
+        if named is None:
+            return None
+        return lambda rows: named(rows) * rows.unknown(cond)
 
-    def named(self, name: str) -> Gaps:
-        """What an unknown field stands for: its bit, or what would settle a derived field."""
-        return self.settle(name) if name in self.derived else self.bit[name]
-
-    def field(self, name: str) -> Gaps:
+    def field(self, name: str) -> Walk | None:
         """The field where it is unknown: its bit, or for a derived field what would settle it."""
-        named = self.named(name)
-        return None if named is None else named * ~self.frame.is_known(name)[self.at][:, None]
+        if name not in self.derived:
+            table = np.zeros((2, self.bits.words), dtype=np.uint64)  # by knownness
+            table[0] = self.bits.bit[name]
+            return lambda rows: table[rows.known(name).view(np.uint8)]
+        named = self.settle(name)
+        if named is None:
+            return None
+        return lambda rows: named(rows) * ~rows.known(name)[:, None]
 
-    def settle(self, name: str) -> Gaps:
-        """derive.missing_inputs for one unknown derived field."""
-        if name in self.settling:
-            return self.settling[name]
+    def settle(self, name: str) -> Walk | None:
+        """derive.missing_inputs for one unknown derived field (once per rule's rows)."""
+        if name in self.settles:
+            return self.settles[name]
         rule = self.derived[name]
-        found: Gaps = None
-        if rule.bands:  # the first band whose condition is unknown
-            before = np.zeros((len(self.at), 1), dtype=bool)
-            for cond, _ in rule.bands:
-                if isinstance(cond, Truth):  # never unknown
-                    continue
-                unknown = self.unknown(cond)
-                named = self.read(cond)
-                if named is not None:
-                    found = _union((found, named * (unknown & ~before)))
-                before = before | unknown
+        body: Walk | None
+        if rule.bands:
+            bands = [(c, self.read(c)) for c, _ in rule.bands if not isinstance(c, Truth)]
+            body = _first_unknown(bands)  # a constant band is never unknown
         elif rule.condition is not None:
-            found = self.read(rule.condition)
+            body = self.read(rule.condition)
         else:
-            found = _union(self.field(n) for n in rule.inputs)
-        self.settling[name] = found
+            body = _union([self.field(n) for n in rule.inputs])
+        self.settles[name] = found = None if body is None else _kept(name, body)
         return found
 
 
-def _union(parts: Iterable[Gaps]) -> Gaps:
-    found: Gaps = None
-    for part in parts:
-        if part is not None:
-            found = part if found is None else found | part
-    return found
+def _kept(name: str, walk: Walk) -> Walk:
+    """The walk, run once per rule's rows (a derived field read in several places)."""
+
+    def kept(rows: _Rows) -> Gaps:
+        gaps = rows.settled.get(name)
+        if gaps is None:
+            gaps = rows.settled[name] = walk(rows)
+        return gaps
+
+    return kept
+
+
+def _union(parts: Sequence[Walk | None]) -> Walk | None:
+    """What any of the walks names."""
+    walks = [part for part in parts if part is not None]
+    if len(walks) <= 1:
+        return walks[0] if walks else None
+
+    def union(rows: _Rows) -> Gaps:
+        found = walks[0](rows)
+        for walk in walks[1:]:
+            found = found | walk(rows)  # a new array: a walk's result may be kept (settled)
+        return found
+
+    return union
+
+
+def _first_unknown(bands: Sequence[tuple[Cond, Walk | None]]) -> Walk | None:
+    """What the first band whose condition is unknown names (derive.missing_inputs)."""
+    if all(walk is None for _, walk in bands):
+        return None
+
+    def first(rows: _Rows) -> Gaps:
+        found = np.zeros((len(rows.at), 1), dtype=np.uint64)
+        before = np.zeros((len(rows.at), 1), dtype=bool)
+        for cond, walk in bands:
+            unknown = rows.unknown(cond)
+            if walk is not None:
+                found = found | walk(rows) * (unknown & ~before)
+            before = before | unknown
+        return found
+
+    return first
 
 
 def _walk(cond: Cond) -> list[Cond]:
