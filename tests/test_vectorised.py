@@ -365,7 +365,7 @@ def test_each_cached_explanation_is_exactly_its_key(tmp_path: Path) -> None:
     layout = plan._gap_bits
     seen = set()
     for key, outcome in plan._explained.items():
-        words = np.frombuffer(key, dtype=np.uint64)
+        words = np.frombuffer(key, np.uint64) if isinstance(key, bytes) else np.uint64([key])
         rule = RULESET.rules[int(words[0]) & ((1 << layout.first) - 1)]
         named = tuple(sorted(n for n, bit in layout.bit.items() if (words & bit).any()))
         assert (outcome.rule_id, outcome.status, outcome.missing) == (

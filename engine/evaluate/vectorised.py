@@ -184,7 +184,7 @@ class CohortPlan:
         ]
         self._gap_bits = _GapBits(ruleset)
         self._gap_walks = _GapWalks(ruleset, self._gap_bits)
-        self._explained: dict[bytes, RuleOutcome] = {}  # _GapBits keys -> their outcome
+        self._explained: dict[int | bytes, RuleOutcome] = {}  # _GapBits keys -> outcome
 
     # --- the chunk -----------------------------------------------------------------------------
 
@@ -546,8 +546,12 @@ class CohortPlan:
             if start < stop and walk is not None:
                 keys[start:stop] = walk(_Rows(self, frame, cache, at[start:stop]))
         keys[:, 0] |= positions.astype(np.uint64)  # the rule, below the fields (_GapBits)
-        unique, first, inverse = unique_rows(keys)
-        found: list[RuleOutcome | None] = [self._explained.get(key) for key in unique.tolist()]
+        if bits.words == 1:  # a key is an int (hashed faster than bytes)
+            unique, first, inverse = np.unique(keys[:, 0], return_index=True, return_inverse=True)
+        else:
+            unique, first, inverse = unique_rows(keys)
+        tokens: list[int] | list[bytes] = unique.tolist()
+        found: list[RuleOutcome | None] = [self._explained.get(key) for key in tokens]
         wanted = [n for n, outcome in enumerate(found) if outcome is None]
         if len(self._explained) + len(wanted) > EXPLAINED_LIMIT:
             self._explained.clear()
@@ -562,14 +566,14 @@ class CohortPlan:
             for n in wanted:
                 row, position = int(at[first[n]]), int(positions[first[n]])
                 outcome = explained_outcome(rules[position], status, facts[row], self.ruleset)
-                self._explained[unique[n].tobytes()] = found[n] = outcome
-        numbered = np.empty(len(found), dtype=np.int32)
-        for n, (position, entry) in enumerate(zip(positions[first].tolist(), found, strict=True)):
+                self._explained[tokens[n]] = found[n] = outcome
+        numbered = []
+        for position, entry in zip(positions[first].tolist(), found, strict=True):
             assert entry is not None  # noqa: S101  # each one found or explained above
             table = tables[position]
-            numbered[n] = len(table)
+            numbered.append(len(table))
             table.append(entry)
-        numbers[at, positions] = numbered[inverse]
+        numbers[at, positions] = np.asarray(numbered, dtype=np.int32)[inverse.reshape(-1)]
         return numbers, tables
 
     def _values_of(
