@@ -543,7 +543,11 @@ class CohortPlan:
         for position in range(len(rules)):
             start, stop = bounds[position], bounds[position + 1]
             walk = self._gap_walks.rules[position]
-            if start < stop and walk is not None:
+            if start == stop or walk is None:
+                continue
+            if isinstance(walk, np.ndarray):
+                keys[start:stop] = walk
+            else:
                 keys[start:stop] = walk(_Rows(self, frame, cache, at[start:stop]))
         keys[:, 0] |= positions.astype(np.uint64)  # the rule, below the fields (_GapBits)
         if bits.words == 1:  # a key is an int (hashed faster than bytes)
@@ -676,7 +680,15 @@ class _GapWalks:
         self.derived = ruleset.derived_by_field
         self.bits = bits
         self.settles: dict[str, Walk | None] = {}
-        self.rules = [self.read(rule.when) for rule in ruleset.rules]
+        self.rules = [self.rule(rule.when) for rule in ruleset.rules]
+
+    def rule(self, when: Cond) -> Walk | np.ndarray | None:
+        """A rule's walk, or the bits every not-evaluable row of it names: a condition that
+        compares one input field with constants is unknown only where that field is."""
+        if isinstance(when, Compare | Member) and when.field not in self.derived:
+            constant = isinstance(when, Member) or isinstance(when.rhs, Const)
+            return self.bits.bit[when.field] if constant else self.read(when)
+        return self.read(when)
 
     def read(self, cond: Cond) -> Walk | None:
         """logic.unknown_fields of the condition, whatever its truth."""
