@@ -32,12 +32,14 @@ from engine.batch.worker import (
     screen_chunk,
 )
 from engine.dictionary import FIELDS_BY_NAME, INPUT_FIELDS, FieldType
-from engine.evaluate.vectorised import NODE_CLASSES, CohortPlan
+from engine.evaluate.base import explained_outcome
+from engine.evaluate.vectorised import NODE_CLASSES, STATUSES, CohortDecisions, CohortPlan
 from engine.goldens import golden_cases
 from engine.io.columnar import validate_columns
 from engine.io.tables import Chunk
+from engine.models import RuleStatus, Scalar
 from engine.rules.bundled import bundled_rules_dir
-from engine.rules.condition import Compare, Cond, Const, Member
+from engine.rules.condition import Compare, Cond, Const, Member, fields_of
 from engine.rules.loader import load_ruleset
 from engine.screener import Screener
 from engine.synth import write_cohort
@@ -316,6 +318,104 @@ def test_contradictory_facts_are_refused_with_the_same_error() -> None:
     result = _screen(_batch(rows), "vectorised")
     assert [e["case_id"] for e in result.errors] == ["C-1", "C-2", "C-3"]
     _assert_identical(rows)
+
+
+def _decide(
+    screener: Screener, batch: pa.RecordBatch
+) -> tuple[list[dict[str, Scalar]], CohortDecisions]:
+    """What the screener's plan decided for a chunk, and the values of the rows it decided."""
+    columns = validate_columns(batch)
+    plain = columns.plain.to_numpy(zero_copy_only=False)
+    decided = screener.cohort_plan.decide(
+        columns.values,
+        plain,
+        screener.cohort_prepare,
+        lambda picked: [values for _, values in columns.row_values(picked)],
+    )
+    values = [v for _, v in columns.row_values(decided.rows.tolist())]
+    return values, decided
+
+
+def _gap_cohort(tmp_path: Path) -> pa.RecordBatch:
+    """Rows with much missing: many rules not evaluable, on many different sets of fields."""
+    cohort = tmp_path / "gaps.parquet"
+    write_cohort(cohort, 2_000, seed=32, missing=0.3, corrupt=0.0)
+    return _read(cohort)
+
+
+@pytest.mark.timeout(300)
+def test_a_not_evaluable_outcome_is_the_one_its_own_row_explains(tmp_path: Path) -> None:
+    """The engine explains one row per rule and set of fields named, and gives that outcome
+    to every row with the same set: were the set coarser than what base.explained_outcome
+    depends on, some row would get another row's fields. Each row is explained here itself."""
+    screener = Screener.from_ruleset(RULESET, "vectorised")
+    values, decided = _decide(screener, _gap_cohort(tmp_path))
+    status = RuleStatus.not_evaluable
+    checked, sets = 0, set()
+    for row, facts in enumerate(map(screener.cohort_prepare, values)):
+        for position, rule in enumerate(RULESET.rules):
+            found = decided.tables[position][decided.numbers[row, position]]
+            if STATUSES[decided.statuses[row, position]] is status:
+                assert found == explained_outcome(rule, status, facts, RULESET), rule.id
+                checked += 1
+                sets.add((rule.id, found.missing))
+            else:
+                assert found.missing == ()
+    assert checked > 5_000
+    assert len(sets) > 200
+    derived = set(RULESET.derived_by_field)
+    assert any(set(m) - fields_of(RULESET.by_id[r].when) for r, m in sets)  # expanded
+    assert any(set(fields_of(RULESET.by_id[r].when)) & derived for r, m in sets if m)
+
+
+@pytest.mark.timeout(300)
+def test_each_cached_explanation_is_exactly_its_key(tmp_path: Path) -> None:
+    """A key holds the rule (its lowest bits) and one bit per field named: it decodes to
+    exactly the outcome kept for it, and no two keys of a rule name the same fields."""
+    screener = Screener.from_ruleset(RULESET, "vectorised")
+    plan = screener.cohort_plan
+    _decide(screener, _gap_cohort(tmp_path))
+    _decide(screener, _batch(GOLDEN_ROWS))
+    layout = plan._gap_bits
+    seen = set()
+    for key, outcome in plan._explained.items():
+        words = np.frombuffer(key, np.uint64) if isinstance(key, bytes) else np.uint64([key])
+        rule = RULESET.rules[int(words[0]) & ((1 << layout.first) - 1)]
+        named = tuple(sorted(n for n, bit in layout.bit.items() if (words & bit).any()))
+        assert (outcome.rule_id, outcome.status, outcome.missing) == (
+            rule.id,
+            RuleStatus.not_evaluable,
+            named,
+        )
+        seen.add((rule.id, named))
+    assert len(seen) == len(plan._explained) > 200
+
+
+@pytest.mark.timeout(300)
+def test_a_key_of_several_words_gives_the_same_outcomes(tmp_path: Path) -> None:
+    """A ruleset whose explanations name more input fields than one 64-bit word holds beside
+    the rule number keys several words: the bundled rules' fields spread over many words."""
+    batch = _gap_cohort(tmp_path)
+    narrow = Screener.from_ruleset(RULESET, "vectorised")
+    wide = Screener.from_ruleset(RULESET, "vectorised")
+    layout = wide.cohort_plan._gap_bits
+    assert layout.words == 1
+    layout.words = (layout.first + 37 * len(layout.bit)) // 64 + 1
+    for n, name in enumerate(sorted(layout.bit)):
+        word, shift = divmod(layout.first + 37 * n, 64)
+        layout.bit[name] = np.zeros(layout.words, dtype=np.uint64)
+        layout.bit[name][word] = np.uint64(1) << np.uint64(shift)
+    assert layout.words > 10
+    _, expected = _decide(narrow, batch)
+    _, found = _decide(wide, batch)
+    assert np.array_equal(found.statuses, expected.statuses)
+    rows, rules = np.indices(expected.numbers.shape)
+    for row, position in zip(rows.ravel().tolist(), rules.ravel().tolist(), strict=True):
+        assert (
+            found.tables[position][found.numbers[row, position]]
+            == expected.tables[position][expected.numbers[row, position]]
+        )
+    assert sum(len(t) for t in found.tables) > 5 * len(RULESET.rules) + 200
 
 
 def test_every_condition_node_class_has_a_column_compilation() -> None:

@@ -8,9 +8,9 @@ the parsed tree (engine.rules.condition) one column operation. Truth values are 
 1 (unknown) and 2 (true): `and` is the minimum, `or` the maximum, `not` is 2 - x.
 
 What is not recomputed here is taken from the per-row code, once per distinct case of it: the
-fields named as missing by a not-evaluable rule come from engine.evaluate.base.explained_outcome
-on one representative row per distinct pattern of what that explanation reads (which fields are
-known, the truth value of each node it walks). Rows whose facts contradict each other, or that a
+outcome of a not-evaluable rule comes from engine.evaluate.base.explained_outcome on one
+representative row per rule and set of fields it names as missing (that set, found by column,
+is all the outcome depends on: _GapWalks). Rows whose facts contradict each other, or that a
 feature this compiler does not cover touches, are not decided here: the caller screens them one
 by one. docs/vectorised.md gives the design and what holds it to the other engines.
 """
@@ -43,6 +43,7 @@ from engine.rules.condition import (
     Not,
     Or,
     Truth,
+    fields_of,
 )
 from engine.rules.ruleset import DerivedRule, Rule, Ruleset, points_key
 
@@ -195,11 +196,15 @@ class CohortPlan:
             if d.supplied_total
         )
         self.derivers = derivation_plan(ruleset).derivers
-        self._explain_nodes = [self._explanation_nodes(rule.id) for rule in ruleset.rules]
-        self._explained: dict[tuple[int, bytes], RuleOutcome] = {}
         self._tables: dict[int, _Table] = {}  # per condition node (id): its domain table
         self._masks: dict[int, int] = {}  # per narrowing: the values it allows (_allowed)
         self._value_sets: dict[tuple[str, pa.DataType], pa.Array] = {}
+        self._settled = [
+            [settled_outcome(r.id, status) for status in STATUSES] for r in ruleset.rules
+        ]
+        self._gap_bits = _GapBits(ruleset)
+        self._gap_walks = _GapWalks(ruleset, self._gap_bits)
+        self._explained: dict[int | bytes, RuleOutcome] = {}  # _GapBits keys -> outcome
 
     # --- the chunk -----------------------------------------------------------------------------
 
@@ -592,74 +597,65 @@ class CohortPlan:
     ) -> tuple[np.ndarray, list[list[RuleOutcome]]]:
         """Rows x rules: the number of each outcome in its rule's table; the tables.
 
-        An outcome naming missing fields comes from base.explained_outcome, on one row per
-        distinct pattern of what the explanation reads (which fields are known, the truth of
-        each node it walks), kept across chunks. Only not-evaluable outcomes are explained:
-        no output reads the missing fields of a conditional one (screener.flat_outcomes,
-        cohort.flat_columns), so it stays the settled outcome of its status."""
+        A not-evaluable outcome names the fields that would settle it: it comes from
+        base.explained_outcome, on one row per rule and set of those fields (_GapWalks finds each
+        row's set by column; the outcome depends on nothing else), kept across chunks. Only
+        not-evaluable outcomes are explained: no output reads the missing fields of a
+        conditional one (screener.flat_outcomes, cohort.flat_columns), so it stays the settled
+        outcome of its status."""
         rules = self.ruleset.rules
         numbers = statuses.astype(np.int32)
-        patterns = []  # per rule with explained rows: its rows, keys and each row's key
-        wanted: dict[tuple[int, bytes], int] = {}  # a pattern not seen yet -> a frame row
-        for position, rule in enumerate(rules):
-            when = self._kleene(rule.when, frame, cache, False)
-            status = statuses[:, position]
-            explained = keep & (when == UNKNOWN) & (status == NOT_EVALUABLE)
-            if not explained.any():
+        tables = [list(table) for table in self._settled]
+        explained = statuses == NOT_EVALUABLE
+        if not keep.all():
+            explained[~keep] = False
+        at, positions = np.divmod(np.flatnonzero(explained), len(rules))
+        if not len(at):
+            return numbers, tables
+        by_rule = np.argsort(positions.astype(np.min_scalar_type(len(rules))), kind="stable")
+        at, positions = at[by_rule], positions[by_rule]
+        bits = self._gap_bits
+        keys = np.zeros((len(at), bits.words), dtype=np.uint64)  # every rule's rows at once
+        bounds = np.searchsorted(positions, np.arange(len(rules) + 1)).tolist()
+        for position in range(len(rules)):
+            start, stop = bounds[position], bounds[position + 1]
+            walk = self._gap_walks.rules[position]
+            if start == stop or walk is None:
                 continue
-            nodes, fields = self._explain_nodes[position]
-            at = np.flatnonzero(explained)
-            parts = [status[at].astype(np.int8)]
-            parts += [frame.is_known(name)[at].astype(np.int8) for name in fields]
-            parts += [self._kleene(node, frame, cache, False)[at] for node in nodes]
-            unique, first, inverse = unique_rows(pack(parts, 3))
-            keys = [key.tobytes() for key in unique]
-            for key, row in zip(keys, first.tolist(), strict=True):
-                if (position, key) not in self._explained:
-                    wanted.setdefault((position, key), int(at[row]))
-            patterns.append((position, at, keys, inverse.reshape(-1)))
+            if isinstance(walk, np.ndarray):
+                keys[start:stop] = walk
+            else:
+                keys[start:stop] = walk(_Rows(self, frame, cache, at[start:stop]))
+        keys[:, 0] |= positions.astype(np.uint64)  # the rule, below the fields (_GapBits)
+        if bits.words == 1:  # a key is an int (hashed faster than bytes)
+            unique, first, inverse = np.unique(keys[:, 0], return_index=True, return_inverse=True)
+        else:
+            unique, first, inverse = unique_rows(keys)
+        tokens: list[int] | list[bytes] = unique.tolist()
+        found: list[RuleOutcome | None] = [self._explained.get(key) for key in tokens]
+        wanted = [n for n, outcome in enumerate(found) if outcome is None]
         if len(self._explained) + len(wanted) > EXPLAINED_LIMIT:
             self._explained.clear()
-            wanted = {
-                (position, key): int(at[np.flatnonzero(inverse == n)[0]])
-                for position, at, keys, inverse in patterns
-                for n, key in enumerate(keys)
-            }
+            wanted = list(range(len(found)))
         if wanted:
-            chosen = sorted(set(wanted.values()))
+            chosen = sorted({int(at[first[n]]) for n in wanted})
             facts = {
                 row: prepare(values)
                 for row, values in zip(chosen, row_values(rows[chosen].tolist()), strict=True)
             }
-            for (position, key), row in wanted.items():
-                found = STATUSES[int(statuses[row, position])]
-                self._explained[(position, key)] = explained_outcome(
-                    rules[position], found, facts[row], self.ruleset
-                )
-        tables = [[settled_outcome(rule.id, status) for status in STATUSES] for rule in rules]
-        for position, at, keys, inverse in patterns:
+            status = STATUSES[NOT_EVALUABLE]
+            for n in wanted:
+                row, position = int(at[first[n]]), int(positions[first[n]])
+                outcome = explained_outcome(rules[position], status, facts[row], self.ruleset)
+                self._explained[tokens[n]] = found[n] = outcome
+        numbered = []
+        for position, entry in zip(positions[first].tolist(), found, strict=True):
+            assert entry is not None  # noqa: S101  # each one found or explained above
             table = tables[position]
-            numbered = np.arange(len(table), len(table) + len(keys), dtype=np.int32)
-            table.extend(self._explained[(position, key)] for key in keys)
-            numbers[at, position] = numbered[inverse]
+            numbered.append(len(table))
+            table.append(entry)
+        numbers[at, positions] = np.asarray(numbered, dtype=np.int32)[inverse.reshape(-1)]
         return numbers, tables
-
-    def _explanation_nodes(self, rule_id: str) -> tuple[list[Cond], list[str]]:
-        """What a rule's explanation reads: the nodes of its condition and of the conditions
-        of the derived fields it depends on, and whether each field is known."""
-        rule = self.ruleset.by_id[rule_id]
-        fields = list(self.ruleset.explanation_inputs[rule_id])
-        trees: list[Cond] = [rule.when]
-        for name in fields:
-            derived = self.ruleset.derived_by_field.get(name)
-            if derived is not None:
-                trees.extend(cond for cond, _ in derived.bands)
-                if derived.condition is not None:
-                    trees.append(derived.condition)
-        nodes: list[Cond] = []
-        for tree in trees:
-            nodes.extend(_walk(tree))
-        return nodes, fields
 
     def _values_of(
         self, frame: _Frame, name: str, keep: np.ndarray
@@ -704,6 +700,182 @@ def unique_rows(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     flat = matrix.view(np.dtype((np.void, matrix.shape[1] * 8))).reshape(-1)
     unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
     return unique, first, inverse.reshape(-1)
+
+
+class _GapBits:
+    """Where each input field an explanation may name sits in a key of _outcomes: a row of
+    `words` 64-bit words, the rule's position in the lowest bits of the first, then one bit per
+    field (sorted by name). A derived field is never named (derive.missing_inputs names the
+    inputs that would settle it), so it has no bit."""
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        derived = ruleset.derived_by_field
+        names = sorted(
+            {n for r in ruleset.rules for n in ruleset.explanation_inputs[r.id]} - set(derived)
+        )
+        self.first = max(1, (len(ruleset.rules) - 1).bit_length())  # the rule's bits
+        self.words = (self.first + len(names) + 63) // 64
+        self.bit: dict[str, np.ndarray] = {}
+        for n, name in enumerate(names):
+            word, shift = divmod(self.first + n, 64)
+            bit = np.zeros(self.words, dtype=np.uint64)
+            bit[word] = np.uint64(1) << np.uint64(shift)
+            self.bit[name] = bit
+
+
+Gaps = np.ndarray  # per row, the bits (_GapBits) of the fields named: rows x words
+Walk = Callable[["_Rows"], Gaps]  # a condition's gaps on some rows of a chunk
+
+
+class _Rows:
+    """Some rows of a chunk (positions in its frame), where one rule's gaps are found."""
+
+    def __init__(
+        self, plan: CohortPlan, frame: _Frame, cache: dict[int, np.ndarray], at: np.ndarray
+    ) -> None:
+        self.plan, self.frame, self.cache, self.at = plan, frame, cache, at
+        self.settled: dict[str, Gaps] = {}  # derived field -> what would settle it
+
+    def truth(self, cond: Cond) -> np.ndarray:
+        truth: np.ndarray = self.plan._kleene(cond, self.frame, self.cache, False)[self.at]
+        return truth
+
+    def unknown(self, cond: Cond) -> np.ndarray:
+        """As a column of one: whether the condition is unknown."""
+        unknown: np.ndarray = self.truth(cond) == UNKNOWN
+        return unknown[:, None]
+
+    def known(self, name: str) -> np.ndarray:
+        known: np.ndarray = self.frame.is_known(name)[self.at]
+        return known
+
+
+class _GapWalks:
+    """The fields base.explained_outcome names for a rule's rows, as key bits (_GapBits),
+    compiled per rule once (as logic compiles its explainers) and run on a chunk's rows.
+
+    The same walk as logic.unknown_fields, by column: a comparison names the fields it reads
+    that are unknown; `and`/`or` name what their children whose truth is unknown name, `not`
+    what its item names. derive.missing_inputs then puts in place of an unknown derived field
+    what would settle it: for bands, what the first band whose condition is unknown names; for
+    a condition, what it names; else its inputs that are unknown (each taken as named). Truth
+    values are those of the final facts (CohortPlan._kleene, not deriving), as the explanation
+    reads them. Two rows of a rule with the same bits get the same outcome: nothing else of
+    the facts reaches it (tests/test_vectorised.py holds every row's outcome against its own
+    explanation). None stands for a walk that never names a field."""
+
+    def __init__(self, ruleset: Ruleset, bits: _GapBits) -> None:
+        self.derived = ruleset.derived_by_field
+        self.bits = bits
+        self.settles: dict[str, Walk | None] = {}
+        self.rules = [self.rule(rule.when) for rule in ruleset.rules]
+
+    def rule(self, when: Cond) -> Walk | np.ndarray | None:
+        """A rule's walk, or the bits every not-evaluable row of it names: a condition that
+        compares one input field with constants is unknown only where that field is."""
+        if isinstance(when, Compare | Member) and when.field not in self.derived:
+            constant = isinstance(when, Member) or isinstance(when.rhs, Const)
+            return self.bits.bit[when.field] if constant else self.read(when)
+        return self.read(when)
+
+    def read(self, cond: Cond) -> Walk | None:
+        """logic.unknown_fields of the condition, whatever its truth."""
+        if isinstance(cond, Known | Truth):
+            return None
+        if isinstance(cond, Not):
+            return self.read(cond.item)
+        if isinstance(cond, And | Or):
+            return _union([self.walked(item) for item in cond.items])
+        return _union([self.field(name) for name in sorted(fields_of(cond))])
+
+    def walked(self, cond: Cond) -> Walk | None:
+        """What the condition names where it is unknown (where the walk enters it), else none."""
+        if isinstance(cond, Known | Truth):
+            return None
+        if isinstance(cond, Not):
+            return self.walked(cond.item)
+        if isinstance(cond, Compare) and not isinstance(cond.rhs, Const):
+            return self.read(cond)  # unknown exactly where a field it reads is
+        if isinstance(cond, Compare | Member) and cond.field not in self.derived:
+            table = np.zeros((3, self.bits.words), dtype=np.uint64)  # by truth value
+            table[UNKNOWN] = self.bits.bit[cond.field]  # unknown only where its field is
+            return lambda rows: table[rows.truth(cond)]
+        named = self.settle(cond.field) if isinstance(cond, Compare | Member) else self.read(cond)
+        if named is None:
+            return None
+        return lambda rows: named(rows) * rows.unknown(cond)
+
+    def field(self, name: str) -> Walk | None:
+        """The field where it is unknown: its bit, or for a derived field what would settle it."""
+        if name not in self.derived:
+            table = np.zeros((2, self.bits.words), dtype=np.uint64)  # by knownness
+            table[0] = self.bits.bit[name]
+            return lambda rows: table[rows.known(name).view(np.uint8)]
+        named = self.settle(name)
+        if named is None:
+            return None
+        return lambda rows: named(rows) * ~rows.known(name)[:, None]
+
+    def settle(self, name: str) -> Walk | None:
+        """derive.missing_inputs for one unknown derived field (once per rule's rows)."""
+        if name in self.settles:
+            return self.settles[name]
+        rule = self.derived[name]
+        body: Walk | None
+        if rule.bands:
+            bands = [(c, self.read(c)) for c, _ in rule.bands if not isinstance(c, Truth)]
+            body = _first_unknown(bands)  # a constant band is never unknown
+        elif rule.condition is not None:
+            body = self.read(rule.condition)
+        else:
+            body = _union([self.field(n) for n in rule.inputs])
+        self.settles[name] = found = None if body is None else _kept(name, body)
+        return found
+
+
+def _kept(name: str, walk: Walk) -> Walk:
+    """The walk, run once per rule's rows (a derived field read in several places)."""
+
+    def kept(rows: _Rows) -> Gaps:
+        gaps = rows.settled.get(name)
+        if gaps is None:
+            gaps = rows.settled[name] = walk(rows)
+        return gaps
+
+    return kept
+
+
+def _union(parts: Sequence[Walk | None]) -> Walk | None:
+    """What any of the walks names."""
+    walks = [part for part in parts if part is not None]
+    if len(walks) <= 1:
+        return walks[0] if walks else None
+
+    def union(rows: _Rows) -> Gaps:
+        found = walks[0](rows)
+        for walk in walks[1:]:
+            found = found | walk(rows)  # a new array: a walk's result may be kept (settled)
+        return found
+
+    return union
+
+
+def _first_unknown(bands: Sequence[tuple[Cond, Walk | None]]) -> Walk | None:
+    """What the first band whose condition is unknown names (derive.missing_inputs)."""
+    if all(walk is None for _, walk in bands):
+        return None
+
+    def first(rows: _Rows) -> Gaps:
+        found = np.zeros((len(rows.at), 1), dtype=np.uint64)
+        before = np.zeros((len(rows.at), 1), dtype=bool)
+        for cond, walk in bands:
+            unknown = rows.unknown(cond)
+            if walk is not None:
+                found = found | walk(rows) * (unknown & ~before)
+            before = before | unknown
+        return found
+
+    return first
 
 
 def _walk(cond: Cond) -> list[Cond]:
