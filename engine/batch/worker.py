@@ -19,7 +19,6 @@ import operator
 import os
 import re
 import signal
-import struct
 import sys
 import time
 import traceback

@@ -829,11 +829,11 @@ class _GapWalks:
             body = self.read(rule.condition)
         else:
             body = _union([self.field(n) for n in rule.inputs])
-        self.settles[name] = found = None if body is None else _kept(name, body)
+        self.settles[name] = found = None if body is None else _memoised(name, body)
         return found
 
 
-def _kept(name: str, walk: Walk) -> Walk:
+def _memoised(name: str, walk: Walk) -> Walk:
     """The walk, run once per rule's rows (a derived field read in several places)."""
 
     def kept(rows: _Rows) -> Gaps:
