@@ -205,6 +205,8 @@ class CohortPlan:
         self._gap_bits = _GapBits(ruleset)
         self._gap_walks = _GapWalks(ruleset, self._gap_bits)
         self._explained: dict[int | bytes, RuleOutcome] = {}  # _GapBits keys -> outcome
+        self._by_value: dict[Cond, Cond] = {}  # per node value: the first such node (_shared)
+        self._shared_nodes: dict[int, tuple[Cond, Cond]] = {}
 
     # --- the chunk -----------------------------------------------------------------------------
 
@@ -327,21 +329,29 @@ class CohortPlan:
         return found
 
     def _narrow(self, frame: _Frame, name: str, allowed: int, hit: np.ndarray) -> None:
+        """A field narrowed to the values a narrowing allows, on the rows it hit (read there
+        only): a known value it rules out, or no value left, contradicts; one left is known."""
+        at = np.flatnonzero(hit)
         known = frame.is_known(name)
         values = frame.value.setdefault(name, np.zeros(frame.rows, dtype=np.int64))
-        frame.bad |= hit & known & (((allowed >> values) & 1) == 0)
-        open_rows = hit & ~known
+        given = known[at]
+        stated = at[given]
+        frame.bad[stated[((allowed >> values[stated]) & 1) == 0]] = True
+        open_at = at[~given]
         full = (1 << len(self.domains[name])) - 1
         possible = frame.possible.setdefault(name, np.zeros(frame.rows, dtype=np.int64))
-        before = np.where(possible != 0, possible, full)
-        now = before & allowed
-        frame.bad |= open_rows & (now == 0)
-        single = open_rows & (now != 0) & ((now & (now - 1)) == 0)
-        values[single] = np.log2(now[single]).astype(np.int64)
-        frame.known[name] = known | single
-        possible[single] = 0
-        many = open_rows & ~single & (now != 0)
-        possible[many] = now[many]
+        before = possible[open_at]
+        now = np.where(before != 0, before, full) & allowed
+        frame.bad[open_at[now == 0]] = True
+        single = (now != 0) & ((now & (now - 1)) == 0)
+        inferred = open_at[single]
+        values[inferred] = np.log2(now[single]).astype(np.int64)
+        known = known.copy()  # the frame's, or a read-only column
+        known[inferred] = True
+        frame.known[name] = known
+        possible[inferred] = 0
+        many = ~single & (now != 0)
+        possible[open_at[many]] = now[many]
         frame.touch(name)
 
     # --- derived attributes --------------------------------------------------------------------
@@ -459,8 +469,20 @@ class CohortPlan:
         key = id(cond)  # this call's cache only; no table outlives the facts it was built on
         found = cache.get(key)
         if found is None:
-            found = cache[key] = self._node(cond, frame, cache, deriving)
+            shared = self._shared(cond)
+            found = cache.get(id(shared))
+            if found is None:
+                found = cache[id(shared)] = self._node(shared, frame, cache, deriving)
+            cache[key] = found
         return found
+
+    def _shared(self, cond: Cond) -> Cond:
+        """The plan's first node equal to this one: equal nodes (the same test of the same
+        fields, in different rules) have the same truth on every row, computed once."""
+        entry = self._shared_nodes.get(id(cond))  # an entry holds its node, as _table's
+        if entry is None or entry[0] is not cond:
+            entry = self._shared_nodes[id(cond)] = (cond, self._by_value.setdefault(cond, cond))
+        return entry[1]
 
     def _node(
         self, cond: Cond, frame: _Frame, cache: dict[int, np.ndarray], deriving: bool
