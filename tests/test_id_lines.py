@@ -73,16 +73,13 @@ def test_a_repeated_id_is_found_across_decided_and_rejected_rows(tmp_path: Path)
 
 
 @pytest.mark.timeout(60)
-def test_the_finder_reads_its_hashes_in_blocks_and_finds_every_repeat(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """DuplicateFinder reads the hash column a block of lines at a time into one array
-    (memory: the hashes alone): a repeat is found wherever it falls, across chunks and across
-    blocks (a block of a few lines here), at the first and the last line; ids whose hashes
-    collide without being equal are no duplicates."""
+def test_the_finder_keeps_hashes_as_chunks_arrive_and_finds_every_repeat() -> None:
+    """DuplicateFinder parses each chunk's hashes as it arrives into one file of 8-byte
+    hashes, and finds repeats from one sorted copy: a repeat is found wherever it falls,
+    across chunks, at the first and the last line; ids whose hashes collide without being
+    equal are no duplicates."""
     import engine.batch.run as run
 
-    monkeypatch.setattr(run, "ID_BLOCK", 100)  # about two lines a block
     rng = np.random.default_rng(29)
     ids = [f"c{n}" for n in range(400)]
     ids[399] = ids[0] = "first-and-last"
