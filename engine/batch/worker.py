@@ -242,12 +242,13 @@ def arrow_without_pandas() -> None:
     C++ half looks only once per process: after this, pd.NA is no missing value to pyarrow in
     this process. So this is for batch processes of the local executor alone (the CLI's batch,
     pool workers), never a library call; where pandas is imported already it does nothing."""
-    if "pandas" in sys.modules:
-        return
+    api = getattr(getattr(pa, "lib", None), "_pandas_api", None)  # private: may change
+    if "pandas" in sys.modules or not hasattr(api, "have_pandas"):
+        return  # another pyarrow: it may import pandas, and the batch is the same
     blocked = _NoPandas()
     sys.meta_path.insert(0, blocked)
     try:
-        pa.lib._pandas_api.have_pandas  # noqa: B018  # the Cython half looks now
+        api.have_pandas  # noqa: B018  # the Cython half looks now
         pa.array([0.0], from_pandas=True)  # and the C++ half (its pandas sentinels)
     finally:
         sys.meta_path.remove(blocked)
