@@ -242,7 +242,7 @@ def arrow_without_pandas() -> None:
     C++ half looks only once per process: after this, pd.NA is no missing value to pyarrow in
     this process. So this is for batch processes of the local executor alone (the CLI's batch,
     pool workers), never a library call; where pandas is imported already it does nothing."""
-    api = getattr(getattr(pa, "lib", None), "_pandas_api", None)  # private: may change
+    api: Any = getattr(getattr(pa, "lib", None), "_pandas_api", None)  # private: may change
     if "pandas" in sys.modules or not hasattr(api, "have_pandas"):
         return  # another pyarrow: it may import pandas, and the batch is the same
     blocked = _NoPandas()
