@@ -243,7 +243,7 @@ def arrow_without_pandas() -> None:
     this process. So this is for batch processes of the local executor alone (the CLI's batch,
     pool workers), never a library call; where pandas is imported already it does nothing."""
     api: Any = getattr(getattr(pa, "lib", None), "_pandas_api", None)  # private: may change
-    if "pandas" in sys.modules or not hasattr(api, "have_pandas"):
+    if "pandas" in sys.modules or not hasattr(type(api), "have_pandas"):  # not the property
         return  # another pyarrow: it may import pandas, and the batch is the same
     blocked = _NoPandas()
     sys.meta_path.insert(0, blocked)
