@@ -108,7 +108,8 @@ class _Layout:
         self.missing = MissingNames()
         self.kinds: dict[tuple[str, tuple[str, ...]], int] = {}  # (rule id, missing) -> kind
         self.kind_outcomes: list[RuleOutcome] = []  # an outcome of each kind
-        self.answers: dict[bytes, _Asked] = {}  # a set of kinds -> its questions
+        # (separator, a set of kinds) -> its next and deciding questions, joined by separator
+        self.answers: dict[tuple[str, bytes], tuple[str, str]] = {}
 
     def kind_of(self, outcome: RuleOutcome) -> int:
         """The kind of a not-evaluable outcome, as far as policy.questions reads it."""
@@ -119,18 +120,16 @@ class _Layout:
             self.kind_outcomes.append(outcome)
         return found
 
-    def asked(self, kinds: bytes) -> _Asked:
-        """The questions of a set of verdict-changing outcomes (their kinds, as int32 bytes)."""
-        found = self.answers.get(kinds)
+    def asked(self, kinds: bytes, separator: str) -> tuple[str, str]:
+        """The next and the deciding questions of a set of verdict-changing outcomes (their
+        kinds, as int32 bytes), joined by `separator` (_items)."""
+        found = self.answers.get((separator, kinds))
         if found is None:
             changing = [self.kind_outcomes[n] for n in np.frombuffer(kinds, np.int32).tolist()]
             ranked, deciding = self.policy.questions(changing)
-            found = _Asked(
-                {sep: _items(ranked, sep) for sep in ";,"},
-                {sep: _items(deciding, sep) for sep in ";,"},
-            )
+            found = (_items(ranked, separator), _items(deciding, separator))
             if len(self.answers) < ANSWERS_KEPT:
-                self.answers[kinds] = found
+                self.answers[(separator, kinds)] = found
         return found
 
 
@@ -472,37 +471,30 @@ COMPACT_KEYS = (
 @dataclass(frozen=True)
 class QuestionSets:
     """Per row, its possible verdicts (its outlook's: `possible` per outlook, `at` each row's)
-    and its next and deciding questions (`asked`, once per distinct set of verdict-changing
-    outcomes, joined by each separator; `asked_at`, each row's set)."""
+    and its next and deciding questions (once per distinct set of verdict-changing outcome
+    kinds: `kinds`, each as bytes, `kinds_at`, each row's set; asked of `layout`)."""
 
     possible: list[tuple[str, ...]]
     at: np.ndarray
-    asked: list[_Asked]
-    asked_at: np.ndarray
+    kinds: list[bytes]
+    kinds_at: np.ndarray
+    layout: _Layout | None
 
     @classmethod
     def none(cls) -> QuestionSets:
         empty = np.zeros(0, dtype=np.int64)
-        return cls([], empty, [], empty)
+        return cls([], empty, [], empty, None)
 
     def lists(self, separator: str = ";") -> list[pa.Array]:
         """Per row, its possible verdicts, next questions and deciding questions, each joined
         by `separator`: ";", the text columns (screen_frame); ",", a JSON list's items."""
-        at, asked_at = pa.array(self.at, pa.int64()), pa.array(self.asked_at, pa.int64())
+        asked = [self.layout.asked(k, separator) for k in self.kinds] if self.layout else []
+        at, kinds_at = pa.array(self.at, pa.int64()), pa.array(self.kinds_at, pa.int64())
         return [
             _texts(_items(p, separator) for p in self.possible).take(at),
-            _texts(a.ranked[separator] for a in self.asked).take(asked_at),
-            _texts(a.deciding[separator] for a in self.asked).take(asked_at),
+            _texts(ranked for ranked, _ in asked).take(kinds_at),
+            _texts(deciding for _, deciding in asked).take(kinds_at),
         ]
-
-
-@dataclass(frozen=True)
-class _Asked:
-    """The next and the deciding questions of one set of verdict-changing outcomes
-    (policy.questions), joined by each separator (";", text; ",", JSON items)."""
-
-    ranked: dict[str, str]
-    deciding: dict[str, str]
 
 
 def _items(names: tuple[str, ...], separator: str) -> str:
@@ -536,12 +528,12 @@ def _questions(
         pa.binary(), cells.size, [None, pa.py_buffer(offsets), pa.py_buffer(kind[used])]
     )
     encoded = pc.dictionary_encode(keys)
-    asked = [layout.asked(key) for key in encoded.dictionary.to_pylist()]
     return QuestionSets(
         [tuple(v._value_ for v in o.possible) for o in outlooks],
         present_at,
-        asked,
+        encoded.dictionary.to_pylist(),
         encoded.indices.to_numpy(),
+        layout,
     )
 
 

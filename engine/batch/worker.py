@@ -562,8 +562,9 @@ def _add_decided(
         result.records = [decided]
     elif flat.compact is not None:  # JSON lines, sent back as one text (the writer's lines)
         lines = flat.compact
-        if order is not None:
-            lines = pa.concat_arrays([lines, pa.array(slow, pa.string())]).take(order)
+        if order is not None:  # taken from both, not from a copy of both end to end
+            every = pa.chunked_array([lines, pa.array(slow, pa.string())])
+            lines = every.take(order).combine_chunks()
         result.records = [_lines_text(lines)] if len(lines) else []
     else:
         texts = [column.to_pylist() for column in flat.columns]

@@ -294,7 +294,9 @@ class ResultWriter:
         try:
             if self.format is OutputFormat.jsonl:
                 assert self._stream is not None  # noqa: S101  # set for text formats
-                self._stream.write("".join(f"{line}\n" for line in records))
+                for text in records:  # a chunk's lines come as one text: not copied again
+                    self._stream.write(text)
+                    self._stream.write("\n")
             elif self.format is OutputFormat.csv:
                 self._csv.writerows(map(spreadsheet_safe, records))
             else:
