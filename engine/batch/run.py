@@ -105,11 +105,11 @@ Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
 VECTOR_CHUNK_ROWS = 5_000  # rows per CSV chunk on the vectorised engine
 # rows per Parquet chunk on the vectorised engine (read as such, not joined): its cost per
-# chunk is per column and per rule node (about 34 ms), so larger chunks pay, and its peak
-# memory about 2 KB a row (facts, node tables, outcome numbers). A 1M-row batch peaked at
-# 237 MB with 10,000 rows, 255 MB with 20,000 (12 % less CPU), 286 MB with 30,000 and 316 MB
-# with 40,000; the target is 300 MB (benchmarks/results.md, "Batch memory")
-PARQUET_CHUNK_ROWS = 20_000
+# chunk is per column and per rule node, so larger chunks pay, and its peak memory about 3 KB a
+# row. With every issue-29 change merged, a 1M-row batch (1 worker, --detail ids) peaked at
+# 283 MB and 8.7 s of CPU with 10,000 rows, 314 MB and 8.0 s with 15,000, 308 MB and 7.7 s with
+# 20,000 (/usr/bin/time's true peak, one run each); the target is 300 MB (benchmarks/results.md)
+PARQUET_CHUNK_ROWS = 10_000
 RenderReport = Callable[[BatchSummary], str]
 
 
