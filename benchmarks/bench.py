@@ -237,8 +237,11 @@ def bench_engine(cases: int, runs: int) -> None:
 # --- 2./3. batch end to end ----------------------------------------------------------------
 
 
-def run_batch(source: Path, out: Path, workers: int) -> tuple[float, list[tuple[float, int]]]:
-    """Wall time of one batch run and RSS samples (time, bytes) of its whole process tree."""
+def run_batch(
+    source: Path, out: Path, workers: int
+) -> tuple[float, list[tuple[float, int]], int]:
+    """Wall time of one batch run, RSS samples (time, bytes) of its whole process tree, and the
+    peak of its largest process (run_measured)."""
     return run_measured(
         ["batch", str(source), "--out", str(out), "--workers", str(workers), "--progress", "none"]
     )
@@ -246,9 +249,11 @@ def run_batch(source: Path, out: Path, workers: int) -> tuple[float, list[tuple[
 
 def run_measured(
     args: list[str], cpus: set[int] | None = None, env: dict[str, str] | None = None
-) -> tuple[float, list[tuple[float, int]]]:
-    """Wall time of one `miss-screen ARGS` process and RSS samples (time, bytes) of its whole
-    process tree, every 0.25 s; `cpus`: the processors it and its children may run on."""
+) -> tuple[float, list[tuple[float, int]], int]:
+    """Wall time of one `miss-screen ARGS` process, RSS samples (time, bytes) of its whole
+    process tree every 0.25 s, and the kernel's peak (bytes) of its largest single process,
+    exact for a tree of one process where samples can miss a short peak; `cpus`: the
+    processors it and its children may run on."""
     command = [sys.executable, str(ROOT / "cli.py"), *args]
     start = time.perf_counter()
     process = subprocess.Popen(  # our own interpreter and cli.py, arguments from this file
@@ -276,12 +281,20 @@ def run_measured(
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    _, err = process.communicate()
+    assert process.stderr is not None  # noqa: S101  # PIPE above
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    reader.start()
+    # wait4, not communicate: the kernel's high-water mark of the process and of every
+    # descendant it waited for (the largest one), which samples 0.25 s apart can miss
+    _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
     thread.join()
     if process.returncode != 0:
-        raise SystemExit(f"{args[0]} failed: {err.decode()[-2000:]}")
-    return wall, samples
+        raise SystemExit(f"{args[0]} failed: {b''.join(errors).decode()[-2000:]}")
+    return wall, samples, usage.ru_maxrss * 1024  # Linux: kilobytes
 
 
 def bench_questions(cases: int, runs: int) -> None:
@@ -363,7 +376,7 @@ def bench_batch(rows: int, scaling_rows: int, folder: Path) -> None:
     report(
         f"synthetic cohort written ({rows:,} rows, Parquet)", f"{time.perf_counter() - start:.1f} s"
     )
-    wall, samples = run_batch(source, folder / "out.parquet", 1)
+    wall, samples, high_water = run_batch(source, folder / "out.parquet", 1)
     rate = rows / wall
     report(
         f"batch end to end, {rows:,} rows, Parquet in/out, 1 worker",
@@ -375,7 +388,7 @@ def bench_batch(rows: int, scaling_rows: int, folder: Path) -> None:
     quarter = max(1, len(body) // 4)
     first = max(r for _, r in body[:quarter])
     last = max(r for _, r in body[-quarter:])
-    peak = max(r for _, r in samples)
+    peak = max(high_water, *(r for _, r in samples))
     report(
         "RSS first quarter -> last quarter (MB)",
         f"{first / 2**20:.0f} -> {last / 2**20:.0f}",
@@ -390,8 +403,8 @@ def bench_batch(rows: int, scaling_rows: int, folder: Path) -> None:
     # worker: three pairs of runs take turns, and the median pair's ratio counts
     pairs = []
     for _ in range(SCALING_PAIRS):
-        one, _ = run_batch(small, folder / "s1.parquet", 1)
-        two, _ = run_batch(small, folder / "s2.parquet", 2)
+        one, _, _ = run_batch(small, folder / "s1.parquet", 1)
+        two, _, _ = run_batch(small, folder / "s2.parquet", 2)
         pairs.append((one / two, one, two))
     pairs.sort()
     ratio, one, two = pairs[len(pairs) // 2]

@@ -5,7 +5,8 @@ to end in a fresh process: Parquet in and out, `--detail ids`, the error file, 1
 to one processor with the numeric libraries' thread pools at one thread; rows/s and the ratio
 to durable-rules measured in the same run. Then, for the cohort default (COHORT_ENGINE), 2
 workers on two processors against that 1-worker run; the peak RSS of each run's whole process
-tree (the batch, its fork server and workers, sampled every 0.25 s as benchmarks/bench.py does);
+tree (the batch, its fork server and workers, sampled every 0.25 s as benchmarks/bench.py does, and
+never below the kernel's peak of its largest process, which samples can miss);
 `Screener.screen_frame` on a smaller frame in this process, per engine; and an 11-point `rules
 sweep` of RAD-005's BMI threshold (35 to 45) on the whole cohort with the cohort default.
 
@@ -97,7 +98,8 @@ def processors(count: int) -> set[int] | None:
 
 
 class Run:
-    """One measured process: wall seconds and peak RSS of its tree."""
+    """One measured process: wall seconds and peak RSS of its tree (the larger of the tree's
+    summed samples and the kernel's peak of its largest process: exact for one process)."""
 
     def __init__(self, args: list[str], cpus: set[int] | None) -> None:
         self.args, self.cpus = args, cpus
@@ -105,9 +107,11 @@ class Run:
         self.peak = 0
 
     def __call__(self) -> None:
-        wall, samples = run_measured(self.args, self.cpus, {**os.environ, **ONE_THREAD})
+        wall, samples, high_water = run_measured(
+            self.args, self.cpus, {**os.environ, **ONE_THREAD}
+        )
         self.walls.append(wall)
-        self.peak = max([self.peak, *(rss for _, rss in samples)])
+        self.peak = max([self.peak, high_water, *(rss for _, rss in samples)])
 
     @property
     def wall(self) -> float:

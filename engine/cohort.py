@@ -15,6 +15,7 @@ tests/test_cohort_columns.py on random outcomes.
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ class _Layout:
         self.missing = MissingNames()
         self.kinds: dict[tuple[str, tuple[str, ...]], int] = {}  # (rule id, missing) -> kind
         self.kind_outcomes: list[RuleOutcome] = []  # an outcome of each kind
+        # kept on the ruleset, so shared by every thread screening with it: a kind is numbered
+        # under a lock, or two threads could give two kinds one number
+        self._numbering = threading.Lock()
         # (separator, a set of kinds) -> its next and deciding questions, joined by separator
         self.answers: dict[tuple[str, bytes], tuple[str, str]] = {}
 
@@ -116,8 +120,11 @@ class _Layout:
         key = (outcome.rule_id, outcome.missing)
         found = self.kinds.get(key)
         if found is None:
-            found = self.kinds[key] = len(self.kind_outcomes)
-            self.kind_outcomes.append(outcome)
+            with self._numbering:
+                found = self.kinds.get(key)
+                if found is None:
+                    self.kind_outcomes.append(outcome)
+                    found = self.kinds[key] = len(self.kind_outcomes) - 1
         return found
 
     def asked(self, kinds: bytes, separator: str) -> tuple[str, str]:
@@ -370,14 +377,16 @@ class MissingNames:
         self.bit: dict[str, int] = {}
         self.masks: dict[tuple[str, ...], int] = {}  # an outcome's missing fields, as bits
         self._sorted: tuple[int, np.ndarray, dict[str, pa.Array]] | None = None
+        self._numbering = threading.Lock()  # threads share it: one bit per name, never two
 
     def mask(self, missing: tuple[str, ...]) -> int:
         found = self.masks.get(missing)
         if found is None:
-            found = 0
-            for name in missing:
-                found |= 1 << self.bit.setdefault(name, len(self.bit))
-            self.masks[missing] = found
+            with self._numbering:
+                found = 0
+                for name in missing:
+                    found |= 1 << self.bit.setdefault(name, len(self.bit))
+                self.masks[missing] = found
         return found
 
     def width(self) -> int:
@@ -387,12 +396,14 @@ class MissingNames:
     def _by_name(self) -> tuple[np.ndarray, dict[str, pa.Array]]:
         """The bits in name order, and the names: by separator, as the list they join into
         (";": the text column; ",": a JSON list's items)."""
-        if self._sorted is None or self._sorted[0] != len(self.bit):
-            names = sorted(self.bit)
-            bits = np.asarray([self.bit[name] for name in names], dtype=np.intp)
+        found = self._sorted
+        if found is None or found[0] != len(self.bit):
+            with self._numbering:  # not while another thread gives a name its bit
+                names = sorted(self.bit)
+                bits = np.asarray([self.bit[name] for name in names], dtype=np.intp)
             texts = {";": _texts(names), ",": _texts(json.dumps(name) for name in names)}
-            self._sorted = (len(self.bit), bits, texts)
-        return self._sorted[1], self._sorted[2]
+            found = self._sorted = (len(names), bits, texts)
+        return found[1], found[2]
 
     def flags(self, words: np.ndarray) -> np.ndarray:
         """Rows of words as rows of booleans, one per name, in name order."""

@@ -90,3 +90,45 @@ def test_id_hashes_read_a_sliced_arrow_array_as_its_ids() -> None:
     assert id_hashes(sliced).tolist() == id_hashes(ids).tolist()
     numbers = np.arange(2, 2 + len(ids))
     assert id_lines("in.csv", numbers, sliced) == id_lines("in.csv", numbers, ids)
+
+
+@pytest.mark.timeout(60)
+def test_threads_sharing_a_rulesets_layout_never_give_two_names_one_number() -> None:
+    """The layout lives on the ruleset, so every thread screening with it numbers kinds and
+    missing-field bits in one table: under a switch interval of a microsecond, eight threads
+    numbering the same names at once give each its own number, and every thread sees it."""
+    import sys
+    import threading
+
+    from engine.cohort import MissingNames, _Layout
+
+    layout, names = _Layout(RULESET), MissingNames()
+    rule = RULESET.rules[0].id
+    outcomes = [
+        RuleOutcome(rule_id=rule, status=RuleStatus.not_evaluable, missing=(f"f{n}",))
+        for n in range(300)
+    ]
+    seen: list[tuple[list[int], list[int]]] = []
+    start = threading.Barrier(8)
+
+    def number() -> None:
+        start.wait()
+        kinds = [layout.kind_of(o) for o in outcomes]
+        masks = [names.mask(o.missing) for o in outcomes]
+        seen.append((kinds, masks))
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=number) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        sys.setswitchinterval(before)
+    assert len(seen) == 8
+    kinds, masks = seen[0]
+    assert sorted(kinds) == list(range(300))
+    assert sorted(masks) == [1 << n for n in range(300)]
+    assert all(s == (kinds, masks) for s in seen)

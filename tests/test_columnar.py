@@ -206,3 +206,29 @@ def test_one_segment_spelt_as_exports_spell_it_is_read_by_column_and_a_span_is_n
         "L4-L5", "L5-S1", "C5-C6", "L4-L5",
     ]  # fmt: skip
     assert columns.changed(np.array(plain))["lowest_level"][0] == 3  # counted as normalised
+
+
+def test_only_short_plain_text_outlives_the_chunk_that_read_it() -> None:
+    """A field's text values are kept for the next chunk in a store as long-lived as the
+    process (a notebook, the service): a dictionary spelling and an in-range number are kept,
+    a value that fails its field (free text that may identify someone) or a long one never is,
+    and the store is bounded."""
+    import engine.io.columnar as columnar
+
+    columnar._READ.clear()
+    free = ["Jane Roe, 12 Elm St", "Male", "x" * 40, "m"]
+    numbers = ["31,5", "not measured 1970-01-01", "3" * 40, "28.0"]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([f"S-{n}" for n in range(4)]), pa.array(free), pa.array(numbers)],
+        names=["case_id", "sex", "bmi"],
+    )
+    columns = validate_columns(batch, normalise=True)
+    assert columns.plain.to_pylist() == [False, False, False, True]  # each row has a bad value
+    kept = {given for _, given in columnar._READ}
+    assert kept == {"Male", "m", "31,5", "28.0"}
+    assert not kept & {"Jane Roe, 12 Elm St", "x" * 40, "not measured 1970-01-01", "3" * 40}
+    again = validate_columns(batch, normalise=True)  # the next chunk reads the same
+    assert again.plain.to_pylist() == columns.plain.to_pylist()
+    for n in range(columnar.READ_KEPT + 10):  # bounded: the store starts again when full
+        columnar._read_named("bmi", str(20 + n / 1000))
+    assert len(columnar._READ) <= columnar.READ_KEPT

@@ -188,3 +188,39 @@ def test_a_widened_pipe_holds_a_chunk_written_at_once() -> None:
             pytest.skip("this system refuses wider pipes")  # widen leaves them as they are
         os.set_blocking(write_end, False)  # a write that does not fit fails at once
         assert os.write(write_end, bytes(200_000)) == 200_000
+
+
+def test_every_received_buffer_starts_aligned_as_arrow_expects() -> None:
+    """Buffers of odd sizes (text data of 7-byte ids, validity bitmaps) travel between numeric
+    ones: each arrives at an address Arrow's alignment (64 bytes) divides, so numpy and the
+    Parquet writer never read an unaligned int64 or float64 column (apache/arrow#33336)."""
+    chunk = _chunk(1_001)
+    with pipe() as (read_end, write_end):
+        got = _sent(chunk, read_end, write_end)
+    assert isinstance(got, Chunk)
+    assert got.batch is not None
+    addresses = [
+        buffer.address
+        for column in got.batch.columns
+        for buffer in column.buffers()
+        if buffer is not None and buffer.size
+    ]
+    assert len(addresses) >= 6
+    assert [a % transport.ALIGN for a in addresses] == [0] * len(addresses)
+    assert got.batch.column("bmi").to_numpy().flags.aligned
+
+
+@pytest.mark.parametrize("claim", ["pickle", "buffers", "a buffer"])
+def test_a_frame_claiming_impossible_sizes_is_an_end_of_file_not_an_allocation(claim: str) -> None:
+    """A corrupt header (sizes no message of ours has) is read as a peer gone, not trusted
+    with an allocation of exabytes."""
+    huge = transport.LARGEST + 1
+    head = {
+        "pickle": transport.HEADER.pack(huge, 0),
+        "buffers": transport.HEADER.pack(10, transport.MOST_BUFFERS + 1),
+        "a buffer": transport.HEADER.pack(0, 1) + transport.SIZE.pack(huge),
+    }[claim]
+    with pipe() as (read_end, write_end):
+        os.write(write_end, head)
+        with pytest.raises(EOFError):
+            read_message(read_end, time.monotonic() + 30)

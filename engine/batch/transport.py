@@ -10,9 +10,12 @@ place (an Arrow array of the received message is a view of that bytearray, which
 as any such view).
 
 The frame: a header (`!QI`: the pickle's size and how many buffers), each buffer's size (`!Q`
-each), the pickle, then the buffers. Anything cut short (a peer that died half-way through) is
-an EOFError for the reader; `read_message` reads against a deadline, so a peer stopped
-half-way through a message can be told apart from a slow one (engine/batch/pool.py).
+each), the pickle, then the buffers, each padded to ALIGN bytes and read into one Arrow buffer
+(64-byte aligned): every received buffer starts where Arrow and numpy expect it to (an
+unaligned one is undefined behaviour to Arrow, apache/arrow#33336). Anything cut short (a peer
+that died half-way through), or sizes past any real message's, is an EOFError for the reader;
+`read_message` reads against a deadline, so a peer stopped half-way through a message can be
+told apart from a slow one (engine/batch/pool.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 HEADER = struct.Struct("!QI")
 SIZE = struct.Struct("!Q")
 PIPE_BYTES = 1 << 20  # a widened pipe's buffer (Linux's most for a user): fewer, larger reads
@@ -36,6 +41,10 @@ DEFAULT_PIPE_BYTES = 1 << 16
 PIPE_PAGES_SOFT = Path("/proc/sys/fs/pipe-user-pages-soft")  # the user's budget for all pipes
 PIPES_SHARE = 4  # a pool's pipes together take at most a quarter of it
 READ_BLOCK = 1 << 20
+ALIGN = 64  # bytes: Arrow's own buffer alignment
+_PADDING = bytes(ALIGN)
+LARGEST = 1 << 32  # bytes of a message part, at most: larger sizes are a corrupt frame
+MOST_BUFFERS = 1 << 20
 
 
 def _iov_max() -> int:
@@ -85,7 +94,14 @@ def frame(message: Any) -> list[memoryview]:
     raws = [buffer.raw() for buffer in buffers]
     head = HEADER.pack(stream.getbuffer().nbytes, len(raws))
     sizes = b"".join(SIZE.pack(raw.nbytes) for raw in raws)
-    return [memoryview(head + sizes), stream.getbuffer(), *raws]
+    parts = [memoryview(head + sizes), stream.getbuffer()]
+    for raw in raws:
+        parts += [raw, memoryview(_PADDING)[: _padding(raw.nbytes)]]
+    return parts
+
+
+def _padding(size: int) -> int:
+    return -size % ALIGN
 
 
 def write_message(fd: int, message: Any) -> None:
@@ -114,21 +130,33 @@ def read_message(fd: int, deadline: float | None = None) -> Any:
     """The next message from a pipe; EOFError if the writer is gone, even half-way through a
     message; Stalled if `deadline` (time.monotonic) passes before it has all come."""
     pickled_size, count = HEADER.unpack(_read(fd, HEADER.size, deadline))
+    if pickled_size > LARGEST or count > MOST_BUFFERS:
+        raise EOFError  # no message of ours: a corrupt frame, as a peer cut off would leave
     sizes = [size for (size,) in SIZE.iter_unpack(_read(fd, SIZE.size * count, deadline))]
+    if any(size > LARGEST for size in sizes):
+        raise EOFError
     pickled = _read(fd, pickled_size, deadline)  # apart: what it holds in band is copied out,
-    view = memoryview(_read(fd, sum(sizes), deadline))  # and need not be kept with the buffers
+    total = sum(size + _padding(size) for size in sizes)  # and need not be kept with buffers
+    block = pa.allocate_buffer(total)  # aligned
+    view = memoryview(block)
+    _read_into(fd, view, deadline)
     buffers, start = [], 0
     for size in sizes:
         buffers.append(view[start : start + size])
-        start += size
+        start += size + _padding(size)
     return pickle.loads(pickled, buffers=buffers)  # noqa: S301 - our own pipes
 
 
 def _read(fd: int, size: int, deadline: float | None) -> bytearray:
     """Exactly `size` bytes, read in place into one bytearray."""
     data = bytearray(size)
-    view = memoryview(data)
-    done = 0
+    _read_into(fd, memoryview(data), deadline)
+    return data
+
+
+def _read_into(fd: int, view: memoryview, deadline: float | None) -> None:
+    """Fill `view` from the pipe, in place."""
+    size, done = view.nbytes, 0
     while done < size:
         if deadline is not None:
             left = deadline - time.monotonic()
@@ -138,4 +166,3 @@ def _read(fd: int, size: int, deadline: float | None) -> bytearray:
         if not got:
             raise EOFError
         done += got
-    return data

@@ -240,8 +240,9 @@ def arrow_without_pandas() -> None:
     pyarrow looks for pandas the first time it converts a Python value (pa.array, pa.scalar, a
     compute call with a constant), to recognise pandas' objects and missing values, and its
     C++ half looks only once per process: after this, pd.NA is no missing value to pyarrow in
-    this process. So this is for batch processes of the local executor alone (the CLI's batch,
-    pool workers), never a library call; where pandas is imported already it does nothing."""
+    this process. So this is for batch processes of the local executor alone: the CLI's batch
+    process, and the pool's workers (separate processes, also when a library call starts
+    them), never a library caller's own process; where pandas is imported it does nothing."""
     api: Any = getattr(getattr(pa, "lib", None), "_pandas_api", None)  # private: may change
     if "pandas" in sys.modules or not hasattr(type(api), "have_pandas"):  # not the property
         return  # another pyarrow: it may import pandas, and the batch is the same

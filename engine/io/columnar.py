@@ -19,7 +19,6 @@ cohorts): numbers in number fields as floats, nulls and empty text dropped, dict
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -211,10 +210,25 @@ def _read_text(spec: FieldSpec, column: pa.Array, normalise: bool) -> Checked:
     return Checked(ok, values, changed[at], column)
 
 
-@functools.lru_cache(maxsize=1 << 14)
+_READ: dict[tuple[str, str], tuple[bool, Scalar | None, bool]] = {}
+READ_KEPT = 1 << 14  # values kept for the next chunk, at most (then the store starts again)
+KEPT_TEXT = 32  # characters of a value worth keeping, at most
+
+
 def _read_named(name: str, given: str) -> tuple[bool, Scalar | None, bool]:
-    """_read_value, kept for the next chunk: a field's values recur (a CSV's numbers too)."""
-    return _read_value(FIELDS_BY_NAME[name], given)
+    """_read_value, kept for the next chunk: a field's values recur (a CSV's numbers too).
+
+    Only a short value that reads as plain is kept (a dictionary spelling, an in-range number):
+    the store lives as long as the process (a notebook, the service), and a value that fails
+    its field may be free text that identifies someone (engine.io.deid)."""
+    found = _READ.get((name, given))
+    if found is None:
+        found = _read_value(FIELDS_BY_NAME[name], given)
+        if found[0] and len(given) <= KEPT_TEXT:
+            if len(_READ) >= READ_KEPT:
+                _READ.clear()
+            _READ[name, given] = found
+    return found
 
 
 def _read_value(spec: FieldSpec, given: str) -> tuple[bool, Scalar | None, bool]:
