@@ -126,14 +126,9 @@ def _decided_share(
 ) -> float:
     """The share of plainly valid rows the vectorised engine decides itself."""
     screener = Screener.from_ruleset(RULESET, "vectorised", site=site)
-    columns = validate_columns(rows if isinstance(rows, pa.RecordBatch) else _batch(rows))
-    plain = columns.plain.to_numpy(zero_copy_only=False)
-    decided = screener.cohort_plan.decide(
-        columns.values,
-        plain,
-        screener.cohort_prepare,
-        lambda picked: [values for _, values in columns.row_values(picked)],
-    )
+    batch = rows if isinstance(rows, pa.RecordBatch) else _batch(rows)
+    _, decided = _decide(screener, batch)
+    plain = validate_columns(batch).plain.to_numpy(zero_copy_only=False)
     return len(decided.rows) / max(1, int(plain.sum()))
 
 
