@@ -540,3 +540,20 @@ def test_a_column_with_no_value_at_all_is_unknown_as_on_every_engine(emptied: st
     assert batch.schema.field(emptied).type == pa.null()
     _assert_identical(batch)
     assert _decided_share(batch) > 0.99
+
+
+def test_equal_nodes_spelt_alike_are_shared_and_equal_ones_spelt_apart_are_not() -> None:
+    """Equal nodes of different rules are evaluated once a chunk; `Const(True) == Const(1)`
+    in Python, so equality alone would merge a boolean test with a numeric one wherever the
+    parser let both through: they are shared only when also spelt alike."""
+    from engine.rules.condition import Compare, Const
+
+    plan = Screener.from_ruleset(RULESET, "vectorised").cohort_plan
+    flag, one, other_one = (
+        Compare("==", "diabetes", Const(True)),
+        Compare("==", "diabetes", Const(1)),
+        Compare("==", "diabetes", Const(1)),
+    )
+    assert flag == one  # what the dataclasses say
+    assert plan._shared(one) is plan._shared(other_one) is one
+    assert plan._shared(flag) is flag

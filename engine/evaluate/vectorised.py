@@ -205,7 +205,8 @@ class CohortPlan:
         self._gap_bits = _GapBits(ruleset)
         self._gap_walks = _GapWalks(ruleset, self._gap_bits)
         self._explained: dict[int | bytes, RuleOutcome] = {}  # _GapBits keys -> outcome
-        self._by_value: dict[Cond, Cond] = {}  # per node value: the first such node (_shared)
+        # per node value and spelling: the first such node (_shared)
+        self._by_value: dict[tuple[Cond, str], Cond] = {}
         self._shared_nodes: dict[int, tuple[Cond, Cond]] = {}
 
     # --- the chunk -----------------------------------------------------------------------------
@@ -481,7 +482,10 @@ class CohortPlan:
         fields, in different rules) have the same truth on every row, computed once."""
         entry = self._shared_nodes.get(id(cond))  # an entry holds its node, as _table's
         if entry is None or entry[0] is not cond:
-            entry = self._shared_nodes[id(cond)] = (cond, self._by_value.setdefault(cond, cond))
+            # equal and spelt alike: Const(True) == Const(1) == Const(1.0), and whether such
+            # nodes test alike should not rest on the parser's typing of comparisons
+            same = self._by_value.setdefault((cond, repr(cond)), cond)
+            entry = self._shared_nodes[id(cond)] = (cond, same)
         return entry[1]
 
     def _node(
