@@ -47,7 +47,7 @@ from engine.io.normalise import normalise_value
 from engine.io.pseudonymise import pseudonymise_chunk, pseudonymise_row
 from engine.io.tables import Chunk, Row, RowProblem
 from engine.mapping import ColumnMapping
-from engine.models import Result, RuleOutcome, RuleStatus, Scalar, Severity, SiteProfile, Verdict
+from engine.models import Result, RuleOutcome, RuleStatus, Scalar, SiteProfile, Verdict
 from engine.policy import policy_for
 from engine.rules.ruleset import Ruleset
 from engine.screen import Decision, notable_outcomes
@@ -77,7 +77,6 @@ FLAT_COLUMNS = (
 )
 FLAT_SCHEMA = pa.schema([(name, pa.string()) for name in FLAT_COLUMNS])
 SETTINGS = frozenset(SETTING_FIELDS)
-SEVERITIES = tuple(s.value for s in Severity)
 # enum members as plain names: the hot loops below compare every outcome of every case
 FIRED, CONDITIONAL, NOT_EVALUABLE = (
     RuleStatus.fired,
