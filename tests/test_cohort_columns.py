@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.batch.worker import id_hashes, id_lines
+from engine.batch.worker import chunk_ids, id_hashes
 from engine.cohort import flat_columns, row_verdicts
 from engine.evaluate.vectorised import NOT_EVALUABLE, STATUSES, CohortDecisions
 from engine.models import RuleOutcome, RuleStatus, settled_outcome
@@ -89,7 +89,7 @@ def test_id_hashes_read_a_sliced_arrow_array_as_its_ids() -> None:
     sliced = whole.slice(1, len(ids))
     assert id_hashes(sliced).tolist() == id_hashes(ids).tolist()
     numbers = np.arange(2, 2 + len(ids))
-    assert id_lines("in.csv", numbers, sliced) == id_lines("in.csv", numbers, ids)
+    assert chunk_ids("in.csv", numbers, sliced) == chunk_ids("in.csv", numbers, ids)
 
 
 @pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""run.DuplicateFinder: hashes parsed chunk by chunk as results arrive, lines read back only for
+"""run.DuplicateFinder: hashes kept chunk by chunk as results arrive, lines read back only for
 hashes that repeat; every repeated case_id found, across chunks and inputs, whatever the
 inputs' paths hold, and a hash shared by two different ids is not a duplicate."""
 
@@ -7,16 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.batch import run
-from engine.batch.run import DuplicateFinder, line_hashes
+from engine.batch.run import DuplicateFinder
 from engine.batch.summary import Duplicate
-from engine.batch.worker import id_hashes, id_lines
+from engine.batch.worker import ChunkIds, chunk_ids
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _lines(source: str, first: int, ids: list[str]) -> list[str]:
-    return [id_lines(source, np.arange(first, first + len(ids)), ids)]
+def _ids(source: str, first: int, ids: list[str]) -> list[ChunkIds]:
+    return [chunk_ids(source, np.arange(first, first + len(ids)), ids)]
 
 
 @pytest.mark.parametrize(
@@ -26,32 +25,37 @@ def _lines(source: str, first: int, ids: list[str]) -> list[str]:
 )
 def test_repeated_ids_are_found_across_chunks_whatever_the_path_holds(source: str) -> None:
     finder = DuplicateFinder()
-    finder.add(_lines(source, 1, ["A-1", "B-2", "C-3"]))
-    finder.add([])  # a chunk with no valid id
-    finder.add([""])
-    finder.add(_lines(source, 4, ["B-2", "D-4", "A-1"]))
-    finder.add(_lines(source, 7, ["B-2"]))
+    finder.add(_ids(source, 1, ["A-1", "B-2", "C-3"]))
+    finder.add([])  # a chunk with no result (none so far)
+    finder.add(_ids(source, 4, []))  # a chunk with no valid id
+    finder.add(_ids(source, 4, ["B-2", "D-4", "A-1"]))
+    finder.add(_ids(source, 7, ["B-2"]))
     assert finder.find() == [
         Duplicate(case_id="A-1", rows=[1, 6]),
         Duplicate(case_id="B-2", rows=[2, 4, 7]),
     ]
 
 
-def test_each_lines_hash_is_parsed_in_order() -> None:
-    ids = [f"SYN-{i:07d}" for i in range(25_000)]  # more than one block of Arrow's reader
-    text = _lines("in.parquet", 1, ids)[0]
-    assert line_hashes(text).tolist() == id_hashes(ids).tolist()
-    assert line_hashes(text.replace("in.parquet", "in\rparquet")).tolist() == (
-        id_hashes(ids).tolist()
-    )
-
-
-def test_a_hash_two_ids_share_is_not_a_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A collision (every line given hash 7) reads the lines back and groups by the id itself."""
-    monkeypatch.setattr(run, "line_hashes", lambda text: np.full(text.count("\n"), 7))
+def test_each_inputs_ids_are_listed_under_it() -> None:
+    """Ids of several inputs, in runs (a chunk holds one input's rows): a line is read back
+    under the input whose run it falls in, the first and last line of each run included."""
     finder = DuplicateFinder()
-    finder.add(["7\tin.csv\t1\tA-1\n7\tin.csv\t2\tB-2\n"])
-    finder.add(["7\tother.csv\t9\tA-1\n"])
+    finder.add(_ids("a.csv", 1, ["A-1", "B-2"]))
+    finder.add(_ids("b.csv", 1, ["B-2", "C-3"]))
+    finder.add(_ids("b.csv", 3, ["A-1"]) + _ids("c\tc.csv", 1, ["C-3"]))  # a split chunk
+    finder.add(_ids("a.csv", 3, ["C-3"]))  # the first input again, after the others
+    assert finder.repeats() == {
+        "A-1": [("a.csv", 1), ("b.csv", 3)],
+        "B-2": [("a.csv", 2), ("b.csv", 1)],
+        "C-3": [("b.csv", 2), ("c\tc.csv", 1), ("a.csv", 3)],
+    }
+
+
+def test_a_hash_two_ids_share_is_not_a_duplicate() -> None:
+    """A collision (every id given hash 7) reads the lines back and groups by the id itself."""
+    finder = DuplicateFinder()
+    finder.add([ChunkIds("in.csv", np.array([7, 7]), b"1\tA-1\n2\tB-2\n")])
+    finder.add([ChunkIds("other.csv", np.array([7]), b"9\tA-1\n")])
     assert finder.find() == [Duplicate(case_id="A-1", rows=[1, 9])]
 
 

@@ -1,5 +1,5 @@
-"""The id lines a batch chunk sends to run.DuplicateFinder, built column by column
-(worker.id_lines): each id's hash is FNV-1a of its bytes whatever its length, the lines keep
+"""The case ids a batch chunk sends to run.DuplicateFinder, built column by column
+(worker.chunk_ids): each id's hash is FNV-1a of its bytes whatever its length, the lines keep
 row order across the rows the vectorised engine decided and those read one by one, and a
 repeated id is found across both kinds of row."""
 
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.batch.run import BatchOptions, run_batch
-from engine.batch.worker import OutputFormat, id_hashes, id_lines
+from engine.batch.worker import ChunkIds, OutputFormat, chunk_ids, id_hashes
 from tests.conftest import RULES_DIR, RULESET
 
 
@@ -35,10 +35,14 @@ def test_hashes_are_fnv1a_of_each_id_whatever_its_length() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_lines_are_tab_separated_in_the_order_given() -> None:
-    text = id_lines("in.parquet", np.array([3, 10]), ["B-2", "A-1"])
-    assert text == f"{fnv1a('B-2')}\tin.parquet\t3\tB-2\n{fnv1a('A-1')}\tin.parquet\t10\tA-1\n"
-    assert id_lines("in.parquet", np.array([], np.int64), []) == ""
+def test_lines_are_tab_separated_in_the_order_given_beside_their_hashes() -> None:
+    ids = chunk_ids("in.parquet", np.array([3, 10]), ["B-2", "A-1"])
+    assert ids.source == "in.parquet"
+    assert ids.lines == b"3\tB-2\n10\tA-1\n"
+    assert ids.hashes.dtype == np.int64
+    assert ids.hashes.tolist() == [fnv1a("B-2"), fnv1a("A-1")]
+    empty = chunk_ids("in.parquet", np.array([], np.int64), [])
+    assert (empty.lines, empty.hashes.tolist()) == (b"", [])
 
 
 @pytest.mark.timeout(120)
@@ -74,7 +78,7 @@ def test_a_repeated_id_is_found_across_decided_and_rejected_rows(tmp_path: Path)
 
 @pytest.mark.timeout(60)
 def test_the_finder_keeps_hashes_as_chunks_arrive_and_finds_every_repeat() -> None:
-    """DuplicateFinder parses each chunk's hashes as it arrives into one file of 8-byte
+    """DuplicateFinder appends each chunk's hashes as it arrives to one file of 8-byte
     hashes, and finds repeats from one sorted copy: a repeat is found wherever it falls,
     across chunks, at the first and the last line; ids whose hashes collide without being
     equal are no duplicates."""
@@ -85,11 +89,12 @@ def test_the_finder_keeps_hashes_as_chunks_arrive_and_finds_every_repeat() -> No
     ids[399] = ids[0] = "first-and-last"
     for n in rng.choice(np.arange(1, 399), 40, replace=False).tolist():
         ids[n] = f"c{n % 7}"  # c0..c6 each repeated several times, among the others
-    lines = [f"{fnv1a(i)}\tsrc.parquet\t{n + 1}\t{i}\n" for n, i in enumerate(ids)]
-    lines.append(f"{fnv1a('c1')}\tsrc.parquet\t401\tcollides-with-c1\n")  # same hash, new id
+    hashes = [fnv1a(i) for i in ids] + [fnv1a("c1")]  # the last: same hash as c1, a new id
+    lines = [f"{n + 1}\t{i}\n".encode() for n, i in enumerate([*ids, "collides-with-c1"])]
     finder = run.DuplicateFinder()
-    for start in range(0, len(lines), 37):  # chunks of 37 lines, each sent as one string
-        finder.add(["".join(lines[start : start + 37])])
+    for start in range(0, len(lines), 37):  # chunks of 37 ids
+        part = slice(start, start + 37)
+        finder.add([ChunkIds("src.parquet", np.array(hashes[part]), b"".join(lines[part]))])
     found = {d.case_id: d.rows for d in finder.find()}
     expected: dict[str, list[int]] = {}
     for n, case_id in enumerate(ids):

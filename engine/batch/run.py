@@ -8,6 +8,7 @@ that keeps killing workers until the offending row is isolated and reported reje
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import os
@@ -21,8 +22,6 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from engine import __version__
 from engine.batch.lock import OutputLocks
@@ -45,6 +44,7 @@ from engine.batch.summary import (
 )
 from engine.batch.worker import (
     CASE_FIELDS,
+    ChunkIds,
     ChunkResult,
     Detail,
     OutputFormat,
@@ -252,29 +252,46 @@ class Totals:
 
 class DuplicateFinder:
     """Finds repeated case_ids with flat memory: ids stay on disk, in a temp file of their lines,
-    and so does each line's hash (8 bytes an id, in a second file).
+    and so does each id's hash (8 bytes an id, in a second file); of each input, only its name
+    and the number of its first line are kept.
 
-    A chunk's hashes are parsed as it arrives, while the workers screen the next chunks; parsing
-    them all after the last chunk (np.loadtxt over about 110 MB of lines at 1M rows, 0.28 s)
-    left every worker idle meanwhile. Only the lines whose hash repeats are read back.
+    Workers hash the ids and format their lines (worker.ChunkIds), so a chunk's arrive ready to
+    append, while the workers screen the next chunks: parsing hashes back out of text lines
+    cost the parent, which reads and writes for every worker, about 0.4 s of CPU per million
+    rows. Only the lines whose hash repeats are read back.
     """
 
     def __init__(self) -> None:
-        # nameless where the system allows: nothing is left behind, even by a killed run;
-        # lines end at "\n" only, as the workers write them (a source path may hold a "\r")
+        # nameless where the system allows: nothing is left behind, even by a killed run
         self._file = tempfile.TemporaryFile(  # noqa: SIM115  # closed in find() or close()
-            "w+", encoding="utf-8", newline="\n", prefix="miss-screen-ids-", suffix=".tsv"
+            prefix="miss-screen-ids-", suffix=".tsv"
         )
         self._hashes = tempfile.TemporaryFile(prefix="miss-screen-id-hashes-")  # noqa: SIM115
+        self._sources: list[str] = []  # each input whose ids follow another's, in order
+        self._firsts: list[int] = []  # the number of its first line
+        self._count = 0  # lines so far
 
-    def add(self, lines: list[str]) -> None:
-        """Lines of "hash\tsource\trow\tcase_id\n", as the workers format them."""
-        text = "".join(lines)
-        if text:
-            self._file.write(text)
-            self._hashes.write(line_hashes(text).tobytes())
+    def add(self, chunks: list[ChunkIds]) -> None:
+        """A chunk's valid case_ids (its halves', if it was split), in row order."""
+        for ids in chunks:
+            if not len(ids.hashes):
+                continue
+            if not self._sources or self._sources[-1] != ids.source:
+                self._sources.append(ids.source)
+                self._firsts.append(self._count)
+            self._file.write(ids.lines)
+            self._hashes.write(ids.hashes.astype(np.int64, copy=False).tobytes())
+            self._count += len(ids.hashes)
 
     def find(self) -> list[Duplicate]:
+        """The repeated case_ids, by id, with their rows in input order; closes the finder."""
+        return [
+            Duplicate(case_id=case_id, rows=[row for _, row in places])
+            for case_id, places in sorted(self.repeats().items())
+        ]
+
+    def repeats(self) -> dict[str, list[tuple[str, int]]]:
+        """Each repeated case_id's places (input, row), in input order; closes the finder."""
         self._file.flush()
         self._hashes.seek(0)
         hashes = np.frombuffer(self._hashes.read(), dtype=np.int64)
@@ -286,44 +303,17 @@ class DuplicateFinder:
         groups: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
         if wanted:
             self._file.seek(0)
-            for number, line in enumerate(self._file):
-                if number in wanted:  # the source path may hold a tab; the row and id cannot
-                    source, row, case_id = line.rstrip("\n").split("\t", 1)[1].rsplit("\t", 2)
+            for number, line in enumerate(self._file):  # lines end at b"\n" only
+                if number in wanted:
+                    row, case_id = line.rstrip(b"\n").decode().split("\t")
+                    source = self._sources[bisect.bisect_right(self._firsts, number) - 1]
                     groups[case_id].append((source, int(row)))
         self.close()
-        return [
-            Duplicate(case_id=case_id, rows=[r for _, r in places])
-            for case_id, places in sorted(groups.items())
-            if len(places) > 1
-        ]
+        return {case_id: places for case_id, places in groups.items() if len(places) > 1}
 
     def close(self) -> None:
         self._file.close()
         self._hashes.close()
-
-
-_HASH_COLUMN = pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()})
-_TAB_SEPARATED = pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False)
-_NAMELESS = pacsv.ReadOptions(autogenerate_column_names=True, use_threads=False)
-
-
-def line_hashes(text: str) -> np.ndarray:
-    """The hash at the head of each id line of `text`, in order, as int64, parsed by Arrow's
-    CSV reader; line by line where it would count lines otherwise than at "\n" (a source
-    path holding a "\r")."""
-    lines = text.count("\n")
-    if "\r" not in text:
-        table = pacsv.read_csv(
-            pa.py_buffer(text.encode()),
-            read_options=_NAMELESS,
-            parse_options=_TAB_SEPARATED,
-            convert_options=_HASH_COLUMN,
-        )
-        if table.num_rows == lines:
-            hashes: np.ndarray = table.column(0).to_numpy()
-            return hashes
-    heads = [line.partition("\t")[0] for line in text.split("\n")[:lines]]
-    return np.array([int(head) for head in heads], dtype=np.int64)
 
 
 class BatchRun:
@@ -389,7 +379,7 @@ class BatchRun:
         """Write one chunk's records and errors (chunks arrive in input order) and count them."""
         self.writer.write(result.records)
         self.errors.write(result.errors)
-        self.duplicates.add(result.id_lines)
+        self.duplicates.add(result.ids)
         self.totals.add(result)
         self.per_input[result.source] += result.rows
 

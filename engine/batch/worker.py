@@ -117,6 +117,25 @@ class WorkerConfig:
     engine: str = COHORT_ENGINE  # --engine: every worker and Dask partition screens with it
 
 
+@dataclass(eq=False)
+class ChunkIds:
+    """A chunk's valid case_ids, for finding repeats (run.DuplicateFinder): each id's hash,
+    and its line, "row\tcase_id\n", in the same order, the lines end to end in UTF-8. A case_id
+    holds no tab or line end (CASE_ID); the source, which may, is given once."""
+
+    source: str
+    hashes: np.ndarray  # int64, FNV-1a of each id (id_hashes)
+    lines: bytes
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ChunkIds):
+            return NotImplemented
+        same = (self.source, self.lines) == (other.source, other.lines)
+        return same and np.array_equal(self.hashes, other.hashes)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable
+
+
 @dataclass
 class ChunkResult:
     """What one chunk produced: output records, error records and counts to add up."""
@@ -141,14 +160,14 @@ class ChunkResult:
     decided_with_cautions_open: int = 0  # a verdict given while cautions are not yet excluded
     # (field, value or "(unknown)", verdict) for the subgroup fields (summary.SUBGROUP_FIELDS)
     subgroups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    # one line per valid case_id: "hash\tsource\trow\tcase_id\n" (see run.DuplicateFinder);
-    # formatted here, in parallel, rather than by the parent that reads and writes for all
-    id_lines: list[str] = field(default_factory=list)
+    # the valid case_ids, hashed and formatted here, in parallel, rather than by the parent
+    # that reads and writes for all (see run.DuplicateFinder)
+    ids: list[ChunkIds] = field(default_factory=list)
 
     def merge(self, other: ChunkResult) -> None:
         self.records += other.records
         self.errors += other.errors
-        self.id_lines += other.id_lines
+        self.ids += other.ids
         self.rows += other.rows
         self.screened += other.screened
         self.rejected += other.rejected
@@ -289,24 +308,19 @@ def _texts(case_ids: pa.Array | list[str]) -> pa.Array:
     return pa.array(case_ids, pa.string())
 
 
-def id_lines(source: str, numbers: np.ndarray, case_ids: pa.Array | list[str]) -> str:
-    """The id lines of a chunk's valid case_ids, "hash\tsource\trow\tcase_id\n" each (see
-    run.DuplicateFinder), built column by column: `numbers` are their rows, ascending."""
+def chunk_ids(source: str, numbers: np.ndarray, case_ids: pa.Array | list[str]) -> ChunkIds:
+    """A chunk's valid case_ids as run.DuplicateFinder keeps them, built column by column:
+    `numbers` are their rows, ascending."""
     texts = _texts(case_ids)
     if not len(texts):
-        return ""
-    columns = [
-        pa.array(id_hashes(texts)).cast(pa.string()),
-        pa.scalar(source),
-        pa.array(numbers, pa.int64()).cast(pa.string()),
-        texts,
-    ]
+        return ChunkIds(source, np.zeros(0, dtype=np.int64), b"")
+    columns = [pa.array(numbers, pa.int64()).cast(pa.string()), texts]
     lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*columns, "\t"), "", "\n")
     # the lines end to end are the bytes of the array's data between its first and last offset
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
     start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
     data: bytes = lines.buffers()[2].to_pybytes()
-    return data[start:end].decode()
+    return ChunkIds(source, id_hashes(texts), data[start:end])
 
 
 def serve(tasks: Connection, results: Connection, config: WorkerConfig) -> None:
@@ -505,7 +519,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             result.missing[name] += result.screened - present[name]
     count_baselines(result, ruleset)
     # one string to send back, not a thousand
-    result.id_lines = [_chunk_id_lines(chunk.source, fast, id_rows)]
+    result.ids = [_chunk_ids(chunk.source, fast, id_rows)]
     if config.output_format is OutputFormat.parquet and fast is None:  # built here, in
         result.records = [flat_batch(result.records)]  # parallel, not by the parent
     elif jsonl and fast is None and result.records:  # one text, as the decided rows' lines
@@ -580,9 +594,9 @@ def _lines_text(lines: pa.Array) -> str:
     return text
 
 
-def _chunk_id_lines(source: str, fast: _Fast | None, id_rows: list[tuple[int, str]]) -> str:
-    """The id lines of a chunk, in row order: the decided rows' and those of the rows read one
-    by one (`id_rows`, in order)."""
+def _chunk_ids(source: str, fast: _Fast | None, id_rows: list[tuple[int, str]]) -> ChunkIds:
+    """The valid case_ids of a chunk, in row order: the decided rows' and those of the rows
+    read one by one (`id_rows`, in order)."""
     numbers = np.fromiter((n for n, _ in id_rows), dtype=np.int64, count=len(id_rows))
     case_ids = pa.array([case_id for _, case_id in id_rows], pa.string())
     if fast is not None and len(fast.numbers):
@@ -593,7 +607,7 @@ def _chunk_id_lines(source: str, fast: _Fast | None, id_rows: list[tuple[int, st
             numbers, case_ids = numbers[order], every.take(pa.array(order))
         else:
             numbers, case_ids = fast.numbers, fast.flat.case_ids
-    return id_lines(source, numbers, case_ids)
+    return chunk_ids(source, numbers, case_ids)
 
 
 def _checked_rows(
