@@ -8,6 +8,7 @@ the others by these tests the day it lands (issue 29 item 2).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from engine.batch import run as batch_run
 from engine.batch import worker
 from engine.batch.worker import Detail, OutputFormat, WorkerConfig
 from engine.cli import app
+from engine.io.tables import Chunk, InputFormat, TableReader
 from engine.screener import COHORT_ENGINE, ENGINES, Screener
 from engine.synth import write_cohort
 from tests.conftest import RULES_DIR, RULESET
@@ -121,6 +124,36 @@ def test_two_workers_and_dask_partitions_match_one_local_worker(
     for name, extra in runs.items():
         found = _parquet_ids_run(cohort, tmp_path / name / "out.parquet", engine, *extra)
         assert found == one_local_worker, name
+
+
+@pytest.mark.timeout(300)
+def test_a_pool_reads_parquet_in_chunks_of_its_own_size_with_the_same_outputs(
+    cohort: Path,
+    one_local_worker: dict[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker processes screen Parquet in larger chunks than one process does
+    (POOL_PARQUET_CHUNK_ROWS), shrunk here so the cohort spans several chunks of either size:
+    the pool's chunks are its own size, and its outputs the bytes of one local worker's."""
+    monkeypatch.delenv(batch_run.CHUNK_ROWS_ENV, raising=False)
+    monkeypatch.setattr(batch_run, "PARQUET_CHUNK_ROWS", 30)
+    monkeypatch.setattr(batch_run, "POOL_PARQUET_CHUNK_ROWS", 70)
+    reader = TableReader(str(cohort), InputFormat.parquet)
+    one = [chunk.size() for chunk in batch_run.all_chunks([reader], "vectorised")]
+    assert one == [30] * (ROWS // 30) + [ROWS % 30]
+    read = batch_run.all_chunks
+    sent: list[int] = []
+
+    def watched(*args: Any) -> Iterator[Chunk]:
+        for chunk in read(*args):
+            sent.append(chunk.size())
+            yield chunk
+
+    monkeypatch.setattr(batch_run, "all_chunks", watched)
+    found = _parquet_ids_run(cohort, tmp_path / "out.parquet", "vectorised", "--workers", "2")
+    assert sent == [70] * (ROWS // 70) + [ROWS % 70]
+    assert found == one_local_worker
 
 
 def _config(engine: str) -> WorkerConfig:
