@@ -52,7 +52,6 @@ from engine.batch.worker import (
     init_worker,
     rules_sidecar,
     screen_chunk,
-    use_system_allocator,
 )
 from engine.batch.writers import ErrorWriter, OutputSet, ResultWriter, write_text
 from engine.errors import LinesError, UserError
@@ -481,7 +480,6 @@ def run_batch(
     `notice`: told in one line of anything the user should know as it happens (a stalled
     worker, a stale lock taken over).
     """
-    use_system_allocator()  # before reading: the reader's buffers too
     if options.workers > 1 or options.stall_timeout is not None:
         start_fork_server(options.rules_dir, options.engine)
     run = BatchRun(options, ruleset, notice)

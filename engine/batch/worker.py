@@ -230,16 +230,6 @@ def init_worker(config: WorkerConfig) -> None:
     # at the default threshold (700) the cyclic collector ran every few rows and took about
     # 10 % of the batch time (benchmarks/results.md). Cycles are still collected, less often.
     gc.set_threshold(GC_THRESHOLD)
-    use_system_allocator()
-
-
-def use_system_allocator() -> None:
-    """Arrow buffers from the C allocator for the rest of this process: Arrow's default pool
-    (jemalloc) kept freed chunk buffers, and a 1M-row vectorised batch peaked at 322 MB on it,
-    298 MB on the system allocator, for less CPU (benchmarks/results.md). A pool the user chose
-    (ARROW_DEFAULT_MEMORY_POOL) is left alone."""
-    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        pa.set_memory_pool(pa.system_memory_pool())
 
 
 class _NoPandas:
