@@ -229,9 +229,30 @@ def test_duplicate_case_ids_are_reported(tmp_path: Path) -> None:
     )
     assert code == 0
     assert json.loads(summary.read_text())["duplicates"] == [
-        {"case_id": "B-001", "rows": [1, len(rows)]}
+        {"case_id": "B-001", "rows": [1, len(rows)], "sources": [str(source)] * 2}
     ]
     assert "1 case_ids occur more than once" in err
+
+
+def test_a_case_id_repeated_across_inputs_names_each_rows_input(tmp_path: Path) -> None:
+    """Row numbers count within each input: a repeat across two inputs says which input each
+    row is in, in the summary and in the report."""
+    first = write(tmp_path / "first.jsonl", [GOOD[0], GOOD[1]])
+    second = write(tmp_path / "second.jsonl", [GOOD[1], GOOD[0]])
+    summary, report = tmp_path / "s.json", tmp_path / "r.html"
+    code, _, err = batch(
+        str(first), str(second), "--out", str(tmp_path / "o.jsonl"), "--summary", str(summary),
+        "--report", str(report), "--workers", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    ids = [GOOD[0]["case_id"], GOOD[1]["case_id"]]
+    assert json.loads(summary.read_text())["duplicates"] == [
+        {"case_id": ids[0], "rows": [1, 2], "sources": [str(first), str(second)]},
+        {"case_id": ids[1], "rows": [2, 1], "sources": [str(first), str(second)]},
+    ]
+    html = report.read_text()
+    assert f"{first} row 1, {second} row 2" in html
+    assert f"{first} row 2, {second} row 1" in html
 
 
 @pytest.mark.parametrize(

@@ -31,8 +31,8 @@ def test_repeated_ids_are_found_across_chunks_whatever_the_path_holds(source: st
     finder.add(_ids(source, 4, ["B-2", "D-4", "A-1"]))
     finder.add(_ids(source, 7, ["B-2"]))
     assert finder.find() == [
-        Duplicate(case_id="A-1", rows=[1, 6]),
-        Duplicate(case_id="B-2", rows=[2, 4, 7]),
+        Duplicate(case_id="A-1", rows=[1, 6], sources=[source] * 2),
+        Duplicate(case_id="B-2", rows=[2, 4, 7], sources=[source] * 3),
     ]
 
 
@@ -56,7 +56,7 @@ def test_a_hash_two_ids_share_is_not_a_duplicate() -> None:
     finder = DuplicateFinder()
     finder.add([ChunkIds("in.csv", np.array([7, 7]), b"1\tA-1\n2\tB-2\n")])
     finder.add([ChunkIds("other.csv", np.array([7]), b"9\tA-1\n")])
-    assert finder.find() == [Duplicate(case_id="A-1", rows=[1, 9])]
+    assert finder.find() == [Duplicate(case_id="A-1", rows=[1, 9], sources=["in.csv", "other.csv"])]
 
 
 def test_no_ids_no_duplicates() -> None:

@@ -71,8 +71,8 @@ def test_a_repeated_id_is_found_across_decided_and_rejected_rows(tmp_path: Path)
     )
     run_batch(options, RULESET)
     assert json.loads(summary.read_text())["duplicates"] == [
-        {"case_id": "C-2", "rows": [2, 4, 5]},
-        {"case_id": "C-3", "rows": [3, 6]},
+        {"case_id": "C-2", "rows": [2, 4, 5], "sources": [str(source)] * 3},
+        {"case_id": "C-3", "rows": [3, 6], "sources": [str(source)] * 2},
     ]
 
 

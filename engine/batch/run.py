@@ -292,7 +292,11 @@ class DuplicateFinder:
     def find(self) -> list[Duplicate]:
         """The repeated case_ids, by id, with their rows in input order; closes the finder."""
         return [
-            Duplicate(case_id=case_id, rows=[row for _, row in places])
+            Duplicate(
+                case_id=case_id,
+                rows=[row for _, row in places],
+                sources=[source for source, _ in places],
+            )
             for case_id, places in sorted(self.repeats().items())
         ]
 
