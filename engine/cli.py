@@ -989,9 +989,10 @@ def batch(
     if executor is Executor.dask:
         require("dask", "miss-screen batch --executor dask")
     elif PROGRAM:  # before pyarrow's threads and the fork server start (tests: a library)
-        from engine.batch.allocator import one_malloc_arena
+        from engine.batch.allocator import arrow_jemalloc, one_malloc_arena
 
         one_malloc_arena()
+        arrow_jemalloc()
     if executor is Executor.local and (workers or os.cpu_count() or 1) > 1:
         from engine.batch.startup import start_fork_server
 
