@@ -190,6 +190,7 @@ class WorkerPool:
                         break
                     slots.append(Slot())
                     self._waiting.append(Job(chunk, slots[-1]))
+                    self._dispatch()  # at once: a worker need not wait for the whole window
                 if slots and slots[0].done():
                     yield slots.popleft().collect()
                     continue
