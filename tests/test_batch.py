@@ -229,7 +229,7 @@ def test_duplicate_case_ids_are_reported(tmp_path: Path) -> None:
     )
     assert code == 0
     assert json.loads(summary.read_text())["duplicates"] == [
-        {"case_id": "B-001", "rows": [1, len(rows)], "sources": [str(source)] * 2}
+        {"case_id": "B-001", "rows": [1, len(rows)], "inputs": [0, 0]}
     ]
     assert "1 case_ids occur more than once" in err
 
@@ -247,8 +247,8 @@ def test_a_case_id_repeated_across_inputs_names_each_rows_input(tmp_path: Path) 
     assert code == 0, err
     ids = [GOOD[0]["case_id"], GOOD[1]["case_id"]]
     assert json.loads(summary.read_text())["duplicates"] == [
-        {"case_id": ids[0], "rows": [1, 2], "sources": [str(first), str(second)]},
-        {"case_id": ids[1], "rows": [2, 1], "sources": [str(first), str(second)]},
+        {"case_id": ids[0], "rows": [1, 2], "inputs": [0, 1]},
+        {"case_id": ids[1], "rows": [2, 1], "inputs": [0, 1]},
     ]
     html = report.read_text()
     assert f"{first} row 1, {second} row 2" in html

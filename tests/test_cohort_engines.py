@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from engine.batch import run as batch_run
 from engine.batch import worker
+from engine.batch.pool import WINDOW_PER_WORKER
 from engine.batch.worker import Detail, OutputFormat, WorkerConfig
 from engine.cli import app
 from engine.io.tables import Chunk, InputFormat, TableReader
@@ -133,12 +134,13 @@ def test_a_pool_reads_parquet_in_chunks_of_its_own_size_with_the_same_outputs(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Worker processes screen Parquet in larger chunks than one process does
-    (POOL_PARQUET_CHUNK_ROWS), shrunk here so the cohort spans several chunks of either size:
-    the pool's chunks are its own size, and its outputs the bytes of one local worker's."""
+    """Worker processes screen Parquet in larger chunks than one process does, as many rows
+    in flight as POOL_ROWS_IN_FLIGHT allows (both shrunk here, so the cohort spans several
+    chunks of either size), never fewer than one process's: the pool's chunks are its own
+    size, and its outputs the bytes of one local worker's."""
     monkeypatch.delenv(batch_run.CHUNK_ROWS_ENV, raising=False)
     monkeypatch.setattr(batch_run, "PARQUET_CHUNK_ROWS", 30)
-    monkeypatch.setattr(batch_run, "POOL_PARQUET_CHUNK_ROWS", 70)
+    monkeypatch.setattr(batch_run, "POOL_ROWS_IN_FLIGHT", 70 * 2 * WINDOW_PER_WORKER)
     reader = TableReader(str(cohort), InputFormat.parquet)
     one = [chunk.size() for chunk in batch_run.all_chunks([reader], "vectorised")]
     assert one == [30] * (ROWS // 30) + [ROWS % 30]
@@ -154,6 +156,7 @@ def test_a_pool_reads_parquet_in_chunks_of_its_own_size_with_the_same_outputs(
     found = _parquet_ids_run(cohort, tmp_path / "out.parquet", "vectorised", "--workers", "2")
     assert sent == [70] * (ROWS // 70) + [ROWS % 70]
     assert found == one_local_worker
+    assert batch_run.pool_chunk_rows(8) == 30  # many workers: one process's size, no less
 
 
 def _config(engine: str) -> WorkerConfig:

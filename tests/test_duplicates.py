@@ -5,6 +5,7 @@ inputs' paths hold, and a hash shared by two different ids is not a duplicate.""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from engine.batch.run import DuplicateFinder
@@ -30,9 +31,9 @@ def test_repeated_ids_are_found_across_chunks_whatever_the_path_holds(source: st
     finder.add(_ids(source, 4, []))  # a chunk with no valid id
     finder.add(_ids(source, 4, ["B-2", "D-4", "A-1"]))
     finder.add(_ids(source, 7, ["B-2"]))
-    assert finder.find() == [
-        Duplicate(case_id="A-1", rows=[1, 6], sources=[source] * 2),
-        Duplicate(case_id="B-2", rows=[2, 4, 7], sources=[source] * 3),
+    assert finder.find(["other.csv", source]) == [
+        Duplicate(case_id="A-1", rows=[1, 6], inputs=[1, 1]),
+        Duplicate(case_id="B-2", rows=[2, 4, 7], inputs=[1, 1, 1]),
     ]
 
 
@@ -56,8 +57,20 @@ def test_a_hash_two_ids_share_is_not_a_duplicate() -> None:
     finder = DuplicateFinder()
     finder.add([ChunkIds("in.csv", np.array([7, 7]), b"1\tA-1\n2\tB-2\n")])
     finder.add([ChunkIds("other.csv", np.array([7]), b"9\tA-1\n")])
-    assert finder.find() == [Duplicate(case_id="A-1", rows=[1, 9], sources=["in.csv", "other.csv"])]
+    assert finder.find(["in.csv", "other.csv"]) == [
+        Duplicate(case_id="A-1", rows=[1, 9], inputs=[0, 1])
+    ]
 
 
 def test_no_ids_no_duplicates() -> None:
-    assert DuplicateFinder().find() == []
+    assert DuplicateFinder().find(["in.csv"]) == []
+
+
+def test_hashes_and_lines_out_of_step_stop_the_finder() -> None:
+    """A line missing beside its hash would put every later id on another's row: refused."""
+    finder = DuplicateFinder()
+    with pytest.raises(ValueError, match="2 case id hashes"):
+        finder.add([ChunkIds("in.csv", np.array([7, 8]), b"1\tA-1\n")])
+    with pytest.raises(ValueError, match="missing"):
+        chunk_ids("in.csv", np.array([1, 2]), pa.array(["A-1", None], pa.string()))
+    finder.close()

@@ -273,6 +273,23 @@ def test_a_row_that_kills_every_worker_is_isolated_and_rejected(
     assert summary["stamp"]["worker_restarts"] >= 2
 
 
+def test_a_row_that_kills_every_worker_still_counts_for_duplicates(tmp_path: Path) -> None:
+    """Rejected for killing its workers, a row's case_id is still an id read: repeated (here
+    the killer twice, in two chunks), it is reported as a duplicate with both rows, as any
+    rejected row's id is."""
+    rows = [dict(r) for r in cohort() * 3]
+    for i, row in enumerate(rows):
+        row["case_id"] = f"K-{i:04d}"
+    rows[70]["case_id"] = rows[5]["case_id"]
+    source = write(tmp_path / "cohort.jsonl", rows)
+    done = _run(_batch_args(source, tmp_path, 2), **{FAULT_ENV: rows[5]["case_id"]})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["reconciliation"]["balanced"]
+    assert summary["stamp"]["worker_restarts"] >= 4  # each row killed two workers
+    assert summary["duplicates"] == [{"case_id": "K-0005", "rows": [6, 71], "inputs": [0, 0]}]
+
+
 # --- the batch process itself signalled or killed ---------------------------------------------
 
 

@@ -431,6 +431,28 @@ def test_case_ids_and_columns_are_escaped(summary: BatchSummary) -> None:
     assert found["ignored-0"] == '"><img onerror=alert(2)>'
 
 
+def test_a_duplicate_across_inputs_names_each_rows_input_escaped(summary: BatchSummary) -> None:
+    """With several inputs each duplicated row is shown with its input's name (escaped); a
+    summary written before rows named their input (no `inputs`) shows the rows alone."""
+    first = summary.stamp.inputs[0]
+    hostile = first.model_copy(update={"path": "b<i>x</i>.csv"})
+    stamp = summary.stamp.model_copy(update={"inputs": [first, hostile]})
+    both = summary.model_copy(
+        update={
+            "stamp": stamp,
+            "duplicates": [
+                Duplicate(case_id="A-1", rows=[3, 9], inputs=[0, 1]),
+                Duplicate(case_id="B-2", rows=[4, 5]),  # an older summary's entry
+            ],
+        }
+    )
+    html = render_html(both)
+    found = text_by_id(html)
+    assert found["duplicate-0-rows"] == f"{first.path} row 3, b<i>x</i>.csv row 9"
+    assert "b&lt;i&gt;x&lt;/i&gt;.csv row 9" in html
+    assert found["duplicate-1-rows"] == "4, 5"
+
+
 def test_page_needs_nothing_from_outside(page: str) -> None:
     assert not re.search(r"""\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
     assert not re.search(r"<script\b", page, re.I)

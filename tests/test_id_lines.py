@@ -71,8 +71,8 @@ def test_a_repeated_id_is_found_across_decided_and_rejected_rows(tmp_path: Path)
     )
     run_batch(options, RULESET)
     assert json.loads(summary.read_text())["duplicates"] == [
-        {"case_id": "C-2", "rows": [2, 4, 5], "sources": [str(source)] * 3},
-        {"case_id": "C-3", "rows": [3, 6], "sources": [str(source)] * 2},
+        {"case_id": "C-2", "rows": [2, 4, 5], "inputs": [0, 0, 0]},
+        {"case_id": "C-3", "rows": [3, 6], "inputs": [0, 0]},
     ]
 
 
@@ -95,10 +95,10 @@ def test_the_finder_keeps_hashes_as_chunks_arrive_and_finds_every_repeat() -> No
     for start in range(0, len(lines), 37):  # chunks of 37 ids
         part = slice(start, start + 37)
         finder.add([ChunkIds("src.parquet", np.array(hashes[part]), b"".join(lines[part]))])
-    found = {d.case_id: d.rows for d in finder.find()}
+    found = {d.case_id: d.rows for d in finder.find(["src.parquet"])}
     expected: dict[str, list[int]] = {}
     for n, case_id in enumerate(ids):
         expected.setdefault(case_id, []).append(n + 1)
     assert found == {i: rows for i, rows in expected.items() if len(rows) > 1}
     assert found["first-and-last"] == [1, 400]
-    assert run.DuplicateFinder().find() == []  # no id lines at all
+    assert run.DuplicateFinder().find(["src.parquet"]) == []  # no id lines at all

@@ -34,9 +34,18 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
+import numpy as np
+
 from engine.batch.startup import start_fork_server
 from engine.batch.transport import Stalled, pipe_bytes, read_message, widen, write_message
-from engine.batch.worker import ChunkResult, WorkerConfig, reject, serve
+from engine.batch.worker import (
+    ChunkResult,
+    WorkerConfig,
+    chunk_ids,
+    listed_case_id,
+    reject,
+    serve,
+)
 from engine.io.tables import Chunk
 
 WINDOW_PER_WORKER = 3  # chunks in flight or waiting per worker: busy workers, bounded memory
@@ -294,14 +303,15 @@ class WorkerPool:
         if lost:
             lost[0].crashes += 1
             lost[0].stalled_s = stalled_s
-        again = [job for lost_job in lost for job in _after_crash(lost_job)]
+        again = [job for lost_job in lost for job in _after_crash(lost_job, self.config)]
         self._waiting.extendleft(reversed(again))  # before any chunk not yet sent: input order
         self._workers.append(self._start())
 
 
-def _after_crash(job: Job) -> list[Job]:
+def _after_crash(job: Job, config: WorkerConfig) -> list[Job]:
     """The jobs to send again for a chunk a worker died with: itself, its halves once it has
-    killed CRASH_RETRIES workers, or none for a row that did (it is rejected with the reason)."""
+    killed CRASH_RETRIES workers, or none for a row that did (it is rejected with the reason,
+    and its case_id counts for duplicates, as any rejected row's does)."""
     if job.crashes < CRASH_RETRIES:
         return [job]
     chunk = job.chunk
@@ -316,7 +326,10 @@ def _after_crash(job: Job) -> list[Job]:
         return halves
     ((number, row),) = rows
     crashed = ChunkResult(chunk.index, chunk.source, rows=1)
-    case_id = row.get("case_id") if isinstance(row, dict) else None
+    # the id as read: the workers map columns and pseudonymise ids, so with either it is not
+    # the id the other outputs show, and is withheld
+    as_read = config.mapping is None and config.pseudonym_key is None
+    case_id = row.get("case_id") if isinstance(row, dict) and as_read else None
     if job.stalled_s is not None:
         reason = (
             f"a worker process made no progress for {job.stalled_s:.0f} s screening this row "
@@ -331,5 +344,8 @@ def _after_crash(job: Job) -> list[Job]:
         case_id if isinstance(case_id, str) else None,
         [(None, None, reason)],
     )
+    listed = listed_case_id(case_id)
+    if listed is not None:
+        crashed.ids = [chunk_ids(chunk.source, np.array([number]), [listed])]
     job.slot.result = crashed
     return []

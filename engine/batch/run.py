@@ -25,7 +25,7 @@ import numpy as np
 
 from engine import __version__
 from engine.batch.lock import OutputLocks
-from engine.batch.pool import STALL_FLOOR_S, Notice, WorkerPool
+from engine.batch.pool import STALL_FLOOR_S, WINDOW_PER_WORKER, Notice, WorkerPool
 from engine.batch.startup import start_fork_server
 from engine.batch.summary import (
     AttritionStep,
@@ -109,13 +109,15 @@ VECTOR_CHUNK_ROWS = 5_000  # rows per CSV chunk on the vectorised engine
 # 283 MB and 8.7 s of CPU with 10,000 rows, 314 MB and 8.0 s with 15,000, 308 MB and 7.7 s with
 # 20,000 (/usr/bin/time's true peak, one run each); the target is 300 MB (benchmarks/results.md)
 PARQUET_CHUNK_ROWS = 10_000
-# rows per Parquet chunk on the vectorised engine when a pool of worker processes screens:
-# each worker only screens (the parent reads and writes), so a process holds twice the rows
-# within the same memory, and the per-chunk costs (the engine's per rule node, the transport's
-# per message) are paid half as often. On 1M rows, 2 workers, it took 12 % less time than
-# 10,000-row chunks, the largest process peaking at 267 MB (40,000 rows: 344 MB; results.md).
-# CSV keeps VECTOR_CHUNK_ROWS: its parent already peaks higher, reading text.
-POOL_PARQUET_CHUNK_ROWS = 20_000
+# rows a pool's parent holds in flight, as Parquet chunks on the vectorised engine (it keeps
+# pool.WINDOW_PER_WORKER chunks per worker): chunks as large as keeps within it, never smaller
+# than one process's. A worker only screens (the parent reads and writes), so it holds twice
+# the rows within the memory one process doing everything holds at 10,000, and the per-chunk
+# costs (the engine's per rule node, the transport's per message) are paid half as often: on
+# 1M rows, 2 workers (20,000-row chunks) took 12 % less time than with 10,000, the largest
+# process peaking at 267 MB; 40,000 rows gained 1 % more for 344 MB; at 20,000 rows, 8 workers'
+# parent peaked at 371 MB (benchmarks/results.md). CSV keeps VECTOR_CHUNK_ROWS.
+POOL_ROWS_IN_FLIGHT = 120_000
 RenderReport = Callable[[BatchSummary], str]
 
 
@@ -282,6 +284,8 @@ class DuplicateFinder:
         for ids in chunks:
             if not len(ids.hashes):
                 continue
+            if ids.lines.count(b"\n") != len(ids.hashes):  # every later line would be misread
+                raise ValueError(f"{len(ids.hashes)} case id hashes for other than as many lines")
             if not self._sources or self._sources[-1] != ids.source:
                 self._sources.append(ids.source)
                 self._firsts.append(self._count)
@@ -289,13 +293,15 @@ class DuplicateFinder:
             self._hashes.write(ids.hashes.astype(np.int64, copy=False).tobytes())
             self._count += len(ids.hashes)
 
-    def find(self) -> list[Duplicate]:
-        """The repeated case_ids, by id, with their rows in input order; closes the finder."""
+    def find(self, inputs: list[str]) -> list[Duplicate]:
+        """The repeated case_ids, by id, with their rows in input order and the place of each
+        row's input in `inputs` (the sources, in the order read); closes the finder."""
+        place = {source: number for number, source in reversed(list(enumerate(inputs)))}
         return [
             Duplicate(
                 case_id=case_id,
                 rows=[row for _, row in places],
-                sources=[source for source, _ in places],
+                inputs=[place[source] for source, _ in places],
             )
             for case_id, places in sorted(self.repeats().items())
         ]
@@ -315,7 +321,7 @@ class DuplicateFinder:
             self._file.seek(0)
             for number, line in enumerate(self._file):  # lines end at b"\n" only
                 if number in wanted:
-                    row, case_id = line.rstrip(b"\n").decode().split("\t")
+                    row, case_id = line.rstrip(b"\n").decode().split("\t", 1)
                     source = self._sources[bisect.bisect_right(self._firsts, number) - 1]
                     groups[case_id].append((source, int(row)))
         self.close()
@@ -355,6 +361,7 @@ class BatchRun:
         if isinstance(screener.evaluator, DeferredEvaluator):
             screener.evaluator.built  # noqa: B018 - built for its checks, then let go
         self.readers, self.ignored = open_inputs(options)
+        self.sources = [reader.source for reader in self.readers]
         # hashed before screening: what was read, even if something rewrites a file later
         self.hashes = {r.source: r.sha256() for r in self.readers if r.path != "-"}
         self.config = WorkerConfig(
@@ -469,7 +476,8 @@ class BatchRun:
             if (mapping := self.options.mapping) is not None
             else None,
         )
-        return build_summary(stamp, self.totals, self.ruleset, self.duplicates.find(), self.ignored)
+        duplicates = self.duplicates.find(self.sources)
+        return build_summary(stamp, self.totals, self.ruleset, duplicates, self.ignored)
 
 
 def run_batch(
@@ -490,8 +498,8 @@ def run_batch(
     try:
         runner = ChunkRunner(run.config, options.workers, options.stall_timeout, notice)
         # closed on every path, not when a traceback that holds it is freed (issue 26)
-        pooled = runner.pool is not None
-        with contextlib.closing(all_chunks(run.readers, options.engine, pooled)) as chunks:
+        pool = runner.pool.size if runner.pool is not None else 0
+        with contextlib.closing(all_chunks(run.readers, options.engine, pool)) as chunks:
             for result in runner.run(chunks):
                 run.consume(result)
                 if progress is not None:
@@ -504,10 +512,10 @@ def run_batch(
 
 
 def all_chunks(
-    readers: list[TableReader], engine: str = COHORT_ENGINE, pooled: bool = False
+    readers: list[TableReader], engine: str = COHORT_ENGINE, pool: int = 0
 ) -> Generator[Chunk, None, None]:
-    """Every input's chunks, numbered on across inputs; `pooled`: screened by worker
-    processes, not by this one (POOL_PARQUET_CHUNK_ROWS)."""
+    """Every input's chunks, numbered on across inputs; `pool`: how many worker processes
+    screen them (0: this process does, pool_chunk_rows)."""
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
     index = 0
     for reader in readers:
@@ -520,11 +528,16 @@ def all_chunks(
         if columnar and reader.format is InputFormat.csv:
             rows = VECTOR_CHUNK_ROWS
         elif columnar and reader.format is InputFormat.parquet:
-            rows = POOL_PARQUET_CHUNK_ROWS if pooled else PARQUET_CHUNK_ROWS
+            rows = pool_chunk_rows(pool) if pool else PARQUET_CHUNK_ROWS
         for chunk in reader.chunks(index, chunk_rows=rows, columnar=vectorised):
             index = chunk.index + 1
             yield chunk
             del chunk  # not held while the next chunk is read
+
+
+def pool_chunk_rows(workers: int) -> int:
+    """Rows per Parquet chunk a pool of `workers` processes screens (POOL_ROWS_IN_FLIGHT)."""
+    return max(PARQUET_CHUNK_ROWS, POOL_ROWS_IN_FLIGHT // (workers * WINDOW_PER_WORKER))
 
 
 def build_summary(

@@ -109,12 +109,13 @@ class FieldMissingness(BaseModel):
 
 class Duplicate(BaseModel):
     """A case_id found more than once: the row of each time, in input order, and the input
-    each of those rows is in (as the inputs were named; a row number counts within its input)."""
+    each of those rows is in (its place in stamp.inputs, from 0; a row number counts within
+    its input)."""
 
     model_config = _MODEL
     case_id: str
     rows: list[int]
-    sources: list[str] = []
+    inputs: list[int] = []
 
 
 class SubgroupRow(BaseModel):

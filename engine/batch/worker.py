@@ -304,6 +304,8 @@ def chunk_ids(source: str, numbers: np.ndarray, case_ids: pa.Array | list[str]) 
     texts = _texts(case_ids)
     if not len(texts):
         return ChunkIds(source, np.zeros(0, dtype=np.int64), b"")
+    if texts.null_count:  # a missing id is no valid one: it would have no line, only a hash
+        raise ValueError("a case id given for duplicate finding is missing")
     columns = [pa.array(numbers, pa.int64()).cast(pa.string()), texts]
     lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*columns, "\t"), "", "\n")
     # the lines end to end are the bytes of the array's data between its first and last offset
