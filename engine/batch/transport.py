@@ -4,10 +4,10 @@ A 10,000-row Parquet chunk is about 3 MB of Arrow buffers, and so is its result 
 record batch and the case ids); a pool's chunks are larger (batch.run.POOL_ROWS_IN_FLIGHT).
 multiprocessing's own send pickles them into one bytes object (copying every buffer twice) and
 the receiver copies them out again, 64 KiB a read: on two workers that was about a tenth of the
-whole run's CPU, spent by the parent that reads and writes for both (benchmarks/results.md). Here a message is pickled with protocol 5 and its buffers
-travel out of band: written to the pipe from where they are, read into one bytearray and used in
-place (an Arrow array of the received message is a view of that bytearray, which lives as long
-as any such view).
+whole run's CPU, spent by the parent that reads and writes for both (benchmarks/results.md).
+Here a message is pickled with protocol 5 and its buffers travel out of band: written to the
+pipe from where they are, read into one bytearray and used in place (an Arrow array of the
+received message is a view of that bytearray, which lives as long as any such view).
 
 The frame: a header (`!QI`: the pickle's size and how many buffers), each buffer's size (`!Q`
 each), the pickle, then the buffers, each padded to ALIGN bytes and read into one Arrow buffer
