@@ -102,7 +102,10 @@ class BatchOptions:
 
 Progress = Callable[[int], None]
 CHUNK_ROWS_ENV = "MISS_SCREEN_CHUNK_ROWS"  # tests: small chunks, many messages in flight
-VECTOR_CHUNK_ROWS = 5_000  # rows per CSV chunk on the vectorised engine
+# rows per CSV chunk on the vectorised engine: 1M rows, 1 worker, took 10.4 s at 10,000 rows
+# against 13.0 s at 5,000 (228 against 215 MB; 20,000 rows: 9.0 s, 266 MB), 2 workers 6.8
+# against 7.9 s (the parent 231 MB); a wide export holds more per row (benchmarks/results.md)
+VECTOR_CHUNK_ROWS = 10_000
 # rows per Parquet chunk on the vectorised engine (read as such, not joined): its cost per
 # chunk is per column and per rule node, so larger chunks pay, and its peak memory about 3 KB a
 # row. With every issue-29 change merged, a 1M-row batch (1 worker, --detail ids) peaked at
