@@ -282,6 +282,20 @@ def internal_error() -> typer.Exit:
     return typer.Exit(2)
 
 
+def carried_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM, SIGHUP) an exception carries as its cause or context: Python
+    3.11 turns one that arrives while a class is being built (a dataclass field's __set_name__,
+    a module imported on first use) into a RuntimeError caused by it."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, KeyboardInterrupt):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
+
+
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
     """User errors become one-line messages and exit 2; anything else is our bug (also exit 2)."""
 
@@ -319,7 +333,11 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt as exc:  # Ctrl-C, or Interrupted: SIGTERM, SIGHUP
             print("error: interrupted", file=sys.stderr)
             raise typer.Exit(getattr(exc, "exit_code", 130)) from None
-        except Exception:
+        except Exception as exc:
+            interrupt = carried_interrupt(exc)
+            if interrupt is not None:
+                print("error: interrupted", file=sys.stderr)
+                raise typer.Exit(getattr(interrupt, "exit_code", 130)) from None
             raise internal_error() from None
         finally:
             if PROGRAM:

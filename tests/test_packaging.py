@@ -144,6 +144,33 @@ def test_a_missing_module_deep_in_a_command_is_the_same_one_line(
 
 
 @pytest.mark.timeout(60)
+def test_ctrl_c_while_a_class_is_built_is_an_interrupt_not_our_bug(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Ctrl-C that lands while a module imported on first use builds a class reaches the
+    command as a RuntimeError caused by it (Python 3.11, __set_name__): still the one line
+    and exit 130 of any Ctrl-C, never "internal error" and a traceback (it once was, in
+    tests/test_hostile.py's Ctrl-C at 0.2 s)."""
+
+    class Interrupting:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    @handle_errors
+    def rules_check() -> None:
+        try:
+            type("Built", (), {"field": Interrupting()})
+        except RuntimeError as exc:  # 3.11 wraps it; 3.12 passes it on as it is
+            assert isinstance(exc.__cause__, KeyboardInterrupt)  # noqa: PT017
+            raise
+
+    with pytest.raises(typer.Exit) as exit_info:
+        rules_check()
+    assert exit_info.value.exit_code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+
+@pytest.mark.timeout(60)
 def test_every_extra_is_declared_and_all_holds_them() -> None:
     """engine/extras.py and pyproject.toml name the same extras; `all` installs every one."""
     declared = PYPROJECT["project"]["optional-dependencies"]
