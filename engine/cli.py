@@ -282,6 +282,12 @@ def internal_error() -> typer.Exit:
     return typer.Exit(2)
 
 
+def interrupted(exc: KeyboardInterrupt) -> typer.Exit:
+    """A Ctrl-C (or Interrupted: SIGTERM, SIGHUP): one line, and its exit code (130 for Ctrl-C)."""
+    print("error: interrupted", file=sys.stderr)
+    return typer.Exit(getattr(exc, "exit_code", 130))
+
+
 def carried_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C (or SIGTERM, SIGHUP) an exception carries as its cause or context: Python
     3.11 turns one that arrives while a class is being built (a dataclass field's __set_name__,
@@ -330,15 +336,11 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
                 raise internal_error() from None
             print(f"error: {os_error_line(exc)}", file=sys.stderr)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt as exc:  # Ctrl-C, or Interrupted: SIGTERM, SIGHUP
-            print("error: interrupted", file=sys.stderr)
-            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc) from None
         except Exception as exc:
             interrupt = carried_interrupt(exc)
-            if interrupt is not None:
-                print("error: interrupted", file=sys.stderr)
-                raise typer.Exit(getattr(interrupt, "exit_code", 130)) from None
-            raise internal_error() from None
+            raise (internal_error() if interrupt is None else interrupted(interrupt)) from None
         finally:
             if PROGRAM:
                 _on_interrupt(signal.SIG_IGN)
