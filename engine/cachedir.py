@@ -29,10 +29,11 @@ def cache_dir() -> Path | None:
 
 
 def read_json(path: Path) -> Any:
-    """The JSON in a cache file, or None if it is missing, unreadable or damaged."""
+    """The JSON in a cache file, or None if it is missing, unreadable or damaged (nested
+    deeper than the JSON reader goes, too)."""
     try:
         return json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

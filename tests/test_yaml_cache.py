@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import RuleFileError
+from engine.rules import loader
 from engine.rules.loader import load_ruleset
 from engine.yamlsource import ParsedCache, YamlError, parse_yaml
 from tests.conftest import RULES_DIR, RULESET
@@ -91,9 +92,10 @@ def test_rules_loaded_through_the_cache_are_the_same_rules(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MISS_SCREEN_CACHE_DIR", str(tmp_path / "cache"))
-    first = load_ruleset(RULES_DIR)  # parses and keeps
+    # the loader proper (load_ruleset keeps the whole ruleset too: test_ruleset_cache.py)
+    first = loader._load(RULES_DIR)  # parses and keeps
     assert list((tmp_path / "cache").glob("yaml-*.json"))
-    again = load_ruleset(RULES_DIR)  # from the cache
+    again = loader._load(RULES_DIR)  # from the cache
     assert again.canonical == first.canonical == RULESET.canonical
     assert [r.meta for r in again.rules] == [r.meta for r in RULESET.rules]  # golden cases too
     # an edited file is read as edited, and an invalid edit is still refused
