@@ -27,6 +27,7 @@ import pytest
 from engine.batch.run import CHUNK_ROWS_ENV
 from engine.batch.worker import FAULT_ENV, FAULT_SEND_ENV
 from engine.batch.writers import AtomicPath, OutputError
+from engine.io.pseudonymise import load_key, pseudonym
 from tests.conftest import ROOT
 from tests.test_batch import batch, cohort, write
 
@@ -288,6 +289,56 @@ def test_a_row_that_kills_every_worker_still_counts_for_duplicates(tmp_path: Pat
     assert summary["reconciliation"]["balanced"]
     assert summary["stamp"]["worker_restarts"] >= 4  # each row killed two workers
     assert summary["duplicates"] == [{"case_id": "K-0005", "rows": [6, 71], "inputs": [0, 0]}]
+
+
+def test_a_killer_row_is_listed_by_its_pseudonym_as_every_other_output_lists_it(
+    tmp_path: Path,
+) -> None:
+    """With --pseudonymise-ids, a row rejected for killing its workers is listed, and counts
+    for duplicates, under its pseudonym (the id every other output shows); the id as read is
+    in no output."""
+    rows = [dict(r) for r in cohort() * 3]
+    for i, row in enumerate(rows):
+        row["case_id"] = f"K-{i:04d}"
+    rows[70]["case_id"] = rows[5]["case_id"]
+    source = write(tmp_path / "cohort.jsonl", rows)
+    key_file = tmp_path / "ids.key"
+    shown = pseudonym(load_key(str(key_file)), "K-0005")
+    args = [*_batch_args(source, tmp_path, 2), "--pseudonymise-ids", str(key_file)]
+    done = _run(args, **{FAULT_ENV: shown})  # the hook meets the id as the workers see it
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["reconciliation"]["balanced"]
+    assert summary["stamp"]["worker_restarts"] >= 4  # each row killed two workers
+    assert summary["duplicates"] == [{"case_id": shown, "rows": [6, 71], "inputs": [0, 0]}]
+    errors = [json.loads(line) for line in (tmp_path / "out.jsonl.errors.jsonl").open()]
+    assert [e["case_id"] for e in errors if "worker process died" in e["reason"]] == [shown] * 2
+    for name in ("out.jsonl", "out.jsonl.errors.jsonl", "s.json", "r.html"):
+        assert b"K-0005" not in (tmp_path / name).read_bytes(), name
+
+
+def test_a_killer_row_of_a_mapped_export_is_listed_without_its_id(tmp_path: Path) -> None:
+    """With a column mapping the id the outputs show is the mapped one, which only the
+    workers compute (the mapping may be what stalled them): the killer row is rejected with
+    its row number and no id; the rest of the export is screened and the run balances."""
+    export = tmp_path / "export.csv"
+    lines = (ROOT / "cases" / "registry" / "export.csv").read_text().splitlines(keepends=True)
+    export.write_text("".join(lines[:121]))  # the header and 120 rows
+    args = [
+        *_batch_args(export, tmp_path, 2),
+        "--map", str(ROOT / "cases" / "registry" / "mapping.yaml"),
+    ]  # fmt: skip
+    done = _run(args, **{FAULT_ENV: "7"})  # "Record ID" 7, mapped to case_id
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["reconciliation"]["balanced"]
+    assert summary["stamp"]["worker_restarts"] >= 2
+    errors = [json.loads(line) for line in (tmp_path / "out.jsonl.errors.jsonl").open()]
+    died = [e for e in errors if "worker process died" in e["reason"]]
+    assert [(e["row"], e["case_id"]) for e in died] == [(7, None)]
+    screened = [json.loads(line)["case_id"] for line in (tmp_path / "out.jsonl").open()]
+    assert "7" not in screened
+    assert {"6", "8"} <= set(screened)
 
 
 # --- the batch process itself signalled or killed ---------------------------------------------

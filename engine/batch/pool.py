@@ -42,10 +42,11 @@ from engine.batch.worker import (
     ChunkResult,
     WorkerConfig,
     chunk_ids,
-    listed_case_id,
     reject,
+    row_case_id,
     serve,
 )
+from engine.io.pseudonymise import pseudonymise_row
 from engine.io.tables import Chunk
 
 WINDOW_PER_WORKER = 3  # chunks in flight or waiting per worker: busy workers, bounded memory
@@ -326,10 +327,13 @@ def _after_crash(job: Job, config: WorkerConfig) -> list[Job]:
         return halves
     ((number, row),) = rows
     crashed = ChunkResult(chunk.index, chunk.source, rows=1)
-    # the id as read: the workers map columns and pseudonymise ids, so with either it is not
-    # the id the other outputs show, and is withheld
-    as_read = config.mapping is None and config.pseudonym_key is None
-    case_id = row.get("case_id") if isinstance(row, dict) and as_read else None
+    # the id as the other outputs show it: pseudonymised where the batch asks. With a column
+    # mapping it would be the mapped id, which the parent does not compute (the mapping may be
+    # what stalled the workers): withheld
+    case_id = None
+    if isinstance(row, dict) and config.mapping is None:
+        key = config.pseudonym_key
+        case_id = row_case_id(row if key is None else pseudonymise_row(key, row))
     if job.stalled_s is not None:
         reason = (
             f"a worker process made no progress for {job.stalled_s:.0f} s screening this row "
@@ -341,11 +345,10 @@ def _after_crash(job: Job, config: WorkerConfig) -> list[Job]:
         crashed,
         chunk.source,
         number,
-        case_id if isinstance(case_id, str) else None,
+        case_id,
         [(None, None, reason)],
     )
-    listed = listed_case_id(case_id)
-    if listed is not None:
-        crashed.ids = [chunk_ids(chunk.source, np.array([number]), [listed])]
+    if case_id is not None:
+        crashed.ids = [chunk_ids(chunk.source, np.array([number]), [case_id])]
     job.slot.result = crashed
     return []

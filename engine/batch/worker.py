@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
@@ -469,7 +470,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
         if checked is not None:  # its case_id matched the pattern in the batch check
             case_id: str | None = checked[0]
         else:
-            case_id = listed_case_id(normalise_value("case_id", raw.get("case_id")))
+            case_id = row_case_id(raw)
         if case_id:
             id_rows.append((number, case_id))
             if fault is not None and case_id == fault.partition("@")[0]:
@@ -697,6 +698,12 @@ def flat_batch(rows: list[tuple[str, ...]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [pa.array(column, pa.string()) for column in columns], schema=FLAT_SCHEMA
     )
+
+
+def row_case_id(row: Mapping[str, Any]) -> str | None:
+    """A row's case_id as outputs list it (listed_case_id of the id normalised), the row
+    already mapped and its id pseudonymised where the batch asks."""
+    return listed_case_id(normalise_value("case_id", row.get("case_id")))
 
 
 def listed_case_id(given: object) -> str | None:
