@@ -255,6 +255,28 @@ def test_a_case_id_repeated_across_inputs_names_each_rows_input(tmp_path: Path) 
     assert f"{first} row 2, {second} row 1" in html
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_one_file_given_twice_is_two_inputs(tmp_path: Path, workers: str) -> None:
+    """The same path twice is read twice: each reading counts its own rows, and each repeated
+    id is listed under both places (by name alone, both fell under the first, with twice the
+    rows), in the summary and in the report."""
+    source = write(tmp_path / "cohort.jsonl", [GOOD[0], GOOD[1]])
+    summary, report = tmp_path / "s.json", tmp_path / "r.html"
+    code, _, err = batch(
+        str(source), str(source), "--out", str(tmp_path / "o.jsonl"), "--summary", str(summary),
+        "--report", str(report), "--workers", workers,
+    )  # fmt: skip
+    assert code == 0, err
+    found = json.loads(summary.read_text())
+    assert [i["rows"] for i in found["stamp"]["inputs"]] == [2, 2]
+    assert found["reconciliation"]["rows_read"] == 4
+    assert found["duplicates"] == [
+        {"case_id": GOOD[0]["case_id"], "rows": [1, 1], "inputs": [0, 1]},
+        {"case_id": GOOD[1]["case_id"], "rows": [2, 2], "inputs": [0, 1]},
+    ]
+    assert f"{source} (input 1) row 1, {source} (input 2) row 1" in report.read_text()
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [

@@ -89,7 +89,7 @@ def test_id_hashes_read_a_sliced_arrow_array_as_its_ids() -> None:
     sliced = whole.slice(1, len(ids))
     assert id_hashes(sliced).tolist() == id_hashes(ids).tolist()
     numbers = np.arange(2, 2 + len(ids))
-    assert chunk_ids("in.csv", numbers, sliced) == chunk_ids("in.csv", numbers, ids)
+    assert chunk_ids(numbers, sliced) == chunk_ids(numbers, ids)
 
 
 @pytest.mark.timeout(60)

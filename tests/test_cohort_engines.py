@@ -308,7 +308,7 @@ def test_a_dask_partition_is_decided_by_column_on_the_vectorised_engine(
     config = replace(_config("vectorised"), detail=Detail.ids)
     saved = getattr(worker._STATE, "config", None)
     try:
-        partition = screen_partition(frame, config, "<cohort>", [0])["result"].iloc[0]
+        partition = screen_partition(frame, config, "<cohort>", [0], 0)["result"].iloc[0]
         by_column = sum(decided)
         worker.init_worker(config)
         batch = table.combine_chunks().to_batches()[0]

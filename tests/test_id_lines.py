@@ -36,12 +36,11 @@ def test_hashes_are_fnv1a_of_each_id_whatever_its_length() -> None:
 
 @pytest.mark.timeout(30)
 def test_lines_are_tab_separated_in_the_order_given_beside_their_hashes() -> None:
-    ids = chunk_ids("in.parquet", np.array([3, 10]), ["B-2", "A-1"])
-    assert ids.source == "in.parquet"
+    ids = chunk_ids(np.array([3, 10]), ["B-2", "A-1"])
     assert ids.lines == b"3\tB-2\n10\tA-1\n"
     assert ids.hashes.dtype == np.int64
     assert ids.hashes.tolist() == [fnv1a("B-2"), fnv1a("A-1")]
-    empty = chunk_ids("in.parquet", np.array([], np.int64), [])
+    empty = chunk_ids(np.array([], np.int64), [])
     assert (empty.lines, empty.hashes.tolist()) == (b"", [])
 
 
@@ -94,11 +93,11 @@ def test_the_finder_keeps_hashes_as_chunks_arrive_and_finds_every_repeat() -> No
     finder = run.DuplicateFinder()
     for start in range(0, len(lines), 37):  # chunks of 37 ids
         part = slice(start, start + 37)
-        finder.add([ChunkIds("src.parquet", np.array(hashes[part]), b"".join(lines[part]))])
-    found = {d.case_id: d.rows for d in finder.find(["src.parquet"])}
+        finder.add([ChunkIds(np.array(hashes[part]), b"".join(lines[part]))], 0)
+    found = {d.case_id: d.rows for d in finder.find()}
     expected: dict[str, list[int]] = {}
     for n, case_id in enumerate(ids):
         expected.setdefault(case_id, []).append(n + 1)
     assert found == {i: rows for i, rows in expected.items() if len(rows) > 1}
     assert found["first-and-last"] == [1, 400]
-    assert run.DuplicateFinder().find(["src.parquet"]) == []  # no id lines at all
+    assert run.DuplicateFinder().find() == []  # no id lines at all

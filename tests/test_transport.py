@@ -85,7 +85,7 @@ def test_a_result_comes_out_as_it_went_in_through_a_widened_pipe() -> None:
     assert batch is not None
     result = ChunkResult(7, "cohort.parquet", records=[batch], rows=20_000, screened=19_999)
     result.verdicts["worth_discussing"] = 3
-    result.ids = [chunk_ids("cohort.parquet", np.arange(1, 1001), [f"C-{n}" for n in range(1000)])]
+    result.ids = [chunk_ids(np.arange(1, 1001), [f"C-{n}" for n in range(1000)])]
     with pipe() as (read_end, write_end):
         widen(write_end)
         kind, got = _sent(("result", result), read_end, write_end)  # type: ignore[misc]

@@ -73,6 +73,7 @@ def screen_partition(
     config: WorkerConfig,
     source: str,
     offsets: list[int],
+    place: int,
     partition_info: dict[str, Any] | None = None,
 ) -> Any:
     """map_partitions body: screen one partition; return its ChunkResult in a one-row frame."""
@@ -89,9 +90,9 @@ def screen_partition(
     # vectorised engine takes its plainly valid rows by column (rows as dicts go one by one)
     batches = table.to_batches()
     if batches:
-        chunk = Chunk(number, source, [], batch=batches[0], first=first + 1)
+        chunk = Chunk(number, source, [], batch=batches[0], first=first + 1, input=place)
     else:
-        chunk = Chunk(number, source, [])
+        chunk = Chunk(number, source, [], input=place)
     return pd.DataFrame({"result": [screen_chunk(chunk)]})
 
 
@@ -129,13 +130,13 @@ def run_batch_dask(
             seen: set[str] = set()  # every worker address: a restarted worker has a new one
             client.wait_for_workers(options.workers)
             seen.update(client.scheduler_info()["workers"])
-            for reader in run.readers:
+            for place, reader in enumerate(run.readers):
                 frame = dd.read_parquet(reader.path, dtype_backend="pyarrow")
                 lengths = frame.map_partitions(len).compute().tolist()
                 offsets = [sum(lengths[:i]) for i in range(len(lengths))]
                 meta = pd.DataFrame({"result": pd.Series(dtype=object)})
                 screened = frame.map_partitions(
-                    screen_partition, run.config, reader.source, offsets, meta=meta
+                    screen_partition, run.config, reader.source, offsets, place, meta=meta
                 )
                 parts = collections.deque(enumerate(screened.to_delayed()))
                 # each future with the time it was handed to Dask: the cost a partition is seen

@@ -320,13 +320,13 @@ def _after_crash(job: Job, config: WorkerConfig) -> list[Job]:
     if len(rows) > 1:
         half = len(rows) // 2
         halves = [
-            Job(Chunk(chunk.index, chunk.source, part), Slot())
+            Job(Chunk(chunk.index, chunk.source, part, input=chunk.input), Slot())
             for part in (rows[:half], rows[half:])
         ]
         job.slot.parts = [h.slot for h in halves]
         return halves
     ((number, row),) = rows
-    crashed = ChunkResult(chunk.index, chunk.source, rows=1)
+    crashed = ChunkResult(chunk.index, chunk.source, chunk.input, rows=1)
     # the id as the other outputs show it: pseudonymised where the batch asks. With a column
     # mapping it would be the mapped id, which the parent does not compute (the mapping may be
     # what stalled the workers): withheld
@@ -349,6 +349,6 @@ def _after_crash(job: Job, config: WorkerConfig) -> list[Job]:
         [(None, None, reason)],
     )
     if case_id is not None:
-        crashed.ids = [chunk_ids(chunk.source, np.array([number]), [case_id])]
+        crashed.ids = [chunk_ids(np.array([number]), [case_id])]
     job.slot.result = crashed
     return []

@@ -263,8 +263,8 @@ class Totals:
 
 class DuplicateFinder:
     """Finds repeated case_ids with flat memory: ids stay on disk, in a temp file of their lines,
-    and so does each id's hash (8 bytes an id, in a second file); of each input, only its name
-    and the number of its first line are kept.
+    and so does each id's hash (8 bytes an id, in a second file); of each input, only its place
+    among the run's inputs and the number of its first line are kept.
 
     Workers hash the ids and format their lines (worker.ChunkIds), so a chunk's arrive ready to
     append, while the workers screen the next chunks: parsing hashes back out of text lines
@@ -278,39 +278,40 @@ class DuplicateFinder:
             prefix="miss-screen-ids-", suffix=".tsv"
         )
         self._hashes = tempfile.TemporaryFile(prefix="miss-screen-id-hashes-")  # noqa: SIM115
-        self._sources: list[str] = []  # each input whose ids follow another's, in order
+        self._inputs: list[int] = []  # the place of each input whose ids follow another's
         self._firsts: list[int] = []  # the number of its first line
         self._count = 0  # lines so far
 
-    def add(self, chunks: list[ChunkIds]) -> None:
-        """A chunk's valid case_ids (its halves', if it was split), in row order."""
+    def add(self, chunks: list[ChunkIds], place: int) -> None:
+        """A chunk's valid case_ids (its halves', if it was split), in row order; `place`: its
+        input's place among the run's inputs (Chunk.input)."""
         for ids in chunks:
             if not len(ids.hashes):
                 continue
             if ids.lines.count(b"\n") != len(ids.hashes):  # every later line would be misread
                 raise ValueError(f"{len(ids.hashes)} case id hashes for other than as many lines")
-            if not self._sources or self._sources[-1] != ids.source:
-                self._sources.append(ids.source)
+            if not self._inputs or self._inputs[-1] != place:
+                self._inputs.append(place)
                 self._firsts.append(self._count)
             self._file.write(ids.lines)
             self._hashes.write(ids.hashes.astype(np.int64, copy=False).tobytes())
             self._count += len(ids.hashes)
 
-    def find(self, inputs: list[str]) -> list[Duplicate]:
+    def find(self) -> list[Duplicate]:
         """The repeated case_ids, by id, with their rows in input order and the place of each
-        row's input in `inputs` (the sources, in the order read); closes the finder."""
-        place = {source: number for number, source in reversed(list(enumerate(inputs)))}
+        row's input among the run's inputs; closes the finder."""
         return [
             Duplicate(
                 case_id=case_id,
                 rows=[row for _, row in places],
-                inputs=[place[source] for source, _ in places],
+                inputs=[place for place, _ in places],
             )
             for case_id, places in sorted(self.repeats().items())
         ]
 
-    def repeats(self) -> dict[str, list[tuple[str, int]]]:
-        """Each repeated case_id's places (input, row), in input order; closes the finder."""
+    def repeats(self) -> dict[str, list[tuple[int, int]]]:
+        """Each repeated case_id's places (input's place, row), in input order; closes the
+        finder."""
         self._file.flush()
         self._hashes.seek(0)
         hashes = np.frombuffer(self._hashes.read(), dtype=np.int64)
@@ -319,14 +320,14 @@ class DuplicateFinder:
         repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
         del ordered
         wanted = set(np.flatnonzero(np.isin(hashes, repeated)).tolist()) if len(repeated) else set()
-        groups: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
+        groups: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
         if wanted:
             self._file.seek(0)
             for number, line in enumerate(self._file):  # lines end at b"\n" only
                 if number in wanted:
                     row, case_id = line.rstrip(b"\n").decode().split("\t", 1)
-                    source = self._sources[bisect.bisect_right(self._firsts, number) - 1]
-                    groups[case_id].append((source, int(row)))
+                    place = self._inputs[bisect.bisect_right(self._firsts, number) - 1]
+                    groups[case_id].append((place, int(row)))
         self.close()
         return {case_id: places for case_id, places in groups.items() if len(places) > 1}
 
@@ -364,7 +365,6 @@ class BatchRun:
         if isinstance(screener.evaluator, DeferredEvaluator):
             screener.evaluator.built  # noqa: B018 - built for its checks, then let go
         self.readers, self.ignored = open_inputs(options)
-        self.sources = [reader.source for reader in self.readers]
         # hashed before screening: what was read, even if something rewrites a file later
         self.hashes = {r.source: r.sha256() for r in self.readers if r.path != "-"}
         self.config = WorkerConfig(
@@ -393,15 +393,15 @@ class BatchRun:
             raise
         self.totals = Totals()
         self.duplicates = DuplicateFinder()
-        self.per_input: dict[str, int] = collections.Counter()
+        self.per_input: collections.Counter[int] = collections.Counter()  # by input's place
 
     def consume(self, result: ChunkResult) -> None:
         """Write one chunk's records and errors (chunks arrive in input order) and count them."""
         self.writer.write(result.records)
         self.errors.write(result.errors)
-        self.duplicates.add(result.ids)
+        self.duplicates.add(result.ids, result.input)
         self.totals.add(result)
-        self.per_input[result.source] += result.rows
+        self.per_input[result.input] += result.rows
 
     def finish(
         self,
@@ -458,9 +458,9 @@ class BatchRun:
                 path=r.source,
                 format=r.format.value,
                 sha256=r.sha256(),
-                rows=self.per_input[r.source],
+                rows=self.per_input[position],
             )
-            for r in self.readers
+            for position, r in enumerate(self.readers)
         ]
         stamp = RunStamp(
             tool_version=__version__,
@@ -479,7 +479,7 @@ class BatchRun:
             if (mapping := self.options.mapping) is not None
             else None,
         )
-        duplicates = self.duplicates.find(self.sources)
+        duplicates = self.duplicates.find()
         return build_summary(stamp, self.totals, self.ruleset, duplicates, self.ignored)
 
 
@@ -521,7 +521,7 @@ def all_chunks(
     screen them (0: this process does, pool_chunk_rows)."""
     size = int(os.environ.get(CHUNK_ROWS_ENV) or 0) or None
     index = 0
-    for reader in readers:
+    for position, reader in enumerate(readers):
         # the vectorised engine reads a Parquet or CSV chunk's columns (other inputs go row by
         # row; a CSV chunk travels as text columns, not a dict per row): its cost is per
         # column, so larger chunks pay
@@ -534,6 +534,7 @@ def all_chunks(
             rows = pool_chunk_rows(pool) if pool else PARQUET_CHUNK_ROWS
         for chunk in reader.chunks(index, chunk_rows=rows, columnar=vectorised):
             index = chunk.index + 1
+            chunk.input = position
             yield chunk
             del chunk  # not held while the next chunk is read
 

@@ -122,17 +122,15 @@ class WorkerConfig:
 class ChunkIds:
     """A chunk's valid case_ids, for finding repeats (run.DuplicateFinder): each id's hash,
     and its line, "row\tcase_id\n", in the same order, the lines end to end in UTF-8. A case_id
-    holds no tab or line end (CASE_ID); the source, which may, is given once."""
+    holds no tab or line end (CASE_ID); which input the rows are of, the chunk's result says."""
 
-    source: str
     hashes: np.ndarray  # int64, FNV-1a of each id (id_hashes)
     lines: bytes
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ChunkIds):
             return NotImplemented
-        same = (self.source, self.lines) == (other.source, other.lines)
-        return same and np.array_equal(self.hashes, other.hashes)
+        return self.lines == other.lines and np.array_equal(self.hashes, other.hashes)
 
     __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable
 
@@ -143,6 +141,7 @@ class ChunkResult:
 
     index: int
     source: str = ""
+    input: int = 0  # the place of the chunk's input among the run's inputs (Chunk.input)
     # output records: Parquet, record batches; CSV, flat rows; JSONL, its lines as one text
     records: list[Any] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -299,12 +298,12 @@ def _texts(case_ids: pa.Array | list[str]) -> pa.Array:
     return pa.array(case_ids, pa.string())
 
 
-def chunk_ids(source: str, numbers: np.ndarray, case_ids: pa.Array | list[str]) -> ChunkIds:
+def chunk_ids(numbers: np.ndarray, case_ids: pa.Array | list[str]) -> ChunkIds:
     """A chunk's valid case_ids as run.DuplicateFinder keeps them, built column by column:
     `numbers` are their rows, ascending."""
     texts = _texts(case_ids)
     if not len(texts):
-        return ChunkIds(source, np.zeros(0, dtype=np.int64), b"")
+        return ChunkIds(np.zeros(0, dtype=np.int64), b"")
     if texts.null_count:  # a missing id is no valid one: it would have no line, only a hash
         raise ValueError("a case id given for duplicate finding is missing")
     columns = [pa.array(numbers, pa.int64()).cast(pa.string()), texts]
@@ -313,7 +312,7 @@ def chunk_ids(source: str, numbers: np.ndarray, case_ids: pa.Array | list[str]) 
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
     start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
     data: bytes = lines.buffers()[2].to_pybytes()
-    return ChunkIds(source, id_hashes(texts), data[start:end])
+    return ChunkIds(id_hashes(texts), data[start:end])
 
 
 def serve(tasks: Connection, results: Connection, config: WorkerConfig) -> None:
@@ -436,7 +435,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
     vectorised = screener.engine == "vectorised" and not full  # a full result shows values
     rows, fast, changed = _checked_rows(chunk, config.ignored_columns, config.mapping, vectorised)
     decided = len(fast.flat.case_ids) if fast is not None else 0
-    result = ChunkResult(chunk.index, chunk.source, rows=len(rows) + decided)
+    result = ChunkResult(chunk.index, chunk.source, chunk.input, rows=len(rows) + decided)
     if fast is not None:  # the fault hooks for the rows the vectorised engine decided
         if fault is not None and fast.has_id(fault.partition("@")[0]):
             _fault_kill(fault)
@@ -512,7 +511,7 @@ def screen_chunk(chunk: Chunk) -> ChunkResult:
             result.missing[name] += result.screened - present[name]
     count_baselines(result, ruleset)
     # one string to send back, not a thousand
-    result.ids = [_chunk_ids(chunk.source, fast, id_rows)]
+    result.ids = [_chunk_ids(fast, id_rows)]
     if config.output_format is OutputFormat.parquet and fast is None:  # built here, in
         result.records = [flat_batch(result.records)]  # parallel, not by the parent
     elif jsonl and fast is None and result.records:  # one text, as the decided rows' lines
@@ -587,7 +586,7 @@ def _lines_text(lines: pa.Array) -> str:
     return text
 
 
-def _chunk_ids(source: str, fast: _Fast | None, id_rows: list[tuple[int, str]]) -> ChunkIds:
+def _chunk_ids(fast: _Fast | None, id_rows: list[tuple[int, str]]) -> ChunkIds:
     """The valid case_ids of a chunk, in row order: the decided rows' and those of the rows
     read one by one (`id_rows`, in order)."""
     numbers = np.fromiter((n for n, _ in id_rows), dtype=np.int64, count=len(id_rows))
@@ -600,7 +599,7 @@ def _chunk_ids(source: str, fast: _Fast | None, id_rows: list[tuple[int, str]]) 
             numbers, case_ids = numbers[order], every.take(pa.array(order))
         else:
             numbers, case_ids = fast.numbers, fast.flat.case_ids
-    return chunk_ids(source, numbers, case_ids)
+    return chunk_ids(numbers, case_ids)
 
 
 def _checked_rows(

@@ -85,6 +85,8 @@ class Chunk:
     batch: pa.RecordBatch | None = None
     first: int = 1
     numbers: np.ndarray | None = None
+    input: int = 0  # the input's place among the run's inputs, from 0 (one file given twice
+    # is two inputs of one name)
 
     def batch_numbers(self) -> np.ndarray:
         """The row number of each row of the record batch."""
