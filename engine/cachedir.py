@@ -2,9 +2,10 @@
 
 `$MISS_SCREEN_CACHE_DIR` if set (empty: no cache at all), else `$XDG_CACHE_HOME/miss-screen`,
 else `~/.cache/miss-screen`. Everything kept there is derived from rule files and code (parsed
-YAML, durable-rules layouts), never from a case: nothing in it identifies anyone. Each entry is
-found by a key made of everything it depends on, so an entry is either exactly right or not
-found; a file that cannot be read or written is no error, only a slower start.
+YAML, the checked ruleset and its sha256, durable-rules layouts), never from a case: nothing in
+it identifies anyone. Each entry is found by a key made of everything it depends on, so an
+entry is either exactly right or not found; a file that cannot be read or written is no error,
+only a slower start.
 """
 
 from __future__ import annotations

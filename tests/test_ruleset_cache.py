@@ -151,6 +151,26 @@ def test_a_special_file_in_the_folder_keeps_nothing(cache: Path, rules: Path) ->
     assert entries(cache) == []
 
 
+def test_any_file_name_is_taken(cache: Path, rules: Path) -> None:
+    """A name that is not UTF-8 (bytes the system allows) is part of the key like any."""
+    (rules / os.fsdecode(b"patient/notes\xff.txt")).write_text("not read")
+    same(load_ruleset(rules), fresh(rules))
+    assert len(entries(cache)) == 1
+    same(load_ruleset(rules), fresh(rules))
+
+
+def test_a_yaml_file_in_any_case_is_in_the_key(rules: Path) -> None:
+    """A file system that ignores case opens Policy.YAML for policy.yaml: its content counts."""
+    other = rules / "patient" / "Extra.YAML"
+    other.write_text("a: 1\n")
+    before = kept.Snapshot.of(rules, loader.MAX_RULE_FILE_BYTES)
+    other.write_text("a: 2\n")
+    after = kept.Snapshot.of(rules, loader.MAX_RULE_FILE_BYTES)
+    assert before is not None
+    assert after is not None
+    assert before.key != after.key
+
+
 def test_a_file_changed_while_it_is_loaded_is_not_kept(
     cache: Path, rules: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -183,6 +203,16 @@ def test_what_json_does_not_give_back_is_not_kept(cache: Path, rules: Path) -> N
     same(load_ruleset(rules), fresh(rules))
 
 
+def test_a_value_json_cannot_hold_is_not_kept(cache: Path, rules: Path) -> None:
+    """Bytes in a golden case (YAML's !!binary) load, and JSON cannot hold them: the ruleset
+    is loaded as ever and no entry is written."""
+    target = next((rules / "access").glob("ACC-016-*.yaml"))
+    case = "{planned_procedure: fusion, levels: 3}"
+    target.write_text(target.read_text().replace(case, case[:-1] + ', blob: !!binary "gA=="}'))
+    same(load_ruleset(rules), fresh(rules))
+    assert entries(cache) == []
+
+
 def test_no_cache_folder_nothing_is_listed_or_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,8 +233,17 @@ def _tampered(data: dict, how: str) -> object:
         rule[3] = {"n": "Compare", "a": ["==", "bmi"]}
     elif how == "a rule file the model refuses":
         rule[1]["id"] = "not an id"
-    elif how == "another key":
+    elif how == "another key":  # another folder's entry, under this name: its rules differ
         data["key"] = "0" * 64
+        rule[3] = {"n": "Truth", "a": [False]}
+    elif how == "an unknown operator":
+        rule[3] = {"n": "Compare", "a": ["~~", "bmi", {"n": "Const", "a": [40]}]}
+    elif how == "a field not in the dictionary":
+        rule[3] = {"n": "Known", "a": ["patient_name", False]}
+    elif how == "a text for a list of conditions":
+        rule[3] = {"n": "And", "a": ["bmi >= 40"]}
+    elif how == "an expression for a condition":
+        rule[3] = {"n": "FieldRef", "a": ["bmi"]}
     elif how == "no stamp":
         data["sha256"] = 7
     elif how == "a list for a mapping":
@@ -223,6 +262,10 @@ def _tampered(data: dict, how: str) -> object:
         "a tree too deep",
         "a rule file the model refuses",
         "another key",
+        "an unknown operator",
+        "a field not in the dictionary",
+        "a text for a list of conditions",
+        "an expression for a condition",
         "no stamp",
         "a list for a mapping",
     ],

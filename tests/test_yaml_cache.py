@@ -130,7 +130,7 @@ def test_without_its_source_the_parser_caches_nothing(
     def missing() -> str:
         raise FileNotFoundError("yamlsource.py")
 
-    monkeypatch.setattr(source, "_parser_digest", missing)
+    monkeypatch.setattr(source, "parser_digest", missing)
     cache = ParsedCache(tmp_path)
     assert cache.path is None
     assert cache.parse("a: 1\n").data == {"a": 1}

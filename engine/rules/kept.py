@@ -29,6 +29,7 @@ Where: engine.cachedir (`$MISS_SCREEN_CACHE_DIR`, empty for none).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import sys
@@ -38,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 
 from engine.cachedir import cache_dir, prune, read_json, write_json
 from engine.dictionary import FIELDS_BY_NAME
@@ -46,6 +46,7 @@ from engine.models import ConstraintFile, DerivedFile, PolicyFile, RuleFile
 from engine.rules import condition as C
 from engine.rules.ruleset import Constraint, DerivedRule, Rule, Ruleset
 from engine.rules.stamp import code_digest
+from engine.yamlsource import parser_digest
 
 FORMAT = 1
 KEEP = 8  # rulesets kept (other rules folders, other versions of the code)
@@ -82,8 +83,9 @@ class Snapshot:
         digest = hashlib.sha256()
         versions = f"{sys.version_info[0]}.{sys.version_info[1]}\0{pydantic.VERSION}"
         try:
-            head = [str(FORMAT), code_digest(), versions, yaml.__version__, os.path.realpath(root)]
-            digest.update("\0".join(head).encode() + b"\0\0")
+            head = [str(FORMAT), code_digest(), versions, parser_digest()]
+            digest.update("\0".join(head).encode() + b"\0")
+            digest.update(os.fsencode(os.path.realpath(root)) + b"\0\0")
             folders = _entries(root, digest, limit)
             for folder in folders:
                 _entries(folder, digest, limit)
@@ -111,8 +113,11 @@ def _entries(folder: Path, digest: Any, limit: int) -> list[Path]:
             kind = "f"
         else:
             raise _Unkept(entry.path)  # a pipe or a device: the loader may block on it
-        digest.update(f"{kind}\0{entry.name}\0{link}\0".encode())
-        if kind == "f" and entry.name.endswith(".yaml"):
+        # names as the system gives them (bytes: any name, UTF-8 or not)
+        digest.update(f"{kind}\0".encode() + os.fsencode(entry.name) + b"\0")
+        digest.update(os.fsencode(link) + b"\0")
+        # every case of .yaml: a file system that ignores case opens Policy.YAML as policy.yaml
+        if kind == "f" and entry.name.casefold().endswith(".yaml"):
             with open(entry.path, "rb") as handle:
                 raw = handle.read(limit + 1)
             if len(raw) > limit:
@@ -147,14 +152,15 @@ def keep(snapshot: Snapshot, ruleset: Ruleset, again: Callable[[], Snapshot | No
     path = _entry_path(snapshot)
     if path is None:
         return
-    data = {"format": FORMAT, "key": snapshot.key, **_encode(ruleset, snapshot.root)}
     now = again()
     if now is None or now.key != snapshot.key:
         return  # a file changed while it was loaded: the ruleset may stand for neither
     try:
-        back = _decode(data, snapshot.root)
+        data = {"format": FORMAT, "key": snapshot.key, **_encode(ruleset, snapshot.root)}
+        # read back as a later process will: from the JSON text
+        back = _decode(json.loads(json.dumps(data)), snapshot.root)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError):
-        return
+        return  # a value JSON cannot hold (bytes in a golden case, say)
     if back != ruleset or back.sha256 != ruleset.sha256:
         return  # something JSON does not give back exactly (a date in a golden case, say)
     write_json(path, data)
@@ -209,8 +215,8 @@ def _decode(data: dict[str, Any], root: Path) -> Ruleset:
         Rule(
             meta=RuleFile.model_validate(meta),
             path=str(root / where),
-            scope=_node(scope),
-            when=_node(when),
+            scope=_condition(scope, optional=True),
+            when=_condition(when),
         )
         for where, meta, scope, when in data["rules"]
     )
@@ -219,9 +225,9 @@ def _decode(data: dict[str, Any], root: Path) -> Ruleset:
             meta=DerivedFile.model_validate(meta),
             path=str(root / where),
             spec=FIELDS_BY_NAME[spec],
-            expression=_node(expression),
-            bands=tuple((_node(cond), value) for cond, value in bands),
-            condition=_node(condition),
+            expression=_expression(expression),
+            bands=tuple((_condition(cond), value) for cond, value in bands),
+            condition=_condition(condition, optional=True),
             points=tuple((str(name), dict(points)) for name, points in points_),
             supplied_total=total,
         )
@@ -231,7 +237,9 @@ def _decode(data: dict[str, Any], root: Path) -> Ruleset:
         Constraint(
             meta=ConstraintFile.model_validate(meta),
             spec=FIELDS_BY_NAME[spec],
-            narrowings=tuple((_node(cond), frozenset(allowed)) for cond, allowed in narrowings),
+            narrowings=tuple(
+                (_condition(cond), frozenset(allowed)) for cond, allowed in narrowings
+            ),
         )
         for meta, spec, narrowings in data["constraints"]
     )
@@ -265,14 +273,72 @@ def _tree(node: Any) -> Any:
 
 
 def _node(data: Any) -> Any:
-    """The tree _tree wrote; TypeError or KeyError for anything else."""
+    """The tree _tree wrote; TypeError or KeyError for anything else, a node whose fields are
+    not what the parser makes included (an unknown operator or field, a child of the wrong
+    kind), so that a damaged entry is ignored rather than failing a later step."""
     if isinstance(data, list):
         return tuple(_node(item) for item in data)
     if isinstance(data, dict):
         name, args = data["n"], data["a"]
         if not isinstance(args, list) or len(args) != _FIELD_COUNTS[name]:
             raise TypeError("a node with the wrong number of fields")
-        return NODES[name](*(_node(arg) for arg in args))
+        node = NODES[name](*(_node(arg) for arg in args))
+        if not _sound(node):
+            raise TypeError(f"a {name} node the parser would not make")
+        return node
     if data is None or isinstance(data, bool | int | float | str):
         return data
     raise TypeError(f"not a condition tree: {type(data).__name__}")
+
+
+_EXPRESSIONS = (C.FieldRef, C.Const, C.Arith)
+_CONDITIONS = (C.Compare, C.Member, C.Known, C.And, C.Or, C.Not, C.Truth)
+
+
+def _sound(node: Any) -> bool:
+    """Whether each field of a node holds what the condition parser puts there."""
+    if isinstance(node, C.FieldRef):
+        return node.name in FIELDS_BY_NAME
+    if isinstance(node, C.Const | C.Truth):
+        return isinstance(node.value, bool) or (
+            isinstance(node, C.Const) and isinstance(node.value, int | float | str)
+        )
+    if isinstance(node, C.Arith):
+        sides = (node.left, node.right)
+        return node.op in C.ARITH_OPS and all(isinstance(s, _EXPRESSIONS) for s in sides)
+    if isinstance(node, C.Compare):
+        known = node.op in C.NEGATED_OP and node.field in FIELDS_BY_NAME
+        return known and isinstance(node.rhs, _EXPRESSIONS)
+    if isinstance(node, C.Member):
+        values = isinstance(node.values, tuple) and all(
+            isinstance(v, bool | int | float | str) for v in node.values
+        )
+        return values and node.field in FIELDS_BY_NAME and isinstance(node.negated, bool)
+    if isinstance(node, C.Known):
+        return node.field in FIELDS_BY_NAME and isinstance(node.negated, bool)
+    if isinstance(node, C.And | C.Or):
+        items = node.items
+        return (
+            isinstance(items, tuple)
+            and bool(items)
+            and all(isinstance(i, _CONDITIONS) for i in items)
+        )
+    if isinstance(node, C.Not):
+        return isinstance(node.item, _CONDITIONS)
+    return False
+
+
+def _condition(data: Any, optional: bool = False) -> Any:
+    """A whole condition (None where `optional` and absent)."""
+    found = _node(data)
+    if (found is None and optional) or isinstance(found, _CONDITIONS):
+        return found
+    raise TypeError("not a condition")
+
+
+def _expression(data: Any) -> Any:
+    """A whole arithmetic expression, or None."""
+    found = _node(data)
+    if found is None or isinstance(found, _EXPRESSIONS):
+        return found
+    raise TypeError("not an expression")
