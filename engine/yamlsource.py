@@ -220,7 +220,7 @@ class ParsedCache:
     def __init__(self, folder: Path | None = None) -> None:
         folder = cache_dir() if folder is None else folder
         try:
-            digest = parser_digest()
+            digest = _parser_digest()
         except OSError:  # no source to key by (an install without .py files): no cache
             folder = None
         self.path = None if folder is None else folder / f"yaml-{digest}.json"
@@ -259,8 +259,7 @@ class ParsedCache:
             prune(self.path.parent, "yaml-*.json", 2)  # another parser's documents go
 
 
-def parser_digest() -> str:
-    """This module's code, PyYAML's version and which of its loaders parses (libyaml or not)."""
+def _parser_digest() -> str:
     digest = hashlib.sha256(Path(__file__).read_bytes())
     digest.update(f"\0{yaml.__version__}\0{_Loader.__name__}".encode())
     return digest.hexdigest()[:32]

@@ -174,3 +174,16 @@ def test_without_source_files_nothing_is_cached(
         cache.layout_key(RULESET.sha256)
     assert _same(DurableEvaluator(RULESET).layout, _fresh())
     assert not folder.exists()
+
+
+@pytest.mark.hostile
+def test_a_cache_file_nested_deeper_than_json_reads_is_ignored(tmp_path: Path) -> None:
+    """Python's JSON reader raises RecursionError, not ValueError, for such a file: a cache
+    that did not catch it failed every start that read the file, where it must only be slow."""
+    from engine.cachedir import read_json, write_json
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert read_json(deep) is None
+    write_json(tmp_path / "ok.json", {"a": [1, 2.5, "é"]})
+    assert read_json(tmp_path / "ok.json") == {"a": [1, 2.5, "é"]}

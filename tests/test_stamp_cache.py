@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.cachedir import CACHE_ENV
-from engine.rules import loader
+from engine.rules.loader import load_ruleset
 from engine.rules.ruleset import Ruleset
 from tests.conftest import RULES_DIR
 
@@ -24,11 +24,9 @@ def _computed(ruleset: Ruleset) -> str:
 
 
 def _load(folder: Path, rules: Path = RULES_DIR) -> Ruleset:
-    """The loader proper, which keeps the stamp (the whole ruleset is kept apart by
-    load_ruleset: tests/test_ruleset_cache.py)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(folder))
-        return loader._load(rules)
+        return load_ruleset(rules)
 
 
 def test_a_stamp_read_back_is_the_one_computed(tmp_path: Path) -> None:
@@ -58,7 +56,7 @@ def test_an_edited_rule_file_gets_its_own_stamp(tmp_path: Path) -> None:
 def test_no_cache_folder_no_stamp_file(tmp_path: Path) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, "")
-        ruleset = loader._load(RULES_DIR)
+        ruleset = load_ruleset(RULES_DIR)
     assert ruleset.sha256 == _computed(ruleset)
 
 

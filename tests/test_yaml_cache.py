@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from engine.errors import RuleFileError
-from engine.rules import loader
 from engine.rules.loader import load_ruleset
 from engine.yamlsource import ParsedCache, YamlError, parse_yaml
 from tests.conftest import RULES_DIR, RULESET
@@ -92,10 +91,9 @@ def test_rules_loaded_through_the_cache_are_the_same_rules(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MISS_SCREEN_CACHE_DIR", str(tmp_path / "cache"))
-    # the loader proper (load_ruleset keeps the whole ruleset too: test_ruleset_cache.py)
-    first = loader._load(RULES_DIR)  # parses and keeps
+    first = load_ruleset(RULES_DIR)  # parses and keeps
     assert list((tmp_path / "cache").glob("yaml-*.json"))
-    again = loader._load(RULES_DIR)  # from the cache
+    again = load_ruleset(RULES_DIR)  # from the cache
     assert again.canonical == first.canonical == RULESET.canonical
     assert [r.meta for r in again.rules] == [r.meta for r in RULESET.rules]  # golden cases too
     # an edited file is read as edited, and an invalid edit is still refused
@@ -130,7 +128,7 @@ def test_without_its_source_the_parser_caches_nothing(
     def missing() -> str:
         raise FileNotFoundError("yamlsource.py")
 
-    monkeypatch.setattr(source, "parser_digest", missing)
+    monkeypatch.setattr(source, "_parser_digest", missing)
     cache = ParsedCache(tmp_path)
     assert cache.path is None
     assert cache.parse("a: 1\n").data == {"a": 1}

@@ -117,7 +117,6 @@ _COMPARE_OPS: dict[type[ast.cmpop], str] = {
     ast.GtE: ">=",
 }
 _ARITH_OPS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
-ARITH_OPS = frozenset(_ARITH_OPS.values())
 _CONSTANT_NAMES: dict[str, bool] = {"true": True, "false": False, "True": True, "False": False}
 MAX_CONDITION_LENGTH = 4000
 # limits checked on the syntax tree before anything walks it recursively: the bundled rules

@@ -10,7 +10,6 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from engine.cachedir import cache_dir
 from engine.dictionary import FIELDS_BY_NAME, FieldGroup, FieldSpec, FieldType
 from engine.errors import RuleFileError
 from engine.models import (
@@ -25,7 +24,6 @@ from engine.models import (
     Severity,
     Verdict,
 )
-from engine.rules import kept
 from engine.rules.condition import Cond, fields_of, parse_condition, parse_expression
 from engine.rules.ruleset import Constraint, DerivedRule, Rule, Ruleset, points_key
 from engine.rules.stamp import stamp_from_cache
@@ -150,21 +148,10 @@ def _condition(
 
 
 def load_ruleset(directory: str | Path) -> Ruleset:
-    """Load and check every file of a rules directory (kept in the rules cache: kept.py)."""
+    """Load and check every file of a rules directory."""
     root = Path(directory)
     if not root.is_dir():
         raise RuleFileError("rules directory not found", str(root))
-    snapshot = kept.Snapshot.of(root, MAX_RULE_FILE_BYTES) if cache_dir() is not None else None
-    found = kept.read(snapshot) if snapshot is not None else None
-    if found is not None:
-        return found
-    ruleset = _load(root)
-    if snapshot is not None:
-        kept.keep(snapshot, ruleset, lambda: kept.Snapshot.of(root, MAX_RULE_FILE_BYTES))
-    return ruleset
-
-
-def _load(root: Path) -> Ruleset:
     errors = _Collector(root)
 
     meta = _load_model(root / "ruleset.yaml", RulesetFile, errors)
